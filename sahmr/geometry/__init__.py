@@ -1,0 +1,1 @@
+"""Cameras, rotations, projections and Procrustes alignment (torch, batched)."""
