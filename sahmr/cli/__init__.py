@@ -1,0 +1,1 @@
+"""Console entry points; the scripts in tools/ call these ``main`` functions."""

@@ -1,0 +1,1 @@
+"""Headless visualisation: ray-cast renders, overlays, scene views and image grids."""
