@@ -21,6 +21,7 @@ from sahmr.body.license_free import (
 )
 from sahmr.body.license_free.shape_space import semantic_fields
 from sahmr.body.license_free.skeleton import SOLE_Y
+from sahmr.body.poses import STANDARD_POSE_NAMES, standard_pose
 from sahmr.body.regressor import regressor_residual
 
 ASSET = Path(sahmr.__file__).parent / "body" / "assets" / "license_free_neutral.npz"
@@ -132,22 +133,11 @@ def _pose(**joints_deg) -> tuple[torch.Tensor, torch.Tensor]:
     return body, glob
 
 
-POSES = {
-    "T": {},
-    "A": {"left_shoulder": [0, 0, -45], "right_shoulder": [0, 0, 45]},
-    "sitting": {"left_hip": [-90, 0, 0], "right_hip": [-90, 0, 0],
-                "left_knee": [90, 0, 0], "right_knee": [90, 0, 0]},
-    "squat": {"left_hip": [-115, 0, 0], "right_hip": [-115, 0, 0],
-              "left_knee": [125, 0, 0], "right_knee": [125, 0, 0],
-              "left_ankle": [-20, 0, 0], "right_ankle": [-20, 0, 0]},
-    "arms_up": {"left_shoulder": [0, 0, 85], "right_shoulder": [0, 0, -85]},
-    "lying": {"global_orient": [90, 0, 0]},
-}
-
-
-@pytest.mark.parametrize("name", list(POSES))
+@pytest.mark.parametrize("name", STANDARD_POSE_NAMES)
 def test_posed_volume_and_sanity(model, smpl, name):
-    body, glob = _pose(**POSES[name])
+    go, bp = standard_pose(name)
+    glob = torch.from_numpy(go)[None]
+    body = torch.from_numpy(bp)[None]
     smpl = smpl.double()
     out = smpl(body_pose=body, global_orient=glob, transl=torch.zeros(1, 3, dtype=torch.float64))
     verts = out.vertices[0].detach().numpy()
