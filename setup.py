@@ -20,8 +20,13 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sahmr", "sahmr.*"]),
-    package_data={"sahmr": ["body/assets/*.npz", "py.typed"]},
+    # The bundled rooms live in the top-level scenes/ folder and install as sahmr._scenes.
+    packages=[*find_packages(include=["sahmr", "sahmr.*"]), "sahmr._scenes"],
+    package_dir={"sahmr._scenes": "scenes"},
+    package_data={
+        "sahmr": ["body/assets/*.npz", "py.typed"],
+        "sahmr._scenes": ["README.md", "*/*.ply", "*/*.json", "*/*.npy", "*/*.png"],
+    },
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
