@@ -7,7 +7,6 @@ Looked up without relying on the working directory (like trimesh's ``resources``
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import logging
 from pathlib import Path
@@ -39,8 +38,12 @@ def scenes_root() -> Path:
     Returns:
         ``sahmr._scenes``'s folder when that package is installed, else ``<checkout>/scenes``.
     """
-    if importlib.util.find_spec("sahmr._scenes") is not None:
-        return Path(str(importlib.resources.files("sahmr._scenes")))
+    spec = importlib.util.find_spec("sahmr._scenes")
+    if spec is not None and spec.submodule_search_locations:
+        # A folder without __init__.py installs as a namespace package: take its one folder.
+        for location in spec.submodule_search_locations:
+            if Path(location).is_dir():
+                return Path(location)
     return Path(sahmr.__file__).resolve().parent.parent / "scenes"
 
 
