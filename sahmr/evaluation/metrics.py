@@ -1,0 +1,400 @@
+"""Per-frame evaluation metrics for human meshes in scenes (torch, batched).
+
+Every function returns per-item values (one per frame, shape (B,)) or per-item counts, never a
+batch mean: averaging across frames, batches and processes is done by
+:class:`sahmr.evaluation.reduction.Accumulator` from sums and counts.
+
+Units: inputs are metres; distance errors are returned in millimetres (``MM_PER_M``).
+Frames: MPJPE/MPVE and their PA variants are frame-independent (they align); G-MPJPE,
+G-MPVE, root error, PenE and ConFE are measured in the world frame (the scan's frame).
+
+Signed distances (``sdf``) are per-vertex values in metres from the scene's SDF
+(``SDFGrid.sample``), negative inside furniture and below the floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from sahmr.geometry.procrustes import procrustes_align
+
+MM_PER_M = 1000.0
+"""Millimetres per metre: metric outputs are in mm."""
+
+DEFAULT_CONTACT_THRESHOLD_M = 0.07
+"""Vertex-to-scene distance (metres) below which a vertex counts as in contact.
+
+The same 7 cm the data generator uses to label ground-truth contact (see DESIGN.md), so a
+perfect prediction scores F1 = 1 against labels derived from the ground-truth mesh.
+"""
+
+NUM_CONTACT_CLASSES = 7
+"""Scene-contact classes 1..7 (0 = none): left foot, right foot, left hand, right hand, back,
+gluteus, thighs."""
+
+PelvisSpec = int | Sequence[int]
+
+
+def _pelvis(points: Tensor, pelvis: PelvisSpec) -> Tensor:
+    """Pelvis position (..., 3) as one joint or the mean of several (e.g. both hips)."""
+    if isinstance(pelvis, int):
+        return points[..., pelvis, :]
+    return points[..., list(pelvis), :].mean(-2)
+
+
+def _mean_distance_mm(pred: Tensor, gt: Tensor) -> Tensor:
+    """Mean over points of the Euclidean distance, (B, N, 3) x2 -> (B,) mm."""
+    return (pred - gt).norm(dim=-1).mean(-1) * MM_PER_M
+
+
+def mpjpe(
+    pred_joints: Tensor,
+    gt_joints: Tensor,
+    *,
+    pelvis: PelvisSpec | None = 0,
+    pred_pelvis: Tensor | None = None,
+    gt_pelvis: Tensor | None = None,
+) -> Tensor:
+    """Mean per-joint position error after aligning the pelvis (root) of each.
+
+    Both joint sets are translated so that their pelvis is at the origin, then the mean
+    Euclidean distance over joints is taken.
+
+    Args:
+        pred_joints: Tensor of shape (B, J, 3), metres, any frame shared with ``gt_joints``.
+        gt_joints: Tensor of shape (B, J, 3), metres.
+        pelvis: Index of the pelvis joint, or indices whose mean is the pelvis (e.g. the two
+            hips of a 14-joint LSP set). Ignored when explicit positions are given.
+        pred_pelvis: Optional Tensor of shape (B, 3), metres: pelvis of the prediction.
+        gt_pelvis: Optional Tensor of shape (B, 3), metres: pelvis of the ground truth.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    if (pred_pelvis is None) != (gt_pelvis is None):
+        raise ValueError("pass both pred_pelvis and gt_pelvis, or neither")
+    if pred_pelvis is None:
+        if pelvis is None:
+            raise ValueError("pass a pelvis index or pelvis positions")
+        pred_pelvis = _pelvis(pred_joints, pelvis)
+        gt_pelvis = _pelvis(gt_joints, pelvis)
+    return _mean_distance_mm(pred_joints - pred_pelvis[:, None], gt_joints - gt_pelvis[:, None])
+
+
+def mpve(pred_verts: Tensor, gt_verts: Tensor, pred_pelvis: Tensor, gt_pelvis: Tensor) -> Tensor:
+    """Mean per-vertex error after aligning the pelvis joints.
+
+    Args:
+        pred_verts: Tensor of shape (B, V, 3), metres.
+        gt_verts: Tensor of shape (B, V, 3), metres, same vertex order.
+        pred_pelvis: Tensor of shape (B, 3), metres: the prediction's pelvis joint.
+        gt_pelvis: Tensor of shape (B, 3), metres: the ground truth's pelvis joint.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    return _mean_distance_mm(pred_verts - pred_pelvis[:, None], gt_verts - gt_pelvis[:, None])
+
+
+def pa_mpjpe(pred_joints: Tensor, gt_joints: Tensor) -> Tensor:
+    """Mean per-joint error after similarity Procrustes alignment of the prediction.
+
+    Reflection-safe: the alignment rotation always has ``det = +1``.
+
+    Args:
+        pred_joints: Tensor of shape (B, J, 3), metres.
+        gt_joints: Tensor of shape (B, J, 3), metres.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    aligned = procrustes_align(pred_joints, gt_joints)
+    return _mean_distance_mm(aligned, gt_joints)
+
+
+def pa_mpve(pred_verts: Tensor, gt_verts: Tensor) -> Tensor:
+    """Mean per-vertex error after similarity Procrustes alignment over all vertices.
+
+    Args:
+        pred_verts: Tensor of shape (B, V, 3), metres.
+        gt_verts: Tensor of shape (B, V, 3), metres.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    return pa_mpjpe(pred_verts, gt_verts)
+
+
+def g_mpjpe(pred_joints_world: Tensor, gt_joints_world: Tensor) -> Tensor:
+    """Global mean per-joint error: world frame, no alignment at all.
+
+    Args:
+        pred_joints_world: Tensor of shape (B, J, 3), metres, world frame.
+        gt_joints_world: Tensor of shape (B, J, 3), metres, world frame.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    return _mean_distance_mm(pred_joints_world, gt_joints_world)
+
+
+def g_mpve(pred_verts_world: Tensor, gt_verts_world: Tensor) -> Tensor:
+    """Global mean per-vertex error: world frame, no alignment at all.
+
+    Args:
+        pred_verts_world: Tensor of shape (B, V, 3), metres, world frame.
+        gt_verts_world: Tensor of shape (B, V, 3), metres, world frame.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    return _mean_distance_mm(pred_verts_world, gt_verts_world)
+
+
+def root_error(pred_root: Tensor, gt_root: Tensor) -> Tensor:
+    """Euclidean error of the root (pelvis) position.
+
+    Args:
+        pred_root: Tensor of shape (B, 3), metres, world (or camera) frame.
+        gt_root: Tensor of shape (B, 3), metres, same frame.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    return (pred_root - gt_root).norm(dim=-1) * MM_PER_M
+
+
+def penetration(sdf: Tensor) -> dict[str, Tensor]:
+    """Penetration of the body into the scene, per frame (PenE as in SA-HMR).
+
+    ``PenE = sum over vertices v with sdf_v < 0 of |sdf_v|``, converted to millimetres: the
+    total depth of all penetrating vertices (not a mean; it grows with the number of
+    penetrating vertices). Also returned: the number of penetrating vertices (``pen_count``)
+    so the dataset-level mean penetration depth is ``sum(PenE) / sum(pen_count)`` (mm per
+    penetrating vertex), and the fraction of penetrating vertices.
+
+    Args:
+        sdf: Tensor of shape (B, V), metres, signed distance of each predicted vertex (world
+            frame), negative inside the scene.
+
+    Returns:
+        Dict of Tensors of shape (B,): ``"pene"`` mm (sum of depths), ``"pen_count"`` (number
+        of vertices with ``sdf < 0``), ``"pen_depth_mean"`` mm (mean depth over penetrating
+        vertices, 0 when none), ``"pen_fraction"`` (percent of vertices penetrating, 0..100).
+    """
+    inside = sdf < 0
+    depth = torch.where(inside, -sdf, torch.zeros_like(sdf))
+    pene = depth.sum(-1) * MM_PER_M
+    count = inside.sum(-1).to(sdf.dtype)
+    return {
+        "pene": pene,
+        "pen_count": count,
+        "pen_depth_mean": pene / count.clamp_min(1),
+        "pen_fraction": 100.0 * count / sdf.shape[-1],
+    }
+
+
+def contact_fitting_error(sdf: Tensor, gt_contact: Tensor) -> Tensor:
+    """Contact-fitting error (ConFE) as in SA-HMR, per frame, millimetres.
+
+    Penalises both penetration and missing contact, using the ground-truth contact labels::
+
+        ConFE = sum_{v not in C, sdf_v < 0} |sdf_v|  +  sum_{v in C} |sdf_v|
+
+    where ``C`` is the set of vertices labelled in contact in the ground truth and ``sdf_v``
+    the predicted vertex's signed distance. Non-contact vertices only count when they
+    penetrate; contact vertices count by their distance to the surface on either side (a
+    contact vertex should lie exactly on the surface).
+
+    Args:
+        sdf: Tensor of shape (B, V), metres, signed distance of each predicted vertex.
+        gt_contact: Bool (or 0/1) Tensor of shape (B, V): ground-truth contact labels.
+
+    Returns:
+        Tensor of shape (B,), millimetres.
+    """
+    contact = gt_contact.bool()
+    err = torch.where(contact, sdf.abs(), (-sdf).clamp_min(0))
+    return err.sum(-1) * MM_PER_M
+
+
+def penetration_and_confe(sdf: Tensor, gt_contact: Tensor) -> dict[str, Tensor]:
+    """PenE, penetrating-vertex count and ConFE in one pass (for large-scale evaluation).
+
+    Uses ``ConFE = PenE + sum_{v in C} max(sdf_v, 0)``, which equals the definition in
+    :func:`contact_fitting_error` because ``|s| = max(-s, 0) + max(s, 0)``.
+
+    Args:
+        sdf: Tensor of shape (B, V), metres.
+        gt_contact: Bool Tensor of shape (B, V) or (V,), ground-truth contact labels.
+
+    Returns:
+        Dict of Tensors of shape (B,): ``"pene"`` mm, ``"pen_count"``, ``"confe"`` mm.
+    """
+    depth = (-sdf).clamp_min(0)
+    pene = depth.sum(-1)
+    above_contact = (sdf.clamp_min(0) * gt_contact.to(sdf.dtype)).sum(-1)
+    return {
+        "pene": pene * MM_PER_M,
+        "pen_count": (sdf < 0).sum(-1).to(sdf.dtype),
+        "confe": (pene + above_contact) * MM_PER_M,
+    }
+
+
+def predicted_contact(sdf: Tensor, threshold: float = DEFAULT_CONTACT_THRESHOLD_M) -> Tensor:
+    """Vertices in contact with the scene: ``|sdf| < threshold``.
+
+    Args:
+        sdf: Tensor of shape (B, V), metres.
+        threshold: Distance in metres (default 0.07, the labelling threshold).
+
+    Returns:
+        Bool Tensor of shape (B, V).
+    """
+    return sdf.abs() < threshold
+
+
+def binary_counts(pred: Tensor, gt: Tensor) -> dict[str, Tensor]:
+    """True/false positive and false negative counts per item.
+
+    Args:
+        pred: Bool Tensor of shape (B, N).
+        gt: Bool Tensor of shape (B, N).
+
+    Returns:
+        Dict of float64 Tensors of shape (B,): ``"tp"``, ``"fp"``, ``"fn"``.
+    """
+    pred = pred.bool()
+    gt = gt.bool()
+    return {
+        "tp": (pred & gt).sum(-1).double(),
+        "fp": (pred & ~gt).sum(-1).double(),
+        "fn": (~pred & gt).sum(-1).double(),
+    }
+
+
+def precision_recall_f1(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor]:
+    """Precision, recall, F1 and IoU from counts (any shape, element-wise), as fractions 0..1.
+
+    Conventions for empty denominators: precision = 1 when nothing is predicted, recall = 1
+    when nothing is labelled, F1 / IoU = 1 when both are empty (nothing to find, nothing
+    claimed), which is what a perfect prediction on a frame without contact deserves.
+
+    Args:
+        tp: Tensor of true positive counts.
+        fp: Tensor of false positive counts.
+        fn: Tensor of false negative counts.
+
+    Returns:
+        Dict of Tensors: ``"precision"``, ``"recall"``, ``"f1"``, ``"iou"``.
+    """
+    tp, fp, fn = (x.double() for x in (tp, fp, fn))
+    one = torch.ones_like(tp)
+    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp_min(1), one)
+    recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1), one)
+    denom = 2 * tp + fp + fn
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), one)
+    union = tp + fp + fn
+    iou = torch.where(union > 0, tp / union.clamp_min(1), one)
+    return {"precision": precision, "recall": recall, "f1": f1, "iou": iou}
+
+
+def vertex_contact_counts(
+    sdf: Tensor,
+    gt_contact: Tensor,
+    *,
+    threshold: float = DEFAULT_CONTACT_THRESHOLD_M,
+    regions: Tensor | None = None,
+    num_regions: int = NUM_CONTACT_CLASSES,
+) -> dict[str, Tensor]:
+    """Vertex-level contact confusion counts, overall and per body region.
+
+    A vertex is predicted in contact when ``|sdf| < threshold`` (see
+    :func:`predicted_contact`); the ground truth comes from per-vertex labels.
+
+    Args:
+        sdf: Tensor of shape (B, V), metres, predicted vertices' signed distances.
+        gt_contact: Bool Tensor of shape (B, V), ground-truth contact labels.
+        threshold: Contact distance in metres.
+        regions: Optional int Tensor of shape (V,), body part label 0..num_regions per vertex
+            (``BodyModel.topology.contact_regions``; 0 = not in a contact region).
+        num_regions: Number of regions (labels 1..num_regions).
+
+    Returns:
+        Dict with ``"tp"``, ``"fp"``, ``"fn"`` (B,) float64 and, when ``regions`` is given,
+        ``"region_tp"``, ``"region_fp"``, ``"region_fn"`` of shape (B, num_regions) for labels
+        1..num_regions.
+    """
+    pred = predicted_contact(sdf, threshold)
+    gt = gt_contact.bool()
+    out = binary_counts(pred, gt)
+    if regions is not None:
+        onehot = torch.nn.functional.one_hot(regions.long(), num_regions + 1)[:, 1:]
+        onehot = onehot.to(torch.float64)  # (V, R)
+        out["region_tp"] = (pred & gt).double() @ onehot
+        out["region_fp"] = (pred & ~gt).double() @ onehot
+        out["region_fn"] = (~pred & gt).double() @ onehot
+    return out
+
+
+def scene_contact_class_counts(
+    pred_labels: Tensor, gt_labels: Tensor, num_classes: int = NUM_CONTACT_CLASSES
+) -> dict[str, Tensor]:
+    """Per-class confusion counts of scene-point contact labels (RCNet's 8-way output).
+
+    For class ``c`` in 1..num_classes: ``tp = #(pred == c and gt == c)``,
+    ``fp = #(pred == c and gt != c)``, ``fn = #(pred != c and gt == c)``; class 0 (no
+    contact) is the background and not scored. Precision/recall/IoU per class follow from the
+    summed counts via :func:`precision_recall_f1`; the evaluator averages over the classes
+    present in the prediction or the ground truth.
+
+    Args:
+        pred_labels: Int Tensor of shape (B, N), predicted class per scene point, 0..7.
+        gt_labels: Int Tensor of shape (B, N), ground-truth class per scene point.
+        num_classes: Number of foreground classes.
+
+    Returns:
+        Dict of float64 Tensors of shape (B, num_classes): ``"tp"``, ``"fp"``, ``"fn"``.
+    """
+    classes = torch.arange(1, num_classes + 1, device=pred_labels.device)
+    p = pred_labels[..., None] == classes  # (B, N, C)
+    g = gt_labels[..., None] == classes
+    return {
+        "tp": (p & g).sum(-2).double(),
+        "fp": (p & ~g).sum(-2).double(),
+        "fn": (~p & g).sum(-2).double(),
+    }
+
+
+def acceleration_error(
+    pred: Tensor, gt: Tensor, *, fps: float | None = None, valid: Tensor | None = None
+) -> Tensor:
+    """Acceleration error of a sequence by second-order finite differences.
+
+    ``a_t = x_{t+1} - 2 x_t + x_{t-1}`` for every point; the error at frame t is the mean
+    over points of ``|a_t(pred) - a_t(gt)|``.
+
+    Args:
+        pred: Tensor of shape (T, N, 3), metres, one sequence of joints or vertices.
+        gt: Tensor of shape (T, N, 3), metres.
+        fps: Frame rate; when given the result is in mm/s^2 (multiplied by ``fps^2``),
+            otherwise in mm/frame^2.
+        valid: Optional bool Tensor of shape (T,); an interior frame is scored only when it
+            and both its neighbours are valid.
+
+    Returns:
+        Tensor of shape (T - 2,) for frames 1..T-2 in mm/frame^2 (or mm/s^2); frames that
+        are not scored hold NaN.
+    """
+    acc_pred = pred[2:] - 2 * pred[1:-1] + pred[:-2]
+    acc_gt = gt[2:] - 2 * gt[1:-1] + gt[:-2]
+    err = (acc_pred - acc_gt).norm(dim=-1).mean(-1) * MM_PER_M
+    if fps is not None:
+        err = err * fps * fps
+    if valid is not None:
+        ok = valid[2:] & valid[1:-1] & valid[:-2]
+        err = torch.where(ok, err, torch.full_like(err, float("nan")))
+    return err

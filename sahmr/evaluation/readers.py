@@ -1,0 +1,166 @@
+"""Readers of body frames (predictions or ground truth) for the evaluator.
+
+A reader lists frame names and loads one frame at a time as a :class:`BodyFrame`; the
+evaluator matches prediction and ground-truth frames by name. :class:`FolderReader` reads a
+folder of ``<name>.ply`` / ``<name>.obj`` meshes or ``<name>.npz`` files; a dataset reader only
+has to implement the two methods of :class:`FrameReader`.
+
+``.npz`` keys (all world frame, metres, radians):
+    * ``vertices`` (V, 3): a mesh given directly, or SMPL-format parameters ``betas`` (10,)
+      or (1, 10), ``global_orient`` (3,), ``body_pose`` (69,), ``transl`` (3,);
+    * optional ``contact`` (V,) bool/0-1: ground-truth contact labels per vertex;
+    * optional ``scene`` (str): the scene name, resolved in the evaluator's scene folder;
+    * optional ``scene_contact_labels`` (N,) int 0..7 with ``scene_points`` (N, 3): per scene
+      point contact class (RCNet-style output or its ground truth).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MESH_SUFFIXES = (".ply", ".obj")
+PARAM_SUFFIXES = (".npz",)
+SMPL_PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
+
+
+class FrameError(Exception):
+    """A frame that exists but cannot be read (malformed file, wrong shapes)."""
+
+
+@dataclass
+class BodyFrame:
+    """One body, either as vertices or as SMPL-format parameters (world frame, metres).
+
+    Attributes:
+        name: Frame name (file stem).
+        vertices: Array of shape (V, 3) or None when ``params`` is given.
+        params: SMPL-format parameters ``betas`` (NB,), ``global_orient`` (3,),
+            ``body_pose`` (69,), ``transl`` (3,), or None.
+        contact: Optional bool array of shape (V,), contact labels (ground truth).
+        scene: Optional scene name.
+        scene_contact_labels: Optional int array (N,), contact class 0..7 per scene point.
+    """
+
+    name: str
+    vertices: np.ndarray | None = None
+    params: dict[str, np.ndarray] | None = None
+    contact: np.ndarray | None = None
+    scene: str | None = None
+    scene_contact_labels: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class FrameReader(Protocol):
+    """What the evaluator needs from a source of frames."""
+
+    def names(self) -> list[str]:
+        """Frame names, sorted."""
+        ...
+
+    def load(self, name: str) -> BodyFrame:
+        """One frame; raises :class:`FrameError` (or KeyError when absent)."""
+        ...
+
+
+class FolderReader:
+    """Frames stored as one file per frame in a folder (not recursive).
+
+    Args:
+        root: The folder.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"not a folder: {self.root}")
+        self._files: dict[str, Path] = {}
+        for path in sorted(self.root.iterdir()):
+            if path.suffix.lower() not in MESH_SUFFIXES + PARAM_SUFFIXES or not path.is_file():
+                continue
+            if path.stem in self._files:
+                logger.warning(
+                    "%s: several files for frame %r; using %s",
+                    self.root,
+                    path.stem,
+                    self._files[path.stem].name,
+                )
+                continue
+            self._files[path.stem] = path
+
+    def names(self) -> list[str]:
+        """Frame names (file stems), sorted."""
+        return sorted(self._files)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._files
+
+    def path(self, name: str) -> Path:
+        """The file holding a frame."""
+        return self._files[name]
+
+    def load(self, name: str) -> BodyFrame:
+        """Read one frame.
+
+        Raises:
+            KeyError: No file for ``name``.
+            FrameError: The file is malformed.
+        """
+        path = self._files[name]
+        try:
+            if path.suffix.lower() in MESH_SUFFIXES:
+                return BodyFrame(name=name, vertices=_read_mesh_vertices(path))
+            return _read_npz(name, path)
+        except FrameError:
+            raise
+        except Exception as exc:  # any parser failure is a malformed frame
+            raise FrameError(f"{path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_mesh_vertices(path: Path) -> np.ndarray:
+    import trimesh
+
+    mesh = trimesh.load(path, process=False, force="mesh")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
+        raise FrameError(f"{path.name}: no vertices")
+    return vertices
+
+
+def _read_npz(name: str, path: Path) -> BodyFrame:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    frame = BodyFrame(name=name)
+    if "vertices" in arrays:
+        v = np.asarray(arrays["vertices"], dtype=np.float64)
+        v = v[0] if v.ndim == 3 and v.shape[0] == 1 else v
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise FrameError(f"{path.name}: vertices must be (V, 3); got {v.shape}")
+        frame.vertices = v
+    elif all(k in arrays for k in SMPL_PARAM_KEYS):
+        expected = {"global_orient": 3, "body_pose": 69, "transl": 3}
+        params = {}
+        for key in SMPL_PARAM_KEYS:
+            value = np.asarray(arrays[key], dtype=np.float64).reshape(-1)
+            if key in expected and value.size != expected[key]:
+                raise FrameError(f"{path.name}: {key} has {value.size} values, not {expected[key]}")
+            params[key] = value
+        frame.params = params
+    else:
+        raise FrameError(
+            f"{path.name}: needs 'vertices' or all of {', '.join(SMPL_PARAM_KEYS)}; "
+            f"has {sorted(arrays)}"
+        )
+    if "contact" in arrays:
+        frame.contact = np.asarray(arrays["contact"]).reshape(-1).astype(bool)
+    if "scene" in arrays:
+        frame.scene = str(np.asarray(arrays["scene"]).reshape(-1)[0])
+    if "scene_contact_labels" in arrays:
+        frame.scene_contact_labels = np.asarray(arrays["scene_contact_labels"]).astype(np.int64)
+    return frame
