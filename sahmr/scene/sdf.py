@@ -109,14 +109,23 @@ class SDFGrid:
             device=points.device,
         )
         lead = points.shape[:-1]
-        p = points.reshape(-1, 3) - origin
-        p_in = torch.minimum(torch.maximum(p, torch.zeros_like(p)), extent)
-        outside = (p - p_in).norm(dim=-1)
-        grid = 2.0 * p_in / extent.clamp_min(1e-12) - 1.0  # (P, 3) normalised x, y, z
+        flat = points.reshape(-1, 3)
+        # Normalised grid coordinates in one fused pass: 2 * (p - origin) / extent - 1.
+        scale = 2.0 / extent.clamp_min(1e-12)
+        grid = torch.addcmul(-1.0 - origin * scale, flat, scale)
+        inside = bool(grid.abs().amax() <= 1.0) if grid.numel() else True
+        outside = None
+        if not inside:
+            p = flat - origin
+            p_in = torch.minimum(torch.maximum(p, torch.zeros_like(p)), extent)
+            outside = (p - p_in).norm(dim=-1)
+            grid = 2.0 * p_in * (1.0 / extent.clamp_min(1e-12)) - 1.0
         out = F.grid_sample(
             values, grid.view(1, 1, 1, -1, 3), mode="bilinear", align_corners=True
         ).view(-1)
-        return (out + outside).reshape(lead)
+        if outside is not None:
+            out = out + outside
+        return out.reshape(lead)
 
 
 def _pseudo_normals(vertices: np.ndarray, faces: np.ndarray):

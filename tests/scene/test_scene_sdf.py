@@ -51,6 +51,9 @@ def test_sample_matches_numpy_trilinear():
     assert abs(float(grid.sample(node)) - grid.values[3, 1, 2]) < 1e-6
     out = torch.tensor(grid.origin, dtype=torch.float64) - torch.tensor([0.5, 0.0, 0.0])
     assert abs(float(grid.sample(out)) - (grid.values[0, 0, 0] + 0.5)) < 1e-6
+    # A batch mixing inside and outside points (the slow path) agrees with the fast path.
+    mixed = torch.cat([torch.from_numpy(pts.reshape(-1, 3)), out[None]])
+    np.testing.assert_allclose(grid.sample(mixed)[:-1].numpy(), ref.reshape(-1), atol=1e-6)
 
 
 def test_sample_gradcheck():
