@@ -77,11 +77,14 @@ def camera_rays(
         supersample: rays per pixel along each axis.
 
     Returns:
-        ``(origin_world (3,), directions_world (H*s, W*s, 3))``, directions unit length.
+        ``(origin_world (3,), directions_world (H*s, W*s, 3))``, directions unit length; the
+        ray of pixel (row i, column j) passes through image point (u=j, v=i).
     """
     s = supersample
-    u = (np.arange(width * s) + 0.5) / s
-    v = (np.arange(height * s) + 0.5) / s
+    # Pixel centres at integer coordinates (OpenCV), like sahmr.geometry.cameras.project:
+    # pixel j covers [j - 0.5, j + 0.5), sampled at s evenly spaced sub-pixel centres.
+    u = (np.arange(width * s) + 0.5) / s - 0.5
+    v = (np.arange(height * s) + 0.5) / s - 0.5
     uu, vv = np.meshgrid(u, v)
     pix = np.stack([uu, vv, np.ones_like(uu)], axis=-1)
     dirs_cam = pix @ np.linalg.inv(K).T

@@ -61,3 +61,21 @@ def test_image_grid_layout():
     assert sheet.shape == (2 * 12 + 2, 3 * 14 + 2, 3)
     with pytest.raises(ValueError):
         image_grid([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)])
+
+
+def test_pixel_centres_follow_the_projection_convention():
+    # A point projected by sahmr.geometry.cameras.project lands on the pixel whose ray hits it.
+    import torch
+
+    from sahmr.geometry.cameras import project
+
+    box, K, T = _box_scene()
+    out = render([MeshToRender(box.vertices, box.faces)], K, T, 64, 48)
+    corner_world = np.array([0.5, 0.5, -0.5])
+    cam = T[:3, :3] @ corner_world + T[:3, 3]
+    uv = project(torch.from_numpy(K), torch.from_numpy(cam[None]))[0].numpy()
+    j, i = np.round(uv).astype(int)
+    # The corner pixel is covered; one pixel further out along both axes is background.
+    sj, si = np.sign(uv - [K[0, 2], K[1, 2]]).astype(int)
+    assert out.instance[i - si, j - sj] == 0
+    assert out.instance[i + 2 * si, j + 2 * sj] == -1
