@@ -382,8 +382,8 @@ class StandingPlacer:
 
 
 def make_placer(room: Room, body: Any, kind: str = "auto", sdf: Any = None) -> PlacerLike:
-    """The real `sahmr.synth.placement.Placer` when available (``kind="auto"``), else
-    `StandingPlacer`.
+    """The contact placer `sahmr.synth.placement.Placer` (``kind="auto"``), or the fast
+    `StandingPlacer` (``kind="standing"``: feet on the floor only, for tests and benchmarks).
 
     Args:
         room: The room.
@@ -396,13 +396,10 @@ def make_placer(room: Room, body: Any, kind: str = "auto", sdf: Any = None) -> P
         between calls, which would make a shard depend on the shards before it.
     """
     if kind == "auto":
-        try:
-            from sahmr.synth.placement import Placer
-        except ImportError:
-            logger.warning("sahmr.synth.placement is not available: using StandingPlacer")
-        else:
-            return Placer(room, body, sdf=sdf)
-    elif kind != "standing":
+        from sahmr.synth.placement import Placer
+
+        return Placer(room, body, sdf=sdf)
+    if kind != "standing":
         raise ValueError(f"unknown placer {kind!r} (auto or standing)")
     return StandingPlacer(room, body)
 
@@ -519,6 +516,17 @@ def _room(state: _WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, Plac
     return room, caster, placer
 
 
+def _shard_rng(cfg: GenerationConfig, plan: ShardPlan) -> tuple[np.random.Generator, str]:
+    """A shard's random generator, after its first draw: the room the shard is set in."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, plan.index]))
+    return rng, plan.scenes[int(rng.integers(len(plan.scenes)))]
+
+
+def shard_scene_id(cfg: GenerationConfig, plan: ShardPlan) -> str:
+    """The scene a shard draws its samples in (a function of seed and shard index)."""
+    return _shard_rng(cfg, plan)[1]
+
+
 def generate_shard_rows(
     state: _WorkerState, plan: ShardPlan
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -533,8 +541,7 @@ def generate_shard_rows(
         "actions": {action: count}}``.
     """
     cfg = state.cfg
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, plan.index]))
-    scene_id = plan.scenes[int(rng.integers(len(plan.scenes)))]
+    rng, scene_id = _shard_rng(cfg, plan)
     room, caster, placer = _room(state, scene_id)
     feasible = getattr(placer, "feasible_actions", None)
     allowed = set(feasible()) if callable(feasible) else None
@@ -729,10 +736,10 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
             )
     _write_json_atomic(old, meta)
     _write_json_atomic(root / "rooms.json", table)
-    for sid in sorted({s for p in plans if p.index % parts == part for s in p.scenes}):
-        write_room(root, sid, table[sid])
-
     mine = [p for p in plans if p.index % parts == part]
+    # Only the rooms this machine's shards are set in (the table names every candidate room).
+    for sid in sorted({shard_scene_id(cfg, p) for p in mine}):
+        write_room(root, sid, table[sid])
     expect = {"config_hash": cfg.content_hash()}
     todo = [
         p
