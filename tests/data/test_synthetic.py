@@ -75,3 +75,17 @@ def test_scene_points_and_collate(root):
     assert b.crop.shape == (2, 224, 224, 3) and b.betas.shape == (2, 10)
     assert b.scene_points.shape[0] == 2 * len(pts)
     assert b.contact_points_world.shape[0] == b.contact_batch_idx.shape[0]
+
+
+def test_contact_sheet_draws_labelled_tiles(root):
+    from sahmr.synth.contact_sheet import annotate_crop, dataset_contact_sheet
+
+    sheet = dataset_contact_sheet(root, "train", num=3, columns=2)
+    assert sheet.shape == (2 * 228 + 4, 2 * 228 + 4, 3)
+    s = SyntheticDataset(root, "train")[0]
+    tile = annotate_crop(s)
+    # the standing stand-in has its soles labelled (regions 1, 2): coloured dots appear
+    assert (s.vertex_contact > 0).any()
+    assert (tile != s.crop).any()
+    with pytest.raises(ValueError):
+        dataset_contact_sheet(root, "val")
