@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sahmr.evaluation.evaluator import JOINT_SETS, Evaluator, SceneSDFs
 from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
-from sahmr.evaluation.readers import FolderReader
+from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
 from sahmr.evaluation.reports import summary_table, write_reports
 
 logger = logging.getLogger("evaluate")
@@ -28,7 +28,14 @@ logger = logging.getLogger("evaluate")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted .ply/.obj/.npz")
-    p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth frames")
+    gt = p.add_mutually_exclusive_group(required=True)
+    gt.add_argument("--gt", type=Path, help="folder of ground-truth frames")
+    gt.add_argument(
+        "--gt-dataset",
+        type=Path,
+        help="a dataset folder of tools/make_dataset.py; predictions named <split>-<index:06d>",
+    )
+    p.add_argument("--split", default="test", help="split of --gt-dataset (default: test)")
     scene = p.add_mutually_exclusive_group()
     scene.add_argument("--scene", type=Path, help="one scene mesh for every frame")
     scene.add_argument("--scene-dir", type=Path, help="folder resolving per-frame 'scene' names")
@@ -56,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad arguments before anything is written (exits with code 2)."""
-    for flag, path in (("--pred", args.pred), ("--gt", args.gt)):
-        if not path.is_dir():
+    for flag, path in (("--pred", args.pred), ("--gt", args.gt), ("--gt-dataset", args.gt_dataset)):
+        if path is not None and not path.is_dir():
             parser.error(f"{flag} {path}: not a folder")
     if args.scene is not None and not args.scene.is_file():
         parser.error(f"--scene {args.scene}: no such file")
@@ -82,9 +89,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.body import BodyModel
 
-    gt = FolderReader(args.gt)
+    if args.gt_dataset is not None:
+        try:
+            gt = SyntheticSplitReader(args.gt_dataset, args.split)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            parser.error(f"--gt-dataset {args.gt_dataset}: {err}")
+        if args.scene is None and args.scene_dir is None:
+            args.scene_dir = gt.scene_dir()
+    else:
+        gt = FolderReader(args.gt)
     if not gt.names():
-        parser.error(f"--gt {args.gt}: no .ply/.obj/.npz frames")
+        parser.error(f"--gt {args.gt or args.gt_dataset}: no frames")
     pred = FolderReader(args.pred)
     scenes = None
     if args.scene is not None or args.scene_dir is not None:

@@ -164,3 +164,47 @@ def _read_npz(name: str, path: Path) -> BodyFrame:
     if "scene_contact_labels" in arrays:
         frame.scene_contact_labels = np.asarray(arrays["scene_contact_labels"]).astype(np.int64)
     return frame
+
+
+class SyntheticSplitReader:
+    """Ground truth from one split of a dataset written by ``tools/make_dataset.py``.
+
+    Frame names are ``<split>-<index:06d>`` with the index into
+    `sahmr.data.synthetic.SyntheticDataset` (so predictions are saved under the same names);
+    each frame carries its world-frame vertices, its per-vertex contact labels (region > 0)
+    and its scene id, which resolves as ``<dataset>/rooms/<scene_id>/mesh.ply``
+    (:meth:`scene_dir`).
+
+    Args:
+        root: The dataset folder.
+        split: Split name (``test`` holds the held-out rooms).
+    """
+
+    def __init__(self, root: str | Path, split: str = "test") -> None:
+        from sahmr.data.synthetic import SyntheticDataset
+
+        self.root = Path(root)
+        self.split = split
+        self._dataset = SyntheticDataset(self.root, split)
+        self._names = [f"{split}-{i:06d}" for i in range(len(self._dataset))]
+        self._index = {n: i for i, n in enumerate(self._names)}
+
+    def scene_dir(self) -> Path:
+        """Folder where this dataset's scene ids resolve to meshes."""
+        return self.root / "rooms"
+
+    def names(self) -> list[str]:
+        """Frame names, sorted."""
+        return list(self._names)
+
+    def load(self, name: str) -> BodyFrame:
+        """One ground-truth frame (KeyError when the name is not in the split)."""
+        sample = self._dataset[self._index[name]]
+        if sample.vertices_world is None:
+            raise FrameError(f"{name}: the dataset row holds no vertices")
+        return BodyFrame(
+            name=name,
+            vertices=np.asarray(sample.vertices_world, dtype=np.float64),
+            contact=np.asarray(sample.vertex_contact) > 0,
+            scene=sample.scene_id,
+        )
