@@ -398,17 +398,20 @@ class Evaluator:
         """Score one frame; scene lookups may raise FrameError before anything is added."""
         scene_name = gt.scene or pred.scene
         sdf_pred = sdf_gt = None
-        if self.scenes is not None:
-            sdf = self.scenes.get(scene_name)
-            sdf_pred = _sample(sdf, pv)[None]
-            sdf_gt = _sample(sdf, gv)[None] if gt.contact is None else None
         gt_contact = None
         if gt.contact is not None:
             if gt.contact.shape != (self.num_vertices,):
                 raise FrameError(f"ground-truth contact has shape {gt.contact.shape}")
             gt_contact = torch.from_numpy(gt.contact)[None]
-        elif sdf_gt is not None:
-            gt_contact = M.predicted_contact(sdf_gt, self.gt_contact_threshold)
+        if self.scenes is not None:
+            sdf = self.scenes.get(scene_name)
+            # Values are exact below this band (and at GT contact vertices, for ConFE); every
+            # metric only thresholds the SDF below it (see SDFGrid.sample_banded).
+            band = max(self.contact_threshold, self.gt_contact_threshold, 0.0) + 0.01
+            if gt_contact is None:
+                sdf_gt = _sample(sdf, gv, band)[None]
+                gt_contact = M.predicted_contact(sdf_gt, self.gt_contact_threshold)
+            sdf_pred = _sample(sdf, pv, band, exact=gt_contact[0].bool())[None]
 
         P, G = pv[None], gv[None]
         pj, gj = self._regressor @ P, self._regressor @ G  # (1, J, 3)
@@ -470,10 +473,20 @@ class Evaluator:
         return row
 
 
-def _sample(sdf: SDFSampler, vertices: Tensor) -> Tensor:
-    """SDF (V,) float64 metres at world vertices (V, 3)."""
+def _sample(
+    sdf: SDFSampler, vertices: Tensor, band: float | None = None, exact: Tensor | None = None
+) -> Tensor:
+    """SDF (V,) float64 metres at world vertices (V, 3).
+
+    With ``band`` and a sampler that has ``sample_banded`` (`sahmr.scene.sdf.SDFGrid`),
+    values are exact below the band and at ``exact`` vertices, lower bounds above it.
+    """
     with torch.no_grad():
-        out = sdf.sample(vertices.to(torch.float32))
+        points = vertices.to(torch.float32)
+        if band is not None and hasattr(sdf, "sample_banded"):
+            out = sdf.sample_banded(points, band, exact=exact)
+        else:
+            out = sdf.sample(points)
     return torch.as_tensor(out).detach().to(torch.float64).cpu().reshape(-1)
 
 

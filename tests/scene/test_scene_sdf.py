@@ -168,3 +168,37 @@ def test_sample_cuda_matches_cpu():
     pts = torch.from_numpy(grid.origin).float() + torch.rand(3, 100, 3) * 0.6 - 0.05
     torch.testing.assert_close(grid.sample(pts.cuda()).cpu(), grid.sample(pts), atol=1e-5,
                                rtol=1e-5)
+
+
+def _room_like_grid(voxel=0.02):
+    """Analytic SDF of a floor (z = 0) and a 0.3 m ball at (0.5, 0.5, 0.5), on a grid."""
+    xs = np.arange(0.0, 1.2 + 1e-9, voxel)
+    zs = np.arange(-0.2, 1.0 + 1e-9, voxel)
+    z, y, x = np.meshgrid(zs, xs, xs, indexing="ij")
+    ball = np.sqrt((x - 0.5) ** 2 + (y - 0.5) ** 2 + (z - 0.5) ** 2) - 0.3
+    values = np.minimum(z, ball).astype(np.float32)
+    return SDFGrid(origin=np.array([0.0, 0.0, -0.2], np.float32), voxel_size=voxel, values=values)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 5])
+def test_sample_banded_is_exact_below_the_band(factor):
+    grid = _room_like_grid()
+    gen = torch.Generator().manual_seed(factor)
+    # points inside and a few outside the grid
+    pts = torch.rand(20000, 3, generator=gen) * torch.tensor([1.4, 1.4, 1.4]) - 0.1
+    band = 0.08
+    full = grid.sample(pts)
+    banded = grid.sample_banded(pts, band, factor=factor)
+    near = full < band
+    assert torch.equal(banded[near], full[near])
+    assert (banded[~near] >= band).all() and (banded <= full + 1e-6).all()
+    assert (~near).float().mean() > 0.3  # most points skip the fine lookup here
+    # flagged points are always exact
+    exact = torch.zeros(20000, dtype=torch.bool)
+    exact[::7] = True
+    forced = grid.sample_banded(pts, band, exact=exact, factor=factor)
+    assert torch.equal(forced[exact], full[exact])
+    # metric thresholds below the band give the same answers
+    for t in (0.0, 0.05, 0.07):
+        assert torch.equal(forced.abs() < t, full.abs() < t)
+        assert torch.equal(forced < 0, full < 0)
