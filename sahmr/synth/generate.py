@@ -109,10 +109,14 @@ class GenerationConfig:
         crop_format: ``"jpeg"`` or ``"png"`` for crops and frames.
         jpeg_quality: JPEG quality.
         full_frame_scale: > 0 also stores the full frame rendered at this scale.
-        views_per_body: Camera views rendered per placed body (one sequence per body).
+        views_per_body: Camera views rendered per placed body (one sequence id per body,
+            ``frame_index`` = view).
+        sequence_fraction: Share of draws that are short motions (`sahmr.synth.sequences`)
+            rendered from one camera, ``frame_index`` = time; needs the contact placer.
+        sequence_frames: Frames per motion.
         max_attempts_factor: A shard gives up after ``factor * samples`` placement attempts.
-        placer: ``"auto"`` (`sahmr.synth.placement.Placer` when present, else standing) or
-            ``"standing"``.
+        placer: ``"auto"`` (the contact placer, `sahmr.synth.placement.Placer`) or
+            ``"standing"`` (feet only; tests and benchmarks).
         body_model_path: SMPL-format model file; None for the license-free body.
     """
 
@@ -132,6 +136,8 @@ class GenerationConfig:
     jpeg_quality: int = 92
     full_frame_scale: float = 0.0
     views_per_body: int = 4
+    sequence_fraction: float = 0.0
+    sequence_frames: int = 8
     max_attempts_factor: int = 20
     placer: str = "auto"
     body_model_path: str | None = None
@@ -155,12 +161,23 @@ class GenerationConfig:
             raise ValueError(f"unknown generation config keys: {sorted(unknown)}")
         return cls(**d)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sequence_fraction <= 1.0:
+            raise ValueError(f"sequence_fraction {self.sequence_fraction} is not in [0, 1]")
+        if self.sequence_fraction > 0 and self.sequence_frames < 4:
+            raise ValueError("sequence_frames must be >= 4")
+        if self.sequence_fraction > 0 and self.placer == "standing":
+            raise ValueError("motion sequences need the contact placer (placer=auto)")
+
     def content_dict(self) -> dict[str, Any]:
         """The config entries that define the content (JSON-ready)."""
         d = asdict(self)
         for k in ("out_dir", "workers", "shard", "resume", "start_method"):
             d.pop(k)
         d["camera"]["image_sizes"] = [list(s) for s in d["camera"]["image_sizes"]]
+        if not self.sequence_fraction:  # keeps the hashes of datasets made before sequences
+            d.pop("sequence_fraction")
+            d.pop("sequence_frames")
         return d
 
     def content_hash(self) -> str:
@@ -558,6 +575,14 @@ def generate_shard_rows(
                 f"shard {plan.index}: only {len(rows)}/{plan.num_samples} samples after "
                 f"{attempts} attempts in {scene_id} (rejects {dict(rejects)})"
             )
+        if cfg.sequence_fraction > 0 and rng.random() < cfg.sequence_fraction:
+            seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
+            body_idx += 1
+            motion, reason = _sequence_rows(state, rng, room, caster, placer, scene_id, seq)
+            if reason is not None:
+                rejects[reason] += 1
+            rows.extend(motion[: plan.num_samples - len(rows)])
+            continue
         action = str(rng.choice(actions, p=weights / weights.sum())) if actions else None
         placed = placer.sample(rng, action=action)
         if placed is None:
@@ -589,40 +614,7 @@ def generate_shard_rows(
             if rendered is None:
                 rejects[reason] += 1
                 continue
-            fmt = cfg.crop_format
-            rows.append(
-                {
-                    "bbox": rendered.bbox,
-                    "K": camera.K,
-                    "K_crop": rendered.K_crop,
-                    "T_w2c": camera.T_w2c,
-                    "image_size": np.array([camera.width, camera.height]),
-                    "betas": placed.betas,
-                    "global_orient": placed.global_orient,
-                    "body_pose": placed.body_pose,
-                    "transl": placed.transl,
-                    "vertices_world": placed.vertices_world,
-                    "joints_world": placed.joints_world,
-                    "vertex_contact": placed.vertex_contact,
-                    "occlusion": rendered.occlusion,
-                    "frame_index": view,
-                    "object_id": int(getattr(placed, "object_id", -1)),
-                    "image_scale": rendered.image_scale,
-                    "contact_points_world": placed.contact_points_world,
-                    "contact_point_region": placed.contact_point_region,
-                    "crop": encode_image(rendered.crop.rgb, fmt, cfg.jpeg_quality),
-                    "mask": encode_image(rendered.crop.mask, "png"),
-                    "depth": encode_image(encode_depth_mm(rendered.crop.depth), "png"),
-                    "image": (
-                        encode_image(rendered.image, fmt, cfg.jpeg_quality)
-                        if rendered.image is not None
-                        else b""
-                    ),
-                    "scene_id": scene_id,
-                    "sequence_id": seq,
-                    "action": str(placed.action),
-                }
-            )
+            rows.append(_row(cfg, placed, camera, rendered, scene_id, seq, view))
             view += 1
     stats = {
         "scene_id": scene_id,
@@ -632,6 +624,96 @@ def generate_shard_rows(
         "placement_attempts": attempts,
     }
     return rows, stats
+
+
+def _row(
+    cfg: GenerationConfig,
+    placed: PlacedBodyLike,
+    camera: Any,
+    rendered: Any,
+    scene_id: str,
+    sequence_id: str,
+    frame_index: int,
+    action: str | None = None,
+) -> dict[str, Any]:
+    """One shard row: labels of a placed body seen by a camera, and its encoded images."""
+    fmt = cfg.crop_format
+    return {
+        "bbox": rendered.bbox,
+        "K": camera.K,
+        "K_crop": rendered.K_crop,
+        "T_w2c": camera.T_w2c,
+        "image_size": np.array([camera.width, camera.height]),
+        "betas": placed.betas,
+        "global_orient": placed.global_orient,
+        "body_pose": placed.body_pose,
+        "transl": placed.transl,
+        "vertices_world": placed.vertices_world,
+        "joints_world": placed.joints_world,
+        "vertex_contact": placed.vertex_contact,
+        "occlusion": rendered.occlusion,
+        "frame_index": frame_index,
+        "object_id": int(getattr(placed, "object_id", -1)),
+        "image_scale": rendered.image_scale,
+        "contact_points_world": placed.contact_points_world,
+        "contact_point_region": placed.contact_point_region,
+        "crop": encode_image(rendered.crop.rgb, fmt, cfg.jpeg_quality),
+        "mask": encode_image(rendered.crop.mask, "png"),
+        "depth": encode_image(encode_depth_mm(rendered.crop.depth), "png"),
+        "image": (
+            encode_image(rendered.image, fmt, cfg.jpeg_quality)
+            if rendered.image is not None
+            else b""
+        ),
+        "scene_id": scene_id,
+        "sequence_id": sequence_id,
+        "action": str(action if action is not None else placed.action),
+    }
+
+
+def _sequence_rows(
+    state: _WorkerState,
+    rng: np.random.Generator,
+    room: Room,
+    caster: Any,
+    placer: Any,
+    scene_id: str,
+    sequence_id: str,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of one short motion seen by one camera, or ``([], reject reason)``.
+
+    The whole motion is dropped when any frame fails to render (out of frame, too occluded),
+    so a written sequence always has consecutive frames ``0..T-1``.
+    """
+    from sahmr.synth.sequences import SEQUENCE_KINDS, sample_sequence
+
+    cfg = state.cfg
+    kind = str(rng.choice(SEQUENCE_KINDS))
+    frames = sample_sequence(placer, rng, kind, cfg.sequence_frames)
+    if not frames:
+        return [], "sequence"
+    middle = np.asarray(frames[len(frames) // 2].joints_world[0])
+    camera = sample_camera(rng, room, middle, cfg.camera)
+    if camera is None:
+        return [], "camera"
+    look = sample_appearance(rng, room, state.face_regions)
+    rows = []
+    for t, placed in enumerate(frames):
+        verts = np.asarray(placed.vertices_world, dtype=np.float64)
+        rendered, reason = render_sample(
+            caster,
+            BodyRaycaster(verts, state.body.faces),
+            verts,
+            look,
+            camera,
+            cfg.camera,
+            crop_size=cfg.crop_size,
+            full_frame_scale=cfg.full_frame_scale,
+        )
+        if rendered is None:
+            return [], reason
+        rows.append(_row(cfg, placed, camera, rendered, scene_id, sequence_id, t, f"seq_{kind}"))
+    return rows, None
 
 
 def _shard_header(cfg: GenerationConfig, plan: ShardPlan, stats: Mapping[str, Any]) -> dict:

@@ -204,7 +204,7 @@ def test_make_dataset_via_hydra_compose(tmp_path):
             config_name="make_dataset",
             overrides=[
                 f"out_dir={tmp_path}", "num_samples=4", "samples_per_shard=2", "workers=0",
-                "placer=standing", "crop_size=32", "views_per_body=2",
+                "placer=standing", "sequence_fraction=0", "crop_size=32", "views_per_body=2",
                 "splits.train.seed_range=[100,101]", "splits.train.kinds=[gym]",
                 "splits.val.fraction=0", "splits.val.kinds=[]",
                 "splits.test.fraction=0", "splits.test.kinds=[]", "splits.test.bundled=[]",
