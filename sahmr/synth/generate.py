@@ -35,6 +35,7 @@ import trimesh
 
 from sahmr.synth.appearance import body_face_regions, sample_appearance
 from sahmr.synth.cameras import CameraRanges, sample_camera
+from sahmr.synth.placement import PlacedBody
 from sahmr.synth.render_sample import BodyRaycaster, RoomRaycaster, render_sample
 from sahmr.synth.rooms import Room
 from sahmr.synth.shards import (
@@ -288,43 +289,10 @@ def plan_shards(cfg: GenerationConfig) -> list[ShardPlan]:
 # bodies: the placer interface and a standing fallback
 
 
-class PlacedBodyLike(Protocol):
-    """What a placer returns (`sahmr.synth.placement.PlacedBody` has these fields)."""
-
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-    vertices_world: np.ndarray
-    joints_world: np.ndarray
-    vertex_contact: np.ndarray
-    contact_points_world: np.ndarray
-    contact_point_region: np.ndarray
-    action: str
-    object_id: int
-
-
 class PlacerLike(Protocol):
-    """Samples bodies in a room: ``sample(rng, action) -> PlacedBodyLike | None``."""
+    """Samples bodies in a room: ``sample(rng, action) -> PlacedBody | None``."""
 
     def sample(self, rng: np.random.Generator, action: str | None = None) -> Any: ...
-
-
-@dataclass
-class StandingBody:
-    """A standing body (fields as `PlacedBodyLike`; arrays float32 / int64, world frame)."""
-
-    betas: np.ndarray
-    global_orient: np.ndarray
-    body_pose: np.ndarray
-    transl: np.ndarray
-    vertices_world: np.ndarray
-    joints_world: np.ndarray
-    vertex_contact: np.ndarray
-    contact_points_world: np.ndarray
-    contact_point_region: np.ndarray
-    action: str = "stand"
-    object_id: int = 0
 
 
 class StandingPlacer:
@@ -347,7 +315,7 @@ class StandingPlacer:
         cells = room.free_space.cell_centers()[room.free_space.walkable]
         self._cells = cells.reshape(-1, 2)
 
-    def sample(self, rng: np.random.Generator, action: str | None = None) -> StandingBody | None:
+    def sample(self, rng: np.random.Generator, action: str | None = None) -> PlacedBody | None:
         """Draws one standing body; None when the footprint hits furniture."""
         import torch
 
@@ -383,7 +351,7 @@ class StandingPlacer:
         pts = v[near].copy()
         pts[:, 2] = 0.0
         self.stats["placed"] += 1
-        return StandingBody(
+        return PlacedBody(
             betas=betas,
             global_orient=orient,
             body_pose=pose.reshape(-1).astype(np.float32),
@@ -395,6 +363,9 @@ class StandingPlacer:
             contact_point_region=self.labels[near],
             action="stand",
             object_id=0,
+            surface_kind="floor",
+            max_penetration=0.0,  # the lowest vertex rests on the floor plane
+            contact_gap={r: float(v[self.labels == r, 2].min()) for r in (1, 2)},
         )
 
 
@@ -628,7 +599,7 @@ def generate_shard_rows(
 
 def _row(
     cfg: GenerationConfig,
-    placed: PlacedBodyLike,
+    placed: PlacedBody,
     camera: Any,
     rendered: Any,
     scene_id: str,
