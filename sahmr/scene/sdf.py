@@ -234,15 +234,106 @@ def _pseudo_normals(vertices: np.ndarray, faces: np.ndarray):
     return face_n, vertex_n, edge_n
 
 
+def closest_points_on_triangles(
+    points: Tensor, triangles: Tensor, chunk_pairs: int = 1 << 22
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Closest point of a triangle soup to each query point, by brute force (torch).
+
+    Each point is tested against every triangle (Ericson's region classification of the
+    closest feature: a vertex, an edge or the face interior), in chunks of at most
+    ``chunk_pairs`` point-triangle pairs. Meant for small meshes (a room of a few thousand
+    triangles) where open3d is unavailable, e.g. on the GPU machine.
+
+    Args:
+        points: Tensor of shape (P, 3).
+        triangles: Tensor of shape (F, 3, 3), corners (a, b, c), same frame and dtype.
+        chunk_pairs: point-triangle pairs per chunk (memory bound).
+
+    Returns:
+        ``(closest (P, 3), triangle index (P,) int64, barycentric (P, 3))`` with
+        ``closest = w0 * a + w1 * b + w2 * c``.
+    """
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    ab, ac = b - a, c - a
+    n_faces = triangles.shape[0]
+    step = max(1, chunk_pairs // max(n_faces, 1))
+    out_p, out_i, out_w = [], [], []
+    eps = torch.finfo(points.dtype).tiny
+    for s in range(0, points.shape[0], step):
+        p = points[s : s + step, None, :]  # (P, 1, 3)
+        ap, bp, cp = p - a, p - b, p - c
+        d1, d2 = (ap * ab).sum(-1), (ap * ac).sum(-1)
+        d3, d4 = (bp * ab).sum(-1), (bp * ac).sum(-1)
+        d5, d6 = (cp * ab).sum(-1), (cp * ac).sum(-1)
+        va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+        # Face interior first; then the regions in reverse order of Ericson's tests, so that
+        # the first matching test wins.
+        denom = (va + vb + vc).clamp_min(eps)
+        v, w = vb / denom, vc / denom
+        wts = torch.stack([1 - v - w, v, w], dim=-1)
+
+        def put(mask: Tensor, w0: Tensor, w1: Tensor, w2: Tensor, wts: Tensor = wts) -> None:
+            wts.copy_(torch.where(mask[..., None], torch.stack([w0, w1, w2], -1), wts))
+
+        zero, one = torch.zeros_like(d1), torch.ones_like(d1)
+        e43, e56 = d4 - d3, d5 - d6
+        t = e43 / (e43 + e56).clamp_min(eps)
+        put((va <= 0) & (e43 >= 0) & (e56 >= 0), zero, 1 - t, t)  # edge bc
+        t = d2 / (d2 - d6).clamp_min(eps)
+        put((vb <= 0) & (d2 >= 0) & (d6 <= 0), 1 - t, zero, t)  # edge ac
+        put((d6 >= 0) & (d5 <= d6), zero, zero, one)  # vertex c
+        t = d1 / (d1 - d3).clamp_min(eps)
+        put((vc <= 0) & (d1 >= 0) & (d3 <= 0), 1 - t, t, zero)  # edge ab
+        put((d3 >= 0) & (d4 <= d3), zero, one, zero)  # vertex b
+        put((d1 <= 0) & (d2 <= 0), one, zero, zero)  # vertex a
+        q = wts[..., 0:1] * a + wts[..., 1:2] * b + wts[..., 2:3] * c  # (P, F, 3)
+        best = ((p - q) ** 2).sum(-1).argmin(dim=1)
+        rows = torch.arange(best.shape[0], device=best.device)
+        out_p.append(q[rows, best])
+        out_i.append(best)
+        out_w.append(wts[rows, best])
+    return torch.cat(out_p), torch.cat(out_i), torch.cat(out_w)
+
+
 class _SignedDistance:
-    """Closest-point signed distance against a triangle mesh (open3d, CPU)."""
+    """Closest-point signed distance against a triangle mesh.
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-4):
-        import open3d as o3d  # lazy: only SDF building needs open3d
+    ``backend="open3d"`` uses open3d's RaycastingScene (CPU, fast on large scans);
+    ``backend="torch"`` the brute-force :func:`closest_points_on_triangles` (any device,
+    for small meshes where open3d is absent); ``"auto"`` picks open3d when it imports.
+    The sign is the same for both: the closest feature's pseudo-normal. Where a point is
+    exactly equidistant to two features that share no vertex (open scans, grid nodes lined
+    up with a room's planes), the backends may break the tie differently and disagree on
+    the sign (0.25 % of the nodes of a 5 cm grid of the test room, none at 3.7 cm).
+    """
 
+    def __init__(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        eps: float = 1e-4,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+    ):
         self.faces = faces.astype(np.int64)
         self.face_n, self.vertex_n, self.edge_n = _pseudo_normals(vertices, self.faces)
         self.eps = eps
+        if backend == "auto":
+            try:
+                import open3d  # noqa: F401
+            except ImportError:
+                backend = "torch"
+            else:
+                backend = "open3d"
+        if backend not in ("open3d", "torch"):
+            raise ValueError(f"unknown SDF backend {backend!r} (auto, open3d or torch)")
+        self.backend = backend
+        if backend == "torch":
+            dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self._tri = torch.as_tensor(vertices[self.faces], dtype=torch.float64, device=dev)
+            return
+        import open3d as o3d  # lazy: only SDF building needs open3d
+
         self.scene = o3d.t.geometry.RaycastingScene()
         mesh = o3d.t.geometry.TriangleMesh()
         mesh.vertex.positions = o3d.core.Tensor(vertices.astype(np.float32))
@@ -250,16 +341,24 @@ class _SignedDistance:
         self.scene.add_triangles(mesh)
         self._o3d = o3d
 
-    def __call__(self, query: np.ndarray) -> np.ndarray:
-        """Signed distance (float32, metres) of query points of shape (P, 3)."""
+    def _closest(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(closest (P, 3), triangle ids (P,), barycentric weights (P, 3) of a, b, c)."""
+        if self.backend == "torch":
+            q = torch.as_tensor(query, dtype=torch.float64, device=self._tri.device)
+            with torch.no_grad():
+                closest, prim, w = closest_points_on_triangles(q, self._tri)
+            return closest.cpu().numpy(), prim.cpu().numpy(), w.cpu().numpy()
         res = self.scene.compute_closest_points(
             self._o3d.core.Tensor(query.astype(np.float32))
         )
-        closest = res["points"].numpy()
-        prim = res["primitive_ids"].numpy().astype(np.int64)
         uv = res["primitive_uvs"].numpy()
         # open3d barycentrics: point = (1-u-v) * v0 + u * v1 + v * v2.
         w = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
+        return res["points"].numpy(), res["primitive_ids"].numpy().astype(np.int64), w
+
+    def __call__(self, query: np.ndarray) -> np.ndarray:
+        """Signed distance (float32, metres) of query points of shape (P, 3)."""
+        closest, prim, w = self._closest(query)
         small = w < self.eps
         n_small = small.sum(1)
         normal = self.face_n[prim].copy()
@@ -292,6 +391,8 @@ def build_sdf_grid(
     *,
     coarse_factor: int = 4,
     chunk_size: int = 1 << 20,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
 ) -> SDFGrid:
     """Compute a dense SDF grid over the mesh bounds plus a margin.
 
@@ -307,14 +408,17 @@ def build_sdf_grid(
         voxel_size: node spacing, metres.
         margin: padding around the mesh bounds, metres.
         coarse_factor: coarse pitch multiple; 1 computes every node exactly.
-        chunk_size: nodes per open3d query.
+        chunk_size: nodes per closest-point query.
+        backend: ``"open3d"``, ``"torch"`` (brute force, any device; small meshes only) or
+            ``"auto"`` (open3d when it imports, else torch).
+        device: device of the torch backend (default CUDA when available).
 
     Returns:
         SDFGrid.
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    sdf = _SignedDistance(vertices, faces)
+    sdf = _SignedDistance(vertices, faces, backend=backend, device=device)
     lo = vertices.min(0) - margin
     hi = vertices.max(0) + margin
     shape_xyz = tuple(int(n) for n in np.ceil((hi - lo) / voxel_size).astype(int) + 1)
