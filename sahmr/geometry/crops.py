@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sahmr.geometry.cameras import make_K
+
 DEFAULT_CROP_SIZE = 224
 """Side of the network input crop in pixels."""
 
@@ -72,14 +74,8 @@ def crop_affine(
     a = out_size / side
     bx = -a * cx + out_size / 2 - 0.5
     by = -a * cy + out_size / 2 - 0.5
-    zero = torch.zeros_like(a)
-    one = torch.ones_like(a)
-    rows = [
-        torch.stack([a, zero, bx], dim=-1),
-        torch.stack([zero, a, by], dim=-1),
-        torch.stack([zero, zero, one], dim=-1),
-    ]
-    return torch.stack(rows, dim=-2)
+    # Same layout as an intrinsic matrix: scale a on the diagonal, translation (bx, by).
+    return make_K(a, a, bx, by)
 
 
 def crop_camera(
