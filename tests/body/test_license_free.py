@@ -120,19 +120,6 @@ def test_skinning_weights(model):
     assert np.abs(w[edges[:, 0]] - w[edges[:, 1]]).max() < 0.5
 
 
-def _pose(**joints_deg) -> tuple[torch.Tensor, torch.Tensor]:
-    """Axis-angle body pose (1, 69) and global orient (1, 3) from degrees per joint."""
-    body, glob = torch.zeros(1, 69, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
-    for name, aa in joints_deg.items():
-        rad = torch.tensor(np.deg2rad(aa), dtype=torch.float64)
-        if name == "global_orient":
-            glob[0] = rad
-        else:
-            j = SMPL_JOINTS.index(name)
-            body[0, 3 * (j - 1): 3 * j] = rad
-    return body, glob
-
-
 @pytest.mark.parametrize("name", STANDARD_POSE_NAMES)
 def test_posed_volume_and_sanity(model, smpl, name):
     go, bp = standard_pose(name)
