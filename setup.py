@@ -30,6 +30,10 @@ setup(
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
+        # Backbones. On CPU-only torch, torchvision's compiled ops do not load; see
+        # sahmr/models/backbones/_compat.py for the one workaround.
+        "torchvision>=0.16",
+        "timm>=0.9",
         # spconv publishes one wheel per CUDA line; cu120 has no Python 3.12 wheel.
         "spconv-cu120>=2.3.6; python_version < '3.12'",
         "spconv-cu121>=2.3.6; python_version >= '3.12'",
