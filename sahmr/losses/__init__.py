@@ -1,0 +1,1 @@
+"""Training losses, one module per family; every loss returns a `LossOutput`."""

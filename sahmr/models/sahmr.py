@@ -1,0 +1,448 @@
+"""SA-HMR (Shen et al., CVPR 2023): scene-aware human mesh recovery.
+
+`SceneAwareMeshNet` is METRO (`sahmr.models.metro`) with a parallel branch of scene-contact
+tokens: every contact scene point (camera frame) of a frame becomes a token
+``Linear([point - root (3), part token of its region (W)])``, where the part token of region
+``r`` is the mean of the vertex query tokens whose coarse-level contact label
+(``topology.contact_labels[-1]``) is ``r``. Every encoder block runs mesh self-attention, scene
+self-attention and mesh <- scene cross-attention (`sahmr.models.transformer.SceneAwareCascade`);
+one regression layer is shared by both token kinds, so scene tokens regress their own point
+relative to the root (a reconstruction loss keeps the scene branch geometric).
+
+Scene tokens are padded per frame behind a key-padding mask. Each frame's scene sequence starts
+with one learned, never-masked *null* token, so frames without contact points attend to it
+instead of to an empty set (its regression is discarded).
+
+`SAHMR` joins the root/contact network (RCNet, `sahmr.models.rcnet`) and the mesh network: the
+root and contacts come from RCNet, or - in training with teacher forcing - from the ground truth
+(root plus Gaussian noise, contact points jittered, randomly dropped and capped per frame), so
+both networks can train at once. RCNet outputs enter the mesh network detached.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sahmr.body.constants import CONTACT_REGION_NAMES
+from sahmr.body.topology import BodyTopology
+from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.models.metro import MeshTokenNet, eval_mode
+from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
+
+logger = logging.getLogger(__name__)
+
+MAX_CONTACTS_PER_FRAME = 500
+"""Most contact points per frame the mesh network takes (SA-HMR's cap)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Packed <-> padded per-frame sets
+
+
+def frame_slots(batch_idx: Tensor, num_frames: int) -> tuple[Tensor, int]:
+    """Rank of each packed element within its frame (in packed order).
+
+    Args:
+        batch_idx: Tensor (P,) int64 frame of each element, in [0, num_frames).
+        num_frames: B.
+
+    Returns:
+        ``(slot (P,) int64, largest per-frame count)``.
+    """
+    counts = torch.bincount(batch_idx, minlength=num_frames)
+    starts = counts.cumsum(0) - counts
+    order = torch.argsort(batch_idx, stable=True)
+    slot = torch.empty_like(batch_idx)
+    slot[order] = (
+        torch.arange(batch_idx.numel(), device=batch_idx.device) - starts[batch_idx[order]]
+    )
+    return slot, int(counts.max()) if num_frames > 0 and batch_idx.numel() else 0
+
+
+def cap_per_frame(batch_idx: Tensor, cap: int, *, shuffle: bool) -> Tensor:
+    """Indices keeping at most ``cap`` elements per frame, sorted by frame.
+
+    Args:
+        batch_idx: Tensor (P,) int64 frame of each element.
+        cap: Most elements kept per frame.
+        shuffle: Keep a random subset (torch's global RNG); else the first ``cap`` per frame
+            in packed order.
+
+    Returns:
+        Tensor (P',) int64 indices into the packed elements, grouped by frame.
+    """
+    num = batch_idx.numel()
+    device = batch_idx.device
+    order = torch.randperm(num, device=device) if shuffle else torch.arange(num, device=device)
+    order = order[torch.argsort(batch_idx[order], stable=True)]
+    frames = batch_idx[order]
+    counts = torch.bincount(frames)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(num, device=device) - starts[frames]
+    return order[rank < cap]
+
+
+# ------------------------------------------------------------------------------------------
+# Mesh network
+
+
+@dataclass
+class SceneMeshOutput:
+    """What `SceneAwareMeshNet.forward` returns (camera axes, metres, root-relative).
+
+    Attributes:
+        joints14_rel: Tensor (B, 14, 3) LSP joints from the joint tokens.
+        verts_rel_levels: Per mesh level, coarse -> fine, Tensor (B, V_l, 3).
+        joints14_from_verts_rel: Tensor (B, 14, 3) joints regressed from the full mesh.
+        scene_recon: Tensor (P, 3) each contact point minus the root, regressed by its token.
+        attention: None, or one `SceneAwareAttention` per encoder block; its scene axis is
+            ``[null token, frame's points in packed order, padding]``.
+    """
+
+    joints14_rel: Tensor
+    verts_rel_levels: list[Tensor]
+    joints14_from_verts_rel: Tensor
+    scene_recon: Tensor
+    attention: list[SceneAwareAttention] | None = None
+
+
+class SceneAwareMeshNet(MeshTokenNet):
+    """METRO with scene-contact tokens (see the module docstring).
+
+    Args:
+        backbone: Image CNN (``out_channels``, ``out_stride``).
+        encoder: The two-branch cascade (its ``widths[0]`` is the token width).
+        topology: Body topology (templates, regressor, up-sampling, contact labels).
+        mask_ratio: Fraction of mesh query tokens masked in training.
+        image_size: Crop side S.
+        upsample_residual: Learn per-vertex offsets in the up-sampling.
+        max_contacts: Most contact points per frame accepted (more raise).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        encoder: SceneAwareCascade,
+        topology: BodyTopology,
+        mask_ratio: float = 0.3,
+        image_size: int = 224,
+        upsample_residual: bool = True,
+        max_contacts: int = MAX_CONTACTS_PER_FRAME,
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            topology=topology,
+            width=encoder.in_width,
+            out_width=encoder.out_width,
+            mask_ratio=mask_ratio,
+            image_size=image_size,
+            upsample_residual=upsample_residual,
+        )
+        self.encoder = encoder
+        self.max_contacts = int(max_contacts)
+        width = encoder.in_width
+        labels = np.asarray(topology.contact_labels[-1], dtype=np.int64)
+        num_regions = len(CONTACT_REGION_NAMES)
+        member = np.zeros((num_regions, self.num_coarse), dtype=np.float32)
+        member[labels, np.arange(self.num_coarse)] = 1.0
+        counts = member.sum(axis=1, keepdims=True)
+        empty = [CONTACT_REGION_NAMES[r] for r in range(1, num_regions) if counts[r, 0] == 0]
+        if empty:
+            logger.warning("no coarse vertex in contact region(s) %s: zero part token", empty)
+        self.register_buffer(
+            "region_mean", torch.from_numpy(member / np.maximum(counts, 1.0)), persistent=False
+        )
+        self.scene_embed = nn.Linear(3 + width, width)
+        self.null_token = nn.Parameter(torch.randn(width) * 0.02)
+
+    def part_tokens(self, tokens: Tensor) -> Tensor:
+        """Tensor (B, R, W): per contact region the mean of its vertex query tokens.
+
+        Args:
+            tokens: Tensor (B, J + Vc + G, W) mesh-branch tokens.
+        """
+        verts = tokens[:, self.num_joints : self.num_queries]
+        return torch.einsum("rv,bvw->brw", self.region_mean.to(verts.dtype), verts)
+
+    def forward(
+        self,
+        image: Tensor,
+        root_cam: Tensor,
+        contact_points_cam: Tensor,
+        contact_point_region: Tensor,
+        contact_batch_idx: Tensor,
+        *,
+        return_attention: bool = False,
+    ) -> SceneMeshOutput:
+        """Regresses the root-relative mesh given the root and the contact scene points.
+
+        Args:
+            image: Tensor (B, 3, S, S) ImageNet-normalised crops.
+            root_cam: Tensor (B, 3) root (pelvis), camera frame, metres.
+            contact_points_cam: Tensor (P, 3) contact scene points, camera frame, packed.
+            contact_point_region: Tensor (P,) int64 region 1..7 of each point.
+            contact_batch_idx: Tensor (P,) int64 frame of each point (any order).
+            return_attention: Also return the attention maps.
+
+        Returns:
+            `SceneMeshOutput`.
+
+        Raises:
+            ValueError: If a frame has more than ``max_contacts`` points.
+        """
+        tokens, _ = self.embed_tokens(image)
+        b, _, width = tokens.shape
+        slot, longest = frame_slots(contact_batch_idx, b)
+        if longest > self.max_contacts:
+            raise ValueError(f"{longest} contact points in a frame > max {self.max_contacts}")
+        part = self.part_tokens(tokens)[contact_batch_idx, contact_point_region]  # (P, W)
+        rel = (contact_points_cam - root_cam[contact_batch_idx]).to(part.dtype)
+        scene_packed = self.scene_embed(torch.cat([rel, part], dim=-1))  # (P, W)
+        scene = scene_packed.new_zeros(b, 1 + longest, width)
+        scene[:, 0] = self.null_token.to(scene.dtype)
+        scene[contact_batch_idx, 1 + slot] = scene_packed
+        padding = torch.ones(b, 1 + longest, dtype=torch.bool, device=tokens.device)
+        padding[:, 0] = False
+        padding[contact_batch_idx, 1 + slot] = False
+        mesh_out, scene_out, attention = self.encoder(
+            tokens, scene, padding, return_attention=return_attention
+        )
+        joints, levels, joints_reg = self.decode(mesh_out)
+        scene_recon = self.regressor(scene_out[contact_batch_idx, 1 + slot])
+        return SceneMeshOutput(
+            joints14_rel=joints,
+            verts_rel_levels=levels,
+            joints14_from_verts_rel=joints_reg,
+            scene_recon=scene_recon,
+            attention=attention,
+        )
+
+
+# ------------------------------------------------------------------------------------------
+# Full method
+
+
+@dataclass
+class SAHMROutput:
+    """What `SAHMR.forward` returns (camera frame, metres).
+
+    Attributes:
+        joints14_rel: Tensor (B, 14, 3) root-relative LSP joints.
+        verts_rel_levels: Per mesh level, coarse -> fine, Tensor (B, V_l, 3), root-relative.
+        joints14_from_verts_rel: Tensor (B, 14, 3) joints regressed from the full mesh.
+        scene_recon: Tensor (P, 3) regressed contact points minus the root.
+        root_cam: Tensor (B, 3) root the mesh was placed at (RCNet's or noisy ground truth).
+        verts_cam: Tensor (B, V, 3) absolute full mesh = ``verts_rel_levels[-1] + root_cam``.
+        contact_points_cam: Tensor (P, 3) contact points fed to the mesh network.
+        contact_point_region: Tensor (P,) int64 region 1..7 of each.
+        contact_batch_idx: Tensor (P,) int64 frame of each.
+        contact_gt_index: Tensor (P,) int64 index of each point in the targets' packed
+            contact points (teacher forcing), or None (points from RCNet).
+        attention: None, or the mesh network's per-block `SceneAwareAttention`.
+        rc: Whatever the RCNet returned, or None when it did not run.
+    """
+
+    joints14_rel: Tensor
+    verts_rel_levels: list[Tensor]
+    joints14_from_verts_rel: Tensor
+    scene_recon: Tensor
+    root_cam: Tensor
+    verts_cam: Tensor
+    contact_points_cam: Tensor
+    contact_point_region: Tensor
+    contact_batch_idx: Tensor
+    contact_gt_index: Tensor | None = None
+    attention: list[SceneAwareAttention] | None = None
+    rc: Any = None
+
+    @property
+    def verts_rel(self) -> Tensor:
+        """Tensor (B, V, 3) full-resolution root-relative vertices."""
+        return self.verts_rel_levels[-1]
+
+
+class SAHMR(nn.Module):
+    """RCNet (root + contacts) followed by the scene-aware mesh network.
+
+    Which root and contacts feed the mesh network:
+
+    * training, ``teacher_forcing`` and targets given: ground truth - ``targets.root_cam`` plus
+      N(0, ``root_noise_m``^2) per axis, ``targets.contact_points_cam`` each kept with
+      probability ``1 - contact_drop``, at most ``mesh_net.max_contacts`` per frame (random
+      subset), jittered by N(0, ``contact_jitter_m``^2) per axis;
+    * ``rcnet`` None and targets given (e.g. validating a mesh network trained alone): the
+      ground truth, without noise outside training;
+    * otherwise: ``rcnet(inputs)`` (detached), at most ``max_contacts`` per frame (the first).
+
+    RCNet runs whenever its output feeds the mesh network, and also under teacher forcing when
+    it is trainable (``freeze_rcnet=False``) so its own loss can be computed from ``rc``.
+
+    Args:
+        rcnet: Module mapping ``FrameInputs`` (and optionally targets) to an object with
+            ``root_cam`` (B, 3), ``contact_points_cam`` (P, 3), ``contact_point_region`` (P,)
+            int64 1..7 and ``contact_batch_idx`` (P,); None to train the mesh network alone.
+        mesh_net: The scene-aware mesh network.
+        teacher_forcing: Feed ground truth in training (when targets are given).
+        root_noise_m: Std of the Gaussian added to the ground-truth root, metres.
+        contact_jitter_m: Std of the Gaussian added to ground-truth contact points, metres.
+        contact_drop: Probability of dropping each ground-truth contact point.
+        freeze_rcnet: Keep RCNet in eval mode without gradients (``requires_grad`` off).
+    """
+
+    def __init__(
+        self,
+        *,
+        rcnet: nn.Module | None,
+        mesh_net: SceneAwareMeshNet,
+        teacher_forcing: bool = True,
+        root_noise_m: float = 0.05,
+        contact_jitter_m: float = 0.02,
+        contact_drop: float = 0.2,
+        freeze_rcnet: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= contact_drop < 1.0:
+            raise ValueError(f"contact_drop must be in [0, 1), got {contact_drop}")
+        self.rcnet = rcnet
+        self.mesh_net = mesh_net
+        self.teacher_forcing = bool(teacher_forcing)
+        self.root_noise_m = float(root_noise_m)
+        self.contact_jitter_m = float(contact_jitter_m)
+        self.contact_drop = float(contact_drop)
+        self.freeze_rcnet = bool(freeze_rcnet)
+        if rcnet is not None and self.freeze_rcnet:
+            rcnet.requires_grad_(False)
+            rcnet.eval()
+
+    def train(self, mode: bool = True) -> SAHMR:
+        """Sets the mode; a frozen RCNet stays in eval mode."""
+        super().train(mode)
+        if self.rcnet is not None and self.freeze_rcnet:
+            self.rcnet.eval()
+        return self
+
+    # ---------------------------------------------------------------- sources of root/contacts
+
+    def _run_rcnet(self, inputs: FrameInputs, targets: FrameTargets | None) -> Any:
+        if self.freeze_rcnet:
+            with torch.no_grad():
+                return self.rcnet(inputs)
+        return self.rcnet(inputs, targets)
+
+    def _ground_truth(self, targets: FrameTargets) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Root (B, 3), points (P, 3), region (P,), frame (P,), index into the targets' points
+        (P,); noisy in training."""
+        root = targets.root_cam
+        idx = torch.arange(targets.contact_batch_idx.numel(), device=root.device)
+        noisy = self.training
+        if noisy and self.contact_drop > 0:
+            idx = idx[torch.rand(idx.numel(), device=root.device) >= self.contact_drop]
+        idx = idx[cap_per_frame(targets.contact_batch_idx[idx], self.mesh_net.max_contacts,
+                                shuffle=noisy)]  # fmt: skip
+        points = targets.contact_points_cam[idx]
+        if noisy and self.root_noise_m > 0:
+            root = root + torch.randn_like(root) * self.root_noise_m
+        if noisy and self.contact_jitter_m > 0:
+            points = points + torch.randn_like(points) * self.contact_jitter_m
+        return (
+            root,
+            points,
+            targets.contact_point_region[idx],
+            targets.contact_batch_idx[idx],
+            idx,
+        )
+
+    def _from_rcnet(self, rc: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(root (B, 3), points (P, 3), region (P,), frame (P,)) from an RCNet output."""
+        bidx = rc.contact_batch_idx.long()
+        keep = cap_per_frame(bidx, self.mesh_net.max_contacts, shuffle=False)
+        return (
+            rc.root_cam.detach(),
+            rc.contact_points_cam.detach()[keep],
+            rc.contact_point_region.long()[keep],
+            bidx[keep],
+        )
+
+    # ---------------------------------------------------------------- API
+
+    def forward(
+        self,
+        inputs: FrameInputs,
+        targets: FrameTargets | None = None,
+        *,
+        return_attention: bool = False,
+    ) -> SAHMROutput:
+        """Root, contacts and the scene-aware mesh of each frame.
+
+        Args:
+            inputs: Frames (crops, cameras, frustum scene points for RCNet).
+            targets: Ground truth, used for teacher forcing (see the class docstring).
+            return_attention: Also return the mesh network's attention maps.
+
+        Returns:
+            `SAHMROutput`.
+
+        Raises:
+            ValueError: Without targets and without an RCNet.
+        """
+        use_gt = targets is not None and (
+            self.rcnet is None or (self.training and self.teacher_forcing)
+        )
+        rc = None
+        if self.rcnet is not None and (not use_gt or not self.freeze_rcnet):
+            rc = self._run_rcnet(inputs, targets)
+        gt_index = None
+        if use_gt:
+            root, points, region, bidx, gt_index = self._ground_truth(targets)
+        elif rc is not None:
+            root, points, region, bidx = self._from_rcnet(rc)
+        else:
+            raise ValueError("SA-HMR needs an RCNet (rcnet=None) or targets for its root/contacts")
+        mesh = self.mesh_net(
+            inputs.image, root, points, region, bidx, return_attention=return_attention
+        )
+        return SAHMROutput(
+            joints14_rel=mesh.joints14_rel,
+            verts_rel_levels=mesh.verts_rel_levels,
+            joints14_from_verts_rel=mesh.joints14_from_verts_rel,
+            scene_recon=mesh.scene_recon,
+            root_cam=root,
+            verts_cam=mesh.verts_rel_levels[-1] + root[:, None].to(mesh.verts_rel_levels[-1]),
+            contact_points_cam=points,
+            contact_point_region=region,
+            contact_batch_idx=bidx,
+            contact_gt_index=gt_index,
+            attention=mesh.attention,
+            rc=rc,
+        )
+
+    def predict(self, inputs: FrameInputs) -> BodyPrediction:
+        """Body in the camera frame from RCNet's root and contacts (eval mode, no gradients).
+
+        Returns:
+            `BodyPrediction` with ``joints_cam`` (B, 14, 3) the J14 LSP joints, and RCNet's
+            (capped) contact points.
+
+        Raises:
+            ValueError: If the model has no RCNet.
+        """
+        if self.rcnet is None:
+            raise ValueError("SA-HMR.predict needs an RCNet; this model was built with rcnet=None")
+        with eval_mode(self):
+            out = self.forward(inputs)
+        root = out.root_cam
+        return BodyPrediction(
+            verts_cam=out.verts_cam,
+            joints_cam=out.joints14_rel + root[:, None].to(out.joints14_rel),
+            root_cam=root,
+            contact_points_cam=out.contact_points_cam,
+            contact_point_region=out.contact_point_region,
+            contact_batch_idx=out.contact_batch_idx,
+        )
