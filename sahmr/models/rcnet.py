@@ -1,0 +1,619 @@
+"""RCNet: the root and contact network of SA-HMR (CVPR 2023), on spconv.
+
+Pipeline for B frames (camera frame = OpenCV, metres; crop pixels follow
+`sahmr.geometry.crops`: pixel centres at integer coordinates)::
+
+    image crop (B,3,S,S) -> backbone -> neck -> feature map F (B,C,h,w), h = w = S/4 typically
+    F -> root heatmap (B,1,h,w) logits, 7 part heatmaps (B,7,h,w) logits (contact regions 1..7)
+    backbone features -> normalised root depth d (B,);  z = d * K_crop[0,0] / S
+    soft-argmax(root heatmap) -> crop pixel (u, v); unproject with K_crop at depth z
+        -> root_coarse_cam (B,3)
+    anchors: the ROI centre c and c + o * c/|c| for o in anchor_offsets (default 0, -0.5, +0.5 m
+        along the viewing ray through c) -> anchors_cam (B,A,3); c = root_coarse_cam (detached),
+        or in training with targets (teacher forcing) the ground-truth root plus Gaussian noise
+    ROI: for each (frame b, anchor a) the frame's frustum scene points within roi_radius of that
+        anchor form sparse sample s = b * A + a (a point near several anchors is in several
+        samples); each sample is voxelised (voxel_size) in its own cubic grid centred on its
+        anchor
+    voxel feature = [anchor - voxel centre (3), F bilinearly sampled at the centre's crop
+        projection (C)] -> sparse 3-D U-Net -> per voxel: confidence (1), offset to the root (3),
+        contact logits (8: none + 7 regions)
+    root_cam = sum over all voxels of the frame (all its samples) of
+        softmax(confidence) * (voxel centre + offset); frames without ROI points keep the coarse
+        root
+    contact points: every ROI scene point gets the contact probabilities of its voxel(s)
+        (averaged over the samples holding it); points whose argmax class is not 0 are
+        contacts with that region, at most max_contacts_per_frame per frame, highest contact
+        probability (1 - p_none) first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sahmr.body.constants import CONTACT_REGION_NAMES
+from sahmr.evaluation.rcnet_metrics import rcnet_metrics
+from sahmr.geometry.cameras import project, unproject
+from sahmr.models.inputs import FrameInputs, FrameTargets
+from sahmr.models.sparse_unet import SparseUNet
+from sahmr.scene.frustum import roi_select
+from sahmr.scene.voxels import voxelize
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NUM_CONTACT_CLASSES",
+    "NUM_PARTS",
+    "RCNet",
+    "RCNetOutput",
+    "RCNetVoxels",
+    "UpsampleNeck",
+    "heatmap_pixel_centres",
+    "normalised_depth",
+    "ray_anchors",
+    "sample_feature_map",
+    "soft_argmax_2d",
+    "top_k_per_frame",
+    "vote_root",
+]
+
+NUM_CONTACT_CLASSES = len(CONTACT_REGION_NAMES)
+"""Voxel contact classes: 0 none + the contact regions (8)."""
+NUM_PARTS = NUM_CONTACT_CLASSES - 1
+"""Contact regions 1..7, one auxiliary part heatmap each."""
+_DEPTH_LOG_RANGE = 3.0  # d = depth_prior * exp(clamp(raw, -3, 3))
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def heatmap_pixel_centres(
+    height: int,
+    width: int,
+    crop_size: int,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """Crop-pixel coordinates of the heatmap cell centres.
+
+    Cell ``j`` of a ``width``-wide map covers crop pixels ``[j S / w - 0.5, (j + 1) S / w - 0.5]``
+    (pixel centres at integers), so its centre is ``(j + 0.5) S / w - 0.5``.
+
+    Args:
+        height: h.
+        width: w.
+        crop_size: S, crop side in pixels.
+        device: Device of the result.
+        dtype: Floating dtype.
+
+    Returns:
+        ``(u, v)``: Tensors of shape (w,) and (h,), crop pixels.
+    """
+    u = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (crop_size / width) - 0.5
+    v = (torch.arange(height, device=device, dtype=dtype) + 0.5) * (crop_size / height) - 0.5
+    return u, v
+
+
+def soft_argmax_2d(logits: Tensor, crop_size: int) -> Tensor:
+    """Expected crop pixel under the spatial softmax of each heatmap channel.
+
+    Args:
+        logits: Tensor of shape (B, J, h, w).
+        crop_size: S.
+
+    Returns:
+        Tensor of shape (B, J, 2), ``(u, v)`` crop pixels.
+    """
+    B, J, h, w = logits.shape
+    prob = torch.softmax(logits.reshape(B, J, h * w), dim=-1).reshape(B, J, h, w)
+    u, v = heatmap_pixel_centres(h, w, crop_size, device=logits.device, dtype=logits.dtype)
+    return torch.stack([(prob.sum(2) * u).sum(-1), (prob.sum(3) * v).sum(-1)], dim=-1)
+
+
+def normalised_depth(z: Tensor, K_crop: Tensor, crop_size: int) -> Tensor:
+    """Normalised depth ``d = z * S / f_crop`` (= z * bbox side / f in the full image).
+
+    Args:
+        z: Tensor of shape (B,), camera depth, metres.
+        K_crop: Tensor of shape (B, 3, 3).
+        crop_size: S.
+
+    Returns:
+        Tensor of shape (B,), metres (the crop's physical width at depth z).
+    """
+    return z * crop_size / K_crop[:, 0, 0]
+
+
+def ray_anchors(centre_cam: Tensor, offsets: Sequence[float]) -> Tensor:
+    """Points along the viewing ray through each centre.
+
+    Args:
+        centre_cam: Tensor of shape (B, 3), camera frame, metres.
+        offsets: A offsets along the unit ray ``centre / |centre|``, metres.
+
+    Returns:
+        Tensor of shape (B, A, 3): ``centre + o * ray`` for each offset o.
+    """
+    ray = centre_cam / centre_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    off = torch.as_tensor(list(offsets), dtype=centre_cam.dtype, device=centre_cam.device)
+    return centre_cam[:, None, :] + off[None, :, None] * ray[:, None, :]
+
+
+def sample_feature_map(
+    feature_map: Tensor, uv_crop: Tensor, batch_idx: Tensor, crop_size: int
+) -> Tensor:
+    """Bilinear samples of a per-frame feature map at packed crop-pixel positions.
+
+    Equals ``F.grid_sample(feature_map[b:b+1], grid, align_corners=False,
+    padding_mode="zeros")`` with ``grid = (uv + 0.5) / S * 2 - 1``: positions outside the map
+    blend in zeros.
+
+    Args:
+        feature_map: Tensor of shape (B, C, h, w) covering the S x S crop.
+        uv_crop: Tensor of shape (M, 2), crop pixels (u right, v down).
+        batch_idx: int64 Tensor of shape (M,), frame of each position.
+        crop_size: S.
+
+    Returns:
+        Tensor of shape (M, C).
+    """
+    B, C, h, w = feature_map.shape
+    x = (uv_crop[:, 0] + 0.5) * (w / crop_size) - 0.5
+    y = (uv_crop[:, 1] + 0.5) * (h / crop_size) - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    flat = feature_map.permute(0, 2, 3, 1).reshape(B * h * w, C)
+    out = feature_map.new_zeros(uv_crop.shape[0], C)
+    b = batch_idx.long()
+    for dx, dy, weight in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        xi, yi = x0 + dx, y0 + dy
+        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        idx = (b * h + yi.clamp(0, h - 1)) * w + xi.clamp(0, w - 1)
+        out = out + flat[idx] * (weight * inside.to(weight.dtype))[:, None]
+    return out
+
+
+def vote_root(
+    confidence: Tensor, votes: Tensor, batch_idx: Tensor, fallback: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-frame softmax-weighted vote: ``root_b = sum_k softmax_b(conf)_k * votes_k``.
+
+    Args:
+        confidence: Tensor of shape (K,), voxel confidence logits.
+        votes: Tensor of shape (K, 3), each voxel's root estimate (centre + offset).
+        batch_idx: int64 Tensor of shape (K,), frame of each voxel.
+        fallback: Tensor of shape (B, 3), used for frames without voxels.
+
+    Returns:
+        ``(root, voted)``: Tensor (B, 3) and bool Tensor (B,) (frame had voxels).
+    """
+    B = fallback.shape[0]
+    b = batch_idx.long()
+    voted = torch.bincount(b, minlength=B)[:B] > 0
+    if confidence.numel() == 0:
+        return fallback, voted
+    top = torch.full((B,), -torch.inf, dtype=confidence.dtype, device=confidence.device)
+    top = top.scatter_reduce(0, b, confidence.detach(), reduce="amax", include_self=True)
+    e = torch.exp(confidence - top[b])
+    denom = torch.zeros(B, dtype=e.dtype, device=e.device).index_add(0, b, e)
+    weight = e / denom[b]
+    root = torch.zeros(B, 3, dtype=votes.dtype, device=votes.device).index_add(
+        0, b, weight[:, None] * votes
+    )
+    return torch.where(voted[:, None], root, fallback), voted
+
+
+def top_k_per_frame(score: Tensor, batch_idx: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` highest scores of every frame.
+
+    Args:
+        score: Tensor of shape (M,).
+        batch_idx: int64 Tensor of shape (M,).
+        k: Cap per frame.
+
+    Returns:
+        int64 Tensor of kept indices, grouped by frame (ascending), scores descending within
+        a frame (ties keep input order).
+    """
+    if score.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=score.device)
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(batch_idx[order], stable=True)]
+    b = batch_idx[order].long()
+    counts = torch.bincount(b)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=score.device) - starts[b]
+    return order[rank < k]
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class UpsampleNeck(nn.Module):
+    """Brings a backbone grid to the heatmap resolution: ``num_upsamples`` x2 deconvolutions.
+
+    Each step is ConvTranspose2d(kernel 4, stride 2, padding 1) + BatchNorm + ReLU; with no
+    up-sampling it is a 3x3 conv + BatchNorm + ReLU (a channel adapter).
+
+    Args:
+        in_channels: Backbone channels C_b.
+        out_channels: Feature channels C of the heatmap grid.
+        num_upsamples: Number of x2 steps (stride r backbone -> stride r / 2**n).
+
+    Attributes:
+        out_channels: C.
+    """
+
+    def __init__(self, *, in_channels: int, out_channels: int, num_upsamples: int = 1) -> None:
+        super().__init__()
+        self.out_channels = int(out_channels)
+        layers: list[nn.Module] = []
+        c = in_channels
+        if num_upsamples == 0:
+            layers += [nn.Conv2d(c, out_channels, 3, padding=1, bias=False)]
+            layers += [nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+        for _ in range(num_upsamples):
+            layers += [nn.ConvTranspose2d(c, out_channels, 4, stride=2, padding=1, bias=False)]
+            layers += [nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+            c = out_channels
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Up-sample features.
+
+        Args:
+            features: Tensor of shape (B, C_b, h, w).
+
+        Returns:
+            Tensor of shape (B, C, h * 2**n, w * 2**n).
+        """
+        return self.layers(features)
+
+
+@dataclass
+class RCNetVoxels:
+    """The voxels of all ROI samples of a batch (sample s = frame * A + anchor).
+
+    Attributes:
+        centres_cam: Tensor (K, 3) voxel centres, camera frame, metres.
+        batch_idx: int64 Tensor (K,) frame of each voxel.
+        sample_idx: int64 Tensor (K,) sample ``b * A + a`` of each voxel.
+        coords: int32 Tensor (K, 4) ``[sample, z, y, x]`` in the sample's grid.
+        confidence: Tensor (K,) vote confidence logits.
+        offset: Tensor (K, 3) predicted root minus voxel centre, metres, camera frame.
+        contact_logits: Tensor (K, 8) logits of classes 0 (none) .. 7 (regions).
+        sample_origin_cam: Tensor (B * A, 3) corner of voxel (0, 0, 0) of each sample.
+        voxel_size: Voxel edge, metres.
+        spatial_shape: ``[D, H, W]`` of every sample grid.
+        num_anchors: A.
+    """
+
+    centres_cam: Tensor
+    batch_idx: Tensor
+    sample_idx: Tensor
+    coords: Tensor
+    confidence: Tensor
+    offset: Tensor
+    contact_logits: Tensor
+    sample_origin_cam: Tensor
+    voxel_size: float
+    spatial_shape: list[int]
+    num_anchors: int
+
+    @property
+    def num_voxels(self) -> int:
+        """K."""
+        return int(self.centres_cam.shape[0])
+
+    @property
+    def votes_cam(self) -> Tensor:
+        """Tensor (K, 3) each voxel's root vote ``centre + offset``, camera frame."""
+        return self.centres_cam + self.offset
+
+
+@dataclass
+class RCNetOutput:
+    """What RCNet predicts for B frames (camera frame, metres).
+
+    Attributes:
+        root_heatmap: Tensor (B, 1, h, w) root heatmap logits (spatial softmax).
+        part_heatmaps: Tensor (B, 7, h, w) logits, one per contact region 1..7 (part centre =
+            mean of the region's vertices).
+        root_depth: Tensor (B,) normalised root depth d; ``z = d * K_crop[0, 0] / S``.
+        root_pixel_crop: Tensor (B, 2) soft-argmax of the root heatmap, crop pixels.
+        root_coarse_cam: Tensor (B, 3) root unprojected from the heatmap and depth.
+        roi_centre_cam: Tensor (B, 3) centre the anchors were built around (the detached
+            coarse root, or the noisy ground truth under teacher forcing).
+        anchors_cam: Tensor (B, A, 3) ROI anchors (anchor 0 = the centre for the default
+            offsets).
+        voxels: `RCNetVoxels` of the ROI samples.
+        root_cam: Tensor (B, 3) voted root (the coarse root for frames without ROI points).
+        root_voted: bool Tensor (B,), frame had ROI voxels.
+        contact_points_cam: Tensor (P, 3) predicted contact scene points, packed by frame.
+        contact_point_region: int64 Tensor (P,) region 1..7.
+        contact_batch_idx: int64 Tensor (P,) frame of each contact point.
+        contact_point_score: Tensor (P,) contact probability ``1 - p(none)``.
+        contact_point_index: int64 Tensor (P,) row in ``FrameInputs.scene_points_cam``.
+        K_crop: Tensor (B, 3, 3) crop intrinsics used.
+        crop_size: S.
+    """
+
+    root_heatmap: Tensor
+    part_heatmaps: Tensor
+    root_depth: Tensor
+    root_pixel_crop: Tensor
+    root_coarse_cam: Tensor
+    roi_centre_cam: Tensor
+    anchors_cam: Tensor
+    voxels: RCNetVoxels
+    root_cam: Tensor
+    root_voted: Tensor
+    contact_points_cam: Tensor
+    contact_point_region: Tensor
+    contact_batch_idx: Tensor
+    contact_point_score: Tensor
+    contact_point_index: Tensor
+    K_crop: Tensor
+    crop_size: int
+
+
+class RCNet(nn.Module):
+    """Root and contact network (see the module docstring for the pipeline).
+
+    Args:
+        backbone: 2-D CNN, images (B, 3, S, S) -> (B, C_b, S/r, S/r); must expose
+            ``out_channels`` (e.g. `sahmr.models.backbones.build_backbone`).
+        neck: Maps backbone features to the heatmap grid (B, C, h, w); must expose
+            ``out_channels`` (e.g. `UpsampleNeck`).
+        unet: Sparse 3-D U-Net with ``in_channels == 3 + neck.out_channels``.
+        depth_hidden: Hidden width of the depth MLP.
+        depth_prior: Normalised depth at initialisation (metres; the crop's width at the
+            person's depth, about 1.2 x body height).
+        roi_radius: ROI ball radius around every anchor, metres.
+        anchor_offsets: Anchor offsets along the viewing ray, metres.
+        voxel_size: Voxel edge, metres.
+        max_contacts_per_frame: Cap on predicted contact points per frame.
+        teacher_forcing: In training mode with targets, centre the ROI on the ground-truth
+            root plus noise instead of the coarse root, so the sparse branch learns from
+            step 0.
+        roi_noise_std: Standard deviation of that noise per axis, metres.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        neck: nn.Module,
+        unet: SparseUNet,
+        depth_hidden: int = 256,
+        depth_prior: float = 2.0,
+        roi_radius: float = 1.25,
+        anchor_offsets: Sequence[float] = (0.0, -0.5, 0.5),
+        voxel_size: float = 0.05,
+        max_contacts_per_frame: int = 500,
+        teacher_forcing: bool = True,
+        roi_noise_std: float = 0.1,
+    ) -> None:
+        super().__init__()
+        feat_c = int(neck.out_channels)
+        if unet.in_channels != 3 + feat_c:
+            raise ValueError(
+                f"unet.in_channels must be 3 + neck.out_channels = {3 + feat_c}, "
+                f"got {unet.in_channels}"
+            )
+        self.backbone = backbone
+        self.neck = neck
+        self.unet = unet
+        self.heatmap_head = nn.Sequential(
+            nn.Conv2d(feat_c, feat_c, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(feat_c, 1 + NUM_PARTS, 1),
+        )
+        self.depth_head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(int(backbone.out_channels), depth_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(depth_hidden, 1),
+        )
+        nn.init.zeros_(self.depth_head[-1].weight)
+        nn.init.zeros_(self.depth_head[-1].bias)
+        c0 = unet.out_channels
+        self.confidence_head = nn.Linear(c0, 1)
+        self.offset_head = nn.Linear(c0, 3)
+        self.contact_head = nn.Linear(c0, NUM_CONTACT_CLASSES)
+        self.depth_prior = float(depth_prior)
+        self.roi_radius = float(roi_radius)
+        self.anchor_offsets = tuple(float(o) for o in anchor_offsets)
+        self.voxel_size = float(voxel_size)
+        self.max_contacts_per_frame = int(max_contacts_per_frame)
+        self.teacher_forcing = bool(teacher_forcing)
+        self.roi_noise_std = float(roi_noise_std)
+        # Cubic grid per sample, centred on its anchor, one voxel of margin on each side.
+        self.grid_size = math.ceil(2 * self.roi_radius / self.voxel_size - 1e-6) + 2
+
+    @property
+    def num_anchors(self) -> int:
+        """A."""
+        return len(self.anchor_offsets)
+
+    def forward(self, inputs: FrameInputs, targets: FrameTargets | None = None) -> RCNetOutput:
+        """Predict root heatmaps, coarse and voted root, and contact scene points.
+
+        Args:
+            inputs: `FrameInputs` with ``scene_points_cam``/``scene_batch_idx`` (frames
+                without scene points, or ``None`` for all, keep the coarse root and get no
+                contacts).
+            targets: Ground truth; used only for teacher forcing (training mode).
+
+        Returns:
+            `RCNetOutput`.
+        """
+        S = inputs.crop_size
+        K_crop = inputs.K_crop
+        feats = self.backbone(inputs.image)  # (B, C_b, S/r, S/r)
+        fmap = self.neck(feats)  # (B, C, h, w)
+        heatmaps = self.heatmap_head(fmap)  # (B, 1 + 7, h, w)
+        root_hm, part_hm = heatmaps[:, :1], heatmaps[:, 1:]
+        raw = self.depth_head(feats).squeeze(-1).clamp(-_DEPTH_LOG_RANGE, _DEPTH_LOG_RANGE)
+        d = self.depth_prior * torch.exp(raw)  # (B,)
+        uv = soft_argmax_2d(root_hm, S)[:, 0]  # (B, 2)
+        z = d * K_crop[:, 0, 0] / S
+        root_coarse = unproject(K_crop, uv[:, None, :], z[:, None])[:, 0]  # (B, 3)
+
+        centre = root_coarse.detach()
+        if self.training and self.teacher_forcing and targets is not None:
+            gt = targets.root_cam.to(centre)
+            centre = gt + self.roi_noise_std * torch.randn_like(gt)
+        anchors = ray_anchors(centre, self.anchor_offsets)  # (B, A, 3)
+
+        voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
+        root, voted = vote_root(
+            voxels.confidence, voxels.votes_cam, voxels.batch_idx, root_coarse
+        )
+        contacts = self._select_contacts(inputs, voxels, pair_rows, pair_voxel)
+        return RCNetOutput(
+            root_heatmap=root_hm,
+            part_heatmaps=part_hm,
+            root_depth=d,
+            root_pixel_crop=uv,
+            root_coarse_cam=root_coarse,
+            roi_centre_cam=centre,
+            anchors_cam=anchors,
+            voxels=voxels,
+            root_cam=root,
+            root_voted=voted,
+            contact_points_cam=contacts[0],
+            contact_point_region=contacts[1],
+            contact_batch_idx=contacts[2],
+            contact_point_score=contacts[3],
+            contact_point_index=contacts[4],
+            K_crop=K_crop,
+            crop_size=S,
+        )
+
+    def _roi_pairs(self, inputs: FrameInputs, anchors: Tensor) -> tuple[Tensor, Tensor]:
+        """(scene row, sample) pairs: row n is within roi_radius of anchor a of its frame."""
+        pts, bidx = inputs.scene_points_cam, inputs.scene_batch_idx
+        empty = torch.zeros(0, dtype=torch.int64, device=anchors.device)
+        if pts is None or bidx is None or pts.shape[0] == 0:
+            return empty, empty
+        A = anchors.shape[1]
+        rows, samples = [], []
+        for a in range(A):
+            r = torch.nonzero(roi_select(pts, bidx, anchors[:, a : a + 1], self.roi_radius))
+            r = r.squeeze(1)
+            rows.append(r)
+            samples.append(bidx[r].long() * A + a)
+        return torch.cat(rows), torch.cat(samples)
+
+    def _sparse_branch(
+        self, inputs: FrameInputs, fmap: Tensor, anchors: Tensor
+    ) -> tuple[RCNetVoxels, Tensor, Tensor]:
+        """Voxelise the ROI samples, run the U-Net and the voxel heads.
+
+        Returns:
+            ``(voxels, pair_rows, pair_voxel)``: the voxels, and for every (scene row, sample)
+            pair of the ROI the scene row (Q,) and its voxel (Q,).
+        """
+        B, A = anchors.shape[:2]
+        G = self.grid_size
+        origin = (anchors - 0.5 * G * self.voxel_size).reshape(B * A, 3)
+        rows, samples = self._roi_pairs(inputs, anchors)
+        c0 = self.unet.out_channels
+        if rows.numel() == 0:
+            feats = fmap.new_zeros(0, c0)
+            idx = torch.zeros(0, dtype=torch.int64, device=fmap.device)
+            voxels = RCNetVoxels(
+                centres_cam=fmap.new_zeros(0, 3),
+                batch_idx=idx,
+                sample_idx=idx.clone(),
+                coords=torch.zeros(0, 4, dtype=torch.int32, device=fmap.device),
+                confidence=self.confidence_head(feats).squeeze(-1),
+                offset=self.offset_head(feats),
+                contact_logits=self.contact_head(feats),
+                sample_origin_cam=origin,
+                voxel_size=self.voxel_size,
+                spatial_shape=[G, G, G],
+                num_anchors=A,
+            )
+            return voxels, idx, idx.clone()
+        pts = inputs.scene_points_cam[rows].to(fmap.dtype)
+        grid = voxelize(
+            pts, samples, pts, self.voxel_size, origin=origin, spatial_shape=[G, G, G],
+            batch_size=B * A,
+        )
+        sample_idx = grid.coords[:, 0].long()
+        frame = sample_idx // A
+        centres = grid.centres  # (K, 3) camera frame
+        uv = project(inputs.K_crop[frame], centres[:, None, :])[:, 0]  # (K, 2) crop pixels
+        image_feat = sample_feature_map(fmap, uv, frame, inputs.crop_size)  # (K, C)
+        rel = anchors.reshape(B * A, 3)[sample_idx] - centres
+        x = grid.tensor.replace_feature(torch.cat([rel, image_feat], dim=1))
+        h = self.unet(x).features.features  # (K, c0)
+        voxels = RCNetVoxels(
+            centres_cam=centres,
+            batch_idx=frame,
+            sample_idx=sample_idx,
+            coords=grid.coords,
+            confidence=self.confidence_head(h).squeeze(-1),
+            offset=self.offset_head(h),
+            contact_logits=self.contact_head(h),
+            sample_origin_cam=origin,
+            voxel_size=self.voxel_size,
+            spatial_shape=[G, G, G],
+            num_anchors=A,
+        )
+        return voxels, rows, grid.point2voxel
+
+    @torch.no_grad()
+    def _select_contacts(
+        self, inputs: FrameInputs, voxels: RCNetVoxels, pair_rows: Tensor, pair_voxel: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Contact scene points: argmax class != 0, capped per frame by contact probability."""
+        device = voxels.centres_cam.device
+        if pair_rows.numel() == 0:
+            idx = torch.zeros(0, dtype=torch.int64, device=device)
+            return voxels.centres_cam.new_zeros(0, 3), idx, idx, idx.float(), idx
+        pts, bidx = inputs.scene_points_cam, inputs.scene_batch_idx
+        N = pts.shape[0]
+        probs = torch.softmax(voxels.contact_logits.float(), dim=-1)[pair_voxel]  # (Q, 8)
+        acc = probs.new_zeros(N, NUM_CONTACT_CLASSES).index_add_(0, pair_rows, probs)
+        count = torch.bincount(pair_rows, minlength=N)
+        row = torch.nonzero(count > 0).squeeze(1)
+        mean = acc[row] / count[row, None].to(acc.dtype)
+        cls = mean.argmax(dim=1)
+        hit = cls != 0
+        row, cls, score = row[hit], cls[hit], 1.0 - mean[hit, 0]
+        keep = top_k_per_frame(score, bidx[row].long(), self.max_contacts_per_frame)
+        row = row[keep]
+        return pts[row], cls[keep], bidx[row].long(), score[keep], row
+
+    def metrics(self, output: RCNetOutput, targets: FrameTargets) -> dict[str, tuple[float, float]]:
+        """Validation metrics as ``name -> (sum, count)``.
+
+        See `sahmr.evaluation.rcnet_metrics.rcnet_metrics` (root error in mm, scene-contact
+        precision/recall/F1, per region); its ``per_frame`` values (e.g. for medians) come
+        from calling that function directly.
+
+        Args:
+            output: This model's output for a batch.
+            targets: The batch's ground truth.
+
+        Returns:
+            Count-weighted sums.
+        """
+        return rcnet_metrics(output, targets).sums
