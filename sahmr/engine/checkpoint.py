@@ -1,0 +1,215 @@
+"""Training checkpoints: atomic writes, safe loading, RNG state, method loading.
+
+A checkpoint is one ``torch.save`` dict::
+
+    format    "sahmr.checkpoint"
+    version   1
+    config    the resolved hydra config as YAML text
+    model     state_dict of the (unwrapped) method; float16 in exported files
+    optimizer, scheduler   state dicts (absent in exported files)
+    rng       per-rank RNG states (python, numpy, torch, cuda) as tensors / ints / lists
+    epoch, step, batch_in_epoch   position of the run (epoch and batches consumed in it)
+    metrics   {"best": float|None, "best_name": str, "last": {name: float}}
+
+Every value is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)``
+reads it: nothing is unpickled by type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "sahmr.checkpoint"
+VERSION = 1
+
+
+# ---------------------------------------------------------------------------- RNG state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The RNG state of this process: python, numpy, torch CPU and every CUDA device.
+
+    Returns:
+        A dict of tensors, ints, floats and lists only (``weights_only``-loadable).
+    """
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # noqa: NPY002
+    state: dict[str, Any] = {
+        "python": [int(version), [int(x) for x in mt], gauss],
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (CUDA states are restored when devices match)."""
+    version, mt, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in mt), gauss))
+    n = state["numpy"]
+    keys = np.asarray(n["keys"].numpy(), dtype=np.uint32)
+    legacy = (n["name"], keys, int(n["pos"]), int(n["has_gauss"]), float(n["gauss"]))
+    np.random.set_state(legacy)  # noqa: NPY002 (the global legacy RNG is what we restore)
+    torch.set_rng_state(state["torch"].to(torch.uint8).cpu())
+    cuda = list(state.get("cuda") or [])
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([c.to(torch.uint8).cpu() for c in cuda])
+        else:
+            logger.warning(
+                "checkpoint holds %d CUDA RNG states for %d devices; not restored",
+                len(cuda),
+                torch.cuda.device_count(),
+            )
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the target folder, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module | Mapping[str, torch.Tensor],
+    config: str | DictConfig,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    rng: list[dict[str, Any]] | dict[str, Any] | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    batch_in_epoch: int = 0,
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: Target file (``.pt``).
+        model: The method (unwrapped, not DDP) or its state dict.
+        config: The resolved config (YAML text, or a DictConfig that is resolved here).
+        optimizer: Optional optimizer whose state is saved.
+        scheduler: Optional LR scheduler whose state is saved.
+        rng: RNG states (one dict per rank, or one dict), see `capture_rng_state`.
+        epoch: Epoch in progress (or the next epoch when ``batch_in_epoch`` is 0).
+        step: Optimiser steps done.
+        batch_in_epoch: Batches of ``epoch`` already consumed.
+        metrics: Best / last validation metrics.
+
+    Returns:
+        The path written.
+    """
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_yaml(config, resolve=True)
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": str(config),
+        "model": {k: v.detach().cpu() for k, v in state.items()},
+        "epoch": int(epoch),
+        "step": int(step),
+        "batch_in_epoch": int(batch_in_epoch),
+        "metrics": dict(metrics or {}),
+    }
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        ckpt["scheduler"] = scheduler.state_dict()
+    if rng is not None:
+        ckpt["rng"] = rng if isinstance(rng, list) else [rng]
+    return atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check its format.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a sahmr checkpoint, or a newer version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} file")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise ValueError(f"{path}: checkpoint version {ckpt['version']} > supported {VERSION}")
+    return ckpt
+
+
+def checkpoint_config(ckpt: Mapping[str, Any]) -> DictConfig:
+    """The config stored in a checkpoint, as a DictConfig."""
+    cfg = OmegaConf.create(ckpt["config"])
+    if not isinstance(cfg, DictConfig):
+        raise ValueError("checkpoint config is not a mapping")
+    return cfg
+
+
+def float_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """State dict with floating tensors cast to float32 (reads fp16 exports)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_method(
+    path: str | Path, device: str | torch.device = "cpu", *, strict: bool = True
+) -> tuple[nn.Module, DictConfig]:
+    """Build the checkpoint's method from its config (``cfg.model``) and load its weights.
+
+    Args:
+        path: A training checkpoint or an exported (fp16) one.
+        device: Where the method goes.
+        strict: Passed to ``load_state_dict``.
+
+    Returns:
+        ``(method in eval mode on device, config)``.
+    """
+    from hydra.utils import instantiate
+
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt)
+    method = instantiate(cfg.model)
+    method.load_state_dict(float_state_dict(ckpt["model"]), strict=strict)
+    method.to(device).eval()
+    logger.info("loaded %s (step %s)", path, ckpt.get("step"))
+    return method, cfg

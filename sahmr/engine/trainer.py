@@ -1,0 +1,807 @@
+"""One training loop for every method: AdamW, warm-up + cosine, bf16 on CUDA, DDP, resumable.
+
+`Trainer` runs epochs of ``method(inputs, targets) -> output``, ``loss(output, targets)``,
+clipped AdamW steps; logs scalars and crop grids to TensorBoard; validates at epoch end through
+the shared evaluator (`sahmr.engine.validation`); writes ``checkpoints/last.pt`` atomically
+every ``ckpt_every`` steps, at every epoch end and when it stops (step limit, time budget), and
+``best.pt`` when the tracked validation metric improves.
+
+Resuming is bit-identical on CPU: the checkpoint holds model, optimizer, scheduler, every RNG
+state and the position (epoch, batches consumed); the data order is a function of
+``(seed, epoch)`` only and the consumed batches are skipped (`sahmr.engine.data`). Validation
+and image summaries fork the RNG states, so they never change the training trajectory.
+
+`train_from_config` assembles everything from the hydra config of ``tools/train.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sahmr.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from sahmr.engine.data import (
+    LoaderSettings,
+    ResumableSampler,
+    StepPreparer,
+    build_dataset,
+    build_loader,
+    build_scene_bank,
+    start_epoch,
+)
+from sahmr.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
+from sahmr.engine.methods import can_predict, eval_mode, unwrap
+from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
+from sahmr.geometry.cameras import project
+from sahmr.models.inputs import FrameInputs, FrameTargets
+
+logger = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """Settings of the loop (``configs/trainer/*.yaml``).
+
+    Attributes:
+        max_epochs: Epochs to run.
+        max_steps: Optimiser steps to run (None: ``max_epochs`` full epochs); also the
+            length of the LR schedule.
+        max_minutes: Wall-clock budget of this call; on expiry the run checkpoints and stops
+            cleanly (``resume=true`` continues it).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (matrices and convolution kernels only; biases and
+            norm parameters get none).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps from 0 to ``lr``.
+        min_lr_ratio: Cosine floor as a fraction of ``lr``.
+        grad_clip: Max global gradient norm (None: no clipping; the norm is still logged).
+        bf16: bfloat16 autocast on CUDA (always fp32 on CPU).
+        batch_size: Training frames per batch and rank.
+        val_batch_size: Validation frames per batch and rank.
+        num_workers: DataLoader workers.
+        pin_memory: Pin host memory (CUDA).
+        persistent_workers: Keep workers across epochs (their RNG streams then run on
+            across epochs: a dataset that augments from the worker RNG needs ``false`` for
+            bit-identical resumes).
+        log_every: Steps between scalar logs.
+        image_every: Steps between crop-grid image summaries (None/0: never).
+        ckpt_every: Steps between ``last.pt`` writes (None/0: epoch ends and stop only).
+        val_every_epochs: Validate every this many epochs (0: never).
+        val_max_batches: Validation batches per rank (None: the whole split).
+        val_scene_metrics: Also score penetration/contact against the rooms' SDFs.
+        val_with_targets: Validate with ``forward(inputs, targets)`` in eval mode instead of
+            ``predict`` (SA-HMR's mesh network trained without RCNet: ground-truth root and
+            contacts); see `sahmr.engine.validation.run_validation`.
+        best_metric: Validation scalar tracked for ``best.pt`` (None: no best.pt).
+        best_mode: ``"min"`` or ``"max"``.
+        find_unused_parameters: Passed to DDP (methods with branches unused in a step).
+        deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are bit-identical
+            without it; GPU runs need it for bit-identity, at a speed cost).
+        progress: Show tqdm bars (rank 0).
+    """
+
+    max_epochs: int = 1
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
+    grad_clip: float | None = 1.0
+    bf16: bool = True
+    batch_size: int = 8
+    val_batch_size: int = 8
+    num_workers: int = 0
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    log_every: int = 10
+    image_every: int | None = None
+    ckpt_every: int | None = None
+    val_every_epochs: int = 1
+    val_max_batches: int | None = None
+    val_scene_metrics: bool = False
+    val_with_targets: bool = False
+    best_metric: str | None = None
+    best_mode: str = "min"
+    find_unused_parameters: bool = False
+    deterministic: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.best_mode not in ("min", "max"):
+            raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
+        if self.max_epochs < 1 and not self.max_steps:
+            raise ValueError("need max_epochs >= 1 or max_steps")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+    @classmethod
+    def from_mapping(cls, cfg: Any) -> TrainerConfig:
+        """Build from a DictConfig / dict, rejecting unknown keys."""
+        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown trainer settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def loader(self, *, train: bool) -> LoaderSettings:
+        """DataLoader settings for the training or validation loader."""
+        return LoaderSettings(
+            batch_size=self.batch_size if train else self.val_batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor``.
+
+    An object (not a lambda) so `LambdaLR.state_dict` stores its plain numbers.
+    """
+
+    def __init__(self, total_steps: int, warmup: int = 0, floor: float = 0.0) -> None:
+        self.total_steps = int(max(1, total_steps))
+        self.warmup = int(max(0, warmup))
+        self.floor = float(floor)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total_steps - self.warmup)
+        t = min(1.0, (step - self.warmup) / span)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters."""
+    decay, no_decay = [], []
+    for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    """How a `Trainer.fit` call ended.
+
+    Attributes:
+        step: Optimiser steps done in total.
+        epoch: Epoch in progress (or the next one after an epoch end).
+        stopped: ``"done"`` (limits reached), ``"time"`` (budget), ``"interrupted"``
+            (``until_step``).
+        best: Best tracked validation value so far (None if not tracked).
+        last_validation: Scalars of the last validation.
+        checkpoint: Path of ``last.pt`` (rank 0), or None.
+    """
+
+    step: int
+    epoch: int
+    stopped: str
+    best: float | None = None
+    last_validation: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+class Trainer:
+    """Trains one method with its loss.
+
+    Args:
+        method: The method (unwrapped; wrapped in DDP here under a process group), on the
+            device of ``prepare``.
+        loss: Loss module.
+        config: Loop settings.
+        train_loader: Loader from `build_loader(train=True)` (a `ResumableSampler`).
+        prepare: Batch -> inputs/targets for training.
+        output_dir: Run folder (``checkpoints/``, ``tb/``, ``metrics.jsonl``).
+        dist: This process's place in the job.
+        config_yaml: Resolved run config stored in checkpoints.
+        seed: Base seed of the data order.
+        val_loader: Validation loader, or None.
+        val_prepare: Batch -> inputs/targets for validation (its own scene bank).
+        evaluator: Body evaluator for validation (None: only the method's metrics).
+        val_split: Split name used for validation frame names.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: nn.Module,
+        loss: nn.Module,
+        config: TrainerConfig,
+        train_loader: DataLoader,
+        prepare: StepPreparer,
+        output_dir: str | Path,
+        dist: DistInfo | None = None,
+        config_yaml: str = "",
+        seed: int = 0,
+        val_loader: DataLoader | None = None,
+        val_prepare: StepPreparer | None = None,
+        evaluator: Any | None = None,
+        val_split: str = "val",
+    ) -> None:
+        if not isinstance(train_loader.sampler, ResumableSampler):
+            raise TypeError("train_loader needs a ResumableSampler (see build_loader)")
+        self.cfg = config
+        self.dist = dist or DistInfo(device=prepare.device)
+        self.device = prepare.device
+        self.method = method
+        self.model = wrap_ddp(
+            method, self.dist, find_unused_parameters=config.find_unused_parameters
+        )
+        self.loss = loss
+        self.train_loader = train_loader
+        self.prepare = prepare
+        self.val_loader = val_loader
+        self.val_prepare = val_prepare or prepare
+        self.evaluator = evaluator
+        self.val_split = val_split
+        self.seed = int(seed)
+        self.config_yaml = config_yaml
+        self.output_dir = Path(output_dir)
+        self.ckpt_dir = self.output_dir / "checkpoints"
+        self.bf16 = bool(config.bf16 and self.device.type == "cuda")
+        params = parameter_groups(method, config.weight_decay)
+        if not any(g["params"] for g in params):
+            raise ValueError("the method has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas)
+        sampler = train_loader.sampler
+        self.steps_per_epoch = sampler.num_samples // int(train_loader.batch_size or 1)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"the training split holds {sampler.num_samples} samples per rank, fewer than "
+                f"one batch of {train_loader.batch_size}"
+            )
+        self.total_steps = int(config.max_steps or config.max_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(self.total_steps, config.warmup_steps, config.min_lr_ratio)
+        )
+        self.epoch = 0
+        self.step = 0
+        self.batch_in_epoch = 0
+        self.best: float | None = None
+        self.last_validation: dict[str, float] = {}
+        self._writer: Any = None
+        self._no_writer = False
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # ------------------------------------------------------------------ state
+
+    def _metrics_state(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_name": self.cfg.best_metric or "",
+            "last": {k: float(v) for k, v in self.last_validation.items()},
+        }
+
+    def save(self, name: str = LAST) -> Path | None:
+        """Write a checkpoint (rank 0; every rank must call it: RNG states are gathered)."""
+        rngs = all_gather_objects(capture_rng_state())
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.ckpt_dir / name,
+                model=self.method,
+                config=self.config_yaml,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                rng=rngs,
+                epoch=self.epoch,
+                step=self.step,
+                batch_in_epoch=self.batch_in_epoch,
+                metrics=self._metrics_state(),
+            )
+            logger.info("checkpoint %s (epoch %d, step %d)", path, self.epoch, self.step)
+        barrier()
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Load model, optimizer, scheduler, RNG and position from a checkpoint."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        self.method.load_state_dict(ckpt["model"])
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "scheduler" in ckpt:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            # The configured schedule wins over the stored one (e.g. a longer max_steps).
+            current = WarmupCosine(self.total_steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+            stored = self.scheduler.lr_lambdas[0]
+            if vars(stored) != vars(current):
+                logger.warning(
+                    "LR schedule changed on resume: %s -> %s", vars(stored), vars(current)
+                )
+                self.scheduler.lr_lambdas[0] = current
+        self.epoch = int(ckpt["epoch"])
+        self.step = int(ckpt["step"])
+        self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
+        metrics = ckpt.get("metrics") or {}
+        self.best = metrics.get("best")
+        self.last_validation = dict(metrics.get("last") or {})
+        rngs = ckpt.get("rng") or []
+        if rngs:
+            if len(rngs) != self.dist.world_size:
+                logger.warning(
+                    "checkpoint from %d ranks resumed on %d: RNG streams differ from an "
+                    "uninterrupted run",
+                    len(rngs),
+                    self.dist.world_size,
+                )
+            restore_rng_state(rngs[self.dist.rank % len(rngs)])
+        logger.info(
+            "resumed %s: epoch %d, step %d, %d batches into the epoch",
+            path,
+            self.epoch,
+            self.step,
+            self.batch_in_epoch,
+        )
+
+    # ------------------------------------------------------------------ logging
+
+    @property
+    def writer(self) -> Any:
+        """TensorBoard SummaryWriter on rank 0 (None elsewhere, or without the tensorboard
+        package: then only metrics.jsonl is written), created on first use."""
+        if self._writer is None and self.dist.is_main and not self._no_writer:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                logger.warning("no TensorBoard logs (%s); metrics.jsonl only", exc)
+                self._no_writer = True
+                return None
+            self._writer = SummaryWriter(str(self.output_dir / "tb"))
+        return self._writer
+
+    def _log_jsonl(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        clean = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+            for k, v in record.items()
+        }
+        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(clean) + "\n")
+
+    def _log_scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
+        w = self.writer
+        if w is None:
+            return
+        for k, v in values.items():
+            if math.isfinite(v):
+                w.add_scalar(f"{prefix}/{k}", v, step)
+
+    @torch.no_grad()
+    def _log_images(self, inputs: FrameInputs, targets: FrameTargets, output: Any) -> None:
+        """Crop grid with projected GT joints and predicted joints (or root)."""
+        if self.writer is None:
+            return
+        from sahmr.engine.summaries import crop_grid
+
+        pred2d = None
+        model = unwrap(self.model)
+        rng = capture_rng_state()
+        try:
+            if self.cfg.val_with_targets:
+                pred2d = project(inputs.K_crop, prediction_from_output(output).joints_cam)
+            elif can_predict(model):
+                with eval_mode(model), self._autocast():
+                    pred = model.predict(inputs)
+                pred2d = project(inputs.K_crop, pred.joints_cam.float())
+            elif isinstance(getattr(output, "root_cam", None), Tensor):
+                pred2d = project(inputs.K_crop, output.root_cam.detach().float()[:, None])
+        finally:
+            restore_rng_state(rng)
+        grid = crop_grid(inputs.image, targets.joints2d_crop, pred2d)
+        self.writer.add_image("train/crops", grid, self.step, dataformats="HWC")
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    # ------------------------------------------------------------------ loop
+
+    def train_step(self, inputs: FrameInputs, targets: FrameTargets) -> tuple[Any, Any, Tensor]:
+        """One optimiser step; returns (output, LossOutput, grad norm)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self.model(inputs, targets)
+            loss_out = self.loss(output, targets)
+        total = loss_out.total.float()
+        finite = bool(torch.isfinite(total).item())
+        if any_rank(not finite, self.device):
+            logger.warning("step %d: non-finite loss; step skipped", self.step)
+            if self.dist.distributed and total.requires_grad:
+                (total * 0.0).backward()  # DDP expects one backward per forward
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            return output, loss_out, torch.tensor(float("nan"))
+        total.backward()
+        params = [p for p in self.method.parameters() if p.grad is not None]
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip else float("inf")
+        grad_norm = (
+            nn.utils.clip_grad_norm_(params, max_norm)
+            if params
+            else torch.zeros((), device=self.device)
+        )
+        self.optimizer.step()
+        self.scheduler.step()
+        return output, loss_out, grad_norm.detach()
+
+    def validate(self) -> ValidationResult | None:
+        """Validate on the val split (RNG states untouched); logs and tracks the best."""
+        if self.val_loader is None:
+            return None
+        rng = capture_rng_state()
+        try:
+            result = run_validation(
+                self.model,
+                self.val_loader,
+                self.val_prepare,
+                split=self.val_split,
+                evaluator=self.evaluator,
+                max_batches=self.cfg.val_max_batches,
+                bf16=self.bf16,
+                progress=self.cfg.progress and self.dist.is_main,
+                with_targets=self.cfg.val_with_targets,
+            )
+        finally:
+            restore_rng_state(rng)
+        scalars = result.scalars()
+        self.last_validation = scalars
+        self._log_scalars("val", scalars, self.step)
+        self._log_jsonl({"split": "val", "epoch": self.epoch, "step": self.step, **scalars})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(scalars.items())[:8])
+        logger.info("validation at step %d: %s", self.step, shown)
+        name = self.cfg.best_metric
+        if name:
+            value = scalars.get(name)
+            if value is None or not math.isfinite(value):
+                logger.warning("best metric %r not in the validation scores", name)
+            else:
+                better = self.best is None or (
+                    value < self.best if self.cfg.best_mode == "min" else value > self.best
+                )
+                if better:
+                    self.best = float(value)
+                    self.save(BEST)
+        return result
+
+    def _window_log(
+        self, sums: dict[str, Tensor], count: int, samples: int, dt: float, grad_norm: Tensor
+    ) -> None:
+        names = sorted(sums)
+        vec = torch.stack(
+            [sums[k].detach().float().to(self.device) for k in names]
+            + [torch.tensor(float(count), device=self.device)]
+        )
+        vec = all_reduce_sum(vec)
+        n = float(vec[-1].item())
+        scalars = {k: float(vec[i].item()) / max(n, 1.0) for i, k in enumerate(names)}
+        scalars["lr"] = float(self.scheduler.get_last_lr()[0])
+        scalars["grad_norm"] = float(grad_norm.float().item())
+        scalars["samples_per_s"] = samples * self.dist.world_size / max(dt, 1e-9)
+        self._log_scalars("train", scalars, self.step)
+        self._log_jsonl({"split": "train", "epoch": self.epoch, "step": self.step, **scalars})
+        logger.info(
+            "step %d/%d loss %.4g lr %.3g %.1f samples/s",
+            self.step,
+            self.total_steps,
+            scalars.get("loss", float("nan")),
+            scalars["lr"],
+            scalars["samples_per_s"],
+        )
+
+    def fit(self, *, until_step: int | None = None) -> FitResult:
+        """Train until ``max_steps`` / ``max_epochs``, the time budget, or ``until_step``.
+
+        Args:
+            until_step: Stop (and checkpoint) after this many steps in total, as if
+                interrupted; the LR schedule still runs over the full configured length.
+
+        Returns:
+            How it ended (`FitResult`).
+        """
+        cfg = self.cfg
+        t_start = time.monotonic()
+        budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
+        stopped = "done"
+        validated_at = -1
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not (cfg.progress and self.dist.is_main),
+        )
+        sums: dict[str, Tensor] = {}
+        count = samples = 0
+        t_window = time.monotonic()
+        while self.epoch < cfg.max_epochs and self.step < self.total_steps:
+            self.model.train()
+            start_epoch(self.train_loader, self.seed, self.epoch, self.batch_in_epoch)
+            stop = False
+            for batch in self.train_loader:
+                inputs, targets = self.prepare(batch)
+                output, loss_out, grad_norm = self.train_step(inputs, targets)
+                self.step += 1
+                self.batch_in_epoch += 1
+                bar.update(1)
+                terms = {"loss": loss_out.total, **loss_out.terms}
+                for k, v in terms.items():
+                    v = v.detach().float()
+                    sums[k] = sums[k] + v if k in sums else v
+                count += 1
+                samples += len(batch)
+                if cfg.log_every and self.step % cfg.log_every == 0:
+                    self._window_log(sums, count, samples, time.monotonic() - t_window, grad_norm)
+                    sums, count, samples, t_window = {}, 0, 0, time.monotonic()
+                if cfg.image_every and self.step % cfg.image_every == 0:
+                    self._log_images(inputs, targets, output)
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if self.step >= self.total_steps:
+                    stop = True
+                elif until_step is not None and self.step >= until_step:
+                    stopped, stop = "interrupted", True
+                elif budget_s is not None and any_rank(
+                    time.monotonic() - t_start > budget_s, self.device
+                ):
+                    stopped, stop = "time", True
+                if stop:
+                    break
+            if self.batch_in_epoch >= self.steps_per_epoch:  # the epoch is complete
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if cfg.val_every_epochs and self.epoch % cfg.val_every_epochs == 0:
+                    self.validate()
+                    validated_at = self.step
+                self.save()
+            elif stop:
+                self.save()
+            if stop:
+                break
+        if stopped == "done" and validated_at != self.step and cfg.val_every_epochs:
+            self.validate()
+            self.save()
+        bar.close()
+        if self._writer is not None:
+            self._writer.flush()
+        path = self.ckpt_dir / LAST if self.dist.is_main else None
+        return FitResult(
+            step=self.step,
+            epoch=self.epoch,
+            stopped=stopped,
+            best=self.best,
+            last_validation=dict(self.last_validation),
+            checkpoint=path,
+        )
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+def _instantiate(node: Any, **kwargs: Any) -> Any:
+    from hydra.utils import instantiate
+
+    return instantiate(node, **kwargs)
+
+
+def _scene_points(dataset: Any, needed: bool) -> Any:
+    if not needed:
+        return None
+    scenes = getattr(dataset, "scene_points", None)
+    if scenes is None:
+        raise ValueError(f"{type(dataset).__name__} has no scene_points; set needs_scene=false")
+    return scenes
+
+
+def build_evaluator(
+    body: Any,
+    dataset: Any,
+    *,
+    scene_metrics: bool,
+    sdf_cache_dir: str | None = None,
+    sdf_voxel_size: float = 0.02,
+    joint_set: str = "smpl24",
+) -> Any:
+    """The shared body evaluator; scene SDFs from the dataset's ``rooms/`` when asked."""
+    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+
+    scenes = None
+    if scene_metrics:
+        root = getattr(dataset, "root", None)
+        if root is None:
+            raise ValueError("scene metrics need a dataset with a root folder holding rooms/")
+        scenes = SceneSDFs(
+            scene_dir=Path(root) / "rooms", voxel_size=sdf_voxel_size, cache_dir=sdf_cache_dir
+        )
+    return Evaluator(body, scenes, joint_set=joint_set)
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML text (what checkpoints store)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def train_from_config(
+    cfg: DictConfig,
+    *,
+    until_step: int | None = None,
+    on_trainer: Callable[[Trainer], None] | None = None,
+) -> FitResult:
+    """Build data, method, loss and trainer from a ``configs/train.yaml`` config and train.
+
+    Args:
+        cfg: The composed config (``model``, ``loss``, ``data``, ``data_val``, ``body``,
+            ``trainer``, ``paths``, ``seed``, ``resume``, ``needs_scene``, ...).
+        until_step: Stop after this many steps in total (tests; see `Trainer.fit`).
+        on_trainer: Called with the built trainer before training (tests, tools).
+
+    Returns:
+        The `FitResult`.
+    """
+    info = init_distributed(cfg.get("device", "auto"))
+    try:
+        return _train(cfg, info, until_step, on_trainer)
+    finally:
+        cleanup()
+
+
+def _train(
+    cfg: DictConfig,
+    info: DistInfo,
+    until_step: int | None,
+    on_trainer: Callable[[Trainer], None] | None,
+) -> FitResult:
+    tcfg = TrainerConfig.from_mapping(cfg.trainer)
+    seed = int(cfg.seed)
+    out = Path(cfg.paths.output_dir)
+    last = out / "checkpoints" / LAST
+    resume = bool(cfg.get("resume", False))
+    if last.is_file() and not resume:
+        raise FileExistsError(
+            f"{last} exists: pass resume=true to continue it, or choose another exp_name / "
+            "paths.output_dir"
+        )
+    seed_everything(seed + info.rank)
+    text = config_yaml(cfg)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(text, encoding="utf-8")
+
+    body = _instantiate(cfg.body)
+    needs_scene = bool(cfg.get("needs_scene", True))
+    max_pts = cfg.get("max_points_per_scene")
+    train_set = build_dataset(cfg.data)
+    bank = build_scene_bank(
+        _scene_points(train_set, needs_scene), info.device, max_points_per_scene=max_pts, seed=seed
+    )
+    prepare = StepPreparer(body.topology, info.device, bank)
+    loader = build_loader(
+        train_set,
+        tcfg.loader(train=True),
+        train=True,
+        seed=seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        device=info.device,
+    )
+    val_loader = val_prepare = evaluator = None
+    val_split = "val"
+    if tcfg.val_every_epochs and cfg.get("data_val") is not None:
+        val_set = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
+        if len(val_set) == 0:
+            logger.warning("the validation split is empty; validation skipped")
+        else:
+            val_bank = build_scene_bank(
+                _scene_points(val_set, needs_scene),
+                info.device,
+                max_points_per_scene=max_pts,
+                seed=seed,
+            )
+            val_prepare = StepPreparer(body.topology, info.device, val_bank)
+            val_loader = build_loader(
+                val_set,
+                tcfg.loader(train=False),
+                train=False,
+                seed=seed,
+                rank=info.rank,
+                world_size=info.world_size,
+                device=info.device,
+            )
+            evaluator = build_evaluator(
+                body,
+                val_set,
+                scene_metrics=tcfg.val_scene_metrics,
+                sdf_cache_dir=cfg.paths.get("sdf_cache_dir"),
+            )
+            val_split = str(cfg.data_val.get("split", "val"))
+
+    method = _instantiate(cfg.model).to(info.device)
+    loss = _instantiate(cfg.loss).to(info.device)
+    n_params = sum(p.numel() for p in method.parameters())
+    n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    logger.info(
+        "%s: %.2fM parameters (%.2fM trainable)",
+        type(method).__name__,
+        n_params / 1e6,
+        n_train / 1e6,
+    )
+    trainer = Trainer(
+        method=method,
+        loss=loss,
+        config=tcfg,
+        train_loader=loader,
+        prepare=prepare,
+        output_dir=out,
+        dist=info,
+        config_yaml=text,
+        seed=seed,
+        val_loader=val_loader,
+        val_prepare=val_prepare,
+        evaluator=evaluator,
+        val_split=val_split,
+    )
+    if resume:
+        if last.is_file():
+            trainer.resume(last)
+        else:
+            logger.warning("resume=true but %s does not exist: starting from scratch", last)
+    if on_trainer is not None:
+        on_trainer(trainer)
+    try:
+        result = trainer.fit(until_step=until_step)
+    finally:
+        trainer.close()
+    logger.info("training %s at step %d (epoch %d)", result.stopped, result.step, result.epoch)
+    return result

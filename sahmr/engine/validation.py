@@ -1,0 +1,325 @@
+"""Validation and evaluation of any method on a dataset split through the shared evaluator.
+
+Predicted bodies (``method.predict``) are turned into world-frame `BodyFrame` records in
+memory and scored against the batch's ground truth by `sahmr.evaluation.evaluator.Evaluator`
+(the same code as ``tools/evaluate.py``); methods with a ``metrics`` hook add their own
+``(sum, count)`` entries (e.g. RCNet's root error and contact counts). Under DDP every rank
+scores its share of the frames and sums and counts are all-reduced, so means are exact.
+Frames are named ``<split>-<index:06d>`` (dataset index), like
+`sahmr.evaluation.readers.SyntheticSplitReader`, so saved predictions can be re-scored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sahmr.engine.data import StepPreparer, StridedSampler
+from sahmr.engine.distributed import all_gather_objects, all_reduce_sum, is_dist
+from sahmr.engine.methods import can_predict, eval_mode, has_metrics, split_metric_sums, unwrap
+from sahmr.evaluation.evaluator import EvaluationResult, Evaluator
+from sahmr.evaluation.readers import BodyFrame
+from sahmr.evaluation.reduction import Accumulator
+from sahmr.models.inputs import BodyPrediction
+
+logger = logging.getLogger(__name__)
+
+PredictionCallback = Callable[[str, BodyFrame, BodyPrediction, int], None]
+"""``(name, predicted world frame, batch prediction, row in batch)`` for each frame."""
+
+
+class MemoryReader:
+    """A `sahmr.evaluation.readers.FrameReader` over frames held in memory."""
+
+    def __init__(self, frames: Mapping[str, BodyFrame]) -> None:
+        self._frames = dict(frames)
+
+    def names(self) -> list[str]:
+        """Frame names, sorted."""
+        return sorted(self._frames)
+
+    def load(self, name: str) -> BodyFrame:
+        """One frame (KeyError when absent)."""
+        return self._frames[name]
+
+
+def frame_name(split: str, index: int) -> str:
+    """Name of dataset frame ``index`` of ``split`` (``test-000012``)."""
+    return f"{split}-{index:06d}"
+
+
+@dataclass
+class ValidationResult:
+    """Scores of one pass over (part of) a split.
+
+    Attributes:
+        evaluation: Evaluator result (bodies), or None for methods without ``predict``.
+        method_metrics: ``(sum, count)`` entries from the method's ``metrics`` hook.
+        frames: Frames run (over all ranks).
+        seconds: Wall time of the method's forward/predict calls (over all ranks).
+    """
+
+    evaluation: EvaluationResult | None = None
+    method_metrics: Accumulator = field(default_factory=Accumulator)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def seconds_per_frame(self) -> float:
+        """Method time per frame (NaN when no frame ran)."""
+        return self.seconds / self.frames if self.frames else float("nan")
+
+    def method_summary(self) -> dict[str, float | list[float]]:
+        """Means of the method's entries; ``X_precision/recall/f1`` derived from summed
+        ``X_tp``, ``X_fp``, ``X_fn`` entries (micro-averaged)."""
+        acc = self.method_metrics
+        out: dict[str, float | list[float]] = {}
+        for name in acc.names():
+            mean = acc.mean(name)
+            out[name] = mean if isinstance(mean, float) else mean.tolist()
+        for name in acc.names():
+            if not name.endswith("_tp"):
+                continue
+            stem = name[: -len("_tp")]
+            if f"{stem}_fp" not in acc or f"{stem}_fn" not in acc:
+                continue
+            tp, fp, fn = (acc.total(f"{stem}_{k}") for k in ("tp", "fp", "fn"))
+            p = torch.where(tp + fp > 0, tp / (tp + fp).clamp_min(1e-12), torch.nan)
+            r = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1e-12), torch.nan)
+            f1 = torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-12), torch.nan)
+            for key, val in (("precision", p), ("recall", r), ("f1", f1)):
+                out[f"{stem}_{key}"] = float(val) if val.ndim == 0 else val.tolist()
+        return out
+
+    def scalars(self) -> dict[str, float]:
+        """Flat ``name -> value`` of every scalar score (for TensorBoard and metrics.jsonl)."""
+        out: dict[str, float] = {}
+        if self.evaluation is not None:
+            for name, rec in self.evaluation.summary().items():
+                out[name] = float(rec["value"])
+        for name, value in self.method_summary().items():
+            if isinstance(value, float):
+                out[name] = value
+            else:
+                for i, v in enumerate(value):
+                    out[f"{name}/{i}"] = float(v)
+        out["frames"] = float(self.frames)
+        out["seconds_per_frame"] = self.seconds_per_frame
+        return out
+
+
+def merge_evaluation(into: EvaluationResult, part: EvaluationResult) -> None:
+    """Add a partial evaluator result (another batch) into ``into``."""
+    into.accumulator.merge(part.accumulator)
+    into.per_frame.extend(part.per_frame)
+    into.missing.extend(part.missing)
+    into.failed.extend(part.failed)
+    into.pen_depth_hist = into.pen_depth_hist + part.pen_depth_hist
+    into.has_scene = into.has_scene or part.has_scene
+    into.region_names = part.region_names or into.region_names
+
+
+def prediction_from_output(output: Any) -> BodyPrediction:
+    """A `BodyPrediction` from a forward output with absolute ``verts_cam`` (B, V, 3) and
+    ``root_cam`` (B, 3) (joints: ``joints_cam`` if present, else the root).
+
+    Raises:
+        ValueError: The output has no ``verts_cam`` / ``root_cam``.
+    """
+    verts = getattr(output, "verts_cam", None)
+    root = getattr(output, "root_cam", None)
+    if not isinstance(verts, torch.Tensor) or not isinstance(root, torch.Tensor):
+        raise ValueError(
+            f"{type(output).__name__} has no verts_cam/root_cam: validate with predict instead"
+        )
+    joints = getattr(output, "joints_cam", None)
+    if not isinstance(joints, torch.Tensor):
+        joints = root[:, None]
+    return BodyPrediction(verts_cam=verts.float(), joints_cam=joints.float(), root_cam=root.float())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def run_validation(
+    method: nn.Module,
+    loader: DataLoader,
+    prepare: StepPreparer,
+    *,
+    split: str,
+    evaluator: Evaluator | None = None,
+    max_batches: int | None = None,
+    bf16: bool = False,
+    progress: bool = False,
+    gather_frames: bool = False,
+    on_prediction: PredictionCallback | None = None,
+    with_targets: bool = False,
+) -> ValidationResult:
+    """Run a method over a split (or its first ``max_batches`` batches) and score it.
+
+    The method runs in eval mode (modes are restored afterwards) and the global RNG states
+    are restored on return, so validating in the middle of training changes nothing.
+
+    Args:
+        method: The method (DDP-wrapped or not).
+        loader: Evaluation loader (ordered; a `StridedSampler` under DDP).
+        prepare: Batch -> inputs/targets.
+        split: Split name used in frame names.
+        evaluator: Scores bodies; None skips body metrics.
+        max_batches: Batches per rank at most (None: all).
+        bf16: Autocast to bfloat16 (CUDA only).
+        progress: Show a tqdm bar.
+        gather_frames: Gather every rank's per-frame rows onto every rank (reports).
+        on_prediction: Called with each predicted frame (e.g. to write .npz files).
+        with_targets: Run ``forward(inputs, targets)`` (eval mode) instead of ``predict`` and
+            score its ``verts_cam`` / ``root_cam`` (see `prediction_from_output`): for a
+            network whose ``predict`` needs parts not trained yet, e.g. SA-HMR's mesh network
+            without RCNet (ground-truth root and contacts).
+
+    Returns:
+        The `ValidationResult`, reduced over ranks.
+    """
+    model = unwrap(method)
+    device = prepare.device
+    sampler = loader.sampler
+    indices = list(sampler.indices) if isinstance(sampler, StridedSampler) else None
+    predicts, scores = can_predict(model) or with_targets, has_metrics(model)
+    result = ValidationResult()
+    if evaluator is not None and predicts:
+        result.evaluation = EvaluationResult()
+    frames = 0
+    seconds = 0.0
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = tqdm(total=total, desc=f"eval {split}", unit="batch", disable=not progress)
+    cursor = 0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), eval_mode(model):
+        for b, batch in enumerate(loader):
+            if max_batches is not None and b >= max_batches:
+                break
+            B = len(batch)
+            idx = indices[cursor : cursor + B] if indices is not None else range(cursor, cursor + B)
+            cursor += B
+            names = [frame_name(split, int(i)) for i in idx]
+            batch = batch.to(device, non_blocking=True)
+            inputs = prepare.inputs(batch)
+            has_gt = batch.vertices_world is not None and batch.joints_world is not None
+            targets = prepare.targets(batch) if has_gt else None
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+            _sync(device)
+            t0 = time.perf_counter()
+            with autocast:
+                if with_targets:
+                    if targets is None:
+                        raise ValueError("with_targets needs ground truth in the batches")
+                    output = model(inputs, targets)
+                    pred = prediction_from_output(output)
+                else:
+                    pred = model.predict(inputs) if predicts else None
+                    output = model(inputs) if scores and targets is not None else None
+            _sync(device)
+            seconds += time.perf_counter() - t0
+            frames += B
+            if scores and output is not None and targets is not None:
+                for name, (s, c) in split_metric_sums(model.metrics(output, targets)).items():
+                    result.method_metrics.add(name, s, c)
+            if pred is not None:
+                _score_predictions(pred, batch, names, evaluator, result, on_prediction)
+            bar.update(1)
+    bar.close()
+    _reduce(result, frames, seconds, gather_frames)
+    return result
+
+
+def _score_predictions(
+    pred: BodyPrediction,
+    batch: Any,
+    names: list[str],
+    evaluator: Evaluator | None,
+    result: ValidationResult,
+    on_prediction: PredictionCallback | None,
+) -> None:
+    verts_world = pred.verts_world(batch.T_w2c).detach().to(torch.float64).cpu().numpy()
+    pred_frames, gt_frames = {}, {}
+    for i, name in enumerate(names):
+        frame = BodyFrame(name=name, vertices=verts_world[i], scene=batch.scene_id[i])
+        pred_frames[name] = frame
+        if on_prediction is not None:
+            on_prediction(name, frame, pred, i)
+        if batch.vertices_world is not None:
+            contact = None
+            if batch.vertex_contact is not None:
+                contact = (batch.vertex_contact[i] > 0).cpu().numpy()
+            gt_frames[name] = BodyFrame(
+                name=name,
+                vertices=batch.vertices_world[i].detach().to(torch.float64).cpu().numpy(),
+                contact=contact,
+                scene=batch.scene_id[i],
+            )
+    if evaluator is not None and result.evaluation is not None and gt_frames:
+        part = evaluator.evaluate(
+            MemoryReader(pred_frames), MemoryReader(gt_frames), progress=False
+        )
+        merge_evaluation(result.evaluation, part)
+
+
+def _reduce(result: ValidationResult, frames: int, seconds: float, gather_frames: bool) -> None:
+    """Sum counts over ranks (in place)."""
+    counts = all_reduce_sum(torch.tensor([float(frames), seconds], dtype=torch.float64))
+    result.frames, result.seconds = int(counts[0].item()), float(counts[1].item())
+    result.method_metrics.all_reduce()
+    ev = result.evaluation
+    if ev is None or not is_dist():
+        return
+    ev.accumulator.all_reduce()
+    ev.pen_depth_hist = all_reduce_sum(torch.from_numpy(ev.pen_depth_hist)).numpy()
+    if gather_frames:
+        parts = all_gather_objects((ev.per_frame, ev.missing, ev.failed))
+        ev.per_frame = sorted((r for p in parts for r in p[0]), key=lambda r: r["name"])
+        ev.missing = sorted(m for p in parts for m in p[1])
+        ev.failed = sorted(f for p in parts for f in p[2])
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    """Write JSON (NaN/inf as null) to a temporary file and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj

@@ -1,0 +1,120 @@
+"""Checkpoints: atomic writes, weights_only loading, RNG round trip, load_method, export."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TOOLS, TinyMethod
+from omegaconf import OmegaConf
+
+from sahmr.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_method,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _config(target: str = "engine_conftest.TinyMethod", **model) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create({"model": {"_target_": target, **model}}))
+
+
+def _draws() -> tuple:
+    return (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())  # noqa: NPY002
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    state = capture_rng_state()
+    expected = _draws()
+    model = TinyMethod()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.head.weight.sum().backward()
+    opt.step()
+    path = save_checkpoint(
+        tmp_path / "c.pt", model=model, config=_config(), optimizer=opt, rng=state, epoch=2,
+        step=7, batch_in_epoch=1, metrics={"best": 1.5, "best_name": "g_mpve", "last": {}},
+    )  # fmt: skip
+    _draws()
+    ckpt = torch.load(path, weights_only=True)  # plain safe load works
+    assert ckpt["format"] == "sahmr.checkpoint" and ckpt["version"] == 1
+    assert (ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]) == (2, 7, 1)
+    assert ckpt["metrics"]["best"] == 1.5
+    restore_rng_state(load_checkpoint(path)["rng"][0])
+    assert _draws() == expected
+    fresh = torch.optim.AdamW(TinyMethod().parameters(), lr=1e-3)
+    fresh.load_state_dict(ckpt["optimizer"])
+    (key,) = opt.state_dict()["state"]  # only head.weight had a gradient
+    a, b = fresh.state_dict()["state"][key], opt.state_dict()["state"][key]
+    assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+def test_save_is_atomic(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", model=TinyMethod(), config=_config(), step=1)
+    before = path.read_bytes()
+    with pytest.raises(Exception):  # noqa: B017 (whatever pickling raises)
+        save_checkpoint(path, model=TinyMethod(), config=_config(), metrics={"bad": lambda: 0})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temp file left
+
+
+def test_load_checkpoint_rejects_other_files(tmp_path):
+    torch.save({"model": {}}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match=r"not a sahmr\.checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_load_method_and_fp16_export(tmp_path):
+    torch.manual_seed(0)
+    model = TinyMethod(hidden=4)
+    src = save_checkpoint(tmp_path / "c.pt", model=model, config=_config(hidden=4), step=3)
+    loaded, cfg = load_method(src)
+    assert cfg.model.hidden == 4 and not loaded.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+    export = _tool("export_checkpoint")
+    dst = tmp_path / "small.pt"
+    assert export.main([str(src), str(dst)]) == 0
+    ckpt = load_checkpoint(dst)
+    assert "optimizer" not in ckpt and ckpt["model"]["head.weight"].dtype == torch.float16
+    half, _ = load_method(dst)
+    w = half.state_dict()["head.weight"]
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, model.head.weight.detach(), atol=1e-3, rtol=1e-3)
+
+
+def test_export_merges_an_rcnet_checkpoint(tmp_path, capsys):
+    torch.manual_seed(1)
+    rc = TinyMethod(hidden=4)
+    rc_path = save_checkpoint(tmp_path / "rc.pt", model=rc, config=_config(hidden=4))
+    from conftest import TinyPipeline
+
+    pipe = TinyPipeline()
+    pipe_path = save_checkpoint(
+        tmp_path / "p.pt", model=pipe, config=_config("engine_conftest.TinyPipeline", rcnet=None)
+    )
+    dst = tmp_path / "merged.pt"
+    assert _tool("export_checkpoint").main([str(pipe_path), str(dst), "--rcnet", str(rc_path)]) == 0
+    assert "MB)" in capsys.readouterr().out
+    merged, cfg = load_method(dst)
+    assert cfg.model.rcnet.hidden == 4
+    assert isinstance(merged.rcnet, TinyMethod)
+    torch.testing.assert_close(
+        merged.rcnet.head.weight, rc.head.weight.detach(), atol=1e-3, rtol=1e-3
+    )
+    assert Path(dst).stat().st_size < Path(pipe_path).stat().st_size + Path(rc_path).stat().st_size

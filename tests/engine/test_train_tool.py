@@ -1,0 +1,150 @@
+"""tools/train.py, tools/eval.py and tools/evaluate.py end to end, on the dummy and real methods.
+
+The hydra tools run in-process (``sys.argv`` patched, hydra's logging set-up switched off so
+pytest's capture is untouched); tools/evaluate.py re-scores the predictions tools/eval.py saved.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+from conftest import CONFIGS, TOOLS, compose_train
+
+from sahmr.engine.checkpoint import load_checkpoint
+
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+EXPS = ["rcnet_small", "rcnet_paper", "metro_small", "metro_paper", "sahmr_small", "sahmr_paper"]
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_hydra_tool(name: str, overrides: list[str], monkeypatch) -> None:
+    """Run a ``@hydra.main`` tool in this process with the given overrides."""
+    monkeypatch.setattr(sys, "argv", [str(TOOLS / f"{name}.py"), *overrides, *QUIET])
+    main = _tool(name).main
+    # hydra finds config_path relative to the script only for functions of "__main__"
+    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
+    main()
+
+
+def _tiny(dataset, out, **extra) -> list[str]:
+    base = {
+        "trainer": "tiny",
+        "device": "cpu",
+        "data.root": dataset,
+        "paths.output_dir": out,
+        "max_points_per_scene": 20000,
+        "trainer.max_steps": 2,
+        "trainer.batch_size": 2,
+        "trainer.val_batch_size": 2,
+        "trainer.image_every": 1,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.mark.parametrize("exp", EXPS)
+def test_experiments_compose(exp, tmp_path):
+    cfg = compose_train([f"exp={exp}", "data.root=/data"], tmp_path)
+    assert cfg.exp_name == exp and cfg.paths.output_dir.endswith(exp)
+    method = exp.split("_")[0]
+    assert cfg.model._target_.lower().endswith(method)
+    assert cfg.loss._target_.split(".")[-1].lower().startswith(method)
+    assert cfg.needs_scene == (method != "metro")
+    assert cfg.trainer.best_metric
+
+
+def test_train_eval_and_rescore_the_dummy_method(
+    tiny_dataset, test_configs, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    search = f"hydra.searchpath=[file://{test_configs}]"
+    train = _tiny(tiny_dataset, run, model="tiny", loss="tiny", exp_name="tiny")
+    run_hydra_tool("train", [search, *train, "trainer.best_metric=g_mpve"], monkeypatch)
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{") :])["step"] == 2
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+
+    out = tmp_path / "eval"
+    run_hydra_tool(
+        "eval",
+        [
+            f"checkpoint={run / 'checkpoints' / 'best.pt'}", f"data.root={tiny_dataset}",
+            "split=val", f"out={out}", "device=cpu", "num_workers=0", "batch_size=3",
+            "save_predictions=true", "sdf_voxel_size=0.1", f"sdf_cache_dir={tmp_path / 'sdf'}",
+            "progress=false",
+        ],
+        monkeypatch,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] == 4 and metrics["method"] == "TinyMethod"
+    assert metrics["seconds_per_frame"] > 0
+    assert metrics["method_metrics"]["root_error_mm"] > 0  # the method's own metrics
+    assert "pene" in metrics["metrics"] and "confe" in metrics["metrics"]  # scene metrics on
+    assert (out / "per_frame.csv").is_file() and any(out.glob("*.png"))
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [
+        f"val-{i:06d}.npz" for i in range(4)
+    ]
+    rescored = tmp_path / "rescored"
+    rc = _tool("evaluate").main(
+        ["--pred", str(out / "predictions"), "--gt-dataset", str(tiny_dataset), "--split", "val",
+         "--out", str(rescored), "--no-progress", "--voxel-size", "0.1",
+         "--sdf-cache-dir", str(tmp_path / "sdf")]
+    )  # fmt: skip
+    assert rc == 0
+    again = json.loads((rescored / "metrics.json").read_text())["metrics"]
+    for name in ("g_mpve", "mpjpe", "pene"):
+        assert again[name]["value"] == pytest.approx(metrics["metrics"][name]["value"], rel=1e-4)
+
+
+def _real_method_run(exp, dataset, tmp_path, monkeypatch, evaluate: bool):
+    run = tmp_path / "run"
+    run_hydra_tool("train", [f"exp={exp}", *_tiny(dataset, run)], monkeypatch)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2
+    assert any((run / "tb").glob("events.out.tfevents.*"))
+    if evaluate:
+        out = tmp_path / "eval"
+        run_hydra_tool(
+            "eval",
+            [f"checkpoint={run / 'checkpoints' / 'last.pt'}", f"data.root={dataset}",
+             "split=val", f"out={out}", "device=cpu", "num_workers=0", "batch_size=2",
+             "max_batches=1", "scene_metrics=false", "progress=false"],
+            monkeypatch,
+        )  # fmt: skip
+        return ckpt, json.loads((out / "metrics.json").read_text())
+    return ckpt, None
+
+
+def test_train_tool_sahmr_small(tiny_dataset, tmp_path, monkeypatch):
+    """The mesh network alone (teacher forcing), validated with ground-truth root/contacts."""
+    ckpt, _ = _real_method_run("sahmr_small", tiny_dataset, tmp_path, monkeypatch, False)
+    assert ckpt["metrics"]["best_name"] == "g_mpve" and ckpt["metrics"]["best"] > 0
+
+
+@pytest.mark.slow
+def test_train_and_eval_tools_rcnet_small(tiny_dataset, tmp_path, monkeypatch):
+    ckpt, metrics = _real_method_run("rcnet_small", tiny_dataset, tmp_path, monkeypatch, True)
+    assert ckpt["metrics"]["last"]["root_error_mm"] > 0
+    assert metrics["method"] == "RCNet" and "metrics" not in metrics  # no body: RCNet's own only
+    assert metrics["method_metrics"]["root_error_mm"] > 0
+    assert 0 <= metrics["method_metrics"]["contact_recall"] <= 1
+
+
+@pytest.mark.slow
+def test_train_and_eval_tools_metro_small(tiny_dataset, tmp_path, monkeypatch):
+    ckpt, metrics = _real_method_run("metro_small", tiny_dataset, tmp_path, monkeypatch, True)
+    assert ckpt["metrics"]["best_name"] == "mpjpe"
+    assert metrics["method"] == "METRO" and metrics["metrics"]["mpjpe"]["value"] > 0
+
+
+def test_configs_folder_is_the_tools_folder():
+    assert (CONFIGS / "train.yaml").is_file() and (CONFIGS / "eval.yaml").is_file()

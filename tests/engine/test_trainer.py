@@ -1,0 +1,196 @@
+"""The training loop: schedule, bit-identical resume, time budget, validation scores."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyMethod, compose_train, tiny_overrides
+
+from sahmr.engine.checkpoint import load_checkpoint
+from sahmr.engine.data import (
+    LoaderSettings,
+    ResumableSampler,
+    StepPreparer,
+    build_loader,
+    build_scene_bank,
+    start_epoch,
+)
+from sahmr.engine.trainer import WarmupCosine, parameter_groups, train_from_config
+from sahmr.engine.validation import run_validation
+
+
+def test_warmup_cosine_matches_the_formula():
+    f = WarmupCosine(total_steps=10, warmup=2, floor=0.1)
+    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(1.0)
+    for s in range(2, 14):
+        t = min(1.0, (s - 2) / 8)
+        assert f(s) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+    assert f(10) == pytest.approx(0.1)
+
+
+def test_parameter_groups_skip_decay_on_biases_and_norms():
+    model = TinyMethod()
+    groups = parameter_groups(model, 0.5)
+    decay = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.5 and groups[1]["weight_decay"] == 0.0
+    assert id(model.conv.weight) in decay and id(model.head.weight) in decay
+    assert id(model.conv.bias) not in decay and id(model.norm.weight) not in decay
+
+
+def test_sampler_order_depends_on_seed_and_epoch_and_skips():
+    a = ResumableSampler(range(10), seed=1)
+    a.set_epoch(3)
+    full = list(a)
+    a.set_epoch(3, skip=4)
+    assert list(a) == full[4:] and len(a) == 6
+    a.set_epoch(4)
+    assert list(a) != full
+    shards = [ResumableSampler(range(10), num_replicas=2, rank=r, seed=1) for r in (0, 1)]
+    for s in shards:
+        s.set_epoch(3)
+    assert sorted(list(shards[0]) + list(shards[1])) == sorted(full)
+
+
+def _state(path):
+    return load_checkpoint(path)
+
+
+def test_resume_is_bit_identical(tiny_dataset, test_configs, tmp_path):
+    """8 steps over 2 epochs straight == 3 steps, stop, resume (2 workers), 5 steps."""
+    extra = {"trainer.max_epochs": 2, "trainer.max_steps": 8, "trainer.ckpt_every": 0}
+    straight = tmp_path / "straight"
+    cfg = compose_train(tiny_overrides(tiny_dataset, straight, **extra), test_configs)
+    done = train_from_config(cfg)
+    assert (done.step, done.epoch, done.stopped) == (8, 2, "done")
+
+    split = tmp_path / "split"
+    cfg = compose_train(tiny_overrides(tiny_dataset, split, **extra), test_configs)
+    first = train_from_config(cfg, until_step=3)
+    assert (first.step, first.epoch, first.stopped) == (3, 0, "interrupted")
+    ck = _state(split / "checkpoints" / "last.pt")
+    assert (ck["step"], ck["epoch"], ck["batch_in_epoch"]) == (3, 0, 3)
+    with pytest.raises(FileExistsError):
+        train_from_config(cfg)
+    cfg = compose_train(
+        tiny_overrides(tiny_dataset, split, resume="true", **{"trainer.num_workers": 2, **extra}),
+        test_configs,
+    )
+    second = train_from_config(cfg)
+    assert (second.step, second.epoch, second.stopped) == (8, 2, "done")
+
+    a, b = _state(straight / "checkpoints" / "last.pt"), _state(split / "checkpoints" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["scheduler"] == b["scheduler"]
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    for name in ("g_mpve", "mpjpe", "root_error_mm"):
+        assert a["metrics"]["last"][name] == b["metrics"]["last"][name]
+
+    # logs: train scalars every step, validation at both epoch ends, TensorBoard events
+    records = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["epoch"] for r in val] == [1, 2] and all("g_mpve" in r for r in val)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(straight / "tb"))
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/verts", "train/lr", "train/grad_norm", "train/samples_per_s",
+                "val/g_mpve", "val/root_error_mm"):  # fmt: skip
+        assert tag in tags["scalars"], tag
+    assert "train/crops" in tags["images"]
+    assert (straight / "config.yaml").read_text().startswith("paths:")
+
+
+def test_time_budget_stops_cleanly_and_resumes(tiny_dataset, test_configs, tmp_path):
+    extra = {"trainer.max_minutes": 1e-6, "trainer.val_every_epochs": 0, "trainer.max_steps": 3}
+    cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)
+    res = train_from_config(cfg)
+    assert res.stopped == "time" and res.step == 1
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 1
+    # resumed with a longer run: the configured LR schedule replaces the stored one
+    extra = {"trainer.val_every_epochs": 0, "trainer.max_steps": 4}
+    cfg = compose_train(
+        tiny_overrides(tiny_dataset, tmp_path, resume="true", **extra), test_configs
+    )
+    assert train_from_config(cfg).step == 4
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["scheduler"]["lr_lambdas"][0]["total_steps"] == 4
+
+
+def test_validation_scores_match_a_naive_computation(tiny_dataset):
+    from sahmr.body import BodyModel
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.evaluation.evaluator import Evaluator
+
+    torch.manual_seed(0)
+    body = BodyModel()
+    val = SyntheticDataset(tiny_dataset, "val")
+    device = torch.device("cpu")
+    bank = build_scene_bank(val.scene_points, device, max_points_per_scene=20000)
+    prepare = StepPreparer(body.topology, device, bank)
+    loader = build_loader(val, LoaderSettings(batch_size=3), train=False)
+    method = TinyMethod().train()
+    res = run_validation(method, loader, prepare, split="val", evaluator=Evaluator(body))
+    assert method.training  # modes restored
+    assert res.frames == len(val) == 4
+    assert [r["name"] for r in res.evaluation.per_frame] == [f"val-{i:06d}" for i in range(4)]
+
+    # naive: the same predictions frame by frame
+    errs_v, errs_root = [], []
+    for i in range(len(val)):
+        from sahmr.data.collate import collate_samples
+
+        batch = collate_samples([val[i]])
+        inputs, targets = prepare(batch)
+        pred = method.predict(inputs)
+        world = pred.verts_world(batch.T_w2c)[0].double()
+        gt = torch.as_tensor(val[i].vertices_world).double()
+        errs_v.append((world - gt).norm(dim=-1).mean().item() * 1000)
+        errs_root.append((pred.root_cam - targets.root_cam).norm().item() * 1000)
+    method.train()
+    scal = res.scalars()
+    assert scal["g_mpve"] == pytest.approx(np.mean(errs_v), rel=1e-5)
+    assert scal["root_error_mm"] == pytest.approx(np.mean(errs_root), rel=1e-4)
+    tp = sum(e < 500 for e in errs_root)
+    assert scal["near_tp"] == tp / 2  # two batches: (sum, count 1) each
+    assert scal["near_precision"] == pytest.approx(tp / 4)
+    assert scal["seconds_per_frame"] > 0
+
+
+def test_epoch_order_is_reproducible_with_workers(tiny_dataset):
+    from sahmr.data.synthetic import SyntheticDataset
+
+    ds = SyntheticDataset(tiny_dataset, "train")
+    orders = []
+    for workers in (0, 2):
+        loader = build_loader(ds, LoaderSettings(batch_size=2, num_workers=workers), train=True)
+        start_epoch(loader, seed=5, epoch=1, skip_batches=1)
+        orders.append([tuple(b.frame_index.tolist()) + tuple(b.sequence_id) for b in loader])
+    assert orders[0] == orders[1] and len(orders[0]) == len(ds) // 2 - 1
+
+
+def test_crop_grid_draws_points_where_they_project():
+    from sahmr.engine.summaries import crop_grid, denormalize_crops
+    from sahmr.models.inputs import normalize_crop
+
+    crops = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)
+    image = normalize_crop(crops)
+    np.testing.assert_allclose(denormalize_crops(image).astype(int), crops.numpy(), atol=1)
+    gt = torch.tensor([[[10.0, 20.0]], [[5.0, 5.0]]])
+    pred = torch.tensor([[[25.0, 8.0]], [[30.0, 30.0]]])
+    grid = crop_grid(image, gt, pred, columns=2)
+    pad = 4  # sahmr.viz.grid.image_grid default
+    assert grid.shape == (32 + 2 * pad, 2 * 32 + 3 * pad, 3)
+    tile0 = grid[pad : pad + 32, pad : pad + 32]
+    assert tuple(tile0[20, 10]) == (40, 200, 60)  # GT green at (u=10, v=20)
+    assert tuple(tile0[8, 25]) == (230, 40, 40)  # prediction red at (u=25, v=8)
+    assert tuple(tile0[0, 0]) == (100, 100, 100)

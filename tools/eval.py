@@ -1,0 +1,124 @@
+"""Evaluate a trained checkpoint on a dataset split (hydra config configs/eval.yaml).
+
+python tools/eval.py checkpoint=outputs/sahmr_small/checkpoints/best.pt \
+    data.root=/data/synth split=test out=outputs/sahmr_small/eval_test [save_predictions=true]
+
+Writes to ``out``: ``metrics.json`` / ``per_frame.csv`` / PNG plots as ``tools/evaluate.py``
+does (sahmr.evaluation.reports), with the method's own metrics (e.g. RCNet root error and
+contact scores) and seconds per frame added to ``metrics.json``; with ``save_predictions``,
+``predictions/<split>-<index:06d>.npz`` (world-frame ``vertices``, ``scene``) that
+``tools/evaluate.py --pred out/predictions --gt-dataset DATA --split SPLIT`` re-scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from sahmr.engine.checkpoint import load_method
+from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+from sahmr.engine.distributed import resolve_device
+from sahmr.engine.methods import can_predict
+from sahmr.engine.trainer import build_evaluator
+from sahmr.engine.validation import run_validation, write_json_atomic
+from sahmr.evaluation.readers import BodyFrame
+from sahmr.evaluation.reports import metrics_dict, summary_table, write_reports
+from sahmr.models.inputs import BodyPrediction
+
+logger = logging.getLogger("eval")
+
+
+class PredictionWriter:
+    """Writes each predicted frame as ``<folder>/<name>.npz`` (world vertices, scene)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, name: str, frame: BodyFrame, pred: BodyPrediction, row: int) -> None:
+        np.savez_compressed(
+            self.folder / f"{name}.npz",
+            vertices=np.asarray(frame.vertices, dtype=np.float32),
+            scene=np.asarray(frame.scene or ""),
+        )
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Evaluate and write the reports."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    method, ckpt_cfg = load_method(cfg.checkpoint, device)
+    body = instantiate(ckpt_cfg.body)
+    dataset = instantiate(cfg.data)
+    scenes = dataset.scene_points if bool(ckpt_cfg.get("needs_scene", True)) else None
+    bank = build_scene_bank(
+        scenes,
+        device,
+        max_points_per_scene=ckpt_cfg.get("max_points_per_scene"),
+        seed=int(ckpt_cfg.get("seed", 0)),
+    )
+    prepare = StepPreparer(body.topology, device, bank)
+    loader = build_loader(
+        dataset,
+        LoaderSettings(batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers)),
+        train=False,
+        device=device,
+    )
+    with_targets = cfg.with_targets
+    if with_targets is None:
+        with_targets = bool(ckpt_cfg.get("trainer", {}).get("val_with_targets", False))
+    predicts = can_predict(method) or bool(with_targets)
+    evaluator = None
+    if predicts:
+        evaluator = build_evaluator(
+            body,
+            dataset,
+            scene_metrics=bool(cfg.scene_metrics),
+            sdf_cache_dir=cfg.sdf_cache_dir,
+            sdf_voxel_size=float(cfg.sdf_voxel_size),
+            joint_set=str(cfg.joint_set),
+        )
+    writer = PredictionWriter(out / "predictions") if cfg.save_predictions else None
+    result = run_validation(
+        method,
+        loader,
+        prepare,
+        split=str(cfg.split),
+        evaluator=evaluator,
+        max_batches=cfg.max_batches,
+        bf16=bool(cfg.bf16 and device.type == "cuda"),
+        progress=bool(cfg.progress),
+        gather_frames=True,
+        on_prediction=writer if predicts else None,
+        with_targets=bool(with_targets),
+    )
+    report: dict = {"frames": result.frames}
+    if result.evaluation is not None:
+        write_reports(result.evaluation, out)
+        report = metrics_dict(result.evaluation)
+    report.update(
+        checkpoint=str(cfg.checkpoint),
+        method=type(method).__name__,
+        split=str(cfg.split),
+        device=str(device),
+        seconds_per_frame=result.seconds_per_frame,
+        method_metrics=result.method_summary(),
+    )
+    write_json_atomic(report, out / "metrics.json")
+    if result.evaluation is not None:
+        print(summary_table(result.evaluation))
+    for name, value in result.method_summary().items():
+        print(f"{name}: {value}")
+    print(f"{result.frames} frames, {result.seconds_per_frame * 1000:.1f} ms per frame")
+    print(f"reports in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Export a training checkpoint for shipping: model weights only, float16 by default.
+
+python tools/export_checkpoint.py outputs/sahmr_small/checkpoints/best.pt sahmr_small.pt \
+    --rcnet outputs/rcnet_small/checkpoints/best.pt
+
+Optimizer, scheduler and RNG states are dropped. ``--rcnet`` merges an RCNet checkpoint into
+an SA-HMR one: its weights go under the ``rcnet.`` prefix (replacing any there) and its model
+config becomes ``model.rcnet``, so `sahmr.engine.checkpoint.load_method` builds the whole
+pipeline. Prints the file size in MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from sahmr.engine.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_torch_save,
+    checkpoint_config,
+    load_checkpoint,
+)
+
+RCNET_PREFIX = "rcnet."
+
+
+def export(src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True) -> float:
+    """Write the exported checkpoint; returns its size in MB."""
+    ckpt = load_checkpoint(src)
+    cfg = checkpoint_config(ckpt)
+    state = dict(ckpt["model"])
+    if rcnet is not None:
+        rc = load_checkpoint(rcnet)
+        state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
+        state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
+        OmegaConf.update(cfg, "model.rcnet", checkpoint_config(rc).model, force_add=True)
+    if fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    out = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+        "model": state,
+        "epoch": int(ckpt.get("epoch", 0)),
+        "step": int(ckpt.get("step", 0)),
+        "metrics": ckpt.get("metrics") or {},
+        "exported": {"source": str(src), "rcnet": str(rcnet or ""), "fp16": bool(fp16)},
+    }
+    atomic_torch_save(out, dst)
+    return dst.stat().st_size / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("src", type=Path, help="training checkpoint (last.pt / best.pt)")
+    p.add_argument("dst", type=Path, help="exported file")
+    p.add_argument("--rcnet", type=Path, default=None, help="RCNet checkpoint to merge in")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    args = p.parse_args(argv)
+    for path in (args.src, args.rcnet):
+        if path is not None and not path.is_file():
+            p.error(f"{path}: no such file")
+    try:
+        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32)
+    except ValueError as err:
+        p.error(str(err))
+    print(f"wrote {args.dst} ({mb:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
