@@ -205,6 +205,9 @@ def vote_root(
     voted = torch.bincount(b, minlength=B)[:B] > 0
     if confidence.numel() == 0:
         return fallback, voted
+    # The vote is a weighted mean of positions in metres: always float32, also under bf16
+    # autocast (heads may emit bf16).
+    confidence, votes, fallback = confidence.float(), votes.float(), fallback.float()
     top = torch.full((B,), -torch.inf, dtype=confidence.dtype, device=confidence.device)
     top = top.scatter_reduce(0, b, confidence.detach(), reduce="amax", include_self=True)
     e = torch.exp(confidence - top[b])
@@ -520,6 +523,10 @@ class RCNet(nn.Module):
             samples.append(bidx[r].long() * A + a)
         return torch.cat(rows), torch.cat(samples)
 
+    def _voxel_heads(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Confidence (K,), offset (K, 3) and contact logits (K, 8) from voxel features."""
+        return self.confidence_head(h).squeeze(-1), self.offset_head(h), self.contact_head(h)
+
     def _sparse_branch(
         self, inputs: FrameInputs, fmap: Tensor, anchors: Tensor
     ) -> tuple[RCNetVoxels, Tensor, Tensor]:
@@ -535,23 +542,27 @@ class RCNet(nn.Module):
         rows, samples = self._roi_pairs(inputs, anchors)
         c0 = self.unet.out_channels
         if rows.numel() == 0:
-            feats = fmap.new_zeros(0, c0)
+            feats = torch.zeros(0, c0, device=fmap.device)
             idx = torch.zeros(0, dtype=torch.int64, device=fmap.device)
+            with torch.autocast(fmap.device.type, enabled=False):
+                heads = self._voxel_heads(feats)
             voxels = RCNetVoxels(
-                centres_cam=fmap.new_zeros(0, 3),
+                centres_cam=feats.new_zeros(0, 3),
                 batch_idx=idx,
                 sample_idx=idx.clone(),
                 coords=torch.zeros(0, 4, dtype=torch.int32, device=fmap.device),
-                confidence=self.confidence_head(feats).squeeze(-1),
-                offset=self.offset_head(feats),
-                contact_logits=self.contact_head(feats),
+                confidence=heads[0],
+                offset=heads[1],
+                contact_logits=heads[2],
                 sample_origin_cam=origin,
                 voxel_size=self.voxel_size,
                 spatial_shape=[G, G, G],
                 num_anchors=A,
             )
             return voxels, idx, idx.clone()
-        pts = inputs.scene_points_cam[rows].to(fmap.dtype)
+        # Geometry and the sparse stage stay float32 under autocast: voxel indices need metre
+        # precision and spconv has no bfloat16 kernels.
+        pts = inputs.scene_points_cam[rows].float()
         grid = voxelize(
             pts, samples, pts, self.voxel_size, origin=origin, spatial_shape=[G, G, G],
             batch_size=B * A,
@@ -560,18 +571,20 @@ class RCNet(nn.Module):
         frame = sample_idx // A
         centres = grid.centres  # (K, 3) camera frame
         uv = project(inputs.K_crop[frame], centres[:, None, :])[:, 0]  # (K, 2) crop pixels
-        image_feat = sample_feature_map(fmap, uv, frame, inputs.crop_size)  # (K, C)
-        rel = anchors.reshape(B * A, 3)[sample_idx] - centres
-        x = grid.tensor.replace_feature(torch.cat([rel, image_feat], dim=1))
-        h = self.unet(x).features.features  # (K, c0)
+        image_feat = sample_feature_map(fmap.float(), uv, frame, inputs.crop_size)  # (K, C)
+        rel = anchors.reshape(B * A, 3)[sample_idx].float() - centres
+        with torch.autocast(fmap.device.type, enabled=False):
+            x = grid.tensor.replace_feature(torch.cat([rel, image_feat], dim=1))
+            h = self.unet(x).features.features  # (K, c0)
+            heads = self._voxel_heads(h)
         voxels = RCNetVoxels(
             centres_cam=centres,
             batch_idx=frame,
             sample_idx=sample_idx,
             coords=grid.coords,
-            confidence=self.confidence_head(h).squeeze(-1),
-            offset=self.offset_head(h),
-            contact_logits=self.contact_head(h),
+            confidence=heads[0],
+            offset=heads[1],
+            contact_logits=heads[2],
             sample_origin_cam=origin,
             voxel_size=self.voxel_size,
             spatial_shape=[G, G, G],

@@ -467,3 +467,23 @@ def test_cuda_matches_cpu(scene):
     loss.total.backward()
     assert torch.isfinite(loss.total)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_bf16_autocast_train_and_eval(scene):
+    """The trainer runs RCNet under bf16 autocast on CUDA; CPU autocast exercises the same
+    dtype mixing (heads emitting bf16 next to float32 geometry)."""
+    inputs, targets, region = scene
+    from sahmr.losses.rcnet import RCNetLoss
+
+    model = _model(roi_noise_std=0.0).train()
+    loss_fn = RCNetLoss(vertex_region=region)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(inputs, targets)
+        loss = loss_fn(out, targets)
+    loss.total.float().backward()
+    assert torch.isfinite(loss.total)
+    assert out.root_cam.dtype == torch.float32
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(inputs)
+    assert torch.isfinite(out.root_cam).all()
