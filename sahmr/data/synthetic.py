@@ -53,7 +53,7 @@ class SceneIndex(Mapping[str, np.ndarray]):
 
                 from sahmr.synth.generate import sample_scene_points
 
-                mesh = trimesh.load(folder / "mesh.ply", file_type="ply", process=False)
+                mesh = trimesh.load(str(folder / "mesh.ply"), process=False, force="mesh")
                 pts = sample_scene_points(mesh)
             self._cache[scene_id] = pts
         return self._cache[scene_id]
@@ -116,7 +116,12 @@ class SyntheticDataset(Dataset):
         if missing:
             logger.warning("%s/%s: %d planned shards are missing", self.root, split, missing)
         self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
-        scenes = [s for s, rec in meta["scenes"].items() if rec["split"] == split]
+        # Only rooms some written shard uses are on disk (the plan lists every room).
+        scenes = [
+            s
+            for s, rec in meta["scenes"].items()
+            if rec["split"] == split and (self.root / "rooms" / s).is_dir()
+        ]
         self.scene_points = SceneIndex(self.root, scenes)
         self._readers: dict[int, ShardReader] = {}
         self._pid = os.getpid()
