@@ -1,0 +1,314 @@
+#!/usr/bin/env python
+"""The optimisation baseline over a dataset split: PROX-style scene fitting (or plain SMPLify).
+
+Fits every selected frame of a synthetic split to its 2-D keypoints with the known crop camera
+and, unless ``--no-scene``, the room's signed distance field (penetration + contact), batched on
+the chosen device; writes the predictions, scores them with the shared evaluator and records
+iterations and seconds per frame.
+
+Examples:
+    python tools/fit.py --dataset data/synth --split val --out runs/prox_val
+    python tools/fit.py --dataset data/synth --split val --out runs/smplify_val --no-scene
+    python tools/fit.py --dataset data/synth --split test --out runs/hmr_prox \\
+        --init-checkpoint runs/hmr/checkpoints/best.pt          # "HMR + scene fitting"
+    python tools/fit.py ... stages.3.penetration_weight=3e3 contact_distance=0.08
+
+Keypoints: the ground-truth SMPL joints (or ``--keypoint-set lsp14``) projected into the crop,
+plus ``--keypoint-noise-px`` Gaussian noise, stand in for a 2-D detector (docs/baselines.md).
+
+Outputs in ``--out``:
+    predictions/<split>-<index:06d>.npz  world-frame ``vertices`` + SMPL-format ``betas``,
+        ``global_orient``, ``body_pose``, ``transl`` and ``scene`` (tools/evaluate.py re-scores)
+    eval/  metrics.json, per_frame.csv, plots (sahmr.evaluation), unless ``--no-eval``
+    fit_log.json   frames, iterations per stage, seconds per frame, device, settings, config
+    fit_frames.csv per frame: reprojection error (px) and the final objective terms
+Exit codes: 0 done, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger("fit")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "optim" / "prox.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", required=True, type=Path, help="dataset of tools/make_dataset.py")
+    p.add_argument("--split", default="val", help="split to fit (tune on val; default val)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="fitter config (yaml)")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (OmegaConf dotlist)")
+    p.add_argument("--no-scene", action="store_true", help="SMPLify only: scene weights set to 0")
+    p.add_argument("--init-checkpoint", type=Path, default=None,
+                   help="start from a trained method's predictions (HMR/SPIN/...)")  # fmt: skip
+    p.add_argument("--single-start", action="store_true",
+                   help="mean start without the multi-start search")  # fmt: skip
+    p.add_argument("--keypoint-set", choices=("smpl24", "lsp14"), default="smpl24")
+    p.add_argument("--keypoint-noise-px", type=float, default=0.0, help="Gaussian noise, crop px")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-frames", type=int, default=None, help="evenly spaced subset of frames")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--seed", type=int, default=0, help="keypoint noise seed")
+    p.add_argument("--sdf-voxel-size", type=float, default=0.02, help="metres")
+    p.add_argument("--sdf-cache-dir", type=Path, default=None)
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluator")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def load_fitter(config: Path, overrides: list[str], body_model, no_scene: bool):
+    """Instantiate the fitter of a config (hydra ``_target_``) with the body model."""
+    import yaml
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    def parse(value: str):
+        out = yaml.safe_load(value)
+        if isinstance(out, str):  # YAML 1.1 reads "1e4" as a string
+            try:
+                return float(out)
+            except ValueError:
+                return out
+        return out
+
+    cfg = OmegaConf.load(config)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"override {item!r} is not key=value")
+        OmegaConf.update(cfg, key, parse(value), merge=True)  # list indices work too
+    if no_scene:
+        for stage in cfg.stages:
+            stage.penetration_weight = 0.0
+            stage.contact_weight = 0.0
+    fitter = instantiate(cfg, body_model=body_model)
+    return fitter, OmegaConf.to_yaml(cfg)
+
+
+class _Subset:
+    """A frame reader restricted to some names (the frames that were fitted)."""
+
+    def __init__(self, reader, names: list[str]) -> None:
+        self._reader, self._names = reader, sorted(names)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def load(self, name: str):
+        return self._reader.load(name)
+
+
+def mean_start(fitter, keypoints: torch.Tensor, K: torch.Tensor):
+    """Mean library pose, upright facing the camera, torso placed by PnP on the keypoints."""
+    import math
+
+    from sahmr.optim.smplify import SMPLParams
+
+    B = keypoints.shape[0]
+    dev = keypoints.device
+    init = SMPLParams(
+        global_orient=torch.tensor([[math.pi, 0.0, 0.0]], device=dev).repeat(B, 1),
+        body_pose=fitter.pose_prior.mean_body_pose[None].to(dev).repeat(B, 1),
+        betas=torch.zeros(B, fitter.body_model.num_betas, device=dev),
+        transl=torch.zeros(B, 3, device=dev),
+    )
+    init.transl = fitter.torso_translation(init, keypoints, K, None)
+    return init
+
+
+def method_start(method, batch, device):
+    """Camera-frame parameters predicted by a trained body method (placed by its PnP)."""
+    from sahmr.models.inputs import prepare_inputs
+    from sahmr.optim.smplify import SMPLParams
+
+    pred = method.predict(prepare_inputs(batch, None, device=device))
+    if pred.params is None:
+        raise SystemExit("--init-checkpoint: the method predicts no SMPL-format parameters")
+    return SMPLParams(**{k: pred.params[k].detach().float() for k in
+                         ("global_orient", "body_pose", "betas", "transl")})  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.dataset / "dataset.json").is_file():
+        parser.error(f"--dataset {args.dataset}: no dataset.json")
+    if not args.config.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    if args.batch_size <= 0 or args.keypoint_noise_px < 0:
+        parser.error("--batch-size must be positive and --keypoint-noise-px >= 0")
+    if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
+        parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from tqdm import tqdm
+
+    from sahmr.body import BodyModel
+    from sahmr.data.collate import collate_samples
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+    from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
+    from sahmr.evaluation.reports import summary_table, write_reports
+    from sahmr.geometry.cameras import invert_rigid, project, transform_points
+    from sahmr.models.inputs import crop_intrinsics
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    dataset = SyntheticDataset(args.dataset, args.split)
+    if len(dataset) == 0:
+        parser.error(f"--dataset {args.dataset}: split {args.split!r} has no frames")
+    n = len(dataset) if args.max_frames is None else min(args.max_frames, len(dataset))
+    indices = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)).tolist()
+    body = BodyModel().to(device)
+    fitter, config_yaml = load_fitter(args.config, args.overrides, body, args.no_scene)
+    fitter = fitter.to(device)
+    use_scene = any(s.uses_scene for s in fitter.stages)
+    scenes = SceneSDFs(
+        scene_dir=args.dataset / "rooms",
+        voxel_size=args.sdf_voxel_size,
+        cache_dir=args.sdf_cache_dir,
+    )
+    method = None
+    if args.init_checkpoint is not None:
+        from sahmr.engine.checkpoint import load_method
+
+        method, _ = load_method(args.init_checkpoint, device)
+    j14 = torch.as_tensor(body.topology.j_regressor_j14, dtype=torch.float32, device=device)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    pred_dir = args.out / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    fit_seconds = 0.0
+    stage_iterations: list[int] = []
+    start_all = time.perf_counter()
+    bar = tqdm(total=len(indices), desc="fit", unit="frame", disable=args.no_progress)
+    for b0 in range(0, len(indices), args.batch_size):
+        idx = indices[b0 : b0 + args.batch_size]
+        samples = [dataset[i] for i in idx]
+        batch = collate_samples(samples, keep_images=False)
+        K = batch.K.to(device)
+        T_w2c = batch.T_w2c.to(device)
+        K_crop = crop_intrinsics(K, batch.bbox.to(device), int(batch.crop.shape[1]))
+        joints_cam = transform_points(T_w2c, batch.joints_world.to(device))
+        if args.keypoint_set == "lsp14":
+            verts_cam = transform_points(T_w2c, batch.vertices_world.to(device))
+            joints_cam = torch.einsum("jv,bvc->bjc", j14, verts_cam)
+        kp = project(K_crop, joints_cam)
+        if args.keypoint_noise_px > 0:
+            kp = kp + args.keypoint_noise_px * torch.randn(kp.shape, generator=gen).to(device)
+        if use_scene:  # loading (or building) an SDF is not fitting time
+            names = sorted(set(batch.scene_id))
+            sdfs = [scenes.get(s) for s in names]
+            frame_scene = torch.tensor([names.index(s) for s in batch.scene_id], device=device)
+        _sync(device)
+        t0 = time.perf_counter()
+        stages = fitter.stages
+        if method is not None:
+            init = method_start(method, batch, device)
+        else:
+            init = mean_start(fitter, kp, K_crop)
+            if not args.single_start:
+                init = fitter.search_start(init, kp, K_crop)
+                stages = fitter.stages[fitter.start_stages :]
+        if use_scene:
+            result = fitter.fit(init, kp, K_crop, T_w2c, sdfs, frame_scene, stages=stages)
+        else:
+            result = fitter(init, kp, K_crop, stages=stages)
+        _sync(device)
+        fit_seconds += time.perf_counter() - t0
+        stage_iterations = [0] * (len(fitter.stages) - len(result.iterations))
+        stage_iterations += result.iterations
+        world = fitter.to_world(result.params, T_w2c)
+        verts_world = transform_points(invert_rigid(T_w2c), result.vertices)
+        for k, i in enumerate(idx):
+            name = f"{args.split}-{i:06d}"
+            np.savez(
+                pred_dir / f"{name}.npz",
+                vertices=verts_world[k].cpu().numpy().astype(np.float32),
+                betas=world.betas[k].cpu().numpy(),
+                global_orient=world.global_orient[k].cpu().numpy(),
+                body_pose=world.body_pose[k].cpu().numpy(),
+                transl=world.transl[k].cpu().numpy(),
+                scene=np.asarray(batch.scene_id[k]),
+            )
+            row = {"name": name, "scene": batch.scene_id[k],
+                   "reprojection_error_px": float(result.reprojection_error_px[k])}  # fmt: skip
+            row.update({f"final_{t}": float(v[k]) for t, v in result.terms.items()})
+            rows.append(row)
+        bar.update(len(idx))
+    bar.close()
+    wall = time.perf_counter() - start_all
+    searched = method is None and not args.single_start
+    leading = sum(st.iterations for st in fitter.stages[: fitter.start_stages])
+    search_iters = fitter.start_orientations * leading if searched else 0
+    log = {
+        "split": args.split,
+        "frames": len(indices),
+        "batch_size": args.batch_size,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "scene_terms": use_scene,
+        "init": str(args.init_checkpoint) if method is not None else "mean pose + PnP",
+        "start_search": (
+            f"{fitter.start_orientations} root rotations x stages 0..{fitter.start_stages - 1}"
+            if searched
+            else "none"
+        ),
+        "start_search_iterations": search_iters,
+        "iterations_per_stage": stage_iterations,
+        "iterations_per_frame": int(sum(stage_iterations) + search_iters),
+        "fit_seconds_per_frame": fit_seconds / max(len(indices), 1),
+        "wall_seconds_per_frame": wall / max(len(indices), 1),
+        "keypoints": f"ground truth {args.keypoint_set} + N(0, {args.keypoint_noise_px} px)",
+        "mean_reprojection_error_px": float(np.mean([r["reprojection_error_px"] for r in rows])),
+        "config": config_yaml,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fit_log.json").write_text(json.dumps(log, indent=2), encoding="utf-8")
+    with open(args.out / "fit_frames.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(
+        f"fitted {len(indices)} frames: {log['iterations_per_frame']} iterations, "
+        f"{log['fit_seconds_per_frame']:.3f} s per frame fitting "
+        f"({log['wall_seconds_per_frame']:.3f} s wall) on {log['device']}, batch {args.batch_size}"
+    )
+    if not args.no_eval:
+        gt = SyntheticSplitReader(args.dataset, args.split)
+        names = [r["name"] for r in rows]
+        evaluator = Evaluator(body.cpu(), scenes)
+        result = evaluator.evaluate(
+            FolderReader(pred_dir), _Subset(gt, names), progress=not args.no_progress
+        )
+        write_reports(result, args.out / "eval")
+        print(summary_table(result))
+    print(f"outputs in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
