@@ -24,8 +24,9 @@ setup(
     packages=[*find_packages(include=["sahmr", "sahmr.*"]), "sahmr._scenes"],
     package_dir={"sahmr._scenes": "scenes"},
     package_data={
-        "sahmr": ["body/assets/*.npz", "py.typed"],
-        "sahmr._scenes": ["README.md", "*/*.ply", "*/*.json", "*/*.npy", "*/*.png"],
+        "sahmr": ["body/assets/*.npz", "optim/assets/*.npz", "py.typed", "checkpoints/*.pt"],
+        "sahmr._scenes": ["README.md", "*/*.ply", "*/*.json", "*/*.npy", "*/*.png",
+                          "*/demo/*.jpg", "*/demo/*.json", "*/demo/*.npz"],
     },
     include_package_data=True,
     install_requires=[
@@ -46,6 +47,7 @@ setup(
         "fast-simplification>=0.1.7",
         "scikit-image>=0.21",
         "tqdm>=4.60",
+        "tensorboard>=2.14",
         "pillow>=9.0",
         "matplotlib>=3.7",
         "rtree>=1.0",
@@ -57,6 +59,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sahmr-show-body=sahmr.cli.show_body:main",
+            "sahmr-demo=sahmr.cli.demo:main",
         ],
     },
 )

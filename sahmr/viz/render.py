@@ -106,6 +106,7 @@ def render(
     ambient: float = 0.3,
     light_dir_world: np.ndarray | None = None,
     supersample: int = 1,
+    near: float = 0.0,
 ) -> RenderResult:
     """Ray-cast meshes into an image.
 
@@ -121,6 +122,8 @@ def render(
             the camera.
         supersample: rays per pixel along each axis; colours are box-filtered down, depth and
             instance come from the centre sample of each pixel block.
+        near: near clipping depth (camera z, metres): surfaces closer than this are not
+            drawn (cuts away walls between a viewpoint and what it looks at).
 
     Returns:
         RenderResult with rgb, depth and instance at (height, width).
@@ -151,6 +154,8 @@ def render(
     origin, dirs = camera_rays(K, T_w2c, width, height, s)
     flat_dirs = dirs.reshape(-1, 3)
     origins = np.broadcast_to(origin, flat_dirs.shape)
+    if near > 0:  # start each ray on the near plane z_cam = near
+        origins = origin + flat_dirs * (near / (flat_dirs @ T_w2c[2, :3]))[:, None]
     tri, ray, loc = _intersector(scene).intersects_id(
         origins, flat_dirs, multiple_hits=False, return_locations=True
     )

@@ -1,0 +1,403 @@
+"""sahmr demo: recover a person's body in a scanned room from one image (or a folder of them).
+
+With no arguments it runs the shipped checkpoint on the bundled demo frames of the default
+room (``scenes/living_room/demo``), on CPU if there is no GPU. Otherwise::
+
+    sahmr-demo --scene room.ply --image frame.jpg --camera camera.json --bbox 410,120,610,470
+
+Outputs (docs/demo.md): body_world.ply/.obj, body_params.npz, contacts.json, overlay.png,
+scene_views.png and summary.json per frame; in batch mode (``--image`` a folder, or several
+bundled frames) one sub-folder per frame plus summary.json/.csv/.md tables. Everything is
+written to a hidden temporary folder and renamed to ``--out`` at the end: bad input leaves no
+output. Exit status: 0 success, 2 bad input (nothing written), 3 batch with failed frames
+(the others written), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sahmr.inference.errors import InputError, MissingFileError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CAMERA_SUFFIXES = (".json", ".yaml", ".yml", ".xml")
+DEMO_FOLDER = "demo"
+"""Sub-folder of a bundled scene holding its demo frames."""
+FITTING_METHODS = {"optimisation": "hmr", "optimization": "hmr", "prox": "hmr"}
+"""``--method`` names meaning "this image method, then scene fitting" (``--refine``)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="sahmr-demo", description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("inputs")
+    g.add_argument("--scene", default=None,
+                   help="scan file (.ply/.obj/.glb/.npz) or a bundled scene name "
+                        "(default: the bundled default room)")
+    g.add_argument("--image", type=Path, default=None,
+                   help="image file or folder of images (default: the bundled scene's demo "
+                        "frames)")
+    g.add_argument("--camera", type=Path, default=None,
+                   help="camera file: sahmr JSON/YAML, RICH .xml or PROX Color.json (default: "
+                        "<image stem>.camera.json next to each image, or camera.json in its "
+                        "folder)")
+    g.add_argument("--cam2world", type=Path, default=None,
+                   help="PROX only: cam2world/<scene>.json going with a Color.json")
+    g.add_argument("--camera-scale", type=float, default=1.0,
+                   help="scale the intrinsics for resized images (0.25 for RICH images_ds4)")
+    g.add_argument("--bbox", default=None,
+                   help="person box x0,y0,x1,y1 (pixels), a bbox file (.txt/.json/OpenPose "
+                        "keypoints) or a folder of <stem>.json|.txt (default: "
+                        "<stem>.bbox.json next to each image)")
+    g.add_argument("--no-unmirror", action="store_true",
+                   help="do not flip images of PROX cameras (already un-mirrored)")
+    g.add_argument("--scale", type=float, default=1.0,
+                   help="scan units to metres (0.001 for millimetres)")
+    g.add_argument("--up-axis", default="z", help="the scan's up axis (z, y, -y...)")
+    g.add_argument("--scene-voxel", type=float, default=0.02,
+                   help="scan down-sampling pitch, metres (the models are trained on 2 cm)")
+    m = p.add_argument_group("method")
+    m.add_argument("--method", default="sahmr",
+                   help="method whose shipped checkpoint is used (sahmr, metro, hmr, spin...); "
+                        "with --checkpoint only a label")
+    m.add_argument("--refine", action="store_true",
+                   help="PROX-style scene fitting after the method (needs SMPL parameters: "
+                        "hmr, spin); --method optimisation is hmr + --refine")
+    m.add_argument("--fit-iterations", type=int, default=40,
+                   help="Adam steps per scene-fitting stage")
+    m.add_argument("--checkpoint", type=Path, default=None,
+                   help="sahmr checkpoint (.pt) (default: the shipped one of --method)")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace --out even if the demo did not write it")
+    o.add_argument("--no-penetration", action="store_true",
+                   help="skip the scene SDF (penetration and contact figures)")
+    o.add_argument("--sdf-voxel", type=float, default=0.02, help="SDF pitch, metres")
+    o.add_argument("--cache-dir", type=Path, default=None,
+                   help="cache of down-sampled scans (scene_points/) and SDFs (sdf/) (default "
+                        "~/.cache/sahmr, or $SAHMR_CACHE_DIR)")
+    o.add_argument("--views", type=int, default=2,
+                   help="orbit views in scene_views.png (besides the input camera's)")
+    o.add_argument("--view-size", type=int, nargs=2, default=(400, 300), metavar=("W", "H"))
+    o.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    return p
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+@dataclass
+class FailedFrame:
+    """A frame that could not even be set up (missing camera, bbox...)."""
+
+    name: str
+    error: str
+
+
+def resolve_scene(arg: str | None) -> tuple[Path, bool]:
+    """``(scan path, is_bundled)`` for ``--scene`` (a path or a bundled scene name)."""
+    from sahmr.synth.bundled import bundled_scene_dir, default_scene_name, list_bundled_scenes
+
+    if arg is None:
+        arg = default_scene_name()
+    path = Path(arg)
+    if path.suffix:  # a file name
+        if not path.is_file():
+            raise MissingFileError(f"scene scan not found: {path}")
+        return path, False
+    if arg in list_bundled_scenes():
+        return bundled_scene_dir(arg) / "mesh.ply", True
+    if path.is_dir() and (path / "mesh.ply").is_file():
+        return path / "mesh.ply", False
+    raise MissingFileError(
+        f"--scene {arg!r}: no such file and no bundled scene of that name (bundled: "
+        f"{', '.join(list_bundled_scenes())})"
+    )
+
+
+def _first_existing(candidates: list[Path]) -> Path | None:
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _camera_for(image: Path, args: argparse.Namespace):
+    from sahmr.inference.camera_io import load_camera, missing_sidecar
+
+    path = args.camera
+    if path is None:
+        tried = [image.with_name(f"{image.stem}.camera{s}") for s in CAMERA_SUFFIXES]
+        tried += [image.with_name(f"camera{s}") for s in CAMERA_SUFFIXES[:3]]
+        path = _first_existing(tried)
+        if path is None:
+            raise missing_sidecar("camera", image, tried[:1] + tried[-3:-2])
+    return load_camera(path, cam2world=args.cam2world, scale=args.camera_scale)
+
+
+def _bbox_for(image: Path, args: argparse.Namespace) -> np.ndarray:
+    from sahmr.inference.camera_io import missing_sidecar, parse_bbox, read_bbox_file
+
+    spec = args.bbox
+    if spec is not None:
+        p = Path(spec)
+        if p.is_dir():
+            tried = [p / f"{image.stem}{s}" for s in (".json", ".txt")]
+            tried.append(p / f"{image.stem}_keypoints.json")
+            found = _first_existing(tried)
+            if found is None:
+                raise missing_sidecar("bbox", image, tried)
+            return read_bbox_file(found)
+        if p.suffix.lower() in (".json", ".txt") or p.is_file():
+            return read_bbox_file(p)
+        return parse_bbox(spec)
+    tried = [image.with_name(f"{image.stem}.bbox{s}") for s in (".json", ".txt")]
+    tried.append(image.with_name(f"{image.stem}_keypoints.json"))
+    found = _first_existing(tried)
+    if found is None:
+        raise missing_sidecar("bbox", image, tried[:1])
+    return read_bbox_file(found)
+
+
+def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
+                   ) -> tuple[list[Any], bool]:
+    """The frames to run, and whether this is batch mode.
+
+    Single mode (``--image`` a file) raises on a frame that cannot be set up; batch mode
+    records it as a `FailedFrame` and goes on.
+    """
+    from sahmr.inference.pipeline import FrameSpec
+
+    if args.image is None:
+        if not bundled:
+            raise InputError("--image is required with a --scene that is not a bundled scene")
+        folder = scene_dir / DEMO_FOLDER
+        if not folder.is_dir():
+            raise MissingFileError(f"no --image given and the bundled scene has no demo frames "
+                                   f"({folder} is missing)")
+        images, batch = _images_in(folder), True
+    elif args.image.is_dir():
+        images, batch = _images_in(args.image), True
+    else:
+        if not args.image.exists():
+            raise MissingFileError(f"image not found: {args.image}")
+        images, batch = [args.image], False
+    if not images:
+        raise MissingFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.image}")
+    frames: list[Any] = []
+    for image in images:
+        try:
+            camera = _camera_for(image, args)
+            if args.no_unmirror and camera.mirrored_images:
+                from dataclasses import replace
+
+                camera = replace(camera, mirrored_images=False)
+            bbox = _bbox_for(image, args)
+        except InputError as exc:
+            if not batch:
+                raise
+            frames.append(FailedFrame(image.stem, str(exc)))
+            continue
+        gt = image.with_name(f"{image.stem}.gt.npz")
+        frames.append(FrameSpec(image.stem, image, camera, bbox, gt if gt.is_file() else None))
+    return frames, batch
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def _device(arg: str) -> torch.device:
+    if arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(arg)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {arg}: CUDA is not available on this machine")
+    return dev
+
+
+def _device_record(device: torch.device) -> dict[str, Any]:
+    rec: dict[str, Any] = {"device": str(device), "torch": torch.__version__,
+                           "python": platform.python_version(), "cpu": platform.processor()
+                           or platform.machine(), "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        rec["gpu"] = torch.cuda.get_device_name(device)
+    return rec
+
+
+def _body_model(cfg: Any) -> torch.nn.Module:
+    """The body model of the checkpoint's config (``cfg.body``), else the shipped one."""
+    from sahmr.body import BodyModel
+
+    body_cfg = cfg.get("body") if cfg is not None and hasattr(cfg, "get") else None
+    if body_cfg is not None and "_target_" in body_cfg:
+        from hydra.utils import instantiate
+
+        return instantiate(body_cfg)
+    return BodyModel()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns the exit status. Raises `InputError` on bad input."""
+    from sahmr.inference.outputs import (
+        check_output_folder,
+        staged_output,
+        write_batch_summary,
+        write_frame_outputs,
+    )
+    from sahmr.inference.pipeline import (
+        FrameSpec,
+        InferencePipeline,
+        PreparedFrame,
+        SceneFitRefiner,
+        StageTimer,
+        bundled_checkpoint,
+        load_method_checkpoint,
+        load_scene_data,
+        prepare_frame,
+    )
+
+    timer = StageTimer()
+    check_output_folder(args.out, overwrite=args.overwrite)
+    device = _device(args.device)
+    refine = args.refine or args.method in FITTING_METHODS
+    base_method = FITTING_METHODS.get(args.method, args.method)
+    scene_path, bundled = resolve_scene(args.scene)
+    frames, batch = collect_frames(args, bundled, scene_path.parent)
+    ckpt = args.checkpoint if args.checkpoint is not None else bundled_checkpoint(base_method)
+    scene = load_scene_data(scene_path, scale=args.scale, up_axis=args.up_axis,
+                            voxel_size=args.scene_voxel, cache_dir=args.cache_dir)
+    timer.seconds.update(scene.timings)
+    prepared: dict[str, PreparedFrame] = {}
+    if not batch:  # report bad input before the (slow) model load
+        frame = frames[0]
+        prepared[frame.name] = prepare_frame(frame, scene, device)
+    with timer("load_method"):
+        method = load_method_checkpoint(
+            ckpt, device, name=base_method if args.checkpoint is None else None)
+        body = _body_model(method.config)
+        refiner = None
+        if refine:
+            refiner = SceneFitRefiner(body=_body_model(method.config),
+                                      iterations=args.fit_iterations, device=device)
+            method.name += "+scene_fit"
+    pipeline = InferencePipeline(
+        method=method, scene=scene, body=body, penetration=not args.no_penetration,
+        sdf_voxel_size=args.sdf_voxel,
+        sdf_cache_dir=None if args.cache_dir is None else args.cache_dir / "sdf",
+        refiner=refiner,
+    )
+    faces = np.asarray(body.faces, np.int64)
+    header = {
+        "method": method.name,
+        "checkpoint": str(method.checkpoint),
+        "scene": {"name": scene.name, "path": str(scene.path), "points": len(scene.points)},
+        **_device_record(device),
+    }
+    entries: list[dict[str, Any]] = []
+    with staged_output(args.out, overwrite=args.overwrite) as tmp:
+        for frame in frames:
+            if isinstance(frame, FailedFrame):
+                logger.error("frame %s: %s", frame.name, frame.error)
+                entries.append({"frame": frame.name, "status": "failed", "error": frame.error})
+                continue
+            assert isinstance(frame, FrameSpec)
+            try:
+                result = pipeline.run(frame, prepared.pop(frame.name, None))
+                if result.verts_world.shape[0] != body.num_vertices:
+                    raise InputError(
+                        f"the method predicts {result.verts_world.shape[0]} vertices, the body "
+                        f"model has {body.num_vertices}: the checkpoint's body does not match")
+                folder = tmp / frame.name if batch else tmp
+                folder.mkdir(exist_ok=True)
+                shared = {k: round(v, 4) for k, v in timer.seconds.items()}
+                if pipeline.sdf_seconds:
+                    shared["sdf_build_or_load"] = round(pipeline.sdf_seconds, 4)
+                extra = {**{k: v for k, v in header.items() if k != "scene"},
+                         "shared_timings_s": shared}
+                if pipeline.sdf_note:
+                    extra["penetration_note"] = pipeline.sdf_note
+                summary = write_frame_outputs(folder, result, scene, faces, extra_summary=extra,
+                                              num_orbit_views=args.views,
+                                              view_size=tuple(args.view_size))
+            except InputError as exc:
+                if not batch:
+                    raise
+                logger.error("frame %s: %s", frame.name, exc)
+                entries.append({"frame": frame.name, "status": "failed", "error": str(exc)})
+                if batch and (tmp / frame.name).exists():
+                    import shutil
+
+                    shutil.rmtree(tmp / frame.name)
+                continue
+            summary["contact_points"] = len(result.contact_point_region)
+            entries.append(summary)
+            _report(summary)
+        if batch:
+            if not any(e.get("status", "ok") == "ok" for e in entries):
+                raise InputError("every frame failed:\n  " + "\n  ".join(
+                    f"{e['frame']}: {e['error']}" for e in entries))
+            header["shared_timings_s"] = {k: round(v, 4) for k, v in timer.seconds.items()}
+            write_batch_summary(tmp, entries, header)
+    failed = [e for e in entries if e.get("status") == "failed"]
+    print(f"wrote {args.out} ({len(entries) - len(failed)} frame(s) ok, {len(failed)} failed)")
+    for e in failed:
+        print(f"  failed {e['frame']}: {e['error']}", file=sys.stderr)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _report(summary: dict[str, Any]) -> None:
+    """One line per frame on stdout."""
+    parts = [f"{summary['frame']}: root {summary['root_world']}"]
+    pen = summary.get("penetration")
+    if pen:
+        parts.append(f"PenE {pen['pene_mm']:.0f} mm ({pen['pen_fraction_percent']:.1f}% of "
+                     "vertices inside)")
+    gt = summary.get("gt_errors")
+    if gt:
+        parts.append(f"G-MPVE {gt['g_mpve_mm']:.0f} mm, root error {gt['root_error_mm']:.0f} mm"
+                     f", PA-MPVE {gt['pa_mpve_mm']:.0f} mm")
+    parts.append(f"predict {summary['timings_s'].get('predict', 0.0) * 1000:.0f} ms")
+    print("; ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``sahmr-demo``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    try:
+        status = run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return EXIT_ERROR
+    logger.info("done in %.1f s", time.perf_counter() - start)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

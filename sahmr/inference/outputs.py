@@ -1,0 +1,369 @@
+"""Files the demo writes for a frame, the batch summary table, and all-or-nothing output folders.
+
+Per frame (all world = the scan's frame, metres; formats in docs/demo.md):
+
+* ``body_world.ply`` / ``body_world.obj``: the body mesh in the scan's frame.
+* ``body_params.npz``: ``vertices`` (V, 3) and ``joints`` (J, 3) world, ``root`` (3,) world,
+  ``vertices_cam`` (V, 3), ``faces``, ``K``, ``T_w2c``, ``bbox``, ``scene`` (name); for
+  methods with SMPL-format parameters also ``betas``, ``global_orient``, ``body_pose``,
+  ``transl`` (world frame, so `sahmr.evaluation.readers` can read the file) and the same four
+  with a ``_cam`` suffix (camera frame). Vertex-regressing methods (METRO, SA-HMR) have no
+  parameters: only the vertex/joint arrays are stored.
+* ``contacts.json``: root position, the method's contact scene points with their regions,
+  and the body vertices within 7 cm of the scan per region (from the scene SDF).
+* ``overlay.png``: the body drawn over the image (with the bbox).
+* ``scene_views.png``: the body in the scan from the input camera and 2 orbit viewpoints,
+  contact points coloured by region.
+* ``summary.json``: timings per stage, penetration figures, device, errors vs ground truth.
+
+`staged_output` writes everything into a temporary sibling folder and renames it to the
+target only when the whole run succeeded, so a failed run never leaves half an output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from sahmr.body.constants import CONTACT_REGION_NAMES
+from sahmr.inference.errors import InputError
+from sahmr.inference.pipeline import FramePrediction, SceneData
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SUMMARY_FORMAT",
+    "check_output_folder",
+    "contacts_record",
+    "staged_output",
+    "write_batch_summary",
+    "write_frame_outputs",
+    "write_json",
+]
+
+SUMMARY_FORMAT = "sahmr.demo"
+"""``format`` key of every summary.json the demo writes (marks folders it may replace)."""
+
+
+_NUM = r"-?[0-9][0-9.eE+-]*"
+_FLAT_LIST = re.compile(rf"\[\s*({_NUM}(?:,\s*{_NUM})*)\s*\]")
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON (indented, numpy scalars converted, innermost lists on one line)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    text = json.dumps(obj, indent=1, default=default)
+    # Lists of plain numbers on one line each (points stay one per line).
+    text = _FLAT_LIST.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def _is_demo_output(folder: Path) -> bool:
+    summary = folder / "summary.json"
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("format") == SUMMARY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_output_folder(out: str | Path, *, overwrite: bool = False) -> None:
+    """Raise `InputError` unless ``out`` may be (re)written by the demo.
+
+    ``out`` may be absent, empty, a previous demo output (its summary.json says
+    ``"format": "sahmr.demo"``), or anything when ``overwrite`` is set.
+    """
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not (overwrite or _is_demo_output(out)):
+            raise InputError(f"--out {out} exists and holds files the demo did not write: "
+                             "choose another folder or pass --overwrite")
+
+
+@contextmanager
+def staged_output(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder that becomes ``out`` only if the block succeeds.
+
+    An existing ``out`` is replaced when it is empty, was written by the demo (its
+    summary.json says ``"format": "sahmr.demo"``) or ``overwrite`` is set.
+
+    Args:
+        out: The final folder.
+        overwrite: Replace any existing ``out``.
+
+    Yields:
+        The temporary folder (a hidden sibling of ``out``).
+
+    Raises:
+        InputError: ``out`` exists, is not a previous demo output and ``overwrite`` is off
+            (raised before anything is written).
+    """
+    out = Path(out)
+    check_output_folder(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def contacts_record(result: FramePrediction) -> dict[str, Any]:
+    """The content of ``contacts.json`` (world frame, metres)."""
+    regions = result.contact_point_region.astype(np.int64)
+    by_region = {
+        CONTACT_REGION_NAMES[r]: int((regions == r).sum()) for r in sorted(set(regions.tolist()))
+    }
+    body = None
+    if result.body_contact is not None:
+        labels = result.body_contact
+        body = {
+            CONTACT_REGION_NAMES[r]: int((labels == r).sum())
+            for r in range(1, len(CONTACT_REGION_NAMES))
+            if (labels == r).any()
+        }
+    return {
+        "frame": "world (the scan's frame), metres",
+        "root_world": np.round(result.root_world, 6).tolist(),
+        "root_cam": np.round(result.prediction.root_cam[0].double().numpy(), 6).tolist(),
+        "regions_in_contact": sorted(set(by_region) | set(body or {})),
+        "predicted_contact_points": {
+            "count": len(regions),
+            "per_region": by_region,
+            "points_world": np.round(result.contact_points_world, 5).tolist(),
+            "region": regions.tolist(),
+        },
+        "body_vertices_in_contact": (
+            None if body is None else {"threshold_m": 0.07, "per_region": body}
+        ),
+        "region_names": list(CONTACT_REGION_NAMES),
+    }
+
+
+def _write_mesh(folder: Path, vertices: np.ndarray, faces: np.ndarray,
+                vertex_colors: np.ndarray | None) -> None:
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    if vertex_colors is not None:
+        rgba = np.concatenate([vertex_colors, np.ones((len(vertex_colors), 1))], axis=1)
+        mesh.visual.vertex_colors = (rgba * 255 + 0.5).astype(np.uint8)
+    (folder / "body_world.ply").write_bytes(mesh.export(file_type="ply", encoding="binary"))
+    (folder / "body_world.obj").write_text(
+        mesh.export(file_type="obj", include_color=False, include_normals=False),
+        encoding="utf-8",
+    )
+
+
+def _params_arrays(result: FramePrediction, faces: np.ndarray, scene: str) -> dict[str, Any]:
+    arrays: dict[str, Any] = {
+        "vertices": result.verts_world.astype(np.float32),
+        "joints": result.joints_world.astype(np.float32),
+        "root": result.root_world.astype(np.float32),
+        "vertices_cam": result.verts_cam.astype(np.float32),
+        "faces": np.asarray(faces, np.int32),
+        "K": result.camera.K.astype(np.float64),
+        "T_w2c": result.camera.T_w2c.astype(np.float64),
+        "bbox": np.asarray(result.bbox, np.float64),
+        "scene": np.array(scene),
+    }
+    if result.params_world is not None and result.params_cam is not None:
+        for k, v in result.params_world.items():
+            arrays[k] = np.asarray(v, np.float32)
+        for k, v in result.params_cam.items():
+            arrays[f"{k}_cam"] = np.asarray(v, np.float32)
+    if result.body_contact is not None:
+        arrays["vertex_contact"] = result.body_contact.astype(np.int8)
+    return arrays
+
+
+def write_frame_outputs(
+    folder: Path,
+    result: FramePrediction,
+    scene: SceneData,
+    faces: np.ndarray,
+    *,
+    extra_summary: Mapping[str, Any] | None = None,
+    view_size: tuple[int, int] = (400, 300),
+    num_orbit_views: int = 2,
+) -> dict[str, Any]:
+    """Write one frame's files into ``folder``.
+
+    Args:
+        folder: Existing folder.
+        result: The frame's prediction.
+        scene: The scan.
+        faces: (F, 3) body faces.
+        extra_summary: Entries merged into summary.json (method, device, scene timings...).
+        view_size: ``(W, H)`` of each scene view.
+        num_orbit_views: Orbit views in scene_views.png (plus the input camera's view).
+
+    Returns:
+        The summary written to summary.json.
+    """
+    from sahmr.viz.colors import body_vertex_colors
+    from sahmr.viz.overlay import draw_bbox, render_overlay
+    from sahmr.viz.scene_views import ViewCamera, render_scene_views
+
+    t0 = time.perf_counter()
+    colors = body_vertex_colors(result.body_contact, len(result.verts_world))
+    _write_mesh(folder, result.verts_world, faces, colors)
+    np.savez(folder / "body_params.npz", **_params_arrays(result, faces, scene.name))
+    write_json(folder / "contacts.json", contacts_record(result))
+    t_files = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    overlay = render_overlay(result.image, result.verts_cam, faces, result.camera.K,
+                             vertex_colors=colors, supersample=2)
+    overlay = draw_bbox(overlay, result.bbox)
+    Image.fromarray(overlay).save(folder / "overlay.png", optimize=True)
+    t_overlay = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    H, W = result.image.shape[:2]
+    cam = ViewCamera(result.camera.K, result.camera.T_w2c, W, H, label="input camera")
+    mesh = None if scene.mesh is None else (scene.mesh.vertices, scene.mesh.faces)
+    views = render_scene_views(
+        scene_mesh=mesh,
+        body_vertices=result.verts_world,
+        body_faces=faces,
+        contact_points=result.contact_points_world,
+        contact_labels=result.contact_point_region,
+        body_vertex_colors=colors,
+        scene_points=scene.points_world if mesh is None else None,
+        scene_point_normals=scene.points.normals if mesh is None else None,
+        scene_point_colors=scene.points.colors if mesh is None else None,
+        up_axis=scene.up_axis,
+        input_camera=cam,
+        num_orbit_views=num_orbit_views,
+        size=view_size,
+    )
+    Image.fromarray(views).save(folder / "scene_views.png", optimize=True)
+    t_views = time.perf_counter() - t0
+
+    timings = dict(result.timings)
+    timings.update(write_files=t_files, render_overlay=t_overlay, render_scene_views=t_views)
+    summary: dict[str, Any] = {
+        "format": SUMMARY_FORMAT,
+        "version": 1,
+        "frame": result.name,
+        "image": {"width": W, "height": H},
+        "bbox": np.round(result.bbox, 2).tolist(),
+        "camera_source": result.camera.source,
+        "scene": {"name": scene.name, "path": str(scene.path), "up_axis": scene.up_axis,
+                  "extent_m": round(scene.extent_m, 3), "points": len(scene.points)},
+        "frustum_points": result.frustum_points,
+        "root_world": np.round(result.root_world, 4).tolist(),
+        "has_smpl_params": result.params_world is not None,
+        "penetration": result.penetration,
+        "penetration_units": "pene_mm: sum over penetrating vertices of depth (mm, SA-HMR PenE)",
+        "gt_errors": result.gt_errors,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "files": [*sorted(p.name for p in folder.iterdir()), "summary.json"],
+    }
+    if extra_summary:
+        summary.update(extra_summary)
+    write_json(folder / "summary.json", summary)
+    return summary
+
+
+_TABLE_COLUMNS = (
+    "frame", "status", "g_mpve_mm", "root_error_mm", "pa_mpve_mm", "pene_mm",
+    "pen_fraction_percent", "contact_points", "predict_s", "total_s", "error",
+)  # fmt: skip
+
+
+def _row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    gt = entry.get("gt_errors") or {}
+    pen = entry.get("penetration") or {}
+    t = entry.get("timings_s") or {}
+
+    def r(v: Any) -> Any:
+        return round(v, 2) if isinstance(v, float) else v
+
+    return {
+        "frame": entry.get("frame"),
+        "status": entry.get("status", "ok"),
+        "g_mpve_mm": r(gt.get("g_mpve_mm")),
+        "root_error_mm": r(gt.get("root_error_mm")),
+        "pa_mpve_mm": r(gt.get("pa_mpve_mm")),
+        "pene_mm": r(pen.get("pene_mm")),
+        "pen_fraction_percent": r(pen.get("pen_fraction_percent")),
+        "contact_points": entry.get("contact_points"),
+        "predict_s": r(t.get("predict")),
+        "total_s": r(sum(t.values())) if t else None,
+        "error": entry.get("error", ""),
+    }
+
+
+def write_batch_summary(
+    folder: Path, entries: Sequence[Mapping[str, Any]], header: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write the batch table (``summary.csv``, ``summary.md``) and ``summary.json``.
+
+    Args:
+        folder: The batch output folder (one sub-folder per successful frame).
+        entries: Per frame: its summary, or ``{"frame", "status": "failed", "error"}``.
+        header: Entries for summary.json (method, scene, device, shared timings...).
+
+    Returns:
+        The summary written.
+    """
+    rows = [_row(e) for e in entries]
+    with (folder / "summary.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(_TABLE_COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    lines = ["| " + " | ".join(_TABLE_COLUMNS) + " |",
+             "|" + "---|" * len(_TABLE_COLUMNS)]
+    for row in rows:
+        cells = ["" if row[c] is None else str(row[c]).replace("|", "/") for c in _TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ok = [e for e in entries if e.get("status", "ok") == "ok"]
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "version": 1,
+        "mode": "batch",
+        **dict(header),
+        "frames": len(entries),
+        "succeeded": len(ok),
+        "failed": [{"frame": e.get("frame"), "error": e.get("error")} for e in entries
+                   if e.get("status", "ok") != "ok"],
+        "table": rows,
+    }
+    write_json(folder / "summary.json", summary)
+    return summary

@@ -1,0 +1,902 @@
+"""One-image inference in a scanned scene: scan + image + camera + bbox -> body in the scan.
+
+Steps (DESIGN.md data flow, the same preprocessing as training):
+
+1. `load_scene_data`: the scan (`sahmr.scene.io.load_scene`), checked for plausible units,
+   voxel-down-sampled to 2 cm (`sahmr.scene.points.downsample`; without open3d the trimesh
+   sampler of the data generator), packed in a `SceneBank`.
+2. `frame_inputs_from_image`: the square crop around the bbox (`square_bbox` scale
+   `CROP_BBOX_SCALE`, `crop_image`), ImageNet normalisation, the crop camera and the bbox
+   frustum's scene points in the camera frame: exactly what `prepare_inputs` makes of a
+   dataset `Batch`.
+3. `InferencePipeline.run`: ``method.predict(inputs)`` -> `BodyPrediction` (camera frame) ->
+   world frame through ``T_w2c``; SMPL-format parameters moved to the world frame when the
+   method has them; penetration (PenE, `sahmr.evaluation.metrics.penetration`) and body
+   contact from the scene SDF (`sahmr.scene.sdf.load_or_build_sdf`); errors against a
+   ground-truth body when one is given. Every stage is timed.
+
+Frames: world = the scan's frame, camera = OpenCV, metres; ``T_w2c`` world -> camera.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE, crop_image, square_bbox
+from sahmr.inference.camera_io import CameraSpec
+from sahmr.inference.errors import (
+    CheckpointError,
+    InputError,
+    MissingFileError,
+    check_bbox,
+    check_camera_sees_scan,
+    check_frustum,
+    check_image_size,
+    check_scan_extent,
+    require_file,
+)
+from sahmr.models.inputs import (
+    CROP_BBOX_SCALE,
+    FRUSTUM_FAR_M,
+    FRUSTUM_NEAR_M,
+    BodyPrediction,
+    FrameInputs,
+    SceneBank,
+    crop_intrinsics,
+    normalize_crop,
+)
+from sahmr.scene.frustum import frustum_crop
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SCENE_VOXEL_SIZE_M",
+    "FramePrediction",
+    "FrameSpec",
+    "InferencePipeline",
+    "LoadedMethod",
+    "PreparedFrame",
+    "SceneData",
+    "SceneFitRefiner",
+    "StageTimer",
+    "bundled_checkpoint",
+    "default_points_cache_dir",
+    "frame_inputs_from_image",
+    "load_method_checkpoint",
+    "load_scene_data",
+    "params_cam_to_world",
+    "prepare_frame",
+    "read_image",
+]
+
+SCENE_VOXEL_SIZE_M = 0.02
+"""Scene point spacing fed to the models (DESIGN.md: 2 cm)."""
+_POINTS_CACHE_VERSION = 1
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage (CUDA is synchronised around each stage).
+
+    Args:
+        device: Device whose queue is synchronised, if CUDA.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------- scene
+
+
+@dataclass
+class SceneData:
+    """A scan ready for inference.
+
+    Attributes:
+        name: Scene id used in the bank.
+        path: The scan file.
+        mesh: `sahmr.scene.io.SceneMesh` when the scan has faces, else None.
+        points: `sahmr.scene.points.ScenePoints` down-sampled at ``voxel_size`` (world).
+        up_axis: Gravity-up axis of the scan frame.
+        scale: Factor applied to the file's units to get metres.
+        extent_m: Largest side of the scan's bounding box, metres.
+        timings: Seconds of the loading stages.
+    """
+
+    name: str
+    path: Path
+    mesh: Any
+    points: Any
+    up_axis: str
+    scale: float
+    extent_m: float
+    timings: dict[str, float] = field(default_factory=dict)
+    _banks: dict[str, SceneBank] = field(default_factory=dict, repr=False)
+
+    @property
+    def points_world(self) -> np.ndarray:
+        """(N, 3) float32 down-sampled scene points, world frame."""
+        return self.points.points
+
+    def bank(self, device: torch.device | str = "cpu") -> SceneBank:
+        """The scene's `SceneBank` on ``device`` (cached)."""
+        key = str(torch.device(device))
+        if key not in self._banks:
+            self._banks[key] = SceneBank({self.name: self.points_world}, device)
+        return self._banks[key]
+
+
+def _downsample(scene: Any, voxel_size: float) -> Any:
+    """`sahmr.scene.points.downsample`, or the generator's trimesh sampler without open3d."""
+    from sahmr.scene.points import ScenePoints, downsample
+
+    try:
+        import open3d  # noqa: F401
+    except ImportError:
+        import trimesh
+
+        from sahmr.scene.io import SceneMesh
+        from sahmr.synth.generate import sample_scene_points
+
+        logger.info("open3d is not installed: down-sampling the scan with trimesh")
+        if isinstance(scene, SceneMesh):
+            pts = sample_scene_points(trimesh.Trimesh(scene.vertices, scene.faces, process=False),
+                                      voxel_size)
+        else:
+            cells = np.floor(scene.points / voxel_size).astype(np.int64)
+            _, first = np.unique(cells, axis=0, return_index=True)
+            pts = scene.points[np.sort(first)]
+        return ScenePoints(pts.astype(np.float32), up_axis=scene.up_axis, voxel_size=voxel_size)
+    return downsample(scene, voxel_size)
+
+
+def default_points_cache_dir() -> Path:
+    """``$SAHMR_CACHE_DIR/scene_points`` if set, else ``~/.cache/sahmr/scene_points``."""
+    from sahmr.scene.sdf import default_cache_dir
+
+    return default_cache_dir().parent / "scene_points"
+
+
+def _points_cache_path(path: Path, voxel_size: float, scale: float, cache_dir: Path) -> Path:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    h.update(f"v{_POINTS_CACHE_VERSION}|{voxel_size:.6g}|{scale:.9g}".encode())
+    return cache_dir / f"{path.stem}-{h.hexdigest()[:20]}.npz"
+
+
+def _cached_downsample(
+    path: Path, scene: Any, voxel_size: float, scale: float, cache_dir: Path | None
+) -> Any:
+    """`_downsample` through an on-disk cache keyed by the file's bytes, pitch and scale."""
+    from sahmr.scene.points import ScenePoints
+
+    cache = Path(cache_dir) / "scene_points" if cache_dir is not None else (
+        default_points_cache_dir())
+    file = _points_cache_path(path, voxel_size, scale, cache)
+    if file.is_file():
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        logger.info("scene points cache hit: %s", file)
+        return ScenePoints(arrays["points"], arrays.get("normals"), arrays.get("colors"),
+                           up_axis=scene.up_axis, voxel_size=voxel_size)
+    points = _downsample(scene, voxel_size)
+    arrays = {"points": points.points}
+    arrays.update({k: v for k in ("normals", "colors")
+                   if (v := getattr(points, k)) is not None})
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, file)
+    except OSError as exc:  # a read-only cache only costs time
+        logger.warning("cannot cache scene points in %s: %s", cache, exc)
+    return points
+
+
+def load_scene_data(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    scale: float = 1.0,
+    up_axis: str = "z",
+    voxel_size: float = SCENE_VOXEL_SIZE_M,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> SceneData:
+    """Load, check and down-sample a scan (the down-sampled points are cached on disk).
+
+    Args:
+        path: A scan `sahmr.scene.io.load_scene` reads (``.ply``, ``.obj``, ``.glb``, ``.npz``).
+        name: Scene id (default: the file's parent folder name for ``mesh.*``, else the stem).
+        scale: File units -> metres (0.001 for millimetres).
+        up_axis: Gravity-up axis of the scan frame.
+        voxel_size: Down-sampling pitch, metres (the models are trained on 2 cm).
+        cache_dir: Cache root: points go to ``<cache_dir>/scene_points`` (default
+            `default_points_cache_dir`).
+        use_cache: Read / write that cache.
+
+    Returns:
+        `SceneData`.
+
+    Raises:
+        MissingFileError: Missing or unreadable file.
+        ScanUnitsError: The extent is implausible for metres (> 100 m).
+        InputError: Any other unreadable content.
+    """
+    from sahmr.scene.io import SceneMesh, load_scene
+
+    p = require_file(path, "scene scan")
+    timer = StageTimer()
+    with timer("load_scene"):
+        try:
+            scene = load_scene(p, up_axis=up_axis, scale=scale)
+        except ValueError as exc:
+            msg = str(exc)
+            if "extent" in msg and "--scale" in msg:
+                from sahmr.inference.errors import ScanUnitsError
+
+                raise ScanUnitsError(msg) from exc
+            raise InputError(msg) from exc
+    xyz = scene.vertices if isinstance(scene, SceneMesh) else scene.points
+    extent = check_scan_extent(xyz, p, scale)
+    with timer("downsample_scene"):
+        if use_cache:
+            points = _cached_downsample(p, scene, voxel_size, scale, cache_dir)
+        else:
+            points = _downsample(scene, voxel_size)
+    if len(points) == 0:
+        raise InputError(f"{p}: no scene points after down-sampling")
+    if name is None:
+        name = p.parent.name if p.stem == "mesh" else p.stem
+    logger.info("scene %s: %d points at %.3f m, extent %.1f m", name, len(points), voxel_size,
+                extent)
+    return SceneData(
+        name=name,
+        path=p,
+        mesh=scene if isinstance(scene, SceneMesh) else None,
+        points=points,
+        up_axis=up_axis,
+        scale=scale,
+        extent_m=extent,
+        timings=dict(timer.seconds),
+    )
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+@dataclass
+class FrameSpec:
+    """One image to run on.
+
+    Attributes:
+        name: Frame name (output sub-folder in batch mode).
+        image_path: The image file.
+        camera: Its calibrated camera.
+        bbox: (4,) person box ``x0, y0, x1, y1``, pixels of the image as loaded (after
+            un-mirroring PROX frames).
+        gt_path: Optional ground-truth body ``.npz`` (world frame, `sahmr.evaluation.readers`
+            keys).
+    """
+
+    name: str
+    image_path: Path
+    camera: CameraSpec
+    bbox: np.ndarray
+    gt_path: Path | None = None
+
+
+def read_image(path: str | Path, *, mirrored: bool = False) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB.
+
+    Args:
+        path: The file (any format Pillow reads).
+        mirrored: The file is stored mirrored (PROX colour frames): flip it back.
+
+    Raises:
+        MissingFileError: Missing or unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = require_file(path, "image")
+    try:
+        with Image.open(p) as im:
+            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MissingFileError(f"image cannot be read: {p} ({exc})") from exc
+    return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
+
+
+def frame_inputs_from_image(
+    image: np.ndarray,
+    bbox: np.ndarray | Tensor,
+    K: np.ndarray | Tensor,
+    T_w2c: np.ndarray | Tensor,
+    bank: SceneBank | None,
+    scene_id: str | None,
+    *,
+    crop_size: int = DEFAULT_CROP_SIZE,
+    device: torch.device | str | None = None,
+    near: float = FRUSTUM_NEAR_M,
+    far: float = FRUSTUM_FAR_M,
+) -> FrameInputs:
+    """Model inputs of one full image, as `sahmr.models.inputs.prepare_inputs` makes them.
+
+    Args:
+        image: (H, W, 3) uint8 RGB full image.
+        bbox: (4,) person box ``x0, y0, x1, y1``, image pixels.
+        K: (3, 3) image intrinsics, pixels.
+        T_w2c: (4, 4) world -> camera.
+        bank: Scene points (world), or None for inputs without scene points.
+        scene_id: The frame's scene in ``bank``.
+        crop_size: Crop side S, pixels.
+        device: Where the inputs go (default: the bank's device, else CPU).
+        near: Nearest frustum depth, metres.
+        far: Farthest frustum depth, metres.
+
+    Returns:
+        `FrameInputs` with B = 1.
+    """
+    if device is None:
+        device = bank.device if bank is not None else "cpu"
+    box = torch.as_tensor(np.asarray(bbox, dtype=np.float32)).reshape(1, 4)
+    cx, cy, side = square_bbox(box, CROP_BBOX_SCALE)
+    crop = crop_image(np.asarray(image, dtype=np.uint8), (cx, cy, side), crop_size)
+    crop_t = torch.from_numpy(np.ascontiguousarray(crop))[None].to(device)
+    K_t = torch.as_tensor(np.asarray(K, dtype=np.float32)).reshape(1, 3, 3).to(device)
+    T_t = torch.as_tensor(np.asarray(T_w2c, dtype=np.float32)).reshape(1, 4, 4).to(device)
+    box = box.to(device)
+    pts = idx = None
+    if bank is not None:
+        if scene_id is None:
+            raise ValueError("scene_id is required with a scene bank")
+        fr = frustum_crop(
+            bank.points_world,
+            K_t,
+            T_t,
+            box,
+            near,
+            far,
+            scene_idx=bank.point_scene,
+            frame_scene=bank.frame_scene([scene_id]),
+        )
+        pts, idx = fr.points_cam.to(device), fr.batch_idx.to(device)
+    return FrameInputs(
+        image=normalize_crop(crop_t),
+        K_crop=crop_intrinsics(K_t, box, crop_size),
+        K=K_t,
+        bbox=box,
+        T_w2c=T_t,
+        scene_points_cam=pts,
+        scene_batch_idx=idx,
+    )
+
+
+@dataclass
+class PreparedFrame:
+    """A checked frame and its model inputs.
+
+    Attributes:
+        image: (H, W, 3) uint8 image as used (un-mirrored for PROX cameras).
+        inputs: `FrameInputs` (B = 1).
+        timings: Seconds of the preparation stages.
+    """
+
+    image: np.ndarray
+    inputs: FrameInputs
+    timings: dict[str, float]
+
+
+def prepare_frame(
+    frame: FrameSpec, scene: SceneData, device: torch.device | str = "cpu"
+) -> PreparedFrame:
+    """Read and check a frame against its camera and the scan, and build its inputs.
+
+    Checks, in order: image readable, image size vs calibration, bbox inside the image, the
+    camera sees the scan, the bbox frustum holds scene points. Needs no model, so bad input
+    is reported before a checkpoint is loaded.
+
+    Raises:
+        InputError: Any of the checks of `sahmr.inference.errors`.
+    """
+    timer = StageTimer(device)
+    cam = frame.camera
+    with timer("read_image"):
+        image = read_image(frame.image_path, mirrored=cam.mirrored_images)
+    H, W = image.shape[:2]
+    check_image_size((W, H), cam.image_size, cam.K)
+    bbox = check_bbox(frame.bbox, (W, H))
+    with timer("prepare_inputs"):
+        check_camera_sees_scan(scene.points_world, cam.K, cam.T_w2c, (W, H),
+                               FRUSTUM_NEAR_M, FRUSTUM_FAR_M)
+        inputs = frame_inputs_from_image(image, bbox, cam.K, cam.T_w2c, scene.bank(device),
+                                         scene.name, device=device)
+    n = 0 if inputs.scene_points_cam is None else int(inputs.scene_points_cam.shape[0])
+    check_frustum(n, bbox, FRUSTUM_NEAR_M, FRUSTUM_FAR_M)
+    return PreparedFrame(image, inputs, dict(timer.seconds))
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+@dataclass
+class LoadedMethod:
+    """A method restored from a checkpoint.
+
+    Attributes:
+        module: The method (eval mode) with ``predict(inputs) -> BodyPrediction``.
+        name: Method name (``--method``, or the checkpoint's model class).
+        checkpoint: The file.
+        config: The checkpoint's resolved config (OmegaConf DictConfig).
+        device: Where it runs.
+    """
+
+    module: nn.Module
+    name: str
+    checkpoint: Path
+    config: Any
+    device: torch.device
+
+
+_CHECKPOINT_PACKAGE = "sahmr"
+_CHECKPOINT_FOLDER = "checkpoints"
+
+
+def bundled_checkpoint(method: str = "sahmr") -> Path:
+    """The shipped checkpoint of a method: ``sahmr/checkpoints/<method>_small.pt`` (or
+    ``<method>.pt``), found with importlib.resources.
+
+    Raises:
+        CheckpointError: None is shipped for the method; the message names the files looked
+            for and how to pass one.
+    """
+    from importlib.resources import files
+
+    folder = files(_CHECKPOINT_PACKAGE).joinpath(_CHECKPOINT_FOLDER)
+    tried = [folder.joinpath(f"{method}_small.pt"), folder.joinpath(f"{method}.pt")]
+    for cand in tried:
+        if cand.is_file():
+            return Path(str(cand))
+    raise CheckpointError(
+        f"no shipped checkpoint for method {method!r}: {tried[0]} is missing. Train one "
+        f"(tools/train.py exp={method}_small) and pass --checkpoint PATH"
+    )
+
+
+def load_method_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", *, name: str | None = None
+) -> LoadedMethod:
+    """Build a method from a sahmr checkpoint (`sahmr.engine.checkpoint.load_method`).
+
+    Raises:
+        MissingFileError: No file.
+        CheckpointError: Not a sahmr checkpoint, or the model cannot be built / loaded, or it
+            has no ``predict``.
+    """
+    from sahmr.engine.checkpoint import load_method
+
+    p = require_file(path, "checkpoint")
+    try:
+        module, cfg = load_method(p, device)
+    except (ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise CheckpointError(f"cannot load checkpoint {p}: {exc}") from exc
+    except Exception as exc:  # hydra wraps instantiation errors in its own types
+        raise CheckpointError(f"cannot build the model of {p}: {exc}") from exc
+    if not callable(getattr(module, "predict", None)):
+        raise CheckpointError(
+            f"{p}: {type(module).__name__} has no predict(inputs) -> BodyPrediction (a root/"
+            "contact network alone cannot place a body)"
+        )
+    if name is None:
+        target = str(cfg.get("model", {}).get("_target_", type(module).__name__))
+        name = target.rsplit(".", 1)[-1].lower()
+    return LoadedMethod(module, name, p, cfg, torch.device(device))
+
+
+# ---------------------------------------------------------------------------- refinement
+
+
+class SceneFitRefiner:
+    """PROX-style scene fitting after a parametric method ("HMR + scene fitting").
+
+    The method's SMPL-format parameters start `sahmr.optim.scene_fit.SceneFitter` (staged
+    SMPLify with the scene SDF's penetration and contact terms, known camera). With no 2-D
+    keypoint detector in the demo, the keypoints fitted are the method's own 24 joints
+    projected into the full image: the fit keeps the image evidence the method saw and moves
+    the body out of the scene and onto nearby surfaces. Contact regions predicted by the
+    method (RCNet-style points) restrict which regions are pulled, when present.
+
+    Args:
+        body: `sahmr.body.BodyModel` (the method's body); moved to ``device``, so pass an
+            instance of its own.
+        iterations: Adam steps per fitting stage (`default_prox_stages`).
+        lr: Adam step size.
+        device: Where the fit runs.
+    """
+
+    def __init__(self, *, body: nn.Module, iterations: int = 40, lr: float = 0.02,
+                 device: torch.device | str = "cpu") -> None:
+        from sahmr.optim.priors import GaussianMixturePrior
+        from sahmr.optim.scene_fit import SceneFitter, default_prox_stages
+
+        self.fitter = SceneFitter(
+            body_model=body,
+            pose_prior=GaussianMixturePrior.from_asset(),
+            stages=default_prox_stages(iterations, lr),
+        ).to(device)
+        self.last_seconds = 0.0
+
+    def refine(self, pred: BodyPrediction, inputs: FrameInputs, sdf: Any) -> BodyPrediction:
+        """Fit the predicted bodies in the scene.
+
+        Args:
+            pred: The method's prediction (camera frame) with ``params``.
+            inputs: The frames' inputs (``K``, ``T_w2c``).
+            sdf: The scene's `sahmr.scene.sdf.SDFGrid` (world frame).
+
+        Returns:
+            A `BodyPrediction` of the fitted bodies (contact points kept from ``pred``).
+
+        Raises:
+            InputError: The method gives no SMPL-format parameters, or there is no SDF.
+        """
+        from sahmr.geometry.cameras import project
+        from sahmr.optim.smplify import SMPLParams
+
+        keys = ("betas", "global_orient", "body_pose", "transl")
+        if pred.params is None or not all(k in pred.params for k in keys):
+            raise InputError("scene fitting needs a method that predicts SMPL-format "
+                             "parameters (hmr, spin); this one regresses vertices only")
+        if sdf is None:
+            raise InputError("scene fitting needs the scan as a mesh (for its SDF)")
+        device = self.fitter.vertex_region.device
+        K = inputs.K.to(device).float()
+        T = inputs.T_w2c.to(device).float()
+        init = SMPLParams(**{k: pred.params[k].detach().to(device).float() for k in keys})
+        with torch.no_grad():
+            joints = self.fitter.body_model(**init.as_dict()).joints
+        keypoints = project(K, joints)
+        regions = None
+        if pred.contact_point_region is not None and pred.contact_point_region.numel():
+            R = self.fitter.num_regions
+            regions = torch.zeros(inputs.batch_size, R, dtype=torch.bool, device=device)
+            b = pred.contact_batch_idx.to(device)
+            r = pred.contact_point_region.to(device).long()
+            regions[b, (r - 1).clamp(0, R - 1)] = True
+        res = self.fitter.fit(init, keypoints, K, T, [sdf], contact_regions=regions)
+        self.last_seconds = res.seconds
+        return BodyPrediction(
+            verts_cam=res.vertices,
+            joints_cam=res.joints,
+            root_cam=res.joints[:, 0],
+            contact_points_cam=pred.contact_points_cam,
+            contact_point_region=pred.contact_point_region,
+            contact_batch_idx=pred.contact_batch_idx,
+            params=res.params.as_dict(),
+        )
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class FramePrediction:
+    """Everything the demo writes for one frame (numpy, world frame unless named).
+
+    Attributes:
+        name: Frame name.
+        image: (H, W, 3) uint8 image as used.
+        camera: The camera.
+        bbox: (4,) person box.
+        prediction: The method's `BodyPrediction` (B = 1, camera frame, CPU).
+        verts_cam: (V, 3) body vertices, camera frame.
+        verts_world: (V, 3) body vertices, world frame.
+        joints_world: (J, 3) the method's joints, world frame.
+        root_world: (3,) root, world frame.
+        contact_points_world: (P, 3) predicted contact scene points, world frame.
+        contact_point_region: (P,) int regions 1..7.
+        params_cam: SMPL-format parameters in the camera frame, or None.
+        params_world: The same parameters for the world frame, or None.
+        body_contact: (V,) int region of each vertex within 7 cm of the scan (SDF), or None.
+        penetration: PenE figures (mm, counts), or None without an SDF.
+        gt_errors: Errors against the ground truth (mm), or None.
+        frustum_points: Scene points in the bbox frustum.
+        timings: Seconds per stage.
+    """
+
+    name: str
+    image: np.ndarray
+    camera: CameraSpec
+    bbox: np.ndarray
+    prediction: BodyPrediction
+    verts_cam: np.ndarray
+    verts_world: np.ndarray
+    joints_world: np.ndarray
+    root_world: np.ndarray
+    contact_points_world: np.ndarray
+    contact_point_region: np.ndarray
+    params_cam: dict[str, np.ndarray] | None
+    params_world: dict[str, np.ndarray] | None
+    body_contact: np.ndarray | None
+    penetration: dict[str, float] | None
+    gt_errors: dict[str, float] | None
+    frustum_points: int
+    timings: dict[str, float]
+
+
+def params_cam_to_world(
+    params_cam: dict[str, Tensor], T_w2c: Tensor, body: nn.Module
+) -> dict[str, Tensor]:
+    """SMPL-format parameters of a camera-frame body, re-expressed for the world frame.
+
+    SMPL rotates about the rest pelvis ``J0(betas)`` before translating, so with
+    ``T_c2w = [R | t]``: ``global_orient_w = R @ global_orient_c`` and
+    ``transl_w = R (J0 + transl_c) + t - J0``.
+
+    Args:
+        params_cam: ``betas`` (B, NB), ``global_orient`` (B, 3), ``body_pose`` (B, 69),
+            ``transl`` (B, 3) (camera frame).
+        T_w2c: (B, 4, 4) world -> camera.
+        body: `sahmr.body.BodyModel` (gives ``J0``).
+
+    Returns:
+        The parameters with world-frame ``global_orient`` and ``transl``.
+    """
+    from sahmr.geometry.cameras import invert_rigid
+    from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+    betas = params_cam["betas"]
+    B = betas.shape[0]
+    dtype = body.shapedirs.dtype
+    with torch.no_grad():
+        rest = body(
+            betas=betas.to(dtype),
+            global_orient=torch.zeros(B, 3, dtype=dtype),
+            body_pose=torch.zeros(B, 69, dtype=dtype),
+        )
+    J0 = rest.joints[:, 0].to(params_cam["transl"].dtype)
+    T_c2w = invert_rigid(T_w2c.to(J0.dtype))
+    R, t = T_c2w[:, :3, :3], T_c2w[:, :3, 3]
+    orient = matrix_to_axis_angle(R @ axis_angle_to_matrix(params_cam["global_orient"].to(R)))
+    transl = (R @ (J0 + params_cam["transl"])[..., None])[..., 0] + t - J0
+    out = dict(params_cam)
+    out["global_orient"] = orient
+    out["transl"] = transl
+    return out
+
+
+def _np(t: Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().cpu().numpy()
+
+
+def _load_gt(path: Path, body: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth ``(vertices_world (V, 3), root_world (3,))`` from a params/vertices npz."""
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    if "vertices" in data:
+        v = np.asarray(data["vertices"], np.float64).reshape(-1, 3)
+        reg = np.asarray(body.J_regressor.detach().cpu().numpy(), np.float64)
+        root = np.asarray(data["root"], np.float64) if "root" in data else (reg @ v)[0]
+        return v, root.reshape(3)
+    keys = ("betas", "global_orient", "body_pose", "transl")
+    if not all(k in data for k in keys):
+        raise InputError(f"{path}: a ground-truth file needs 'vertices' or {keys}")
+    dtype = body.shapedirs.dtype
+    with torch.no_grad():
+        out = body(**{k: torch.as_tensor(data[k], dtype=dtype).reshape(1, -1) for k in keys})
+    return out.vertices[0].double().numpy(), out.joints[0, 0].double().numpy()
+
+
+class InferencePipeline:
+    """Runs one method on images of one scan.
+
+    Args:
+        method: The loaded method.
+        scene: The scan.
+        body: `sahmr.body.BodyModel` matching the method's mesh (faces, contact regions,
+            SMPL parameters -> vertices).
+        sdf: Optional scene SDF (`sahmr.scene.sdf.SDFGrid`) for penetration and contact; None
+            builds it on first use when ``penetration`` is on and the scan is a mesh.
+        penetration: Compute penetration / SDF contact figures.
+        sdf_voxel_size: SDF pitch, metres, when built here.
+        sdf_cache_dir: SDF cache folder (default `sahmr.scene.sdf.default_cache_dir`).
+        contact_threshold: Vertex-scene distance counted as contact, metres.
+        refiner: Optional `SceneFitRefiner` run on every prediction (needs the SDF).
+    """
+
+    def __init__(
+        self,
+        *,
+        method: LoadedMethod,
+        scene: SceneData,
+        body: nn.Module,
+        sdf: Any = None,
+        penetration: bool = True,
+        sdf_voxel_size: float = 0.02,
+        sdf_cache_dir: str | Path | None = None,
+        contact_threshold: float | None = None,
+        refiner: SceneFitRefiner | None = None,
+    ) -> None:
+        from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
+
+        self.method = method
+        self.scene = scene
+        self.body = body
+        self.penetration = penetration
+        self.sdf_voxel_size = sdf_voxel_size
+        self.sdf_cache_dir = sdf_cache_dir
+        self.contact_threshold = (
+            DEFAULT_CONTACT_THRESHOLD_M if contact_threshold is None else contact_threshold
+        )
+        self._sdf = sdf
+        self.refiner = refiner
+        self.sdf_seconds = 0.0
+        self.sdf_note = ""
+
+    @property
+    def device(self) -> torch.device:
+        return self.method.device
+
+    def sdf(self) -> Any:
+        """The scene SDF (built or loaded from the cache on first call), or None."""
+        wanted = self.penetration or self.refiner is not None
+        if self._sdf is None and wanted and not self.sdf_note:
+            if self.scene.mesh is None:
+                self.sdf_note = "the scan is a point cloud: no SDF, no penetration figures"
+                return None
+            from sahmr.scene.sdf import load_or_build_sdf
+
+            start = time.perf_counter()
+            self._sdf = load_or_build_sdf(
+                self.scene.path,
+                voxel_size=self.sdf_voxel_size,
+                cache_dir=self.sdf_cache_dir,
+                up_axis=self.scene.up_axis,
+                scale=self.scene.scale,
+            )
+            self.sdf_seconds = time.perf_counter() - start
+        return self._sdf
+
+    def run(self, frame: FrameSpec, prepared: PreparedFrame | None = None) -> FramePrediction:
+        """Predict the body of one frame and everything derived from it.
+
+        Args:
+            frame: The frame.
+            prepared: Its `prepare_frame` result when already made (else made here).
+
+        Raises:
+            InputError: Bad input (the frame is skipped in batch mode).
+        """
+        if prepared is None:
+            prepared = prepare_frame(frame, self.scene, self.device)
+        timer = StageTimer(self.device)
+        timer.seconds.update(prepared.timings)
+        image, inputs = prepared.image, prepared.inputs.to(self.device)
+        with timer("predict"), torch.no_grad():
+            pred = self.method.module.predict(inputs)
+        if self.refiner is not None:
+            with timer("sdf_load"):
+                sdf = self.sdf()
+            with timer("scene_fit"):
+                pred = self.refiner.refine(pred, inputs, sdf)
+        pred = pred.to("cpu")
+        with timer("to_world"):
+            T = inputs.T_w2c.cpu().double()
+            verts_cam = pred.verts_cam.double()
+            verts_world = pred.verts_world(T)[0].numpy()
+            from sahmr.geometry.cameras import camera_to_world
+
+            joints_world = camera_to_world(T, pred.joints_cam.double())[0].numpy()
+            root_world = camera_to_world(T, pred.root_cam.double()[:, None])[0, 0].numpy()
+            cpts = np.zeros((0, 3))
+            cregion = np.zeros(0, np.int64)
+            if pred.contact_points_cam is not None and pred.contact_points_cam.shape[0]:
+                cpts = camera_to_world(T[0], pred.contact_points_cam.double()).numpy()
+                cregion = _np(pred.contact_point_region).astype(np.int64)
+            params_cam = params_world = None
+            if pred.params is not None and all(
+                k in pred.params for k in ("betas", "global_orient", "body_pose", "transl")
+            ):
+                params_cam = {k: v.detach().double() for k, v in pred.params.items()}
+                params_world = params_cam_to_world(params_cam, T, self.body)
+                params_cam = {k: v.numpy()[0] for k, v in params_cam.items()}
+                params_world = {k: v.numpy()[0] for k, v in params_world.items()}
+        body_contact, pen = self._scene_figures(verts_world, timer)
+        gt_errors = None
+        if frame.gt_path is not None:
+            with timer("gt_errors"):
+                gt_errors = self._gt_errors(frame.gt_path, verts_world, root_world)
+        return FramePrediction(
+            name=frame.name,
+            image=image,
+            camera=frame.camera,
+            bbox=np.asarray(frame.bbox, np.float64),
+            prediction=pred,
+            verts_cam=verts_cam[0].numpy(),
+            verts_world=verts_world,
+            joints_world=joints_world,
+            root_world=root_world,
+            contact_points_world=cpts,
+            contact_point_region=cregion,
+            params_cam=params_cam,
+            params_world=params_world,
+            body_contact=body_contact,
+            penetration=pen,
+            gt_errors=gt_errors,
+            frustum_points=int(inputs.scene_points_cam.shape[0]),
+            timings=dict(timer.seconds),
+        )
+
+    def _scene_figures(
+        self, verts_world: np.ndarray, timer: StageTimer
+    ) -> tuple[np.ndarray | None, dict[str, float] | None]:
+        """Penetration figures and per-vertex contact regions from the scene SDF."""
+        from sahmr.evaluation.metrics import MM_PER_M, penetration
+
+        if not self.penetration:
+            return None, None
+        with timer("sdf_load"):
+            sdf = self.sdf()
+        if sdf is None:
+            return None, None
+        with timer("penetration"):
+            d = sdf.sample(torch.as_tensor(verts_world, dtype=torch.float32)).double()
+            figs = {k: float(v[0]) for k, v in penetration(d[None]).items()}
+            figs["max_depth_mm"] = float(max(0.0, -float(d.min())) * MM_PER_M)
+            near = d.abs() < self.contact_threshold
+            labels = np.asarray(self.body.topology.contact_labels[0], np.int64)
+            contact = np.where(near.numpy(), labels, 0)
+        return contact, {
+            "pene_mm": figs["pene"],
+            "pen_count": int(figs["pen_count"]),
+            "pen_depth_mean_mm": figs["pen_depth_mean"],
+            "pen_fraction_percent": figs["pen_fraction"],
+            "max_depth_mm": figs["max_depth_mm"],
+            "sdf_voxel_size_m": float(sdf.voxel_size),
+        }
+
+    def _gt_errors(self, path: Path, verts_world: np.ndarray, root_world: np.ndarray
+                   ) -> dict[str, float]:
+        from sahmr.evaluation.metrics import g_mpve, pa_mpve, root_error
+
+        gt_v, gt_root = _load_gt(path, self.body)
+        if gt_v.shape != verts_world.shape:
+            raise InputError(f"{path}: ground truth has {len(gt_v)} vertices, the prediction "
+                             f"{len(verts_world)}")
+        pv = torch.as_tensor(verts_world)[None]
+        gv = torch.as_tensor(gt_v)[None]
+        return {
+            "g_mpve_mm": float(g_mpve(pv, gv)[0]),
+            "root_error_mm": float(root_error(torch.as_tensor(root_world)[None],
+                                              torch.as_tensor(gt_root)[None])[0]),
+            "pa_mpve_mm": float(pa_mpve(pv, gv)[0]),
+        }
