@@ -1,0 +1,40 @@
+"""Speed and memory benchmarks of the methods (driven by ``tools/benchmark.py``).
+
+* `sahmr.benchmark.timing`: timers (CUDA events / ``perf_counter``), peak memory, percentile
+  summaries, markdown tables and marked-section replacement in a document.
+* `sahmr.benchmark.frames`: realistic inputs (bundled demo frames or a dataset split), cycled
+  to any batch size.
+* `sahmr.benchmark.stages`: per-stage timing from captured submodule calls, torch.compile and
+  CUDA-graph swaps of submodules.
+
+Importing this package pulls in neither open3d nor the models; the submodules import what
+they need.
+"""
+
+from sahmr.benchmark.timing import (
+    TimingSummary,
+    environment_info,
+    markdown_table,
+    memory_allocated_mb,
+    peak_memory_mb,
+    percentile,
+    replace_marked_section,
+    reset_peak_memory,
+    synchronize,
+    time_callable,
+    write_marked_section,
+)
+
+__all__ = [
+    "TimingSummary",
+    "environment_info",
+    "markdown_table",
+    "memory_allocated_mb",
+    "peak_memory_mb",
+    "percentile",
+    "replace_marked_section",
+    "reset_peak_memory",
+    "synchronize",
+    "time_callable",
+    "write_marked_section",
+]
