@@ -8,6 +8,11 @@ does (sahmr.evaluation.reports), with the method's own metrics (e.g. RCNet root 
 contact scores) and seconds per frame added to ``metrics.json``; with ``save_predictions``,
 ``predictions/<split>-<index:06d>.npz`` (world-frame ``vertices``, ``scene``) that
 ``tools/evaluate.py --pred out/predictions --gt-dataset DATA --split SPLIT`` re-scores.
+
+Temporal methods (a checkpoint trained with ``clip_length: T``, e.g. exp=vibe) are evaluated on
+clips of T consecutive motion frames (``clip_length=...`` overrides T): every frame of a clip
+is scored under its frame-dataset name; frames outside motion clips are not (the motions are
+chosen as in training: the checkpoint's ``clip_motion_prefix``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sahmr.engine.checkpoint import load_method
-from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+from sahmr.engine.data import (
+    LoaderSettings,
+    StepPreparer,
+    build_loader,
+    build_scene_bank,
+    clip_dataset,
+)
 from sahmr.engine.distributed import resolve_device
 from sahmr.engine.methods import can_predict
 from sahmr.engine.trainer import build_evaluator
@@ -56,7 +67,12 @@ def main(cfg: DictConfig) -> None:
     device = resolve_device(cfg.device)
     method, ckpt_cfg = load_method(cfg.checkpoint, device)
     body = instantiate(ckpt_cfg.body)
-    dataset = instantiate(cfg.data)
+    frames = instantiate(cfg.data)
+    clip_length = cfg.get("clip_length") or ckpt_cfg.get("clip_length")
+    prefix = ckpt_cfg.get("clip_motion_prefix", "seq_")
+    dataset = clip_dataset(frames, clip_length, motion_prefix=prefix)  # frames in one clip
+    if len(dataset) == 0:
+        raise ValueError(f"split {cfg.split!r}: nothing to evaluate (no frames, or no clips)")
     scenes = dataset.scene_points if bool(ckpt_cfg.get("needs_scene", True)) else None
     bank = build_scene_bank(
         scenes,
@@ -64,12 +80,13 @@ def main(cfg: DictConfig) -> None:
         max_points_per_scene=ckpt_cfg.get("max_points_per_scene"),
         seed=int(ckpt_cfg.get("seed", 0)),
     )
-    prepare = StepPreparer(body.topology, device, bank)
+    prepare = StepPreparer(body.topology, device, bank, clip_length=clip_length)
     loader = build_loader(
         dataset,
         LoaderSettings(batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers)),
         train=False,
         device=device,
+        clip_length=clip_length,
     )
     with_targets = cfg.with_targets
     if with_targets is None:
@@ -79,7 +96,7 @@ def main(cfg: DictConfig) -> None:
     if predicts:
         evaluator = build_evaluator(
             body,
-            dataset,
+            frames,
             scene_metrics=bool(cfg.scene_metrics),
             sdf_cache_dir=cfg.sdf_cache_dir,
             sdf_voxel_size=float(cfg.sdf_voxel_size),
@@ -107,6 +124,7 @@ def main(cfg: DictConfig) -> None:
         checkpoint=str(cfg.checkpoint),
         method=type(method).__name__,
         split=str(cfg.split),
+        clip_length=clip_length,
         device=str(device),
         seconds_per_frame=result.seconds_per_frame,
         method_metrics=result.method_summary(),

@@ -3,6 +3,12 @@
 python tools/train.py exp=sahmr_small data.root=/data/synth
 python tools/train.py exp=rcnet_small data.root=/data/synth trainer.max_minutes=9 resume=true
 torchrun --nproc_per_node 2 tools/train.py exp=metro_small data.root=/data/synth
+
+Baselines (docs/baselines.md): the engine steps HMR's / VIBE's discriminator with a second
+optimiser, passes SPIN its sample keys and feeds VIBE clips (``clip_length`` of its exp):
+python tools/train.py exp=hmr data.root=/data/synth
+python tools/train.py exp=spin data.root=/data/synth
+python tools/train.py exp=vibe data.root=/data/synth_motions   # needs motions in the data
 """
 
 from __future__ import annotations

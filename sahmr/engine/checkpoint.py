@@ -7,6 +7,8 @@ A checkpoint is one ``torch.save`` dict::
     config    the resolved hydra config as YAML text
     model     state_dict of the (unwrapped) method; float16 in exported files
     optimizer, scheduler   state dicts (absent in exported files)
+    discriminator_optimizer, discriminator_scheduler   the adversarial prior's second
+              optimiser and its schedule (methods with a discriminator; absent otherwise)
     rng       per-rank RNG states (python, numpy, torch, cuda) as tensors / ints / lists
     epoch, step, batch_in_epoch   position of the run (epoch and batches consumed in it)
     metrics   {"best": float|None, "best_name": str, "last": {name: float}}
@@ -115,6 +117,8 @@ def save_checkpoint(
     config: str | DictConfig,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
+    discriminator_optimizer: torch.optim.Optimizer | None = None,
+    discriminator_scheduler: Any | None = None,
     rng: list[dict[str, Any]] | dict[str, Any] | None = None,
     epoch: int = 0,
     step: int = 0,
@@ -129,6 +133,8 @@ def save_checkpoint(
         config: The resolved config (YAML text, or a DictConfig that is resolved here).
         optimizer: Optional optimizer whose state is saved.
         scheduler: Optional LR scheduler whose state is saved.
+        discriminator_optimizer: Optional second optimiser (an adversarial prior's).
+        discriminator_scheduler: Optional LR scheduler of the second optimiser.
         rng: RNG states (one dict per rank, or one dict), see `capture_rng_state`.
         epoch: Epoch in progress (or the next epoch when ``batch_in_epoch`` is 0).
         step: Optimiser steps done.
@@ -155,6 +161,10 @@ def save_checkpoint(
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         ckpt["scheduler"] = scheduler.state_dict()
+    if discriminator_optimizer is not None:
+        ckpt["discriminator_optimizer"] = discriminator_optimizer.state_dict()
+    if discriminator_scheduler is not None:
+        ckpt["discriminator_scheduler"] = discriminator_scheduler.state_dict()
     if rng is not None:
         ckpt["rng"] = rng if isinstance(rng, list) else [rng]
     return atomic_torch_save(ckpt, path)

@@ -11,6 +11,18 @@ datasets resume bit-identically only with ``persistent_workers=false``).
 
 Scenes do not travel through the collate function: a `SceneBank` holds every scene's points
 once on the training device and `prepare_inputs` cuts each frame's frustum from it.
+
+Two data modes, chosen by the run config's ``clip_length`` (never by the method's class):
+
+* frames (``clip_length: null``): one dataset item is one frame, batches are `Batch`es and
+  methods get `FrameInputs` / `FrameTargets`;
+* clips (``clip_length: T``, temporal methods such as VIBE): the frame dataset is cut into
+  windows of T consecutive frames of one motion sequence (`sahmr.data.sequences.ClipDataset`,
+  `clip_dataset`), one item is one clip, batches are `sahmr.data.sequences.ClipBatch`es of
+  B * T frames (clip-major) and methods get `sahmr.models.vibe.ClipInputs` / ``ClipTargets``.
+
+`StepPreparer.step` turns either batch into a `Step`: what the method's ``forward`` takes,
+plus frame-level views (image summaries, evaluation) and per-frame sample keys.
 """
 
 from __future__ import annotations
@@ -19,9 +31,9 @@ import functools
 import itertools
 import logging
 import random
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from sahmr.data.collate import Batch, collate_samples
+from sahmr.data.sequences import ClipBatch, ClipDataset, collate_clips
 from sahmr.models.inputs import (
     FrameInputs,
     FrameTargets,
@@ -36,6 +49,9 @@ from sahmr.models.inputs import (
     prepare_inputs,
     prepare_targets,
 )
+
+if TYPE_CHECKING:
+    from sahmr.models.vibe import ClipInputs, ClipTargets
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +134,48 @@ def build_dataset(data_cfg: Any, **overrides: Any) -> Dataset:
     return instantiate(data_cfg, **overrides)
 
 
+def clip_dataset(
+    dataset: Dataset,
+    clip_length: int | None,
+    *,
+    stride: int | None = None,
+    motion_prefix: str | None = "seq_",
+) -> Dataset:
+    """The dataset of the configured data mode: ``dataset`` itself (frames, ``clip_length``
+    None) or its `ClipDataset` of windows of ``clip_length`` consecutive motion frames.
+
+    Args:
+        dataset: Frame dataset.
+        clip_length: T, or None for frame mode.
+        stride: Start-to-start distance of the windows (None: T, every frame at most once;
+            evaluation always uses that).
+        motion_prefix: Only sequences whose actions start with this (the generator's motions:
+            ``seq_``); None: every sequence (e.g. real videos).
+    """
+    if clip_length is None:
+        return dataset
+    clips = ClipDataset(
+        dataset, clip_length=int(clip_length), stride=stride, motion_prefix=motion_prefix
+    )
+    if len(clips) == 0 and len(dataset) > 0:  # type: ignore[arg-type]
+        logger.warning(
+            "no clips of %d consecutive frames (sequences with actions %r...) in %d frames: "
+            "generate motions (sequence_fraction > 0) or set clip_motion_prefix=null",
+            clip_length,
+            motion_prefix,
+            len(dataset),  # type: ignore[arg-type]
+        )
+    return clips
+
+
+def frame_indices(dataset: Dataset, indices: Sequence[int]) -> list[int]:
+    """Frame-dataset indices of items ``indices`` of ``dataset``, in batch-row order (a
+    `ClipDataset`'s clips flattened clip-major, like `collate_clips`)."""
+    if isinstance(dataset, ClipDataset):
+        return [f for i in indices for f in dataset.clips[int(i)]]
+    return [int(i) for i in indices]
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
     """DataLoader settings shared by training and evaluation.
@@ -146,21 +204,30 @@ def build_loader(
     rank: int = 0,
     world_size: int = 1,
     device: torch.device | None = None,
+    clip_length: int | None = None,
 ) -> DataLoader:
-    """A DataLoader collating `Batch`es (no scene points; see `SceneBank`).
+    """A DataLoader collating `Batch`es, or `ClipBatch`es in clip mode (no scene points; see
+    `SceneBank`).
 
     Training loaders shuffle with a `ResumableSampler` and drop the last incomplete batch;
-    evaluation loaders keep the order with a `StridedSampler`.
+    evaluation loaders keep the order with a `StridedSampler`. In clip mode the items (and
+    ``settings.batch_size``) are clips.
 
     Args:
-        dataset: Map-style dataset of `Sample`s.
+        dataset: Map-style dataset of `Sample`s, or a `ClipDataset` in clip mode.
         settings: Batch size, workers, pinning.
         train: Training (shuffled, resumable) or evaluation (ordered) loader.
         seed: Base seed of the order and of the workers.
         rank: This rank.
         world_size: Number of ranks.
         device: Training device (pinning only for CUDA).
+        clip_length: T in clip mode (``dataset`` must be a `ClipDataset` of that length),
+            None in frame mode.
+
+    Raises:
+        ValueError: The dataset does not match the data mode.
     """
+    collate = _collate_fn(dataset, clip_length)
     n = len(dataset)  # type: ignore[arg-type]
     sampler: Sampler[int]
     if train:
@@ -177,7 +244,7 @@ def build_loader(
         batch_size=settings.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=functools.partial(collate_samples, keep_images=False),
+        collate_fn=collate,
         pin_memory=bool(settings.pin_memory and device is not None and device.type == "cuda"),
         drop_last=train,
         worker_init_fn=seed_worker,
@@ -185,6 +252,18 @@ def build_loader(
         persistent_workers=bool(settings.persistent_workers and workers > 0),
         prefetch_factor=settings.prefetch_factor if workers > 0 else None,
     )
+
+
+def _collate_fn(dataset: Dataset, clip_length: int | None) -> Any:
+    """The collate function of the data mode, checked against the dataset."""
+    is_clips = isinstance(dataset, ClipDataset)
+    if clip_length is None:
+        if is_clips:
+            raise ValueError("a ClipDataset needs clip_length (clip mode)")
+        return functools.partial(collate_samples, keep_images=False)
+    if not is_clips or dataset.clip_length != int(clip_length):
+        raise ValueError(f"clip mode (clip_length={clip_length}) needs a ClipDataset of that T")
+    return functools.partial(collate_clips, keep_images=False)
 
 
 def start_epoch(loader: DataLoader, seed: int, epoch: int, skip_batches: int = 0) -> None:
@@ -218,38 +297,143 @@ def build_scene_bank(
     return bank
 
 
+@dataclass
+class Step:
+    """One batch made ready for a method.
+
+    Attributes:
+        inputs: What the method's ``forward`` takes: `FrameInputs`, or
+            `sahmr.models.vibe.ClipInputs` in clip mode.
+        targets: The matching `FrameTargets` / ``ClipTargets``, or None (no ground truth).
+        frames: The frame-level `Batch` on the device (clip frames clip-major).
+        frame_inputs: `FrameInputs` of every frame (``inputs`` itself in frame mode).
+        frame_targets: `FrameTargets` of every frame, or None.
+    """
+
+    inputs: Any
+    targets: Any | None
+    frames: Batch
+    frame_inputs: FrameInputs
+    frame_targets: FrameTargets | None
+
+    @property
+    def num_frames(self) -> int:
+        """Frames in the batch (B, or B * T in clip mode)."""
+        return len(self.frames)
+
+    @functools.cached_property
+    def sample_keys(self) -> list[str]:
+        """One key per frame row, ``"<source>/<sequence_id>/<frame_index>"`` (unique in the
+        synthetic datasets; `sahmr.models.spin.sample_keys_from_batch`)."""
+        from sahmr.models.spin import sample_keys_from_batch
+
+        return sample_keys_from_batch(self.frames)
+
+
 class StepPreparer:
-    """Turns a collated `Batch` into model inputs and camera-frame targets on the device.
+    """Turns a collated batch into model inputs and camera-frame targets on the device.
 
     Args:
         topology: Body topology (mesh levels) of the body model the targets use.
         device: Training device.
         scenes: Scene bank, or None for methods that need no scene points.
+        clip_length: T in clip mode (batches are `ClipBatch`es of that length), None in
+            frame mode (`Batch`es).
     """
 
-    def __init__(self, topology: Any, device: torch.device, scenes: SceneBank | None) -> None:
+    def __init__(
+        self,
+        topology: Any,
+        device: torch.device,
+        scenes: SceneBank | None,
+        *,
+        clip_length: int | None = None,
+    ) -> None:
         self.topology = topology
         self.device = device
         self.scenes = scenes
+        self.clip_length = None if clip_length is None else int(clip_length)
         self.j14_regressor: Tensor = torch.as_tensor(
             np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=device
         )
 
-    def inputs(self, batch: Batch) -> FrameInputs:
-        """`FrameInputs` of the batch on the device."""
-        return prepare_inputs(batch, self.scenes, device=self.device)
+    def frames(self, batch: Batch | ClipBatch) -> Batch:
+        """The frame-level `Batch` of a batch of the configured mode.
 
-    def targets(self, batch: Batch) -> FrameTargets:
-        """`FrameTargets` of the batch on the device."""
+        Raises:
+            TypeError: A batch of the other mode, or clips of another length.
+        """
+        if self.clip_length is None:
+            if isinstance(batch, ClipBatch):
+                raise TypeError("a ClipBatch in frame mode: set clip_length")
+            return batch
+        if not isinstance(batch, ClipBatch) or batch.clip_length != self.clip_length:
+            raise TypeError(f"clip mode expects ClipBatches of {self.clip_length} frames")
+        return batch.frames
+
+    def frame_inputs(self, frames: Batch) -> FrameInputs:
+        """`FrameInputs` of a frame `Batch` on the device."""
+        return prepare_inputs(frames, self.scenes, device=self.device)
+
+    def frame_targets(self, frames: Batch) -> FrameTargets:
+        """`FrameTargets` of a frame `Batch` on the device."""
         return prepare_targets(
-            batch,
+            frames,
             self.topology,
             self.j14_regressor,
             device=self.device,
-            crop_size=int(batch.crop.shape[1]),
+            crop_size=int(frames.crop.shape[1]),
         )
 
-    def __call__(self, batch: Batch) -> tuple[FrameInputs, FrameTargets]:
+    def method_inputs(self, frame_inputs: FrameInputs) -> FrameInputs | ClipInputs:
+        """What the method takes: the frame inputs, or their `ClipInputs` in clip mode."""
+        if self.clip_length is None:
+            return frame_inputs
+        from sahmr.models.vibe import ClipInputs
+
+        return ClipInputs(frame_inputs, self.clip_length)
+
+    def method_targets(self, frame_targets: FrameTargets) -> FrameTargets | ClipTargets:
+        """What the loss takes: the frame targets, or their ``ClipTargets`` in clip mode."""
+        if self.clip_length is None:
+            return frame_targets
+        from sahmr.models.vibe import ClipTargets
+
+        return ClipTargets(frame_targets, self.clip_length)
+
+    def inputs(self, batch: Batch | ClipBatch) -> FrameInputs | ClipInputs:
+        """The method's inputs of the batch on the device."""
+        return self.method_inputs(self.frame_inputs(self.frames(batch)))
+
+    def targets(self, batch: Batch | ClipBatch) -> FrameTargets | ClipTargets:
+        """The method's targets of the batch on the device."""
+        return self.method_targets(self.frame_targets(self.frames(batch)))
+
+    def step(self, batch: Batch | ClipBatch, *, targets: bool | None = None) -> Step:
+        """The `Step` of a batch (moved to the device).
+
+        Args:
+            batch: A `Batch` (frame mode) or `ClipBatch` (clip mode).
+            targets: Build targets (True: required; None: when the batch has ground truth).
+
+        Raises:
+            ValueError: ``targets=True`` for a batch without ground truth.
+        """
+        frames = self.frames(batch).to(self.device, non_blocking=True)
+        has_gt = frames.vertices_world is not None and frames.joints_world is not None
+        if targets and not has_gt:
+            raise ValueError("the batch carries no ground-truth vertices/joints")
+        f_inputs = self.frame_inputs(frames)
+        f_targets = self.frame_targets(frames) if (has_gt and targets is not False) else None
+        return Step(
+            inputs=self.method_inputs(f_inputs),
+            targets=None if f_targets is None else self.method_targets(f_targets),
+            frames=frames,
+            frame_inputs=f_inputs,
+            frame_targets=f_targets,
+        )
+
+    def __call__(self, batch: Batch | ClipBatch) -> tuple[Any, Any]:
         """``(inputs, targets)`` of the batch."""
-        batch = batch.to(self.device, non_blocking=True)
-        return self.inputs(batch), self.targets(batch)
+        step = self.step(batch, targets=True)
+        return step.inputs, step.targets

@@ -1,17 +1,24 @@
 """One training loop for every method: AdamW, warm-up + cosine, bf16 on CUDA, DDP, resumable.
 
 `Trainer` runs epochs of ``method(inputs, targets) -> output``, ``loss(output, targets)``,
-clipped AdamW steps; logs scalars and crop grids to TensorBoard; validates at epoch end through
+clipped AdamW steps over the method's generator parameters; methods with an adversarial prior
+(`sahmr.engine.methods.AdversarialMethod`: HMR, VIBE) then get a second step, an Adam step of
+``method.discriminator_step(output)`` over ``method.discriminator_parameters()``; methods whose
+forward takes ``sample_keys`` (SPIN) get one key per frame. Logs scalars and crop grids to
+TensorBoard; validates at epoch end through
 the shared evaluator (`sahmr.engine.validation`); writes ``checkpoints/last.pt`` atomically
 every ``ckpt_every`` steps, at every epoch end and when it stops (step limit, time budget), and
 ``best.pt`` when the tracked validation metric improves.
 
-Resuming is bit-identical on CPU: the checkpoint holds model, optimizer, scheduler, every RNG
+Resuming is bit-identical on CPU: the checkpoint holds model (with any state a method keeps in
+its state dict, e.g. SPIN's fits dictionary), both optimizers and schedulers, every RNG
 state and the position (epoch, batches consumed); the data order is a function of
 ``(seed, epoch)`` only and the consumed batches are skipped (`sahmr.engine.data`). Validation
 and image summaries fork the RNG states, so they never change the training trajectory.
 
-`train_from_config` assembles everything from the hydra config of ``tools/train.py``.
+`train_from_config` assembles everything from the hydra config of ``tools/train.py``; its
+``clip_length`` selects the data mode (frames, or clips of T frames for temporal methods; see
+`sahmr.engine.data`).
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ from sahmr.engine.checkpoint import (
 from sahmr.engine.data import (
     LoaderSettings,
     ResumableSampler,
+    Step,
     StepPreparer,
     build_dataset,
     build_loader,
     build_scene_bank,
+    clip_dataset,
     start_epoch,
 )
 from sahmr.engine.distributed import (
@@ -58,10 +67,18 @@ from sahmr.engine.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from sahmr.engine.methods import can_predict, eval_mode, unwrap
+from sahmr.engine.methods import (
+    can_predict,
+    discriminator_parameters,
+    eval_mode,
+    generator_parameters,
+    has_discriminator,
+    unwrap,
+    wants_sample_keys,
+)
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
 from sahmr.geometry.cameras import project
-from sahmr.models.inputs import FrameInputs, FrameTargets
+from sahmr.losses.base import LossOutput
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +103,13 @@ class TrainerConfig:
         warmup_steps: Linear warm-up steps from 0 to ``lr``.
         min_lr_ratio: Cosine floor as a fraction of ``lr``.
         grad_clip: Max global gradient norm (None: no clipping; the norm is still logged).
+        disc_lr: Peak learning rate of the discriminator's Adam (methods with an adversarial
+            prior; None: ``lr``); it follows the same warm-up + cosine schedule.
+        disc_weight_decay: The discriminator's Adam weight decay (L2, as HMR: 1e-4).
+        disc_betas: The discriminator's Adam betas.
         bf16: bfloat16 autocast on CUDA (always fp32 on CPU).
-        batch_size: Training frames per batch and rank.
-        val_batch_size: Validation frames per batch and rank.
+        batch_size: Training frames (clips in clip mode) per batch and rank.
+        val_batch_size: Validation frames (clips in clip mode) per batch and rank.
         num_workers: DataLoader workers.
         pin_memory: Pin host memory (CUDA).
         persistent_workers: Keep workers across epochs (their RNG streams then run on
@@ -105,7 +126,8 @@ class TrainerConfig:
             contacts); see `sahmr.engine.validation.run_validation`.
         best_metric: Validation scalar tracked for ``best.pt`` (None: no best.pt).
         best_mode: ``"min"`` or ``"max"``.
-        find_unused_parameters: Passed to DDP (methods with branches unused in a step).
+        find_unused_parameters: Passed to DDP (methods with branches unused in a step);
+            always on for methods with a discriminator.
         deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are bit-identical
             without it; GPU runs need it for bit-identity, at a speed cost).
         progress: Show tqdm bars (rank 0).
@@ -120,6 +142,9 @@ class TrainerConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.01
     grad_clip: float | None = 1.0
+    disc_lr: float | None = None
+    disc_weight_decay: float = 1e-4
+    disc_betas: tuple[float, float] = (0.9, 0.999)
     bf16: bool = True
     batch_size: int = 8
     val_batch_size: int = 8
@@ -145,6 +170,7 @@ class TrainerConfig:
         if self.max_epochs < 1 and not self.max_steps:
             raise ValueError("need max_epochs >= 1 or max_steps")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.disc_betas = tuple(float(b) for b in self.disc_betas)  # type: ignore[assignment]
 
     @classmethod
     def from_mapping(cls, cfg: Any) -> TrainerConfig:
@@ -185,11 +211,20 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters."""
+def parameter_groups(
+    model: nn.Module, weight_decay: float, params: list[nn.Parameter] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters.
+
+    Args:
+        model: The module (parameters are ordered by name).
+        weight_decay: Decay of the first group.
+        params: Only these parameters of ``model`` (None: every trainable one).
+    """
+    keep = None if params is None else {id(p) for p in params}
     decay, no_decay = [], []
     for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if not p.requires_grad:
+        if not p.requires_grad or (keep is not None and id(p) not in keep):
             continue
         (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
@@ -203,6 +238,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
+
+
+@dataclass
+class StepResult:
+    """What one training step produced.
+
+    Attributes:
+        output: The method's forward output.
+        loss: The main `LossOutput`.
+        grad_norm: Global gradient norm of the main step before clipping (NaN if skipped).
+        disc_loss: The discriminator's `LossOutput` (methods with an adversarial prior and
+            a finite main loss), else None.
+    """
+
+    output: Any
+    loss: LossOutput
+    grad_norm: Tensor
+    disc_loss: LossOutput | None = None
+
+    def scalars(self) -> dict[str, Tensor]:
+        """Loss terms to log: ``loss`` and the main terms, then ``disc_loss`` and the
+        discriminator's terms (prefixed ``disc_`` where a name would clash)."""
+        out = {"loss": self.loss.total, **self.loss.terms}
+        if self.disc_loss is not None:
+            out["disc_loss"] = self.disc_loss.total
+            for k, v in self.disc_loss.terms.items():
+                out[k if k not in out else f"disc_{k}"] = v
+        return out
 
 
 @dataclass
@@ -236,7 +299,7 @@ class Trainer:
         loss: Loss module.
         config: Loop settings.
         train_loader: Loader from `build_loader(train=True)` (a `ResumableSampler`).
-        prepare: Batch -> inputs/targets for training.
+        prepare: Batch -> `Step` (inputs/targets) for training.
         output_dir: Run folder (``checkpoints/``, ``tb/``, ``metrics.jsonl``).
         dist: This process's place in the job.
         config_yaml: Resolved run config stored in checkpoints.
@@ -270,9 +333,9 @@ class Trainer:
         self.dist = dist or DistInfo(device=prepare.device)
         self.device = prepare.device
         self.method = method
-        self.model = wrap_ddp(
-            method, self.dist, find_unused_parameters=config.find_unused_parameters
-        )
+        # A discriminator never takes part in the main graph: DDP must expect unused parameters.
+        find_unused = config.find_unused_parameters or has_discriminator(method)
+        self.model = wrap_ddp(method, self.dist, find_unused_parameters=find_unused)
         self.loss = loss
         self.train_loader = train_loader
         self.prepare = prepare
@@ -285,10 +348,24 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.bf16 = bool(config.bf16 and self.device.type == "cuda")
-        params = parameter_groups(method, config.weight_decay)
+        self.main_params = generator_parameters(method)
+        params = parameter_groups(method, config.weight_decay, self.main_params)
         if not any(g["params"] for g in params):
             raise ValueError("the method has no trainable parameters")
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas)
+        self.sample_keys = wants_sample_keys(method)
+        self.disc_optimizer: torch.optim.Optimizer | None = None
+        self.disc_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        if has_discriminator(method):
+            disc_params = discriminator_parameters(method)
+            if not disc_params:
+                raise ValueError("the method's discriminator has no trainable parameters")
+            self.disc_optimizer = torch.optim.Adam(
+                disc_params,
+                lr=config.disc_lr if config.disc_lr is not None else config.lr,
+                betas=config.disc_betas,
+                weight_decay=config.disc_weight_decay,
+            )
         sampler = train_loader.sampler
         self.steps_per_epoch = sampler.num_samples // int(train_loader.batch_size or 1)
         if self.steps_per_epoch < 1:
@@ -297,9 +374,11 @@ class Trainer:
                 f"one batch of {train_loader.batch_size}"
             )
         self.total_steps = int(config.max_steps or config.max_epochs * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(self.total_steps, config.warmup_steps, config.min_lr_ratio)
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._schedule())
+        if self.disc_optimizer is not None:
+            self.disc_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.disc_optimizer, self._schedule()
+            )
         self.epoch = 0
         self.step = 0
         self.batch_in_epoch = 0
@@ -311,6 +390,10 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
     # ------------------------------------------------------------------ state
+
+    def _schedule(self) -> WarmupCosine:
+        """The configured LR factor (shared by both optimisers)."""
+        return WarmupCosine(self.total_steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
 
     def _metrics_state(self) -> dict[str, Any]:
         return {
@@ -330,6 +413,8 @@ class Trainer:
                 config=self.config_yaml,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
+                discriminator_optimizer=self.disc_optimizer,
+                discriminator_scheduler=self.disc_scheduler,
                 rng=rngs,
                 epoch=self.epoch,
                 step=self.step,
@@ -341,21 +426,20 @@ class Trainer:
         return path
 
     def resume(self, path: str | Path) -> None:
-        """Load model, optimizer, scheduler, RNG and position from a checkpoint."""
+        """Load model, optimizers, schedulers, RNG and position from a checkpoint."""
         ckpt = load_checkpoint(path, map_location="cpu")
         self.method.load_state_dict(ckpt["model"])
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scheduler" in ckpt:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            # The configured schedule wins over the stored one (e.g. a longer max_steps).
-            current = WarmupCosine(self.total_steps, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
-            stored = self.scheduler.lr_lambdas[0]
-            if vars(stored) != vars(current):
-                logger.warning(
-                    "LR schedule changed on resume: %s -> %s", vars(stored), vars(current)
-                )
-                self.scheduler.lr_lambdas[0] = current
+            self._load_scheduler(self.scheduler, ckpt["scheduler"])
+        if self.disc_optimizer is not None:
+            if "discriminator_optimizer" in ckpt:
+                self.disc_optimizer.load_state_dict(ckpt["discriminator_optimizer"])
+            else:
+                logger.warning("%s holds no discriminator optimizer: it starts afresh", path)
+            if "discriminator_scheduler" in ckpt and self.disc_scheduler is not None:
+                self._load_scheduler(self.disc_scheduler, ckpt["discriminator_scheduler"])
         self.epoch = int(ckpt["epoch"])
         self.step = int(ckpt["step"])
         self.batch_in_epoch = int(ckpt.get("batch_in_epoch", 0))
@@ -379,6 +463,18 @@ class Trainer:
             self.step,
             self.batch_in_epoch,
         )
+
+    def _load_scheduler(
+        self, scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]
+    ) -> None:
+        """Restore a scheduler; the configured schedule wins over the stored one (e.g. a
+        longer ``max_steps``)."""
+        scheduler.load_state_dict(state)
+        current = self._schedule()
+        stored = scheduler.lr_lambdas[0]
+        if vars(stored) != vars(current):
+            logger.warning("LR schedule changed on resume: %s -> %s", vars(stored), vars(current))
+            scheduler.lr_lambdas[0] = current
 
     # ------------------------------------------------------------------ logging
 
@@ -416,27 +512,29 @@ class Trainer:
                 w.add_scalar(f"{prefix}/{k}", v, step)
 
     @torch.no_grad()
-    def _log_images(self, inputs: FrameInputs, targets: FrameTargets, output: Any) -> None:
-        """Crop grid with projected GT joints and predicted joints (or root)."""
+    def _log_images(self, step: Step, output: Any) -> None:
+        """Crop grid (frames) with projected GT joints and predicted joints (or root)."""
         if self.writer is None:
             return
         from sahmr.engine.summaries import crop_grid
 
         pred2d = None
         model = unwrap(self.model)
+        frames = step.frame_inputs
         rng = capture_rng_state()
         try:
             if self.cfg.val_with_targets:
-                pred2d = project(inputs.K_crop, prediction_from_output(output).joints_cam)
+                pred2d = project(frames.K_crop, prediction_from_output(output).joints_cam)
             elif can_predict(model):
                 with eval_mode(model), self._autocast():
-                    pred = model.predict(inputs)
-                pred2d = project(inputs.K_crop, pred.joints_cam.float())
+                    pred = model.predict(step.inputs)
+                pred2d = project(frames.K_crop, pred.joints_cam.float())
             elif isinstance(getattr(output, "root_cam", None), Tensor):
-                pred2d = project(inputs.K_crop, output.root_cam.detach().float()[:, None])
+                pred2d = project(frames.K_crop, output.root_cam.detach().float()[:, None])
         finally:
             restore_rng_state(rng)
-        grid = crop_grid(inputs.image, targets.joints2d_crop, pred2d)
+        gt2d = step.frame_targets.joints2d_crop if step.frame_targets is not None else None
+        grid = crop_grid(frames.image, gt2d, pred2d)
         self.writer.add_image("train/crops", grid, self.step, dataformats="HWC")
 
     def _autocast(self) -> torch.autocast:
@@ -444,12 +542,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train_step(self, inputs: FrameInputs, targets: FrameTargets) -> tuple[Any, Any, Tensor]:
-        """One optimiser step; returns (output, LossOutput, grad norm)."""
+    def train_step(self, step: Step) -> StepResult:
+        """One optimiser step of the method, then one of its discriminator (if any)."""
         self.optimizer.zero_grad(set_to_none=True)
+        kwargs = {"sample_keys": step.sample_keys} if self.sample_keys else {}
         with self._autocast():
-            output = self.model(inputs, targets)
-            loss_out = self.loss(output, targets)
+            output = self.model(step.inputs, step.targets, **kwargs)
+            loss_out = self.loss(output, step.targets)
         total = loss_out.total.float()
         finite = bool(torch.isfinite(total).item())
         if any_rank(not finite, self.device):
@@ -458,18 +557,53 @@ class Trainer:
                 (total * 0.0).backward()  # DDP expects one backward per forward
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
-            return output, loss_out, torch.tensor(float("nan"))
+            if self.disc_scheduler is not None:  # the schedules stay aligned
+                self.disc_scheduler.step()
+            return StepResult(output, loss_out, torch.tensor(float("nan")))
         total.backward()
-        params = [p for p in self.method.parameters() if p.grad is not None]
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip else float("inf")
-        grad_norm = (
-            nn.utils.clip_grad_norm_(params, max_norm)
-            if params
-            else torch.zeros((), device=self.device)
-        )
+        grad_norm = self._clip([p for p in self.main_params if p.grad is not None])
         self.optimizer.step()
         self.scheduler.step()
-        return output, loss_out, grad_norm.detach()
+        disc_loss = self.discriminator_step(output) if self.disc_optimizer is not None else None
+        return StepResult(output, loss_out, grad_norm.detach(), disc_loss)
+
+    def _clip(self, params: list[nn.Parameter]) -> Tensor:
+        """Clip to ``grad_clip`` (if set); the norm before clipping."""
+        if not params:
+            return torch.zeros((), device=self.device)
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip else float("inf")
+        return nn.utils.clip_grad_norm_(params, max_norm)
+
+    def discriminator_step(self, output: Any) -> LossOutput | None:
+        """The adversarial prior's step: ``method.discriminator_step(output)`` (predictions
+        detached inside), its gradients (averaged over ranks), one Adam step.
+
+        The gradients come from ``torch.autograd.grad`` rather than ``backward``: the
+        discriminator runs outside the DDP wrapper's forward, and accumulating into ``.grad``
+        would fire DDP's hooks for parameters it recorded as unused; they are all-reduced
+        here instead, and cleared after the step. Returns None (step skipped, schedule
+        advanced) for a non-finite loss.
+        """
+        assert self.disc_optimizer is not None and self.disc_scheduler is not None
+        params = [p for g in self.disc_optimizer.param_groups for p in g["params"]]
+        with self._autocast():
+            disc = unwrap(self.model).discriminator_step(output)
+        total = disc.total.float()
+        if any_rank(not bool(torch.isfinite(total).item()), self.device):
+            logger.warning("step %d: non-finite discriminator loss; its step skipped", self.step)
+            self.disc_scheduler.step()
+            return None
+        grads = torch.autograd.grad(total, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if self.dist.distributed:  # every rank joins every all-reduce
+                g = all_reduce_sum(torch.zeros_like(p) if g is None else g) / self.dist.world_size
+            p.grad = g
+        self.disc_optimizer.step()
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        self.disc_scheduler.step()
+        return LossOutput(
+            total=disc.total.detach(), terms={k: v.detach() for k, v in disc.terms.items()}
+        )
 
     def validate(self) -> ValidationResult | None:
         """Validate on the val split (RNG states untouched); logs and tracks the best."""
@@ -565,22 +699,23 @@ class Trainer:
             start_epoch(self.train_loader, self.seed, self.epoch, self.batch_in_epoch)
             stop = False
             for batch in self.train_loader:
-                inputs, targets = self.prepare(batch)
-                output, loss_out, grad_norm = self.train_step(inputs, targets)
+                step = self.prepare.step(batch, targets=True)
+                res = self.train_step(step)
                 self.step += 1
                 self.batch_in_epoch += 1
                 bar.update(1)
-                terms = {"loss": loss_out.total, **loss_out.terms}
-                for k, v in terms.items():
+                for k, v in res.scalars().items():
                     v = v.detach().float()
                     sums[k] = sums[k] + v if k in sums else v
                 count += 1
-                samples += len(batch)
+                samples += step.num_frames
                 if cfg.log_every and self.step % cfg.log_every == 0:
-                    self._window_log(sums, count, samples, time.monotonic() - t_window, grad_norm)
+                    self._window_log(
+                        sums, count, samples, time.monotonic() - t_window, res.grad_norm
+                    )
                     sums, count, samples, t_window = {}, 0, 0, time.monotonic()
                 if cfg.image_every and self.step % cfg.image_every == 0:
-                    self._log_images(inputs, targets, output)
+                    self._log_images(step, res.output)
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save()
                 if self.step >= self.total_steps:
@@ -683,7 +818,8 @@ def train_from_config(
 
     Args:
         cfg: The composed config (``model``, ``loss``, ``data``, ``data_val``, ``body``,
-            ``trainer``, ``paths``, ``seed``, ``resume``, ``needs_scene``, ...).
+            ``trainer``, ``paths``, ``seed``, ``resume``, ``needs_scene``, ``clip_length``,
+            ``clip_stride``, ``clip_motion_prefix``, ...).
         until_step: Stop after this many steps in total (tests; see `Trainer.fit`).
         on_trainer: Called with the built trainer before training (tests, tools).
 
@@ -722,11 +858,15 @@ def _train(
     body = _instantiate(cfg.body)
     needs_scene = bool(cfg.get("needs_scene", True))
     max_pts = cfg.get("max_points_per_scene")
-    train_set = build_dataset(cfg.data)
+    clip_length = cfg.get("clip_length")
+    prefix = cfg.get("clip_motion_prefix", "seq_")
+    train_set = clip_dataset(
+        build_dataset(cfg.data), clip_length, stride=cfg.get("clip_stride"), motion_prefix=prefix
+    )
     bank = build_scene_bank(
         _scene_points(train_set, needs_scene), info.device, max_points_per_scene=max_pts, seed=seed
     )
-    prepare = StepPreparer(body.topology, info.device, bank)
+    prepare = StepPreparer(body.topology, info.device, bank, clip_length=clip_length)
     loader = build_loader(
         train_set,
         tcfg.loader(train=True),
@@ -735,13 +875,15 @@ def _train(
         rank=info.rank,
         world_size=info.world_size,
         device=info.device,
+        clip_length=clip_length,
     )
     val_loader = val_prepare = evaluator = None
     val_split = "val"
     if tcfg.val_every_epochs and cfg.get("data_val") is not None:
-        val_set = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
+        val_frames = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
+        val_set = clip_dataset(val_frames, clip_length, motion_prefix=prefix)  # frames once
         if len(val_set) == 0:
-            logger.warning("the validation split is empty; validation skipped")
+            logger.warning("the validation split is empty (of clips, in clip mode); skipped")
         else:
             val_bank = build_scene_bank(
                 _scene_points(val_set, needs_scene),
@@ -749,7 +891,9 @@ def _train(
                 max_points_per_scene=max_pts,
                 seed=seed,
             )
-            val_prepare = StepPreparer(body.topology, info.device, val_bank)
+            val_prepare = StepPreparer(
+                body.topology, info.device, val_bank, clip_length=clip_length
+            )
             val_loader = build_loader(
                 val_set,
                 tcfg.loader(train=False),
@@ -758,10 +902,11 @@ def _train(
                 rank=info.rank,
                 world_size=info.world_size,
                 device=info.device,
+                clip_length=clip_length,
             )
             evaluator = build_evaluator(
                 body,
-                val_set,
+                val_frames,
                 scene_metrics=tcfg.val_scene_metrics,
                 sdf_cache_dir=cfg.paths.get("sdf_cache_dir"),
             )

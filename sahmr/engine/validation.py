@@ -7,6 +7,11 @@ memory and scored against the batch's ground truth by `sahmr.evaluation.evaluato
 scores its share of the frames and sums and counts are all-reduced, so means are exact.
 Frames are named ``<split>-<index:06d>`` (dataset index), like
 `sahmr.evaluation.readers.SyntheticSplitReader`, so saved predictions can be re-scored.
+
+In clip mode (`sahmr.engine.data`, temporal methods) the loader yields clips of T frames:
+``predict`` returns one body per frame (B * T rows, clip-major), each named by its index in
+the frame dataset; only frames inside a clip (motion frames, each once) are scored, and
+``frames`` / ``seconds_per_frame`` count frames, not clips.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sahmr.engine.data import StepPreparer, StridedSampler
+from sahmr.engine.data import StepPreparer, StridedSampler, frame_indices
 from sahmr.engine.distributed import all_gather_objects, all_reduce_sum, is_dist
 from sahmr.engine.methods import can_predict, eval_mode, has_metrics, split_metric_sums, unwrap
 from sahmr.evaluation.evaluator import EvaluationResult, Evaluator
@@ -179,8 +184,8 @@ def run_validation(
 
     Args:
         method: The method (DDP-wrapped or not).
-        loader: Evaluation loader (ordered; a `StridedSampler` under DDP).
-        prepare: Batch -> inputs/targets.
+        loader: Evaluation loader (ordered; a `StridedSampler` under DDP), of frames or clips.
+        prepare: Batch -> `sahmr.engine.data.Step` (same data mode as the loader).
         split: Split name used in frame names.
         evaluator: Scores bodies; None skips body metrics.
         max_batches: Batches per rank at most (None: all).
@@ -214,14 +219,12 @@ def run_validation(
         for b, batch in enumerate(loader):
             if max_batches is not None and b >= max_batches:
                 break
-            B = len(batch)
+            B = len(batch)  # dataset items: frames, or clips in clip mode
             idx = indices[cursor : cursor + B] if indices is not None else range(cursor, cursor + B)
             cursor += B
-            names = [frame_name(split, int(i)) for i in idx]
-            batch = batch.to(device, non_blocking=True)
-            inputs = prepare.inputs(batch)
-            has_gt = batch.vertices_world is not None and batch.joints_world is not None
-            targets = prepare.targets(batch) if has_gt else None
+            names = [frame_name(split, i) for i in frame_indices(loader.dataset, idx)]
+            step = prepare.step(batch)
+            inputs, targets = step.inputs, step.targets
             autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
             _sync(device)
             t0 = time.perf_counter()
@@ -236,12 +239,12 @@ def run_validation(
                     output = model(inputs) if scores and targets is not None else None
             _sync(device)
             seconds += time.perf_counter() - t0
-            frames += B
+            frames += step.num_frames
             if scores and output is not None and targets is not None:
                 for name, (s, c) in split_metric_sums(model.metrics(output, targets)).items():
                     result.method_metrics.add(name, s, c)
             if pred is not None:
-                _score_predictions(pred, batch, names, evaluator, result, on_prediction)
+                _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
             bar.update(1)
     bar.close()
     _reduce(result, frames, seconds, gather_frames)

@@ -2,7 +2,9 @@
 
 The dummy method stands in for the real ones (RCNet, METRO, SA-HMR) to test the engine
 alone: it follows the same duck-typed protocol (`sahmr.engine.methods`): ``forward``,
-``predict`` and ``metrics``. Configs reach it through ``_target_: engine_conftest.<Class>``
+``predict`` and ``metrics``; `TinyAdversarialMethod` adds the hooks of HMR/VIBE (an
+adversarial prior with its own optimiser step) and SPIN (``sample_keys``, remembered in its
+state dict). Configs reach it through ``_target_: engine_conftest.<Class>``
 in-process (this module registers itself under that name) and ``conftest.<Class>`` in
 subprocesses (``tests/engine`` on PYTHONPATH).
 """
@@ -10,6 +12,7 @@ subprocesses (``tests/engine`` on PYTHONPATH).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import signal
 import subprocess
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from sahmr.losses.base import LossOutput
 from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
@@ -100,6 +104,71 @@ class TinyMethod(nn.Module):
         }
 
 
+@dataclass
+class TinyAdversarialOutput(TinyOutput):
+    """`TinyOutput` plus the frozen discriminator's scores of the roots (training)."""
+
+    disc_scores: Tensor | None = None
+
+
+class TinyAdversarialMethod(TinyMethod):
+    """`TinyMethod` with an adversarial prior on the root and a memory of sample keys.
+
+    The discriminator (an MLP on root positions) scores the predicted roots with its weights
+    detached in ``forward`` and is trained by `discriminator_step` against roots drawn from
+    torch's RNG around 4 m ahead. ``forward(..., sample_keys=...)`` (training) adds the keys
+    to ``seen_keys``, which travels in the state dict as extra state (as SPIN's fits).
+    """
+
+    def __init__(self, *, hidden: int = 8, dropout: float = 0.1, disc_hidden: int = 8) -> None:
+        super().__init__(hidden=hidden, dropout=dropout, use_scene=False)
+        self.discriminator = nn.Sequential(
+            nn.Linear(3, disc_hidden), nn.ReLU(), nn.Linear(disc_hidden, 1)
+        )
+        self.seen_keys: set[str] = set()
+
+    @property
+    def has_discriminator(self) -> bool:
+        return True
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return list(self.discriminator.parameters())
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        skip = {id(p) for p in self.discriminator_parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    def forward(
+        self,
+        inputs: FrameInputs,
+        targets: FrameTargets | None = None,
+        sample_keys: list[str] | None = None,
+    ) -> TinyAdversarialOutput:
+        base = super().forward(inputs, targets)
+        out = TinyAdversarialOutput(verts_cam=base.verts_cam, root_cam=base.root_cam)
+        if self.training:
+            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            out.disc_scores = functional_call(self.discriminator, frozen, (base.root_cam,))
+            if sample_keys is not None:
+                self.seen_keys.update(sample_keys)
+        return out
+
+    def discriminator_step(self, output: TinyAdversarialOutput) -> LossOutput:
+        fake = output.root_cam.detach()
+        real = torch.randn_like(fake) * 0.5 + fake.new_tensor([0.0, 0.0, 4.0])
+        d_real = (self.discriminator(real) - 1.0).pow(2).mean()
+        d_fake = self.discriminator(fake).pow(2).mean()
+        return LossOutput(total=d_real + d_fake, terms={"disc_real": d_real, "disc_fake": d_fake})
+
+    def get_extra_state(self) -> Tensor:
+        text = "\n".join(sorted(self.seen_keys)).encode()
+        return torch.frombuffer(bytearray(text), dtype=torch.uint8) if text else torch.zeros(0)
+
+    def set_extra_state(self, state: Tensor) -> None:
+        text = bytes(state.to(torch.uint8).numpy().tobytes()).decode()
+        self.seen_keys = set(text.split("\n")) if text else set()
+
+
 class TinyPipeline(nn.Module):
     """A composite with an optional ``rcnet`` sub-module (for the export merge test)."""
 
@@ -123,6 +192,21 @@ class TinyLoss(nn.Module):
         verts = (output.verts_cam - targets.verts_cam).abs().mean() * self.w_verts
         root = (output.root_cam - targets.root_cam).abs().mean() * self.w_root
         return LossOutput(total=verts + root, terms={"verts": verts, "root": root})
+
+
+class TinyAdversarialLoss(TinyLoss):
+    """`TinyLoss` plus the generator's least-squares adversarial term."""
+
+    def __init__(self, *, w_verts: float = 1.0, w_root: float = 1.0, w_adv: float = 0.1) -> None:
+        super().__init__(w_verts=w_verts, w_root=w_root)
+        self.w_adv = w_adv
+
+    def forward(self, output: TinyAdversarialOutput, targets: FrameTargets) -> LossOutput:
+        out = super().forward(output, targets)
+        if output.disc_scores is not None:
+            adv = (output.disc_scores - 1.0).pow(2).mean() * self.w_adv
+            out = LossOutput(total=out.total + adv, terms={**out.terms, "adversarial": adv})
+        return out
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -157,6 +241,12 @@ def write_test_configs(root: Path, module: str) -> Path:
         f"_target_: {module}.TinyPipeline\nrcnet: null\n"
     )
     (root / "loss" / "tiny.yaml").write_text(f"_target_: {module}.TinyLoss\nw_verts: 1.0\n")
+    (root / "model" / "tiny_adversarial.yaml").write_text(
+        f"_target_: {module}.TinyAdversarialMethod\nhidden: 8\ndropout: 0.1\n"
+    )
+    (root / "loss" / "tiny_adversarial.yaml").write_text(
+        f"_target_: {module}.TinyAdversarialLoss\nw_adv: 0.1\n"
+    )
     return root
 
 
@@ -194,6 +284,27 @@ def run_tool(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProces
         out, err = proc.communicate()
         raise AssertionError(f"{cmd[:4]} timed out:\n{err[-4000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_hydra_tool(name: str, overrides: list[str], monkeypatch) -> None:
+    """Run a ``@hydra.main`` tool in this process with the given overrides (hydra's logging
+    set-up switched off so pytest's capture is untouched)."""
+    monkeypatch.setattr(sys, "argv", [str(TOOLS / f"{name}.py"), *overrides, *QUIET])
+    main = load_tool(name).main
+    # hydra finds config_path relative to the script only for functions of "__main__"
+    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
+    main()
 
 
 def compose_train(overrides: list[str], search: Path):

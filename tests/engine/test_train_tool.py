@@ -6,33 +6,15 @@ pytest's capture is untouched); tools/evaluate.py re-scores the predictions tool
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
-from conftest import CONFIGS, TOOLS, compose_train
+from conftest import CONFIGS, compose_train, run_hydra_tool
+from conftest import load_tool as _tool
 
 from sahmr.engine.checkpoint import load_checkpoint
 
-QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]
 EXPS = ["rcnet_small", "rcnet_paper", "metro_small", "metro_paper", "sahmr_small", "sahmr_paper"]
-
-
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_hydra_tool(name: str, overrides: list[str], monkeypatch) -> None:
-    """Run a ``@hydra.main`` tool in this process with the given overrides."""
-    monkeypatch.setattr(sys, "argv", [str(TOOLS / f"{name}.py"), *overrides, *QUIET])
-    main = _tool(name).main
-    # hydra finds config_path relative to the script only for functions of "__main__"
-    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
-    main()
 
 
 def _tiny(dataset, out, **extra) -> list[str]:
