@@ -1,29 +1,64 @@
 """Throughput of the synthetic data generator (placement + render + encode + shard write).
 
-    python tools/benchmark_generator.py --num-samples 400 --workers 2 --placer standing
-    python tools/benchmark_generator.py --num-samples 64 --workers 2 --placer auto
+    python tools/benchmark_generator.py --num-samples 400 --workers 2
+    python tools/benchmark_generator.py --num-samples 200 --workers 2 --skip-end-to-end
+    python tools/benchmark_generator.py --placer standing --num-samples 400 --workers 2
 
-Prints the end-to-end rate (worker start-up, body-model load, room SDF build included)
-and the CPU time per sample of one shard generated in this process after a warm-up shard
-(``projected_samples_per_second_on_free_cores`` = workers / CPU seconds per sample, what the
-run would reach if each worker had a core to itself; the shared CPU machine rarely does).
-``--profile`` adds a cProfile table of that shard.
+Prints a JSON report with
+
+* ``end_to_end``: the rate of a full ``generate`` run with ``--workers`` processes (worker
+  start-up and body-model load included; rooms and their SDFs are built by a first run and
+  not timed, as ``generate`` caches them in the output folder);
+* ``per_stage_ms_per_sample``: CPU milliseconds per sample of each stage, measured in this
+  process on one shard per room kind after a warm-up shard (placement, body ray-caster
+  build, rendering, encoding, shard write, motion sequences, the rest), exclusive of nested
+  stages; ``projected_samples_per_second`` = workers * 1000 / total, the rate the run
+  would reach with one free core per worker (the shared CPU machine rarely has them).
+
+``--profile`` adds a cProfile table of the measured shards.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import pstats
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from sahmr.synth import generate as gen
 
 
-def _config(args: argparse.Namespace, out: Path) -> gen.GenerationConfig:
+class StageTimer:
+    """Exclusive CPU time per named stage: a stage's time excludes stages nested in it."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self._stack: list[list[float]] = []
+
+    def wrap(self, name: str, fn):
+        """``fn`` timed under ``name``."""
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            self._stack.append([time.process_time(), 0.0])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                start, nested = self._stack.pop()
+                spent = time.process_time() - start
+                self.seconds[name] += spent - nested
+                if self._stack:
+                    self._stack[-1][1] += spent
+
+        return timed
+
+
+def _config(args: argparse.Namespace, out: Path, kinds: list[str]) -> gen.GenerationConfig:
     return gen.GenerationConfig.from_dict(
         dict(
             out_dir=str(out),
@@ -35,65 +70,109 @@ def _config(args: argparse.Namespace, out: Path) -> gen.GenerationConfig:
             views_per_body=args.views_per_body,
             crop_format=args.crop_format,
             full_frame_scale=args.full_frame_scale,
-            splits={"train": dict(fraction=1.0, kinds=args.kinds, seeds=[100])},
+            sequence_fraction=args.sequence_fraction,
+            splits={"train": dict(fraction=1.0, kinds=kinds, seeds=[args.room_seed])},
         )
     )
+
+
+def _instrument(timer: StageTimer) -> None:
+    """Wraps the generator's stages (module attributes used by `generate_shard_rows`)."""
+    from sahmr.synth import placement
+
+    for name in ("place_actions", "sample"):
+        setattr(placement.Placer, name, timer.wrap("placement", getattr(placement.Placer, name)))
+    gen.StandingPlacer.sample = timer.wrap("placement", gen.StandingPlacer.sample)
+    gen.BodyRaycaster = timer.wrap("body_raycaster_build", gen.BodyRaycaster)
+    gen.render_sample = timer.wrap("render", gen.render_sample)
+    gen.encode_image = timer.wrap("encode", gen.encode_image)
+    gen.write_shard_atomic = timer.wrap("write", gen.write_shard_atomic)
+    gen.pack_rows = timer.wrap("write", gen.pack_rows)
+    gen._sequence_rows = timer.wrap("sequences_other", gen._sequence_rows)
 
 
 def main() -> None:
     """Runs the benchmark and prints a JSON report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-samples", type=int, default=400)
-    p.add_argument("--samples-per-shard", type=int, default=50)
+    p.add_argument("--samples-per-shard", type=int, default=100)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--placer", default="standing", choices=["standing", "auto"])
+    p.add_argument("--placer", default="auto", choices=["standing", "auto"])
     p.add_argument("--views-per-body", type=int, default=4)
     p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "png"])
     p.add_argument("--full-frame-scale", type=float, default=0.0)
-    p.add_argument("--kinds", nargs="+", default=["living_room", "office", "bedroom"])
+    p.add_argument("--sequence-fraction", type=float, default=0.0)
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["living_room", "office", "bedroom", "lecture_hall", "gym", "outdoor_platform"],
+    )
+    p.add_argument("--room-seed", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", action="store_true", help="profile one shard in-process")
+    p.add_argument("--skip-end-to-end", action="store_true")
+    p.add_argument("--profile", action="store_true", help="profile the measured shards")
     args = p.parse_args()
 
+    report: dict = {"args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "ds"
-        cfg = _config(args, out)
-        gen.generate(cfg, progress=False)  # rooms written once, not timed below
-        for shard in (out / "shards").glob("*.npz"):
-            shard.unlink()
-        t0 = time.perf_counter()
-        summary = gen.generate(cfg, progress=True)
-        wall = time.perf_counter() - t0
-        report = {
-            "args": vars(args),
-            "samples": summary["this_run"]["samples"],
-            "wall_seconds": round(wall, 2),
-            "samples_per_second_end_to_end": round(summary["this_run"]["samples"] / wall, 2),
-            "rejects": summary["rejects"],
-            "samples_per_action": summary["samples_per_action"],
-        }
-        # steady state in this process: one shard after a warm-up shard (room, SDF cached)
-        gen._init_worker(cfg, gen.scene_table(cfg))
-        plans = gen.plan_shards(cfg)
-        gen.generate_shard_rows(gen._STATE, plans[0])
-        plan = plans[-1] if len(plans) > 1 else plans[0]
+        if not args.skip_end_to_end:
+            out = Path(tmp) / "ds"
+            cfg = _config(args, out, args.kinds)
+            gen.generate(cfg, progress=False)  # rooms + SDFs written once, not timed below
+            for shard in (out / "shards").glob("*.npz"):
+                shard.unlink()
+            t0 = time.perf_counter()
+            summary = gen.generate(cfg, progress=True)
+            wall = time.perf_counter() - t0
+            report["end_to_end"] = {
+                "samples": summary["this_run"]["samples"],
+                "wall_seconds": round(wall, 2),
+                "samples_per_second": round(summary["this_run"]["samples"] / wall, 2),
+                "rejects": summary["rejects"],
+                "samples_per_action": summary["samples_per_action"],
+            }
+        # per stage, in this process: one warm-up + one measured shard per room kind
+        timer = StageTimer()
+        _instrument(timer)
         prof = cProfile.Profile() if args.profile else None
-        t1, c1 = time.perf_counter(), time.process_time()
-        if prof is not None:
-            prof.runcall(gen._run_shard, plan)
-        else:
-            gen._run_shard(plan)
-        wall1, cpu1 = time.perf_counter() - t1, time.process_time() - c1
-        report["steady_state_one_process"] = {
-            "samples": plan.num_samples,
-            "wall_seconds_per_sample": round(wall1 / plan.num_samples, 4),
-            "cpu_seconds_per_sample": round(cpu1 / plan.num_samples, 4),
-            "projected_samples_per_second_on_free_cores": round(
-                args.workers * plan.num_samples / cpu1, 1
-            ),
+        samples, cpu = 0, 0.0
+        for kind in args.kinds:
+            out = Path(tmp) / f"stage_{kind}"
+            cfg = _config(args, out, [kind])
+            cfg.num_samples, cfg.workers = 2 * args.samples_per_shard, 0
+            plans = gen.plan_shards(cfg)
+            table = gen.scene_table(cfg)
+            sid = gen.shard_scene_id(cfg, plans[0])
+            gen.write_room(out, sid, table[sid])
+            if cfg.placer == "auto":
+                device = gen.resolve_sdf_device(cfg.sdf_device)
+                gen.write_placer_sdf(out, sid, table[sid], cfg.sdf_voxel_size, device)
+            (out / "shards").mkdir(parents=True, exist_ok=True)
+            gen._init_worker(cfg, table)
+            gen._run_shard(plans[0])  # warm-up: room, ray caster, SDF load, first-use costs
+            timer.seconds.clear()
+            c0 = time.process_time()
+            if prof is not None:
+                prof.runcall(gen._run_shard, plans[-1])
+            else:
+                gen._run_shard(plans[-1])
+            spent = time.process_time() - c0
+            timer.seconds["other"] += spent - sum(timer.seconds.values())
+            report.setdefault("per_kind_ms_per_sample", {})[kind] = round(
+                1000 * spent / plans[-1].num_samples, 1
+            )
+            for k, v in timer.seconds.items():
+                report.setdefault("_stage_seconds", Counter())[k] += v
+            samples += plans[-1].num_samples
+            cpu += spent
+        stages = report.pop("_stage_seconds")
+        report["per_stage_ms_per_sample"] = {
+            k: round(1000 * v / samples, 2) for k, v in sorted(stages.items())
         }
+        report["cpu_ms_per_sample"] = round(1000 * cpu / samples, 1)
+        report["projected_samples_per_second"] = round(args.workers * samples / cpu, 1)
         if prof is not None:
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(20)
     print(json.dumps(report, indent=1))
 
 

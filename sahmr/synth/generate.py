@@ -5,6 +5,7 @@ A dataset is a folder::
     dataset.json          format version, config, config hash, shard plan, scene table
     rooms.json            scene_id -> how to rebuild the room (bundled name / kind + seed)
     rooms/<scene_id>/     the room (mesh.ply, meta.json, ...) + scene_points.npz (2 cm)
+                          + placer_sdf_<pitch>.npz (the contact placer's SDF, a cache)
     shards/shard-XXXXXX.npz   samples (`sahmr.synth.shards`)
     summary.json          counts per split / action / scene, rejects, samples/s
 
@@ -24,7 +25,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,13 @@ DATASET_FORMAT = "sahmr.synth_dataset"
 DATASET_VERSION = 1
 SCENE_POINT_SPACING = 0.02
 """Voxel size (m) of the stored scene point clouds."""
+GENERATOR_VERSION = 2
+"""Version of what the generator draws for a given config (part of the config hash, so a
+resumed run never mixes shards of two versions): 2 = mixed-action placement batches, the
+backrest actions, exact-mesh acceptance, repeated camera draws."""
+BODIES_PER_ROUND = 64
+"""Most bodies a shard asks the placer for at once (refined in mixed batches of candidates);
+one more than the views need, as a few camera draws fail."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -111,7 +119,7 @@ class GenerationConfig:
         jpeg_quality: JPEG quality.
         full_frame_scale: > 0 also stores the full frame rendered at this scale.
         views_per_body: Camera views rendered per placed body (one sequence id per body,
-            ``frame_index`` = view).
+            ``frame_index`` = view); up to twice as many cameras are drawn to get them.
         sequence_fraction: Share of draws that are short motions (`sahmr.synth.sequences`)
             rendered from one camera, ``frame_index`` = time; needs the contact placer.
         sequence_frames: Frames per motion.
@@ -119,6 +127,12 @@ class GenerationConfig:
         placer: ``"auto"`` (the contact placer, `sahmr.synth.placement.Placer`) or
             ``"standing"`` (feet only; tests and benchmarks).
         body_model_path: SMPL-format model file; None for the license-free body.
+        sdf_voxel_size: Pitch (m) of the room SDF grid the contact placer refines and
+            checks bodies on (`sahmr.synth.placement.build_placer_sdf`).
+        sdf_device: Where the main process builds the SDF grids when open3d is missing
+            (brute-force torch backend): ``"auto"`` (CUDA if available, else CPU), ``"cpu"``
+            or ``"cuda"``. Grids are built once per room before any worker starts and
+            cached in ``rooms/<scene_id>/``; workers only load them (and never touch CUDA).
     """
 
     out_dir: str
@@ -142,6 +156,8 @@ class GenerationConfig:
     max_attempts_factor: int = 20
     placer: str = "auto"
     body_model_path: str | None = None
+    sdf_voxel_size: float = 0.025
+    sdf_device: str = "auto"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationConfig:
@@ -169,21 +185,31 @@ class GenerationConfig:
             raise ValueError("sequence_frames must be >= 4")
         if self.sequence_fraction > 0 and self.placer == "standing":
             raise ValueError("motion sequences need the contact placer (placer=auto)")
+        if self.sdf_device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"sdf_device {self.sdf_device!r}: auto, cpu or cuda")
+        if not 0.005 <= self.sdf_voxel_size <= 0.2:
+            raise ValueError(f"sdf_voxel_size {self.sdf_voxel_size} m is not in [0.005, 0.2]")
 
     def content_dict(self) -> dict[str, Any]:
         """The config entries that define the content (JSON-ready)."""
         d = asdict(self)
-        for k in ("out_dir", "workers", "shard", "resume", "start_method"):
+        for k in ("out_dir", "workers", "shard", "resume", "start_method", "sdf_device"):
             d.pop(k)
         d["camera"]["image_sizes"] = [list(s) for s in d["camera"]["image_sizes"]]
         if not self.sequence_fraction:  # keeps the hashes of datasets made before sequences
             d.pop("sequence_fraction")
             d.pop("sequence_frames")
+        if self.sdf_voxel_size == 0.025:  # ... and before the SDF pitch was configurable
+            d.pop("sdf_voxel_size")
         return d
 
     def content_hash(self) -> str:
-        """SHA-256 (16 hex digits) of `content_dict` and the shard format version."""
-        text = json.dumps({"cfg": self.content_dict(), "v": SHARD_VERSION}, sort_keys=True)
+        """SHA-256 (16 hex digits) of `content_dict`, the shard format version and
+        `GENERATOR_VERSION`."""
+        text = json.dumps(
+            {"cfg": self.content_dict(), "v": SHARD_VERSION, "gen": GENERATOR_VERSION},
+            sort_keys=True,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -369,7 +395,9 @@ class StandingPlacer:
         )
 
 
-def make_placer(room: Room, body: Any, kind: str = "auto", sdf: Any = None) -> PlacerLike:
+def make_placer(
+    room: Room, body: Any, kind: str = "auto", sdf: Any = None, mesh_distance: Any = None
+) -> PlacerLike:
     """The contact placer `sahmr.synth.placement.Placer` (``kind="auto"``), or the fast
     `StandingPlacer` (``kind="standing"``: feet on the floor only, for tests and benchmarks).
 
@@ -377,7 +405,10 @@ def make_placer(room: Room, body: Any, kind: str = "auto", sdf: Any = None) -> P
         room: The room.
         body: The body model.
         kind: ``"auto"`` or ``"standing"``.
-        sdf: The room's SDF grid for the real placer (None builds it, seconds per room).
+        sdf: The room's SDF grid for the real placer (None builds it on the CPU, seconds
+            per room with open3d, minutes without).
+        mesh_distance: The room's exact mesh distance of an earlier placer (None: built
+            on first use).
 
     Returns:
         A placer. Build a fresh one per shard: the real placer queues accepted bodies
@@ -386,10 +417,48 @@ def make_placer(room: Room, body: Any, kind: str = "auto", sdf: Any = None) -> P
     if kind == "auto":
         from sahmr.synth.placement import Placer
 
-        return Placer(room, body, sdf=sdf)
+        return Placer(room, body, sdf=sdf, mesh_distance=mesh_distance)
     if kind != "standing":
         raise ValueError(f"unknown placer {kind!r} (auto or standing)")
     return StandingPlacer(room, body)
+
+
+def sdf_cache_path(root: Path, scene_id: str, voxel_size: float) -> Path:
+    """``rooms/<scene_id>/placer_sdf_<pitch in 0.1 mm>.npz``: a room's cached placer SDF."""
+    return root / "rooms" / scene_id / f"placer_sdf_{round(voxel_size * 1e4):04d}.npz"
+
+
+def resolve_sdf_device(name: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when this process sees a GPU, else ``"cpu"``."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def write_placer_sdf(
+    root: Path, scene_id: str, recipe: Mapping[str, Any], voxel_size: float, device: str
+) -> Path:
+    """Builds a room's placer SDF once and caches it (atomically) next to the room files.
+
+    Run in the main process before workers start: with open3d the grid is built on the
+    CPU in seconds; without it, by brute force on ``device`` (``"cuda"`` on a GPU machine).
+    """
+    path = sdf_cache_path(root, scene_id, voxel_size)
+    if path.is_file():
+        return path
+    from sahmr.synth.placement import build_placer_sdf
+
+    t0 = time.perf_counter()
+    grid = build_placer_sdf(build_room(recipe), voxel_size, device=device)
+    tmp = path.with_name(f".{path.stem}.tmp.{os.getpid()}.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(tmp)
+    os.replace(tmp, path)
+    logger.info("%s: placer SDF %s built in %.1f s", scene_id, grid.values.shape,
+                time.perf_counter() - t0)  # fmt: skip
+    return path
 
 
 # ----------------------------------------------------------------------------------------
@@ -467,7 +536,7 @@ class _WorkerState:
     table: dict[str, dict[str, Any]]
     body: Any = None
     face_regions: np.ndarray | None = None
-    rooms: dict[str, tuple[Room, RoomRaycaster, Any]] = field(default_factory=dict)
+    rooms: dict[str, list[Any]] = field(default_factory=dict)
 
 
 _STATE: _WorkerState | None = None
@@ -475,32 +544,53 @@ _BODIES: dict[str | None, Any] = {}
 """Body models loaded in this process, by path (loading takes seconds)."""
 
 
+def _load_body(path: str | None) -> Any:
+    """The body model of ``path`` with its topology (cached per process; forked workers
+    inherit what the main process loaded)."""
+    if path not in _BODIES:
+        from sahmr.body import BodyModel
+
+        body = BodyModel(path)
+        body.topology  # noqa: B018 -- derive (or load) the cached topology once, here
+        _BODIES[path] = body
+    return _BODIES[path]
+
+
 def _init_worker(cfg: GenerationConfig, table: dict[str, dict[str, Any]]) -> None:
     global _STATE
     import torch
 
-    from sahmr.body import BodyModel
-
     torch.set_num_threads(1)
-    if cfg.body_model_path not in _BODIES:
-        _BODIES[cfg.body_model_path] = BodyModel(cfg.body_model_path)
-    body = _BODIES[cfg.body_model_path]
+    body = _load_body(cfg.body_model_path)
     _STATE = _WorkerState(cfg=cfg, table=table, body=body)
     _STATE.face_regions = body_face_regions(body.lbs_weights.numpy(), body.faces)
 
 
 def _room(state: _WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, PlacerLike]:
-    """The room, its ray caster (cached per worker) and a fresh placer (SDF cached)."""
+    """The room, its ray caster, SDF and exact mesh distance (cached per worker) and a fresh
+    placer."""
     if scene_id not in state.rooms:
         if len(state.rooms) >= 4:
             state.rooms.pop(next(iter(state.rooms)))
         room = build_room(state.table[scene_id])
         caster = RoomRaycaster(room.mesh.vertices, room.mesh.faces)
-        state.rooms[scene_id] = (room, caster, None)
-    room, caster, sdf = state.rooms[scene_id]
-    placer = make_placer(room, state.body, state.cfg.placer, sdf=sdf)
-    if sdf is None and getattr(placer, "sdf", None) is not None:
-        state.rooms[scene_id] = (room, caster, placer.sdf)
+        sdf = None
+        if state.cfg.placer == "auto":
+            from sahmr.scene.sdf import SDFGrid
+
+            cfg = state.cfg
+            path = sdf_cache_path(Path(cfg.out_dir), scene_id, cfg.sdf_voxel_size)
+            if not path.is_file():  # written by generate() before workers start
+                path = write_placer_sdf(
+                    Path(cfg.out_dir), scene_id, state.table[scene_id], cfg.sdf_voxel_size, "cpu"
+                )
+            sdf = SDFGrid.load(path)
+        state.rooms[scene_id] = [room, caster, sdf, None]
+    cached = state.rooms[scene_id]
+    room, caster, sdf, exact = cached
+    placer = make_placer(room, state.body, state.cfg.placer, sdf=sdf, mesh_distance=exact)
+    if exact is None and hasattr(placer, "mesh_distance"):
+        cached[3] = placer.mesh_distance  # built once per room and worker
     return room, caster, placer
 
 
@@ -532,9 +622,15 @@ def generate_shard_rows(
     rng, scene_id = _shard_rng(cfg, plan)
     room, caster, placer = _room(state, scene_id)
     feasible = getattr(placer, "feasible_actions", None)
-    allowed = set(feasible()) if callable(feasible) else None
-    actions = [a for a in cfg.actions if allowed is None or a in allowed]
-    weights = np.array([cfg.actions[a] for a in actions], dtype=np.float64)
+    allowed = list(feasible()) if callable(feasible) else None
+    if cfg.actions:
+        actions = [a for a in cfg.actions if allowed is None or a in allowed]
+        weights = np.array([cfg.actions[a] for a in actions], dtype=np.float64)
+    else:  # uniform over the actions the room can host (the placer's choice if unknown)
+        actions = allowed or []
+        weights = np.ones(len(actions))
+    place_many = getattr(placer, "place_actions", None)
+    bodies: deque[PlacedBody | None] = deque()
     rows: list[dict[str, Any]] = []
     rejects: Counter[str] = Counter()
     attempts, body_idx = 0, 0
@@ -554,8 +650,22 @@ def generate_shard_rows(
                 rejects[reason] += 1
             rows.extend(motion[: plan.num_samples - len(rows)])
             continue
-        action = str(rng.choice(actions, p=weights / weights.sum())) if actions else None
-        placed = placer.sample(rng, action=action)
+        if not bodies:
+            # Place the bodies the rest of the shard needs together (the contact placer
+            # refines candidates of different actions in one batch: far cheaper per body).
+            left = plan.num_samples - len(rows)
+            f = cfg.sequence_fraction
+            per_draw = cfg.views_per_body * (1.0 - f) + cfg.sequence_frames * f
+            n = min(BODIES_PER_ROUND, math.ceil(left * (1.0 - f) / per_draw) + 1)
+            if actions:
+                names = [str(a) for a in rng.choice(actions, size=n, p=weights / weights.sum())]
+            else:
+                names = [None] * n
+            if callable(place_many) and actions:
+                bodies.extend(place_many(rng, names))
+            else:
+                bodies.extend(placer.sample(rng, action=a) for a in names)
+        placed = bodies.popleft()
         if placed is None:
             rejects["placement"] += 1
             continue
@@ -563,8 +673,11 @@ def generate_shard_rows(
         body_caster = BodyRaycaster(verts, faces)
         seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
         body_idx += 1
-        view = 0
-        for _ in range(cfg.views_per_body):
+        view, tries = 0, 0
+        # up to twice as many camera draws as views: a failed draw (no free spot, person
+        # out of frame, too occluded) costs far less than placing another body
+        while view < cfg.views_per_body and tries < 2 * cfg.views_per_body:
+            tries += 1
             if len(rows) >= plan.num_samples:
                 break
             camera = sample_camera(rng, room, np.asarray(placed.joints_world[0]), cfg.camera)
@@ -807,6 +920,12 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     logger.info(
         "%d of %d shards to write (%d skipped as done)", len(todo), len(mine), len(mine) - len(todo)
     )
+    if cfg.placer == "auto":
+        # Every SDF is built here, before any worker exists: forked workers must not touch
+        # CUDA, and each room's grid is built once instead of once per worker.
+        device = resolve_sdf_device(cfg.sdf_device)
+        for sid in sorted({shard_scene_id(cfg, p) for p in todo}):
+            write_placer_sdf(root, sid, table[sid], cfg.sdf_voxel_size, device)
     t0 = time.perf_counter()
     made = 0
     bar = tqdm(total=sum(p.num_samples for p in todo), unit="sample", disable=not progress)
@@ -816,6 +935,8 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
             made += _run_shard(p)["num_samples"]
             bar.update(p.num_samples)
     else:
+        if cfg.start_method == "fork":
+            _load_body(cfg.body_model_path)  # once here, not once per worker
         ctx = mp.get_context(cfg.start_method)
         with ctx.Pool(
             min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(cfg, table)

@@ -1,6 +1,7 @@
 """Place posed bodies into a room so that they touch what the action needs and penetrate nothing.
 
-Pipeline of :meth:`Placer.sample_batch` (one action, a batch of candidates):
+Pipeline of :meth:`Placer.place_actions` / :meth:`Placer.sample_batch` (a batch of
+candidates, of one action or of several):
 
 1. Sample a pose (:func:`sahmr.synth.poses.sample_pose_euler`) and betas per candidate.
 2. Pick a target surface of the action's primary contact kind and a facing direction
@@ -9,16 +10,31 @@ Pipeline of :meth:`Placer.sample_batch` (one action, a batch of candidates):
    :attr:`sahmr.synth.poses.ActionSpec.placement`).
 3. Refine all candidates together by a short Adam optimisation (float32) on the room SDF
    over translation, yaw, a small root tilt and the body joint Euler angles (clamped to
-   :data:`sahmr.synth.poses.JOINT_LIMITS` after every step). The body is skinned on a
-   subset of its vertices (>= 150 vertices of each contact region, every 6th other one)
-   for speed, with SMPL's pose blend shapes frozen at the sampled pose; the loss is
-   penetration (``relu(margin - sdf)`` over the subset) + contact
-   (mean of the lowest ``1/10`` of ``|sdf|`` over each required region) + a prior keeping
-   the joint angles near the sampled pose.
-4. Evaluate the full mesh (exact :class:`sahmr.body.BodyModel` forward) on the SDF and
+   :data:`sahmr.synth.poses.JOINT_LIMITS` after every step). The body is skinned
+   (:class:`sahmr.synth.skinning.SubsetSkinner`) on a vertex subset for speed: the
+   representatives of a coarse level of the body's mesh hierarchy (``subset_level``; the
+   431-vertex level of SMPL's mesh by default) plus about ``region_vertices`` vertices of
+   each contact region, with SMPL's pose blend shapes frozen at the sampled pose; the loss
+   is penetration (``relu(margin - sdf)`` over the subset) + contact (mean of the lowest
+   ``1/10`` of ``|sdf|`` over each required region) + a prior keeping the joint angles near
+   the sampled pose. The loop's cost is dominated by the number of tensor operations, so
+   candidates of different actions are refined in one batch (:meth:`Placer.place_actions`).
+4. Evaluate the FULL mesh (exact :class:`sahmr.body.BodyModel` forward, every vertex) and
    accept a candidate only if every required region touches (min ``|sdf|`` of its vertices
-   ``<= contact_tol``, 2 cm), the deepest vertex penetrates ``<= penetration_tol`` (1 cm)
-   and, for standing actions, the pelvis and ankles are over walkable floor.
+   ``<= contact_tol``, 2 cm), the touching vertices of each required region lie on a
+   surface of a required kind (back on the backrest, buttocks on the seat, ...; the floor
+   is not checked), the deepest vertex penetrates ``<= penetration_tol`` (1 cm) and, for
+   standing actions, the pelvis and ankles are over walkable floor. Distances are EXACT
+   (``exact_check``): the SDF grid settles the clear cases (its trilinear value is within
+   ``sum_c w_c |p - node_c|`` <= sqrt(3) voxels of the truth) and every vertex it cannot
+   settle gets its closest-point distance to the room mesh
+   (:class:`sahmr.scene.sdf.MeshSignedDistance`: open3d, or culled brute force in torch).
+   The subset and the grid only steer the refinement; the rules see every vertex exactly.
+
+The grid (:func:`build_placer_sdf`, 2.5 cm by default) under-estimates depths at sharp edges
+by up to about a voxel; the refinement's ``margin`` (8 mm) absorbs most of it, and a coarser
+grid (4 cm, faster to build without open3d) costs acceptance, not correctness. The 7 cm
+vertex contact labels use the exact distance where it was computed, the grid elsewhere.
 
 Frames: the ROOM (world) frame is z up, floor at z = 0, metres. Body parameters in
 :class:`PlacedBody` are in the room frame: the body's y-up frame is rotated to z up (body
@@ -27,19 +43,20 @@ Frames: the ROOM (world) frame is z up, floor at z = 0, metres. Body parameters 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from smplx.lbs import batch_rigid_transform
 from torch import Tensor
 
 from sahmr.body.model import BodyModel
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from sahmr.scene.sdf import SDFGrid, build_sdf_grid
+from sahmr.scene.sdf import MeshSignedDistance, SDFGrid, build_sdf_grid
 from sahmr.synth.furniture import Surface
 from sahmr.synth.poses import (
     ACTIONS,
@@ -51,6 +68,7 @@ from sahmr.synth.poses import (
     sample_pose_euler,
 )
 from sahmr.synth.rooms import Room
+from sahmr.synth.skinning import SubsetSkinner, subset_vertices
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +78,7 @@ __all__ = [
     "PlacementStats",
     "Placer",
     "body_to_room_rotation",
+    "build_placer_sdf",
     "facing_to_yaw",
 ]
 
@@ -188,40 +207,65 @@ class PlacementStats:
             logger.info("placement %s", line)
 
 
-class _SDFLookup(torch.autograd.Function):
-    """Trilinear SDF lookup whose backward uses the analytic cell gradient (no grid_sample).
+def trilinear_sdf(
+    points: Tensor, grid: Tensor, origin: Tensor, voxel: float
+) -> tuple[Tensor, Tensor]:
+    """Trilinear SDF value and its analytic gradient within the cell.
 
-    Same values as :meth:`SDFGrid.sample` (clamped to the grid plus the distance outside
-    it); about twice as fast on CPU for the refinement's many small batches.
+    Same values as :meth:`SDFGrid.sample` (clamped to the grid, plus the distance to the
+    grid outside it). The eight corner values are gathered once and interpolated axis by
+    axis with fused multiply-adds; the gradient reuses the same differences.
+
+    Args:
+        points: Tensor of shape (..., 3), world frame, metres.
+        grid: (D, H, W) SDF values (``SDFGrid.values``), metres.
+        origin: (3,) world position of node (0, 0, 0).
+        voxel: node spacing, metres.
+
+    Returns:
+        ``(sdf (...), grad (..., 3))``, metres and metres per metre; the gradient ignores
+        the outside-the-grid term.
+    """
+    D, H, W = grid.shape
+    lead = points.shape[:-1]
+    q = (points.reshape(-1, 3) - origin) / voxel
+    hi = torch.tensor([W - 1.0001, H - 1.0001, D - 1.0001], dtype=q.dtype, device=q.device)
+    qc = torch.minimum(q.clamp_min(0.0), hi)
+    i0 = qc.floor()
+    f = qc - i0
+    i0 = i0.long()
+    base = (i0[:, 2] * H + i0[:, 1]) * W + i0[:, 0]
+    offs = torch.tensor(
+        [0, 1, W, W + 1, H * W, H * W + 1, H * W + W, H * W + W + 1], device=q.device
+    )
+    c = grid.reshape(-1)[base[:, None] + offs].view(-1, 2, 2, 2)  # (N, z, y, x)
+    fx, fy, fz = f.unbind(-1)
+    dx = c[..., 1] - c[..., 0]  # (N, z, y)
+    cx = torch.addcmul(c[..., 0], dx, fx[:, None, None])
+    dy = cx[..., 1] - cx[..., 0]  # (N, z)
+    cy = torch.addcmul(cx[..., 0], dy, fy[:, None])
+    gz = cy[:, 1] - cy[:, 0]
+    d = torch.addcmul(cy[:, 0], gz, fz)
+    dxy = torch.addcmul(dx[..., 0], dx[..., 1] - dx[..., 0], fy[:, None])  # (N, z)
+    gx = torch.addcmul(dxy[:, 0], dxy[:, 1] - dxy[:, 0], fz)
+    gy = torch.addcmul(dy[:, 0], dy[:, 1] - dy[:, 0], fz)
+    grad = torch.stack([gx, gy, gz], dim=-1).div_(voxel)
+    outside = (q - qc).norm(dim=-1).mul_(voxel)
+    return (d + outside).view(lead), grad.view(*lead, 3)
+
+
+class _SDFLookup(torch.autograd.Function):
+    """:func:`trilinear_sdf` as a differentiable op (backward: the analytic cell gradient).
+
+    Several times faster on CPU than ``grid_sample`` + autograd for the refinement's many
+    small batches.
     """
 
     @staticmethod
     def forward(ctx, points: Tensor, grid: Tensor, origin: Tensor, voxel: float) -> Tensor:
-        D, H, W = grid.shape
-        q = (points - origin) / voxel
-        hi = torch.tensor([W - 1.0001, H - 1.0001, D - 1.0001], dtype=q.dtype, device=q.device)
-        qc = torch.minimum(torch.clamp_min(q, 0.0), hi)
-        outside = (q - qc).norm(dim=-1) * voxel
-        i0 = qc.floor().long()
-        f = qc - i0
-        base = (i0[..., 2] * H + i0[..., 1]) * W + i0[..., 0]
-        offs = torch.tensor(
-            [0, 1, W, W + 1, H * W, H * W + 1, H * W + W, H * W + W + 1], device=q.device
-        )
-        c = grid.reshape(-1)[base[..., None] + offs].reshape(*base.shape, 2, 2, 2)  # z, y, x
-        fx, fy, fz = f[..., 0, None, None], f[..., 1, None], f[..., 2]
-        cx = c[..., 0] * (1 - fx) + c[..., 1] * fx  # (..., 2z, 2y)
-        cy = cx[..., 0] * (1 - fy) + cx[..., 1] * fy  # (..., 2z)
-        d = cy[..., 0] * (1 - fz) + cy[..., 1] * fz
-        dx = c[..., 1] - c[..., 0]
-        fy1, fz1 = f[..., 1], f[..., 2]
-        gx = (dx[..., 0, 0] * (1 - fy1) + dx[..., 0, 1] * fy1) * (1 - fz1) + (
-            dx[..., 1, 0] * (1 - fy1) + dx[..., 1, 1] * fy1
-        ) * fz1
-        gy = (cx[..., 0, 1] - cx[..., 0, 0]) * (1 - fz1) + (cx[..., 1, 1] - cx[..., 1, 0]) * fz1
-        gz = cy[..., 1] - cy[..., 0]
-        ctx.save_for_backward(torch.stack([gx, gy, gz], dim=-1) / voxel)
-        return d + outside
+        d, grad = trilinear_sdf(points, grid, origin, voxel)
+        ctx.save_for_backward(grad)
+        return d
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -238,6 +282,7 @@ class _Target:
     yaw: float
     anchor: np.ndarray  # (3,) point the placement rule aligns to
     facing: np.ndarray  # (3,) horizontal unit facing direction
+    support: Surface | None = None  # second surface of the object (the backrest), if used
 
 
 def _horizontal_axis(surface: Surface) -> tuple[np.ndarray, float]:
@@ -277,6 +322,43 @@ def clip_mesh_to_box(mesh, lo: np.ndarray, hi: np.ndarray):
     return trimesh.Trimesh(vertices, faces, process=False)
 
 
+def build_placer_sdf(
+    room: Room,
+    voxel_size: float = 0.025,
+    region_xy: np.ndarray | None = None,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = "cpu",
+) -> SDFGrid:
+    """The SDF grid the :class:`Placer` refines and checks bodies on.
+
+    The room mesh is clipped to 2.4 m height (and to ``region_xy`` +- 1 m when given), and
+    the grid built by :func:`sahmr.scene.sdf.build_sdf_grid` with a 20 cm margin.
+
+    Args:
+        room: the room (z up, metres).
+        voxel_size: grid pitch, metres.
+        region_xy: optional (2, 2) ``[[xmin, ymin], [xmax, ymax]]`` (m).
+        backend: ``"auto"`` (open3d when it imports, else brute-force torch), ``"open3d"``
+            or ``"torch"``.
+        device: device of the torch backend (``"cuda"`` on a GPU machine; keep the default
+            ``"cpu"`` in forked worker processes, which must not touch CUDA).
+
+    Returns:
+        The grid (world frame).
+    """
+    lo = np.array([-1e3, -1e3, -1.0])
+    hi = np.array([1e3, 1e3, 2.4])
+    if region_xy is not None:
+        lo[:2] = np.asarray(region_xy)[0] - 1.0
+        hi[:2] = np.asarray(region_xy)[1] + 1.0
+    mesh = clip_mesh_to_box(room.mesh, lo, hi)
+    t0 = time.perf_counter()
+    sdf = build_sdf_grid(mesh, voxel_size=voxel_size, margin=0.2, backend=backend, device=device)
+    logger.info("placer SDF built in %.2f s", time.perf_counter() - t0)
+    return sdf
+
+
 class Placer:
     """Samples bodies placed in contact with a room's surfaces (see the module docstring).
 
@@ -298,10 +380,16 @@ class Placer:
         learning_rate: float = 0.015,
         contact_tol: float = 0.02,
         penetration_tol: float = 0.01,
-        subset_stride: int = 6,
+        surface_tol: float = 0.02,
+        subset_level: int = 2,
+        region_vertices: int = 100,
         max_batches: int = 6,
-        margin: float = 0.004,
+        min_batch: int = 16,
+        max_batch: int = 32,
+        margin: float = 0.008,
         penetration_weight: float = 2.0,
+        exact_check: bool = True,
+        mesh_distance: MeshSignedDistance | None = None,
     ) -> None:
         """Builds the placer.
 
@@ -319,11 +407,26 @@ class Placer:
             learning_rate: Adam step size (m for translation, rad for angles).
             contact_tol: max gap (m) between a required region and the scene.
             penetration_tol: max penetration depth (m).
-            subset_stride: keep every n-th non-region vertex in the refinement.
-            max_batches: batches tried by :meth:`sample` before giving up.
+            surface_tol: a required region's touching vertices must lie within
+                ``contact_tol + surface_tol`` (m) of a surface rectangle of a required kind.
+            subset_level: the refinement skins the unlabelled part of the body on the
+                representatives of this level of ``body.topology`` (0 = every vertex,
+                1 = the 1723-vertex level of SMPL's mesh, 2 = the 431-vertex level).
+            region_vertices: about this many vertices of each contact region are skinned.
+            max_batches: batches (rounds of :meth:`place_actions`) tried before giving up.
+            min_batch: :meth:`place_actions` refines at least this many candidates per
+                round (several per empty slot when few are left).
+            max_batch: most candidates refined together by :meth:`place_actions`.
             margin: the refinement pushes subset vertices this far (m) out of the scene,
-                covering the vertices it does not skin.
+                covering the vertices it does not skin and the grid's under-estimated
+                depths at sharp edges.
             penetration_weight: weight of the penetration term.
+            exact_check: decide acceptance on the exact distance to the room mesh
+                (:class:`sahmr.scene.sdf.MeshSignedDistance`) for every vertex the grid
+                cannot settle; False decides on the grid alone (its trilinear interpolation
+                under-estimates depths at sharp edges by up to a voxel).
+            mesh_distance: the room mesh's exact distance (built on first use when None;
+                pass :attr:`mesh_distance` of an earlier placer of the room to reuse it).
         """
         self.room = room
         self.body = body
@@ -335,56 +438,45 @@ class Placer:
         self.contact_tol = contact_tol
         self.penetration_tol = penetration_tol
         self.max_batches = max_batches
+        self.min_batch = min_batch
+        self.max_batch = max_batch
+        self.surface_tol = surface_tol
+        self.exact_check = exact_check
+        self._exact = mesh_distance
+        self._rect_cache: dict[tuple, tuple[np.ndarray, ...] | None] = {}
         self.margin = margin
         self.penetration_weight = penetration_weight
         self.stats = PlacementStats()
         self._queue: dict[str, list[PlacedBody]] = defaultdict(list)
         self._feasible: list[str] | None = None
         if sdf is None:
-            mesh = room.mesh
-            lo = np.array([-1e3, -1e3, -1.0])
-            hi = np.array([1e3, 1e3, 2.4])
-            if self.region_xy is not None:
-                lo[:2] = self.region_xy[0] - 1.0
-                hi[:2] = self.region_xy[1] + 1.0
-            mesh = clip_mesh_to_box(mesh, lo, hi)
-            t0 = time.perf_counter()
-            sdf = build_sdf_grid(mesh, voxel_size=voxel_size, margin=0.2)
-            logger.info("placer SDF built in %.2f s", time.perf_counter() - t0)
+            sdf = build_placer_sdf(room, voxel_size, self.region_xy, device=self.device)
         self.sdf = sdf
         self._sdf_values = sdf.to_torch(self.device)[0]
         self._sdf_origin = torch.as_tensor(sdf.origin, dtype=torch.float32, device=self.device)
-        self._prepare_body(subset_stride)
+        self._prepare_body(subset_level, region_vertices)
 
     # ------------------------------------------------------------------ body caches
-    def _prepare_body(self, stride: int) -> None:
+    def _prepare_body(self, subset_level: int, region_vertices: int) -> None:
         labels = np.asarray(self.body.topology.contact_labels[0], dtype=np.int64)
         self.vertex_region = labels
-        keep = [np.flatnonzero(labels == 0)[::stride]]
-        for r in range(1, 8):  # large regions are thinned too, keeping >= 150 vertices
-            idx = np.flatnonzero(labels == r)
-            keep.append(idx[:: max(1, len(idx) // 150)])
-        subset = np.sort(np.concatenate(keep))
-        self._subset = torch.as_tensor(subset, device=self.device)
+        reps = np.arange(len(labels))
+        for level in range(min(subset_level, self.body.topology.num_levels - 1)):
+            # a coarse vertex's representative: its largest down-sampling weight (a plain
+            # selection for derived topologies)
+            down = self.body.topology.down[level].tocsr()
+            reps = reps[np.asarray(down.argmax(axis=1)).reshape(-1)]
+        subset = subset_vertices(labels, reps, region_vertices)
+        self._skinner = SubsetSkinner(self.body, subset, self.device)
+        self._subset = self._skinner.subset
         sub_labels = labels[subset]
         self._sub_region_idx = {
             r: torch.as_tensor(np.flatnonzero(sub_labels == r), device=self.device)
             for r in range(1, 8)
         }
         self._full_region_idx = {r: np.flatnonzero(labels == r) for r in range(1, 8)}
-        bm = self.body
-        dev = self.device
-        f32 = torch.float32
-        V = bm.num_vertices
-        self._v_template = bm.v_template.to(dev, f32)
-        self._shapedirs = bm.shapedirs.to(dev, f32)
-        self._J_regressor = bm.J_regressor.to(dev, f32)
-        self._parents = bm.parents.to(dev)
-        posedirs = bm.posedirs.to(dev, f32).reshape(-1, V, 3)
-        self._posedirs_sub = posedirs[:, self._subset].reshape(posedirs.shape[0], -1)
-        self._weights_sub = bm.lbs_weights.to(dev, f32)[self._subset]
-        self._limits = torch.as_tensor(JOINT_LIMITS, dtype=f32, device=dev)
-        self._body_to_room = torch.as_tensor(_BODY_TO_ROOM, dtype=f32, device=dev)
+        self._limits = torch.as_tensor(JOINT_LIMITS, dtype=torch.float32, device=self.device)
+        self._body_to_room = torch.as_tensor(_BODY_TO_ROOM, dtype=torch.float32, device=self.device)
 
     def _sdf_fast(self, points: Tensor) -> Tensor:
         """SDF (m) at room-frame points (..., 3), differentiable in the points."""
@@ -392,36 +484,11 @@ class Placer:
             points, self._sdf_values[0, 0], self._sdf_origin, float(self.sdf.voxel_size)
         )
 
-    def _pose_blend_subset(self, v_shaped_sub: Tensor, body_rot: Tensor) -> Tensor:
-        """Shaped subset vertices (B, S, 3) plus SMPL's pose blend shapes for ``body_rot``."""
-        B = v_shaped_sub.shape[0]
-        pose_feature = (body_rot - torch.eye(3, device=self.device)).reshape(B, -1)
-        return v_shaped_sub + (pose_feature @ self._posedirs_sub).reshape(B, -1, 3)
-
-    def _skin_subset(
-        self, v_posed: Tensor, joints_rest: Tensor, root_rot: Tensor, body_rot: Tensor
-    ) -> Tensor:
-        """Linear blend skinning of the vertex subset.
-
-        Args:
-            v_posed: (B, S, 3) rest vertices of the subset, shaped and pose-blended.
-            joints_rest: (B, 24, 3) rest joints of the shaped body.
-            root_rot: (B, 3, 3) root rotation (room frame).
-            body_rot: (B, 23, 3, 3) joint rotations.
-
-        Returns:
-            (B, S, 3) posed subset vertices without translation, room frame, metres.
-        """
-        B = v_posed.shape[0]
-        rots = torch.cat([root_rot[:, None], body_rot], dim=1)
-        _, A = batch_rigid_transform(rots, joints_rest, self._parents)
-        T = (self._weights_sub @ A.reshape(B, 24, 16)).reshape(B, -1, 4, 4)
-        return (T[..., :3, :3] @ v_posed[..., None])[..., 0] + T[..., :3, 3]
-
     def _root_rotation(self, yaw: Tensor, root_delta: Tensor, root_body: Tensor) -> Tensor:
         """Room-frame root rotation ``Rz(yaw) @ B2R @ exp(delta) @ R_body`` (B, 3, 3)."""
-        zero = torch.zeros_like(yaw)
-        rz = euler_to_matrix(torch.stack([zero, zero, yaw], dim=-1))
+        c, s = torch.cos(yaw), torch.sin(yaw)
+        zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
+        rz = torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=-1).view(-1, 3, 3)
         return rz @ self._body_to_room @ axis_angle_to_matrix(root_delta) @ root_body
 
     # ------------------------------------------------------------------ targets
@@ -440,8 +507,17 @@ class Placer:
             if self.region_xy is not None and s.kind not in ("floor", "wall"):
                 if not self._in_region(s.center[:2]):
                     continue
+            if spec.placement == "seat_back" and self._backrest(oid) is None:
+                continue
             out.append((oid, s))
         return out
+
+    def _backrest(self, object_id: int) -> Surface | None:
+        """The first backrest surface of an object (None when it has none)."""
+        for s in self.room.objects[object_id].surfaces:
+            if s.kind == "backrest":
+                return s
+        return None
 
     def _in_region(self, xy: np.ndarray) -> bool:
         if self.region_xy is None:
@@ -499,6 +575,17 @@ class Placer:
             off = rng.uniform(-0.25, 0.25, 2) * s.half_size
             anchor = s.center + off[0] * s.axis_u + off[1] * s.axis_v
             return _Target(oid, s, facing_to_yaw(facing) + jitter, anchor, facing)
+        if mode == "seat_back":
+            back = self._backrest(oid)
+            if back is None:
+                return None
+            facing = np.array([back.normal[0], back.normal[1], 0.0])
+            facing /= np.linalg.norm(facing)
+            h, half_h = _horizontal_axis(back)
+            anchor = back.center + h * rng.uniform(-1.0, 1.0) * max(half_h - 0.3, 0.0)
+            anchor[2] = s.center[2]
+            yaw = facing_to_yaw(facing) + 0.5 * jitter
+            return _Target(oid, s, yaw, anchor, facing, support=back)
         if mode == "edge" or (mode == "face" and s.kind == "tabletop"):
             edges = []
             for axis, half in ((s.axis_u, s.half_size[0]), (s.axis_v, s.half_size[1])):
@@ -564,6 +651,29 @@ class Placer:
             c = verts[prim].mean(0)
             t[:2] = target.anchor[:2] - c[:2]
             t[2] = s.center[2] - verts[prim, 2].min()
+            if mode == "seat":
+                # On a seat deeper than the thighs (a sofa), slide forward until the knees
+                # overhang the front edge, so that the shins clear it.
+                f = target.facing
+                reach = abs(s.axis_u @ f) * s.half_size[0] + abs(s.axis_v @ f) * s.half_size[1]
+                knees = (verts[labels == 7] @ f).max() + t @ f
+                t += f * max(0.0, s.center @ f + reach + 0.04 - knees)
+        elif mode == "seat_back":
+            # seated on the seat, the back (and the buttocks) just in front of the backrest
+            f, back = target.facing, target.support
+            t[2] = s.center[2] - verts[prim, 2].min()
+            rear = verts[np.isin(labels, (5, 6))]
+            along = back.center @ f - (rear @ f).min() + 0.5 * self.margin
+            c = verts[prim].mean(0)
+            # ... unless the knees would then stay over a seat deeper than the thighs (not a
+            # bed, where the legs lie): slide forward until they overhang its front edge and
+            # let the refinement recline the back onto the backrest.
+            if s.kind == "seat":
+                reach = abs(s.axis_u @ f) * s.half_size[0] + abs(s.axis_v @ f) * s.half_size[1]
+                knees = (verts[labels == 7] @ f).max()
+                along = max(along, s.center @ f + reach + 0.02 - knees)
+            lateral = np.array([-f[1], f[0], 0.0])
+            t[:2] = (f * along + lateral * ((target.anchor - c) @ lateral))[:2]
         elif mode == "lie":
             c = verts.mean(0)
             t[:2] = target.anchor[:2] - c[:2]
@@ -609,10 +719,53 @@ class Placer:
             queue.extend(self.sample_batch(rng, action))
         return queue.pop(0) if queue else None
 
+    def place_actions(
+        self, rng: np.random.Generator, actions: Sequence[str]
+    ) -> list[PlacedBody | None]:
+        """One accepted placement per requested action, candidates of all actions refined
+        together.
+
+        Each round refines one candidate per still-empty slot (several per slot when fewer
+        than ``min_batch`` slots are left), in batches of at most ``max_batch``
+        candidates of mixed actions: the refinement's cost is dominated by the number of
+        tensor operations, so one large batch is much cheaper per candidate than many small
+        ones. A slot takes the first accepted candidate of its action; surplus accepted
+        candidates are queued for later calls (this method and :meth:`sample`).
+
+        Args:
+            rng: numpy random generator.
+            actions: action names (repeats allowed).
+
+        Returns:
+            A list aligned with ``actions``: the placement, or None for slots still empty
+            after ``max_batches`` rounds.
+        """
+        out: list[PlacedBody | None] = [None] * len(actions)
+        for i, a in enumerate(actions):
+            if self._queue[a]:
+                out[i] = self._queue[a].pop(0)
+        for _ in range(self.max_batches):
+            todo = [i for i, p in enumerate(out) if p is None]
+            if not todo:
+                break
+            slots = list(todo)
+            while len(slots) < self.min_batch:
+                slots.extend(todo[: self.min_batch - len(slots)])
+            for start in range(0, len(slots), self.max_batch):
+                chunk = slots[start : start + self.max_batch]
+                for i, p in zip(chunk, self._sample_mixed(rng, [actions[i] for i in chunk])):
+                    if p is None:
+                        continue
+                    if out[i] is None:
+                        out[i] = p
+                    else:
+                        self._queue[actions[i]].append(p)
+        return out
+
     def sample_batch(
         self, rng: np.random.Generator, action: str, num_candidates: int | None = None
     ) -> list[PlacedBody]:
-        """Sample, place and refine a batch of candidates; return the accepted ones.
+        """Sample, place and refine a batch of candidates of one action; return the accepted.
 
         Args:
             rng: numpy random generator.
@@ -622,41 +775,53 @@ class Placer:
         Returns:
             Accepted placements (possibly empty), in candidate order.
         """
-        spec = ACTIONS[action]
         n = num_candidates or self.num_candidates
+        return [p for p in self._sample_mixed(rng, [action] * n) if p is not None]
+
+    def _sample_mixed(
+        self, rng: np.random.Generator, actions: Sequence[str]
+    ) -> list[PlacedBody | None]:
+        """Targets, poses and shapes for one candidate per entry, placed as one batch.
+
+        Returns:
+            A list aligned with ``actions`` (None: no target or rejected).
+        """
         t0 = time.perf_counter()
-        targets, poses, betas = [], [], []
-        for _ in range(n):
+        keep, specs, targets, roots, bodies, betas = [], [], [], [], [], []
+        for i, action in enumerate(actions):
+            spec = ACTIONS[action]
             tgt = self._choose_target(spec, rng)
             if tgt is None:
                 self.stats.attempts[action] += 1
                 self.stats.reasons[action]["no_target"] += 1
                 continue
             root, body = sample_pose_euler(action, rng)
+            keep.append(i)
+            specs.append(spec)
             targets.append(tgt)
-            poses.append((np.deg2rad(root), np.deg2rad(body)))
+            roots.append(np.deg2rad(root))
+            bodies.append(np.deg2rad(body))
             betas.append(sample_betas(rng))
-        if not targets:
-            self.stats.seconds[action] += time.perf_counter() - t0
-            return []
-        root_body = euler_to_matrix(torch.as_tensor(np.stack([p[0] for p in poses])))
-        out = self._place(
-            spec, targets, np.stack(betas), root_body.numpy(), np.stack([p[1] for p in poses])
-        )
-        self.stats.seconds[action] += time.perf_counter() - t0
+        out: list[PlacedBody | None] = [None] * len(actions)
+        if targets:
+            root_body = euler_to_matrix(torch.as_tensor(np.stack(roots))).numpy()
+            placed = self._place(specs, targets, np.stack(betas), root_body, np.stack(bodies))
+            for i, p in zip(keep, placed):
+                out[i] = p
+        dt = time.perf_counter() - t0
+        for action in actions:
+            self.stats.seconds[action] += dt / len(actions)
         logger.debug(
-            "%s: %d/%d accepted in %.0f ms (running rate %.0f%%)",
-            action,
-            len(out),
-            len(targets),
-            1000 * (time.perf_counter() - t0),
-            100 * self.stats.acceptance_rate(action),
+            "%d/%d candidates accepted in %.0f ms",
+            sum(p is not None for p in out),
+            len(actions),
+            1000 * dt,
         )
         return out
 
     def _place(
         self,
-        spec: ActionSpec,
+        spec: ActionSpec | Sequence[ActionSpec],
         targets: list[_Target],
         betas: np.ndarray,
         root_body: np.ndarray,
@@ -666,11 +831,12 @@ class Placer:
         prior_weight: float = 1.0,
         smooth_weight: float = 0.0,
         keep_all: bool = False,
-    ) -> list[PlacedBody]:
+        margin: float | None = None,
+    ) -> list[PlacedBody | None]:
         """Initial placement, refinement and acceptance of a batch (see module docstring).
 
         Args:
-            spec: the action.
+            spec: the action, or one action per candidate.
             targets: per-candidate targets (length B).
             betas: (B, 10).
             root_body: (B, 3, 3) root rotation in the BODY frame (the yaw of each target and
@@ -682,87 +848,123 @@ class Placer:
             smooth_weight: weight of a second-difference penalty on the translations of
                 consecutive candidates (frames of a sequence).
             keep_all: return every candidate (no rejection, stats untouched).
+            margin: penetration margin of the refinement (default: the placer's).
 
         Returns:
-            Accepted placements (all candidates with ``keep_all``).
+            Per candidate, the placement or None when rejected (never None with
+            ``keep_all``).
         """
         dev, f32 = self.device, torch.float32
         B = len(targets)
+        specs = [spec] * B if isinstance(spec, ActionSpec) else list(spec)
+        margin = self.margin if margin is None else margin
+        skinner = self._skinner
         betas_t = torch.as_tensor(betas, dtype=f32, device=dev)
-        with torch.no_grad():
-            v_shaped = self._v_template + torch.einsum("bl,vcl->bvc", betas_t, self._shapedirs)
-            joints_rest = torch.einsum("jv,bvc->bjc", self._J_regressor, v_shaped)
-            v_shaped_sub = v_shaped[:, self._subset]
         root_body = torch.as_tensor(root_body, dtype=f32, device=dev)
         euler0 = torch.as_tensor(body_euler, dtype=f32, device=dev)
-        yaw = torch.as_tensor([t.yaw for t in targets], dtype=f32, device=dev)
-        root_delta = torch.zeros(B, 3, device=dev)
+        yaw0 = torch.as_tensor([t.yaw for t in targets], dtype=f32, device=dev)
         with torch.no_grad():
+            v_shaped_sub, joints_rest = skinner.rest(betas_t)
+            bound = skinner.bind(joints_rest)
             # Pose blend shapes are frozen at the sampled pose inside the loop (the pose moves
             # little; this halves the backward pass). The final check is the exact model.
             rot0 = body_euler_to_matrix(euler0)
-            v_posed_sub = self._pose_blend_subset(v_shaped_sub, rot0)
+            v_posed_sub = skinner.pose_blend(v_shaped_sub, rot0)
         if init_transl is None:
             with torch.no_grad():
-                rot = self._root_rotation(yaw, root_delta, root_body)
-                verts = self._skin_subset(v_posed_sub, joints_rest, rot, rot0)
+                rot = self._root_rotation(yaw0, torch.zeros(B, 3, device=dev), root_body)
+                verts = skinner.skin(v_posed_sub, bound, rot, rot0)
             # SMPL rotates about the rest root joint, so the pelvis stays at J_0 + transl.
             verts_np, pelvis_np = verts.cpu().numpy(), joints_rest[:, 0].cpu().numpy()
             init_transl = np.stack(
                 [
-                    self._initial_translation(spec, targets[b], verts_np[b], pelvis_np[b])
+                    self._initial_translation(specs[b], targets[b], verts_np[b], pelvis_np[b])
                     for b in range(B)
                 ]
             )
-        transl = torch.as_tensor(init_transl, dtype=f32, device=dev).clone()
-        euler = euler0.clone()
-        params = [transl, yaw, root_delta, euler]
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=self.learning_rate)
-        lo, hi = self._limits[..., 0], self._limits[..., 1]
-        for _ in range(self.iterations if iterations is None else iterations):
-            opt.zero_grad(set_to_none=True)
+        # One packed parameter tensor (Adam is elementwise, so this equals separate tensors
+        # with one learning rate): translation (3), yaw (1), root tilt (3), joint angles (69).
+        # Adam's update is written out: torch.optim.Adam costs more per step than the small
+        # update itself (and imports torch._dynamo, seconds, on first use).
+        x = torch.cat(
+            [
+                torch.as_tensor(init_transl, dtype=f32, device=dev).reshape(B, 3),
+                yaw0[:, None],
+                torch.zeros(B, 3, device=dev),
+                euler0.reshape(B, -1),
+            ],
+            dim=1,
+        ).requires_grad_(True)
+        adam_m, adam_v = torch.zeros_like(x), torch.zeros_like(x)
+        beta1, beta2 = 0.9, 0.999
+        lo = self._limits[..., 0].reshape(-1)
+        hi = self._limits[..., 1].reshape(-1)
+        prior_mean = x.detach()[:, 4:].clone()  # no root tilt, the sampled joint angles
+        # contact terms: per region, the candidates (rows) whose action requires it
+        need = np.zeros((B, 8), dtype=bool)
+        for b, sp in enumerate(specs):
+            for req in sp.contacts:
+                need[b, list(req.regions)] = True
+        used = [r for r in range(1, 8) if need[:, r].any()]
+        # one gather of every used region's subset vertices, sliced per region below
+        sizes = [len(self._sub_region_idx[r]) for r in used]
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        region_idx = torch.cat([self._sub_region_idx[r] for r in used]) if used else None
+        region_w = torch.as_tensor(need[:, used], dtype=f32, device=dev)  # (B, R)
+        steps = self.iterations if iterations is None else iterations
+        for step in range(1, steps + 1):
+            transl, yaw, root_delta = x[:, :3], x[:, 3], x[:, 4:7]
+            euler = x[:, 7:].view(B, -1, 3)
             rot = self._root_rotation(yaw, root_delta, root_body)
-            verts = self._skin_subset(v_posed_sub, joints_rest, rot, body_euler_to_matrix(euler))
-            verts = verts + transl[:, None]
-            sdf = self._sdf_fast(verts)  # (B, S)
-            pen = torch.relu(self.margin - sdf).sum(-1)
-            contact = torch.zeros(B, device=dev)
-            for req in spec.contacts:
-                for r in req.regions:
-                    d = (sdf[:, self._sub_region_idx[r]] - 0.5 * self.margin).abs()
-                    k = max(3, d.shape[1] // 10)
-                    contact = contact + d.topk(k, dim=1, largest=False).values.mean(1)
-            prior = ((euler - euler0) ** 2).sum((1, 2)) + (root_delta**2).sum(-1)
-            loss = (10.0 * contact + self.penetration_weight * pen + prior_weight * prior).sum()
+            verts = skinner.skin(v_posed_sub, bound, rot, body_euler_to_matrix(euler))
+            sdf = self._sdf_fast(verts + transl[:, None])  # (B, S)
+            loss = self.penetration_weight * torch.relu(margin - sdf).sum()
+            if region_idx is not None:
+                d_all = (sdf[:, region_idx] - 0.5 * margin).abs()
+                terms = []
+                for a, b in itertools.pairwise(bounds):
+                    k = max(3, int(b - a) // 10)
+                    terms.append(d_all[:, a:b].topk(k, dim=1, largest=False).values.mean(1))
+                loss = loss + 10.0 * (torch.stack(terms, dim=1) * region_w).sum()
+            loss = loss + prior_weight * ((x[:, 4:] - prior_mean) ** 2).sum()
             if smooth_weight > 0 and B > 2:
                 acc = transl[2:] - 2 * transl[1:-1] + transl[:-2]
                 loss = loss + smooth_weight * (acc**2).sum()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                euler.copy_(torch.maximum(torch.minimum(euler, hi), lo))
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():  # Adam (as torch.optim.Adam, without its per-call overhead)
+                adam_m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                adam_v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                denom = (adam_v / (1.0 - beta2**step)).sqrt_().add_(1e-8)
+                x.addcdiv_(adam_m, denom, value=-self.learning_rate / (1.0 - beta1**step))
+                x[:, 7:].clamp_(lo, hi)
         with torch.no_grad():
+            transl, yaw, root_delta = x[:, :3], x[:, 3], x[:, 4:7]
+            euler = x[:, 7:].reshape(B, -1, 3)
             rot = self._root_rotation(yaw, root_delta, root_body)
             global_orient = matrix_to_axis_angle(rot)
             body_pose = matrix_to_axis_angle(body_euler_to_matrix(euler)).reshape(B, -1)
-        return self._accept(
-            spec, targets, betas_t, global_orient, body_pose, transl.detach(), keep_all
-        )
+            transl = transl.clone()
+        return self._accept(specs, targets, betas_t, global_orient, body_pose, transl, keep_all)
 
     def _accept(
         self,
-        spec: ActionSpec,
+        specs: Sequence[ActionSpec],
         targets: list[_Target],
         betas: Tensor,
         global_orient: Tensor,
         body_pose: Tensor,
         transl: Tensor,
         keep_all: bool = False,
-    ) -> list[PlacedBody]:
-        """Exact full-mesh checks; build :class:`PlacedBody` for accepted candidates."""
-        action = spec.name
+    ) -> list[PlacedBody | None]:
+        """Exact full-mesh checks; a :class:`PlacedBody` per accepted candidate, else None.
+
+        A candidate is accepted when its deepest vertex penetrates at most
+        ``penetration_tol``, every required region comes within ``contact_tol`` of the scene,
+        the touching vertices of each required region lie on a surface of a required kind
+        (within ``contact_tol + surface_tol`` of one of its rectangles; requirements that
+        allow the floor are not checked, the floor being everywhere), and, for standing
+        actions, the pelvis and ankles are over walkable floor.
+        """
         with torch.no_grad():
             out = self.body(
                 betas=betas.to(self.body.v_template.dtype),
@@ -775,22 +977,20 @@ class Placer:
         sdf_np = sdf.cpu().numpy()
         verts_np = verts.cpu().numpy()
         joints_np = out.joints.float().cpu().numpy()
-        accepted = []
-        for b, tgt in enumerate(targets):
+        results: list[PlacedBody | None] = []
+        for b, (spec, tgt) in enumerate(zip(specs, targets)):
+            action = spec.name
+            regions = [r for req in spec.contacts for r in req.regions]
+            if self.exact_check:
+                err = self._grid_error(verts_np[b])
+                reason = self._decide(sdf_np[b], regions, err)
+                if reason is None:  # the grid cannot settle it: exact where it matters
+                    sdf_np[b] = self._exact_near(verts_np[b], sdf_np[b], regions, err)
+            reason = self._decide(sdf_np[b], regions, None)
             depth = float(max(0.0, -sdf_np[b].min()))
-            gaps = {
-                r: float(np.abs(sdf_np[b, self._full_region_idx[r]]).min())
-                for req in spec.contacts
-                for r in req.regions
-            }
-            reason = None
-            if depth > self.penetration_tol:
-                reason = "penetration"
-            else:
-                for r, g in gaps.items():
-                    if g > self.contact_tol:
-                        reason = f"contact:{r}"
-                        break
+            gaps = {r: float(np.abs(sdf_np[b, self._full_region_idx[r]]).min()) for r in regions}
+            if reason is None:
+                reason = self._surface_check(spec, tgt, verts_np[b], sdf_np[b])
             if reason is None and spec.placement in _STANDING_MODES:
                 pts = joints_np[b, [0, 7, 8], :2]
                 if not np.all(self.room.free_space.is_walkable(pts)):
@@ -799,10 +999,10 @@ class Placer:
                 self.stats.attempts[action] += 1
                 if reason is not None:
                     self.stats.reasons[action][reason] += 1
+                    results.append(None)
                     continue
                 self.stats.accepts[action] += 1
-            labels, points, point_region = self._contacts(verts[b], sdf[b])
-            accepted.append(
+            results.append(
                 PlacedBody(
                     betas=betas[b].cpu().numpy().astype(np.float64),
                     global_orient=global_orient[b].cpu().numpy().astype(np.float64),
@@ -810,9 +1010,9 @@ class Placer:
                     transl=transl[b].cpu().numpy().astype(np.float64),
                     vertices_world=verts_np[b].astype(np.float32),
                     joints_world=joints_np[b].astype(np.float32),
-                    vertex_contact=labels,
-                    contact_points_world=points,
-                    contact_point_region=point_region,
+                    vertex_contact=np.zeros(0, np.int64),  # filled below, all at once
+                    contact_points_world=np.zeros((0, 3), np.float32),
+                    contact_point_region=np.zeros(0, np.int64),
                     action=action,
                     object_id=tgt.object_id if tgt.surface.kind not in ("floor", "wall") else -1,
                     surface_kind=tgt.surface.kind,
@@ -820,35 +1020,171 @@ class Placer:
                     contact_gap=gaps,
                 )
             )
-        return accepted
+        rows = [b for b, p in enumerate(results) if p is not None]
+        if rows:
+            sdf = torch.as_tensor(sdf_np, device=verts.device)
+            for b, (labels, points, region) in zip(rows, self._contacts(verts[rows], sdf[rows])):
+                p = results[b]
+                p.vertex_contact, p.contact_points_world, p.contact_point_region = (
+                    labels,
+                    points,
+                    region,
+                )
+        return results
 
-    def _contacts(self, verts: Tensor, sdf: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @property
+    def mesh_distance(self) -> MeshSignedDistance:
+        """Exact signed distance to the room mesh (open3d when it imports, else culled
+        brute force in torch on the CPU), built on first use."""
+        if self._exact is None:
+            mesh = self.room.mesh
+            self._exact = MeshSignedDistance(
+                np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces), device="cpu"
+            )
+        return self._exact
+
+    def _grid_error(self, verts: np.ndarray) -> np.ndarray:
+        """Bound (m) of the grid's trilinear error at each vertex (V, 3) -> (V,).
+
+        Each node holds the exact distance, which is 1-Lipschitz, so the interpolated value
+        is off by at most ``sum_c w_c |p - node_c|`` (at most sqrt(3) voxels); outside the
+        grid the bound is infinite.
+        """
+        vox = float(self.sdf.voxel_size)
+        q = (verts - self.sdf.origin) / vox
+        hi = np.array(self.sdf.shape_xyz) - 1
+        f = q - np.floor(q)
+        wx, wy, wz = (np.stack([1 - f[:, k], f[:, k]], 1) for k in range(3))
+        dx, dy, dz = (np.stack([f[:, k], 1 - f[:, k]], 1) for k in range(3))
+        w = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]
+        d = np.sqrt(dx[:, :, None, None] ** 2 + dy[:, None, :, None] ** 2
+                    + dz[:, None, None, :] ** 2)  # fmt: skip
+        bound = vox * (w * d).reshape(len(verts), -1).sum(1)
+        outside = np.any((q < 0) | (q > hi), axis=1)
+        return np.where(outside, np.inf, bound)
+
+    def _decide(
+        self, sdf: np.ndarray, regions: list[int], err: np.ndarray | None
+    ) -> str | None:
+        """Penetration / contact verdict from signed distances (V,) known up to ``err`` (V,)
+        metres (None: exact): a reason when certainly rejected, else None."""
+        e = 0.0 if err is None else err
+        if np.any(sdf + e < -self.penetration_tol):
+            return "penetration"
+        gap = np.abs(sdf) - e
+        for r in regions:
+            if gap[self._full_region_idx[r]].min() > self.contact_tol:
+                return f"contact:{r}"
+        return None
+
+    def _exact_near(
+        self, verts: np.ndarray, sdf: np.ndarray, regions: list[int], err: np.ndarray
+    ) -> np.ndarray:
+        """Grid values (V,) with the exact mesh distance at every vertex the grid cannot
+        settle: possibly deeper than ``penetration_tol``, or of a required region and
+        possibly within ``contact_tol``; all of them lie within ``|sdf| + err`` of the mesh.
+        """
+        need = sdf - err < -self.penetration_tol
+        for r in regions:
+            idx = self._full_region_idx[r]
+            need[idx] |= np.abs(sdf[idx]) - err[idx] <= self.contact_tol
+        idx = np.flatnonzero(need)
+        out = sdf.copy()
+        if idx.size:
+            reach = float(np.max(np.abs(sdf[idx]) + err[idx])) + 1e-3
+            out[idx] = self.mesh_distance(verts[idx].astype(np.float64), max_distance=reach)
+        return out
+
+    def _surface_check(
+        self, spec: ActionSpec, target: _Target, verts: np.ndarray, sdf: np.ndarray
+    ) -> str | None:
+        """``"surface:<region>"`` when a required region touches no surface of its kinds.
+
+        Args:
+            spec: the action.
+            target: the candidate's target (its object's surfaces are preferred).
+            verts: (V, 3) room-frame vertices.
+            sdf: (V,) their signed distances (m).
+        """
+        limit = self.contact_tol + self.surface_tol
+        for req in spec.contacts:
+            if "floor" in req.surfaces:
+                continue
+            rects = self._rectangles(req.surfaces, target.object_id)
+            if rects is None:
+                continue
+            for r in req.regions:
+                idx = self._full_region_idx[r]
+                touching = verts[idx[np.abs(sdf[idx]) <= self.contact_tol]]
+                if len(touching) == 0:
+                    return f"contact:{r}"
+                if _rectangle_distance(touching, *rects).min() > limit:
+                    return f"surface:{r}"
+        return None
+
+    def _rectangles(
+        self, kinds: tuple[str, ...], object_id: int
+    ) -> tuple[np.ndarray, ...] | None:
+        """Stacked rectangles of the given kinds: the target object's if it has any, else the
+        room's; None when the room has none."""
+        key = (kinds, object_id)
+        if key not in self._rect_cache:
+            surf = []
+            if object_id >= 0:
+                surf = [s for s in self.room.objects[object_id].surfaces if s.kind in kinds]
+            if not surf:
+                surf = [s for _, s in self.room.surfaces() if s.kind in kinds]
+            self._rect_cache[key] = (
+                None
+                if not surf
+                else tuple(
+                    np.stack([getattr(s, a) for s in surf])
+                    for a in ("center", "axis_u", "axis_v", "half_size")
+                )
+            )
+        return self._rect_cache[key]
+
+    def _contacts(
+        self, verts: Tensor, sdf: Tensor
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Vertex contact labels (7 cm rule) and projected scene contact points.
 
         Args:
-            verts: (V, 3) room-frame vertices.
-            sdf: (V,) their signed distances.
+            verts: (B, V, 3) room-frame vertices.
+            sdf: (B, V) their signed distances.
 
         Returns:
-            ``(labels (V,) int64, points (P, 3) float32, point_region (P,) int64)``.
+            Per body ``(labels (V,) int64, points (P, 3) float32, point_region (P,) int64)``.
         """
         region = torch.as_tensor(self.vertex_region, device=verts.device)
         close = (sdf.abs() < CONTACT_THRESHOLD) & (region > 0)
-        labels = torch.where(close, region, torch.zeros_like(region))
-        idx = torch.nonzero(close).squeeze(1)
-        if idx.numel() == 0:
-            return labels.cpu().numpy(), np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
-        points = verts[idx].detach().clone()
+        labels = torch.where(close, region, torch.zeros_like(region)).cpu().numpy()
+        bi, vi = torch.nonzero(close, as_tuple=True)
+        start = verts[bi, vi]
+        points = start.clone()
+        grid = self._sdf_values[0, 0]
         for _ in range(3):  # Newton-like steps onto the zero level set (sharp edges need >1)
-            p = points.clone().requires_grad_(True)
-            with torch.enable_grad():
-                d = self._sdf_fast(p)
-                (grad,) = torch.autograd.grad(d.sum(), p)
+            d, grad = trilinear_sdf(points, grid, self._sdf_origin, float(self.sdf.voxel_size))
             n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            points = (points - d.detach()[:, None] * n).detach()
-        keep = (points - verts[idx]).norm(dim=-1) <= CONTACT_THRESHOLD
-        return (
-            labels.cpu().numpy().astype(np.int64),
-            points[keep].cpu().numpy().astype(np.float32),
-            region[idx][keep].cpu().numpy().astype(np.int64),
-        )
+            points = points - d[:, None] * n
+        keep = ((points - start).norm(dim=-1) <= CONTACT_THRESHOLD).cpu().numpy()
+        bi_np = bi.cpu().numpy()
+        pts_np = points.cpu().numpy().astype(np.float32)
+        reg_np = region[vi].cpu().numpy().astype(np.int64)
+        out = []
+        for b in range(verts.shape[0]):
+            sel = (bi_np == b) & keep
+            out.append((labels[b].astype(np.int64), pts_np[sel], reg_np[sel]))
+        return out
+
+
+def _rectangle_distance(
+    points: np.ndarray, center: np.ndarray, u: np.ndarray, v: np.ndarray, half: np.ndarray
+) -> np.ndarray:
+    """Distance (m) of points (P, 3) to rectangles (K,) given by centres (K, 3), unit axes
+    (K, 3) and half sizes (K, 2): array of shape (P, K)."""
+    local = points[:, None, :] - center[None]
+    a = np.clip(np.einsum("pkc,kc->pk", local, u), -half[:, 0], half[:, 0])
+    b = np.clip(np.einsum("pkc,kc->pk", local, v), -half[:, 1], half[:, 1])
+    closest = center[None] + a[..., None] * u[None] + b[..., None] * v[None]
+    return np.linalg.norm(points[:, None, :] - closest, axis=-1)

@@ -17,7 +17,10 @@ and a pose can be checked against the limits from its axis-angle alone
 :data:`ACTIONS` names, per action, the pose template, the noise added around it and the
 contacts a placement must realise (body contact regions of :data:`sahmr.body.constants.
 CONTACT_REGION_NAMES` and the surface kinds of :data:`sahmr.synth.furniture.SURFACE_KINDS`
-they must touch).
+they must touch). Lying requires the back and buttocks on the lying surface; sitting comes
+upright (``sit_chair``, ``sit_sofa``: buttocks and thighs on the seat, feet on the floor) and
+leaning back (``sit_back_chair``, ``sit_back_sofa``, ``sit_back_bed``: the back on the
+object's backrest or headboard as well).
 """
 
 from __future__ import annotations
@@ -107,8 +110,8 @@ _ARMS_DOWN: _Angles = {
     "left_shoulder": (0, 0, -72), "right_shoulder": (0, 0, 72),
     "left_elbow": (0, -12, 0), "right_elbow": (0, 12, 0),
 }  # fmt: skip
-_SIT_LEGS: _Angles = {
-    "left_hip": (-88, 0, 4), "right_hip": (-88, 0, -4),
+_SIT_LEGS: _Angles = {  # thighs sloping down a little: their backs touch a deep seat too
+    "left_hip": (-83, 0, 4), "right_hip": (-83, 0, -4),
     "left_knee": (85, 0, 0), "right_knee": (85, 0, 0),
 }  # fmt: skip
 
@@ -122,6 +125,11 @@ _TEMPLATES: dict[str, tuple[_Angles, tuple[float, float, float]]] = {
               "left_elbow": (0, -20, 0), "right_elbow": (0, 30, 0)}, (0, 0, 0)),
     "sit": ({**_SIT_LEGS, "left_shoulder": (0, -25, -65), "right_shoulder": (0, 25, 65),
              "left_elbow": (0, -45, 0), "right_elbow": (0, 45, 0)}, (0, 0, 0)),
+    "sit_deep": ({"left_hip": (-80, 0, 5), "right_hip": (-80, 0, -5),
+                  "left_knee": (72, 0, 0), "right_knee": (72, 0, 0),
+                  "left_ankle": (8, 0, 0), "right_ankle": (8, 0, 0),
+                  "left_shoulder": (0, -25, -65), "right_shoulder": (0, 25, 65),
+                  "left_elbow": (0, -45, 0), "right_elbow": (0, 45, 0)}, (0, 0, 0)),
     "sit_high": ({"left_hip": (-85, 0, 4), "right_hip": (-85, 0, -4),
                   "left_knee": (65, 0, 0), "right_knee": (65, 0, 0),
                   "left_ankle": (15, 0, 0), "right_ankle": (15, 0, 0),
@@ -133,6 +141,24 @@ _TEMPLATES: dict[str, tuple[_Angles, tuple[float, float, float]]] = {
                  "spine1": (12, 0, 0), "left_shoulder": (0, -35, -60),
                  "right_shoulder": (0, 35, 60), "left_elbow": (0, -40, 0),
                  "right_elbow": (0, 40, 0)}, (0, 0, 0)),
+    # leaning back: the root pitched back (negative x), the hips opened by as much and a
+    # little more, so that the thighs slope down onto the seat
+    "sit_back": ({"left_hip": (-74, 0, 4), "right_hip": (-74, 0, -4),
+                  "left_knee": (85, 0, 0), "right_knee": (85, 0, 0),
+                  "spine3": (4, 0, 0), "neck": (6, 0, 0),
+                  "left_shoulder": (0, -25, -65), "right_shoulder": (0, 25, 65),
+                  "left_elbow": (0, -45, 0), "right_elbow": (0, 45, 0)}, (-10, 0, 0)),
+    "sit_recline": ({"left_hip": (-46, 0, 6), "right_hip": (-46, 0, -6),
+                     "left_knee": (68, 0, 0), "right_knee": (68, 0, 0),
+                     "left_ankle": (10, 0, 0), "right_ankle": (10, 0, 0),
+                     "spine2": (5, 0, 0), "spine3": (8, 0, 0), "neck": (16, 0, 0),
+                     "left_shoulder": (0, -20, -70), "right_shoulder": (0, 20, 70),
+                     "left_elbow": (0, -30, 0), "right_elbow": (0, 30, 0)}, (-30, 0, 0)),
+    "sit_long": ({"left_hip": (-79, 0, 4), "right_hip": (-79, 0, -4),
+                  "left_knee": (4, 0, 0), "right_knee": (4, 0, 0),
+                  "spine3": (4, 0, 0), "neck": (8, 0, 0),
+                  "left_shoulder": (0, -30, -60), "right_shoulder": (0, 30, 60),
+                  "left_elbow": (0, -20, 0), "right_elbow": (0, 20, 0)}, (-12, 0, 0)),
     "lie": ({"left_shoulder": (0, 0, -75), "right_shoulder": (0, 0, 75),
              "left_hip": (0, 0, 4), "right_hip": (0, 0, -4)}, (-90, 0, 0)),
     "lie_knees_up": ({"left_shoulder": (0, 0, -75), "right_shoulder": (0, 0, 75),
@@ -191,9 +217,11 @@ class ActionSpec:
             as the placement target.
         placement: how the placer positions the body on the target surface: ``"floor"``
             (standing anywhere walkable), ``"seat"`` (sit on a seat, facing the object's
-            front), ``"edge"`` (sit on an edge of a bed/step, facing outwards), ``"lie"``
-            (lie along a horizontal surface), ``"face"`` (stand facing a wall or a table
-            edge, reaching it), ``"back_to"`` (stand with the back to a wall).
+            front), ``"seat_back"`` (sit on the seat of an object with a backrest, the back
+            against the backrest, facing away from it), ``"edge"`` (sit on an edge of a
+            bed/step, facing outwards), ``"lie"`` (lie along a horizontal surface),
+            ``"face"`` (stand facing a wall or a table edge, reaching it), ``"back_to"``
+            (stand with the back to a wall).
         categories: object categories allowed for the target surface (empty: any).
         sigma_deg: standard deviation (degrees) of the Gaussian noise per joint angle.
         root_sigma_deg: standard deviation (degrees) of the noise on the root tilt.
@@ -214,6 +242,7 @@ class ActionSpec:
 
 
 _FEET = ContactRequirement((1, 2), ("floor",))
+_BACKREST = ContactRequirement((5,), ("backrest",))
 _SEATERS = ("chair", "bench", "box", "bollard")
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -223,8 +252,17 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("walk", "walk", (ContactRequirement((1,), ("floor",)),), "floor"),
         ActionSpec("sit_chair", "sit", (ContactRequirement((6, 7), ("seat",)), _FEET),
                    "seat", _SEATERS),
-        ActionSpec("sit_sofa", "sit", (ContactRequirement((6, 7), ("seat",)), _FEET),
+        ActionSpec("sit_sofa", "sit_deep", (ContactRequirement((6, 7), ("seat",)), _FEET),
                    "seat", ("sofa",)),
+        ActionSpec("sit_back_chair", "sit_back",
+                   (ContactRequirement((6, 7), ("seat",)), _BACKREST, _FEET), "seat_back",
+                   ("chair",), sigma_deg=5.0),
+        ActionSpec("sit_back_sofa", "sit_recline",
+                   (ContactRequirement((6, 7), ("seat",)), _BACKREST, _FEET), "seat_back",
+                   ("sofa",), sigma_deg=5.0),
+        ActionSpec("sit_back_bed", "sit_long",
+                   (ContactRequirement((6,), ("bed",)), _BACKREST), "seat_back", ("bed",),
+                   sigma_deg=4.0),
         ActionSpec("sit_stool", "sit_high", (ContactRequirement((6, 7), ("seat",)),),
                    "seat", ("stool",)),
         ActionSpec("sit_bed_edge", "sit", (ContactRequirement((6, 7), ("bed",)), _FEET),
@@ -306,17 +344,38 @@ def euler_to_matrix(euler: Tensor, order: str = "ZYX") -> Tensor:
 def body_euler_to_matrix(euler: Tensor) -> Tensor:
     """Joint rotation matrices from body Euler angles with :data:`JOINT_EULER_ORDER`.
 
+    Closed form (one sine and cosine per angle, the nine entries of ``Rz @ Ry @ Rx``, or of
+    ``Ry @ Rz @ Rx`` for the elbows): a few dozen tensor operations for any batch, which
+    keeps the placer's refinement loop cheap. Equal to :func:`euler_to_matrix` per joint.
+
     Args:
         euler: Tensor of shape (..., 23, 3), radians.
 
     Returns:
         Tensor of shape (..., 23, 3, 3).
     """
-    R = euler_to_matrix(euler, "ZYX")
+    s, c = torch.sin(euler), torch.cos(euler)
+    sx, sy, sz = s.unbind(-1)
+    cx, cy, cz = c.unbind(-1)
+    czsy, szsy = cz * sy, sz * sy
+    zyx = (
+        cz * cy, czsy * sx - sz * cx, czsy * cx + sz * sx,
+        sz * cy, szsy * sx + cz * cx, szsy * cx - cz * sx,
+        -sy, cy * sx, cy * cx,
+    )  # fmt: skip
+    R = torch.stack(zyx, dim=-1)
     if _ELBOWS:
-        R = R.clone()
-        R[..., _ELBOWS, :, :] = euler_to_matrix(euler[..., _ELBOWS, :], "YZX")
-    return R
+        e = torch.as_tensor(_ELBOWS, device=euler.device)
+        sx, sy, sz = s[..., e, :].unbind(-1)
+        cx, cy, cz = c[..., e, :].unbind(-1)
+        cysz, sysz = cy * sz, sy * sz
+        yzx = (
+            cy * cz, sy * sx - cysz * cx, cysz * sx + sy * cx,
+            sz, cz * cx, -cz * sx,
+            -sy * cz, sysz * cx + cy * sx, cy * cx - sysz * sx,
+        )  # fmt: skip
+        R = R.index_copy(R.dim() - 2, e, torch.stack(yzx, dim=-1))
+    return R.reshape(*euler.shape[:-1], 3, 3)
 
 
 def euler_deg_to_axis_angle(euler_deg: np.ndarray, order: str = "ZYX") -> np.ndarray:

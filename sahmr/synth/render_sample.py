@@ -11,6 +11,7 @@ ambient, two-sided faces). Frames: world z-up, metres; camera OpenCV; ``T_w2c`` 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ class _Raycaster:
         normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         norm = np.linalg.norm(normals, axis=1, keepdims=True)
         self.normals = normals / np.where(norm > 0, norm, 1.0)
+        self._normals32 = self.normals.astype(np.float32)
         self.vertices = vertices
         self._origin = vertices.min(axis=0)
         try:
@@ -63,6 +65,26 @@ class _Raycaster:
                 indices=faces.astype(np.int32),
             )
 
+    def occluded(self, origin: np.ndarray, dirs: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """Whether each ray hits the mesh within a distance.
+
+        Args:
+            origin: (3,) ray origin, world frame.
+            dirs: (N, 3) unit directions, world frame.
+            dist: (N,) distances along the rays, metres.
+
+        Returns:
+            (N,) bool, True where a hit lies at most ``dist`` away.
+        """
+        n = len(dirs)
+        if self._scene is not None:
+            o = np.broadcast_to((origin - self._origin).astype(np.float32), (n, 3))
+            d = np.ascontiguousarray(dirs, dtype=np.float32)
+            far = np.ascontiguousarray(dist, dtype=np.float32)
+            return self._scene.run(np.ascontiguousarray(o), d, dists=far, query="OCCLUDED") >= 0
+        _, hit = self.cast(origin, dirs)
+        return hit <= dist
+
     def cast(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest hits of rays from one origin.
 
@@ -77,7 +99,8 @@ class _Raycaster:
         n = len(dirs)
         if self._scene is not None:
             o = np.broadcast_to((origin - self._origin).astype(np.float32), (n, 3))
-            res = self._scene.run(np.ascontiguousarray(o), dirs.astype(np.float32), output=1)
+            d = np.ascontiguousarray(dirs, dtype=np.float32)
+            res = self._scene.run(np.ascontiguousarray(o), d, output=1)
             face = res["primID"].astype(np.int64)
             hit = res["geomID"] >= 0
             face[~hit] = -1
@@ -104,6 +127,15 @@ class BodyRaycaster(_Raycaster):
     """Ray caster over one posed body mesh (world frame); build once per placed body."""
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_grid(width: int, height: int) -> np.ndarray:
+    """(H * W, 3) float32 homogeneous pixel centres ``(u, v, 1)``, row-major (read-only)."""
+    uu, vv = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    pix = np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size, np.float32)], axis=-1)
+    pix.flags.writeable = False
+    return pix
+
+
 def pixel_rays(
     K: np.ndarray, T_w2c: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +149,15 @@ def pixel_rays(
         height: H, pixels.
 
     Returns:
-        ``(origin_world (3,), directions_world (H * W, 3))``, row-major pixel order.
+        ``(origin_world (3,) float64, directions_world (H * W, 3) float32)``, row-major
+        pixel order.
     """
-    uu, vv = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    pix = np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size)], axis=-1)
-    R = T_w2c[:3, :3]
-    dirs = (pix @ np.linalg.inv(K).T) @ R
-    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-    return -R.T @ T_w2c[:3, 3], dirs
+    R = np.asarray(T_w2c, dtype=np.float64)[:3, :3]
+    # one 3x3 product for all pixels: d = R^T K^-1 (u, v, 1), as a row vector pix @ M
+    M = (np.linalg.inv(np.asarray(K, dtype=np.float64)).T @ R).astype(np.float32)
+    dirs = _pixel_grid(width, height) @ M
+    dirs *= (1.0 / np.sqrt(np.einsum("ij,ij->i", dirs, dirs)))[:, None]
+    return -R.T @ np.asarray(T_w2c, dtype=np.float64)[:3, 3], dirs
 
 
 @dataclass
@@ -179,7 +212,6 @@ def render_view(
     """
     T_w2c = np.asarray(T_w2c, dtype=np.float64)
     origin, dirs = pixel_rays(np.asarray(K, dtype=np.float64), T_w2c, width, height)
-    f_room, d_room = room.cast(origin, dirs)
     # The body can only be hit inside its projected bounding rectangle (+1 px): cast there.
     f_body = np.full(len(dirs), -1, dtype=np.int64)
     d_body = np.full(len(dirs), np.inf)
@@ -196,28 +228,43 @@ def render_view(
     else:  # some vertex at or behind the camera plane: cast every ray
         f_body, d_body = body.cast(origin, dirs)
     body_hit = f_body >= 0
-    body_front = body_hit & (d_body <= d_room)
-    room_front = (f_room >= 0) & ~body_front
+    # The room: where the body is hit, only "is the room nearer?" (a cheap any-hit query),
+    # and its nearest hit where it is (occluded person pixels) or where the body is not.
+    on_body = np.flatnonzero(body_hit)
+    hidden = room.occluded(origin, dirs[on_body], d_body[on_body])
+    body_front = body_hit.copy()
+    body_front[on_body[hidden]] = False
+    need = np.flatnonzero(~body_front)
+    f_room = np.full(len(dirs), -1, dtype=np.int64)
+    d_room = np.full(len(dirs), np.inf)
+    f_room[need], d_room[need] = room.cast(origin, dirs[need])
+    room_front = f_room >= 0
     dist = np.where(body_front, d_body, d_room)
 
     light = np.asarray(appearance.light_dir_world, dtype=np.float64)
     light = light / np.linalg.norm(light)
-    amb = appearance.ambient
-    color = np.empty((len(dirs), 3), dtype=np.float64)
+    amb = np.float32(appearance.ambient)
+    color = np.empty((len(dirs), 3), dtype=np.float32)
     color[:] = appearance.background
     for front, faces, caster, face_colors in (
         (body_front, f_body, body, appearance.body_face_colors),
         (room_front, f_room, room, appearance.room_face_colors),
     ):
         idx = np.flatnonzero(front)
+        if idx.size == 0:
+            continue
         fi = faces[idx]
-        n = caster.normals[fi]
-        n_dot_view = -np.einsum("ij,ij->i", n, dirs[idx])
-        sign = np.where(n_dot_view < 0, -1.0, 1.0)  # two-sided faces
-        key = np.clip((n @ light) * sign, 0.0, 1.0)
-        head = np.clip(n_dot_view * sign, 0.0, 1.0)
+        n_dot_light = (caster.normals @ light).astype(np.float32)  # per face, this light
+        # d . n per pixel (= -cos of the view angle); np.take: faster row gathers
+        d_dot_n = np.einsum("ij,ij->i", np.take(caster._normals32, fi, axis=0), dirs[idx])
+        # two-sided faces: flip the normal towards the viewer
+        nl = np.take(n_dot_light, fi)
+        key = np.where(d_dot_n > 0, -nl, nl)
+        np.clip(key, 0.0, 1.0, out=key)
+        head = np.minimum(np.abs(d_dot_n), 1.0)
         shade = amb + (1.0 - amb) * (0.65 * key + 0.35 * head)
-        color[idx] = face_colors[fi] * shade[:, None]
+        colors32 = np.asarray(face_colors, dtype=np.float32)
+        color[idx] = np.take(colors32, fi, axis=0) * shade[:, None]
 
     z_axis_world = T_w2c[2, :3]
     depth = np.where(np.isfinite(dist), dist * (dirs @ z_axis_world), np.inf)

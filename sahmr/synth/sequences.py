@@ -41,6 +41,9 @@ __all__ = ["SEQUENCE_KINDS", "mirror_body_euler_deg", "sample_sequence", "slerp_
 
 SEQUENCE_KINDS: tuple[str, ...] = ("walk_to_sit", "stand_up", "reach")
 _SIT_ACTIONS = ("sit_chair", "sit_sofa", "sit_bed_edge", "sit_stool")
+_FRAME_MARGIN = 0.004
+"""Penetration margin (m) of the in-between frames' refinement: they are not rejected, so
+they need none of the accepted placements' extra margin and stay closer to the surfaces."""
 
 
 def _so3_log(R: np.ndarray) -> np.ndarray:
@@ -131,6 +134,7 @@ def _refine_frames(
         prior_weight=5.0,
         smooth_weight=50.0,
         keep_all=True,
+        margin=_FRAME_MARGIN,
     )
 
 

@@ -1,0 +1,118 @@
+"""The generator's room SDFs: built once in the main process (CUDA there when available),
+cached next to the room, loaded by workers; generation without open3d; sequences with
+parallel workers and resume."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sahmr.scene.sdf import SDFGrid
+from sahmr.synth import generate as gen
+from sahmr.synth import placement
+from sahmr.synth.generate import GenerationConfig, generate, sdf_cache_path
+from sahmr.synth.shards import ShardReader, shard_name
+
+
+def _cfg(out: Path, **kw) -> GenerationConfig:
+    base = dict(
+        out_dir=str(out), num_samples=4, samples_per_shard=2, seed=3, workers=0,
+        views_per_body=2, crop_size=48, crop_format="png", sdf_voxel_size=0.05,
+        splits={"train": dict(fraction=1, bundled=["bedroom"])},
+    )  # fmt: skip
+    base.update(kw)
+    return GenerationConfig.from_dict(base)
+
+
+def _rows(root: Path) -> dict[str, list[dict]]:
+    out = {}
+    for p in sorted((root / "shards").glob("shard-*.npz")):
+        r = ShardReader(p)
+        out[p.name] = [r.row(i) for i in range(len(r))]
+        r.close()
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert len(a[name]) == len(b[name])
+        for ra, rb in zip(a[name], b[name]):
+            for k in ra:
+                if isinstance(ra[k], np.ndarray):
+                    np.testing.assert_array_equal(ra[k], rb[k], err_msg=f"{name} {k}")
+                else:
+                    assert ra[k] == rb[k], (name, k)
+
+
+@pytest.fixture
+def build_log(tmp_path, monkeypatch):
+    """Records the process id of every placer SDF build (forked workers inherit it)."""
+    log = tmp_path / "sdf_builds.txt"
+    real = placement.build_placer_sdf
+
+    def logged(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {kwargs.get('device')}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "build_placer_sdf", logged)
+    return log
+
+
+def test_sdf_config_and_device():
+    cfg = _cfg(Path("x"))
+    assert cfg.content_dict()["sdf_voxel_size"] == 0.05
+    assert "sdf_device" not in cfg.content_dict()
+    assert "sdf_voxel_size" not in _cfg(Path("x"), sdf_voxel_size=0.025).content_dict()
+    with pytest.raises(ValueError, match="sdf_device"):
+        _cfg(Path("x"), sdf_device="tpu")
+    assert gen.resolve_sdf_device("cpu") == "cpu"
+    assert gen.resolve_sdf_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_sdf_built_once_in_the_main_process_and_loaded_by_workers(tmp_path, build_log):
+    out = tmp_path / "par"
+    summary = generate(_cfg(out, workers=2), progress=False)
+    assert summary["samples_per_split"] == {"train": 4}
+    builds = build_log.read_text().split()
+    assert builds == [str(os.getpid()), "cpu"]  # one room, built here, on this machine's CPU
+    path = sdf_cache_path(out, "bundled_bedroom", 0.05)
+    grid = SDFGrid.load(path)
+    assert abs(grid.voxel_size - 0.05) < 1e-6
+    # a second run (resume) reuses the cached grid
+    generate(_cfg(out, workers=2, resume=True), progress=False)
+    assert len(build_log.read_text().split()) == 2
+
+
+def test_generates_without_open3d(tmp_path, monkeypatch, build_log):
+    monkeypatch.setitem(sys.modules, "open3d", None)  # as on the GPU machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the brute-force backend crawls on a busy machine's threads
+    try:
+        cfg = _cfg(tmp_path, num_samples=2, sdf_voxel_size=0.1, sdf_device="cpu",
+                   actions={"stand": 1.0})  # fmt: skip
+        summary = generate(cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["samples_per_split"] == {"train": 2}
+    assert sdf_cache_path(tmp_path, "bundled_bedroom", 0.1).is_file()
+    assert build_log.read_text().split() == [str(os.getpid()), "cpu"]
+
+
+def test_sequences_with_parallel_workers_and_resume(tmp_path):
+    kw = dict(num_samples=8, samples_per_shard=4, sequence_fraction=1.0, sequence_frames=4)
+    generate(_cfg(tmp_path, workers=2, **kw), progress=False)  # two shards, two workers
+    ref = _rows(tmp_path)
+    assert all(r["action"].startswith("seq_") for rows in ref.values() for r in rows)
+    (tmp_path / "shards" / shard_name(1)).unlink()  # killed before it was written
+    kept = (tmp_path / "shards" / shard_name(0)).stat().st_mtime_ns
+    summary = generate(_cfg(tmp_path, resume=True, **kw), progress=False)  # in-process
+    assert summary["this_run"]["shards_written"] == 1
+    assert (tmp_path / "shards" / shard_name(0)).stat().st_mtime_ns == kept
+    _assert_same(_rows(tmp_path), ref)  # the rewritten shard equals the worker's
