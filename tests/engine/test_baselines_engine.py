@@ -12,6 +12,7 @@ import io
 import json
 import sys
 
+import conftest as engine_conftest
 import numpy as np
 import pytest
 import torch
@@ -119,7 +120,8 @@ def test_baseline_experiments_compose(exp, tmp_path):
 
 
 def test_methods_protocols_are_duck_typed():
-    from conftest import TinyAdversarialMethod, TinyMethod
+    TinyAdversarialMethod = engine_conftest.TinyAdversarialMethod
+    TinyMethod = engine_conftest.TinyMethod
 
     plain, adv = TinyMethod(), TinyAdversarialMethod()
     assert not has_discriminator(plain) and not wants_sample_keys(plain)

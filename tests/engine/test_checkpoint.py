@@ -6,6 +6,7 @@ import importlib.util
 import random
 from pathlib import Path
 
+import conftest as engine_conftest
 import numpy as np
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_export_merges_an_rcnet_checkpoint(tmp_path, capsys):
     torch.manual_seed(1)
     rc = TinyMethod(hidden=4)
     rc_path = save_checkpoint(tmp_path / "rc.pt", model=rc, config=_config(hidden=4))
-    from conftest import TinyPipeline
+    TinyPipeline = engine_conftest.TinyPipeline
 
     pipe = TinyPipeline()
     pipe_path = save_checkpoint(
