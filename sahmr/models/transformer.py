@@ -14,7 +14,7 @@ Token letters: B batch, T mesh-branch tokens, S scene-branch tokens, W width.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -28,6 +28,24 @@ def _check_widths(widths: Sequence[int], num_heads: int) -> tuple[int, ...]:
         if w % num_heads:
             raise ValueError(f"width {w} is not divisible by num_heads={num_heads}")
     return out
+
+
+def _layer_blocks(
+    layer: Callable[..., nn.Module],
+    widths: tuple[int, ...],
+    num_layers: int,
+    num_heads: int,
+    ffn_ratio: float,
+    dropout: float,
+) -> nn.ModuleList:
+    """One block of ``num_layers`` layers per width: ModuleList (blocks) of ModuleList (layers)."""
+    return nn.ModuleList(
+        nn.ModuleList(
+            layer(width=w, num_heads=num_heads, ffn_ratio=ffn_ratio, dropout=dropout)
+            for _ in range(num_layers)
+        )
+        for w in widths
+    )
 
 
 class FeedForward(nn.Sequential):
@@ -135,14 +153,9 @@ class TransformerCascade(nn.Module):
     ) -> None:
         super().__init__()
         self.widths = _check_widths(widths, num_heads)
-        self.blocks = nn.ModuleList(
-            nn.ModuleList(
-                TransformerLayer(width=w, num_heads=num_heads, ffn_ratio=ffn_ratio,
-                                 dropout=dropout)
-                for _ in range(num_layers)
-            )
-            for w in self.widths
-        )  # fmt: skip
+        self.blocks = _layer_blocks(
+            TransformerLayer, self.widths, num_layers, num_heads, ffn_ratio, dropout
+        )
         self.norms = nn.ModuleList(nn.LayerNorm(w) for w in self.widths)
         self.down = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(self.widths[:-1], self.widths[1:])
@@ -272,14 +285,9 @@ class SceneAwareCascade(nn.Module):
     ) -> None:
         super().__init__()
         self.widths = _check_widths(widths, num_heads)
-        self.blocks = nn.ModuleList(
-            nn.ModuleList(
-                SceneAwareLayer(width=w, num_heads=num_heads, ffn_ratio=ffn_ratio,
-                                dropout=dropout)
-                for _ in range(num_layers)
-            )
-            for w in self.widths
-        )  # fmt: skip
+        self.blocks = _layer_blocks(
+            SceneAwareLayer, self.widths, num_layers, num_heads, ffn_ratio, dropout
+        )
         self.mesh_norms = nn.ModuleList(nn.LayerNorm(w) for w in self.widths)
         self.scene_norms = nn.ModuleList(nn.LayerNorm(w) for w in self.widths)
         pairs = list(zip(self.widths[:-1], self.widths[1:]))
