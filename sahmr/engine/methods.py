@@ -122,6 +122,12 @@ def has_metrics(method: nn.Module) -> bool:
     return callable(getattr(unwrap(method), "metrics", None))
 
 
+def has_per_frame_metrics(method: nn.Module) -> bool:
+    """Whether the (unwrapped) method has a callable ``per_frame_metrics`` (values per frame,
+    ``name -> Tensor (B,)``, for medians and per-frame tables)."""
+    return callable(getattr(unwrap(method), "per_frame_metrics", None))
+
+
 def has_discriminator(method: nn.Module) -> bool:
     """Whether the (unwrapped) method has an adversarial prior to step (`AdversarialMethod`)."""
     model = unwrap(method)

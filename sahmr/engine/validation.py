@@ -35,7 +35,14 @@ from tqdm import tqdm
 
 from sahmr.engine.data import StepPreparer, StridedSampler, frame_indices
 from sahmr.engine.distributed import all_gather_objects, all_reduce_sum, is_dist
-from sahmr.engine.methods import can_predict, eval_mode, has_metrics, split_metric_sums, unwrap
+from sahmr.engine.methods import (
+    can_predict,
+    eval_mode,
+    has_metrics,
+    has_per_frame_metrics,
+    split_metric_sums,
+    unwrap,
+)
 from sahmr.evaluation.evaluator import EvaluationResult, Evaluator
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reduction import Accumulator
@@ -74,12 +81,15 @@ class ValidationResult:
     Attributes:
         evaluation: Evaluator result (bodies), or None for methods without ``predict``.
         method_metrics: ``(sum, count)`` entries from the method's ``metrics`` hook.
+        method_per_frame: ``name -> values`` from the method's ``per_frame_metrics`` hook (over
+            all ranks); their medians join `method_summary` as ``<name>_median``.
         frames: Frames run (over all ranks).
         seconds: Wall time of the method's forward/predict calls (over all ranks).
     """
 
     evaluation: EvaluationResult | None = None
     method_metrics: Accumulator = field(default_factory=Accumulator)
+    method_per_frame: dict[str, list[float]] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
 
@@ -108,6 +118,9 @@ class ValidationResult:
             f1 = torch.where(p + r > 0, 2 * p * r / (p + r).clamp_min(1e-12), torch.nan)
             for key, val in (("precision", p), ("recall", r), ("f1", f1)):
                 out[f"{stem}_{key}"] = float(val) if val.ndim == 0 else val.tolist()
+        for name, values in self.method_per_frame.items():
+            finite = [v for v in values if math.isfinite(v)]
+            out[f"{name}_median"] = float(np.median(finite)) if finite else float("nan")
         return out
 
     def scalars(self) -> dict[str, float]:
@@ -206,6 +219,7 @@ def run_validation(
     sampler = loader.sampler
     indices = list(sampler.indices) if isinstance(sampler, StridedSampler) else None
     predicts, scores = can_predict(model) or with_targets, has_metrics(model)
+    per_frame_scores = has_per_frame_metrics(model)
     result = ValidationResult()
     if evaluator is not None and predicts:
         result.evaluation = EvaluationResult()
@@ -243,6 +257,10 @@ def run_validation(
             if scores and output is not None and targets is not None:
                 for name, (s, c) in split_metric_sums(model.metrics(output, targets)).items():
                     result.method_metrics.add(name, s, c)
+            if per_frame_scores and output is not None and targets is not None:
+                for name, values in model.per_frame_metrics(output, targets).items():
+                    row = result.method_per_frame.setdefault(name, [])
+                    row.extend(float(v) for v in values.detach().double().cpu().reshape(-1))
             if pred is not None:
                 _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
             bar.update(1)
@@ -288,6 +306,12 @@ def _reduce(result: ValidationResult, frames: int, seconds: float, gather_frames
     counts = all_reduce_sum(torch.tensor([float(frames), seconds], dtype=torch.float64))
     result.frames, result.seconds = int(counts[0].item()), float(counts[1].item())
     result.method_metrics.all_reduce()
+    if is_dist() and result.method_per_frame:
+        merged: dict[str, list[float]] = {}
+        for part in all_gather_objects(result.method_per_frame):
+            for name, values in part.items():
+                merged.setdefault(name, []).extend(values)
+        result.method_per_frame = merged
     ev = result.evaluation
     if ev is None or not is_dist():
         return

@@ -630,3 +630,8 @@ class RCNet(nn.Module):
             Count-weighted sums.
         """
         return rcnet_metrics(output, targets).sums
+
+    def per_frame_metrics(self, output: RCNetOutput, targets: FrameTargets) -> dict[str, Tensor]:
+        """Per-frame values (``root_error_mm``, ``root_coarse_error_mm``, contact P/R/F1),
+        ``name -> Tensor (B,)``; the engine reports their medians."""
+        return rcnet_metrics(output, targets).per_frame

@@ -118,6 +118,7 @@ def test_train_and_eval_tools_rcnet_small(tiny_dataset, tmp_path, monkeypatch):
     assert ckpt["metrics"]["last"]["root_error_mm"] > 0
     assert metrics["method"] == "RCNet" and "metrics" not in metrics  # no body: RCNet's own only
     assert metrics["method_metrics"]["root_error_mm"] > 0
+    assert metrics["method_metrics"]["root_error_mm_median"] > 0  # per_frame_metrics hook
     assert 0 <= metrics["method_metrics"]["contact_recall"] <= 1
 
 

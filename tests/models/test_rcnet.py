@@ -418,6 +418,11 @@ def test_model_metrics_entry_point(scene):
     assert sums["root_error_mm"][1] == 2.0
     assert sums["contact_recall"][1] == targets.contact_points_cam.shape[0]
     assert sums["contact_precision"][1] == out.contact_points_cam.shape[0]
+    per_frame = model.per_frame_metrics(out, targets)
+    assert per_frame["root_error_mm"].shape == (2,)
+    # The per-frame errors average to the summed metric.
+    mean = sums["root_error_mm"][0] / sums["root_error_mm"][1]
+    assert abs(float(per_frame["root_error_mm"].mean()) - mean) < 1e-6 * max(1.0, mean)
 
 
 # ----------------------------------------------------------------------------- configs
