@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw
 from torch import Tensor
 
-from sahmr.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from sahmr.viz.grid import image_grid
+from sahmr.viz.overlay import draw_points
+from sahmr.viz.summaries import denormalize_images
 
-GT_COLOR = (40, 200, 60)
-PRED_COLOR = (230, 40, 40)
-
-
-def denormalize_crops(image: Tensor) -> np.ndarray:
-    """ImageNet-normalised crops (B, 3, S, S) -> uint8 RGB (B, S, S, 3)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(1, 3, 1, 1)
-    x = (image.detach().float() * std + mean).clamp(0.0, 1.0) * 255.0
-    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def draw_points(
-    crop: np.ndarray, points: np.ndarray | None, color: tuple[int, int, int], radius: int = 2
-) -> np.ndarray:
-    """A copy of ``crop`` (S, S, 3) uint8 with dots at ``points`` (N, 2) crop pixels."""
-    img = Image.fromarray(np.ascontiguousarray(crop))
-    if points is not None:
-        draw = ImageDraw.Draw(img)
-        for u, v in np.asarray(points, dtype=np.float64).reshape(-1, 2):
-            if np.isfinite(u) and np.isfinite(v):
-                draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=color)
-    return np.asarray(img)
+GT_COLOR = (40 / 255, 200 / 255, 60 / 255)
+PRED_COLOR = (230 / 255, 40 / 255, 40 / 255)
 
 
 def crop_grid(
@@ -55,7 +33,7 @@ def crop_grid(
     Returns:
         uint8 array (H, W, 3).
     """
-    crops = denormalize_crops(image[:max_images])
+    crops = denormalize_images(image[:max_images])
     tiles = []
     for i, crop in enumerate(crops):
         tile = crop

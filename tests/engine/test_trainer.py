@@ -179,12 +179,13 @@ def test_epoch_order_is_reproducible_with_workers(tiny_dataset):
 
 
 def test_crop_grid_draws_points_where_they_project():
-    from sahmr.engine.summaries import crop_grid, denormalize_crops
+    from sahmr.engine.summaries import crop_grid
     from sahmr.models.inputs import normalize_crop
+    from sahmr.viz.summaries import denormalize_images
 
     crops = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)
     image = normalize_crop(crops)
-    np.testing.assert_allclose(denormalize_crops(image).astype(int), crops.numpy(), atol=1)
+    np.testing.assert_allclose(denormalize_images(image).astype(int), crops.numpy(), atol=1)
     gt = torch.tensor([[[10.0, 20.0]], [[5.0, 5.0]]])
     pred = torch.tensor([[[25.0, 8.0]], [[30.0, 30.0]]])
     grid = crop_grid(image, gt, pred, columns=2)
