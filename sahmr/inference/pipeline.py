@@ -54,10 +54,8 @@ from sahmr.models.inputs import (
     BodyPrediction,
     FrameInputs,
     SceneBank,
-    crop_intrinsics,
-    normalize_crop,
+    build_inputs,
 )
-from sahmr.scene.frustum import frustum_crop
 
 logger = logging.getLogger(__name__)
 
@@ -375,30 +373,9 @@ def frame_inputs_from_image(
     K_t = torch.as_tensor(np.asarray(K, dtype=np.float32)).reshape(1, 3, 3).to(device)
     T_t = torch.as_tensor(np.asarray(T_w2c, dtype=np.float32)).reshape(1, 4, 4).to(device)
     box = box.to(device)
-    pts = idx = None
-    if bank is not None:
-        if scene_id is None:
-            raise ValueError("scene_id is required with a scene bank")
-        fr = frustum_crop(
-            bank.points_world,
-            K_t,
-            T_t,
-            box,
-            near,
-            far,
-            scene_idx=bank.point_scene,
-            frame_scene=bank.frame_scene([scene_id]),
-        )
-        pts, idx = fr.points_cam.to(device), fr.batch_idx.to(device)
-    return FrameInputs(
-        image=normalize_crop(crop_t),
-        K_crop=crop_intrinsics(K_t, box, crop_size),
-        K=K_t,
-        bbox=box,
-        T_w2c=T_t,
-        scene_points_cam=pts,
-        scene_batch_idx=idx,
-    )
+    if bank is not None and scene_id is None:
+        raise ValueError("scene_id is required with a scene bank")
+    return build_inputs(crop_t, K_t, box, T_t, bank, [scene_id], near=near, far=far)
 
 
 @dataclass

@@ -266,10 +266,44 @@ def prepare_inputs(
     """
     if device is None:
         device = scenes.device if scenes is not None else batch.crop.device
-    crop = batch.crop.to(device, non_blocking=True)
-    K = batch.K.to(device)
-    bbox = batch.bbox.to(device)
-    T_w2c = batch.T_w2c.to(device)
+    return build_inputs(
+        batch.crop.to(device, non_blocking=True),
+        batch.K.to(device),
+        batch.bbox.to(device),
+        batch.T_w2c.to(device),
+        scenes,
+        batch.scene_id,
+        near=near,
+        far=far,
+    )
+
+
+def build_inputs(
+    crop: Tensor,
+    K: Tensor,
+    bbox: Tensor,
+    T_w2c: Tensor,
+    scenes: SceneBank | None,
+    scene_ids: list[str],
+    *,
+    near: float = FRUSTUM_NEAR_M,
+    far: float = FRUSTUM_FAR_M,
+) -> FrameInputs:
+    """`FrameInputs` from crops and cameras already on one device (see `prepare_inputs`).
+
+    Args:
+        crop: Tensor (B, S, S, 3) uint8 RGB crops of the square boxes around ``bbox``.
+        K: Tensor (B, 3, 3) full-image intrinsics.
+        bbox: Tensor (B, 4) person boxes, full-image pixels.
+        T_w2c: Tensor (B, 4, 4) world -> camera.
+        scenes: Scene points, or None for inputs without scene points.
+        scene_ids: B scene names in ``scenes``.
+        near: Nearest depth of the bbox frustum, metres.
+        far: Farthest depth of the bbox frustum, metres.
+
+    Returns:
+        `FrameInputs` on the inputs' device.
+    """
     pts = idx = None
     if scenes is not None:
         fr = frustum_crop(
@@ -280,7 +314,7 @@ def prepare_inputs(
             near,
             far,
             scene_idx=scenes.point_scene,
-            frame_scene=scenes.frame_scene(batch.scene_id),
+            frame_scene=scenes.frame_scene(scene_ids),
         )
         pts, idx = fr.points_cam, fr.batch_idx
     return FrameInputs(
