@@ -201,6 +201,67 @@ def float_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
+def load_initial_weights(
+    method: nn.Module,
+    path: str | Path,
+    *,
+    source_prefix: str = "",
+    target_prefix: str = "",
+) -> dict[str, list[str]]:
+    """Start a method from another checkpoint's weights (fine-tuning, staged training).
+
+    Keys of the checkpoint's ``model`` state that start with ``source_prefix`` have it replaced
+    by ``target_prefix`` and are loaded into ``method`` where the method has that key; the rest
+    keep their initial values. E.g. ``source_prefix="rcnet."`` starts an RCNet run from the
+    RCNet inside an exported SA-HMR checkpoint, ``source_prefix="hmr."`` starts VIBE's image
+    encoder and regressor from a SPIN run. fp16 exports are cast to the method's dtypes.
+
+    Args:
+        method: The freshly built method (not DDP-wrapped).
+        path: A training or exported checkpoint (``torch.load(weights_only=True)``).
+        source_prefix: Prefix selecting (and removed from) the checkpoint's keys.
+        target_prefix: Prefix put in front of the selected keys.
+
+    Returns:
+        ``{"loaded": [...], "missing": [...], "unused": [...]}``: method keys loaded, method
+        keys left at their initial values, selected checkpoint keys the method has no use for.
+
+    Raises:
+        ValueError: No key matched, or a matching key has a different shape.
+    """
+    state = load_checkpoint(path)["model"]
+    own = method.state_dict()
+    picked: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    for key, value in state.items():
+        if not key.startswith(source_prefix):
+            continue
+        name = target_prefix + key[len(source_prefix):]
+        if name not in own:
+            unused.append(key)
+            continue
+        if tuple(own[name].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(value.shape)}, the method's {name} has "
+                f"{tuple(own[name].shape)}"
+            )
+        picked[name] = value.to(own[name].dtype) if value.is_floating_point() else value
+    if not picked:
+        raise ValueError(
+            f"{path}: no weights under prefix {source_prefix!r} match the method's parameters"
+        )
+    method.load_state_dict(picked, strict=False)
+    missing = [k for k in own if k not in picked]
+    logger.info(
+        "initial weights from %s: %d tensors loaded, %d left as built, %d unused",
+        path,
+        len(picked),
+        len(missing),
+        len(unused),
+    )
+    return {"loaded": sorted(picked), "missing": missing, "unused": unused}
+
+
 def load_method(
     path: str | Path, device: str | torch.device = "cpu", *, strict: bool = True
 ) -> tuple[nn.Module, DictConfig]:

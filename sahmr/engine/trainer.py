@@ -43,6 +43,7 @@ from tqdm import tqdm
 from sahmr.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    load_initial_weights,
     restore_rng_state,
     save_checkpoint,
 )
@@ -912,7 +913,16 @@ def _train(
             )
             val_split = str(cfg.data_val.get("split", "val"))
 
-    method = _instantiate(cfg.model).to(info.device)
+    method = _instantiate(cfg.model)
+    init = cfg.get("init")
+    if init is not None and init.get("weights") and not (resume and last.is_file()):
+        load_initial_weights(
+            method,
+            init.weights,
+            source_prefix=str(init.get("source_prefix") or ""),
+            target_prefix=str(init.get("target_prefix") or ""),
+        )
+    method = method.to(info.device)
     loss = _instantiate(cfg.loss).to(info.device)
     n_params = sum(p.numel() for p in method.parameters())
     n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)

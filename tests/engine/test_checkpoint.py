@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from sahmr.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    load_initial_weights,
     load_method,
     restore_rng_state,
     save_checkpoint,
@@ -119,3 +120,33 @@ def test_export_merges_an_rcnet_checkpoint(tmp_path, capsys):
         merged.rcnet.head.weight, rc.head.weight.detach(), atol=1e-3, rtol=1e-3
     )
     assert Path(dst).stat().st_size < Path(pipe_path).stat().st_size + Path(rc_path).stat().st_size
+
+
+def test_initial_weights_rename_prefixes_and_cast(tmp_path):
+    torch.manual_seed(2)
+    pipe = engine_conftest.TinyPipeline()
+    pipe.rcnet = TinyMethod(hidden=4)
+    src = save_checkpoint(tmp_path / "p.pt", model=pipe.half(), config=_config(hidden=4))
+    fresh = TinyMethod(hidden=4)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    report = load_initial_weights(fresh, src, source_prefix="rcnet.")
+    assert report["loaded"] == sorted(f"{k}" for k in before) and report["missing"] == []
+    for k, v in fresh.state_dict().items():
+        assert v.dtype == before[k].dtype  # fp16 weights cast to the method's float32
+        assert torch.equal(v, pipe.rcnet.state_dict()[k].to(v.dtype))
+
+    # The other way round: an RCNet run's weights placed under "rcnet." of a pipeline.
+    rc_path = save_checkpoint(tmp_path / "rc.pt", model=TinyMethod(hidden=4), config=_config())
+    target = engine_conftest.TinyPipeline()
+    target.rcnet = TinyMethod(hidden=4)
+    report = load_initial_weights(target, rc_path, target_prefix="rcnet.")
+    assert report["loaded"] and all(k.startswith("rcnet.") for k in report["loaded"])
+    assert report["missing"] and not any(k.startswith("rcnet.") for k in report["missing"])
+
+
+def test_initial_weights_refuse_mismatches(tmp_path):
+    src = save_checkpoint(tmp_path / "c.pt", model=TinyMethod(hidden=4), config=_config())
+    with pytest.raises(ValueError, match="shape"):
+        load_initial_weights(TinyMethod(hidden=5), src)
+    with pytest.raises(ValueError, match=r"no weights under prefix 'hmr\.'"):
+        load_initial_weights(TinyMethod(hidden=4), src, source_prefix="hmr.")

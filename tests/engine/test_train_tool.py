@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import CONFIGS, compose_train, run_hydra_tool
 from conftest import load_tool as _tool
 
@@ -131,3 +132,28 @@ def test_train_and_eval_tools_metro_small(tiny_dataset, tmp_path, monkeypatch):
 
 def test_configs_folder_is_the_tools_folder():
     assert (CONFIGS / "train.yaml").is_file() and (CONFIGS / "eval.yaml").is_file()
+
+
+def test_finetune_starts_from_the_shipped_checkpoint(tiny_dataset, tmp_path, monkeypatch):
+    """exp=sahmr_small_finetune: RCNet + mesh net from an SA-HMR checkpoint, RCNet frozen,
+    the mesh network trained on RCNet's outputs and validated through predict()."""
+    from sahmr.inference.pipeline import bundled_checkpoint
+
+    shipped = bundled_checkpoint("sahmr")
+    run = tmp_path / "run"
+    run_hydra_tool(
+        "train",
+        ["exp=sahmr_small_finetune", f"init.weights={shipped}", *_tiny(tiny_dataset, run)],
+        monkeypatch,
+    )
+    start = load_checkpoint(shipped)["model"]
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2
+    trained = ckpt["model"]
+    rc_keys = [k for k in start if k.startswith("rcnet.")]
+    assert rc_keys and all(torch.equal(trained[k], start[k].to(trained[k].dtype)) for k in rc_keys)
+    moved = [k for k in start if k.startswith("mesh_net.") and start[k].is_floating_point()
+             and not torch.equal(trained[k], start[k].float())]  # fmt: skip
+    assert moved  # the mesh network trained, starting from the checkpoint
+    head = "mesh_net.head.weight" if "mesh_net.head.weight" in start else moved[0]
+    assert (trained[head] - start[head].float()).abs().max() < 0.05
