@@ -33,7 +33,9 @@ from sahmr.sparse import (
     SparseConvTensor,
     SparseModule,
     SparseSequential,
+    default_algo,
     inverse_conv3d,
+    set_algo,
     sparse_conv3d,
     subm_conv3d,
 )
@@ -218,8 +220,10 @@ class SparseUNet(nn.Module):
         channels: Width of each level, finest first; ``len(channels)`` levels
             (``len - 1`` down-samplings).
         blocks_per_level: Residual blocks after each encoder and decoder stage.
-        algo: spconv algorithm of every conv (default: `sahmr.sparse.default_algo` for CPU;
-            use `sahmr.sparse.set_algo` after moving to a GPU).
+        algo: spconv algorithm of every conv, fixed; None (default) follows the input's
+            device at every call: `sahmr.sparse.default_algo` of it (``Native`` on CPU,
+            ``MaskImplicitGemm`` on CUDA), switched with `sahmr.sparse.set_algo` when the
+            device changes, so a model built on CPU and moved to a GPU uses the GPU kernels.
 
     Attributes:
         in_channels: C_in.
@@ -242,6 +246,7 @@ class SparseUNet(nn.Module):
         self.in_channels = int(in_channels)
         self.out_channels = channels[0]
         self.num_levels = len(channels)
+        self.follow_device = algo is None
 
         def blocks(width: int, level: int) -> list[nn.Module]:
             return [
@@ -287,6 +292,10 @@ class SparseUNet(nn.Module):
             raise ValueError(
                 f"expected {self.in_channels} input channels, got {x.features.shape[1]}"
             )
+        if self.follow_device:
+            wanted = default_algo(x.features.device)
+            if self.stem[0].algo != wanted:  # built (or last run) on another device
+                set_algo(self, wanted)
         h = self.encoders[0](self.stem(x))  # level 0: [D, H, W]
         skips = [h]
         for level in range(1, self.num_levels):

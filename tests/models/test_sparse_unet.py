@@ -160,6 +160,28 @@ def test_voxel_batchnorm_tolerates_one_voxel():
     torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
 
 
+def test_algorithm_follows_the_input_device():
+    """algo=None: every conv switches to the input device's algorithm (here back to Native
+    after a GPU-style setting, which cannot run on CPU); a fixed algo is left alone."""
+    torch.manual_seed(0)
+    x = _random_sparse(shape=(10, 11, 12), density=0.1)
+    net = SparseUNet(in_channels=4, channels=(8, 16), blocks_per_level=1).eval()
+    with torch.no_grad():
+        ref = net(x).features.features
+        convs = sparse.set_algo(net, sparse.ConvAlgo.MaskImplicitGemm)  # as after a GPU run
+        out = net(x).features.features
+    algos = {m.algo for m in net.modules() if hasattr(m, "algo")}
+    assert convs > 0 and algos == {sparse.ConvAlgo.Native}
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+    fixed = SparseUNet(in_channels=4, channels=(8, 16), algo=sparse.ConvAlgo.Native)
+    sparse.set_algo(fixed, sparse.ConvAlgo.MaskImplicitGemm)
+    assert not fixed.follow_device
+    assert {m.algo for m in fixed.modules() if hasattr(m, "algo")} == {
+        sparse.ConvAlgo.MaskImplicitGemm
+    }
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu():
     torch.manual_seed(0)
@@ -168,9 +190,10 @@ def test_cuda_matches_cpu():
     _randomise_bn(net)
     with torch.no_grad():
         ref = net(x).features.features
-        gpu = net.cuda()
-        assert sparse.set_algo(gpu, sparse.default_algo("cuda")) > 0
+        gpu = net.cuda()  # built on CPU: the first CUDA call switches to the GPU algorithm
         xg = sparse.sparse_tensor(x.features.cuda(), x.indices.cuda(), x.spatial_shape, 2)
         out = gpu(xg)
+        algos = {m.algo for m in gpu.modules() if hasattr(m, "algo")}
+        assert algos == {sparse.default_algo("cuda")}
     assert torch.equal(out.features.indices.cpu(), x.indices)
     torch.testing.assert_close(out.features.features.cpu(), ref, rtol=1e-3, atol=1e-3)
