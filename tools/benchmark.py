@@ -304,12 +304,12 @@ def bench_variant(
     swaps = ModuleSwaps(model)
     applied: dict[str, Any] = {}
     if variant.compile:
-        import torch._dynamo
+        from torch import _dynamo  # (``import torch._dynamo`` would make torch a local name)
 
         # A submodule that fails to compile runs eagerly (with a warning) instead of ending
         # the run; raise the recompile limit for the batch sizes and sequence lengths.
-        torch._dynamo.config.suppress_errors = True
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        _dynamo.config.suppress_errors = True
+        _dynamo.config.cache_size_limit = max(_dynamo.config.cache_size_limit, 64)
         kw = {"backend": args.compile_backend, "mode": args.compile_mode}
         applied["compiled"] = compile_modules(swaps, layout.static, **kw)
         applied["compiled"] += compile_modules(swaps, layout.dynamic, dynamic=True, **kw)

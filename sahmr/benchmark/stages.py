@@ -339,6 +339,14 @@ class CudaGraphModule(nn.Module):
         self._graphs: dict[Any, tuple[Any, Any, torch.cuda.CUDAGraph, Any] | None] = {}
         self.failures: list[str] = []
 
+    def __getattr__(self, name: str) -> Any:
+        """Attributes the wrapper lacks come from the wrapped module (e.g. HMR reads its
+        regressor's ``rotation``), so a graphed submodule stands in for the original."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("module"), name)
+
     @property
     def num_graphs(self) -> int:
         """Graphs captured so far."""

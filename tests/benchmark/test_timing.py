@@ -452,3 +452,15 @@ def test_tool_variants_on_cuda(tmp_path):
         assert fast["peak_mb_b1"] > m["weights_mb"] > 0, name
         assert fast["batches"]["2"]["stages"], name
         assert m["variants"]["eager"]["latency_b1"]["median_ms"] > 0, name
+
+
+def test_graph_wrapper_exposes_the_wrapped_modules_attributes():
+    """A graphed submodule stands in for the original: callers read its attributes (HMR reads
+    its regressor's ``rotation``); the wrapper's own attributes win."""
+    inner = nn.Linear(2, 3)
+    inner.rotation = "rot6d"
+    wrapped = CudaGraphModule(inner, warmup=1)
+    assert wrapped.rotation == "rot6d" and wrapped.out_features == 3
+    assert wrapped.warmup == 1 and wrapped.module is inner
+    with pytest.raises(AttributeError):
+        _ = wrapped.no_such_attribute
