@@ -6,7 +6,8 @@ Example:
         --method "METRO + PnP=docs/results/metro_small.metrics.json" \\
         --method "SA-HMR=docs/results/sahmr_small.metrics.json" \\
         --method "PROX=runs/prox_test" --seconds "SA-HMR=0.032" \\
-        --metrics g_mpjpe,mpjpe,pa_mpjpe,pene,confe,contact_f1 --out table.md
+        --metrics g_mpjpe,mpjpe,pa_mpjpe,pene,confe,contact_f1 --out table.md \\
+        --plot methods.png
 
 ``PATH`` of ``--method LABEL=PATH`` is a ``metrics.json`` written by ``tools/eval.py`` or
 ``tools/evaluate.py`` (sahmr.evaluation.reports), a folder holding one, or an output folder of
@@ -20,15 +21,25 @@ per frame (``--seconds`` overrides, else the file's ``seconds_per_frame``, else 
 methods have one; a missing value is an en dash. A note under the table names methods scored
 on a different number of frames, or with missing / failed frames.
 
-Exit codes: 0 done, 2 bad arguments or unreadable inputs (nothing written).
+``--plot PNG`` also draws one figure: a row of bar-chart panels, one per metric (default: those
+of ``g_mpjpe, mpjpe, pa_mpjpe, pene, confe, contact_f1`` found in any input; ``--plot-metrics``
+chooses, with the names ``--metrics`` takes), one bar per method in input order, labelled with the
+table's numbers; the best label is bold, a missing value is an en dash without a bar, and
+methods scored on a different number of frames than most are hatched (footnote under the figure).
+
+Exit codes: 0 done, 2 bad arguments or unreadable inputs (nothing written). Files are written to
+a temporary name and renamed into place, only once every input parsed and the figure is drawn.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
+import os
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +52,12 @@ METHOD_PREFIX = "method:"
 
 DASH = "\u2013"
 """Shown for a value a method does not have."""
+
+PLOT_METRICS = ("g_mpjpe", "mpjpe", "pa_mpjpe", "pene", "confe", "contact_f1")
+"""Default panels of ``--plot`` (those found in some input), in this order."""
+
+PLOT_DPI = 100
+"""Same resolution as the evaluator's plots (sahmr.evaluation.reports)."""
 
 DISPLAY_NAMES: dict[str, str] = {
     "mpjpe": "MPJPE",
@@ -305,22 +322,28 @@ def default_metrics(results: list[MethodResult]) -> list[str]:
     return canonical + [n for n in seen if n not in canonical]
 
 
-def build_columns(keys: list[str], results: list[MethodResult]) -> list[Column]:
-    """Columns for the chosen keys; every key must occur in some input and units must agree."""
+def build_columns(
+    keys: list[str], results: list[MethodResult], flag: str = "--metrics"
+) -> list[Column]:
+    """Columns for the chosen keys; every key must occur in some input and units must agree.
+
+    Args:
+        keys: Evaluator metric names or ``method:NAME`` entries, in order.
+        results: The methods read.
+        flag: The option the keys came from, named in error messages.
+    """
     columns = []
     for key in keys:
         if key.startswith(METHOD_PREFIX):
             name = key[len(METHOD_PREFIX) :]
             if not any(name in r.method_metrics for r in results):
-                raise TableError(f"--metrics {key}: no input has the method entry {name!r}")
+                raise TableError(f"{flag} {key}: no input has the method entry {name!r}")
             columns.append(Column(key, key, _method_unit(name), better_direction(name)))
             continue
         units = {(r.units[key], r.source) for r in results if key in r.units}
         if not units:
             known = sorted({n for r in results for n in r.metrics})
-            raise TableError(
-                f"--metrics {key}: in no input (available: {', '.join(known) or 'none'})"
-            )
+            raise TableError(f"{flag} {key}: in no input (available: {', '.join(known) or 'none'})")
         distinct = sorted({u for u, _ in units})
         if len(distinct) > 1:
             where = "; ".join(f"{u!r} in {p}" for u, p in sorted(units))
@@ -373,26 +396,58 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def frames_note(results: list[MethodResult]) -> list[str]:
-    """Lines under the table: unequal frame counts, and missing / failed frames."""
+def majority_frames(results: list[MethodResult]) -> int | None:
+    """The frame count most methods were scored on: the only count, or one shared by at least
+    two methods and by more methods than any other count; ``None`` when there is no such count.
+    """
+    (top, n_top), *rest = Counter(r.frames for r in results).most_common()
+    if not rest or (n_top > 1 and rest[0][1] < n_top):
+        return top
+    return None
+
+
+def frames_note(results: list[MethodResult], escape: bool = True) -> list[str]:
+    """Lines under the table: unequal frame counts, and missing / failed frames.
+
+    Args:
+        results: The methods, in row order.
+        escape: Escape ``|`` in labels (markdown table text); ``False`` for the figure.
+    """
+    name = _escape if escape else str
     lines = []
-    counts = Counter(r.frames for r in results)
-    if len(counts) > 1:
-        (top, n_top), *rest = counts.most_common()
-        if n_top > 1 and rest[0][1] < n_top:
-            odd = ", ".join(f"{_escape(r.label)} {r.frames:,}" for r in results if r.frames != top)
+    if len({r.frames for r in results}) > 1:
+        top = majority_frames(results)
+        if top is not None:
+            odd = ", ".join(f"{name(r.label)} {r.frames:,}" for r in results if r.frames != top)
             lines.append(f"Note: frames scored differ from the other methods ({top:,}): {odd}.")
         else:
-            every = ", ".join(f"{_escape(r.label)} {r.frames:,}" for r in results)
+            every = ", ".join(f"{name(r.label)} {r.frames:,}" for r in results)
             lines.append(f"Note: frames scored differ between methods: {every}.")
     incomplete = [
-        f"{_escape(r.label)} {r.missing:,} missing, {r.failed:,} failed"
+        f"{name(r.label)} {r.missing:,} missing, {r.failed:,} failed"
         for r in results
         if r.missing or r.failed
     ]
     if incomplete:
         lines.append(f"Note: frames not scored (no prediction / failed): {'; '.join(incomplete)}.")
     return lines
+
+
+def best_rows(results: list[MethodResult], column: Column) -> set[int]:
+    """Rows holding the best value of a column as displayed (ties all count); empty when the
+    column has no direction or fewer than two methods have a value. When the methods were
+    scored on different frame counts, only those on the majority's count compete (a value on
+    another frame set is not a like-for-like win)."""
+    top = majority_frames(results)
+    shown = {
+        i: _shown(format_value(v, column.unit))
+        for i, r in enumerate(results)
+        if (v := r.value(column.key)) is not None and (top is None or r.frames == top)
+    }
+    if column.better is None or len(shown) < 2:
+        return set()
+    best = (min if column.better == "lower" else max)(shown.values())
+    return {i for i, v in shown.items() if v == best}
 
 
 def render_table(
@@ -411,14 +466,8 @@ def render_table(
     """
     cells = [[format_value(r.value(c.key), c.unit) for c in columns] for r in results]
     for j, col in enumerate(columns):
-        rows = [i for i, r in enumerate(results) if r.value(col.key) is not None]
-        if col.better is None or len(rows) < 2:
-            continue
-        pick = min if col.better == "lower" else max
-        best = pick(_shown(cells[i][j]) for i in rows)  # ties as displayed are all bold
-        for i in rows:
-            if _shown(cells[i][j]) == best:
-                cells[i][j] = f"**{cells[i][j]}**"
+        for i in best_rows(results, col):
+            cells[i][j] = f"**{cells[i][j]}**"
     header = ["method", "frames", *(_escape(c.title) for c in columns), "s / frame"]
     lines = [f"### {title}", ""] if title else []
     lines += [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
@@ -429,6 +478,91 @@ def render_table(
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- figure
+
+
+def plot_notes(results: list[MethodResult]) -> list[str]:
+    """Footnote lines of the figure: the table's notes, with the one on methods scored on an
+    unusual number of frames worded for their hatched bars."""
+    notes = frames_note(results, escape=False)
+    top = majority_frames(results)
+    odd = [r for r in results if top is not None and r.frames != top]
+    if odd:  # then the first note is the table's "differ from the other methods" line
+        scored = ", ".join(f"{r.label} scored on {r.frames:,} frames" for r in odd)
+        notes[0] = f"hatched: {scored}; the others on {top:,}."
+    return notes
+
+
+def render_plot(
+    results: list[MethodResult], columns: list[Column], title: str | None = None
+) -> bytes:
+    """The comparison figure as PNG bytes: one bar panel per column, one bar per method.
+
+    Bars are labelled with the table's numbers (:func:`format_value`), the best label is bold
+    (:func:`best_rows`), a missing value is an en dash without a bar, and methods scored on a
+    different number of frames than most (:func:`majority_frames`) are hatched and named in a
+    footnote (:func:`plot_notes`). Drawn with matplotlib's Agg canvas at :data:`PLOT_DPI`.
+
+    Args:
+        results: One bar per method, in this order (also the colour order).
+        columns: One panel per column, left to right; the panel title is the table header.
+        title: Figure title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
+
+    n = len(results)
+    vertical = n > 4  # upright value labels once horizontal ones would run into each other
+    panel_width = max(3.2, 1.0 + 0.42 * n)
+    fig = Figure(figsize=(panel_width * len(columns), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    top = majority_frames(results)
+    hatched = {i for i, r in enumerate(results) if top is not None and r.frames != top}
+    for ax, col in zip(axes, columns):
+        best = best_rows(results, col)
+        for i, res in enumerate(results):
+            value = res.value(col.key)
+            if value is None:
+                ax.annotate(DASH, (i, 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize="x-large", color="0.3")  # fmt: skip
+                continue
+            ax.bar(i, value, width=0.7, color=f"C{i % 10}", edgecolor="0.2", linewidth=0.6,
+                   hatch="///" if i in hatched else None)  # fmt: skip
+            ax.annotate(
+                format_value(value, col.unit),
+                (i, value),
+                xytext=(0, 2 if value >= 0 else -2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom" if value >= 0 else "top",
+                rotation=90 if vertical else 0,
+                fontsize="small",
+                fontweight="bold" if i in best else "normal",
+            )
+        ax.set_xticks(range(n), [r.label for r in results], rotation=30, ha="right",
+                      rotation_mode="anchor")  # fmt: skip
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.margins(y=0.3 if vertical else 0.12)  # room for the value labels above the bars
+        if col.unit in ("mm", "mm_sum"):
+            ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,g}"))  # 2.5, 17,500
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title(col.title, pad=14)
+        if col.better is not None:
+            ax.annotate(f"{col.better} is better", (0.5, 1.0), xycoords="axes fraction",
+                        xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize="small", color="0.45")  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    notes = plot_notes(results)
+    if notes:  # below the figure; bbox_inches="tight" grows the picture to hold it
+        fig.text(0.01, 0.0, "\n".join(notes), ha="left", va="top", fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PLOT_DPI, bbox_inches="tight")
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- command line
@@ -458,11 +592,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: every headline evaluator metric found)")  # fmt: skip
     p.add_argument("--seconds", action="append", default=[], metavar="LABEL=S",
                    help="seconds per frame measured elsewhere (tools/benchmark.py)")  # fmt: skip
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="also write a figure comparing the methods (bar panels)")  # fmt: skip
+    p.add_argument("--plot-metrics", default=None, metavar="A,B,...",
+                   help="comma list of --plot panels, named as in --metrics (default: those "
+                        f"of {','.join(PLOT_METRICS)} found in any input)")  # fmt: skip
     return p
 
 
-def make_table(args: argparse.Namespace) -> str:
-    """The markdown text for parsed arguments (raises :class:`TableError`)."""
+@dataclass
+class Comparison:
+    """Everything read and checked for one run of the tool, before anything is written.
+
+    Attributes:
+        results: One per method, in row order.
+        columns: Table metric columns.
+        seconds: Label -> seconds per frame from ``--seconds``.
+        plot_columns: Panels of ``--plot`` (``None`` without ``--plot``).
+        title: Heading of the table and title of the figure.
+    """
+
+    results: list[MethodResult]
+    columns: list[Column]
+    seconds: dict[str, float]
+    plot_columns: list[Column] | None = None
+    title: str | None = None
+
+
+def _metric_list(text: str, flag: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",")]
+    if not all(keys):
+        raise TableError(f"{flag} {text!r}: empty name in the list")
+    if len(set(keys)) < len(keys):
+        raise TableError(f"{flag} {text!r}: a name is repeated")
+    return keys
+
+
+def prepare(args: argparse.Namespace) -> Comparison:
+    """Read and check every input and option (raises :class:`TableError`)."""
     methods = _pairs(args.method, "--method")
     labels = [label for label, _ in methods]
     dupes = sorted({label for label in labels if labels.count(label) > 1})
@@ -483,13 +650,44 @@ def make_table(args: argparse.Namespace) -> str:
     if args.metrics is None:
         keys = default_metrics(results)
     else:
-        keys = [k.strip() for k in args.metrics.split(",")]
-        if not all(keys):
-            raise TableError(f"--metrics {args.metrics!r}: empty name in the list")
-        if len(set(keys)) < len(keys):
-            raise TableError(f"--metrics {args.metrics!r}: a name is repeated")
-    columns = build_columns(keys, results)
-    return render_table(results, columns, seconds, title=args.title)
+        keys = _metric_list(args.metrics, "--metrics")
+    comparison = Comparison(results, build_columns(keys, results), seconds, title=args.title)
+    plot_metrics = getattr(args, "plot_metrics", None)
+    if plot_metrics is not None:
+        plot_keys = _metric_list(plot_metrics, "--plot-metrics")
+        comparison.plot_columns = build_columns(plot_keys, results, "--plot-metrics")
+    elif getattr(args, "plot", None) is not None:
+        found = {name for r in results for name in r.metrics}
+        plot_keys = [name for name in PLOT_METRICS if name in found]
+        if not plot_keys:
+            raise TableError(
+                f"--plot: none of {', '.join(PLOT_METRICS)} in any input; "
+                "choose panels with --plot-metrics"
+            )
+        comparison.plot_columns = build_columns(plot_keys, results, "--plot")
+    return comparison
+
+
+def make_table(args: argparse.Namespace) -> str:
+    """The markdown text for parsed arguments (raises :class:`TableError`)."""
+    comp = prepare(args)
+    return render_table(comp.results, comp.columns, comp.seconds, title=comp.title)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain open() would
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,16 +695,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.is_dir():
         parser.error(f"--out {args.out}: is a folder")
+    if args.plot is not None and args.plot.is_dir():
+        parser.error(f"--plot {args.plot}: is a folder")
+    if args.plot_metrics is not None and args.plot is None:
+        parser.error("--plot-metrics: needs --plot")
+    if args.out is not None and args.plot is not None and args.out.resolve() == args.plot.resolve():
+        parser.error("--out and --plot name the same file")
     try:
-        text = make_table(args)
+        comp = prepare(args)
     except TableError as err:
         parser.error(str(err))
+    text = render_table(comp.results, comp.columns, comp.seconds, title=comp.title)
+    png = None  # drawn before anything is written, so a failing figure leaves no table behind
+    if comp.plot_columns is not None:
+        png = render_plot(comp.results, comp.plot_columns, title=comp.title)
     if args.out is None:
         sys.stdout.write(text)
     else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        _write_atomic(args.out, text.encode("utf-8"))
         print(f"wrote {args.out}")
+    if png is not None:
+        _write_atomic(args.plot, png)
+        print(f"wrote {args.plot}", file=sys.stderr if args.out is None else sys.stdout)
     return 0
 
 

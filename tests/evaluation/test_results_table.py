@@ -121,9 +121,9 @@ def test_table_cells_bold_dash_and_frames_note(three_methods, capsys):
     metro, sahmr, prox = rows["METRO + PnP"], rows["SA-HMR"], rows["PROX"]
     assert list(rows) == ["METRO + PnP", "SA-HMR", "PROX"]
     assert (metro["frames"], sahmr["frames"], prox["frames"]) == ("2,400", "2,400", "100")
-    # mm to 0.1, lower is better.
-    assert (metro["MPJPE (mm)"], sahmr["MPJPE (mm)"]) == ("181.7", "200.9")
-    assert prox["MPJPE (mm)"] == "**150.0**"
+    # mm to 0.1, lower is better; PROX (100 frames, not the majority's 2,400) does not compete.
+    assert (metro["MPJPE (mm)"], sahmr["MPJPE (mm)"]) == ("**181.7**", "200.9")
+    assert prox["MPJPE (mm)"] == "150.0"
     # Sums as integers with separators; null -> dash, and the lower of the two others is bold.
     assert metro["PenE (mm sum)"] == "8,462"
     assert sahmr["PenE (mm sum)"] == "**1,439**"
@@ -260,3 +260,60 @@ def test_errors_exit_2_and_write_nothing(tmp_path, capsys, make_argv, message):
     assert message in captured.err
     assert captured.out == ""
     assert not out.exists() and not out.parent.exists()
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk that follows the signature."""
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plot_writes_png_with_table(three_methods, capsys):
+    tmp_path, methods = three_methods
+    out, plot = tmp_path / "out" / "table.md", tmp_path / "figs" / "methods.png"
+    argv = [a for m in methods for a in ("--method", m)]
+    assert _tool().main([*argv, "--out", str(out), "--plot", str(plot)]) == 0
+    assert out.is_file()
+    width, height = _png_size(plot.read_bytes())
+    # Default panels present in some input: mpjpe, pene, confe, contact_f1 -> a wide row.
+    assert width > 800 and height > 250 and width > 2 * height
+    assert plot.stat().st_size > 10_000
+    assert sorted(p.name for p in plot.parent.iterdir()) == ["methods.png"]  # no temp left
+    assert str(plot) in capsys.readouterr().out
+    tool = _tool()
+    results = [tool.MethodResult(label=n, source=Path(n), frames=f) for n, f in
+               [("A", 2400), ("B", 2400), ("C", 280)]]  # fmt: skip
+    assert tool.plot_notes(results) == ["hatched: C scored on 280 frames; the others on 2,400."]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--plot-metrics", "mpjpe,nope"], "--plot-metrics nope: in no input"),
+        (["--plot-metrics", "mpjpe,mpjpe"], "a name is repeated"),
+    ],
+)
+def test_plot_metrics_unknown_exits_2_and_writes_nothing(three_methods, capsys, extra, message):
+    tmp_path, methods = three_methods
+    out, plot = tmp_path / "out" / "table.md", tmp_path / "figs" / "methods.png"
+    argv = [a for m in methods for a in ("--method", m)]
+    with pytest.raises(SystemExit) as exc:
+        _tool().main([*argv, "--out", str(out), "--plot", str(plot), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.parent.exists() and not plot.parent.exists()
+
+
+def test_plot_not_written_for_a_bad_input(three_methods, capsys):
+    tmp_path, methods = three_methods
+    plot = tmp_path / "figs" / "methods.png"
+    argv = [a for m in methods for a in ("--method", m)] + _bad_json(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        _tool().main([*argv, "--plot", str(plot)])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "bad.json: not valid JSON" in captured.err and captured.out == ""
+    assert not plot.parent.exists()
