@@ -52,7 +52,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,7 +315,7 @@ def bench_variant(
         applied["compiled"] += compile_modules(swaps, layout.dynamic, dynamic=True, **kw)
     if variant.graphs:
         if device.type == "cuda":
-            applied["graphed"] = graph_modules(swaps, layout.static)
+            applied["graphed"] = graph_modules(swaps, layout.graphable)
             applied["not_graphed"] = {
                 "dynamic": list(layout.dynamic),
                 "note": "data-dependent shapes (sparse stage, scene tokens) stay eager",
@@ -927,10 +927,28 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    with _fast_cuda_math(device.type == "cuda"):
+        return _run(args, argv, device)
+
+
+@contextlib.contextmanager
+def _fast_cuda_math(enabled: bool) -> Iterator[None]:
+    """TF32 matmuls and cuDNN autotuning while timing; the caller's settings come back after
+    (an in-process caller, e.g. a test, must not inherit TF32 geometry)."""
+    flags = (torch.backends.cudnn, "benchmark"), (torch.backends.cuda.matmul, "allow_tf32"), (
+        torch.backends.cudnn, "allow_tf32")  # fmt: skip
+    saved = [getattr(obj, name) for obj, name in flags]
+    try:
+        if enabled:
+            for obj, name in flags:
+                setattr(obj, name, True)
+        yield
+    finally:
+        for (obj, name), value in zip(flags, saved, strict=True):
+            setattr(obj, name, value)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, device: torch.device) -> int:
     from sahmr.benchmark.frames import bundled_frames, dataset_frames
     from sahmr.benchmark.timing import environment_info, write_marked_section
 

@@ -430,11 +430,20 @@ class StageLayout:
             never graphed.
         build: ``(model, inputs, swaps, context) -> (stages, info)``: captures one forward
             pass on ``inputs`` and returns the `Stage` list and sizes seen (``info``).
+        ungraphable: Static submodules that compile but cannot be captured in a CUDA graph
+            (host work inside their forward). A failed capture is not harmless: it can leave
+            CUDA's random-number generator in capture state for the rest of the process.
     """
 
     static: tuple[str, ...]
     dynamic: tuple[str, ...]
     build: Callable[..., tuple[list[Stage], dict[str, Any]]]
+    ungraphable: tuple[str, ...] = ()
+
+    @property
+    def graphable(self) -> tuple[str, ...]:
+        """The static submodules to capture in CUDA graphs."""
+        return tuple(p for p in self.static if p not in self.ungraphable)
 
 
 def _sahmr_stages(
@@ -530,7 +539,9 @@ LAYOUTS: dict[str, StageLayout] = {
     "metro": StageLayout(
         static=("backbone", "encoder", "upsampler", "cam_head"), dynamic=(), build=_metro_stages
     ),
+    # The SMPL-format body model (smplx) does host work in its forward: its capture fails on
+    # the GPU ("operation failed due to a previous error during capture"); compiled only.
     "hmr": StageLayout(static=("backbone", "regressor", "body_model"), dynamic=(),
-                       build=_hmr_stages),
+                       build=_hmr_stages, ungraphable=("body_model",)),
 }  # fmt: skip
 """Stage layout per method family (``sahmr``, ``metro``, ``hmr``)."""

@@ -422,7 +422,7 @@ def test_graphed_predict_matches_eager(name):
     inputs = _image_inputs(2, "cuda")
     ref = model.predict(inputs).verts_cam
     swaps = ModuleSwaps(model)
-    done = graph_modules(swaps, LAYOUTS[tool.METHODS[name].family].static)
+    done = graph_modules(swaps, LAYOUTS[tool.METHODS[name].family].graphable)
     first = model.predict(inputs).verts_cam  # capture
     again = model.predict(_image_inputs(2, "cuda")).verts_cam  # replay, fresh input tensors
     failures = [f for _, m in swaps.swaps.values() for f in m.failures]
@@ -454,6 +454,14 @@ def test_tool_variants_on_cuda(tmp_path):
         assert m["variants"]["eager"]["latency_b1"]["median_ms"] > 0, name
 
 
+def test_layouts_graph_only_capturable_submodules():
+    from sahmr.benchmark.stages import LAYOUTS
+
+    assert LAYOUTS["hmr"].graphable == ("backbone", "regressor")
+    assert "body_model" in LAYOUTS["hmr"].static  # still compiled
+    assert LAYOUTS["metro"].graphable == LAYOUTS["metro"].static
+
+
 def test_graph_wrapper_exposes_the_wrapped_modules_attributes():
     """A graphed submodule stands in for the original: callers read its attributes (HMR reads
     its regressor's ``rotation``); the wrapper's own attributes win."""
@@ -464,3 +472,11 @@ def test_graph_wrapper_exposes_the_wrapped_modules_attributes():
     assert wrapped.warmup == 1 and wrapped.module is inner
     with pytest.raises(AttributeError):
         _ = wrapped.no_such_attribute
+
+
+def test_tool_restores_the_callers_math_settings():
+    tool = _tool()
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark
+    with tool._fast_cuda_math(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.benchmark
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark) == before
