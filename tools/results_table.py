@@ -37,15 +37,14 @@ import argparse
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from sahmr.evaluation.evaluator import METRIC_UNITS
+from sahmr.evaluation.reports import atomic_write_bytes
 
 METHOD_PREFIX = "method:"
 """``--metrics`` entries with this prefix are read from a file's ``method_metrics``."""
@@ -674,22 +673,6 @@ def make_table(args: argparse.Namespace) -> str:
     return render_table(comp.results, comp.columns, comp.seconds, title=comp.title)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the mode a plain open() would
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -712,10 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         sys.stdout.write(text)
     else:
-        _write_atomic(args.out, text.encode("utf-8"))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.out, text.encode("utf-8"))
         print(f"wrote {args.out}")
     if png is not None:
-        _write_atomic(args.plot, png)
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.plot, png)
         print(f"wrote {args.plot}", file=sys.stderr if args.out is None else sys.stdout)
     return 0
 

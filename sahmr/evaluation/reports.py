@@ -24,9 +24,15 @@ logger = logging.getLogger(__name__)
 HISTOGRAM_METRICS = ("mpjpe", "pa_mpjpe", "g_mpve", "pene", "confe")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader never sees a half-written file; the file gets the mode a plain ``open`` would give.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -56,7 +62,7 @@ def write_metrics_json(result: EvaluationResult, path: str | Path) -> Path:
     """Write ``metrics.json`` (NaN written as null)."""
     path = Path(path)
     text = json.dumps(_nan_to_none(metrics_dict(result)), indent=2, allow_nan=False)
-    _atomic_write_bytes(path, (text + "\n").encode())
+    atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 
@@ -81,7 +87,7 @@ def write_per_frame_csv(result: EvaluationResult, path: str | Path) -> Path:
     writer.writeheader()
     for row in result.per_frame:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -103,7 +109,7 @@ def write_plots(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        _atomic_write_bytes(out_dir / name, buf.getvalue())
+        atomic_write_bytes(out_dir / name, buf.getvalue())
         written.append(out_dir / name)
 
     present = [m for m in HISTOGRAM_METRICS if any(m in r for r in result.per_frame)]
