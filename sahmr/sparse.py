@@ -24,6 +24,9 @@ Every spconv import in sahmr goes through this module, so its quirks live in one
   layers that share an ``indice_key``: the cached index pairs differ per algorithm.
   Verified on an H100 (spconv-cu121 2.3.8, ``tests/test_sparse.py``): CUDA default,
   CPU-built + ``.cuda()`` + ``set_algo``, and Native-on-GPU all match Native CPU to 1e-5.
+  sahmr's own sparse network, `sahmr.models.sparse_unet.SparseUNet` (built with
+  ``algo=None``), does this switch itself at every call, from its input's device: models
+  are built on the CPU by hydra and moved, and stayed on Native on the GPU until it did.
 
 * **Coordinate memory layout.** spconv reads the coordinate tensor's raw memory and
   ignores strides. ``torch.nonzero`` returns a column-major (non-contiguous) tensor, and
