@@ -31,13 +31,13 @@ RCNET_PREFIX = "rcnet."
 def export(src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True) -> float:
     """Write the exported checkpoint; returns its size in MB."""
     ckpt = load_checkpoint(src)
-    cfg = checkpoint_config(ckpt)
+    cfg = checkpoint_config(ckpt, src)
     state = dict(ckpt["model"])
     if rcnet is not None:
         rc = load_checkpoint(rcnet)
         state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
         state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
-        OmegaConf.update(cfg, "model.rcnet", checkpoint_config(rc).model, force_add=True)
+        OmegaConf.update(cfg, "model.rcnet", checkpoint_config(rc, rcnet).model, force_add=True)
     if fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     out = {

@@ -19,9 +19,11 @@ reads it: nothing is unpickled by type.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import random
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +33,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from sahmr.engine.safe_config import UnsafeConfigError as UnsafeConfigError  # re-exported
+from sahmr.engine.safe_config import check_stored_config
 
 logger = logging.getLogger(__name__)
 
@@ -90,18 +95,86 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------- files
 
 
+def _current_umask() -> int:
+    """The process umask (read without changing it where Linux allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, brief)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if a process with this id exists on this machine (or cannot be told)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists under another user, or unknown: keep its files
+    return True
+
+
+def _temp_prefix(path: Path, pid: int | None = None) -> str:
+    """Prefix of `atomic_torch_save`'s temporary files: hidden, naming host and writer pid."""
+    host = socket.gethostname().replace(".", "_") or "host"
+    return f".{path.name}.{host}.{os.getpid() if pid is None else pid}."
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temporary files a killed `atomic_torch_save` of ``path`` left behind.
+
+    Only files written on this host by a process that no longer exists are removed; a live
+    writer's (or another machine's) temporary file is left alone.
+
+    Args:
+        path: The target file whose leftovers are looked for (in its folder).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    head = _temp_prefix(path, pid=0)[: -len("0.")]  # ".<name>.<host>."
+    removed: list[Path] = []
+    for cand in path.parent.glob(f"{glob.escape(head)}*.tmp"):
+        pid_text = cand.name[len(head):].split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            cand.unlink()
+        except OSError as exc:
+            logger.warning("cannot remove stale temporary file %s: %s", cand, exc)
+            continue
+        removed.append(cand)
+        logger.info("removed %s, left by a killed writer (pid %s)", cand, pid_text)
+    return removed
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the target folder, then rename over ``path``.
 
-    A crash mid-write leaves the previous file intact, never a truncated one.
+    A crash mid-write leaves the previous file intact, never a truncated one; the temporary
+    files of earlier killed writers of the same path are removed first
+    (`remove_stale_temps`). The file gets the usual mode of a new file (0666 less the umask,
+    e.g. 0644), not the 0600 of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -188,11 +261,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def checkpoint_config(ckpt: Mapping[str, Any]) -> DictConfig:
-    """The config stored in a checkpoint, as a DictConfig."""
-    cfg = OmegaConf.create(ckpt["config"])
+def checkpoint_config(ckpt: Mapping[str, Any], source: str | Path = "checkpoint") -> DictConfig:
+    """The config stored in a checkpoint, as a DictConfig, checked before anything uses it.
+
+    A checkpoint is data from whoever shared it: its config is refused unless every
+    ``_target_`` in it names one of the project's own classes and it uses no OmegaConf
+    resolver (`sahmr.engine.safe_config.check_stored_config`), so hydra cannot be made to
+    call anything else when the method (or its body model) is built from it.
+
+    Args:
+        ckpt: The checkpoint dict (`load_checkpoint`).
+        source: The checkpoint's file, named in errors.
+
+    Raises:
+        ValueError: No config, or not a mapping.
+        UnsafeConfigError: (a ValueError) a refused ``_target_`` or resolver.
+    """
+    text = ckpt.get("config")
+    if not isinstance(text, str):
+        raise ValueError(f"{source}: the checkpoint holds no config text")
+    try:
+        cfg = OmegaConf.create(text)
+    except Exception as exc:  # omegaconf/yaml raise several types for malformed text
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{source}: unreadable config ({type(exc).__name__}: {detail})") from exc
     if not isinstance(cfg, DictConfig):
-        raise ValueError("checkpoint config is not a mapping")
+        raise ValueError(f"{source}: checkpoint config is not a mapping")
+    check_stored_config(cfg, source)
     return cfg
 
 
@@ -278,7 +373,9 @@ def load_method(
     from hydra.utils import instantiate
 
     ckpt = load_checkpoint(path)
-    cfg = checkpoint_config(ckpt)
+    cfg = checkpoint_config(ckpt, path)  # refuses foreign _target_s before instantiate
+    if "model" not in cfg:
+        raise ValueError(f"{path}: the checkpoint's config has no model")
     method = instantiate(cfg.model)
     method.load_state_dict(float_state_dict(ckpt["model"]), strict=strict)
     method.to(device).eval()

@@ -250,6 +250,22 @@ def write_test_configs(root: Path, module: str) -> Path:
     return root
 
 
+TEST_TARGETS = frozenset(
+    f"{module}.{name}"
+    for module in ("engine_conftest", "conftest")
+    for name in ("TinyMethod", "TinyPipeline", "TinyLoss", "TinyAdversarialMethod",
+                 "TinyAdversarialLoss")
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _allow_test_targets(monkeypatch):
+    """Checkpoints of the dummy methods load: their targets join the stored-config allowlist."""
+    from sahmr.engine import safe_config
+
+    monkeypatch.setattr(safe_config, "ALLOWED_TARGETS", safe_config.ALLOWED_TARGETS | TEST_TARGETS)
+
+
 @pytest.fixture(scope="session")
 def test_configs(tmp_path_factory) -> Path:
     """Extra configs for in-process runs (``engine_conftest`` targets)."""
