@@ -69,6 +69,7 @@ from torch.utils.data import Dataset
 from sahmr.data.safe_pickle import load_data_pickle
 from sahmr.data.sample import RootJointFn, Sample, crop_around_bbox
 from sahmr.data.smplx_params import clean_smplx_params, transform_smplx_params
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class RichDataset(Dataset):
         bboxes: Mapping[str, np.ndarray] | None = None,
         smpl_vertex_regions: np.ndarray | None = None,
         smplx_vertex_regions: np.ndarray | None = None,
-        contact_threshold: float = 0.07,
+        contact_threshold: float = CONTACT_THRESHOLD_M,
         gender_map: Mapping[int, str] | None = None,
         crop_size: int = 224,
         keep_image: bool = False,

@@ -40,6 +40,7 @@ from PIL import Image
 from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.inference.errors import InputError
 from sahmr.inference.pipeline import FramePrediction, SceneData
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def contacts_record(result: FramePrediction) -> dict[str, Any]:
             "region": regions.tolist(),
         },
         "body_vertices_in_contact": (
-            None if body is None else {"threshold_m": 0.07, "per_region": body}
+            None if body is None else {"threshold_m": CONTACT_THRESHOLD_M, "per_region": body}
         ),
         "region_names": list(CONTACT_REGION_NAMES),
     }

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.evaluation.rcnet_metrics import rcnet_metrics
 from sahmr.geometry.cameras import project, unproject
 from sahmr.models.inputs import FrameInputs, FrameTargets
 from sahmr.models.sparse_unet import SparseUNet
+from sahmr.scene.contact import NUM_CONTACT_CLASSES, NUM_CONTACT_REGIONS
 from sahmr.scene.frustum import roi_select
 from sahmr.scene.voxels import voxelize
 
@@ -63,10 +63,9 @@ __all__ = [
     "vote_root",
 ]
 
-NUM_CONTACT_CLASSES = len(CONTACT_REGION_NAMES)
-"""Voxel contact classes: 0 none + the contact regions (8)."""
-NUM_PARTS = NUM_CONTACT_CLASSES - 1
-"""Contact regions 1..7, one auxiliary part heatmap each."""
+NUM_PARTS = NUM_CONTACT_REGIONS
+"""Contact regions 1..7, one auxiliary part heatmap each. (``NUM_CONTACT_CLASSES``, the 8
+voxel classes 0 none + regions, comes from `sahmr.scene.contact`.)"""
 _DEPTH_LOG_RANGE = 3.0  # d = depth_prior * exp(clamp(raw, -3, 3))
 
 

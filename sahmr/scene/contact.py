@@ -2,6 +2,12 @@
 
 Regions follow DESIGN.md: 0 none, 1 left foot, 2 right foot, 3 left hand, 4 right hand,
 5 back, 6 gluteus, 7 thighs. The per-vertex region array comes from ``sahmr.body``.
+
+The one definition of contact (DESIGN.md) lives here and is imported everywhere (generator
+labels, RCNet targets, losses, data loaders, evaluator, demo): a body vertex is in contact
+when it belongs to one of the :data:`NUM_CONTACT_REGIONS` contact regions and lies within
+:data:`CONTACT_THRESHOLD_M` of the scan (:func:`vertex_contact`). Both sides of every
+comparison use this same vertex set.
 """
 
 from __future__ import annotations
@@ -11,9 +17,50 @@ import logging
 import torch
 from torch import Tensor
 
+from sahmr.body.constants import CONTACT_REGION_NAMES
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["scene_contact_labels"]
+__all__ = [
+    "CONTACT_THRESHOLD_M",
+    "NUM_CONTACT_CLASSES",
+    "NUM_CONTACT_REGIONS",
+    "scene_contact_labels",
+    "vertex_contact",
+]
+
+CONTACT_THRESHOLD_M = 0.07
+"""Vertex-to-scene distance (metres) below which a contact-region vertex is in contact (7 cm,
+as SA-HMR). The only place this number is written."""
+
+NUM_CONTACT_CLASSES = len(CONTACT_REGION_NAMES)
+"""Contact classes including 0 = none (8): RCNet's per-voxel / per-point classification."""
+
+NUM_CONTACT_REGIONS = NUM_CONTACT_CLASSES - 1
+"""Contact regions 1..7 (left foot ... thighs): the labels that can be in contact (7)."""
+
+
+def vertex_contact(
+    distance: Tensor, vertex_region: Tensor, threshold: float = CONTACT_THRESHOLD_M
+) -> Tensor:
+    """Per-vertex contact region: the vertex's region where it is in contact, else 0.
+
+    A vertex is in contact when its region label is in 1..7 and ``|distance| < threshold``.
+    Vertices outside the contact regions are never in contact, whatever their distance.
+
+    Args:
+        distance: Tensor of shape (..., V), metres: signed (SDF) or unsigned distance of each
+            body vertex to the scan.
+        vertex_region: int Tensor of shape (V,), region label 0..7 per vertex
+            (``BodyModel.topology.contact_labels[0]``).
+        threshold: Contact distance, metres.
+
+    Returns:
+        int64 Tensor of shape (..., V), labels 0..7 (``> 0`` = in contact).
+    """
+    region = vertex_region.to(device=distance.device, dtype=torch.int64)
+    near = distance.abs() < threshold
+    return torch.where(near & (region > 0), region, torch.zeros_like(region))
 
 
 def scene_contact_labels(
@@ -21,7 +68,7 @@ def scene_contact_labels(
     batch_idx: Tensor,
     body_vertices: Tensor,
     vertex_region: Tensor,
-    threshold: float = 0.07,
+    threshold: float = CONTACT_THRESHOLD_M,
     chunk_size: int = 65536,
 ) -> Tensor:
     """Give each scene point the region of its nearest region vertex, if close enough.

@@ -56,6 +56,7 @@ from torch import Tensor
 
 from sahmr.body.model import BodyModel
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid, build_sdf_grid
 from sahmr.synth.furniture import Surface
 from sahmr.synth.poses import (
@@ -82,8 +83,9 @@ __all__ = [
     "facing_to_yaw",
 ]
 
-CONTACT_THRESHOLD = 0.07
-"""Distance (m) under which a body vertex counts as touching the scene (SA-HMR's 7 cm)."""
+CONTACT_THRESHOLD = CONTACT_THRESHOLD_M
+"""Distance (m) under which a body vertex counts as touching the scene (SA-HMR's 7 cm); the
+one definition in `sahmr.scene.contact`."""
 
 _BODY_TO_ROOM = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 """Rotation taking the body frame (y up, facing +z) to the room frame (z up, facing -y)."""
