@@ -18,6 +18,20 @@ Terms (``w_*`` the keyword weights):
   they were drawn from, relative to the ground-truth root (teacher forcing only: without
   ``contact_gt_index`` or with no points the term is 0);
 * ``rc/<name>`` (SA-HMR, optional): the terms of an RCNet loss on ``output.rc`` when given.
+
+With a parametric head (``output.body`` not None), `ParamTerms` adds:
+
+* ``param_rot``: the 24 predicted rotation matrices (global orientation in camera axes + joint
+  rotations) against the ground truth's, L1 per matrix entry (only where ``targets.betas`` /
+  ``global_orient_cam`` / ``body_pose`` exist);
+* ``param_betas``: shape coefficients, L1;
+* ``param_verts`` / ``param_joints3d``: root-relative vertices and J14 joints of the posed body;
+* ``param_verts_abs`` (SA-HMR): mean Euclidean distance of the placed body's vertices to the
+  ground truth - a distance, so the camera-frame and world-frame terms are the same number;
+* ``param_joints2d`` (METRO): weak-perspective projections of the body's J14 joints;
+* ``edge`` / ``normal`` on the free-form full mesh: relative edge-length error and
+  ``1 - cos`` between predicted and ground-truth face normals, which keep the free-form mesh
+  (the parametric head's input) surface-like.
 """
 
 from __future__ import annotations
@@ -27,9 +41,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.losses.base import LossOutput
 from sahmr.models.inputs import FrameTargets
 from sahmr.models.metro import crop_to_normalized, weak_perspective
+from sahmr.models.param_head import BodyParams
 
 
 def _l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -60,6 +76,127 @@ def _shape_terms(
     return terms
 
 
+def target_rotmats(targets: FrameTargets) -> Tensor | None:
+    """Tensor (B, 24, 3, 3) ground-truth rotations (global orientation in camera axes first),
+    or None when the targets carry no body-model parameters."""
+    if targets.global_orient_cam is None or targets.body_pose is None:
+        return None
+    b = targets.body_pose.shape[0]
+    aa = torch.cat(
+        [targets.global_orient_cam.reshape(b, 1, 3), targets.body_pose.reshape(b, -1, 3)], dim=1
+    )
+    return axis_angle_to_matrix(aa.float())
+
+
+def edge_length_error(verts: Tensor, verts_gt: Tensor, faces: Tensor) -> Tensor:
+    """Mean relative edge-length error ``|l_pred - l_gt| / l_gt`` over the faces' edges.
+
+    Args:
+        verts: Tensor (B, V, 3) predicted mesh.
+        verts_gt: Tensor (B, V, 3) ground-truth mesh, same topology.
+        faces: Tensor (F, 3) int64.
+
+    Returns:
+        Scalar Tensor (a fraction; 0.05 = 5 %).
+    """
+    edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+
+    def lengths(v: Tensor) -> Tensor:
+        return (v[:, edges[:, 0]] - v[:, edges[:, 1]]).float().norm(dim=-1)
+    gt = lengths(verts_gt)
+    return ((lengths(verts) - gt).abs() / gt.clamp_min(1e-6)).mean()
+
+
+def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """Tensor (B, F, 3) unit face normals (right-handed winding)."""
+    tri = verts[:, faces].float()
+    n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    return torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
+
+
+class ParamTerms(nn.Module):
+    """Parametric-body and surface-quality terms shared by METRO's and SA-HMR's losses.
+
+    Args:
+        rot: Weight of the rotation-matrix term.
+        betas: Weight of the shape-coefficient term.
+        verts: Weight of the root-relative vertex term of the posed body.
+        joints3d: Weight of its root-relative J14 joint term.
+        verts_abs: Weight of the placed body's vertex distance (SA-HMR).
+        joints2d: Weight of its 2-D J14 term (METRO).
+        edge: Weight of the free-form mesh's relative edge-length error.
+        normal: Weight of the free-form mesh's face-normal term.
+    """
+
+    def __init__(
+        self,
+        *,
+        rot: float = 1.0,
+        betas: float = 0.05,
+        verts: float = 1.0,
+        joints3d: float = 1.0,
+        verts_abs: float = 1.0,
+        joints2d: float = 0.5,
+        edge: float = 0.05,
+        normal: float = 0.02,
+    ) -> None:
+        super().__init__()
+        self.rot, self.betas = float(rot), float(betas)
+        self.verts, self.joints3d = float(verts), float(joints3d)
+        self.verts_abs, self.joints2d = float(verts_abs), float(joints2d)
+        self.edge, self.normal = float(edge), float(normal)
+
+    def forward(
+        self,
+        output: Any,
+        targets: FrameTargets,
+        *,
+        root_used: Tensor | None = None,
+        cam: Tensor | None = None,
+        crop_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Weighted terms (empty without ``output.body`` and faces).
+
+        Args:
+            output: A mesh network output with ``body`` (`BodyParams` or None), ``faces``
+                and ``verts_rel_levels``.
+            targets: Ground truth.
+            root_used: Tensor (B, 3) where the body is placed (SA-HMR) for ``param_verts_abs``.
+            cam: Tensor (B, 3) weak-perspective camera (METRO) for ``param_joints2d``.
+            crop_size: Crop side S for ``param_joints2d``.
+        """
+        terms: dict[str, Tensor] = {}
+        faces = getattr(output, "faces", None)
+        if faces is not None and (self.edge > 0 or self.normal > 0):
+            free = output.verts_rel_levels[-1]
+            gt = targets.verts_cam
+            terms["edge"] = self.edge * edge_length_error(free, gt, faces)
+            cos = (face_normals(free, faces) * face_normals(gt, faces)).sum(-1)
+            terms["normal"] = self.normal * (1.0 - cos).mean()
+        body: BodyParams | None = getattr(output, "body", None)
+        if body is None:
+            return terms
+        root = targets.root_cam[:, None]
+        terms["param_verts"] = self.verts * _l1(body.verts_rel, targets.verts_cam - root)
+        joints_gt = targets.joints14_cam - root
+        terms["param_joints3d"] = self.joints3d * _l1(body.joints14_rel, joints_gt)
+        rot_gt = target_rotmats(targets)
+        if rot_gt is not None:
+            terms["param_rot"] = self.rot * _l1(body.rotmats, rot_gt)
+        if targets.betas is not None:
+            nb = min(body.betas.shape[-1], targets.betas.shape[-1])
+            terms["param_betas"] = self.betas * _l1(body.betas[:, :nb], targets.betas[:, :nb])
+        if root_used is not None:
+            placed = body.verts_rel + root_used[:, None].to(body.verts_rel)
+            dist = (placed.float() - targets.verts_cam.float()).norm(dim=-1)
+            terms["param_verts_abs"] = self.verts_abs * dist.mean()
+        if cam is not None and crop_size is not None:
+            gt2d = crop_to_normalized(targets.joints14_2d_crop, crop_size)
+            pred2d = weak_perspective(body.joints14_rel, cam)
+            terms["param_joints2d"] = self.joints2d * _l1(pred2d, gt2d)
+        return terms
+
+
 def _total(terms: dict[str, Tensor]) -> LossOutput:
     return LossOutput(total=torch.stack(list(terms.values())).sum(), terms=terms)
 
@@ -72,6 +209,8 @@ class MetroLoss(nn.Module):
         joints3d: Weight of the token-joint term.
         joints3d_reg: Weight of the mesh-regressed-joint term.
         joints2d: Weight of the 2-D reprojection term (crop-normalised units).
+        param_terms: Terms of the parametric body and the free-form surface (`ParamTerms`);
+            None: the defaults.
     """
 
     def __init__(
@@ -81,12 +220,14 @@ class MetroLoss(nn.Module):
         joints3d: float = 1.0,
         joints3d_reg: float = 1.0,
         joints2d: float = 0.5,
+        param_terms: ParamTerms | None = None,
     ) -> None:
         super().__init__()
         self.vertices = float(vertices)
         self.joints3d = float(joints3d)
         self.joints3d_reg = float(joints3d_reg)
         self.joints2d = float(joints2d)
+        self.param_terms = param_terms if param_terms is not None else ParamTerms()
 
     def forward(self, output: Any, targets: FrameTargets) -> LossOutput:
         """Args: output a `sahmr.models.metro.MetroOutput`; targets the frames' ground truth.
@@ -108,6 +249,9 @@ class MetroLoss(nn.Module):
             dim=1,
         )
         terms["joints2d"] = self.joints2d * _l1(pred2d, torch.cat([gt2d, gt2d], dim=1))
+        terms.update(
+            self.param_terms(output, targets, cam=output.cam, crop_size=output.crop_size)
+        )
         return _total(terms)
 
 
@@ -123,6 +267,8 @@ class SAHMRLoss(nn.Module):
         rcnet_loss: A loss ``(rc_output, targets) -> LossOutput`` applied to ``output.rc``
             when RCNet ran (e.g. `sahmr.losses.rcnet.RCNetLoss`); its terms are added with the
             prefix ``rc/``. None ignores ``output.rc``.
+        param_terms: Terms of the parametric body and the free-form surface (`ParamTerms`);
+            None: the defaults.
     """
 
     def __init__(
@@ -134,6 +280,7 @@ class SAHMRLoss(nn.Module):
         verts_abs: float = 1.0,
         scene_recon: float = 0.5,
         rcnet_loss: nn.Module | None = None,
+        param_terms: ParamTerms | None = None,
     ) -> None:
         super().__init__()
         self.vertices = float(vertices)
@@ -142,6 +289,7 @@ class SAHMRLoss(nn.Module):
         self.verts_abs = float(verts_abs)
         self.scene_recon = float(scene_recon)
         self.rcnet_loss = rcnet_loss
+        self.param_terms = param_terms if param_terms is not None else ParamTerms()
 
     def forward(self, output: Any, targets: FrameTargets) -> LossOutput:
         """Args: output a `sahmr.models.sahmr.SAHMROutput`; targets the frames' ground truth.
@@ -161,6 +309,7 @@ class SAHMRLoss(nn.Module):
             terms["scene_recon"] = self.scene_recon * _l1(output.scene_recon, gt)
         else:
             terms["scene_recon"] = output.scene_recon.float().sum() * 0.0
+        terms.update(self.param_terms(output, targets, root_used=output.root_cam))
         if self.rcnet_loss is not None and output.rc is not None:
             rc = self.rcnet_loss(output.rc, targets)
             terms.update({f"rc/{k}": v for k, v in rc.terms.items()})

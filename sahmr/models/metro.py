@@ -26,7 +26,7 @@ weak-perspective projection (least squares, `sahmr.geometry.pnp.estimate_transla
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from sahmr.body.topology import BodyTopology
 from sahmr.geometry.pnp import estimate_translation
 from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.models.param_head import BodyParams, ParametricBodyHead
 from sahmr.models.transformer import TransformerCascade
 from sahmr.models.upsampling import MeshUpsampler
 
@@ -100,6 +101,9 @@ class MetroOutput:
         crop_size: Crop side S in pixels of the input images.
         attention: None, or per encoder block the last layer's head-averaged self-attention
             Tensor (B, T, T) over the tokens ``[J joints, Vc vertices, G grid cells]``.
+        body: The parametric body (root-relative, camera axes), or None without a
+            parametric head.
+        faces: Tensor (F, 3) int64 faces of the full-resolution mesh.
     """
 
     joints14_rel: Tensor
@@ -108,6 +112,8 @@ class MetroOutput:
     cam: Tensor
     crop_size: int
     attention: list[Tensor] | None = None
+    body: BodyParams | None = None
+    faces: Tensor | None = None
 
     @property
     def verts_rel(self) -> Tensor:
@@ -144,6 +150,11 @@ class MeshTokenNet(nn.Module):
         mask_ratio: Fraction of query tokens masked in training, in [0, 1].
         image_size: Crop side S the grid position embeddings are built for.
         upsample_residual: Learn per-vertex offsets in the up-sampling.
+        param_head: Factory of the parametric body head, called with the encoder's output
+            width (``param_head(in_width=out_width)``; hydra ``_partial_: true``); None
+            regresses free-form vertices only.
+        free_form_output: With a parametric head, still return the free-form vertices from
+            ``predict`` (for comparison; the default returns the parametric body).
     """
 
     def __init__(
@@ -156,6 +167,8 @@ class MeshTokenNet(nn.Module):
         mask_ratio: float,
         image_size: int,
         upsample_residual: bool,
+        param_head: Callable[..., ParametricBodyHead] | None = None,
+        free_form_output: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= mask_ratio <= 1.0:
@@ -189,6 +202,37 @@ class MeshTokenNet(nn.Module):
         )
         self.regressor = nn.Linear(out_width, 3)
         self.upsampler = MeshUpsampler(topology=topology, residual=upsample_residual)
+        self.param_head = None if param_head is None else param_head(in_width=out_width)
+        self.free_form_output = bool(free_form_output)
+        self.register_buffer(
+            "faces", torch.as_tensor(np.asarray(topology.faces[0]), dtype=torch.int64),
+            persistent=False,
+        )  # fmt: skip
+        if self.param_head is not None:
+            nv = int(self.param_head.body_model.num_vertices)
+            if nv != int(topology.num_vertices[0]):
+                raise ValueError(
+                    f"parametric head's body has {nv} vertices, the topology "
+                    f"{topology.num_vertices[0]}: build both from the same body"
+                )
+
+    @property
+    def parametric(self) -> bool:
+        """Whether ``predict`` returns the parametric body (else the free-form vertices)."""
+        return self.param_head is not None and not self.free_form_output
+
+    def body_params(self, tokens_out: Tensor, joints: Tensor, coarse: Tensor) -> BodyParams | None:
+        """The parametric body from the encoded query tokens, or None without a head.
+
+        Args:
+            tokens_out: Tensor (B, J + Vc + G, C) encoder outputs.
+            joints: Tensor (B, J, 3) regressed root-relative joints of the joint tokens.
+            coarse: Tensor (B, Vc, 3) regressed root-relative coarse vertices.
+        """
+        if self.param_head is None:
+            return None
+        xyz = torch.cat([joints, coarse], dim=1)
+        return self.param_head(tokens_out[:, : self.num_queries], xyz)
 
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Backbone features of the crops.
@@ -277,6 +321,8 @@ class METRO(MeshTokenNet):
         mask_ratio: float = 0.3,
         image_size: int = 224,
         upsample_residual: bool = True,
+        param_head: Callable[..., ParametricBodyHead] | None = None,
+        free_form_output: bool = False,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -286,6 +332,8 @@ class METRO(MeshTokenNet):
             mask_ratio=mask_ratio,
             image_size=image_size,
             upsample_residual=upsample_residual,
+            param_head=param_head,
+            free_form_output=free_form_output,
         )
         self.encoder = encoder
         self.cam_head = nn.Linear(int(backbone.out_channels), 3)
@@ -320,6 +368,8 @@ class METRO(MeshTokenNet):
             cam=self.cam_head(global_feat),
             crop_size=inputs.crop_size,
             attention=attention,
+            body=self.body_params(encoded, joints, levels[0]),
+            faces=self.faces,
         )
 
     def predict(self, inputs: FrameInputs) -> BodyPrediction:
@@ -329,18 +379,30 @@ class METRO(MeshTokenNet):
         ``inputs.K_crop`` of the J joints and Vc coarse vertices to match their weak-perspective
         projection (`sahmr.geometry.pnp.estimate_translation`); the rotation is the network's.
 
+        With a parametric head (the default output) the PnP points are the parametric body's
+        joints and every ``V // Vc``-th vertex, and ``params`` holds its camera-frame SMPL
+        parameters.
+
         Returns:
             `BodyPrediction` with ``verts_cam`` (B, V, 3), ``joints_cam`` (B, 14, 3) the J14
-            LSP joints (not SMPL's 24) and ``root_cam`` (B, 3) = the translation.
+            LSP joints (not SMPL's 24), ``root_cam`` (B, 3) = the translation, and ``params``.
         """
         with eval_mode(self):
             out = self.forward(inputs)
-            points = torch.cat([out.joints14_rel, out.verts_rel_levels[0]], dim=1)
+            body = out.body if self.parametric else None
+            if body is None:
+                joints, verts = out.joints14_rel, out.verts_rel
+                points = torch.cat([joints, out.verts_rel_levels[0]], dim=1)
+            else:
+                joints, verts = body.joints14_rel, body.verts_rel
+                step = max(1, verts.shape[1] // self.num_coarse)
+                points = torch.cat([joints, verts[:, ::step]], dim=1)
             uv = normalized_to_crop(weak_perspective(points, out.cam), out.crop_size)
             t = estimate_translation(points.float(), uv.float(), inputs.K_crop.float())
             t = t.to(points.dtype)
         return BodyPrediction(
-            verts_cam=out.verts_rel + t[:, None],
-            joints_cam=out.joints14_rel + t[:, None],
+            verts_cam=verts + t[:, None],
+            joints_cam=joints + t[:, None],
             root_cam=t,
+            params=None if body is None else body.smpl_params(t.float()),
         )

@@ -22,6 +22,7 @@ both networks can train at once. RCNet outputs enter the mesh network detached.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.body.topology import BodyTopology
 from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.models.metro import MeshTokenNet, eval_mode
+from sahmr.models.param_head import BodyParams, ParametricBodyHead
 from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class SceneMeshOutput:
         scene_recon: Tensor (P, 3) each contact point minus the root, regressed by its token.
         attention: None, or one `SceneAwareAttention` per encoder block; its scene axis is
             ``[null token, frame's points in packed order, padding]``.
+        body: The parametric body (root-relative, camera axes), or None without a head.
     """
 
     joints14_rel: Tensor
@@ -110,6 +113,7 @@ class SceneMeshOutput:
     joints14_from_verts_rel: Tensor
     scene_recon: Tensor
     attention: list[SceneAwareAttention] | None = None
+    body: BodyParams | None = None
 
 
 class SceneAwareMeshNet(MeshTokenNet):
@@ -123,6 +127,9 @@ class SceneAwareMeshNet(MeshTokenNet):
         image_size: Crop side S.
         upsample_residual: Learn per-vertex offsets in the up-sampling.
         max_contacts: Most contact points per frame accepted (more raise).
+        param_head: Factory of the parametric body head (`sahmr.models.param_head`), called
+            with the encoder's output width; None regresses free-form vertices only.
+        free_form_output: With a head, still return the free-form vertices from ``predict``.
     """
 
     def __init__(
@@ -135,6 +142,8 @@ class SceneAwareMeshNet(MeshTokenNet):
         image_size: int = 224,
         upsample_residual: bool = True,
         max_contacts: int = MAX_CONTACTS_PER_FRAME,
+        param_head: Callable[..., ParametricBodyHead] | None = None,
+        free_form_output: bool = False,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -144,6 +153,8 @@ class SceneAwareMeshNet(MeshTokenNet):
             mask_ratio=mask_ratio,
             image_size=image_size,
             upsample_residual=upsample_residual,
+            param_head=param_head,
+            free_form_output=free_form_output,
         )
         self.encoder = encoder
         self.max_contacts = int(max_contacts)
@@ -222,6 +233,7 @@ class SceneAwareMeshNet(MeshTokenNet):
             joints14_from_verts_rel=joints_reg,
             scene_recon=scene_recon,
             attention=attention,
+            body=self.body_params(mesh_out, joints, levels[0]),
         )
 
 
@@ -247,6 +259,9 @@ class SAHMROutput:
             contact points (teacher forcing), or None (points from RCNet).
         attention: None, or the mesh network's per-block `SceneAwareAttention`.
         rc: Whatever the RCNet returned, or None when it did not run.
+        body: The parametric body (root-relative, camera axes; placed at ``root_cam``), or
+            None without a parametric head.
+        faces: Tensor (F, 3) int64 faces of the full-resolution mesh.
     """
 
     joints14_rel: Tensor
@@ -261,6 +276,8 @@ class SAHMROutput:
     contact_gt_index: Tensor | None = None
     attention: list[SceneAwareAttention] | None = None
     rc: Any = None
+    body: BodyParams | None = None
+    faces: Tensor | None = None
 
     @property
     def verts_rel(self) -> Tensor:
@@ -421,14 +438,20 @@ class SAHMR(nn.Module):
             contact_gt_index=gt_index,
             attention=mesh.attention,
             rc=rc,
+            body=mesh.body,
+            faces=self.mesh_net.faces,
         )
 
     def predict(self, inputs: FrameInputs) -> BodyPrediction:
         """Body in the camera frame from RCNet's root and contacts (eval mode, no gradients).
 
+        With a parametric head (the default output) the body is the body model posed by the
+        regressed parameters with its root joint at RCNet's root, and ``params`` holds its
+        camera-frame SMPL parameters.
+
         Returns:
-            `BodyPrediction` with ``joints_cam`` (B, 14, 3) the J14 LSP joints, and RCNet's
-            (capped) contact points.
+            `BodyPrediction` with ``joints_cam`` (B, 14, 3) the J14 LSP joints, RCNet's
+            (capped) contact points and ``params``.
 
         Raises:
             ValueError: If the model has no RCNet.
@@ -438,11 +461,19 @@ class SAHMR(nn.Module):
         with eval_mode(self):
             out = self.forward(inputs)
         root = out.root_cam
+        body = out.body if self.mesh_net.parametric else None
+        if body is None:
+            verts, joints, params = out.verts_cam, out.joints14_rel + root[:, None], None
+        else:
+            verts = body.verts_rel + root[:, None].to(body.verts_rel)
+            joints = body.joints14_rel + root[:, None].to(body.joints14_rel)
+            params = body.smpl_params(root.float())
         return BodyPrediction(
-            verts_cam=out.verts_cam,
-            joints_cam=out.joints14_rel + root[:, None].to(out.joints14_rel),
+            verts_cam=verts,
+            joints_cam=joints.to(verts.dtype),
             root_cam=root,
             contact_points_cam=out.contact_points_cam,
             contact_point_region=out.contact_point_region,
             contact_batch_idx=out.contact_batch_idx,
+            params=params,
         )

@@ -12,6 +12,7 @@ from sahmr.body import BodyModel
 from sahmr.geometry.cameras import make_K, project
 from sahmr.models.inputs import FrameInputs, FrameTargets
 from sahmr.models.metro import METRO
+from sahmr.models.param_head import ParametricBodyHead
 from sahmr.models.sahmr import SceneAwareMeshNet
 from sahmr.models.transformer import SceneAwareCascade, TransformerCascade
 
@@ -39,6 +40,12 @@ class TinyBackbone(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.conv(image)
+
+
+def tiny_head(in_width: int) -> ParametricBodyHead:
+    """A small parametric head on the shipped body (the factory the mesh networks call)."""
+    return ParametricBodyHead(body_model=body(), in_width=in_width, width=16, num_layers=1,
+                              num_heads=2)  # fmt: skip
 
 
 def tiny_metro(seed: int = 0, **kw) -> METRO:
@@ -86,9 +93,9 @@ def make_batch(B: int = 2, contacts: tuple[int, ...] = (5, 0), seed: int = 0):
         contact_points_cam=cpts,
         contact_point_region=torch.randint(1, 8, (P,), generator=g),
         contact_batch_idx=bidx,
-        betas=None,
-        global_orient_cam=None,
-        body_pose=None,
+        betas=torch.zeros(B, 10),
+        global_orient_cam=orient,
+        body_pose=pose,
         T_w2c=torch.eye(4).repeat(B, 1, 1),
     )
     inputs = FrameInputs(

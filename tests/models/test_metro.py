@@ -128,7 +128,7 @@ def test_few_steps_reduce_loss_and_inputs_untouched():
         losses.append(loss.total.item())
     assert sum(losses[-3:]) / 3 < 0.6 * losses[0]
     assert set(loss.terms) == {"verts_l0", "verts_l1", "verts_l2", "joints3d", "joints3d_reg",
-                               "joints2d"}  # fmt: skip
+                               "joints2d", "edge", "normal"}  # fmt: skip
     assert unchanged(inputs, snaps[0]) and unchanged(targets, snaps[1])
 
 

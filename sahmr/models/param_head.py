@@ -1,0 +1,178 @@
+"""Parametric body head: transformer outputs -> body-model parameters -> a valid body.
+
+METRO-style mesh networks regress free vertex positions, which nothing ties to a body: after
+short training they come out torn and flattened. `ParametricBodyHead` reads the same encoder
+outputs and predicts SMPL-format parameters instead; the vertices then come from the loaded
+`sahmr.body.BodyModel` (the license-free body or a user's SMPL), so the output is always a
+body.
+
+How it reads the encoder: every mesh query token (J14 joints + coarse vertices) is embedded
+from ``[token feature (C), its regressed root-relative position (3)]``. A small transformer
+decoder lets ``24 + 1`` learned queries (one per body-model joint, one for the shape) attend to
+those tokens; each joint query regresses a continuous 6-D rotation (Zhou et al., CVPR 2019),
+the shape query the ``num_betas`` shape coefficients. The rotations are residuals on a rest
+rotation: identity for the body joints, and for the global orientation an upright body facing
+the camera in OpenCV axes (``diag(1, -1, -1)``), so an untrained head already returns a
+plausible person.
+
+Frames: the body is posed in camera axes (``global_orient_cam``) with its root joint (SMPL
+joint 0, the pelvis) at the origin; callers place it (SA-HMR at RCNet's root, METRO by PnP) and
+express the placement as ``transl_cam = root_cam - J0(betas)`` so that
+``body_model(betas, global_orient_cam, body_pose, transl_cam)`` reproduces the placed mesh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sahmr.body.constants import NUM_SMPL_JOINTS
+from sahmr.geometry.rotations import matrix_to_axis_angle, matrix_to_rot6d, rot6d_to_matrix
+
+UPRIGHT_FACING_CAMERA = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, -1.0))
+"""Rotation from the body-model frame (y up, facing +z) to an upright body facing an OpenCV
+camera (y down, z forward): the mean global orientation the head starts from."""
+
+
+@dataclass
+class BodyParams:
+    """Body-model parameters and the posed body, camera axes, root at the origin.
+
+    Attributes:
+        betas: Tensor (B, NB) shape coefficients.
+        rotmats: Tensor (B, 24, 3, 3); ``[:, 0]`` the global orientation in camera axes,
+            ``[:, 1:]`` the joint rotations relative to their parents.
+        verts_rel: Tensor (B, V, 3) vertices minus the root joint, metres.
+        joints_rel: Tensor (B, 24, 3) body-model joints minus the root joint.
+        joints14_rel: Tensor (B, 14, 3) LSP joints (H36M-style regressor) minus the root joint.
+        root_rest: Tensor (B, 3) root joint of the posed body before centring (= J0 of the
+            shaped rest body; ``transl = root - root_rest`` places the body).
+    """
+
+    betas: Tensor
+    rotmats: Tensor
+    verts_rel: Tensor
+    joints_rel: Tensor
+    joints14_rel: Tensor
+    root_rest: Tensor
+
+    def smpl_params(self, root_cam: Tensor) -> dict[str, Tensor]:
+        """SMPL-format parameters (smplx names, axis-angle) of the body placed at ``root_cam``.
+
+        Args:
+            root_cam: Tensor (B, 3) where the root joint goes, camera frame, metres.
+
+        Returns:
+            ``betas`` (B, NB), ``global_orient`` (B, 3), ``body_pose`` (B, 69), ``transl``
+            (B, 3), all float32, camera frame.
+        """
+        aa = matrix_to_axis_angle(self.rotmats.float())
+        return {
+            "betas": self.betas.float(),
+            "global_orient": aa[:, 0],
+            "body_pose": aa[:, 1:].reshape(aa.shape[0], -1),
+            "transl": (root_cam - self.root_rest).float(),
+        }
+
+
+def _freeze_buffers(module: nn.Module) -> None:
+    """Keep a body model's arrays out of state dicts (they belong to the body file)."""
+    for sub in module.modules():
+        sub._non_persistent_buffers_set.update(sub._buffers.keys())
+
+
+class ParametricBodyHead(nn.Module):
+    """Mesh query tokens -> SMPL-format parameters -> posed body (see the module docstring).
+
+    Args:
+        body_model: A `sahmr.body.BodyModel` (any SMPL-format body); its arrays are not saved
+            in checkpoints (they come from the body file).
+        in_width: Channel width C of the encoder's output tokens.
+        width: Width of the head's decoder.
+        num_layers: Decoder layers.
+        num_heads: Attention heads.
+        dropout: Dropout in the decoder.
+    """
+
+    def __init__(
+        self,
+        *,
+        body_model: nn.Module,
+        in_width: int,
+        width: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.body_model = body_model
+        _freeze_buffers(self.body_model)
+        self.body_model.requires_grad_(False)
+        self.num_betas = int(body_model.num_betas)
+        self.num_joints = NUM_SMPL_JOINTS
+        self.token_embed = nn.Sequential(nn.Linear(in_width + 3, width), nn.LayerNorm(width))
+        self.queries = nn.Parameter(torch.randn(self.num_joints + 1, width) * 0.02)
+        layer = nn.TransformerDecoderLayer(
+            d_model=width,
+            nhead=num_heads,
+            dim_feedforward=2 * width,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.decoder = nn.TransformerDecoder(layer, num_layers=num_layers)
+        self.norm = nn.LayerNorm(width)
+        self.rot_out = nn.Linear(width, 6)
+        self.betas_out = nn.Linear(width, self.num_betas)
+        for lin in (self.rot_out, self.betas_out):
+            nn.init.normal_(lin.weight, std=1e-3)
+            nn.init.zeros_(lin.bias)
+        rest = torch.eye(3).repeat(self.num_joints, 1, 1)
+        rest[0] = torch.tensor(UPRIGHT_FACING_CAMERA)
+        self.register_buffer("rest_rot6d", matrix_to_rot6d(rest), persistent=False)
+
+    def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotations and shape from the mesh query tokens.
+
+        Args:
+            tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
+            xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
+
+        Returns:
+            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
+        """
+        memory = self.token_embed(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
+        queries = self.queries.to(memory.dtype)[None].expand(memory.shape[0], -1, -1)
+        out = self.norm(self.decoder(queries, memory))
+        rot6d = self.rot_out(out[:, : self.num_joints]).float() + self.rest_rot6d
+        betas = self.betas_out(out[:, self.num_joints]).float()
+        return rot6d_to_matrix(rot6d), betas
+
+    def pose_body(self, rotmats: Tensor, betas: Tensor) -> BodyParams:
+        """Poses the body model (float32) with its root joint at the origin.
+
+        Args:
+            rotmats: Tensor (B, 24, 3, 3).
+            betas: Tensor (B, NB).
+        """
+        with torch.autocast(device_type=rotmats.device.type, enabled=False):
+            out = self.body_model(
+                betas=betas.float(), global_orient=rotmats[:, :1].float(),
+                body_pose=rotmats[:, 1:].float(),
+            )  # fmt: skip
+        root = out.joints[:, 0]
+        return BodyParams(
+            betas=betas,
+            rotmats=rotmats,
+            verts_rel=out.vertices - root[:, None],
+            joints_rel=out.joints - root[:, None],
+            joints14_rel=out.joints14 - root[:, None],
+            root_rest=root,
+        )
+
+    def forward(self, tokens: Tensor, xyz_rel: Tensor) -> BodyParams:
+        """Parameters and posed body from the mesh query tokens (see `regress`)."""
+        rotmats, betas = self.regress(tokens, xyz_rel)
+        return self.pose_body(rotmats, betas)

@@ -1,0 +1,162 @@
+"""Parametric body output of METRO and SA-HMR's mesh network (sahmr.models.param_head)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from sahmr.geometry.rotations import axis_angle_to_matrix
+from sahmr.losses.mesh import MetroLoss, ParamTerms, SAHMRLoss, edge_length_error
+from sahmr.models.param_head import UPRIGHT_FACING_CAMERA, BodyParams
+from sahmr.models.sahmr import SAHMR
+
+from _mesh_net_cases import (
+    FakeRCNet,
+    body,
+    make_batch,
+    tiny_head,
+    tiny_mesh_net,
+    tiny_metro,
+)
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def _reposed(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Vertices of the shipped body posed by SMPL parameters (the check users run)."""
+    return body()(**{k: v.float() for k, v in params.items()}).vertices
+
+
+def test_untrained_head_gives_an_upright_body_facing_the_camera():
+    head = tiny_head(in_width=8)
+    torch.manual_seed(0)
+    out = head(torch.randn(2, 445, 8), torch.randn(2, 445, 3) * 0.3)
+    upright = torch.tensor(UPRIGHT_FACING_CAMERA)
+    assert torch.allclose(out.rotmats[:, 0], upright.expand(2, 3, 3), atol=0.05)
+    assert torch.allclose(out.rotmats[:, 1:], torch.eye(3).expand(2, 23, 3, 3), atol=0.05)
+    eye = out.rotmats @ out.rotmats.transpose(-1, -2)
+    assert torch.allclose(eye, torch.eye(3).expand_as(eye), atol=1e-5)
+    assert torch.allclose(out.joints_rel[:, 0], torch.zeros(2, 3), atol=1e-6)
+    # camera y is down: the head is above (smaller y than) the pelvis
+    assert (out.verts_rel[..., 1].min(dim=1).values < -0.4).all()
+
+
+def test_body_model_arrays_are_not_saved():
+    net = tiny_metro(param_head=tiny_head)
+    keys = list(net.state_dict())
+    assert any(k.startswith("param_head.queries") for k in keys)
+    assert not any("body_model" in k for k in keys)
+    assert not any(p.requires_grad for p in net.param_head.body_model.parameters())
+
+
+@pytest.mark.parametrize("free_form", [False, True])
+def test_metro_predict_returns_reloadable_parameters(free_form):
+    inputs, _ = make_batch()
+    net = tiny_metro(param_head=tiny_head, free_form_output=free_form)
+    pred = net.predict(inputs)
+    if free_form:
+        assert pred.params is None
+        return
+    verts = _reposed(pred.params)
+    assert (verts - pred.verts_cam).norm(dim=-1).max() < 1e-4
+    assert pred.verts_cam.shape == (2, body().num_vertices, 3)
+
+
+def test_sahmr_places_the_parametric_body_at_rcnets_root():
+    inputs, _ = make_batch()
+    root = torch.tensor([[0.1, 0.2, 3.0], [-0.2, 0.0, 4.0]])
+    bidx = torch.tensor([0, 0, 1])
+    rc = FakeRCNet(root, root[bidx] + 0.1, torch.tensor([1, 2, 5]), bidx)
+    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(param_head=tiny_head))
+    pred = model.predict(inputs)
+    assert pred.params is not None
+    assert torch.allclose(pred.root_cam, root)
+    verts = _reposed(pred.params)
+    assert (verts - pred.verts_cam).norm(dim=-1).max() < 1e-4
+    joints = body()(**pred.params).joints[:, 0]
+    assert torch.allclose(joints, root, atol=1e-5)
+
+
+def _perfect_body(targets) -> BodyParams:
+    rot = axis_angle_to_matrix(
+        torch.cat([targets.global_orient_cam[:, None], targets.body_pose.reshape(-1, 23, 3)], 1)
+    )
+    return tiny_head(in_width=8).pose_body(rot, targets.betas)
+
+
+def test_param_terms_vanish_for_the_ground_truth_and_see_errors():
+    _, targets = make_batch()
+    body_gt = _perfect_body(targets)
+
+    faces = torch.as_tensor(body().faces)
+
+    class Out:
+        pass
+
+    Out.body = body_gt
+    Out.faces = faces
+    Out.verts_rel_levels = [targets.verts_cam.clone()]
+    terms = ParamTerms()(Out, targets, root_used=targets.root_cam)
+    for name in ("param_rot", "param_betas", "param_verts", "param_joints3d", "param_verts_abs",
+                 "edge", "normal"):  # fmt: skip
+        assert terms[name].item() < 1e-5, name
+    # a 2 cm shift of the placement is read as a 2 cm mean vertex distance
+    shifted = ParamTerms()(Out, targets, root_used=targets.root_cam + torch.tensor([0, 0.02, 0]))
+    assert shifted["param_verts_abs"].item() == pytest.approx(0.02, rel=1e-4)
+    # wrong shape coefficients: L1 mean of the difference, weighted
+    wrong = BodyParams(**{**vars(body_gt), "betas": body_gt.betas + 0.5})
+    Out.body = wrong
+    assert ParamTerms(betas=1.0)(Out, targets)["param_betas"].item() == pytest.approx(0.5)
+
+
+def test_edge_length_error_hand_checked():
+    v = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]])
+    f = torch.tensor([[0, 1, 2]])
+    assert edge_length_error(v, v, f).item() == 0.0
+    assert edge_length_error(v * 1.1, v, f).item() == pytest.approx(0.1, rel=1e-5)
+    moved = v.clone()
+    moved[0, 1, 0] = 2.0  # edge 0-1: 1 -> 2 (+100 %), edge 1-2: sqrt2 -> sqrt5, 2-0 unchanged
+    expected = (1.0 + (5**0.5 - 2**0.5) / 2**0.5) / 3
+    assert edge_length_error(moved, v, f).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("which", ["metro", "sahmr"])
+def test_parametric_training_steps_reduce_the_loss(which):
+    inputs, targets = make_batch(contacts=(6, 0))
+    if which == "metro":
+        model = tiny_metro(seed=1, param_head=tiny_head).train()
+        loss_fn = MetroLoss()
+    else:
+        model = SAHMR(rcnet=None, mesh_net=tiny_mesh_net(seed=1, param_head=tiny_head)).train()
+        loss_fn = SAHMRLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = last = None
+    for _ in range(12):
+        out = loss_fn(model(inputs, targets), targets)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+        first = out.terms if first is None else first
+        last = out.terms
+    for name in ("param_rot", "param_verts", "edge"):
+        assert name in last
+    assert last["param_verts"] < first["param_verts"]
+    head_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert head_grads
+
+
+def test_configs_build_parametric_models():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base=None):
+        cfg = compose(overrides=["+model=metro_small", "+body=license_free", "+loss=metro"])
+        free = compose(overrides=["+model=metro_small", "+body=license_free",
+                                  "model.param_head=null"])  # fmt: skip
+    model = instantiate(cfg.model)
+    assert model.param_head is not None and model.parametric
+    assert instantiate(free.model).param_head is None
+    assert isinstance(instantiate(cfg.loss).param_terms, ParamTerms)
