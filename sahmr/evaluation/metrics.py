@@ -20,20 +20,15 @@ import torch
 from torch import Tensor
 
 from sahmr.geometry.procrustes import procrustes_align
+from sahmr.scene.contact import CONTACT_THRESHOLD_M, NUM_CONTACT_REGIONS
 
 MM_PER_M = 1000.0
 """Millimetres per metre: metric outputs are in mm."""
 
-DEFAULT_CONTACT_THRESHOLD_M = 0.07
-"""Vertex-to-scene distance (metres) below which a vertex counts as in contact.
-
-The same 7 cm the data generator uses to label ground-truth contact (see DESIGN.md), so a
-perfect prediction scores F1 = 1 against labels derived from the ground-truth mesh.
-"""
-
-NUM_CONTACT_CLASSES = 7
-"""Scene-contact classes 1..7 (0 = none): left foot, right foot, left hand, right hand, back,
-gluteus, thighs."""
+DEFAULT_CONTACT_THRESHOLD_M = CONTACT_THRESHOLD_M
+"""Vertex-to-scene distance (metres) below which a contact-region vertex is in contact: the
+one definition of `sahmr.scene.contact` (the generator labels ground truth with it), so the
+ground truth scored as its own prediction gets P = R = F1 = 1."""
 
 PelvisSpec = int | Sequence[int]
 
@@ -279,9 +274,9 @@ def binary_counts(pred: Tensor, gt: Tensor) -> dict[str, Tensor]:
 def precision_recall_f1(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor]:
     """Precision, recall, F1 and IoU from counts (any shape, element-wise), as fractions 0..1.
 
-    Conventions for empty denominators: precision = 1 when nothing is predicted, recall = 1
-    when nothing is labelled, F1 / IoU = 1 when both are empty (nothing to find, nothing
-    claimed), which is what a perfect prediction on a frame without contact deserves.
+    Empty denominators give NaN (undefined), never 1: precision is undefined when nothing is
+    predicted, recall when nothing is labelled, F1 / IoU when both are empty. Means over
+    frames skip undefined values and report how many were defined.
 
     Args:
         tp: Tensor of true positive counts.
@@ -292,13 +287,13 @@ def precision_recall_f1(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor]
         Dict of Tensors: ``"precision"``, ``"recall"``, ``"f1"``, ``"iou"``.
     """
     tp, fp, fn = (x.double() for x in (tp, fp, fn))
-    one = torch.ones_like(tp)
-    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp_min(1), one)
-    recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1), one)
+    nan = torch.full_like(tp, float("nan"))
+    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp_min(1), nan)
+    recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1), nan)
     denom = 2 * tp + fp + fn
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), one)
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), nan)
     union = tp + fp + fn
-    iou = torch.where(union > 0, tp / union.clamp_min(1), one)
+    iou = torch.where(union > 0, tp / union.clamp_min(1), nan)
     return {"precision": precision, "recall": recall, "f1": f1, "iou": iou}
 
 
@@ -308,12 +303,15 @@ def vertex_contact_counts(
     *,
     threshold: float = DEFAULT_CONTACT_THRESHOLD_M,
     regions: Tensor | None = None,
-    num_regions: int = NUM_CONTACT_CLASSES,
+    num_regions: int = NUM_CONTACT_REGIONS,
 ) -> dict[str, Tensor]:
     """Vertex-level contact confusion counts, overall and per body region.
 
     A vertex is predicted in contact when ``|sdf| < threshold`` (see
-    :func:`predicted_contact`); the ground truth comes from per-vertex labels.
+    :func:`predicted_contact`); the ground truth comes from per-vertex labels. With
+    ``regions``, both sides are restricted to the vertices of the contact regions (labels
+    1..num_regions), the one definition of contact (`sahmr.scene.contact.vertex_contact`):
+    a vertex outside them counts neither as predicted nor as ground-truth contact.
 
     Args:
         sdf: Tensor of shape (B, V), metres, predicted vertices' signed distances.
@@ -330,6 +328,10 @@ def vertex_contact_counts(
     """
     pred = predicted_contact(sdf, threshold)
     gt = gt_contact.bool()
+    if regions is not None:
+        in_region = regions.to(pred.device) > 0
+        pred = pred & in_region
+        gt = gt & in_region
     out = binary_counts(pred, gt)
     if regions is not None:
         onehot = torch.nn.functional.one_hot(regions.long(), num_regions + 1)[:, 1:]
@@ -341,7 +343,7 @@ def vertex_contact_counts(
 
 
 def scene_contact_class_counts(
-    pred_labels: Tensor, gt_labels: Tensor, num_classes: int = NUM_CONTACT_CLASSES
+    pred_labels: Tensor, gt_labels: Tensor, num_classes: int = NUM_CONTACT_REGIONS
 ) -> dict[str, Tensor]:
     """Per-class confusion counts of scene-point contact labels (RCNet's 8-way output).
 
@@ -398,3 +400,43 @@ def acceleration_error(
         ok = valid[2:] & valid[1:-1] & valid[:-2]
         err = torch.where(ok, err, torch.full_like(err, float("nan")))
     return err
+
+
+def mesh_edges(faces: Tensor) -> Tensor:
+    """The unique undirected edges of a triangle mesh.
+
+    Args:
+        faces: int Tensor of shape (F, 3).
+
+    Returns:
+        int64 Tensor of shape (E, 2), each row ``(i, j)`` with ``i < j``, sorted.
+    """
+    f = faces.long()
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], dim=0)
+    e = torch.sort(e, dim=1).values
+    return torch.unique(e, dim=0)
+
+
+def edge_length_error(pred_verts: Tensor, gt_verts: Tensor, edges: Tensor) -> Tensor:
+    """Mesh plausibility: mean relative edge-length error against the ground-truth mesh.
+
+    ``100 * mean over edges (i, j) of | |p_i - p_j| - |g_i - g_j| | / |g_i - g_j|``: a rigidly
+    moved copy of the ground truth scores 0, a copy scaled by ``s`` scores ``100 |s - 1|``,
+    a torn or crumpled surface scores tens of percent. Invariant to rotation and translation.
+    Edges of zero ground-truth length are skipped.
+
+    Args:
+        pred_verts: Tensor of shape (B, V, 3), metres, any frame.
+        gt_verts: Tensor of shape (B, V, 3), metres, same topology.
+        edges: int64 Tensor of shape (E, 2) (:func:`mesh_edges`).
+
+    Returns:
+        Tensor of shape (B,), percent.
+    """
+    i, j = edges[:, 0], edges[:, 1]
+    len_pred = (pred_verts[:, i] - pred_verts[:, j]).norm(dim=-1)
+    len_gt = (gt_verts[:, i] - gt_verts[:, j]).norm(dim=-1)
+    valid = len_gt > 0
+    rel = (len_pred - len_gt).abs() / len_gt.clamp_min(torch.finfo(len_gt.dtype).tiny)
+    rel = torch.where(valid, rel, torch.zeros_like(rel))
+    return 100.0 * rel.sum(-1) / valid.sum(-1).clamp_min(1).to(rel.dtype)
