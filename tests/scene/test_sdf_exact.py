@@ -28,9 +28,8 @@ def body_model():
 def _body(body_model, **params: np.ndarray) -> np.ndarray:
     dtype = body_model.shapedirs.dtype
     with torch.no_grad():
-        out = body_model(
-            **{k: torch.as_tensor(np.asarray(v), dtype=dtype).reshape(1, -1) for k, v in params.items()}
-        )
+        tensors = {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in params.items()}
+        out = body_model(**{k: t.reshape(1, -1) for k, t in tensors.items()})
     return out.vertices[0].double().numpy()
 
 
@@ -109,7 +108,8 @@ def test_sample_exact_only_replaces_near_points(body_model):
     assert (exact[~near] >= 0.06 - 2 * VOXEL * np.sqrt(3)).all()
     forced = torch.zeros(len(v), dtype=torch.bool)
     forced[~near] = True
-    torch.testing.assert_close(sdf.sample_exact(pts, band=0.06, exact=forced), exact, rtol=0, atol=1e-6)
+    both = sdf.sample_exact(pts, band=0.06, exact=forced)
+    torch.testing.assert_close(both, exact, rtol=0, atol=1e-6)
 
 
 def test_torch_backend_matches_default(body_model):
@@ -118,4 +118,6 @@ def test_torch_backend_matches_default(body_model):
     sdf, mesh = _local_scene("living_room", v)
     cpu_torch = ExactSceneSDF(sdf.grid, mesh.vertices, mesh.faces, backend="torch", device="cpu")
     pts = torch.from_numpy(v)
-    torch.testing.assert_close(cpu_torch.sample_exact(pts), sdf.sample_exact(pts), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        cpu_torch.sample_exact(pts), sdf.sample_exact(pts), rtol=0, atol=1e-5
+    )
