@@ -3,10 +3,13 @@
 python tools/export_checkpoint.py outputs/sahmr_small/checkpoints/best.pt sahmr_small.pt \
     --rcnet outputs/rcnet_small/checkpoints/best.pt
 
-Optimizer, scheduler and RNG states are dropped. ``--rcnet`` merges an RCNet checkpoint into
-an SA-HMR one: its weights go under the ``rcnet.`` prefix (replacing any there) and its model
-config becomes ``model.rcnet``, so `sahmr.engine.checkpoint.load_method` builds the whole
-pipeline. Prints the file size in MB.
+Optimizer, scheduler and RNG states are dropped. ``--int8`` stores weight matrices and kernels
+as int8 with per-output-channel scales (`sahmr.engine.quantize`; about half the float16 size,
+how the shipped checkpoint stays under 20 MB); loading expands them to float32.
+
+``--rcnet`` merges an RCNet checkpoint into an SA-HMR one: its weights go under the ``rcnet.``
+prefix (replacing any there) and its model config becomes ``model.rcnet``, so
+`sahmr.engine.checkpoint.load_method` builds the whole pipeline. Prints the file size in MB.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from sahmr.engine.checkpoint import (
     checkpoint_config,
     load_checkpoint,
 )
+from sahmr.engine.quantize import quantize_state
 
 RCNET_PREFIX = "rcnet."
 
 
-def export(src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True) -> float:
+def export(
+    src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True, int8: bool = False
+) -> float:
     """Write the exported checkpoint; returns its size in MB."""
     ckpt = load_checkpoint(src)
     cfg = checkpoint_config(ckpt, src)
@@ -38,17 +44,25 @@ def export(src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True
         state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
         state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
         OmegaConf.update(cfg, "model.rcnet", checkpoint_config(rc, rcnet).model, force_add=True)
-    if fp16:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    weights: dict = {"model": state}
+    if int8:
+        weights = quantize_state(state)
+    elif fp16:
+        weights["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     out = {
         "format": FORMAT,
         "version": VERSION,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
-        "model": state,
+        **weights,
         "epoch": int(ckpt.get("epoch", 0)),
         "step": int(ckpt.get("step", 0)),
         "metrics": ckpt.get("metrics") or {},
-        "exported": {"source": str(src), "rcnet": str(rcnet or ""), "fp16": bool(fp16)},
+        "exported": {
+            "source": str(src),
+            "rcnet": str(rcnet or ""),
+            "fp16": bool(fp16),
+            "int8": bool(int8),
+        },
     }
     atomic_torch_save(out, dst)
     return dst.stat().st_size / 2**20
@@ -60,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", type=Path, help="exported file")
     p.add_argument("--rcnet", type=Path, default=None, help="RCNet checkpoint to merge in")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 weight matrices with per-channel scales (shipping size)",
+    )
     args = p.parse_args(argv)
     for path in (args.src, args.rcnet):
         if path is not None and not path.is_file():
             p.error(f"{path}: no such file")
     try:
-        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32)
+        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8)
     except ValueError as err:
         p.error(str(err))
     print(f"wrote {args.dst} ({mb:.2f} MB)")

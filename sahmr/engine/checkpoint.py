@@ -22,7 +22,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import pickle
 import random
+import re
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sahmr.engine.quantize import expand_int8
 from sahmr.engine.safe_config import UnsafeConfigError as UnsafeConfigError  # re-exported
 from sahmr.engine.safe_config import check_stored_config
 
@@ -248,17 +251,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Not a sahmr checkpoint, or a newer version.
+        ValueError: Not a sahmr checkpoint (unreadable, or holding pickled objects, which are
+            refused), or a newer version. The message is one line naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path}: refused: it holds pickled Python objects{what} that only a full unpickle "
+            "could build, and unpickling a shared file can run its code (a sahmr checkpoint "
+            "holds tensors, numbers, text, lists and dicts only)"
+        ) from exc
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(
+            f"{path}: not a readable checkpoint file ({type(exc).__name__}: {detail})"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
     if int(ckpt.get("version", 0)) > VERSION:
         raise ValueError(f"{path}: checkpoint version {ckpt['version']} > supported {VERSION}")
-    return ckpt
+    if not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"{path}: the checkpoint holds no model weights")
+    try:
+        return expand_int8(ckpt)  # shipped checkpoints may store weights as int8
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def checkpoint_config(ckpt: Mapping[str, Any], source: str | Path = "checkpoint") -> DictConfig:
