@@ -278,7 +278,9 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(a: argparse.Namespace) -> int:
+def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
+    """Runs the job graph (``job_list``, default `build_jobs`) until every job has ended or
+    ``a.max_minutes`` are up; ``a.root`` holds logs, status and the packed results."""
     logs = a.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(
@@ -287,7 +289,7 @@ def run(a: argparse.Namespace) -> int:
         SAHMR_CACHE_DIR=str(a.root / "cache"),
         PYTHONUNBUFFERED="1",
     )
-    jobs = {j.name: j for j in build_jobs(a)}
+    jobs = {j.name: j for j in (job_list if job_list is not None else build_jobs(a))}
     t0 = time.time()
     while True:
         for j in jobs.values():  # reap

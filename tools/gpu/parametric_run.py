@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""One GPU lease: fresh data, the parametric SA-HMR continued from the shipped checkpoint,
+and every score needed to decide whether it replaces the shipped one.
+
+Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--status``):
+
+1. ``data``: a fresh generated set (default 40,000 samples; rooms split train/val/test by room),
+   then ``data_away``: a held-out set away from the generator's defaults (extreme shapes,
+   low/high/far cameras, occluders), written while the model trains;
+2. ``train``: ``exp=sahmr_small_finetune`` - RCNet inside, frozen; the mesh network with its new
+   parametric head - starting from the shipped weights (``init.weights``; the head starts
+   fresh), a fresh optimiser with warm-up;
+3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`), and a copy whose config
+   returns the free-form vertices (same weights) for the parametric vs free-form comparison;
+4. scores of the new and the shipped checkpoints on val, test and the away set.
+
+    setsid python3 tools/gpu/parametric_run.py --root outputs/gpu > outputs/gpu.log 2>&1 &
+    python3 tools/gpu/parametric_run.py --root outputs/gpu --status
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from campaign import PY, REPO, Job, collect, eval_cmd, run
+
+SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
+AWAY_OVERRIDES = ("+variant=away",)  # configs/make_dataset: the away-from-defaults variant
+
+
+def free_form_copy(src: Path, dst: Path) -> None:
+    """``src`` with ``model.mesh_net.free_form_output: true`` in its stored config."""
+    from omegaconf import OmegaConf
+
+    from sahmr.engine.checkpoint import atomic_torch_save, checkpoint_config, load_checkpoint
+
+    ckpt = load_checkpoint(src)
+    cfg = checkpoint_config(ckpt, src)
+    OmegaConf.update(cfg, "model.mesh_net.free_form_output", True)
+    ckpt["config"] = OmegaConf.to_yaml(cfg, resolve=True)
+    atomic_torch_save(ckpt, dst)
+
+
+def build_jobs(a: argparse.Namespace) -> list[Job]:
+    root, data, away = a.root, a.root / "data", a.root / "data_away"
+    run_dir = root / "runs" / "sahmr_param"
+    best = run_dir / "checkpoints" / "best.pt"
+    new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
+    ev = root / "eval"
+    gen = [
+        PY,
+        "tools/make_dataset.py",
+        "samples_per_shard=800",
+        "resume=true",
+        "sdf_voxel_size=0.04",
+    ]
+    jobs = [
+        Job(
+            "data",
+            [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"],
+            kind="step",
+        ),
+        Job(
+            "data_away",
+            [
+                *gen,
+                f"out_dir={away}",
+                f"num_samples={a.away_samples}",
+                f"workers={a.away_workers}",
+                *a.away_overrides,
+            ],
+            after=["data"],
+            kind="step",
+        ),
+        Job(
+            "train",
+            [
+                PY,
+                "tools/train.py",
+                "exp=sahmr_small_finetune",
+                f"data.root={data}",
+                "exp_name=sahmr_param",
+                f"init.weights={SHIPPED}",
+                "resume=true",
+                f"trainer.max_minutes={a.train_minutes}",
+                f"trainer.max_steps={a.max_steps}",
+                f"trainer.batch_size={a.batch}",
+                f"trainer.lr={a.lr}",
+                "trainer.warmup_steps=150",
+                f"trainer.num_workers={a.loader_workers}",
+                "trainer.val_max_batches=20",
+                "trainer.val_batch_size=64",
+                "trainer.progress=false",
+                "trainer.log_every=50",
+                "max_points_per_scene=400000",
+                *a.train_extra,
+            ],
+            after=["data"],
+            needs=[SHIPPED],
+        ),
+        Job(
+            "export",
+            [PY, "tools/export_checkpoint.py", str(best), str(new), "--int8"],
+            after=["train"],
+            kind="step",
+        ),
+        Job(
+            "free_copy",
+            [PY, __file__, "--free-form-copy", str(new), str(free)],
+            after=["export"],
+            kind="step",
+        ),
+    ]
+    scored = {"new": (new, "export"), "free": (free, "free_copy"), "shipped": (SHIPPED, None)}
+    for split, dataset, deps in (
+        ("val", data, ["data"]),
+        ("test", data, ["data"]),
+        ("test", away, ["data_away"]),
+    ):
+        tag = "away" if dataset == away else split
+        for name, (ckpt, dep) in scored.items():
+            if name == "free" and tag == "val":
+                continue
+            extra = ["max_batches=40", "scene_metrics=false"] if split == "val" else []
+            jobs.append(
+                Job(
+                    f"eval_{name}_{tag}",
+                    eval_cmd(
+                        ckpt,
+                        dataset,
+                        ev / f"{name}_{tag}",
+                        split,
+                        "bf16=true",
+                        "batch_size=64",
+                        *extra,
+                    ),
+                    after=deps + ([dep] if dep else []),
+                    needs=[ckpt],
+                    kind="eval",
+                    soft=name == "shipped",
+                )
+            )
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--root", type=Path, default=REPO / "outputs" / "gpu")
+    p.add_argument("--status", action="store_true", help="print the status and exit")
+    p.add_argument("--free-form-copy", nargs=2, type=Path, metavar=("SRC", "DST"))
+    p.add_argument("--num-samples", type=int, default=40000)
+    p.add_argument("--away-samples", type=int, default=1200)
+    p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--away-workers", type=int, default=4)
+    p.add_argument("--loader-workers", type=int, default=10)
+    p.add_argument("--train-minutes", type=float, default=13.0)
+    p.add_argument("--max-steps", type=int, default=2600)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1.5e-4)
+    p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
+    p.add_argument("--train-extra", nargs="*", default=[])
+    p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
+    a = p.parse_args(argv)
+    if a.free_form_copy:
+        free_form_copy(*a.free_form_copy)
+        return 0
+    a.root = a.root.resolve()
+    if a.status:
+        status = a.root / "status.json"
+        print(status.read_text() if status.is_file() else "no status yet")
+        return 0
+    a.root.mkdir(parents=True, exist_ok=True)
+    code = run(a, build_jobs(a))
+    final = collect(a.root).parent
+    for name in ("sahmr_small_param.pt",):
+        if (a.root / name).is_file():
+            shutil.copy2(a.root / name, final / name)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
