@@ -894,6 +894,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         name, sep, path = item.partition("=")
         if not sep or name not in METHODS or not Path(path).is_file():
             parser.error(f"--checkpoint {item!r}: expected METHOD=PATH to an existing file")
+        try:  # readable, weights only, and a config that builds only the project's classes
+            from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+            checkpoint_config(load_checkpoint(path), path)
+        except ValueError as exc:
+            parser.error(f"--checkpoint {exc}")
         args.checkpoints[name] = Path(path)
     args.method_overrides = {}
     for item in args.override:

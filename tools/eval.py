@@ -59,9 +59,51 @@ class PredictionWriter:
         )
 
 
+def check_inputs(cfg: DictConfig) -> None:
+    """Refuse bad settings before any slow work: one line on stderr, exit 2, nothing written.
+
+    Checks the checkpoint (readable, weights only, a config that builds only the project's
+    classes), the data root and split, the device, the sizes and that ``out`` can be written.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_checkpoint,
+        check_dataset_root,
+        check_device,
+        check_float,
+        check_int,
+        check_writable_folder,
+        fail,
+    )
+
+    try:
+        check_checkpoint(cfg.checkpoint, "checkpoint=")
+        meta = check_dataset_root(cfg.data.root, "data.root=")
+        split = str(cfg.data.split)
+        splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
+        if split not in splits:
+            raise BadArgument(f"split={split!r}: {cfg.data.root} has splits {splits}")
+        check_device(cfg.device, "device")
+        check_int(cfg.batch_size, "batch_size")
+        check_int(cfg.num_workers, "num_workers", minimum=0)
+        check_int(cfg.max_batches, "max_batches", allow_none=True)
+        check_int(cfg.get("clip_length"), "clip_length", allow_none=True)
+        check_float(cfg.sdf_voxel_size, "sdf_voxel_size")
+        check_writable_folder(cfg.out, "out=")
+        if cfg.save_predictions:
+            check_writable_folder(Path(cfg.out) / "predictions", "out=")
+    except BadArgument as exc:
+        fail(exc)
+    except OmegaConfBaseException as exc:  # e.g. a required value left at ???
+        fail(f"config: {exc}")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Evaluate and write the reports."""
+    check_inputs(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -138,5 +180,18 @@ def main(cfg: DictConfig) -> None:
     print(f"reports in {out}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Check the inputs (composing the config as hydra will), then run `main`."""
+    import sys
+
+    from sahmr.cli.checks import compose_for_checks
+
+    cfg = compose_for_checks(Path(__file__).resolve().parents[1] / "configs", "eval",
+                             sys.argv[1:])  # fmt: skip
+    if cfg is not None:
+        check_inputs(cfg)  # before hydra makes its run folder: nothing is written on bad input
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import sys
+import zipfile
 from pathlib import Path
 
 from sahmr.evaluation.evaluator import JOINT_SETS, Evaluator, SceneSDFs
@@ -72,8 +74,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--scene-dir {args.scene_dir}: not a folder")
     if args.body_model is not None and not args.body_model.is_file():
         parser.error(f"--body-model {args.body_model}: no such file")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
+    from sahmr.cli.checks import BadArgument, check_writable_folder
+
+    try:  # before the scoring, not after it
+        check_writable_folder(args.out, "--out")
+    except BadArgument as exc:
+        parser.error(str(exc))
     if args.contact_threshold <= 0 or args.voxel_size <= 0 or args.batch_size <= 0:
         parser.error("--contact-threshold, --voxel-size and --batch-size must be positive")
 
@@ -88,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from sahmr.body import BodyModel
+    from sahmr.cli.checks import one_line
 
+    try:  # a refused pickle / malformed file: one line naming it, before any scoring
+        body_model = BodyModel(args.body_model)
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        parser.error(f"--body-model {args.body_model}: {one_line(exc)}")
     if args.gt_dataset is not None:
         try:
             gt = SyntheticSplitReader(args.gt_dataset, args.split)
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         logger.warning("no --scene/--scene-dir: penetration and contact metrics skipped")
     evaluator = Evaluator(
-        BodyModel(args.body_model),
+        body_model,
         scenes,
         joint_set=args.joint_set,
         contact_threshold=args.contact_threshold,

@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be positive and --keypoint-noise-px >= 0")
     if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
         parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
+    if args.init_checkpoint is not None:  # weights only, and only the project's classes built
+        from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+        try:
+            checkpoint_config(load_checkpoint(args.init_checkpoint), args.init_checkpoint)
+        except ValueError as exc:
+            parser.error(f"--init-checkpoint {exc}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

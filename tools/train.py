@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -23,9 +24,52 @@ from omegaconf import DictConfig
 from sahmr.engine.trainer import train_from_config
 
 
+def check_inputs(cfg: DictConfig) -> None:
+    """Refuse bad settings before any slow work: one line on stderr, exit 2.
+
+    Checks the data root, the device, the batch sizes, the initial weights (a readable,
+    weights-only sahmr checkpoint) and that the output folder can be written.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_dataset_root,
+        check_device,
+        check_int,
+        check_writable_folder,
+        fail,
+        one_line,
+    )
+
+    try:
+        check_dataset_root(cfg.data.root, "data.root=")
+        if str(cfg.device) != "auto" or "LOCAL_RANK" not in os.environ:
+            check_device(cfg.device, "device")
+        check_int(cfg.trainer.batch_size, "trainer.batch_size")
+        check_int(cfg.trainer.val_batch_size, "trainer.val_batch_size")
+        check_int(cfg.trainer.num_workers, "trainer.num_workers", minimum=0)
+        weights = (cfg.get("init") or {}).get("weights")
+        if weights:
+            from sahmr.engine.checkpoint import load_checkpoint
+
+            if not Path(weights).is_file():
+                raise BadArgument(f"init.weights={weights}: no such file")
+            try:
+                load_checkpoint(weights)  # weights only: its config is not used
+            except ValueError as exc:
+                raise BadArgument(f"init.weights={one_line(exc)}") from None
+        check_writable_folder(cfg.paths.output_dir, "paths.output_dir=")
+    except BadArgument as exc:
+        fail(exc)
+    except OmegaConfBaseException as exc:  # e.g. a required value left at ???
+        fail(f"config: {exc}")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Train; only rank 0 logs below WARNING and prints the result."""
+    check_inputs(cfg)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
         logging.getLogger().setLevel(logging.WARNING)
@@ -46,5 +90,18 @@ def main(cfg: DictConfig) -> None:
         )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Check the inputs (composing the config as hydra will), then run `main`."""
+    import sys
+
+    from sahmr.cli.checks import compose_for_checks
+
+    cfg = compose_for_checks(Path(__file__).resolve().parents[1] / "configs", "train",
+                             sys.argv[1:])  # fmt: skip
+    if cfg is not None:
+        check_inputs(cfg)  # before hydra makes its run folder: nothing is written on bad input
     main()
+
+
+if __name__ == "__main__":
+    cli()

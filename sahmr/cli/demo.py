@@ -272,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         SceneFitRefiner,
         StageTimer,
         bundled_checkpoint,
+        check_method_checkpoint,
         load_method_checkpoint,
         load_scene_data,
         prepare_frame,
@@ -285,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
     scene_path, bundled = resolve_scene(args.scene)
     frames, batch = collect_frames(args, bundled, scene_path.parent)
     ckpt = args.checkpoint if args.checkpoint is not None else bundled_checkpoint(base_method)
+    check_method_checkpoint(ckpt)  # unreadable / pickled / foreign _target_: before slow work
     scene = load_scene_data(scene_path, scale=args.scale, up_axis=args.up_axis,
                             voxel_size=args.scene_voxel, cache_dir=args.cache_dir)
     timer.seconds.update(scene.timings)

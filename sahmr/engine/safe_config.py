@@ -50,6 +50,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.losses.hmr.SPINLoss",
         "sahmr.losses.hmr.VIBELoss",
         "sahmr.losses.mesh.MetroLoss",
+        "sahmr.losses.mesh.ParamTerms",
         "sahmr.losses.mesh.SAHMRLoss",
         "sahmr.losses.rcnet.RCNetLoss",
         "sahmr.losses.rcnet.body_vertex_regions",

@@ -23,11 +23,13 @@ target only when the whole run succeeded, so a failed run never leaves half an o
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -89,27 +91,136 @@ def _is_demo_output(folder: Path) -> bool:
         return False
 
 
+OUTPUT_FILES_KEY = "output_files"
+"""Key of the top summary.json listing every file of the folder the demo wrote (path: bytes)."""
+
+
+def _folder_files(folder: Path) -> dict[str, int]:
+    """Every file, link and empty folder under ``folder``: relative path -> size (bytes).
+
+    Links (to files or folders) are listed, never followed; a folder's own entry is listed only
+    when it is empty (a folder someone made by hand is theirs too).
+    """
+    found: dict[str, int] = {}
+    for root, dirs, files in os.walk(folder):
+        base = Path(root)
+        for name in [*files, *(d for d in dirs if (base / d).is_symlink())]:
+            path = base / name
+            rel = path.relative_to(folder).as_posix()
+            found[rel] = -1 if path.is_symlink() else path.stat().st_size
+        if not dirs and not files and base != folder:
+            found[base.relative_to(folder).as_posix() + "/"] = 0
+    return found
+
+
+def _record_output_files(folder: Path) -> None:
+    """Add `OUTPUT_FILES_KEY` (what this run wrote) to ``folder/summary.json``."""
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        return
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    listed = {k: v for k, v in _folder_files(folder).items() if k != "summary.json"}
+    summary[OUTPUT_FILES_KEY] = listed
+    write_json(summary_path, summary)
+
+
+def _user_files(folder: Path) -> list[str] | None:
+    """Files in an earlier demo output that the demo did not write, or that changed since.
+
+    Returns:
+        Their relative paths (empty: the folder holds only the demo's own files), or None when
+        the folder's summary.json does not list its files (an older demo wrote it).
+    """
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    listed = summary.get(OUTPUT_FILES_KEY) if isinstance(summary, dict) else None
+    if not isinstance(listed, dict):
+        return None
+    return sorted(
+        rel for rel, size in _folder_files(folder).items()
+        if rel != "summary.json" and listed.get(rel) != size
+    )  # fmt: skip
+
+
+def _check_can_write_beside(out: Path) -> None:
+    """Raise `InputError` unless the staging folder (a sibling of ``out``) can be made."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".sahmr-write-probe-")
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write in {parent} ({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_folder(out: str | Path, *, overwrite: bool = False) -> None:
     """Raise `InputError` unless ``out`` may be (re)written by the demo.
 
-    ``out`` may be absent, empty, a previous demo output (its summary.json says
-    ``"format": "sahmr.demo"``), or anything when ``overwrite`` is set.
+    ``out`` may be absent, empty, an earlier demo output holding only the files the demo
+    wrote there (its summary.json says ``"format": "sahmr.demo"`` and lists them, sizes
+    unchanged), or anything when ``overwrite`` is set. A file someone added to (or changed in)
+    an earlier output is never deleted without ``overwrite``. The folder beside ``out`` must
+    be writable (checked with a probe file, removed at once).
     """
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise InputError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not (overwrite or _is_demo_output(out)):
-            raise InputError(f"--out {out} exists and holds files the demo did not write: "
-                             "choose another folder or pass --overwrite")
+        if any(out.iterdir()) and not overwrite:
+            if not _is_demo_output(out):
+                raise InputError(f"--out {out} exists and holds files the demo did not write: "
+                                 "choose another folder or pass --overwrite")
+            user = _user_files(out)
+            if user is None:
+                raise InputError(f"--out {out} is an older demo output that does not list its "
+                                 "files, so yours cannot be told apart: choose another folder "
+                                 "or pass --overwrite")
+            if user:
+                more = f" and {len(user) - 3} more" if len(user) > 3 else ""
+                raise InputError(f"--out {out} holds files the demo did not write or that "
+                                 f"changed since ({', '.join(user[:3])}{more}): move them, "
+                                 "choose another folder or pass --overwrite")
+    _check_can_write_beside(out)
+
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)-[0-9]+$")
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Delete staging folders of ``out`` left by killed demo runs (their process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for cand in out.parent.glob(f".{glob.escape(out.name)}.*-*-*"):
+        match = _STAGING.match(cand.name)
+        if match is None or match["name"] != out.name or not cand.is_dir():
+            continue
+        pid = int(match["pid"])
+        try:
+            os.kill(pid, 0)
+            continue  # still running (or another user's): not ours to delete
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(cand, ignore_errors=True)
+        logger.info("removed %s, left by a killed demo run (pid %d)", cand, pid)
 
 
 @contextmanager
 def staged_output(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder that becomes ``out`` only if the block succeeds.
 
-    An existing ``out`` is replaced when it is empty, was written by the demo (its
-    summary.json says ``"format": "sahmr.demo"``) or ``overwrite`` is set.
+    An existing ``out`` is replaced when it is empty, is an earlier demo output holding only
+    the demo's own files (`check_output_folder`, checked again just before the swap) or
+    ``overwrite`` is set. The files written are listed in summary.json (`OUTPUT_FILES_KEY`)
+    so that a later run can tell them from files added by hand. Staging folders of killed
+    runs are removed.
 
     Args:
         out: The final folder.
@@ -120,15 +231,19 @@ def staged_output(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]
 
     Raises:
         InputError: ``out`` exists, is not a previous demo output and ``overwrite`` is off
-            (raised before anything is written).
+            (raised before anything is written, and again, with nothing kept, if someone
+            added files to ``out`` while the demo ran).
     """
     out = Path(out)
     check_output_folder(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
         yield tmp
+        _record_output_files(tmp)
+        check_output_folder(out, overwrite=overwrite)  # files may have appeared meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -70,6 +70,7 @@ __all__ = [
     "SceneFitRefiner",
     "StageTimer",
     "bundled_checkpoint",
+    "check_method_checkpoint",
     "default_points_cache_dir",
     "frame_inputs_from_image",
     "load_method_checkpoint",
@@ -469,6 +470,31 @@ def bundled_checkpoint(method: str = "sahmr") -> Path:
     )
 
 
+def check_method_checkpoint(path: str | Path) -> Path:
+    """Check a checkpoint before any slow work: a readable, weights-only sahmr file whose
+    stored config builds only the project's own classes (`sahmr.engine.safe_config`).
+
+    Returns:
+        The path.
+
+    Raises:
+        MissingFileError: No file.
+        CheckpointError: Unreadable, holding pickled objects, or a refused config (one line
+            naming the file).
+    """
+    from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    p = require_file(path, "checkpoint")
+    try:
+        checkpoint_config(load_checkpoint(p), p)
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        raise CheckpointError(
+            text if text.startswith(str(p)) else f"cannot load checkpoint {p}: {text}"
+        ) from exc
+    return p
+
+
 def load_method_checkpoint(
     path: str | Path, device: torch.device | str = "cpu", *, name: str | None = None
 ) -> LoadedMethod:
@@ -485,9 +511,13 @@ def load_method_checkpoint(
     try:
         module, cfg = load_method(p, device)
     except (ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
-        raise CheckpointError(f"cannot load checkpoint {p}: {exc}") from exc
+        text = " ".join(str(exc).split())  # one line; engine errors already name the file
+        raise CheckpointError(
+            text if text.startswith(str(p)) else f"cannot load checkpoint {p}: {text}"
+        ) from exc
     except Exception as exc:  # hydra wraps instantiation errors in its own types
-        raise CheckpointError(f"cannot build the model of {p}: {exc}") from exc
+        text = " ".join(str(exc).split())[:500]
+        raise CheckpointError(f"cannot build the model of {p}: {text}") from exc
     if not callable(getattr(module, "predict", None)):
         raise CheckpointError(
             f"{p}: {type(module).__name__} has no predict(inputs) -> BodyPrediction (a root/"

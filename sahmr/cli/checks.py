@@ -1,0 +1,235 @@
+"""Argument checks shared by the command-line tools: one clear line per bad input, exit 2.
+
+Each ``check_*`` raises `BadArgument` with a one-line message naming the argument, the value
+and what is wrong; `fail` prints such a message as ``error: ...`` on stderr and exits with
+`EXIT_BAD_ARGUMENT`. All checks run before any slow work and write nothing (a writability
+probe file is removed at once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+__all__ = [
+    "EXIT_BAD_ARGUMENT",
+    "BadArgument",
+    "check_checkpoint",
+    "check_dataset_root",
+    "check_device",
+    "check_float",
+    "check_int",
+    "check_writable_folder",
+    "compose_for_checks",
+    "fail",
+    "one_line",
+]
+
+EXIT_BAD_ARGUMENT = 2
+"""Exit status of every tool for bad input."""
+
+
+class BadArgument(ValueError):
+    """A bad command-line argument or config value; the message is for the user."""
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
+def _named(what: str, value: object) -> str:
+    """``--flag VALUE`` or ``key=VALUE`` (``what`` ending in ``=``) for messages."""
+    return f"{what}{value}" if what.endswith("=") else f"{what} {value}"
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: <message>`` (one line) on stderr and exit with status 2."""
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_ARGUMENT)
+
+
+def check_int(value: Any, what: str, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """An integer ``>= minimum`` from an int or its text (not a bool, not a fraction).
+
+    Raises:
+        BadArgument: Not an integer, or below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if number is None:
+        raise BadArgument(f"{what}={value!r}: not an integer")
+    if number < minimum:
+        raise BadArgument(f"{what}={number}: must be >= {minimum}")
+    return number
+
+
+def check_float(
+    value: Any, what: str, *, minimum: float = 0.0, inclusive: bool = False,
+    allow_none: bool = False,
+) -> float | None:  # fmt: skip
+    """A finite number above ``minimum`` (or at it with ``inclusive``).
+
+    Raises:
+        BadArgument: Not a number, not finite, or too small.
+    """
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadArgument(f"{what}={value!r}: not a number") from None
+    if not math.isfinite(number):
+        raise BadArgument(f"{what}={value!r}: not a finite number")
+    if number < minimum or (number == minimum and not inclusive):
+        sign = ">=" if inclusive else ">"
+        raise BadArgument(f"{what}={number:g}: must be {sign} {minimum:g}")
+    return number
+
+
+def check_device(value: Any, what: str = "device") -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` resolved against this machine.
+
+    Raises:
+        BadArgument: Unknown device text, CUDA asked without CUDA, or no such GPU.
+    """
+    text = str(value).strip()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise BadArgument(f"{what}={text!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadArgument(f"{what}={text}: CUDA is not available on this machine "
+                              "(use cpu or auto)")  # fmt: skip
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise BadArgument(f"{what}={text}: this machine has {count} GPU(s)")
+    elif device.type != "cpu":
+        raise BadArgument(f"{what}={text}: only cpu and cuda are supported")
+    return device
+
+
+def check_writable_folder(path: str | Path, what: str) -> Path:
+    """Check that ``path`` is, or can be made as, a folder this process can write in.
+
+    Nothing is created: the nearest existing ancestor must be a folder (not a file in the
+    way) that accepts a probe file, which is removed at once.
+
+    Raises:
+        BadArgument: A file where a folder is needed, or no permission / read-only.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BadArgument(f"{_named(what, path)}: exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise BadArgument(f"{_named(what, path)}: {existing} is a broken link")
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadArgument(f"{_named(what, path)}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".sahmr-write-probe-")
+    except OSError as exc:
+        name = _named(what, path)
+        raise BadArgument(f"{name}: cannot write in {existing} ({exc.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def check_dataset_root(path: str | Path, what: str) -> dict[str, Any]:
+    """A dataset folder of tools/make_dataset.py; returns its ``dataset.json``.
+
+    Raises:
+        BadArgument: No such folder, not a folder, or no readable ``dataset.json``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadArgument(f"{_named(what, path)}: no such folder")
+    if not path.is_dir():
+        raise BadArgument(f"{_named(what, path)}: not a folder")
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        raise BadArgument(
+            f"{_named(what, path)}: no dataset.json (not a dataset of make_dataset.py)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        name = _named(what, path)
+        raise BadArgument(f"{name}: unreadable dataset.json ({one_line(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "sahmr.synth_dataset":
+        raise BadArgument(f"{_named(what, path)}: dataset.json is not a sahmr synthetic dataset")
+    return meta
+
+
+def check_checkpoint(path: str | Path, what: str = "checkpoint") -> Path:
+    """A readable, weights-only sahmr checkpoint whose stored config builds only the
+    project's classes (`sahmr.engine.safe_config`).
+
+    Raises:
+        BadArgument: Missing, unreadable, pickled objects, or a refused config.
+    """
+    from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadArgument(f"{_named(what, path)}: no such file")
+    try:
+        checkpoint_config(load_checkpoint(path), path)
+    except ValueError as exc:
+        raise BadArgument(_named(what, one_line(exc))) from None
+    return path
+
+
+def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]) -> Any | None:
+    """The config a ``@hydra.main`` tool is about to run with, composed without running it.
+
+    Lets a tool check its inputs before hydra makes its output folder (``hydra.run.dir``).
+    Returns None when ``argv`` holds hydra flags (``--help``, ``-m``, ``--cfg`` ...): hydra
+    handles those itself. A malformed override or an unknown config group ends the process
+    here with one line and exit 2 (instead of hydra's long report).
+
+    Args:
+        config_dir: The tool's config folder.
+        config_name: The primary config (``eval``, ``train``).
+        argv: The command line after the program name.
+    """
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    except Exception as exc:  # hydra's override / missing-config errors have several types
+        fail(f"bad override: {exc}")
+    finally:
+        GlobalHydra.instance().clear()
