@@ -3,12 +3,27 @@
 Frames are matched by name. Each matched pair is turned into world-frame vertices (meshes as
 given, SMPL-format parameters through the body model); joints are always regressed from the
 vertices (``J_regressor`` for SMPL's 24 joints, the topology's H36M regressor for 17 / 14
-joints), so mesh files and parameter files are scored identically.
+joints), so mesh files and parameter files are scored identically. The body errors of one
+frame come from :func:`body_errors`, which the demo uses too (one function, one number).
 
-Scene metrics (PenE, ConFE, contact) need a signed distance field per scene, provided by
-:class:`SceneSDFs`, which wraps ``sahmr.scene.sdf.load_or_build_sdf`` (negative inside
-furniture / below the floor). Ground-truth contact labels come from the GT file's
-``contact`` array when present, otherwise from the GT mesh: ``|sdf(gt vertex)| < 0.07 m``.
+Scene metrics (PenE, ConFE, contact) need a signed distance per scene, provided by
+:class:`SceneSDFs`, which wraps ``sahmr.scene.sdf.load_scene_sdf``: the cached grid, with
+exact point-to-mesh distances for every vertex the grid puts inside or near a surface
+(negative inside furniture / below the floor). Contact follows the one definition of
+`sahmr.scene.contact`: a vertex of the 7 contact regions within 7 cm of the scan, on both
+sides of the comparison. Ground-truth contact labels come from the GT file's ``contact``
+array when present, otherwise from the GT mesh.
+
+Two protocols (docs/evaluation.md states every definition):
+
+* ``"default"``: this toolkit's metrics (SMPL's 24 joints, PenE / ConFE in mm, contact
+  precision / recall / F1, PA-MPVE, mesh edge-length error).
+* ``"sahmr"``: the official SA-HMR evaluation (its ``tools/eval_results.py``): 14 H36M joints,
+  MPJPE / MPVE aligned by the H36M pelvis only, PenE = sum over the vertices of penetration
+  depth and ConFE = PenE on non-contact vertices + |SDF| on ground-truth contact vertices,
+  both in metres summed over the vertices as the official script reports them (ConFE = PenE
+  without contact labels, as on PROX); SMPL-X ground truth mapped to SMPL topology with a
+  user-given deformation-transfer matrix (:func:`sahmr.evaluation.topology_map.load_vertex_map`).
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from tqdm import tqdm
 from sahmr.evaluation import metrics as M
 from sahmr.evaluation.readers import BodyFrame, FrameError, FrameReader
 from sahmr.evaluation.reduction import Accumulator
+from sahmr.scene.contact import NUM_CONTACT_REGIONS, vertex_contact
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +51,12 @@ PEN_DEPTH_BINS_MM = np.linspace(0.0, 100.0, 51)
 
 JOINT_SETS: dict[str, int | list[int]] = {"smpl24": 0, "h36m17": 0, "lsp14": [2, 3]}
 """Joint set -> pelvis index (or the indices averaged: LSP's right and left hip)."""
+
+PROTOCOLS = ("default", "sahmr")
+"""Evaluation protocols (see the module docstring and docs/evaluation.md)."""
+
+SAHMR_PENE_UNIT = "m (sum over vertices per frame; official SA-HMR)"
+"""Unit of PenE / ConFE under the ``sahmr`` protocol: metres summed over the vertices."""
 
 METRIC_UNITS: dict[str, str] = {
     "mpjpe": "mm",
@@ -48,6 +70,7 @@ METRIC_UNITS: dict[str, str] = {
     "pen_depth_mean": "mm (per penetrating vertex)",
     "pen_fraction": "% of vertices",
     "confe": "mm (sum over vertices per frame)",
+    "edge_error": "% (mean relative edge-length error)",
     "contact_precision": "fraction",
     "contact_recall": "fraction",
     "contact_f1": "fraction",
@@ -69,10 +92,10 @@ SDFLoader = Callable[..., SDFSampler]
 
 
 def _default_sdf_loader(mesh_path: Path, **kwargs: Any) -> SDFSampler:
-    """``sahmr.scene.sdf.load_or_build_sdf``, imported lazily (it needs open3d)."""
-    from sahmr.scene.sdf import load_or_build_sdf
+    """``sahmr.scene.sdf.load_scene_sdf`` (grid + exact mesh distances), imported lazily."""
+    from sahmr.scene.sdf import load_scene_sdf
 
-    return load_or_build_sdf(mesh_path, **kwargs)
+    return load_scene_sdf(mesh_path, **kwargs)
 
 
 class SceneSDFs:
@@ -139,6 +162,53 @@ class SceneSDFs:
         return self._cache[path]
 
 
+def body_errors(
+    pred_verts: Tensor,
+    gt_verts: Tensor,
+    regressor: Tensor,
+    *,
+    pelvis: int | list[int] = 0,
+    joint_subset: list[int] | None = None,
+    edges: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Every body error of a batch of frames, from vertices alone (evaluator and demo).
+
+    Joints are ``regressor @ vertices`` on both sides; the pelvis is joint ``pelvis`` of the
+    regressed set (or the mean of several), taken before ``joint_subset`` selects the
+    joints that are scored (the official SA-HMR protocol takes the H36M pelvis, then scores
+    14 joints that do not include it). ``root_error`` is the distance between the two
+    pelvises, so any method's mesh gets the same root error wherever it was computed.
+
+    Args:
+        pred_verts: Tensor of shape (B, V, 3), metres, world frame.
+        gt_verts: Tensor of shape (B, V, 3), metres, world frame.
+        regressor: Tensor of shape (J, V), same dtype.
+        pelvis: Index (or indices averaged) of the pelvis in the regressed joints.
+        joint_subset: Rows of the regressed joints that are scored (default all).
+        edges: Optional (E, 2) mesh edges: adds ``edge_error`` (%).
+
+    Returns:
+        Dict of Tensors of shape (B,), millimetres (``edge_error`` percent): ``mpjpe``,
+        ``pa_mpjpe``, ``mpve``, ``pa_mpve``, ``g_mpjpe``, ``g_mpve``, ``root_error``.
+    """
+    pj, gj = regressor @ pred_verts, regressor @ gt_verts  # (B, J, 3)
+    pp, gp = M._pelvis(pj, pelvis), M._pelvis(gj, pelvis)
+    if joint_subset is not None:
+        pj, gj = pj[:, joint_subset], gj[:, joint_subset]
+    out = {
+        "mpjpe": M.mpjpe(pj, gj, pred_pelvis=pp, gt_pelvis=gp),
+        "pa_mpjpe": M.pa_mpjpe(pj, gj),
+        "mpve": M.mpve(pred_verts, gt_verts, pp, gp),
+        "pa_mpve": M.pa_mpve(pred_verts, gt_verts),
+        "g_mpjpe": M.g_mpjpe(pj, gj),
+        "g_mpve": M.g_mpve(pred_verts, gt_verts),
+        "root_error": M.root_error(pp, gp),
+    }
+    if edges is not None:
+        out["edge_error"] = M.edge_length_error(pred_verts, gt_verts, edges)
+    return out
+
+
 @dataclass
 class EvaluationResult:
     """Everything the reports need.
@@ -151,6 +221,8 @@ class EvaluationResult:
         pen_depth_hist: Counts of penetrating vertices per ``PEN_DEPTH_BINS_MM`` bin.
         region_names: Names of the contact regions of the per-region counts.
         has_scene: Whether scene metrics were computed.
+        protocol: ``"default"`` or ``"sahmr"``.
+        units: Metric name -> unit of this result (the protocol's).
     """
 
     accumulator: Accumulator = field(default_factory=Accumulator)
@@ -162,6 +234,8 @@ class EvaluationResult:
     )
     region_names: tuple[str, ...] = ()
     has_scene: bool = False
+    protocol: str = "default"
+    units: dict[str, str] = field(default_factory=lambda: dict(METRIC_UNITS))
 
     @property
     def num_frames(self) -> int:
@@ -169,8 +243,13 @@ class EvaluationResult:
         return len(self.per_frame)
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Metric name -> ``{"value", "unit", "count"}`` (count = frames, or vertices/points
-        for count-weighted entries); contact scores are micro-averaged from summed counts."""
+        """Metric name -> ``{"value", "unit", "count"}``.
+
+        ``count`` is the number of frames behind the value. Contact precision / recall / F1
+        are micro-averaged from counts summed over frames; their ``count`` is the number of
+        frames on which the value is defined (something predicted for precision, something
+        labelled for recall, either for F1). Undefined values are NaN (null in JSON), never 1.
+        """
         acc = self.accumulator
         out: dict[str, dict[str, Any]] = {}
         for name in (
@@ -178,6 +257,7 @@ class EvaluationResult:
             "pa_mpjpe",
             "mpve",
             "pa_mpve",
+            "edge_error",
             "g_mpjpe",
             "g_mpve",
             "root_error",
@@ -189,37 +269,43 @@ class EvaluationResult:
             if name in acc:
                 out[name] = {
                     "value": acc.mean(name),
-                    "unit": METRIC_UNITS[name],
+                    "unit": self.units[name],
                     "count": int(acc.count(name)),
                 }
+        keys = ("precision", "recall", "f1")
         if "contact_tp" in acc:
             prf = M.precision_recall_f1(*(acc.total(f"contact_{k}") for k in ("tp", "fp", "fn")))
-            frames = int(acc.count("contact_tp"))
-            for k in ("precision", "recall", "f1"):
-                out[f"contact_{k}"] = {"value": float(prf[k]), "unit": "fraction", "count": frames}
+            for k in keys:
+                out[f"contact_{k}"] = {
+                    "value": float(prf[k]),
+                    "unit": "fraction",
+                    "count": int(acc.total(f"contact_defined_{k}")),
+                }
         if "region_tp" in acc:
             prf = M.precision_recall_f1(*(acc.total(f"region_{k}") for k in ("tp", "fp", "fn")))
-            for i, region in enumerate(self.region_names):
-                for k in ("precision", "recall", "f1"):
+            for k in keys:
+                defined = acc.total(f"region_defined_{k}")
+                for i, region in enumerate(self.region_names):
                     out[f"contact_{k}/{region}"] = {
                         "value": float(prf[k][i]),
                         "unit": "fraction",
-                        "count": int(acc.count("region_tp")[i]),
+                        "count": int(defined[i]),
                     }
         if "scene_tp" in acc:
             counts = [acc.total(f"scene_{k}") for k in ("tp", "fp", "fn")]
             prf = M.precision_recall_f1(*counts)
-            present = (counts[0] + counts[1] + counts[2]) > 0  # classes seen in pred or GT
             for k in ("precision", "recall", "iou"):
-                mean = float(prf[k][present].mean()) if present.any() else float("nan")
+                vals = prf[k]
+                ok = torch.isfinite(vals)
+                mean = float(vals[ok].mean()) if ok.any() else float("nan")
                 out[f"scene_contact_{k}"] = {
                     "value": mean,
                     "unit": METRIC_UNITS[f"scene_contact_{k}"],
                     "count": int(acc.count("scene_tp")[0]),
                 }
-                for c in range(M.NUM_CONTACT_CLASSES):
+                for c in range(NUM_CONTACT_REGIONS):
                     out[f"scene_contact_{k}/class{c + 1}"] = {
-                        "value": float(prf[k][c]) if present[c] else float("nan"),
+                        "value": float(vals[c]),
                         "unit": "fraction",
                         "count": int(acc.count("scene_tp")[c]),
                     }
@@ -230,13 +316,23 @@ class Evaluator:
     """Matches, converts and scores frames.
 
     Args:
-        body_model: A ``sahmr.body.BodyModel`` (for parameter files and joint regressors).
+        body_model: A ``sahmr.body.BodyModel`` (for parameter files, joint regressors, faces
+            and the contact regions).
         scenes: Scene SDFs, or None to skip scene metrics (PenE, ConFE, contact).
-        joint_set: ``"smpl24"``, ``"h36m17"`` or ``"lsp14"`` for the joint metrics.
-        contact_threshold: Metres; predicted vertex contact is ``|sdf| < threshold``.
+        joint_set: ``"smpl24"``, ``"h36m17"`` or ``"lsp14"`` for the joint metrics (the
+            ``sahmr`` protocol always uses its 14 H36M joints with the H36M pelvis).
+        contact_threshold: Metres; predicted vertex contact is ``|sdf| < threshold`` on a
+            contact-region vertex.
         gt_contact_threshold: Metres; GT contact derived from the GT mesh when the GT file
             has no ``contact`` labels.
         batch_size: Frames converted and scored together.
+        protocol: ``"default"`` or ``"sahmr"`` (the official SA-HMR definitions).
+        gt_vertex_map: Optional (V, V_gt) matrix (dense Tensor / array or scipy sparse)
+            mapping ground-truth vertices of another topology (SMPL-X's 10,475) to this body's
+            V vertices, applied to every ground-truth mesh with V_gt vertices (the official
+            SA-HMR deformation transfer; :func:`sahmr.evaluation.topology_map.load_vertex_map`).
+        h36m_regressor: Optional (17, V) H36M joint regressor (the official
+            ``J_regressor_h36m_correct``); default the body topology's own.
     """
 
     def __init__(
@@ -248,31 +344,59 @@ class Evaluator:
         contact_threshold: float = M.DEFAULT_CONTACT_THRESHOLD_M,
         gt_contact_threshold: float = M.DEFAULT_CONTACT_THRESHOLD_M,
         batch_size: int = 64,
+        protocol: str = "default",
+        gt_vertex_map: Any = None,
+        h36m_regressor: Any = None,
     ) -> None:
         if joint_set not in JOINT_SETS:
             raise ValueError(f"joint_set must be one of {sorted(JOINT_SETS)}; got {joint_set!r}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
         self.body_model = body_model
         self.scenes = scenes
-        self.joint_set = joint_set
+        self.protocol = protocol
+        self.joint_set = "h36m17" if protocol == "sahmr" else joint_set
         self.contact_threshold = contact_threshold
         self.gt_contact_threshold = gt_contact_threshold
         self.batch_size = batch_size
         self.num_vertices = int(body_model.v_template.shape[0])
         self._regions = _contact_regions(body_model)
+        self._h36m = None if h36m_regressor is None else _dense64(h36m_regressor)
+        if self._h36m is not None and self._h36m.shape != (17, self.num_vertices):
+            raise ValueError(
+                f"h36m_regressor has shape {tuple(self._h36m.shape)}, not (17, {self.num_vertices})"
+            )
         self._regressor = self._joint_regressor()
+        self._edges = M.mesh_edges(torch.as_tensor(np.asarray(body_model.faces, np.int64)))
+        self._vertex_map = _vertex_map(gt_vertex_map, self.num_vertices)
 
     def _joint_regressor(self) -> Tensor:
         """(J, V) float64 regressor of the chosen joint set."""
         if self.joint_set == "smpl24":
-            reg = self.body_model.J_regressor
-        else:
-            reg = torch.as_tensor(self.body_model.topology.j_regressor_h36m)
-            if self.joint_set == "lsp14":
-                from sahmr.body.constants import H36M_TO_J14
+            return _dense64(self.body_model.J_regressor)
+        reg = self._h36m
+        if reg is None:
+            reg = _dense64(self.body_model.topology.j_regressor_h36m)
+        if self.joint_set == "lsp14":
+            from sahmr.body.constants import H36M_TO_J14
 
-                reg = reg[list(H36M_TO_J14)]
-        reg = reg.to_dense() if reg.is_sparse else reg
-        return reg.detach().to(torch.float64).cpu()
+            reg = reg[list(H36M_TO_J14)]
+        return reg
+
+    def _joint_spec(self) -> tuple[int | list[int], list[int] | None]:
+        """(pelvis of the regressed joints, scored subset) of the protocol / joint set."""
+        if self.protocol == "sahmr":
+            from sahmr.body.constants import H36M_TO_J14
+
+            return 0, list(H36M_TO_J14)
+        return JOINT_SETS[self.joint_set], None
+
+    def units(self) -> dict[str, str]:
+        """Metric name -> unit under this evaluator's protocol."""
+        units = dict(METRIC_UNITS)
+        if self.protocol == "sahmr":
+            units.update(pene=SAHMR_PENE_UNIT, confe=SAHMR_PENE_UNIT)
+        return units
 
     # ------------------------------------------------------------------ conversion
 
@@ -307,6 +431,24 @@ class Evaluator:
                 out[i] = body.vertices[k].to(torch.float64)
         return out  # type: ignore[return-value]
 
+    def _map_gt(self, gt: BodyFrame, vertices: Tensor) -> tuple[Tensor, np.ndarray | None]:
+        """GT vertices (and contact labels) in this body's topology, via the vertex map."""
+        contact = gt.contact
+        if self._vertex_map is None or vertices.shape[0] == self.num_vertices:
+            return vertices, contact
+        n_src = vertices.shape[0]
+        if self._vertex_map.shape[1] < n_src:
+            raise FrameError(
+                f"ground truth has {n_src} vertices; the vertex map takes "
+                f"{self._vertex_map.shape[1]}"
+            )
+        vmap = self._vertex_map[:, :n_src]  # the official script's [:, :10475]
+        mapped = torch.from_numpy(np.asarray(vmap @ vertices.numpy(), np.float64))
+        if contact is not None and contact.shape == (n_src,):
+            weight = np.asarray(vmap @ contact.astype(np.float64)).reshape(-1)
+            contact = weight >= 0.5
+        return mapped, contact
+
     # ------------------------------------------------------------------ scoring
 
     def evaluate(
@@ -329,7 +471,11 @@ class Evaluator:
         """
         from sahmr.body.constants import CONTACT_REGION_NAMES
 
-        result = EvaluationResult(region_names=tuple(CONTACT_REGION_NAMES[1:]))
+        result = EvaluationResult(
+            region_names=tuple(CONTACT_REGION_NAMES[1:]),
+            protocol=self.protocol,
+            units=self.units(),
+        )
         result.has_scene = self.scenes is not None
         pred_names = set(predictions.names())
         names = ground_truth.names()
@@ -370,9 +516,15 @@ class Evaluator:
             for pair in pairs:
                 self._score_batch([pair], result)
             return
-        good: list[int] = []
-        for i, (p, _) in enumerate(pairs):
-            for label, v in (("prediction", pred_v[i]), ("ground truth", gt_v[i])):
+        good: list[tuple[int, Tensor, np.ndarray | None]] = []
+        for i, (p, g) in enumerate(pairs):
+            try:
+                gv, gt_contact = self._map_gt(g, gt_v[i])
+            except FrameError as exc:
+                logger.error("failed %s: %s", p.name, exc)
+                result.failed.append((p.name, str(exc)))
+                continue
+            for label, v in (("prediction", pred_v[i]), ("ground truth", gv)):
                 if v.shape != (self.num_vertices, 3) or not torch.isfinite(v).all():
                     reason = (
                         f"{label} has {tuple(v.shape)} vertices (non-finite or not "
@@ -382,51 +534,72 @@ class Evaluator:
                     result.failed.append((p.name, reason))
                     break
             else:
-                good.append(i)
+                good.append((i, gv, gt_contact))
         rows = []
-        for i in good:
+        for i, gv, gt_contact in good:
             try:
-                rows.append(self._score_frame(pairs[i][0], pairs[i][1], pred_v[i], gt_v[i], result))
+                rows.append(
+                    self._score_frame(pairs[i][0], pairs[i][1], pred_v[i], gv, gt_contact, result)
+                )
             except FrameError as exc:
                 logger.error("failed %s: %s", pairs[i][0].name, exc)
                 result.failed.append((pairs[i][0].name, str(exc)))
         result.per_frame.extend(rows)
 
+    def _gt_contact(
+        self, labels: np.ndarray | None, sdf: SDFSampler | None, gv: Tensor
+    ) -> Tensor | None:
+        """(1, V) bool ground-truth contact under the one definition (region vertices only)."""
+        if labels is not None:
+            if labels.shape != (self.num_vertices,):
+                raise FrameError(f"ground-truth contact has shape {labels.shape}")
+            gt = torch.from_numpy(np.asarray(labels, bool))[None]
+            return gt if self._regions is None else gt & (self._regions > 0)
+        if sdf is None:
+            return None
+        sdf_gt = _sample(sdf, gv, self._band(sdf))[None]
+        if self._regions is None:
+            return M.predicted_contact(sdf_gt, self.gt_contact_threshold)
+        return vertex_contact(sdf_gt, self._regions, self.gt_contact_threshold) > 0
+
+    def _band(self, sdf: SDFSampler) -> float:
+        """Values below this band are exact (every threshold the metrics use is below it)."""
+        cell = float(getattr(sdf, "voxel_size", 0.0) or 0.0)
+        return max(self.contact_threshold, self.gt_contact_threshold, 0.0) + max(3 * cell, 0.01)
+
     def _score_frame(
-        self, pred: BodyFrame, gt: BodyFrame, pv: Tensor, gv: Tensor, result: EvaluationResult
+        self,
+        pred: BodyFrame,
+        gt: BodyFrame,
+        pv: Tensor,
+        gv: Tensor,
+        gt_labels: np.ndarray | None,
+        result: EvaluationResult,
     ) -> dict[str, Any]:
         """Score one frame; scene lookups may raise FrameError before anything is added."""
         scene_name = gt.scene or pred.scene
-        sdf_pred = sdf_gt = None
-        gt_contact = None
-        if gt.contact is not None:
-            if gt.contact.shape != (self.num_vertices,):
-                raise FrameError(f"ground-truth contact has shape {gt.contact.shape}")
-            gt_contact = torch.from_numpy(gt.contact)[None]
+        sdf_pred = None
+        gt_contact = None  # the one definition: region vertices only
+        confe_mask = None  # the vertices ConFE treats as contact
         if self.scenes is not None:
             sdf = self.scenes.get(scene_name)
-            # Values are exact below this band (and at GT contact vertices, for ConFE); every
-            # metric only thresholds the SDF below it (see SDFGrid.sample_banded).
-            band = max(self.contact_threshold, self.gt_contact_threshold, 0.0) + 0.01
-            if gt_contact is None:
-                sdf_gt = _sample(sdf, gv, band)[None]
-                gt_contact = M.predicted_contact(sdf_gt, self.gt_contact_threshold)
-            sdf_pred = _sample(sdf, pv, band, exact=gt_contact[0].bool())[None]
+            gt_contact = self._gt_contact(gt_labels, sdf, gv)
+            if self.protocol == "sahmr":
+                # official: the dataset's labels as given; none (PROX) -> ConFE = PenE
+                confe_mask = torch.zeros(1, self.num_vertices, dtype=torch.bool)
+                if gt_labels is not None:
+                    confe_mask = torch.from_numpy(np.asarray(gt_labels, bool))[None]
+            else:
+                confe_mask = gt_contact
+            sdf_pred = _sample(sdf, pv, self._band(sdf), exact=confe_mask[0])[None]
+        elif gt_labels is not None and gt_labels.shape != (self.num_vertices,):
+            raise FrameError(f"ground-truth contact has shape {gt_labels.shape}")
 
-        P, G = pv[None], gv[None]
-        pj, gj = self._regressor @ P, self._regressor @ G  # (1, J, 3)
-        pelvis = JOINT_SETS[self.joint_set]
-        pp = M._pelvis(pj, pelvis)
-        gp = M._pelvis(gj, pelvis)
-        values = {
-            "mpjpe": M.mpjpe(pj, gj, pred_pelvis=pp, gt_pelvis=gp),
-            "pa_mpjpe": M.pa_mpjpe(pj, gj),
-            "mpve": M.mpve(P, G, pp, gp),
-            "pa_mpve": M.pa_mpve(P, G),
-            "g_mpjpe": M.g_mpjpe(pj, gj),
-            "g_mpve": M.g_mpve(P, G),
-            "root_error": M.root_error(pp, gp),
-        }
+        pelvis, subset = self._joint_spec()
+        values = body_errors(
+            pv[None], gv[None], self._regressor, pelvis=pelvis, joint_subset=subset,
+            edges=self._edges,
+        )
         acc = result.accumulator
         row: dict[str, Any] = {"name": pred.name, "scene": scene_name or ""}
         for key, val in values.items():
@@ -434,7 +607,10 @@ class Evaluator:
             row[key] = float(val[0])
         if sdf_pred is not None:
             pen = M.penetration(sdf_pred)
-            acc.update("pene", pen["pene"])
+            confe = M.contact_fitting_error(sdf_pred, confe_mask)
+            scale = 1.0 / M.MM_PER_M if self.protocol == "sahmr" else 1.0
+            acc.update("pene", pen["pene"] * scale)
+            acc.update("confe", confe * scale)
             acc.update("pen_depth_mean", pen["pene"], counts=pen["pen_count"])
             acc.update("pen_fraction", pen["pen_fraction"])
             depths = (-sdf_pred[sdf_pred < 0]).numpy() * M.MM_PER_M
@@ -443,23 +619,27 @@ class Evaluator:
             )
             result.pen_depth_hist += hist
             row.update(
-                pene=float(pen["pene"][0]),
+                pene=float(pen["pene"][0] * scale),
                 pen_count=int(pen["pen_count"][0]),
                 pen_fraction=float(pen["pen_fraction"][0]),
+                confe=float(confe[0] * scale),
             )
-            if gt_contact is not None:
-                confe = M.contact_fitting_error(sdf_pred, gt_contact)
-                acc.update("confe", confe)
-                c = M.vertex_contact_counts(
-                    sdf_pred, gt_contact, threshold=self.contact_threshold, regions=self._regions
-                )
+            c = M.vertex_contact_counts(
+                sdf_pred, gt_contact, threshold=self.contact_threshold, regions=self._regions
+            )
+            prf = M.precision_recall_f1(c["tp"], c["fp"], c["fn"])
+            for k in ("tp", "fp", "fn"):
+                acc.update(f"contact_{k}", c[k])
+                row[f"contact_{k}"] = int(c[k][0])
+            for k in ("precision", "recall", "f1"):
+                acc.update(f"contact_defined_{k}", torch.isfinite(prf[k]).double())
+                row[f"contact_{k}"] = float(prf[k][0])
+            if "region_tp" in c:
+                rprf = M.precision_recall_f1(c["region_tp"], c["region_fp"], c["region_fn"])
                 for k in ("tp", "fp", "fn"):
-                    acc.update(f"contact_{k}", c[k])
-                    row[f"contact_{k}"] = int(c[k][0])
-                    if "region_tp" in c:
-                        acc.update(f"region_{k}", c[f"region_{k}"])
-                prf = M.precision_recall_f1(c["tp"], c["fp"], c["fn"])
-                row.update(confe=float(confe[0]), contact_f1=float(prf["f1"][0]))
+                    acc.update(f"region_{k}", c[f"region_{k}"])
+                for k in ("precision", "recall", "f1"):
+                    acc.update(f"region_defined_{k}", torch.isfinite(rprf[k]).double())
         if pred.scene_contact_labels is not None and gt.scene_contact_labels is not None:
             if pred.scene_contact_labels.shape != gt.scene_contact_labels.shape:
                 logger.warning("%s: scene contact labels differ in shape; skipped", pred.name)
@@ -473,20 +653,53 @@ class Evaluator:
         return row
 
 
+def _dense64(matrix: Any) -> Tensor:
+    """A (dense or sparse) matrix as a dense float64 CPU Tensor."""
+    if hasattr(matrix, "toarray"):  # scipy sparse
+        matrix = matrix.toarray()
+    t = torch.as_tensor(matrix) if not isinstance(matrix, Tensor) else matrix
+    t = t.to_dense() if t.is_sparse else t
+    return t.detach().to(torch.float64).cpu()
+
+
+def _vertex_map(matrix: Any, num_vertices: int) -> Any:
+    """The GT vertex map, checked: a float64 scipy CSR matrix (kept sparse: SMPL-X -> SMPL
+    is 6890 x 10475) or a dense float64 array."""
+    if matrix is None:
+        return None
+    if hasattr(matrix, "tocsr"):
+        out = matrix.tocsr().astype(np.float64)
+    else:
+        if isinstance(matrix, Tensor):
+            matrix = matrix.to_dense() if matrix.is_sparse else matrix
+            matrix = matrix.detach().cpu().numpy()
+        out = np.asarray(matrix, np.float64)
+    if out.ndim != 2 or out.shape[0] != num_vertices:
+        raise ValueError(
+            f"the ground-truth vertex map has shape {tuple(out.shape)}; it must be "
+            f"({num_vertices}, number of ground-truth vertices)"
+        )
+    return out
+
+
 def _sample(
     sdf: SDFSampler, vertices: Tensor, band: float | None = None, exact: Tensor | None = None
 ) -> Tensor:
     """SDF (V,) float64 metres at world vertices (V, 3).
 
-    With ``band`` and a sampler that has ``sample_banded`` (`sahmr.scene.sdf.SDFGrid`),
-    values are exact below the band and at ``exact`` vertices, lower bounds above it.
+    With ``band``: a sampler with ``sample_exact`` (`sahmr.scene.sdf.ExactSceneSDF`) gives
+    exact point-to-mesh distances below the band and at ``exact`` vertices; one with only
+    ``sample_banded`` (`sahmr.scene.sdf.SDFGrid`) exact grid values there; lower bounds
+    above the band either way.
     """
     with torch.no_grad():
-        points = vertices.to(torch.float32)
-        if band is not None and hasattr(sdf, "sample_banded"):
-            out = sdf.sample_banded(points, band, exact=exact)
+        points = vertices.to(torch.float64)
+        if band is not None and hasattr(sdf, "sample_exact"):
+            out = sdf.sample_exact(points, band, exact=exact)
+        elif band is not None and hasattr(sdf, "sample_banded"):
+            out = sdf.sample_banded(points.to(torch.float32), band, exact=exact)
         else:
-            out = sdf.sample(points)
+            out = sdf.sample(points.to(torch.float32))
     return torch.as_tensor(out).detach().to(torch.float64).cpu().reshape(-1)
 
 
@@ -495,7 +708,9 @@ def _contact_regions(body_model: Any) -> Tensor | None:
     try:
         topo = body_model.topology
     except Exception as exc:  # topology derivation is optional for the metrics
-        logger.warning("no body topology (%s): per-region contact scores skipped", exc)
+        logger.warning(
+            "no body topology (%s): contact over all vertices, per-region scores skipped", exc
+        )
         return None
     labels = getattr(topo, "contact_regions", None)
     if labels is None:

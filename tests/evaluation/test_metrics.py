@@ -165,11 +165,13 @@ def test_vertex_contact_counts_reference_and_hand_check(rng):
         tp = fp = fn = 0
         rtp = [0] * 7
         for v in range(100):
+            if regions[v] == 0:  # outside the contact regions: neither side counts it
+                continue
             pred = abs(sdf[b, v]) < 0.05
             tp += pred and gt[b, v]
             fp += pred and not gt[b, v]
             fn += (not pred) and gt[b, v]
-            if regions[v] > 0 and pred and gt[b, v]:
+            if pred and gt[b, v]:
                 rtp[regions[v] - 1] += 1
         assert (out["tp"][b], out["fp"][b], out["fn"][b]) == (tp, fp, fn)
         assert out["region_tp"][b].tolist() == rtp
@@ -230,3 +232,71 @@ def test_fused_penetration_and_confe_equals_separate(rng):
     torch.testing.assert_close(fused["pene"], penetration(sdf)["pene"])
     torch.testing.assert_close(fused["pen_count"], penetration(sdf)["pen_count"])
     torch.testing.assert_close(fused["confe"], contact_fitting_error(sdf, contact))
+
+
+def test_precision_recall_f1_undefined_is_nan_never_one():
+    # frames: nothing predicted and nothing true; only false negatives; only false positives;
+    # a hand-checked one (tp 2, fp 1, fn 1 -> P = R = F1 = 2/3, IoU 1/2).
+    tp = torch.tensor([0.0, 0.0, 0.0, 2.0])
+    fp = torch.tensor([0.0, 0.0, 3.0, 1.0])
+    fn = torch.tensor([0.0, 4.0, 0.0, 1.0])
+    prf = precision_recall_f1(tp, fp, fn)
+    assert torch.isnan(prf["precision"][:2]).all() and prf["precision"][2] == 0
+    assert torch.isnan(prf["recall"][0]) and prf["recall"][1] == 0 and torch.isnan(prf["recall"][2])
+    assert torch.isnan(prf["f1"][0]) and (prf["f1"][1:3] == 0).all()
+    assert torch.isnan(prf["iou"][0])
+    for k in ("precision", "recall", "f1"):
+        assert prf[k][3].item() == pytest.approx(2 / 3)
+    assert prf["iou"][3].item() == pytest.approx(0.5)
+
+
+def test_ground_truth_against_itself_is_perfect(rng):
+    """Labels made with the one definition (sahmr.scene.contact.vertex_contact) from a mesh's
+    SDF, scored against the same SDF: P = R = F1 = 1, whatever the non-region vertices do."""
+    from sahmr.scene.contact import CONTACT_THRESHOLD_M, vertex_contact
+
+    sdf = torch.from_numpy(rng.uniform(-0.02, 0.3, size=(2, 400)))
+    regions = torch.from_numpy(rng.integers(0, 8, size=400))
+    labels = vertex_contact(sdf, regions) > 0
+    assert labels.any() and ((sdf.abs() < CONTACT_THRESHOLD_M) & (regions == 0)).any()
+    c = vertex_contact_counts(sdf, labels, regions=regions)
+    prf = precision_recall_f1(c["tp"], c["fp"], c["fn"])
+    for k in ("precision", "recall", "f1"):
+        assert torch.equal(prf[k], torch.ones(2, dtype=torch.float64))
+    # ConFE's floor: contact vertices exactly on the surface, nothing inside -> 0.
+    on_surface = torch.where(labels, torch.zeros_like(sdf), sdf.clamp_min(0))
+    assert contact_fitting_error(on_surface, labels).abs().max() == 0
+
+
+def test_edge_length_error_hand_checked():
+    from sahmr.evaluation.metrics import edge_length_error, mesh_edges
+
+    # two triangles sharing an edge: 5 unique edges
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    edges = mesh_edges(faces)
+    assert edges.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [2, 3]]
+    gt = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]], dtype=torch.float64)
+    assert edge_length_error(gt, gt, edges).item() == 0
+    # any rigid motion: 0; uniform scale 1.1: exactly 10 %
+    rot = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    moved = gt @ rot.T + torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64)
+    assert edge_length_error(moved, gt, edges).item() == pytest.approx(0, abs=1e-12)
+    assert edge_length_error(1.1 * gt, gt, edges).item() == pytest.approx(10.0)
+    assert edge_length_error(0.75 * gt, gt, edges).item() == pytest.approx(25.0)
+    # stretch vertex 1 to x = 2: edge 0-1 doubles (+100 %), edge 1-2 (1 -> sqrt 2) +41.4 %,
+    # the other three unchanged: mean = (100 + 41.42) / 5
+    stretched = gt.clone()
+    stretched[0, 1, 0] = 2.0
+    expect = (100.0 + 100.0 * (2**0.5 - 1)) / 5
+    assert edge_length_error(stretched, gt, edges).item() == pytest.approx(expect)
+
+
+def test_edge_length_error_on_the_body(body_model):
+    from sahmr.evaluation.metrics import edge_length_error, mesh_edges
+
+    with torch.no_grad():
+        v = body_model().vertices.double()
+    edges = mesh_edges(torch.as_tensor(body_model.faces.astype(np.int64)))
+    assert edges.shape[0] == 3 * body_model.faces.shape[0] // 2  # closed mesh: E = 3F/2
+    assert edge_length_error(v, v, edges).item() == 0
+    assert edge_length_error(1.03 * v, v, edges).item() == pytest.approx(3.0)
