@@ -861,23 +861,50 @@ def _train(
     max_pts = cfg.get("max_points_per_scene")
     clip_length = cfg.get("clip_length")
     prefix = cfg.get("clip_motion_prefix", "seq_")
-    train_set = clip_dataset(
-        build_dataset(cfg.data), clip_length, stride=cfg.get("clip_stride"), motion_prefix=prefix
-    )
-    bank = build_scene_bank(
-        _scene_points(train_set, needs_scene), info.device, max_points_per_scene=max_pts, seed=seed
-    )
-    prepare = StepPreparer(body.topology, info.device, bank, clip_length=clip_length)
-    loader = build_loader(
-        train_set,
-        tcfg.loader(train=True),
-        train=True,
-        seed=seed,
-        rank=info.rank,
-        world_size=info.world_size,
-        device=info.device,
-        clip_length=clip_length,
-    )
+    loader: Any
+    prepare: Any
+    if cfg.get("loader") is not None:  # the in-memory data path (configs/loader/)
+        from sahmr.engine.memory_data import build_memory_data
+
+        loader, prepare = build_memory_data(
+            _instantiate(cfg.loader),
+            root=str(cfg.data.root),
+            split=str(cfg.data.get("split", "train")),
+            topology=body.topology,
+            device=info.device,
+            batch_size=tcfg.batch_size,
+            seed=seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            needs_scene=needs_scene,
+            max_points_per_scene=max_pts,
+            clip_length=clip_length,
+            progress=tcfg.progress and info.is_main,
+        )
+    else:
+        train_set = clip_dataset(
+            build_dataset(cfg.data),
+            clip_length,
+            stride=cfg.get("clip_stride"),
+            motion_prefix=prefix,
+        )
+        bank = build_scene_bank(
+            _scene_points(train_set, needs_scene),
+            info.device,
+            max_points_per_scene=max_pts,
+            seed=seed,
+        )
+        prepare = StepPreparer(body.topology, info.device, bank, clip_length=clip_length)
+        loader = build_loader(
+            train_set,
+            tcfg.loader(train=True),
+            train=True,
+            seed=seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            device=info.device,
+            clip_length=clip_length,
+        )
     val_loader = val_prepare = evaluator = None
     val_split = "val"
     if tcfg.val_every_epochs and cfg.get("data_val") is not None:

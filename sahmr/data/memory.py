@@ -1,0 +1,818 @@
+"""In-memory training data: synthetic shards decoded once into compact tensors, batches by indexing.
+
+The DataLoader path (`sahmr.data.synthetic.SyntheticDataset` + `collate_samples`) decodes a
+JPEG/PNG crop and copies ~100 KB of float32 geometry per sample per step in Python workers,
+then cuts every frame's frustum out of all scene points. Here each shard is decoded once
+(in several processes) into one `SampleCache` of fixed-size tensors held on the training
+device (or in pinned host memory):
+
+* crops ``uint8`` (N, S, S, 3);
+* vertices ``float16`` relative to the pelvis joint (``joints_world[:, 0]``, float32), so the
+  rounding error is below 0.5 mm for any body within 1 m of its pelvis wherever the room is;
+* contact labels ``int8`` (N, V); contact points packed (P, 3) float32 with ``offsets`` (N + 1,);
+* cameras, boxes, SMPL parameters and joints float32.
+
+A batch is assembled by indexing these tensors with a tensor of sample indices
+(`gather_batch`); the scene points of every room are held once, padded to one (R, N_max, 3)
+tensor (`PaddedScenes`), and each frame's bbox frustum is cut on the device for the whole
+batch at once with the same half-spaces as `sahmr.scene.frustum.frustum_crop` (same points,
+same order). `build_frame_inputs` then gives the `FrameInputs` of `sahmr.models.inputs`, and
+`sahmr.models.inputs.prepare_targets` the `FrameTargets`, exactly as the DataLoader path does.
+
+`ShardStream` fills the cache from a dataset folder while the generator may still be writing
+it: shards appear under their final name only when complete (`sahmr.synth.shards`), so every
+planned shard of ``dataset.json`` that exists can be decoded; a background thread polls for
+new ones and a process pool decodes them; `ShardStream.refresh` moves what is decoded into the
+cache (the training loader calls it between epochs). Format: docs/dataset_format.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sahmr.data.collate import Batch
+from sahmr.models.inputs import (
+    FRUSTUM_FAR_M,
+    FRUSTUM_NEAR_M,
+    FrameInputs,
+    crop_intrinsics,
+    normalize_crop,
+)
+from sahmr.scene.frustum import _frustum_planes_world
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "synth"
+"""``Batch.source`` of every cached sample (as `sahmr.data.synthetic.SOURCE`)."""
+
+ROOT_JOINT = 0
+"""Joint the cached float16 vertices are stored relative to (SMPL pelvis)."""
+
+CACHE_FIELDS: dict[str, tuple[torch.dtype, tuple[int | str, ...]]] = {
+    "crop": (torch.uint8, ("S", "S", 3)),
+    "bbox": (torch.float32, (4,)),
+    "K": (torch.float32, (3, 3)),
+    "T_w2c": (torch.float32, (4, 4)),
+    "image_size": (torch.int64, (2,)),
+    "frame_index": (torch.int64, ()),
+    "occlusion": (torch.float32, ()),
+    "betas": (torch.float32, (10,)),
+    "global_orient": (torch.float32, (3,)),
+    "body_pose": (torch.float32, (69,)),
+    "transl": (torch.float32, (3,)),
+    "joints_world": (torch.float32, (24, 3)),
+    "verts_rel": (torch.float16, ("V", 3)),
+    "vertex_contact": (torch.int8, ("V",)),
+}
+"""Fixed-size per-sample tensors of the cache: name -> (dtype, row shape; S crop side, V
+body vertices)."""
+
+STORAGES = ("auto", "device", "pinned", "cpu")
+"""Where the cache lives: ``auto`` (the training device), ``device``, ``pinned`` host memory
+(CUDA training), plain ``cpu`` memory."""
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(kw_only=True)
+class MemoryDataConfig:
+    """Settings of the in-memory training data path (``configs/loader/memory.yaml``).
+
+    Attributes:
+        storage: One of `STORAGES`.
+        decode_workers: Processes decoding shards (0: decode in the calling thread).
+        min_samples: Samples to hold before training starts (at least one batch per rank);
+            when every planned shard already exists, all of them are decoded first.
+        poll_seconds: Interval between looks for newly written shards.
+        wait_minutes: Longest wait for ``dataset.json`` and the first samples.
+        frustum_chunk: Point-plane distances computed at once by the frustum crop (memory
+            about 40 bytes each).
+        augment: Device augmentation settings (`sahmr.data.augment.AugmentConfig`), or None.
+    """
+
+    storage: str = "auto"
+    decode_workers: int = 4
+    min_samples: int = 0
+    poll_seconds: float = 10.0
+    wait_minutes: float = 60.0
+    frustum_chunk: int = 2**25
+    augment: Any = None
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
+        if self.decode_workers < 0:
+            raise ValueError(f"decode_workers must be >= 0, got {self.decode_workers}")
+        if self.frustum_chunk < 1:
+            raise ValueError(f"frustum_chunk must be >= 1, got {self.frustum_chunk}")
+
+
+def resolve_storage(storage: str, device: torch.device) -> tuple[torch.device, bool]:
+    """``(cache device, pinned)`` of a `STORAGES` choice for a training device."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    if storage in ("auto", "device"):
+        return device, False
+    return torch.device("cpu"), storage == "pinned" and device.type == "cuda"
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class DecodedShard:
+    """One shard decoded to numpy arrays (what a decode worker returns).
+
+    Attributes:
+        name: Shard file name.
+        arrays: `CACHE_FIELDS` arrays (N, ...) plus ``contact_points_world`` (P, 3) float32,
+            ``contact_point_region`` (P,) int8 and ``contact_offsets`` (N + 1,) int64.
+        scene_id: N scene ids.
+        sequence_id: N sequence ids.
+        action: N action names.
+    """
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    scene_id: list[str]
+    sequence_id: list[str]
+    action: list[str]
+
+    def __len__(self) -> int:
+        return int(self.arrays["bbox"].shape[0])
+
+
+def decode_shard(path: str | Path) -> DecodedShard:
+    """Decode every row of a shard into compact arrays (crops decoded, vertices to float16).
+
+    Args:
+        path: Shard file (`sahmr.synth.shards` format).
+
+    Returns:
+        The `DecodedShard`.
+    """
+    from sahmr.synth.shards import ShardReader, decode_image
+
+    reader = ShardReader(path)
+    try:
+        n = len(reader)
+        data = reader.array("crop")
+        off = np.asarray(reader.array("crop_offsets"))
+        crops = np.stack([decode_image(data[off[i] : off[i + 1]]) for i in range(n)])
+        if crops.ndim != 4 or crops.shape[-1] != 3:
+            raise ValueError(f"{path}: crops of shape {crops.shape[1:]}, expected (S, S, 3)")
+        joints = np.asarray(reader.array("joints_world"), dtype=np.float32)
+        verts = np.asarray(reader.array("vertices_world"), dtype=np.float32)
+        arrays: dict[str, np.ndarray] = {"crop": crops}
+        for name in CACHE_FIELDS:
+            if name in ("crop", "verts_rel", "vertex_contact"):
+                continue
+            dtype = str(CACHE_FIELDS[name][0]).removeprefix("torch.")
+            arrays[name] = np.asarray(reader.array(name)).astype(dtype)
+        arrays["verts_rel"] = (verts - joints[:, ROOT_JOINT : ROOT_JOINT + 1]).astype(np.float16)
+        arrays["vertex_contact"] = np.asarray(reader.array("vertex_contact")).astype(np.int8)
+        arrays["contact_points_world"] = np.array(
+            reader.array("contact_points_world"), dtype=np.float32
+        ).reshape(-1, 3)
+        arrays["contact_point_region"] = np.asarray(reader.array("contact_point_region")).astype(
+            np.int8
+        )
+        arrays["contact_offsets"] = np.array(reader.array("contact_offsets"), dtype=np.int64)
+        strings = reader.header["strings"]
+        return DecodedShard(
+            name=Path(path).name,
+            arrays=arrays,
+            scene_id=list(strings["scene_id"]),
+            sequence_id=list(strings["sequence_id"]),
+            action=list(strings["action"]),
+        )
+    finally:
+        reader.close()
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _alloc(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, pin: bool) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=device, pin_memory=pin)
+
+
+class SampleCache:
+    """Decoded samples as fixed-size tensors on one device, filled shard by shard.
+
+    Args:
+        capacity: Rows allocated up front (grows by copying when exceeded).
+        device: Where the tensors live.
+        pin: Pin them (host memory, CUDA training).
+
+    Attributes:
+        fields: `CACHE_FIELDS` tensors (capacity, ...); rows ``[0, size)`` are filled.
+        scene: Tensor (capacity,) int64 scene index (in the owner's scene list) per sample.
+        contact_points: Tensor (P_cap, 3) float32 world-frame contact points, packed.
+        contact_region: Tensor (P_cap,) int8 region 1..7 of each contact point.
+        contact_offsets: Tensor (capacity + 1,) int64 on the CPU: sample i's contact points are
+            rows ``[off[i], off[i + 1])``.
+        scene_id, sequence_id, action: Per-sample strings.
+        keys: Per-sample ``(shard name, row)``.
+    """
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu", *, pin: bool = False):
+        self.capacity = max(1, int(capacity))
+        self.device = torch.device(device)
+        self.pin = bool(pin)
+        self.size = 0
+        self.fields: dict[str, Tensor] = {}
+        self.scene = torch.zeros(0, dtype=torch.int64)
+        self.contact_points = torch.zeros(0, 3)
+        self.contact_region = torch.zeros(0, dtype=torch.int8)
+        self.contact_offsets = torch.zeros(1, dtype=torch.int64)
+        self.scene_id: list[str] = []
+        self.sequence_id: list[str] = []
+        self.action: list[str] = []
+        self.keys: list[tuple[str, int]] = []
+        self.crop_size: int | None = None
+        self.num_verts: int | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def nbytes(self) -> int:
+        """Bytes held by the tensors (allocated capacity)."""
+        ts = [*self.fields.values(), self.scene, self.contact_points, self.contact_region]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def _allocate(self, crop_size: int, num_verts: int) -> None:
+        self.crop_size, self.num_verts = int(crop_size), int(num_verts)
+        dims = {"S": self.crop_size, "V": self.num_verts}
+        for name, (dtype, row) in CACHE_FIELDS.items():
+            shape = (self.capacity, *(dims[d] if isinstance(d, str) else d for d in row))
+            self.fields[name] = _alloc(shape, dtype, self.device, self.pin)
+        self.scene = _alloc((self.capacity,), torch.int64, self.device, self.pin)
+        cap = 64 * self.capacity
+        self.contact_points = _alloc((cap, 3), torch.float32, self.device, self.pin)
+        self.contact_region = _alloc((cap,), torch.int8, self.device, self.pin)
+
+    def _grow_rows(self, needed: int) -> None:
+        new_cap = max(needed, 2 * self.capacity)
+        logger.warning("sample cache grows from %d to %d rows (copy)", self.capacity, new_cap)
+        for name, t in self.fields.items():
+            grown = _alloc((new_cap, *t.shape[1:]), t.dtype, self.device, self.pin)
+            grown[: self.size] = t[: self.size]
+            self.fields[name] = grown
+        grown = _alloc((new_cap,), torch.int64, self.device, self.pin)
+        grown[: self.size] = self.scene[: self.size]
+        self.scene = grown
+        self.capacity = new_cap
+
+    def _grow_contacts(self, needed: int) -> None:
+        new_cap = max(needed, 2 * self.contact_points.shape[0])
+        used = int(self.contact_offsets[self.size])
+        pts = _alloc((new_cap, 3), torch.float32, self.device, self.pin)
+        reg = _alloc((new_cap,), torch.int8, self.device, self.pin)
+        pts[:used] = self.contact_points[:used]
+        reg[:used] = self.contact_region[:used]
+        self.contact_points, self.contact_region = pts, reg
+
+    def append(self, shard: DecodedShard, scene_index: Sequence[int]) -> range:
+        """Copy a decoded shard into the next rows.
+
+        Args:
+            shard: The decoded shard.
+            scene_index: Per row, the index of its scene (in the owner's scene list).
+
+        Returns:
+            The cache rows it occupies.
+
+        Raises:
+            ValueError: Crops or vertices of another size than the cached ones.
+        """
+        n = len(shard)
+        a = shard.arrays
+        crop_size, num_verts = int(a["crop"].shape[1]), int(a["verts_rel"].shape[1])
+        if not self.fields:
+            self._allocate(crop_size, num_verts)
+        elif (crop_size, num_verts) != (self.crop_size, self.num_verts):
+            raise ValueError(
+                f"shard {shard.name}: crop {crop_size} / {num_verts} vertices, the cache holds "
+                f"crop {self.crop_size} / {self.num_verts} vertices"
+            )
+        if self.size + n > self.capacity:
+            self._grow_rows(self.size + n)
+        rows = slice(self.size, self.size + n)
+        for name in CACHE_FIELDS:
+            self.fields[name][rows] = torch.from_numpy(np.ascontiguousarray(a[name]))
+        self.scene[rows] = torch.as_tensor(np.asarray(scene_index, dtype=np.int64))
+        off = torch.from_numpy(a["contact_offsets"])
+        used = int(self.contact_offsets[-1])
+        n_pts = int(off[-1])
+        if used + n_pts > self.contact_points.shape[0]:
+            self._grow_contacts(used + n_pts)
+        self.contact_points[used : used + n_pts] = torch.from_numpy(a["contact_points_world"])
+        self.contact_region[used : used + n_pts] = torch.from_numpy(a["contact_point_region"])
+        self.contact_offsets = torch.cat([self.contact_offsets, used + off[1:]])
+        self.scene_id.extend(shard.scene_id)
+        self.sequence_id.extend(shard.sequence_id)
+        self.action.extend(shard.action)
+        self.keys.extend((shard.name, r) for r in range(n))
+        self.size += n
+        return range(rows.start, rows.stop)
+
+
+# ----------------------------------------------------------------------------- scenes
+
+
+def subsample_points(
+    points: np.ndarray, max_points: int | None, scene_id: str, seed: int = 0
+) -> np.ndarray:
+    """A random subset of a scene's points seeded by ``(seed, scene_id)`` (so a scene's subset
+    does not depend on which other scenes are loaded), in the original order."""
+    if max_points is None or points.shape[0] <= max_points:
+        return points
+    rng = np.random.default_rng([int(seed), zlib.crc32(scene_id.encode("utf-8"))])
+    return points[np.sort(rng.choice(points.shape[0], int(max_points), replace=False))]
+
+
+class PaddedScenes:
+    """Scene points of every room held once on a device, padded to one (R, N_max, 3) tensor.
+
+    Args:
+        device: Where the points live.
+        chunk: Point-plane distances computed at once by `frustum` (bounds its memory).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", *, chunk: int = 2**25) -> None:
+        self.device = torch.device(device)
+        self.chunk = int(chunk)
+        self.scene_ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self._host: list[Tensor] = []
+        self.points = torch.zeros(0, 0, 3, device=self.device)
+        self.counts = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self.scene_ids)
+
+    def __contains__(self, scene_id: str) -> bool:
+        return scene_id in self._index
+
+    def index(self, scene_id: str) -> int:
+        """Index of a scene (KeyError when absent)."""
+        return self._index[scene_id]
+
+    def add(self, scene_id: str, points_world: np.ndarray | Tensor) -> int:
+        """Add a scene's (N, 3) world-frame points (no-op when present); its index."""
+        if scene_id in self._index:
+            return self._index[scene_id]
+        pts = torch.as_tensor(np.asarray(points_world), dtype=torch.float32)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"scene {scene_id!r}: points must be (N, 3), got {tuple(pts.shape)}")
+        self._index[scene_id] = len(self.scene_ids)
+        self.scene_ids.append(scene_id)
+        self._host.append(pts)
+        self._dirty = True
+        return self._index[scene_id]
+
+    def _pack(self) -> None:
+        if not self._dirty:
+            return
+        n_max = max((p.shape[0] for p in self._host), default=0)
+        padded = torch.zeros(len(self._host), n_max, 3)
+        for k, p in enumerate(self._host):
+            padded[k, : p.shape[0]] = p
+        self.points = padded.to(self.device)
+        self.counts = torch.tensor([p.shape[0] for p in self._host], device=self.device)
+        self._dirty = False
+
+    def frustum(
+        self,
+        K: Tensor,
+        T_w2c: Tensor,
+        bbox: Tensor,
+        frame_scene: Tensor,
+        near: float = FRUSTUM_NEAR_M,
+        far: float = FRUSTUM_FAR_M,
+    ) -> tuple[Tensor, Tensor]:
+        """Each frame's scene points inside its bbox frustum, in its camera frame.
+
+        The definition of `sahmr.scene.frustum.frustum_crop` (same six world-frame
+        half-spaces, ``>= 0`` inside, the same float32 transform), tested against each frame's
+        own room only, for all frames at once.
+
+        Args:
+            K: Tensor (B, 3, 3) full-image intrinsics.
+            T_w2c: Tensor (B, 4, 4) world -> camera.
+            bbox: Tensor (B, 4) person boxes ``x0, y0, x1, y1``, pixels.
+            frame_scene: Tensor (B,) int64 scene index of each frame.
+            near: Nearest depth kept, metres.
+            far: Farthest depth kept, metres.
+
+        Returns:
+            ``(points_cam, batch_idx)``: Tensor (M, 3) camera-frame points and Tensor (M,)
+            int64 frame of each, ordered by frame, then by the scene's point order.
+        """
+        self._pack()
+        B = int(K.shape[0])
+        n_max = int(self.points.shape[1])
+        device = self.device
+        planes = _frustum_planes_world(K.double(), T_w2c.double(), bbox.double(), near, far)
+        planes = planes.to(torch.float32)  # (B, 6, 4)
+        normals = planes[..., :3].transpose(1, 2)  # (B, 3, 6)
+        offsets = planes[..., 3].unsqueeze(1)  # (B, 1, 6)
+        frame_scene = frame_scene.to(device)
+        counts = self.counts[frame_scene]  # (B,)
+        ar = torch.arange(n_max, device=device)
+        rows = max(1, self.chunk // max(6 * n_max, 1))
+        frames, points = [], []
+        for start in range(0, B, rows):
+            sl = slice(start, start + rows)
+            pts = self.points[frame_scene[sl]]  # (b, N_max, 3)
+            dist = torch.bmm(pts, normals[sl]) + offsets[sl]  # (b, N_max, 6)
+            inside = (dist >= 0).all(dim=-1) & (ar[None, :] < counts[sl, None])
+            b, i = torch.nonzero(inside, as_tuple=True)
+            frames.append(b + start)
+            points.append(i)
+        if not frames:
+            empty = torch.zeros(0, dtype=torch.int64, device=device)
+            return torch.zeros(0, 3, device=device), empty
+        batch_idx = torch.cat(frames)
+        point_idx = torch.cat(points)
+        pts = self.points[frame_scene[batch_idx], point_idx]
+        T = T_w2c.to(torch.float32)
+        R, t = T[:, :3, :3], T[:, :3, 3]
+        points_cam = torch.einsum("mij,mj->mi", R[batch_idx], pts) + t[batch_idx]
+        return points_cam, batch_idx
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def contact_gather_index(offsets: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of the packed contact points of samples ``indices``, and each row's batch slot.
+
+    Args:
+        offsets: Tensor (N + 1,) int64 CPU offsets of the packed points.
+        indices: Tensor (B,) int64 CPU sample indices.
+
+    Returns:
+        ``(rows, batch_idx)``: Tensors (P,) int64 (CPU), sample i's rows in order.
+    """
+    starts = offsets[indices]
+    counts = offsets[indices + 1] - starts
+    batch_idx = torch.repeat_interleave(torch.arange(indices.shape[0]), counts)
+    first = torch.cumsum(counts, 0) - counts  # first packed position of each slot
+    rows = torch.arange(int(counts.sum())) - first[batch_idx] + starts[batch_idx]
+    return rows, batch_idx
+
+
+def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str) -> Batch:
+    """The `Batch` of cached samples ``indices`` on ``device`` (float32 geometry, int64 labels,
+    as `sahmr.data.collate.collate_samples` gives; vertices restored from float16).
+
+    Args:
+        cache: The filled cache.
+        indices: Tensor (B,) int64 sample indices (any device; read on the CPU for strings).
+        device: Where the batch goes.
+
+    Raises:
+        IndexError: An index outside the filled rows.
+    """
+    device = torch.device(device)
+    host = indices.detach().to("cpu", torch.int64)
+    if host.numel() == 0:
+        raise ValueError("gather_batch needs at least one index")
+    lo, hi = int(host.min()), int(host.max())
+    if lo < 0 or hi >= cache.size:
+        raise IndexError(f"sample index {lo if lo < 0 else hi} outside the cache's {cache.size}")
+    idx = host.to(cache.device, non_blocking=True)
+
+    def take(name: str) -> Tensor:
+        return cache.fields[name].index_select(0, idx).to(device, non_blocking=True)
+
+    joints = take("joints_world")
+    verts = take("verts_rel").float() + joints[:, ROOT_JOINT : ROOT_JOINT + 1]
+    rows, cidx = contact_gather_index(cache.contact_offsets, host)
+    rows = rows.to(cache.device, non_blocking=True)
+    cpts = cache.contact_points.index_select(0, rows).to(device, non_blocking=True)
+    creg = cache.contact_region.index_select(0, rows).to(device, non_blocking=True)
+    order = host.tolist()
+    return Batch(
+        crop=take("crop"),
+        bbox=take("bbox"),
+        K=take("K"),
+        T_w2c=take("T_w2c"),
+        image_size=take("image_size"),
+        frame_index=take("frame_index"),
+        occlusion=take("occlusion"),
+        scene_id=[cache.scene_id[i] for i in order],
+        source=[SOURCE] * len(order),
+        sequence_id=[cache.sequence_id[i] for i in order],
+        action=[cache.action[i] for i in order],
+        contact_points_world=cpts,
+        contact_point_region=creg.long(),
+        contact_batch_idx=cidx.to(device, non_blocking=True),
+        betas=take("betas"),
+        global_orient=take("global_orient"),
+        body_pose=take("body_pose"),
+        transl=take("transl"),
+        vertices_world=verts,
+        joints_world=joints,
+        vertex_contact=take("vertex_contact").long(),
+        extra=[{"shard": cache.keys[i][0], "row": cache.keys[i][1]} for i in order],
+    )
+
+
+def build_frame_inputs(
+    frames: Batch,
+    scenes: PaddedScenes | None,
+    frame_scene: Tensor | None,
+    *,
+    near: float = FRUSTUM_NEAR_M,
+    far: float = FRUSTUM_FAR_M,
+) -> FrameInputs:
+    """`FrameInputs` of a batch on one device: what `sahmr.models.inputs.build_inputs` gives,
+    with the frustum cut from `PaddedScenes`.
+
+    Args:
+        frames: The batch (crops uint8 (B, S, S, 3), cameras, boxes).
+        scenes: Padded scene points, or None for inputs without scene points.
+        frame_scene: Tensor (B,) int64 scene index of each frame (with ``scenes``).
+        near: Nearest frustum depth, metres.
+        far: Farthest frustum depth, metres.
+    """
+    pts = idx = None
+    if scenes is not None:
+        if frame_scene is None:
+            raise ValueError("scene points need frame_scene")
+        pts, idx = scenes.frustum(frames.K, frames.T_w2c, frames.bbox, frame_scene, near, far)
+    return FrameInputs(
+        image=normalize_crop(frames.crop),
+        K_crop=crop_intrinsics(frames.K, frames.bbox, int(frames.crop.shape[1])),
+        K=frames.K,
+        bbox=frames.bbox,
+        T_w2c=frames.T_w2c,
+        scene_points_cam=pts,
+        scene_batch_idx=idx,
+    )
+
+
+# ----------------------------------------------------------------------------- stream
+
+
+@dataclass
+class _PlannedShard:
+    order: int
+    path: Path
+    num_samples: int
+
+
+@dataclass
+class _StreamState:
+    submitted: set[int] = field(default_factory=set)
+    done: queue.Queue = field(default_factory=queue.Queue)
+
+
+def read_plan(root: Path, split: str) -> list[_PlannedShard]:
+    """Planned shards of a split, in ``dataset.json`` order."""
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    if meta.get("format") != "sahmr.synth_dataset":
+        raise ValueError(f"{root}: not a sahmr synthetic dataset")
+    return [
+        _PlannedShard(k, root / e["file"], int(e["num_samples"]))
+        for k, e in enumerate(meta["shards"])
+        if e["split"] == split
+    ]
+
+
+class ShardStream:
+    """Fills a `SampleCache` and `PaddedScenes` from a synthetic dataset split, also while the
+    generator is still writing it.
+
+    Args:
+        root: Dataset folder (``dataset.json``, ``shards/``, ``rooms/``).
+        split: Split name.
+        device: Training device (scene points go there).
+        config: Storage, decode workers, polling.
+        needs_scene: Load the rooms' scene points.
+        max_points_per_scene: Random subset per room (None: all), seeded per room.
+        seed: Seed of those subsets.
+        progress: Show a progress bar while waiting for samples.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        device: torch.device | str,
+        config: MemoryDataConfig | None = None,
+        *,
+        needs_scene: bool = True,
+        max_points_per_scene: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.device = torch.device(device)
+        self.config = config or MemoryDataConfig()
+        self.needs_scene = needs_scene
+        self.max_points_per_scene = max_points_per_scene
+        self.seed = int(seed)
+        self.progress = progress
+        self._wait_for_plan()
+        self.plan = read_plan(self.root, split)
+        if not self.plan:
+            raise ValueError(f"{self.root}: dataset.json plans no shards of split {split!r}")
+        cache_device, pin = resolve_storage(self.config.storage, self.device)
+        self.cache = SampleCache(sum(p.num_samples for p in self.plan), cache_device, pin=pin)
+        self.scenes = PaddedScenes(self.device, chunk=self.config.frustum_chunk)
+        self._state = _StreamState()
+        self._pending: dict[int, DecodedShard] = {}
+        self.loaded: set[int] = set()
+        self._pool: ProcessPoolExecutor | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.config.decode_workers > 0:
+            import multiprocessing as mp
+
+            self._pool = ProcessPoolExecutor(
+                self.config.decode_workers, mp_context=mp.get_context("spawn")
+            )
+            self._thread = threading.Thread(target=self._poll_loop, daemon=True, name="shards")
+            self._thread.start()
+
+    # -- plan and polling
+
+    def _wait_for_plan(self) -> None:
+        path = self.root / "dataset.json"
+        deadline = time.monotonic() + 60.0 * self.config.wait_minutes
+        while not path.is_file():
+            if time.monotonic() > deadline:
+                raise FileNotFoundError(f"{path} did not appear")
+            time.sleep(min(self.config.poll_seconds, 5.0))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned shard is in the cache."""
+        return len(self.loaded) == len(self.plan)
+
+    @property
+    def planned_samples(self) -> int:
+        """Samples the plan holds for the split."""
+        return sum(p.num_samples for p in self.plan)
+
+    def _ready_shards(self) -> list[int]:
+        """Planned shards written (under their final name) and not yet submitted."""
+        return [
+            k
+            for k, p in enumerate(self.plan)
+            if k not in self._state.submitted and p.path.is_file()
+        ]
+
+    def _submit(self, k: int) -> None:
+        self._state.submitted.add(k)
+        if self._pool is None:
+            self._state.done.put((k, decode_shard(self.plan[k].path), None))
+            return
+        fut = self._pool.submit(decode_shard, str(self.plan[k].path))
+
+        def done(f: Future, k: int = k) -> None:
+            err = f.exception()
+            self._state.done.put((k, None if err else f.result(), err))
+
+        fut.add_done_callback(done)
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for k in self._ready_shards():
+                    self._submit(k)
+            except RuntimeError:  # the pool shut down
+                return
+            if len(self._state.submitted) == len(self.plan):
+                return
+            self._stop.wait(self.config.poll_seconds)
+
+    # -- filling
+
+    def _scene_points(self, scene_id: str) -> np.ndarray:
+        from sahmr.data.synthetic import SceneIndex
+
+        pts = SceneIndex(self.root, [scene_id])[scene_id]
+        return subsample_points(pts, self.max_points_per_scene, scene_id, self.seed)
+
+    def _append(self, k: int, shard: DecodedShard) -> None:
+        scene_index = []
+        for sid in shard.scene_id:
+            if self.needs_scene and sid not in self.scenes:
+                self.scenes.add(sid, self._scene_points(sid))
+            scene_index.append(self.scenes.index(sid) if self.needs_scene else 0)
+        self.cache.append(shard, scene_index)
+        self.loaded.add(k)
+
+    def _drain(self, block: bool, timeout: float | None) -> int:
+        """Move decoded shards into ``_pending``; returns how many arrived."""
+        got = 0
+        while True:
+            try:
+                k, shard, err = self._state.done.get(block=block and got == 0, timeout=timeout)
+            except queue.Empty:
+                return got
+            if err is not None:
+                raise RuntimeError(f"decoding {self.plan[k].path} failed: {err}") from err
+            self._pending[k] = shard
+            got += 1
+
+    def refresh(self, min_samples: int = 0) -> int:
+        """Move every decoded shard into the cache (in plan order); wait for at least
+        ``min_samples`` in the cache (all planned shards when they are all written already).
+
+        Args:
+            min_samples: Samples the cache must hold on return.
+
+        Returns:
+            Samples added.
+
+        Raises:
+            TimeoutError: Fewer than ``min_samples`` after ``wait_minutes``.
+        """
+        before = self.cache.size
+        if self._pool is None:
+            for k in self._ready_shards():
+                self._submit(k)
+        all_written = all(p.path.is_file() for p in self.plan)
+        target = self.planned_samples if all_written else min_samples
+        target = min(target, self.planned_samples)
+        self._drain(block=False, timeout=None)
+        deadline = time.monotonic() + 60.0 * self.config.wait_minutes
+        held = lambda: self.cache.size + sum(len(s) for s in self._pending.values())  # noqa: E731
+        if held() < target:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=target,
+                initial=held(),
+                desc=f"decoding {self.split} shards",
+                unit="sample",
+                disable=not self.progress,
+            )
+            while held() < target:
+                if time.monotonic() > deadline:
+                    bar.close()
+                    raise TimeoutError(
+                        f"{self.root}: {held()} of {target} samples of split {self.split!r} "
+                        f"after {self.config.wait_minutes} min"
+                    )
+                if self._pool is None:
+                    for k in self._ready_shards():
+                        self._submit(k)
+                    if held() < target:
+                        time.sleep(self.config.poll_seconds)
+                n0 = held()
+                self._drain(block=True, timeout=self.config.poll_seconds)
+                bar.update(held() - n0)
+            bar.close()
+        for k in sorted(self._pending):
+            self._append(k, self._pending.pop(k))
+        added = self.cache.size - before
+        if added:
+            logger.info(
+                "memory cache %s: +%d samples, %d of %d planned, %.2f GiB on %s",
+                self.split,
+                added,
+                self.cache.size,
+                self.planned_samples,
+                self.cache.nbytes() / 2**30,
+                self.cache.device,
+            )
+        if self.complete:
+            self.close()
+        return added
+
+    def close(self) -> None:
+        """Stop polling and shut the decode pool down."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,228 @@
+"""The trainer's in-memory data path: index batches over a `SampleCache`, steps on the device.
+
+Chosen by the run config's ``loader`` group (``loader=memory``; absent: the DataLoader path of
+`sahmr.engine.data`). `MemoryLoader` stands where the trainer expects its DataLoader: a
+`ResumableSampler` (order a function of ``(seed, epoch)``, resumable mid-epoch) over the cached
+samples, yielding Tensors (B,) of sample indices; `MemoryStepPreparer` turns them into the same
+`Step` (`FrameInputs`, `FrameTargets`, frame `Batch`) the DataLoader path gives, with crops,
+geometry and scene points already on the device, optional augmentation
+(`sahmr.data.augment`) and the frustum crop of `sahmr.data.memory.PaddedScenes`.
+
+While the generator is still writing the dataset, every epoch starts by taking the shards
+decoded since the last one (`ShardStream.refresh`): epochs grow, so set ``trainer.max_steps``
+(the LR schedule's length) rather than relying on ``max_epochs`` in that case; the order of a
+run that resumes while the data grew differs from an uninterrupted one. Frame mode only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sahmr.data.augment import AugmentConfig, augment_crops
+from sahmr.data.collate import Batch
+from sahmr.data.memory import MemoryDataConfig, ShardStream, build_frame_inputs, gather_batch
+from sahmr.engine.data import ResumableSampler, Step
+from sahmr.models.inputs import FrameInputs, FrameTargets, prepare_targets
+
+logger = logging.getLogger(__name__)
+
+
+class _Count:
+    """A sized stand-in for the dataset a sampler draws indices of."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class MemoryLoader:
+    """Batches of cached sample indices, shuffled per epoch; the trainer's ``train_loader``.
+
+    Args:
+        stream: The filled (or filling) shard stream.
+        batch_size: Frames per batch and rank.
+        seed: Base seed of the order.
+        rank: This rank.
+        world_size: Number of ranks.
+        min_samples: Samples the cache must hold before the first batch (at least one batch
+            per rank).
+
+    Attributes:
+        sampler: The `ResumableSampler` (rebuilt, keeping its epoch and skip, when the cache
+            grows).
+        generator: None (no worker processes to seed).
+    """
+
+    def __init__(
+        self,
+        stream: ShardStream,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        min_samples: int = 0,
+    ) -> None:
+        self.stream = stream
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.generator = None
+        stream.refresh(max(int(min_samples), self.batch_size * self.world_size))
+        self.sampler = self._sampler(len(stream.cache))
+
+    def _sampler(self, n: int) -> ResumableSampler:
+        return ResumableSampler(
+            _Count(n),
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
+
+    def refresh(self) -> int:
+        """Take newly decoded shards; the sampler keeps its epoch and skip. Samples added."""
+        added = self.stream.refresh() if not self.stream.complete else 0
+        if added:
+            old = self.sampler
+            self.sampler = self._sampler(len(self.stream.cache))
+            self.sampler.set_epoch(old.epoch, skip=old._skip)
+        return added
+
+    def __iter__(self) -> Iterator[Tensor]:
+        self.refresh()
+        order = torch.as_tensor(list(iter(self.sampler)), dtype=torch.int64)
+        for k in range(order.numel() // self.batch_size):
+            yield order[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+
+class MemoryStepPreparer:
+    """Sample indices -> `Step` on the device, from the stream's cache and scenes.
+
+    Args:
+        stream: Cache and padded scene points.
+        topology: Body topology (mesh levels) of the targets.
+        device: Training device.
+        augment: Augmentation strengths, or None (inputs exactly as the DataLoader path's).
+        needs_scene: Cut frustum scene points.
+    """
+
+    def __init__(
+        self,
+        stream: ShardStream,
+        topology: Any,
+        device: torch.device,
+        *,
+        augment: AugmentConfig | None = None,
+        needs_scene: bool = True,
+    ) -> None:
+        self.stream = stream
+        self.topology = topology
+        self.device = torch.device(device)
+        self.augment = augment
+        self.needs_scene = needs_scene
+        self.j14_regressor = torch.as_tensor(
+            np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=self.device
+        )
+
+    def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
+        """The (augmented) frame `Batch` of ``indices`` and each frame's scene index."""
+        frames = gather_batch(self.stream.cache, indices, self.device)
+        if self.augment is not None:
+            frames.crop, frames.bbox = augment_crops(frames.crop, frames.bbox, self.augment)
+        cache = self.stream.cache
+        frame_scene = cache.scene.index_select(0, indices.to(cache.device)).to(self.device)
+        return frames, frame_scene
+
+    def frame_inputs(self, frames: Batch, frame_scene: Tensor) -> FrameInputs:
+        """`FrameInputs` of a gathered batch."""
+        scenes = self.stream.scenes if self.needs_scene else None
+        return build_frame_inputs(frames, scenes, frame_scene)
+
+    def frame_targets(self, frames: Batch) -> FrameTargets:
+        """`FrameTargets` of a gathered batch (`prepare_targets`, as the DataLoader path)."""
+        return prepare_targets(
+            frames,
+            self.topology,
+            self.j14_regressor,
+            device=self.device,
+            crop_size=int(frames.crop.shape[1]),
+        )
+
+    def step(self, indices: Tensor, *, targets: bool | None = True) -> Step:
+        """The `Step` of a batch of sample indices (targets unless ``targets`` is False)."""
+        frames, frame_scene = self.frames(indices)
+        inputs = self.frame_inputs(frames, frame_scene)
+        f_targets = self.frame_targets(frames) if targets is not False else None
+        return Step(
+            inputs=inputs,
+            targets=f_targets,
+            frames=frames,
+            frame_inputs=inputs,
+            frame_targets=f_targets,
+        )
+
+    def __call__(self, indices: Tensor) -> tuple[FrameInputs, FrameTargets]:
+        """``(inputs, targets)`` of the batch."""
+        step = self.step(indices, targets=True)
+        return step.inputs, step.targets
+
+
+def build_memory_data(
+    config: MemoryDataConfig,
+    *,
+    root: str,
+    split: str,
+    topology: Any,
+    device: torch.device,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    needs_scene: bool = True,
+    max_points_per_scene: int | None = None,
+    clip_length: int | None = None,
+    progress: bool = True,
+) -> tuple[MemoryLoader, MemoryStepPreparer]:
+    """The training loader and step preparer of the in-memory path.
+
+    Raises:
+        ValueError: Clip mode (temporal methods read the DataLoader path).
+    """
+    if clip_length is not None:
+        raise ValueError("the in-memory loader serves frames only: drop loader=memory for clips")
+    stream = ShardStream(
+        root,
+        split,
+        device,
+        config,
+        needs_scene=needs_scene,
+        max_points_per_scene=max_points_per_scene,
+        seed=seed,
+        progress=progress,
+    )
+    loader = MemoryLoader(
+        stream,
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        min_samples=config.min_samples,
+    )
+    prepare = MemoryStepPreparer(
+        stream, topology, device, augment=config.augment, needs_scene=needs_scene
+    )
+    return loader, prepare

@@ -1,0 +1,96 @@
+"""Training through the in-memory data path (``loader=memory``) on the tiny generated dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_train, run_hydra_tool, tiny_overrides
+
+from sahmr.body.model import BodyModel
+from sahmr.data.collate import collate_samples
+from sahmr.data.memory import MemoryDataConfig, ShardStream
+from sahmr.data.synthetic import SyntheticDataset
+from sahmr.engine.checkpoint import load_checkpoint
+from sahmr.engine.data import StepPreparer, build_scene_bank
+from sahmr.engine.memory_data import MemoryLoader, MemoryStepPreparer
+from sahmr.engine.trainer import train_from_config
+
+MEMORY = ["loader=memory", "loader.decode_workers=0"]
+
+
+def test_generated_data_gives_the_same_step_as_the_dataloader_path(tiny_dataset):
+    """On generator output (real renders, rooms): same inputs, targets within float16."""
+    body = BodyModel()
+    cpu = torch.device("cpu")
+    ds = SyntheticDataset(tiny_dataset, "train")
+    bank = build_scene_bank(ds.scene_points, cpu, max_points_per_scene=None)
+    idx = [5, 1, 6, 2]
+    old = StepPreparer(body.topology, cpu, bank).step(
+        collate_samples([ds[i] for i in idx], keep_images=False), targets=True
+    )
+    stream = ShardStream(tiny_dataset, "train", cpu, MemoryDataConfig(decode_workers=0))
+    stream.refresh()
+    new = MemoryStepPreparer(stream, body.topology, cpu).step(torch.tensor(idx))
+    assert torch.equal(new.inputs.image, old.inputs.image)
+    assert torch.equal(new.inputs.K_crop, old.inputs.K_crop)
+    assert old.inputs.scene_points_cam.shape[0] > 1000
+    assert torch.equal(new.inputs.scene_batch_idx, old.inputs.scene_batch_idx)
+    assert torch.equal(new.inputs.scene_points_cam, old.inputs.scene_points_cam)
+    torch.testing.assert_close(new.targets.verts_cam, old.targets.verts_cam, atol=1e-3, rtol=0)
+    torch.testing.assert_close(new.targets.joints2d_crop, old.targets.joints2d_crop)
+    assert torch.equal(new.targets.vertex_contact, old.targets.vertex_contact)
+    torch.testing.assert_close(new.targets.contact_points_cam, old.targets.contact_points_cam)
+
+
+def test_two_steps_of_the_dummy_method_with_memory_data(tiny_dataset, test_configs, tmp_path):
+    out = tmp_path / "run"
+    seen = {}
+
+    def grab(trainer):
+        seen["loader"], seen["prepare"] = trainer.train_loader, trainer.prepare
+
+    cfg = compose_train(
+        [*tiny_overrides(tiny_dataset, out, **{"trainer.max_steps": 2}), *MEMORY], test_configs
+    )
+    result = train_from_config(cfg, on_trainer=grab)
+    assert result.step == 2 and result.checkpoint.is_file()
+    assert isinstance(seen["loader"], MemoryLoader)
+    assert isinstance(seen["prepare"], MemoryStepPreparer)
+    assert seen["prepare"].augment is not None  # configs/loader/memory.yaml augments
+    assert len(seen["loader"].stream.cache) == 8 and seen["loader"].stream.complete
+
+
+def test_resume_continues_the_same_memory_run(tiny_dataset, test_configs, tmp_path):
+    """Interrupted after 2 steps and resumed to 4 gives the weights of 4 uninterrupted steps
+    (order from (seed, epoch), augmentation from the checkpointed RNG)."""
+    extra = {"trainer.max_steps": 4, "trainer.val_every_epochs": 0}
+    full = tmp_path / "full"
+    train_from_config(compose_train([*tiny_overrides(tiny_dataset, full, **extra), *MEMORY],
+                                    test_configs))  # fmt: skip
+    part = tmp_path / "part"
+    over = [*tiny_overrides(tiny_dataset, part, **extra), *MEMORY]
+    train_from_config(compose_train(over, test_configs), until_step=2)
+    train_from_config(compose_train([*over, "resume=true"], test_configs))
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(part / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_tool_sahmr_small_with_memory_data(tiny_dataset, tmp_path, monkeypatch):
+    """tools/train.py exp=sahmr_small ... loader=memory: two steps of the real method."""
+    run = tmp_path / "run"
+    over = [
+        "exp=sahmr_small", "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
+        f"paths.output_dir={run}", "max_points_per_scene=20000", "trainer.max_steps=2",
+        "trainer.batch_size=2", "trainer.val_batch_size=2", *MEMORY,
+    ]  # fmt: skip
+    run_hydra_tool("train", over, monkeypatch)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2
+
+
+def test_memory_path_rejects_clip_mode(tiny_dataset, test_configs, tmp_path):
+    over = [*tiny_overrides(tiny_dataset, tmp_path / "c", clip_length=2), *MEMORY]
+    with pytest.raises(ValueError, match="frames only"):
+        train_from_config(compose_train(over, test_configs))
