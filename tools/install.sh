@@ -4,6 +4,7 @@
 #   bash tools/install.sh          # CPU route (default on machines without an NVIDIA GPU)
 #   bash tools/install.sh --dev    # ... plus the test and lint tools
 #   bash tools/install.sh --gpu    # GPU route: CUDA build of torch from PyPI
+#   bash tools/install.sh --no-detector  # without the person/keypoint detector (mediapipe)
 #
 # CPU route: torch is installed first and pinned, so that nothing later pulls the
 # multi-gigabyte CUDA build. On the team's Debian machines `pip install torch==2.13.0` finds a
@@ -13,13 +14,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 dev=0
+detector=1
 route=auto
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
     --gpu) route=gpu ;;
     --cpu) route=cpu ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --no-detector) detector=0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,3 +71,22 @@ target="."
 [ "$dev" -eq 1 ] && target=".[dev]"
 "${pip[@]}" -c "$constraints" -e "$target"
 echo "install.sh: sahmr installed"
+
+# Person and keypoint detector (sahmr.detect): mediapipe, pinned with its reason in
+# sahmr/detect/runtime.py (MEDIAPIPE_VERSION: the last wheel shipping the pose Full model and
+# the legacy solutions API). It goes into a private folder with --no-deps, never into this
+# environment: its generated code needs protobuf<5 (tensorboard needs >=6.31), and its declared
+# jax + jaxlib (~380 MB installed), opencv-contrib (~305 MB) and sounddevice are unused by the
+# pose solution (~240 MB instead, mostly OpenCV headless). Measured in docs/detection.md.
+if [ "$detector" -eq 1 ]; then
+  mp_site=$("$PY" -c "from sahmr.detect.runtime import default_site; print(default_site())")
+  if "$PY" -c "import sys; from sahmr.detect.runtime import detector_available as a; sys.exit(0 if a() else 1)"; then
+    echo "install.sh: person detector present ($mp_site)"
+  elif "$PY" -c "import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 12) else 1)"; then
+    mapfile -t mp_reqs < <("$PY" -c "from sahmr.detect.runtime import DETECTOR_REQUIREMENTS as r; print(*r, sep='\n')")
+    echo "install.sh: installing the person detector (${mp_reqs[0]}) into $mp_site"
+    "${pip[@]}" --no-deps --upgrade --target "$mp_site" "${mp_reqs[@]}"
+  else
+    echo "install.sh: no mediapipe wheel for this Python: the demo needs --bbox" >&2
+  fi
+fi
