@@ -118,7 +118,7 @@ def check_device(value: Any, what: str = "device") -> torch.device:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise BadArgument(f"{what}={text!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+        raise BadArgument(f"{what}={text}: not a device (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BadArgument(f"{what}={text}: CUDA is not available on this machine "

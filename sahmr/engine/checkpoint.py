@@ -260,7 +260,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
+        text = str(exc)
+        found = re.search(r"GLOBAL (\S+)", text)
+        if found is None and "unsupported global" not in text.lower():  # garbage, truncated
+            why = re.search(r"WeightsUnpickler error:(.*?)(?:Check the documentation|$)", text,
+                            re.DOTALL)  # fmt: skip
+            detail = " ".join((why.group(1) if why else text).split())[:200]
+            raise ValueError(f"{path}: not a readable checkpoint file ({detail})") from exc
         what = f" ({found.group(1)})" if found else ""
         raise ValueError(
             f"{path}: refused: it holds pickled Python objects{what} that only a full unpickle "

@@ -1,0 +1,314 @@
+"""Hostile input to the command-line tools: one line naming the input, exit 2, nothing written.
+
+One parametrised test per class of bad input (crafted or pickled checkpoints, refused pickles,
+unwritable outputs, bad sizes, missing data, unavailable devices). Every tool runs in this
+process through its own entry point; every case stops in the tool's up-front checks, so the
+whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import sahmr
+from sahmr.engine.checkpoint import FORMAT, VERSION
+
+ROOT = Path(sahmr.__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
+SHIPPED = ROOT / "sahmr" / "checkpoints" / "sahmr_small.pt"
+DEMO_IMAGE = ROOT / "scenes" / "living_room" / "demo" / "stand.jpg"
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"bad_input_tool_{name}", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------- bad files
+
+
+def crafted_checkpoint(folder: Path) -> Path:
+    """A checkpoint whose stored model would write ``folder/pwned.txt`` when built."""
+    cfg = {"model": {"_target_": "sahmr.models.hmr.HMR", "backbone": {
+        "_target_": "numpy.savetxt", "fname": str(folder / "pwned.txt"), "X": [[1.0]]}}}
+    path = folder / "crafted.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "model": {},
+                "config": OmegaConf.to_yaml(OmegaConf.create(cfg))}, path)  # fmt: skip
+    return path
+
+
+def pickled_checkpoint(folder: Path) -> Path:
+    """A torch file holding a pickled Python object (refused by ``weights_only``)."""
+    path = folder / "pickled.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "model": {},
+                "obj": argparse.Namespace(a=1)}, path)  # fmt: skip
+    return path
+
+
+def garbage_file(folder: Path, name: str = "garbage.pt") -> Path:
+    path = folder / name
+    path.write_bytes(b"not a checkpoint at all" * 7)
+    return path
+
+
+def pickle_body(folder: Path) -> Path:
+    """A ``.pkl`` that would call ``os.system`` if unpickled without restriction."""
+    path = folder / "SMPL_NEUTRAL.pkl"
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    path.write_bytes(pickle.dumps({"v_template": Boom()}))
+    return path
+
+
+def fake_dataset(folder: Path) -> Path:
+    """A dataset folder that passes the up-front checks (split ``test``)."""
+    root = folder / "ds"
+    root.mkdir()
+    meta = {"format": "sahmr.synth_dataset", "scenes": {},
+            "shards": [{"split": "test", "file": "shards/test-0.tar", "num_samples": 1}]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def file_in_the_way(folder: Path) -> Path:
+    blocker = folder / "blocker"
+    blocker.write_text("a file where a folder should be")
+    return blocker / "out"
+
+
+# ---------------------------------------------------------------------------- hydra tools
+
+
+def _run_hydra_cli(name: str, overrides: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", [str(TOOLS / f"{name}.py"), *overrides,
+                                      "hydra/job_logging=none", "hydra/hydra_logging=none"])
+    module = _tool(name)
+    monkeypatch.setattr(module.main.__wrapped__, "__module__", "__main__")
+    module.cli()
+
+
+def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
+    ds = fake_dataset(t)
+    base = {"checkpoint": str(SHIPPED), "data.root": str(ds), "out": str(t / "out"),
+            "device": "cpu"}  # fmt: skip
+    cases = {
+        "crafted checkpoint": ({"checkpoint": crafted_checkpoint(t)},
+                               "refused _target_ 'numpy.savetxt'"),
+        "pickled checkpoint": ({"checkpoint": pickled_checkpoint(t)},
+                               "pickled Python objects (argparse.Namespace)"),
+        "garbage checkpoint": ({"checkpoint": garbage_file(t)}, "not a readable checkpoint"),
+        "missing checkpoint": ({"checkpoint": t / "none.pt"}, "none.pt: no such file"),
+        "missing data root": ({"data.root": t / "nowhere"}, f"data.root={t / 'nowhere'}: no such"),
+        "data root without dataset.json": ({"data.root": t}, "no dataset.json"),
+        "unknown split": ({"split": "tset"}, "split='tset'"),
+        "zero batch": ({"batch_size": 0}, "batch_size=0: must be >= 1"),
+        "negative batch": ({"batch_size": -4}, "batch_size=-4: must be >= 1"),
+        "text batch": ({"batch_size": "many"}, "batch_size='many': not an integer"),
+        "fraction batch": ({"batch_size": 2.5}, "batch_size=2.5: not an integer"),
+        "negative workers": ({"num_workers": -1}, "num_workers=-1: must be >= 0"),
+        "zero voxel": ({"sdf_voxel_size": 0}, "sdf_voxel_size=0: must be > 0"),
+        "nan voxel": ({"sdf_voxel_size": "nan"}, "not a finite number"),
+        "unknown device": ({"device": "tpu"}, "device=tpu"),
+        "out under a file": ({"out": file_in_the_way(t)}, "is a file, not a folder"),
+        "unknown key": ({"no_such_key": 1}, "bad override"),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda without CUDA"] = ({"device": "cuda"}, "CUDA is not available")
+    change, message = cases[case]
+    base.update({k: str(v) for k, v in change.items()})
+    return [f"{k}={v}" for k, v in base.items()], message
+
+
+EVAL_CASES = ["crafted checkpoint", "pickled checkpoint", "garbage checkpoint",
+              "missing checkpoint", "missing data root", "data root without dataset.json",
+              "unknown split", "zero batch", "negative batch", "text batch", "fraction batch",
+              "negative workers", "zero voxel", "nan voxel", "unknown device", "out under a file",
+              "unknown key", "cuda without CUDA"]  # fmt: skip
+
+
+def _one_error_line(err: str, message: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and message in lines[0], err
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", EVAL_CASES)
+def test_eval_tool_refuses_bad_input_before_writing(case, tmp_path, monkeypatch, capsys):
+    if case == "cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    overrides, message = _eval_case(case, tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as info:
+        _run_hydra_cli("eval", overrides, monkeypatch)
+    assert info.value.code == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out, no hydra folder
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+TRAIN_CASES = ["pickled weights", "crafted is fine: weights only", "missing weights",
+               "missing data root", "zero batch"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES)
+def test_train_tool_refuses_bad_input_before_writing(case, tmp_path, monkeypatch, capsys):
+    ds = fake_dataset(tmp_path)
+    base = {"exp": "sahmr_small", "data.root": str(ds), "paths.output_dir": str(tmp_path / "run"),
+            "device": "cpu"}  # fmt: skip
+    change, message = {
+        "pickled weights": ({"init.weights": pickled_checkpoint(tmp_path)},
+                            "init.weights=" + str(tmp_path / "pickled.pt") + ": refused"),
+        "crafted is fine: weights only": ({"init.weights": crafted_checkpoint(tmp_path),
+                                           "trainer.batch_size": 0}, "trainer.batch_size=0"),
+        "missing weights": ({"init.weights": tmp_path / "none.pt"}, "none.pt: no such file"),
+        "missing data root": ({"data.root": tmp_path / "nowhere"}, "nowhere: no such folder"),
+        "zero batch": ({"trainer.val_batch_size": 0}, "trainer.val_batch_size=0"),
+    }[case]
+    base.update({k: str(v) for k, v in change.items()})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as info:
+        _run_hydra_cli("train", [f"{k}={v}" for k, v in base.items()], monkeypatch)
+    assert info.value.code == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ---------------------------------------------------------------------------- argparse tools
+
+
+def _demo_case(case: str, t: Path) -> tuple[list[str], str]:
+    return {
+        "crafted checkpoint": (["--checkpoint", str(crafted_checkpoint(t))],
+                               "refused _target_ 'numpy.savetxt'"),
+        "pickled checkpoint": (["--checkpoint", str(pickled_checkpoint(t))],
+                               f"{t / 'pickled.pt'}: refused"),
+        "garbage checkpoint": (["--checkpoint", str(garbage_file(t))],
+                               f"{t / 'garbage.pt'}: not a readable checkpoint"),
+        "out under a file": (["--out", str(file_in_the_way(t))], "is a file, not a folder"),
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["crafted checkpoint", "pickled checkpoint",
+                                  "garbage checkpoint", "out under a file"])  # fmt: skip
+def test_demo_refuses_bad_checkpoints_and_outputs(case, tmp_path, capsys):
+    from sahmr.cli.demo import EXIT_BAD_INPUT, main
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    args, message = _demo_case(case, inputs)
+    out = ["--out", str(tmp_path / "out")] if "--out" not in args else []
+    rc = main(["--image", str(DEMO_IMAGE), "--device", "cpu", "-q", *out, *args])
+    assert rc == EXIT_BAD_INPUT
+    _one_error_line(capsys.readouterr().err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
+    assert not (inputs / "pwned.txt").exists()
+
+
+def _argparse_error(capsys, message: str) -> None:
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1], err
+
+
+@pytest.mark.parametrize("kind", ["crafted", "pickled", "garbage"])
+def test_fit_refuses_bad_init_checkpoint(kind, tmp_path, capsys):
+    ckpt = {"crafted": crafted_checkpoint, "pickled": pickled_checkpoint,
+            "garbage": garbage_file}[kind](tmp_path)  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path)), "--out",
+                           str(tmp_path / "out"), "--init-checkpoint", str(ckpt)])  # fmt: skip
+    assert info.value.code == 2
+    _argparse_error(capsys, f"--init-checkpoint {ckpt}: ")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["crafted", "pickled"])
+def test_benchmark_refuses_bad_checkpoint(kind, tmp_path, capsys):
+    ckpt = {"crafted": crafted_checkpoint, "pickled": pickled_checkpoint}[kind](tmp_path)
+    with pytest.raises(SystemExit) as info:
+        _tool("benchmark").main(["--methods", "sahmr_small", "--checkpoint",
+                                 f"sahmr_small={ckpt}", "--device", "cpu"])  # fmt: skip
+    assert info.value.code == 2
+    _argparse_error(capsys, f"--checkpoint {ckpt}: ")
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def _evaluate_case(case: str, t: Path) -> tuple[list[str], str]:
+    pred, gt = t / "pred", t / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    args = ["--pred", str(pred), "--gt", str(gt), "--no-progress"]
+    body = pickle_body(t)
+    return {
+        "pickled body model": ([*args, "--out", str(t / "o"), "--body-model", str(body)],
+                               f"--body-model {body}: refusing to unpickle"),
+        "garbage body model": ([*args, "--out", str(t / "o"), "--body-model",
+                                str(garbage_file(t, "body.npz"))], "body.npz: "),
+        "out under a file": ([*args, "--out", str(file_in_the_way(t))],
+                             "is a file, not a folder"),
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["pickled body model", "garbage body model",
+                                  "out under a file"])  # fmt: skip
+def test_evaluate_refuses_bad_body_and_output(case, tmp_path, capsys):
+    args, message = _evaluate_case(case, tmp_path)
+    with pytest.raises(SystemExit) as info:
+        _tool("evaluate").main(args)
+    assert info.value.code == 2
+    _argparse_error(capsys, message)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["pickle without opt-in", "malicious pickle with opt-in",
+                                  "garbage npz", "output under a file"])  # fmt: skip
+def test_convert_smpl_refuses_with_the_file_named(case, tmp_path, capsys):
+    body = pickle_body(tmp_path)
+    dst = tmp_path / "out.npz"
+    args, message = {
+        "pickle without opt-in": ([str(body), str(dst)], f"refusing to unpickle {body}"),
+        "malicious pickle with opt-in": ([str(body), str(dst), "--allow-pickle"], f"{body}"),
+        "garbage npz": ([str(garbage_file(tmp_path, "b.npz")), str(dst)], "b.npz"),
+        "output under a file": ([str(body), str(file_in_the_way(tmp_path) / "x.npz")],
+                                "is a file, not a folder"),
+    }[case]
+    assert _tool("convert_smpl").main(args) == 2
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, message)
+    assert "unpickled!" not in captured.out
+    assert not dst.exists()
+
+
+def test_checks_accept_good_values():
+    from sahmr.cli.checks import check_device, check_float, check_int
+
+    assert check_int("3", "n") == 3 and check_int(0, "n", minimum=0) == 0
+    assert check_int(4.0, "n") == 4 and check_int(None, "n", allow_none=True) is None
+    assert check_float("0.02", "v") == pytest.approx(0.02)
+    assert check_float(0, "v", inclusive=True) == 0.0
+    assert check_device("cpu").type == "cpu" and check_device("auto").type in ("cpu", "cuda")
+    assert np.isfinite(check_float(1e3, "v"))
+
+
+@pytest.mark.parametrize("value", [True, "1e3", "", "0x10", [1]])
+def test_check_int_refuses_non_integers(value):
+    from sahmr.cli.checks import BadArgument, check_int
+
+    with pytest.raises(BadArgument, match="not an integer"):
+        check_int(value, "n")
