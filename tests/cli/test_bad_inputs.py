@@ -214,7 +214,8 @@ def test_demo_refuses_bad_checkpoints_and_outputs(case, tmp_path, capsys):
     inputs.mkdir()
     args, message = _demo_case(case, inputs)
     out = ["--out", str(tmp_path / "out")] if "--out" not in args else []
-    rc = main(["--image", str(DEMO_IMAGE), "--device", "cpu", "-q", *out, *args])
+    rc = main(["--image", str(DEMO_IMAGE), "--bbox", "410,120,610,470", "--device", "cpu", "-q",
+               *out, *args])
     assert rc == EXIT_BAD_INPUT
     _one_error_line(capsys.readouterr().err, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
@@ -312,3 +313,77 @@ def test_check_int_refuses_non_integers(value):
 
     with pytest.raises(BadArgument, match="not an integer"):
         check_int(value, "n")
+
+
+# ---------------------------------------------------------------------------- make_dataset
+
+
+def _another_dataset(t: Path) -> Path:
+    root = t / "data"
+    root.mkdir()
+    (root / "dataset.json").write_text(json.dumps({"format": "sahmr.synth_dataset",
+                                                   "config_hash": "0123abcd", "shards": []}))
+    (root / "shards").mkdir()
+    (root / "shards" / "train-000000.tar").write_bytes(b"their shard")
+    return root
+
+
+def _not_a_dataset(t: Path) -> Path:
+    root = t / "home"
+    root.mkdir()
+    (root / "thesis.tex").write_text("years of work")
+    return root
+
+
+MAKE_DATASET_CASES = {
+    "zero samples": ({"num_samples": 0}, "num_samples=0: must be >= 1"),
+    "negative samples": ({"num_samples": -10}, "num_samples=-10: must be >= 1"),
+    "text samples": ({"num_samples": "lots"}, "num_samples='lots': not an integer"),
+    "zero per shard": ({"samples_per_shard": 0}, "samples_per_shard=0: must be >= 1"),
+    "negative workers": ({"workers": -2}, "workers=-2: must be >= 0"),
+    "bad shard spec": ({"shard": "3/2"}, "shard=3/2"),
+    "text shard spec": ({"shard": "half"}, "shard=half"),
+    "jpeg quality": ({"jpeg_quality": 101}, "jpeg_quality=101"),
+    "zero sdf voxel": ({"sdf_voxel_size": 0}, "sdf_voxel_size=0: must be > 0"),
+    "unknown placer": ({"placer": "magic"}, "placer=magic"),
+    "missing body model": ({"body_model_path": "/no/such.npz"}, "body_model_path=/no/such.npz"),
+    "another dataset": ({"out_dir": _another_dataset}, "holds another dataset"),
+    "not a dataset": ({"out_dir": _not_a_dataset}, "holds files that are not a dataset"),
+    "out under a file": ({"out_dir": file_in_the_way}, "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MAKE_DATASET_CASES))
+def test_make_dataset_refuses_bad_input_and_never_replaces_a_folder(
+    case, tmp_path, monkeypatch, capsys
+):
+    change, message = MAKE_DATASET_CASES[case]
+    settings = {"out_dir": str(tmp_path / "new"), "workers": 0}
+    settings.update({k: str(v(tmp_path) if callable(v) else v) for k, v in change.items()})
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        _run_hydra_cli("make_dataset", [f"{k}={v}" for k, v in settings.items()], monkeypatch)
+    assert info.value.code == 2
+    _one_error_line(capsys.readouterr().err, message)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing written, nothing replaced
+    assert not (tmp_path / "new").exists()
+
+
+def test_make_dataset_accepts_its_own_dataset_folder(tmp_path):
+    """Resuming or extending (sharded runs) a dataset of the same config passes the checks."""
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.synth.generate import config_from_mapping
+
+    root = tmp_path / "data"
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("make_dataset", overrides=[f"out_dir={root}", "resume=true"])
+    root.mkdir()
+    (root / ".hydra").mkdir()
+    (root / "shards").mkdir()  # empty, from a run killed before its dataset.json
+    tool = _tool("make_dataset")
+    tool.check_inputs(cfg)  # empty folder: fine
+    digest = config_from_mapping(cfg).content_hash()
+    (root / "dataset.json").write_text(json.dumps({"config_hash": digest}))
+    tool.check_inputs(cfg)  # same config: fine
