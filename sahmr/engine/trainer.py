@@ -132,6 +132,7 @@ class TrainerConfig:
         deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are bit-identical
             without it; GPU runs need it for bit-identity, at a speed cost).
         progress: Show tqdm bars (rank 0).
+        fused_optimizer: Fused (single-kernel) AdamW on CUDA (ignored on the CPU).
     """
 
     max_epochs: int = 1
@@ -164,6 +165,7 @@ class TrainerConfig:
     find_unused_parameters: bool = False
     deterministic: bool = False
     progress: bool = True
+    fused_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -353,7 +355,8 @@ class Trainer:
         params = parameter_groups(method, config.weight_decay, self.main_params)
         if not any(g["params"] for g in params):
             raise ValueError("the method has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas)
+        fused = True if (config.fused_optimizer and self.device.type == "cuda") else None
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, fused=fused)
         self.sample_keys = wants_sample_keys(method)
         self.disc_optimizer: torch.optim.Optimizer | None = None
         self.disc_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None

@@ -1,0 +1,494 @@
+"""Training throughput per method: the DataLoader path against the in-memory path.
+
+Every method trains through the trainer's own step (`sahmr.engine.trainer.Trainer.train_step`:
+forward under bf16 autocast, loss, backward, gradient clipping, AdamW, schedule) on the same
+training split, fed either by the DataLoader path (``old``: `SyntheticDataset` decoded by worker
+processes, `StepPreparer`, frustum cut from every scene point) or by the in-memory path (``new``:
+``loader=memory``, `sahmr.data.memory` with device augmentation). Reported per (method, path):
+training samples/s over a timed window after warm-up steps, the GPU's busy percentage sampled
+every 0.5 s during that window (`sahmr.benchmark.utilization`), the mean step time, and the
+data path alone (batches prepared per second without the model).
+
+    python tools/benchmark_train.py --data /data/synth --out bench_train \\
+        --docs docs/benchmarks.md          # GPU: ~7 minutes for 4 methods x 2 paths
+    python tools/benchmark_train.py --data /data/synth --out /tmp/b --smoke   # CPU, seconds
+
+Methods (``--methods``): ``sahmr_small_rcnet`` (SA-HMR small with RCNet inside, trained
+jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its loss added),
+``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``, ``metro_small``. With
+``--compile`` (default on CUDA) the static-shape submodules (2-D backbones, necks, image heads,
+upsamplers, METRO's encoder) are compiled with torch.compile; the sparse and scene parts
+(variable point counts) run eagerly. Writes ``train_benchmark.json`` and ``train_benchmark.md``
+under ``--out``; ``--docs`` also replaces the ``train-throughput`` section of that markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger("benchmark_train")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SECTION = "train-throughput"
+
+METHODS: dict[str, list[str]] = {
+    "sahmr_small_rcnet": [
+        "exp=sahmr_small", "+model@model.rcnet=rcnet_small", "model.freeze_rcnet=false",
+        "+loss@loss.rcnet_loss=rcnet",
+    ],
+    "sahmr_small": ["exp=sahmr_small"],
+    "rcnet_small": ["exp=rcnet_small"],
+    "metro_small": ["exp=metro_small"],
+}  # fmt: skip
+"""Benchmark method name -> overrides of configs/train.yaml."""
+
+PATHS = ("old", "new")
+"""``old``: DataLoader workers + `StepPreparer`; ``new``: the in-memory path."""
+
+COMPILE_PATHS = (
+    "backbone", "neck", "heatmap_head", "depth_head", "encoder", "upsampler", "cam_head",
+    "rcnet.backbone", "rcnet.neck", "rcnet.heatmap_head", "rcnet.depth_head",
+    "mesh_net.backbone", "mesh_net.upsampler",
+)  # fmt: skip
+"""Static-shape submodules compiled when present (METRO's encoder takes fixed tokens; SA-HMR's
+scene-aware encoder takes a variable number of contact tokens and stays eager)."""
+
+
+@dataclass
+class RunResult:
+    """One (method, data path) measurement."""
+
+    method: str
+    path: str
+    batch_size: int
+    samples_per_s: float | None = None
+    step_ms: float | None = None
+    gpu_busy_pct: float | None = None
+    gpu_busy_readings: int = 0
+    data_samples_per_s: float | None = None
+    steps: int = 0
+    seconds: float | None = None
+    compiled: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="synthetic dataset folder (dataset.json)")
+    p.add_argument("--out", required=True, help="folder for train_benchmark.json / .md")
+    p.add_argument("--split", default="train")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated, of " +
+                   ", ".join(METHODS))  # fmt: skip
+    p.add_argument("--paths", default=",".join(PATHS), help="old, new or both")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=15.0, help="timed window per run")
+    p.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation)")
+    p.add_argument("--min-steps", type=int, default=3, help="timed steps at least")
+    p.add_argument("--data-seconds", type=float, default=2.0, help="data-only window per run")
+    p.add_argument("--workers", type=int, default=15, help="DataLoader workers (old path)")
+    p.add_argument("--decode-workers", type=int, default=15, help="cache decoders (new path)")
+    p.add_argument("--max-points-per-scene", type=int, default=None)
+    p.add_argument("--budget-minutes", type=float, default=7.5,
+                   help="start no run that would end after this")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-augment", action="store_true", help="new path without augmentation")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None)
+    p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", default=True)
+    p.add_argument("--no-fused", dest="fused", action="store_false", default=True)
+    p.add_argument("--docs", default=None, help="also replace this file's section " + SECTION)
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny CPU run: batch 2, 1 warm-up + 2 timed steps, no compile")  # fmt: skip
+    return p.parse_args(argv)
+
+
+def _fail(message: str) -> int:
+    print(f"benchmark_train: {message}", file=sys.stderr)
+    return 2
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """One line naming the first bad input, or None."""
+    data = Path(args.data)
+    if not (data / "dataset.json").is_file():
+        return f"--data {data}: no dataset.json (not a synthetic dataset folder)"
+    try:
+        plan = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
+        shards = [s for s in plan["shards"] if s["split"] == args.split]
+    except (ValueError, KeyError, TypeError) as err:
+        return f"--data {data}: unreadable dataset.json ({err})"
+    if not any((data / s["file"]).is_file() for s in shards):
+        return f"--data {data}: no written shard of split {args.split!r}"
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        return f"--methods {args.methods!r}: unknown {bad or 'none given'}; know {list(METHODS)}"
+    paths = [q for q in args.paths.split(",") if q]
+    if not paths or any(q not in PATHS for q in paths):
+        return f"--paths {args.paths!r}: expected a comma-separated subset of {list(PATHS)}"
+    for name in ("batch_size", "warmup", "min_steps", "workers", "decode_workers"):
+        low = 1 if name in ("batch_size", "min_steps") else 0
+        if getattr(args, name) < low:
+            return f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
+    for name in ("seconds", "data_seconds", "budget_minutes"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} {getattr(args, name)}: must be > 0"
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        return f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {args.device!r}: CUDA is not available"
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: exists and is not a folder"
+    if args.docs is not None and Path(args.docs).exists() and not Path(args.docs).is_file():
+        return f"--docs {args.docs}: not a file"
+    return None
+
+
+def apply_smoke(args: argparse.Namespace) -> None:
+    """The tiny CPU settings of ``--smoke``."""
+    args.device = "cpu"
+    args.batch_size = min(args.batch_size, 2)
+    args.warmup, args.min_steps = 1, 2
+    args.seconds, args.data_seconds = 0.01, 0.01
+    args.workers, args.decode_workers = 0, 0
+    args.compile = False
+    if args.max_points_per_scene is None:
+        args.max_points_per_scene = 20000
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def compose(overrides: list[str]) -> Any:
+    """configs/train.yaml composed with ``overrides``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def endless(loader: Any) -> Any:
+    """Batches of a training loader over successive epochs."""
+    from sahmr.engine.data import start_epoch
+
+    epoch = 0
+    while True:
+        start_epoch(loader, 0, epoch)
+        yield from loader
+        epoch += 1
+
+
+@dataclass
+class DataPath:
+    """A loader and its step preparers (with and without scene points)."""
+
+    loader: Any
+    prepare_scene: Any
+    prepare_plain: Any
+    setup_s: float
+    note: str = ""
+    batches: Any = None
+
+    def next(self) -> Any:
+        if self.batches is None:
+            self.batches = endless(self.loader)
+        return next(self.batches)
+
+
+def build_old_path(args: argparse.Namespace, topology: Any, device: torch.device) -> DataPath:
+    """DataLoader workers + `StepPreparer` (scene bank of every scene point)."""
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+
+    t0 = time.perf_counter()
+    ds = SyntheticDataset(args.data, args.split)
+    settings = LoaderSettings(
+        batch_size=args.batch_size, num_workers=args.workers, pin_memory=True,
+        persistent_workers=True, prefetch_factor=4,
+    )  # fmt: skip
+    loader = build_loader(ds, settings, train=True, seed=0, device=device)
+    bank = build_scene_bank(ds.scene_points, device, max_points_per_scene=args.max_points_per_scene)
+    return DataPath(
+        loader=loader,
+        prepare_scene=StepPreparer(topology, device, bank),
+        prepare_plain=StepPreparer(topology, device, None),
+        setup_s=time.perf_counter() - t0,
+        note=f"{args.workers} workers",
+    )
+
+
+def build_new_path(args: argparse.Namespace, topology: Any, device: torch.device) -> DataPath:
+    """The in-memory path: cache decoded by ``--decode-workers`` processes, on ``device``."""
+    from sahmr.data.augment import AugmentConfig
+    from sahmr.data.memory import MemoryDataConfig, ShardStream
+    from sahmr.engine.memory_data import MemoryLoader, MemoryStepPreparer
+
+    t0 = time.perf_counter()
+    augment = None if args.no_augment else AugmentConfig()
+    cfg = MemoryDataConfig(decode_workers=args.decode_workers, poll_seconds=0.5, augment=augment)
+    stream = ShardStream(
+        args.data, args.split, device, cfg,
+        max_points_per_scene=args.max_points_per_scene, progress=not args.smoke,
+    )  # fmt: skip
+    loader = MemoryLoader(stream, batch_size=args.batch_size)
+    stream.refresh()  # everything written so far
+    gib = stream.cache.nbytes() / 2**30
+    return DataPath(
+        loader=loader,
+        prepare_scene=MemoryStepPreparer(stream, topology, device, augment=augment),
+        prepare_plain=MemoryStepPreparer(
+            stream, topology, device, augment=augment, needs_scene=False
+        ),
+        setup_s=time.perf_counter() - t0,
+        note=f"{len(stream.cache)} samples, {gib:.2f} GiB cache",
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_data(path: DataPath, prepare: Any, args: argparse.Namespace, device) -> float:
+    """Samples/s of the data path alone (batches prepared, no model)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        step = prepare.step(path.next(), targets=True)
+        n += step.num_frames
+        if time.perf_counter() - t0 >= args.data_seconds and n >= args.batch_size:
+            break
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, out: Path) -> Any:
+    """Method, loss and `Trainer` of a composed config (no validation, no logging)."""
+    from hydra.utils import instantiate
+
+    from sahmr.engine.distributed import DistInfo
+    from sahmr.engine.trainer import Trainer, TrainerConfig
+
+    settings = dict(cfg.trainer)
+    settings.update(
+        batch_size=args.batch_size, bf16=args.bf16, fused_optimizer=args.fused, progress=False,
+        log_every=0, image_every=None, ckpt_every=None, val_every_epochs=0, warmup_steps=0,
+    )  # fmt: skip
+    tcfg = TrainerConfig.from_mapping({k: v for k, v in settings.items()})
+    method = instantiate(cfg.model).to(device)
+    loss = instantiate(cfg.loss).to(device)
+    return Trainer(
+        method=method, loss=loss, config=tcfg, train_loader=path.loader,
+        prepare=path.prepare_scene, output_dir=out, dist=DistInfo(device=device),
+    )  # fmt: skip
+
+
+def compile_method(method: torch.nn.Module) -> list[str]:
+    """torch.compile the static-shape submodules present (`COMPILE_PATHS`)."""
+    from sahmr.benchmark.stages import ModuleSwaps, compile_modules
+
+    return compile_modules(ModuleSwaps(method), COMPILE_PATHS)
+
+
+def measure_training(
+    trainer: Any, path: DataPath, prepare: Any, args: argparse.Namespace, device, result
+) -> None:
+    """Warm-up steps, then the timed window with the GPU busy sampler."""
+    from sahmr.benchmark.utilization import BusySampler, read_gpu_busy
+
+    trainer.model.train()
+    for _ in range(args.warmup):
+        trainer.train_step(prepare.step(path.next(), targets=True))
+    sync(device)
+    n = steps = 0
+    with BusySampler(lambda: read_gpu_busy(device), interval_s=0.5) as busy:
+        t0 = time.perf_counter()
+        while steps < args.min_steps or time.perf_counter() - t0 < args.seconds:
+            step = prepare.step(path.next(), targets=True)
+            trainer.train_step(step)
+            n += step.num_frames
+            steps += 1
+        sync(device)
+        dt = time.perf_counter() - t0
+    result.samples_per_s = n / dt
+    result.step_ms = 1000.0 * dt / steps
+    result.steps, result.seconds = steps, dt
+    result.gpu_busy_pct = busy.mean
+    result.gpu_busy_readings = len(busy.samples)
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The section text: settings line and one table row per run."""
+    from sahmr.benchmark.timing import markdown_table
+
+    env, s = report["environment"], report["settings"]
+
+    def f(v: float | None, digits: int | None = None) -> str | None:
+        if v is None:
+            return None
+        return f"{v:,.{digits if digits is not None else (1 if v < 100 else 0)}f}"
+
+    old = {r["method"]: r["samples_per_s"] for r in report["runs"] if r["path"] == "old"}
+    rows = []
+    for r in report["runs"]:
+        base = old.get(r["method"])
+        gain = (
+            f"x{r['samples_per_s'] / base:.2f}"
+            if r["path"] == "new" and base and r["samples_per_s"]
+            else None
+        )
+        rows.append([
+            r["method"], r["path"], r["batch_size"], f(r["samples_per_s"]), gain,
+            f(r["gpu_busy_pct"]), f(r["step_ms"], 1), f(r["data_samples_per_s"]),
+            ", ".join(r["compiled"]) or "-", r["error"] or "",
+        ])  # fmt: skip
+    table = markdown_table(
+        ["method", "data path", "batch", "samples/s", "vs old", "GPU busy %", "step ms",
+         "data only samples/s", "compiled", "error"],
+        rows, align=["l", "l", "r", "r", "r", "r", "r", "r", "l", "l"],
+    )  # fmt: skip
+    head = (
+        f"Measured {env['date']} on {env.get('device_name')} (torch {env['torch']}, CUDA "
+        f"{env.get('cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}, "
+        f"{env.get('spconv') or 'no spconv'}, Python {env['python']}) by "
+        f"`python tools/benchmark_train.py {s['argv']}`: "
+        f"{report['dataset']['train_samples']} training samples; bf16 {s['bf16']}, fused AdamW "
+        f"{s['fused']}, torch.compile {s['compile']}; {s['warmup']} warm-up steps, then "
+        f"{s['seconds']} s timed; GPU busy = mean of `utilization.gpu` read every 0.5 s. "
+        f"old: DataLoader, {s['workers']} workers ({report['dataset']['old_setup_s']} s set-up); "
+        f"new: `loader=memory`, augmentation {not s['no_augment']} "
+        f"({report['dataset']['new_note']}, built in {report['dataset']['new_setup_s']} s)."
+    )
+    return f"{head}\n\n{table}\n"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    from sahmr.benchmark.timing import environment_info
+
+    t_start = time.perf_counter()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    methods = [m for m in args.methods.split(",") if m]
+    paths = [q for q in args.paths.split(",") if q]
+    base = [f"data.root={args.data}", f"data.split={args.split}"]
+    body = instantiate(compose(["exp=metro_small", *base]).body)
+    data: dict[str, DataPath] = {}
+    for name in paths:
+        logger.info("building the %s data path", name)
+        build = build_old_path if name == "old" else build_new_path
+        data[name] = build(args, body.topology, device)
+    n_train = len(data[paths[0]].loader.sampler.dataset)  # type: ignore[arg-type]
+    runs: list[RunResult] = []
+    budget_s = 60.0 * args.budget_minutes
+    per_run_s = args.seconds + args.data_seconds + 10.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in methods:
+            cfg = compose([*METHODS[method], *base])
+            needs_scene = bool(cfg.get("needs_scene", True))
+            trainer = None
+            compiled: list[str] = []
+            for name in paths:
+                result = RunResult(method, name, args.batch_size, compiled=compiled)
+                runs.append(result)
+                if time.perf_counter() - t_start + per_run_s > budget_s:
+                    result.error = "skipped: time budget"
+                    continue
+                path = data[name]
+                prepare = path.prepare_scene if needs_scene else path.prepare_plain
+                try:
+                    if trainer is None:
+                        trainer = build_trainer(cfg, args, path, device, Path(tmp))
+                        if args.compile:
+                            compiled.extend(compile_method(trainer.method))
+                    result.data_samples_per_s = measure_data(path, prepare, args, device)
+                    measure_training(trainer, path, prepare, args, device, result)
+                    logger.info(
+                        "%s / %s: %.0f samples/s, GPU busy %s %%",
+                        method, name, result.samples_per_s, result.gpu_busy_pct,
+                    )  # fmt: skip
+                except Exception as err:  # one failed run (e.g. out of memory) is reported
+                    logger.exception("%s / %s failed", method, name)
+                    result.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            del trainer
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    settings = {
+        k: getattr(args, k)
+        for k in ("batch_size", "seconds", "warmup", "min_steps", "workers", "decode_workers",
+                  "bf16", "fused", "compile", "no_augment", "smoke", "max_points_per_scene")
+    }  # fmt: skip
+    settings["argv"] = " ".join(argv)
+    new = data.get("new")
+    return {
+        "environment": environment_info(device),
+        "settings": settings,
+        "dataset": {
+            "root": str(args.data),
+            "split": args.split,
+            "train_samples": n_train,
+            "old_setup_s": round(data["old"].setup_s, 1) if "old" in data else None,
+            "new_setup_s": round(new.setup_s, 1) if new else None,
+            "new_note": new.note if new else None,
+        },
+        "runs": [vars(r) for r in runs],
+        "total_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.smoke:
+        apply_smoke(args)
+    problem = check_args(args)
+    if problem:
+        return _fail(problem)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    report = run(args, argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_benchmark.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    text = markdown(report)
+    (out / "train_benchmark.md").write_text(text, encoding="utf-8")
+    if args.docs:
+        from sahmr.benchmark.timing import write_marked_section
+
+        write_marked_section(args.docs, SECTION, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
