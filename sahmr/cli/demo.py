@@ -5,6 +5,11 @@ room (``scenes/living_room/demo``), on CPU if there is no GPU. Otherwise::
 
     sahmr-demo --scene room.ply --image frame.jpg --camera camera.json --bbox 410,120,610,470
 
+Without ``--bbox`` the people are found by the shipped detector (`sahmr.detect`, mediapipe's
+pose model): every person at least ``--min-person-height`` of the image tall is processed
+(``--person largest``: only the largest); nobody found is bad input. ``--bbox sidecar`` reads
+``<stem>.bbox.json`` next to each image instead.
+
 Outputs (docs/demo.md): body_world.ply/.obj, body_params.npz, contacts.json, overlay.png,
 scene_views.png and summary.json per frame; in batch mode (``--image`` a folder, or several
 bundled frames) one sub-folder per frame plus summary.json/.csv/.md tables. Everything is
@@ -35,6 +40,8 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CAMERA_SUFFIXES = (".json", ".yaml", ".yml", ".xml")
 DEMO_FOLDER = "demo"
+SIDECAR = "sidecar"
+"""``--bbox sidecar``: read ``<stem>.bbox.json`` (or ``.txt``, ``_keypoints.json``) per image."""
 """Sub-folder of a bundled scene holding its demo frames."""
 FITTING_METHODS = {"optimisation": "hmr", "optimization": "hmr", "prox": "hmr"}
 """``--method`` names meaning "this image method, then scene fitting" (``--refine``)."""
@@ -63,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale the intrinsics for resized images (0.25 for RICH images_ds4)")
     g.add_argument("--bbox", default=None,
                    help="person box x0,y0,x1,y1 (pixels), a bbox file (.txt/.json/OpenPose "
-                        "keypoints) or a folder of <stem>.json|.txt (default: "
-                        "<stem>.bbox.json next to each image)")
+                        "keypoints), a folder of <stem>.json|.txt, or 'sidecar' for "
+                        "<stem>.bbox.json next to each image (default: detect the people)")
+    g.add_argument("--person", choices=("all", "largest"), default="all",
+                   help="without --bbox: process every detected person or only the largest")
+    g.add_argument("--min-person-height", type=float, default=None,
+                   help="without --bbox: ignore people shorter than this fraction of the "
+                        "image height (default sahmr.detect.people.MIN_PERSON_HEIGHT_FRACTION)")
     g.add_argument("--no-unmirror", action="store_true",
                    help="do not flip images of PROX cameras (already un-mirrored)")
     g.add_argument("--scale", type=float, default=1.0,
@@ -154,7 +166,7 @@ def _bbox_for(image: Path, args: argparse.Namespace) -> np.ndarray:
     from sahmr.inference.camera_io import missing_sidecar, parse_bbox, read_bbox_file
 
     spec = args.bbox
-    if spec is not None:
+    if spec is not None and spec != SIDECAR:
         p = Path(spec)
         if p.is_dir():
             tried = [p / f"{image.stem}{s}" for s in (".json", ".txt")]
@@ -200,6 +212,7 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
     if not images:
         raise MissingFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.image}")
     frames: list[Any] = []
+    setups: list[tuple[Path, Any, list[np.ndarray] | None] | FailedFrame] = []
     for image in images:
         try:
             camera = _camera_for(image, args)
@@ -207,15 +220,79 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
                 from dataclasses import replace
 
                 camera = replace(camera, mirrored_images=False)
-            bbox = _bbox_for(image, args)
+            boxes = None if args.bbox is None else [_bbox_for(image, args)]
         except InputError as exc:
             if not batch:
                 raise
-            frames.append(FailedFrame(image.stem, str(exc)))
+            setups.append(FailedFrame(image.stem, str(exc)))
             continue
+        setups.append((image, camera, boxes))
+    if args.bbox is None:
+        setups = _detect_boxes(setups, args, batch)
+    for setup in setups:
+        if isinstance(setup, FailedFrame):
+            frames.append(setup)
+            continue
+        image, camera, boxes = setup
         gt = image.with_name(f"{image.stem}.gt.npz")
-        frames.append(FrameSpec(image.stem, image, camera, bbox, gt if gt.is_file() else None))
-    return frames, batch
+        gt_path = gt if gt.is_file() and len(boxes) == 1 else None
+        for k, bbox in enumerate(boxes):
+            name = image.stem if len(boxes) == 1 else f"{image.stem}_person{k}"
+            frames.append(FrameSpec(name, image, camera, bbox, gt_path))
+    return frames, batch or len(frames) > 1
+
+
+def _detect_boxes(setups: list[Any], args: argparse.Namespace, batch: bool) -> list[Any]:
+    """Fill in the person boxes of frames without one by the detector (one process for all).
+
+    Raises:
+        InputError: The detector is not installed, or (single image) nobody was found.
+    """
+    from sahmr.detect.people import (
+        MIN_PERSON_HEIGHT_FRACTION,
+        NoPersonError,
+        detect_people,
+        select_people,
+    )
+    from sahmr.detect.runtime import DetectorUnavailableError
+    from sahmr.inference.camera_io import read_bbox_file
+    from sahmr.inference.pipeline import read_image
+
+    todo = [k for k, s in enumerate(setups) if not isinstance(s, FailedFrame)]
+    if not todo:
+        return setups
+    min_height = (MIN_PERSON_HEIGHT_FRACTION if args.min_person_height is None
+                  else args.min_person_height)
+    if not 0.0 <= min_height < 1.0:
+        raise InputError(f"--min-person-height {min_height}: must be a fraction in [0, 1)")
+    images = [read_image(setups[k][0], mirrored=setups[k][1].mirrored_images) for k in todo]
+    try:
+        found = detect_people(images, max_people=1 if args.person == "largest" else 4)
+    except DetectorUnavailableError as exc:
+        raise InputError(f"no --bbox given and {exc}") from exc
+    out = list(setups)
+    for k, image, people in zip(todo, images, found):
+        path, camera, _ = setups[k]
+        try:
+            chosen = select_people(people, (image.shape[1], image.shape[0]), which=args.person,
+                                   min_height_fraction=min_height, image_name=str(path))
+        except NoPersonError as exc:
+            if not batch:
+                raise InputError(str(exc)) from exc
+            out[k] = FailedFrame(path.stem, str(exc))
+            continue
+        out[k] = (path, camera, [p.bbox.astype(np.float64) for p in chosen])
+        sidecar = path.with_name(f"{path.stem}.bbox.json")
+        for p in chosen:
+            note = ""
+            if sidecar.is_file():
+                from sahmr.detect.metrics import box_iou
+
+                iou = float(box_iou(p.bbox, read_bbox_file(sidecar)))
+                note = f" (IoU {iou:.2f} with {sidecar.name})"
+            logger.info("%s: detected person box %s%s", path.name,
+                        [round(float(v), 1) for v in p.bbox], note)
+    return out
 
 
 def _images_in(folder: Path) -> list[Path]:

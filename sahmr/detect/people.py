@@ -17,6 +17,7 @@ __all__ = [
     "MIN_PERSON_HEIGHT_FRACTION",
     "DetectedPerson",
     "NoPersonError",
+    "crop_keypoints",
     "detect_people",
     "people_from_landmarks",
     "select_people",
@@ -126,3 +127,31 @@ def detect_people(images: list[np.ndarray], *, max_people: int = 4,
                    min_detection_confidence=min_detection_confidence, site=site)
     return [people_from_landmarks(res.for_image(i), (im.shape[1], im.shape[0]))
             for i, im in enumerate(images)]
+
+
+def crop_keypoints(crops: list[np.ndarray], joint_set: str = "smpl24", *,
+                   site: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detector keypoints of one person per crop (the most salient), in crop pixels.
+
+    Args:
+        crops: (S, S, 3) uint8 RGB person crops.
+        joint_set: "smpl24" or "lsp14".
+        site: mediapipe's private site folder.
+
+    Returns:
+        ``(joints (B, J, 2) float32, confidence (B, J) float32, found (B,) bool)``; rows of
+        crops without a person are zeros.
+    """
+    from sahmr.detect.keypoints import JOINT_NAMES
+
+    res = run_pose(crops, max_people=1, site=site)
+    J = len(JOINT_NAMES[joint_set])
+    joints = np.zeros((len(crops), J, 2), np.float32)
+    conf = np.zeros((len(crops), J), np.float32)
+    found = np.zeros(len(crops), bool)
+    for i in range(len(crops)):
+        lm = res.for_image(i)
+        if len(lm):
+            joints[i], conf[i] = landmarks_to_joints(lm[0], joint_set)
+            found[i] = True
+    return joints, conf, found

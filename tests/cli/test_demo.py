@@ -50,8 +50,11 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def common(tiny_checkpoint, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
+    # Boxes from the <stem>.bbox.json sidecars (a later --bbox wins); detection without
+    # --bbox is tested in tests/detect/test_demo_detection.py.
     return ["--checkpoint", str(tiny_checkpoint), "--cache-dir", str(cache), "--sdf-voxel",
-            "0.05", "--scene-voxel", "0.04", "--view-size", "160", "120", "-q"]
+            "0.05", "--scene-voxel", "0.04", "--view-size", "160", "120", "-q",
+            "--bbox", "sidecar"]
 
 
 def _copy_frame(name: str, dst: Path, *, bbox: bool = True, camera: bool = True) -> Path:
