@@ -4,6 +4,13 @@
 Example:
     python tools/evaluate.py --pred runs/x/pred --gt data/split/gt --scene scenes/room.ply \
         --out runs/x/eval
+    # a demo output folder (one sub-folder per frame) against the bundled ground truth
+    python tools/evaluate.py --pred outputs/demo --gt scenes/living_room/demo \
+        --scene scenes/living_room/mesh.ply --out outputs/demo_eval
+    # the official SA-HMR definitions, SMPL-X ground truth mapped to SMPL
+    python tools/evaluate.py --protocol sahmr --gt-vertex-map smplx2smpl.npz ...
+
+Definitions of every metric, its unit and the official counterpart: docs/evaluation.md.
 
 Writes ``metrics.json``, ``per_frame.csv`` and PNG plots to ``--out`` and prints a summary.
 Exit codes: 0 all frames scored, 1 some predictions missing or malformed (the rest are still
@@ -19,7 +26,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from sahmr.evaluation.evaluator import JOINT_SETS, Evaluator, SceneSDFs
+from sahmr.evaluation.evaluator import JOINT_SETS, PROTOCOLS, Evaluator, SceneSDFs
 from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
 from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
 from sahmr.evaluation.reports import summary_table, write_reports
@@ -29,9 +36,16 @@ logger = logging.getLogger("evaluate")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--pred", required=True, type=Path, help="folder of predicted .ply/.obj/.npz")
+    p.add_argument(
+        "--pred",
+        required=True,
+        type=Path,
+        help="folder of predicted .ply/.obj/.npz, or of per-frame sub-folders (demo output)",
+    )
     gt = p.add_mutually_exclusive_group(required=True)
-    gt.add_argument("--gt", type=Path, help="folder of ground-truth frames")
+    gt.add_argument(
+        "--gt", type=Path, help="folder of ground-truth frames (<name>.npz or <name>.gt.npz)"
+    )
     gt.add_argument(
         "--gt-dataset",
         type=Path,
@@ -49,6 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="SMPL-format model file (default: the license-free body)",
     )
     p.add_argument("--joint-set", choices=sorted(JOINT_SETS), default="smpl24")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="default",
+        help="metric definitions: this toolkit's (default) or the official SA-HMR ones "
+        "(14 H36M joints, pelvis-aligned MPJPE, PenE/ConFE summed in metres)",
+    )
+    p.add_argument(
+        "--gt-vertex-map",
+        type=Path,
+        default=None,
+        help="(V, V_gt) matrix mapping ground-truth meshes of another topology (SMPL-X) to "
+        "the body's: .npz (scipy.sparse.save_npz or a dense array), .pkl with --allow-pickle",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a .pkl --gt-vertex-map with the restricted unpickler",
+    )
+    p.add_argument(
+        "--h36m-regressor",
+        type=Path,
+        default=None,
+        help="(17, V) H36M joint regressor .npy/.npz (e.g. the official "
+        "J_regressor_h36m_correct); default: derived from the body",
+    )
     p.add_argument(
         "--contact-threshold",
         type=float,
@@ -82,6 +122,32 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(str(exc))
     if args.contact_threshold <= 0 or args.voxel_size <= 0 or args.batch_size <= 0:
         parser.error("--contact-threshold, --voxel-size and --batch-size must be positive")
+    for flag, path in (
+        ("--gt-vertex-map", args.gt_vertex_map),
+        ("--h36m-regressor", args.h36m_regressor),
+    ):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: no such file")
+    if args.h36m_regressor is not None and args.h36m_regressor.suffix.lower() not in (
+        ".npy",
+        ".npz",
+    ):
+        parser.error(f"--h36m-regressor {args.h36m_regressor}: must be .npy or .npz")
+
+
+def _load_regressor(path: Path):
+    """A (J, V) array from .npy / .npz (single array or key 'J_regressor'), no pickles."""
+    import numpy as np
+
+    data = np.load(path, allow_pickle=False)
+    if isinstance(data, np.ndarray):
+        return np.asarray(data, np.float64)
+    with data:
+        files = data.files
+        key = "J_regressor" if "J_regressor" in files else (files[0] if len(files) == 1 else None)
+        if key is None:
+            raise ValueError(f"needs one array or a 'J_regressor' key; has {sorted(files)}")
+        return np.asarray(data[key], np.float64)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +166,29 @@ def main(argv: list[str] | None = None) -> int:
         body_model = BodyModel(args.body_model)
     except (OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         parser.error(f"--body-model {args.body_model}: {one_line(exc)}")
+    num_vertices = int(body_model.v_template.shape[0])
+    vertex_map = h36m = None
+    if args.gt_vertex_map is not None:
+        from sahmr.evaluation.topology_map import load_vertex_map
+
+        try:
+            vertex_map = load_vertex_map(
+                args.gt_vertex_map,
+                allow_pickle=args.allow_pickle,
+                num_target_vertices=num_vertices,
+            )
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            parser.error(f"--gt-vertex-map {args.gt_vertex_map}: {one_line(exc)}")
+    if args.h36m_regressor is not None:
+        try:
+            h36m = _load_regressor(args.h36m_regressor)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            parser.error(f"--h36m-regressor {args.h36m_regressor}: {one_line(exc)}")
+        if h36m.shape != (17, num_vertices):
+            parser.error(
+                f"--h36m-regressor {args.h36m_regressor}: shape {h36m.shape}, "
+                f"not (17, {num_vertices})"
+            )
     if args.gt_dataset is not None:
         try:
             gt = SyntheticSplitReader(args.gt_dataset, args.split)
@@ -112,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     if not gt.names():
         parser.error(f"--gt {args.gt or args.gt_dataset}: no frames")
     pred = FolderReader(args.pred)
+    if not pred.names():
+        parser.error(
+            f"--pred {args.pred}: no frames (.ply/.obj/.npz files, or sub-folders holding "
+            "body_params.npz / body_world.ply)"
+        )
     scenes = None
     if args.scene is not None or args.scene_dir is not None:
         scenes = SceneSDFs(
@@ -125,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         joint_set=args.joint_set,
         contact_threshold=args.contact_threshold,
         batch_size=args.batch_size,
+        protocol=args.protocol,
+        gt_vertex_map=vertex_map,
+        h36m_regressor=h36m,
     )
     result = evaluator.evaluate(pred, gt, progress=not args.no_progress)
     write_reports(result, args.out)

@@ -603,7 +603,7 @@ class Evaluator:
         acc = result.accumulator
         row: dict[str, Any] = {"name": pred.name, "scene": scene_name or ""}
         for key, val in values.items():
-            acc.update(key, val)
+            acc.update(key, val, valid=torch.isfinite(val))  # NaN: undefined, not averaged
             row[key] = float(val[0])
         if sdf_pred is not None:
             pen = M.penetration(sdf_pred)

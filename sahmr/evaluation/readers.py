@@ -2,8 +2,10 @@
 
 A reader lists frame names and loads one frame at a time as a :class:`BodyFrame`; the
 evaluator matches prediction and ground-truth frames by name. :class:`FolderReader` reads a
-folder of ``<name>.ply`` / ``<name>.obj`` meshes or ``<name>.npz`` files; a dataset reader only
-has to implement the two methods of :class:`FrameReader`.
+folder of ``<name>.ply`` / ``<name>.obj`` meshes or ``<name>.npz`` files (``<name>.gt.npz``,
+the demo frames' ground truth, is frame ``<name>``), or a folder of per-frame sub-folders as
+the demo writes them (``<name>/body_params.npz``, else ``<name>/body_world.ply|obj``); a
+dataset reader only has to implement the two methods of :class:`FrameReader`.
 
 ``.npz`` keys (all world frame, metres, radians):
     * ``vertices`` (V, 3): a mesh given directly, or SMPL-format parameters ``betas`` (10,)
@@ -27,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 MESH_SUFFIXES = (".ply", ".obj")
 PARAM_SUFFIXES = (".npz",)
+GT_TAG = ".gt"
+"""``<name>.gt.npz`` holds frame ``<name>``'s ground truth (the demo frames' convention)."""
+FRAME_FOLDER_FILES = ("body_params.npz", "body_world.ply", "body_world.obj")
+"""Files read from a per-frame sub-folder, first found wins (the demo's outputs)."""
 SMPL_PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
 
 
@@ -70,7 +76,11 @@ class FrameReader(Protocol):
 
 
 class FolderReader:
-    """Frames stored as one file per frame in a folder (not recursive).
+    """Frames stored as one file per frame in a folder, or one sub-folder per frame.
+
+    A file ``<name>.<ext>`` (``<name>.gt.npz`` too) is frame ``<name>``; a sub-folder
+    ``<name>/`` holding one of :data:`FRAME_FOLDER_FILES` (a demo output) is frame
+    ``<name>``. Deeper folders are not searched.
 
     Args:
         root: The folder.
@@ -82,17 +92,26 @@ class FolderReader:
             raise FileNotFoundError(f"not a folder: {self.root}")
         self._files: dict[str, Path] = {}
         for path in sorted(self.root.iterdir()):
-            if path.suffix.lower() not in MESH_SUFFIXES + PARAM_SUFFIXES or not path.is_file():
+            name = None
+            if path.is_dir():
+                found = [path / f for f in FRAME_FOLDER_FILES if (path / f).is_file()]
+                if found:
+                    name, path = path.name, found[0]
+            elif path.suffix.lower() in MESH_SUFFIXES + PARAM_SUFFIXES and path.is_file():
+                name = path.stem
+                if name.endswith(GT_TAG) and len(name) > len(GT_TAG):
+                    name = name[: -len(GT_TAG)]
+            if name is None:
                 continue
-            if path.stem in self._files:
+            if name in self._files:
                 logger.warning(
                     "%s: several files for frame %r; using %s",
                     self.root,
-                    path.stem,
-                    self._files[path.stem].name,
+                    name,
+                    self._files[name].relative_to(self.root),
                 )
                 continue
-            self._files[path.stem] = path
+            self._files[name] = path
 
     def names(self) -> list[str]:
         """Frame names (file stems), sorted."""

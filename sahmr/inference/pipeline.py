@@ -56,6 +56,7 @@ from sahmr.models.inputs import (
     SceneBank,
     build_inputs,
 )
+from sahmr.scene.contact import vertex_contact
 
 logger = logging.getLogger(__name__)
 
@@ -765,6 +766,7 @@ class InferencePipeline:
             DEFAULT_CONTACT_THRESHOLD_M if contact_threshold is None else contact_threshold
         )
         self._sdf = sdf
+        self._exact_sdf: Any = None  # the grid + the scan's mesh, for exact vertex distances
         self.refiner = refiner
         self.sdf_seconds = 0.0
         self.sdf_note = ""
@@ -876,12 +878,11 @@ class InferencePipeline:
         if sdf is None:
             return None, None
         with timer("penetration"):
-            d = sdf.sample(torch.as_tensor(verts_world, dtype=torch.float32)).double()
+            d = self._vertex_sdf(sdf, verts_world)
             figs = {k: float(v[0]) for k, v in penetration(d[None]).items()}
             figs["max_depth_mm"] = float(max(0.0, -float(d.min())) * MM_PER_M)
-            near = d.abs() < self.contact_threshold
-            labels = np.asarray(self.body.topology.contact_labels[0], np.int64)
-            contact = np.where(near.numpy(), labels, 0)
+            labels = torch.as_tensor(np.asarray(self.body.topology.contact_labels[0], np.int64))
+            contact = vertex_contact(d, labels, self.contact_threshold).numpy()
         return contact, {
             "pene_mm": figs["pene"],
             "pen_count": int(figs["pen_count"]),
@@ -891,19 +892,45 @@ class InferencePipeline:
             "sdf_voxel_size_m": float(sdf.voxel_size),
         }
 
+    def _vertex_sdf(self, sdf: Any, verts_world: np.ndarray) -> Tensor:
+        """Signed distances (V,) float64 of the body's vertices, as the evaluator takes them:
+        exact point-to-mesh distances wherever the grid reads inside or near a surface."""
+        from sahmr.scene.sdf import ExactSceneSDF, SDFGrid
+
+        if isinstance(sdf, SDFGrid) and self.scene.mesh is not None:
+            if self._exact_sdf is None or self._exact_sdf.grid is not sdf:
+                self._exact_sdf = ExactSceneSDF(sdf, self.scene.mesh.vertices,
+                                                self.scene.mesh.faces)
+            sdf = self._exact_sdf
+        points = torch.as_tensor(verts_world, dtype=torch.float64)
+        if hasattr(sdf, "sample_exact"):
+            band = self.contact_threshold + 3 * float(sdf.voxel_size)
+            return sdf.sample_exact(points, band).double()
+        return sdf.sample(points.float()).double()
+
     def _gt_errors(self, path: Path, verts_world: np.ndarray, root_world: np.ndarray
                    ) -> dict[str, float]:
-        from sahmr.evaluation.metrics import g_mpve, pa_mpve, root_error
+        """Errors against the ground truth: the evaluator's `body_errors` (SMPL joints,
+        pelvis = J_regressor row 0 of each mesh), plus the method's own root output."""
+        from sahmr.evaluation.evaluator import body_errors
+        from sahmr.evaluation.metrics import mesh_edges, root_error
 
-        gt_v, gt_root = _load_gt(path, self.body)
+        gt_v, _ = _load_gt(path, self.body)
         if gt_v.shape != verts_world.shape:
             raise InputError(f"{path}: ground truth has {len(gt_v)} vertices, the prediction "
                              f"{len(verts_world)}")
-        pv = torch.as_tensor(verts_world)[None]
-        gv = torch.as_tensor(gt_v)[None]
-        return {
-            "g_mpve_mm": float(g_mpve(pv, gv)[0]),
-            "root_error_mm": float(root_error(torch.as_tensor(root_world)[None],
-                                              torch.as_tensor(gt_root)[None])[0]),
-            "pa_mpve_mm": float(pa_mpve(pv, gv)[0]),
-        }
+        pv = torch.as_tensor(verts_world, dtype=torch.float64)[None]
+        gv = torch.as_tensor(gt_v, dtype=torch.float64)[None]
+        reg = self.body.J_regressor
+        reg = (reg.to_dense() if reg.is_sparse else reg).detach().cpu().double()
+        edges = mesh_edges(torch.as_tensor(np.asarray(self.body.faces, np.int64)))
+        errs = body_errors(pv, gv, reg, pelvis=0, edges=edges)
+        out = {f"{k}_mm": float(v[0]) for k, v in errs.items() if k != "edge_error"}
+        out["edge_error_percent"] = float(errs["edge_error"][0])
+        # the method's own root estimate (RCNet's for SA-HMR), which need not be its mesh's
+        # pelvis: root_error_mm above is the mesh's, as the evaluator scores every method
+        gt_pelvis = (reg @ gv[0])[0]
+        out["method_root_error_mm"] = float(
+            root_error(torch.as_tensor(root_world, dtype=torch.float64)[None], gt_pelvis[None])[0]
+        )
+        return out

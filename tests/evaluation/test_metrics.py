@@ -289,6 +289,15 @@ def test_edge_length_error_hand_checked():
     stretched[0, 1, 0] = 2.0
     expect = (100.0 + 100.0 * (2**0.5 - 1)) / 5
     assert edge_length_error(stretched, gt, edges).item() == pytest.approx(expect)
+    # ground-truth edges shorter than min_gt_length are skipped. A 1 mm square (sides 1 mm,
+    # diagonal 1.41 mm): the default 1 mm floor keeps all 5 edges; with a 1.2 mm floor only
+    # the diagonal is scored; with 2 mm none is left: undefined (NaN).
+    small = gt * 1e-3
+    bent = small.clone()
+    bent[0, 1, 0] = 2e-3  # edge 0-1 doubles (+100 %), edge 1-2 becomes sqrt(2) mm (+41.4 %)
+    assert edge_length_error(bent, small, edges).item() == pytest.approx(expect)
+    assert edge_length_error(bent, small, edges, min_gt_length=1.2e-3).item() == 0.0
+    assert torch.isnan(edge_length_error(bent, small, edges, min_gt_length=2e-3)).all()
 
 
 def test_edge_length_error_on_the_body(body_model):
