@@ -108,10 +108,18 @@ def wrap_ddp(
 ) -> nn.Module:
     """DistributedDataParallel around ``model`` under a process group, else the model itself.
 
-    Methods without trainable parameters are returned unwrapped.
+    Methods without trainable parameters are returned unwrapped. On CUDA every BatchNorm layer
+    becomes a `torch.nn.SyncBatchNorm` first (in place: ``model`` keeps its identity), so the
+    running statistics are those of the global batch and the same on every rank - the model
+    validated and saved by rank 0 is the model every rank trained. (On CPU process groups,
+    gloo, SyncBatchNorm is unsupported and each rank keeps its own statistics.)
     """
     if not info.distributed or not any(p.requires_grad for p in model.parameters()):
         return model
+    if info.device.type == "cuda":
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if converted is not model:  # only when ``model`` itself is a BatchNorm layer
+            raise ValueError("wrap_ddp expects a method module, not a bare BatchNorm layer")
     device_ids = [info.device.index] if info.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
         model, device_ids=device_ids, find_unused_parameters=find_unused_parameters

@@ -157,3 +157,28 @@ def test_finetune_starts_from_the_shipped_checkpoint(tiny_dataset, tmp_path, mon
     assert moved  # the mesh network trained, starting from the checkpoint
     head = "mesh_net.head.weight" if "mesh_net.head.weight" in start else moved[0]
     assert (trained[head] - start[head].float()).abs().max() < 0.05
+
+
+def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """exp=sahmr_small_e2e: from the shipped checkpoint, RCNet trains on its own loss while the
+    mesh network (with the new parametric head, absent from the checkpoint) learns on RCNet's
+    outputs."""
+    from sahmr.inference.pipeline import bundled_checkpoint
+
+    shipped = bundled_checkpoint("sahmr")
+    run = tmp_path / "run"
+    run_hydra_tool(
+        "train",
+        ["exp=sahmr_small_e2e", f"init.weights={shipped}", *_tiny(tiny_dataset, run)],
+        monkeypatch,
+    )
+    start = load_checkpoint(shipped)["model"]
+    trained = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    rc_moved = [k for k in start if k.startswith("rcnet.") and start[k].is_floating_point()
+                and not torch.equal(trained[k], start[k].float())]  # fmt: skip
+    assert rc_moved  # RCNet is no longer frozen
+    head = [k for k in trained if k.startswith("mesh_net.param_head.")]
+    assert head and not any(k in start for k in head)
+    assert not any("body_model" in k for k in trained)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign import PY, REPO, Job, collect, eval_cmd, run
 
 SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
-AWAY_OVERRIDES = ("+variant=away",)  # configs/make_dataset: the away-from-defaults variant
+AWAY_OVERRIDES = ("--config-name", "make_dataset_away")  # configs/make_dataset_away.yaml
 
 
 def free_form_copy(src: Path, dst: Path) -> None:
@@ -153,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=REPO / "outputs" / "gpu")
     p.add_argument("--status", action="store_true", help="print the status and exit")
     p.add_argument("--free-form-copy", nargs=2, type=Path, metavar=("SRC", "DST"))
-    p.add_argument("--num-samples", type=int, default=40000)
+    p.add_argument("--num-samples", type=int, default=36000)
     p.add_argument("--away-samples", type=int, default=1200)
     p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--away-workers", type=int, default=4)
     p.add_argument("--loader-workers", type=int, default=10)
-    p.add_argument("--train-minutes", type=float, default=13.0)
-    p.add_argument("--max-steps", type=int, default=2600)
+    p.add_argument("--train-minutes", type=float, default=12.0)
+    p.add_argument("--max-steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1.5e-4)
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
