@@ -17,8 +17,9 @@ Methods (``--methods``): ``sahmr_small_rcnet`` (SA-HMR small with RCNet inside, 
 jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its loss added),
 ``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``, ``metro_small``. With
 ``--compile`` (default on CUDA) the static-shape submodules (2-D backbones, necks, image heads,
-upsamplers, METRO's encoder) are compiled with torch.compile; the sparse and scene parts
-(variable point counts) run eagerly. Writes ``train_benchmark.json`` and ``train_benchmark.md``
+upsamplers, METRO's encoder) are compiled in place by the trainer (``trainer.compile_submodules``,
+torch.compile); the sparse and scene parts (variable point counts) run eagerly. Writes
+``train_benchmark.json`` and ``train_benchmark.md``
 under ``--out``; ``--docs`` also replaces the ``train-throughput`` section of that markdown file.
 """
 
@@ -289,6 +290,7 @@ def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, ou
     settings.update(
         batch_size=args.batch_size, bf16=args.bf16, fused_optimizer=args.fused, progress=False,
         log_every=0, image_every=None, ckpt_every=None, val_every_epochs=0, warmup_steps=0,
+        compile_submodules=COMPILE_PATHS if args.compile else (),
     )  # fmt: skip
     tcfg = TrainerConfig.from_mapping({k: v for k, v in settings.items()})
     method = instantiate(cfg.model).to(device)
@@ -299,11 +301,16 @@ def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, ou
     )  # fmt: skip
 
 
-def compile_method(method: torch.nn.Module) -> list[str]:
-    """torch.compile the static-shape submodules present (`COMPILE_PATHS`)."""
-    from sahmr.benchmark.stages import ModuleSwaps, compile_modules
-
-    return compile_modules(ModuleSwaps(method), COMPILE_PATHS)
+def compiled_paths(method: torch.nn.Module) -> list[str]:
+    """The `COMPILE_PATHS` the method has (what the trainer compiles in place)."""
+    present = []
+    for path in COMPILE_PATHS:
+        try:
+            method.get_submodule(path)
+        except AttributeError:
+            continue
+        present.append(path)
+    return present
 
 
 def measure_training(
@@ -430,7 +437,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                     if trainer is None:
                         trainer = build_trainer(cfg, args, path, device, Path(tmp))
                         if args.compile:
-                            compiled.extend(compile_method(trainer.method))
+                            compiled.extend(compiled_paths(trainer.method))
                     result.data_samples_per_s = measure_data(path, prepare, args, device)
                     measure_training(trainer, path, prepare, args, device, result)
                     logger.info(

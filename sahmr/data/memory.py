@@ -101,7 +101,7 @@ class MemoryDataConfig:
         poll_seconds: Interval between looks for newly written shards.
         wait_minutes: Longest wait for ``dataset.json`` and the first samples.
         frustum_chunk: Point-plane distances computed at once by the frustum crop (memory
-            about 40 bytes each).
+            about 8 bytes each: distances, gathered points, masks).
         augment: Device augmentation settings (`sahmr.data.augment.AugmentConfig`), or None.
     """
 
@@ -110,7 +110,7 @@ class MemoryDataConfig:
     min_samples: int = 0
     poll_seconds: float = 10.0
     wait_minutes: float = 60.0
-    frustum_chunk: int = 2**25
+    frustum_chunk: int = 2**27
     augment: Any = None
 
     def __post_init__(self) -> None:
@@ -355,7 +355,7 @@ class PaddedScenes:
         chunk: Point-plane distances computed at once by `frustum` (bounds its memory).
     """
 
-    def __init__(self, device: torch.device | str = "cpu", *, chunk: int = 2**25) -> None:
+    def __init__(self, device: torch.device | str = "cpu", *, chunk: int = 2**27) -> None:
         self.device = torch.device(device)
         self.chunk = int(chunk)
         self.scene_ids: list[str] = []
