@@ -193,6 +193,7 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
     Single mode (``--image`` a file) raises on a frame that cannot be set up; batch mode
     records it as a `FailedFrame` and goes on.
     """
+    from sahmr.cli.checks import image_file_problem
     from sahmr.inference.pipeline import FrameSpec
 
     if args.image is None:
@@ -215,6 +216,9 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
     setups: list[tuple[Path, Any, list[np.ndarray] | None] | FailedFrame] = []
     for image in images:
         try:
+            problem = image_file_problem(image)  # header only: size limit, 16-bit samples
+            if problem is not None:
+                raise InputError(problem)
             camera = _camera_for(image, args)
             if args.no_unmirror and camera.mirrored_images:
                 from dataclasses import replace

@@ -387,3 +387,75 @@ def test_make_dataset_accepts_its_own_dataset_folder(tmp_path):
     digest = config_from_mapping(cfg).content_hash()
     (root / "dataset.json").write_text(json.dumps({"config_hash": digest}))
     tool.check_inputs(cfg)  # same config: fine
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def _png_header(path: Path, width: int, height: int, bit_depth: int = 8, colour: int = 2) -> Path:
+    """A PNG whose header claims ``width x height`` (no pixel data: nothing is decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))  # fmt: skip
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def _png16(path: Path) -> Path:
+    from PIL import Image
+
+    gray = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 13).astype(np.uint16)
+    Image.fromarray(gray).save(path)  # mode I;16
+    with Image.open(path) as im:
+        assert im.mode.startswith("I"), im.mode
+    return path
+
+
+IMAGE_CASES = {
+    "14000 x 14000": (lambda t: _png_header(t / "huge.png", 14000, 14000), "MP limit"),
+    "12000 x 9000": (lambda t: _png_header(t / "big.png", 12000, 9000), "12000x9000 (108 MP)"),
+    "16-bit grayscale": (lambda t: _png16(t / "deep.png"), "16-bit or float"),
+    "not an image": (lambda t: garbage_file(t, "x.png"), "image cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
+def test_image_header_problems_are_named(case, tmp_path):
+    from sahmr.cli.checks import image_file_problem
+
+    make, message = IMAGE_CASES[case]
+    path = make(tmp_path)
+    problem = image_file_problem(path)
+    assert problem is not None and message in problem and str(path) in problem
+
+
+def test_ordinary_images_pass_the_header_check(tmp_path):
+    from PIL import Image
+
+    from sahmr.cli.checks import image_file_problem
+
+    assert image_file_problem(DEMO_IMAGE) is None
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "g.png")  # 8-bit grey: fine
+    assert image_file_problem(tmp_path / "g.png") is None
+    assert image_file_problem(_png_header(tmp_path / "ok.png", 8000, 6000)) is None  # 48 MP
+
+
+@pytest.mark.parametrize("case", ["14000 x 14000", "16-bit grayscale"])
+def test_demo_refuses_bad_images_before_work(case, tmp_path, capsys):
+    from sahmr.cli.demo import EXIT_BAD_INPUT, main
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    make, message = IMAGE_CASES[case]
+    image = make(inputs)
+    rc = main(["--image", str(image), "--bbox", "10,10,40,40", "--camera",
+               str(DEMO_IMAGE.with_name("stand.camera.json")), "--device", "cpu", "-q",
+               "--out", str(tmp_path / "out")])  # fmt: skip
+    assert rc == EXIT_BAD_INPUT
+    _one_error_line(capsys.readouterr().err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
