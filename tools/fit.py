@@ -158,6 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be positive and --keypoint-noise-px >= 0")
     if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
         parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
+    from sahmr.cli.checks import BadArgument, check_device, check_writable_folder
+
+    try:
+        check_device(args.device, "--device")
+        check_writable_folder(args.out, "--out")
+        if args.sdf_cache_dir is not None:
+            check_writable_folder(args.sdf_cache_dir, "--sdf-cache-dir")
+    except BadArgument as exc:
+        parser.error(str(exc))
+    if args.max_frames is not None and args.max_frames <= 0:
+        parser.error(f"--max-frames {args.max_frames}: must be >= 1")
+    if not args.sdf_voxel_size > 0:
+        parser.error(f"--sdf-voxel-size {args.sdf_voxel_size}: must be > 0 (metres)")
     if args.init_checkpoint is not None:  # weights only, and only the project's classes built
         from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
 

@@ -239,6 +239,29 @@ def test_fit_refuses_bad_init_checkpoint(kind, tmp_path, capsys):
     assert not (tmp_path / "out").exists() and not (tmp_path / "pwned.txt").exists()
 
 
+FIT_CASES = {
+    "zero max frames": (["--max-frames", "0"], "--max-frames 0: must be >= 1"),
+    "zero sdf voxel": (["--sdf-voxel-size", "0"], "--sdf-voxel-size 0.0: must be > 0"),
+    "unknown device": (["--device", "tpu"], "--device=tpu"),
+    "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
+    "out under a file": ("out", "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIT_CASES))
+def test_fit_refuses_bad_arguments(case, tmp_path, capsys):
+    if case == "cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    extra, message = FIT_CASES[case]
+    out = file_in_the_way(tmp_path) if extra == "out" else tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path)), "--out", str(out),
+                           *([] if extra == "out" else extra)])  # fmt: skip
+    assert info.value.code == 2
+    _argparse_error(capsys, message)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind", ["crafted", "pickled"])
 def test_benchmark_refuses_bad_checkpoint(kind, tmp_path, capsys):
     ckpt = {"crafted": crafted_checkpoint, "pickled": pickled_checkpoint}[kind](tmp_path)
