@@ -920,6 +920,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--merge: no such file(s) {missing}")
     if not args.fit_config.is_file():
         parser.error(f"--fit-config {args.fit_config}: no such file")
+    from sahmr.cli.checks import BadArgument, check_device, check_writable_folder
+
+    try:  # before minutes of measuring
+        check_device(args.device, "--device")
+        for flag, path in (("--out", args.out), ("--json", args.json)):
+            if path is not None:
+                if path.is_dir():
+                    raise BadArgument(f"{flag} {path}: is a folder, expected a file")
+                check_writable_folder(path.parent, f"{flag} folder")
+    except BadArgument as exc:
+        parser.error(str(exc))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be >= 1")
+    if not args.max_seconds > 0 or not args.sdf_voxel_size > 0:
+        parser.error("--max-seconds and --sdf-voxel-size must be > 0")
     return args
 
 

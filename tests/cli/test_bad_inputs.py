@@ -262,6 +262,28 @@ def test_fit_refuses_bad_arguments(case, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+BENCHMARK_CASES = {
+    "unknown device": (["--device", "tpu"], "--device=tpu"),
+    "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
+    "json under a file": ("json", "is a file, not a folder"),
+    "zero threads": (["--threads", "0"], "--threads 0: must be >= 1"),
+    "zero iters": (["--iters", "0"], "--iters and --fit-repeats must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BENCHMARK_CASES))
+def test_benchmark_refuses_bad_arguments(case, tmp_path, capsys):
+    if case == "cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    extra, message = BENCHMARK_CASES[case]
+    if extra == "json":
+        extra = ["--json", str(file_in_the_way(tmp_path) / "b.json")]
+    with pytest.raises(SystemExit) as info:
+        _tool("benchmark").main(["--methods", "sahmr_small", *extra])
+    assert info.value.code == 2
+    _argparse_error(capsys, message)
+
+
 @pytest.mark.parametrize("kind", ["crafted", "pickled"])
 def test_benchmark_refuses_bad_checkpoint(kind, tmp_path, capsys):
     ckpt = {"crafted": crafted_checkpoint, "pickled": pickled_checkpoint}[kind](tmp_path)
