@@ -118,10 +118,32 @@ def check_dataset_folder(root: Path, config_hash: str) -> None:
         )
 
 
+SHARED_FOLDER_MIN_AGE_S = 15 * 60.0
+"""A sharded run (shard i/N, N > 1) may share out_dir with other machines, whose pids cannot be
+checked here: their temporaries are removed only once untouched this long (seconds)."""
+
+
+def remove_leftovers(root: Path, shard: str) -> list[Path]:
+    """Delete the temporaries of killed runs in a dataset folder (rooms, shards, SDFs, JSON)."""
+    from sahmr.cli.leftovers import remove_dead_temporaries
+    from sahmr.synth.generate import parse_shard_spec
+
+    if not root.is_dir():
+        return []
+    rooms = root / "rooms"
+    folders = [root, root / "shards", rooms]
+    if rooms.is_dir():
+        folders += [p for p in rooms.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    _, parts = parse_shard_spec(shard)
+    return remove_dead_temporaries(folders,
+                                   min_age_s=SHARED_FOLDER_MIN_AGE_S if parts > 1 else 0.0)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="make_dataset")
 def main(cfg: DictConfig) -> None:
     """Runs the generator and prints the summary."""
     check_inputs(cfg)
+    remove_leftovers(Path(cfg.out_dir), str(cfg.shard))
     summary = generate(config_from_mapping(cfg))
     print(json.dumps(summary, indent=1))
 
