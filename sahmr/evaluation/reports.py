@@ -44,6 +44,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def metrics_dict(result: EvaluationResult) -> dict[str, Any]:
     """The content of ``metrics.json``."""
     return {
+        "protocol": result.protocol,
+        "definitions": "docs/evaluation.md",
         "frames": result.num_frames,
         "missing": len(result.missing),
         "failed": len(result.failed),
