@@ -13,8 +13,18 @@ Examples:
         --init-checkpoint runs/hmr/checkpoints/best.pt          # "HMR + scene fitting"
     python tools/fit.py ... stages.3.penetration_weight=3e3 contact_distance=0.08
 
-Keypoints: the ground-truth SMPL joints (or ``--keypoint-set lsp14``) projected into the crop,
-plus ``--keypoint-noise-px`` Gaussian noise, stand in for a 2-D detector (docs/baselines.md).
+Keypoints (``--keypoints``): ``gt`` the ground-truth SMPL joints (or ``--keypoint-set lsp14``)
+projected into the crop, plus ``--keypoint-noise-px`` Gaussian noise (the oracle of
+docs/baselines.md); ``detector`` mediapipe's landmarks on the crop mapped to the same joints
+(`sahmr.detect`, docs/detection.md), their confidences weighting the 2-D term. Frames where the
+detector finds nobody are not fitted (listed in fit_log.json). The detector needs mediapipe
+(CPU); elsewhere (the GPU machine) pass ``--keypoints-file`` written by
+tools/detect_keypoints.py. Default: ``gt`` where the split has ground truth (generated splits
+always do), else ``detector``.
+
+    python tools/detect_keypoints.py --dataset data/synth --split test --out kp_test.npz
+    python tools/fit.py --dataset data/synth --split test --out runs/prox_det \
+        --keypoints detector --keypoints-file kp_test.npz
 
 Outputs in ``--out``:
     predictions/<split>-<index:06d>.npz  world-frame ``vertices`` + SMPL-format ``betas``,
@@ -57,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-start", action="store_true",
                    help="mean start without the multi-start search")  # fmt: skip
     p.add_argument("--keypoint-set", choices=("smpl24", "lsp14"), default="smpl24")
-    p.add_argument("--keypoint-noise-px", type=float, default=0.0, help="Gaussian noise, crop px")
+    p.add_argument("--keypoint-noise-px", type=float, default=0.0,
+                   help="Gaussian noise, crop px (gt keypoints only)")
+    p.add_argument("--keypoints", choices=("gt", "detector"), default=None,
+                   help="2-D keypoints: projected ground truth or the detector (default: gt "
+                        "where the split has ground truth)")
+    p.add_argument("--keypoints-file", type=Path, default=None,
+                   help="detector keypoints of tools/detect_keypoints.py (.npz) instead of "
+                        "running the detector here")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-frames", type=int, default=None, help="evenly spaced subset of frames")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
@@ -112,8 +129,10 @@ class _Subset:
         return self._reader.load(name)
 
 
-def mean_start(fitter, keypoints: torch.Tensor, K: torch.Tensor):
-    """Mean library pose, upright facing the camera, torso placed by PnP on the keypoints."""
+def mean_start(fitter, keypoints: torch.Tensor, K: torch.Tensor,
+               weights: torch.Tensor | None = None):
+    """Mean library pose, upright facing the camera, torso placed by PnP on the keypoints
+    (``weights`` (B, J): their confidences, default ones)."""
     import math
 
     from sahmr.optim.smplify import SMPLParams
@@ -126,8 +145,47 @@ def mean_start(fitter, keypoints: torch.Tensor, K: torch.Tensor):
         betas=torch.zeros(B, fitter.body_model.num_betas, device=dev),
         transl=torch.zeros(B, 3, device=dev),
     )
-    init.transl = fitter.torso_translation(init, keypoints, K, None)
+    init.transl = fitter.torso_translation(init, keypoints, K, weights)
     return init
+
+
+class KeypointFile:
+    """Detector keypoints of tools/detect_keypoints.py, looked up by frame name.
+
+    Raises:
+        SystemExit: One line naming the file and what is wrong with it.
+    """
+
+    def __init__(self, path: Path, keypoint_set: str, split: str) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--keypoints-file {path}: cannot be read ({exc})") from exc
+        need = ["names", "found", f"joints_{keypoint_set}", f"confidence_{keypoint_set}"]
+        missing = [k for k in need if k not in data]
+        if missing:
+            raise SystemExit(f"--keypoints-file {path}: no {', '.join(missing)} "
+                             "(write it with tools/detect_keypoints.py)")
+        if "split" in data and str(data["split"]) != split:
+            raise SystemExit(f"--keypoints-file {path}: holds split {str(data['split'])!r}, "
+                             f"not --split {split!r}")
+        self.path = path
+        self.rows = {str(n): i for i, n in enumerate(data["names"])}
+        self.found = data["found"].astype(bool)
+        self.joints = data[f"joints_{keypoint_set}"].astype(np.float32)
+        self.confidence = data[f"confidence_{keypoint_set}"].astype(np.float32)
+
+    def check_covers(self, names: list[str]) -> None:
+        absent = [n for n in names if n not in self.rows]
+        if absent:
+            raise SystemExit(f"--keypoints-file {self.path}: no keypoints for {len(absent)} "
+                             f"of the {len(names)} frames (first: {absent[0]}); run "
+                             "tools/detect_keypoints.py with the same --split/--max-frames")
+
+    def get(self, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = [self.rows[n] for n in names]
+        return self.joints[rows], self.confidence[rows], self.found[rows]
 
 
 def method_start(method, batch, device):
@@ -156,6 +214,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--config {args.config}: no such file")
     if args.batch_size <= 0 or args.keypoint_noise_px < 0:
         parser.error("--batch-size must be positive and --keypoint-noise-px >= 0")
+    if args.keypoints_file is not None:
+        if args.keypoints == "gt":
+            parser.error("--keypoints-file holds detector keypoints: not with --keypoints gt")
+        if not args.keypoints_file.is_file():
+            parser.error(f"--keypoints-file {args.keypoints_file}: no such file")
+        args.keypoints = "detector"
+    if args.keypoints is None:  # generated splits always carry ground-truth joints
+        args.keypoints = "gt"
+    if args.keypoints == "detector":
+        if args.keypoint_noise_px > 0:
+            parser.error("--keypoint-noise-px applies to --keypoints gt only")
+        if args.keypoints_file is None:
+            from sahmr.detect.runtime import default_site, detector_available
+
+            if not detector_available():
+                parser.error(f"--keypoints detector: mediapipe is not installed in "
+                             f"{default_site()}; run tools/detect_keypoints.py where it is "
+                             "and pass --keypoints-file")
     if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
         parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
     from sahmr.cli.checks import BadArgument, check_device, check_writable_folder
@@ -202,6 +278,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--dataset {args.dataset}: split {args.split!r} has no frames")
     n = len(dataset) if args.max_frames is None else min(args.max_frames, len(dataset))
     indices = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)).tolist()
+    kp_file = None
+    if args.keypoints_file is not None:
+        try:
+            kp_file = KeypointFile(args.keypoints_file, args.keypoint_set, args.split)
+            kp_file.check_covers([f"{args.split}-{i:06d}" for i in indices])
+        except SystemExit as exc:
+            parser.error(str(exc))
+    no_person: list[str] = []
     body = BodyModel().to(device)
     fitter, config_yaml = load_fitter(args.config, args.overrides, body, args.no_scene)
     fitter = fitter.to(device)
@@ -229,6 +313,24 @@ def main(argv: list[str] | None = None) -> int:
     for b0 in range(0, len(indices), args.batch_size):
         idx = indices[b0 : b0 + args.batch_size]
         samples = [dataset[i] for i in idx]
+        det = None
+        if args.keypoints == "detector":
+            names_b = [f"{args.split}-{i:06d}" for i in idx]
+            if kp_file is not None:
+                det = kp_file.get(names_b)
+            else:
+                from sahmr.detect.people import crop_keypoints
+
+                det = crop_keypoints([np.asarray(s.crop, np.uint8) for s in samples],
+                                     args.keypoint_set)
+            keep = det[2]
+            no_person += [nm for nm, k in zip(names_b, keep) if not k]
+            idx = [i for i, k in zip(idx, keep) if k]
+            samples = [s for s, k in zip(samples, keep) if k]
+            det = (det[0][keep], det[1][keep])
+            bar.update(int((~keep).sum()))
+            if not samples:
+                continue
         batch = collate_samples(samples, keep_images=False)
         K = batch.K.to(device)
         T_w2c = batch.T_w2c.to(device)
@@ -238,11 +340,16 @@ def main(argv: list[str] | None = None) -> int:
             verts_cam = transform_points(T_w2c, batch.vertices_world.to(device))
             joints_cam = torch.einsum("jv,bvc->bjc", j14, verts_cam)
         kp = project(K_crop, joints_cam)
+        kp_weights = None
+        if det is not None:
+            kp = torch.as_tensor(det[0], dtype=torch.float32, device=device)
+            kp_weights = torch.as_tensor(det[1], dtype=torch.float32, device=device)
         if args.keypoint_noise_px > 0:
             kp = kp + args.keypoint_noise_px * torch.randn(kp.shape, generator=gen).to(device)
         if use_scene:  # loading (or building) an SDF is not fitting time
             names = sorted(set(batch.scene_id))
-            sdfs = [scenes.get(s) for s in names]
+            # The evaluator's samplers wrap the grid the fitter samples (ExactSceneSDF.grid).
+            sdfs = [getattr(scenes.get(s), "grid", scenes.get(s)) for s in names]
             frame_scene = torch.tensor([names.index(s) for s in batch.scene_id], device=device)
         _sync(device)
         t0 = time.perf_counter()
@@ -250,14 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         if method is not None:
             init = method_start(method, batch, device)
         else:
-            init = mean_start(fitter, kp, K_crop)
+            init = mean_start(fitter, kp, K_crop, kp_weights)
             if not args.single_start:
-                init = fitter.search_start(init, kp, K_crop)
+                init = fitter.search_start(init, kp, K_crop, kp_weights)
                 stages = fitter.stages[fitter.start_stages :]
         if use_scene:
-            result = fitter.fit(init, kp, K_crop, T_w2c, sdfs, frame_scene, stages=stages)
+            result = fitter.fit(init, kp, K_crop, T_w2c, sdfs, frame_scene,
+                                keypoint_weights=kp_weights, stages=stages)
         else:
-            result = fitter(init, kp, K_crop, stages=stages)
+            result = fitter(init, kp, K_crop, kp_weights, stages=stages)
         _sync(device)
         fit_seconds += time.perf_counter() - t0
         stage_iterations = [0] * (len(fitter.stages) - len(result.iterations))
@@ -281,13 +389,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
         bar.update(len(idx))
     bar.close()
+    if no_person:
+        print(f"the detector found nobody in {len(no_person)} of {len(indices)} frames: "
+              "not fitted")
+    if not rows:
+        print("error: no frame to fit", file=sys.stderr)
+        return 1
     wall = time.perf_counter() - start_all
     searched = method is None and not args.single_start
     leading = sum(st.iterations for st in fitter.stages[: fitter.start_stages])
     search_iters = fitter.start_orientations * leading if searched else 0
     log = {
         "split": args.split,
-        "frames": len(indices),
+        "frames": len(rows),
         "batch_size": args.batch_size,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "scene_terms": use_scene,
@@ -300,9 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         "start_search_iterations": search_iters,
         "iterations_per_stage": stage_iterations,
         "iterations_per_frame": int(sum(stage_iterations) + search_iters),
-        "fit_seconds_per_frame": fit_seconds / max(len(indices), 1),
-        "wall_seconds_per_frame": wall / max(len(indices), 1),
-        "keypoints": f"ground truth {args.keypoint_set} + N(0, {args.keypoint_noise_px} px)",
+        "fit_seconds_per_frame": fit_seconds / max(len(rows), 1),
+        "wall_seconds_per_frame": wall / max(len(rows), 1),
+        "keypoints": (
+            f"ground truth {args.keypoint_set} + N(0, {args.keypoint_noise_px} px)"
+            if args.keypoints == "gt"
+            else f"detector {args.keypoint_set} (mediapipe, confidences as weights"
+            + (f", from {args.keypoints_file})" if args.keypoints_file else ")")
+        ),
+        "frames_without_person": no_person,
         "mean_reprojection_error_px": float(np.mean([r["reprojection_error_px"] for r in rows])),
         "config": config_yaml,
     }
@@ -313,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print(
-        f"fitted {len(indices)} frames: {log['iterations_per_frame']} iterations, "
+        f"fitted {len(rows)} frames: {log['iterations_per_frame']} iterations, "
         f"{log['fit_seconds_per_frame']:.3f} s per frame fitting "
         f"({log['wall_seconds_per_frame']:.3f} s wall) on {log['device']}, batch {args.batch_size}"
     )

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_PERSON_HEIGHT_FRACTION",
+    "TILE_GRID",
     "DetectedPerson",
     "NoPersonError",
     "crop_keypoints",
@@ -26,6 +27,12 @@ __all__ = [
 MIN_PERSON_HEIGHT_FRACTION = 0.1
 """People whose box is shorter than this fraction of the image height are ignored (the
 generated data's smallest person, ``camera.min_bbox_height`` of configs/make_dataset.yaml)."""
+
+
+TILE_GRID = 3
+"""Full images are also searched in 3 x 3 overlapping tiles of half the image when fewer people
+than asked were found: mediapipe's person detector sees the image at 224 px and misses people
+under about a third of the image height (docs/detection.md)."""
 
 
 class NoPersonError(ValueError):
@@ -107,14 +114,15 @@ def select_people(people: list[DetectedPerson], image_size: tuple[int, int], *,
 
 
 def detect_people(images: list[np.ndarray], *, max_people: int = 4,
-                  min_detection_confidence: float = 0.5, site: Path | None = None
-                  ) -> list[list[DetectedPerson]]:
+                  min_detection_confidence: float = 0.5, tile_grid: int = TILE_GRID,
+                  site: Path | None = None) -> list[list[DetectedPerson]]:
     """Every person mediapipe finds in each image (unfiltered; see `select_people`).
 
     Args:
         images: (H, W, 3) uint8 RGB images.
         max_people: People looked for per image.
         min_detection_confidence: mediapipe's person-detector threshold.
+        tile_grid: Overlapping tiles searched for small people (`sahmr.detect.runtime.run_pose`).
         site: mediapipe's private site folder (`sahmr.detect.runtime.default_site`).
 
     Returns:
@@ -123,7 +131,7 @@ def detect_people(images: list[np.ndarray], *, max_people: int = 4,
     Raises:
         sahmr.detect.runtime.DetectorUnavailableError: mediapipe is not installed.
     """
-    res = run_pose(images, max_people=max_people,
+    res = run_pose(images, max_people=max_people, tile_grid=tile_grid,
                    min_detection_confidence=min_detection_confidence, site=site)
     return [people_from_landmarks(res.for_image(i), (im.shape[1], im.shape[0]))
             for i, im in enumerate(images)]

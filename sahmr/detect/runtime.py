@@ -110,6 +110,7 @@ def run_pose(
     max_people: int = 1,
     min_detection_confidence: float = 0.5,
     mask_margin: float = 0.1,
+    tile_grid: int = 0,
     site: Path | None = None,
     timeout_s: float | None = None,
 ) -> PoseLandmarks:
@@ -122,6 +123,8 @@ def run_pose(
         min_detection_confidence: mediapipe's person-detector threshold.
         mask_margin: Growth of a found person's landmark box, as a fraction of its larger side,
             before it is masked out.
+        tile_grid: When fewer than ``max_people`` were found in the whole image, search
+            ``tile_grid`` x ``tile_grid`` overlapping tiles too (small people); 0: no tiles.
         site: Private site folder (default `default_site`).
         timeout_s: Kill the child after this many seconds (default: 30 + 2 s per image).
 
@@ -146,9 +149,10 @@ def run_pose(
         req, res = Path(tmp) / "request.npz", Path(tmp) / "result.npz"
         np.savez(req, max_people=np.int64(max_people),
                  min_detection_confidence=np.float64(min_detection_confidence),
-                 mask_margin=np.float64(mask_margin),
+                 mask_margin=np.float64(mask_margin), tile_grid=np.int64(tile_grid),
                  **{f"image_{k}": im for k, im in enumerate(images)})
-        timeout = 30.0 + 2.0 * len(images) if timeout_s is None else timeout_s
+        per_image = 2.0 * (1 + max(tile_grid, 1) ** 2)
+        timeout = 30.0 + per_image * len(images) if timeout_s is None else timeout_s
         proc = subprocess.run([sys.executable, str(WORKER), str(req), str(res)], env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0 or not res.is_file():
