@@ -49,6 +49,10 @@ from sahmr.evaluation.reports import atomic_write_bytes
 METHOD_PREFIX = "method:"
 """``--metrics`` entries with this prefix are read from a file's ``method_metrics``."""
 
+LEGACY_PROTOCOL = "legacy"
+"""Protocol of a metrics.json that names none: written before 2026-12-03, under the old
+definitions (contact precision/recall over all vertices, PenE from the SDF grid alone)."""
+
 DASH = "\u2013"
 """Shown for a value a method does not have."""
 
@@ -63,6 +67,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "pa_mpjpe": "PA-MPJPE",
     "mpve": "MPVE",
     "pa_mpve": "PA-MPVE",
+    "edge_error": "edge-length error",
     "g_mpjpe": "G-MPJPE",
     "g_mpve": "G-MPVE",
     "root_error": "root error",
@@ -86,6 +91,7 @@ BETTER: dict[str, Better] = {
     "pa_mpjpe": "lower",
     "mpve": "lower",
     "pa_mpve": "lower",
+    "edge_error": "lower",
     "g_mpjpe": "lower",
     "g_mpve": "lower",
     "root_error": "lower",
@@ -131,6 +137,9 @@ class MethodResult:
         units: Evaluator metric -> unit string as written by the evaluator.
         method_metrics: The method's own scalar entries (``None`` as above).
         seconds_per_frame: Seconds per frame, when recorded.
+        protocol: The evaluator protocol (``default`` / ``sahmr``); :data:`LEGACY_PROTOCOL`
+            for files written before metrics.json named it (the old definitions); None for
+            files without evaluator metrics (a method's own entries only).
     """
 
     label: str
@@ -142,6 +151,7 @@ class MethodResult:
     units: dict[str, str] = field(default_factory=dict)
     method_metrics: dict[str, float | None] = field(default_factory=dict)
     seconds_per_frame: float | None = None
+    protocol: str | None = "default"
 
     def value(self, key: str) -> float | None:
         """The value of a column key (``mpjpe`` or ``method:root_error_mm``), if any."""
@@ -219,6 +229,11 @@ def load_method(label: str, path: Path) -> MethodResult:
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
         raise TableError(f"{metrics_path}: no 'frames' count (not an evaluator metrics.json?)")
     result = MethodResult(label=label, source=metrics_path, frames=frames)
+    protocol = data.get("protocol")
+    if isinstance(protocol, str):
+        result.protocol = protocol
+    else:  # evaluator metrics without a protocol: the old definitions; none: not applicable
+        result.protocol = LEGACY_PROTOCOL if data.get("metrics") else None
     for key in ("missing", "failed"):
         count = data.get(key, 0)
         if isinstance(count, bool) or not isinstance(count, int):
@@ -422,6 +437,12 @@ def frames_note(results: list[MethodResult], escape: bool = True) -> list[str]:
         else:
             every = ", ".join(f"{name(r.label)} {r.frames:,}" for r in results)
             lines.append(f"Note: frames scored differ between methods: {every}.")
+    legacy = [name(r.label) for r in results if r.protocol == LEGACY_PROTOCOL]
+    if legacy:
+        lines.append(
+            f"Note: scored under the old definitions (contact over all vertices, grid PenE; "
+            f"see docs/evaluation.md): {', '.join(legacy)}."
+        )
     incomplete = [
         f"{name(r.label)} {r.missing:,} missing, {r.failed:,} failed"
         for r in results
@@ -646,6 +667,10 @@ def prepare(args: argparse.Namespace) -> Comparison:
             raise TableError(f"--seconds {label}={text}: not a non-negative number")
         seconds[label] = value
     results = [load_method(label, Path(path)) for label, path in methods]
+    protocols = {r.protocol for r in results} - {LEGACY_PROTOCOL, None}
+    if len(protocols) > 1:
+        where = ", ".join(f"{r.label} {r.protocol}" for r in results)
+        raise TableError(f"--method: inputs were scored under different protocols ({where})")
     if args.metrics is None:
         keys = default_metrics(results)
     else:

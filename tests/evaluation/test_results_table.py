@@ -36,7 +36,14 @@ def _write(path: Path, obj) -> Path:
 
 
 def _report(frames: int, metrics: dict, **extra) -> dict:
-    return {"frames": frames, "missing": 0, "failed": 0, "metrics": metrics, **extra}
+    return {
+        "protocol": "default",
+        "frames": frames,
+        "missing": 0,
+        "failed": 0,
+        "metrics": metrics,
+        **extra,
+    }
 
 
 def _parse(text: str) -> tuple[list[str], dict[str, dict[str, str]], list[str]]:
@@ -317,3 +324,35 @@ def test_plot_not_written_for_a_bad_input(three_methods, capsys):
     captured = capsys.readouterr()
     assert "bad.json: not valid JSON" in captured.err and captured.out == ""
     assert not plot.parent.exists()
+
+
+def test_edge_error_column_legacy_note_and_protocol_mix(tmp_path, capsys):
+    tool = _tool()
+    edge = "% (mean relative edge-length error)"
+    new = _write(
+        tmp_path / "a.json",
+        _report(4, {"pa_mpve": _metric(60.0), "edge_error": _metric(41.06, edge)}),
+    )
+    param = _write(
+        tmp_path / "b.json",
+        _report(4, {"pa_mpve": _metric(55.0), "edge_error": _metric(3.5, edge)}),
+    )
+    old = _write(tmp_path / "c.json", _report(4, {"pa_mpve": _metric(70.0)}))
+    json_old = json.loads(old.read_text())
+    del json_old["protocol"]  # written before metrics.json named its protocol
+    old.write_text(json.dumps(json_old))
+    argv = ["--method", f"free-form={new}", "--method", f"parametric={param}",
+            "--method", f"old={old}"]
+    assert tool.main(argv) == 0
+    header, rows, notes = _parse(capsys.readouterr().out)
+    assert "edge-length error (%)" in header
+    assert rows["parametric"]["edge-length error (%)"] == "**3.50**"  # lower is better
+    assert rows["free-form"]["edge-length error (%)"] == "41.06"
+    assert any("old definitions" in n and "old" in n for n in notes)
+    sahmr = _write(
+        tmp_path / "d.json", _report(4, {"pa_mpve": _metric(50.0)}, protocol="sahmr")
+    )
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--method", f"a={new}", "--method", f"d={sahmr}"])
+    assert exc.value.code == 2
+    assert "different protocols" in capsys.readouterr().err
