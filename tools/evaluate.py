@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--up-axis", default="z", help="gravity-up axis of --scene (z, y, -y...)")
+    p.add_argument("--force", action="store_true",
+                   help="score even against a --scene whose normals face away from the room")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -133,6 +136,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         ".npz",
     ):
         parser.error(f"--h36m-regressor {args.h36m_regressor}: must be .npy or .npz")
+    if args.scene is not None and not args.force:
+        check_scene_orientation(parser, args.scene, args.up_axis)
+
+
+def check_scene_orientation(parser: argparse.ArgumentParser, scene: Path, up_axis: str) -> None:
+    """Refuse a scan whose normals face away from the room (every vertex would penetrate)."""
+    from sahmr.cli.checks import one_line
+    from sahmr.scene.io import UP_AXES, SceneMesh, load_scene
+    from sahmr.scene.orientation import UnorientedScanError, check_scan_orientation
+
+    if up_axis not in UP_AXES:
+        parser.error(f"--up-axis {up_axis}: choose one of {', '.join(UP_AXES)}")
+    try:
+        mesh = load_scene(scene, up_axis=up_axis)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--scene {scene}: {one_line(exc)}")
+    if isinstance(mesh, SceneMesh):
+        try:
+            check_scan_orientation(mesh.vertices, mesh.faces, up_axis, f"--scene {scene}")
+        except UnorientedScanError as exc:
+            parser.error(f"{exc} (--force scores anyway)")
 
 
 def _load_regressor(path: Path):

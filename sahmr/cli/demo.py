@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     o.add_argument("--overwrite", action="store_true",
                    help="replace --out even if the demo did not write it")
+    o.add_argument("--force", action="store_true",
+                   help="go on despite geometry checks: a scan whose normals face away from "
+                        "the room (penetration figures would be inverted)")
     o.add_argument("--no-penetration", action="store_true",
                    help="skip the scene SDF (penetration and contact figures)")
     o.add_argument("--sdf-voxel", type=float, default=0.02, help="SDF pitch, metres")
@@ -370,6 +373,14 @@ def run(args: argparse.Namespace) -> int:
     check_method_checkpoint(ckpt)  # unreadable / pickled / foreign _target_: before slow work
     scene = load_scene_data(scene_path, scale=args.scale, up_axis=args.up_axis,
                             voxel_size=args.scene_voxel, cache_dir=args.cache_dir)
+    if scene.mesh is not None and not args.force:  # flipped normals: inverted penetration
+        from sahmr.scene.orientation import UnorientedScanError, check_scan_orientation
+
+        try:
+            check_scan_orientation(scene.mesh.vertices, scene.mesh.faces, args.up_axis,
+                                   str(scene_path))
+        except UnorientedScanError as exc:
+            raise InputError(f"{exc} (--force goes on anyway)") from exc
     timer.seconds.update(scene.timings)
     prepared: dict[str, PreparedFrame] = {}
     if not batch:  # report bad input before the (slow) model load

@@ -504,3 +504,47 @@ def test_demo_refuses_bad_images_before_work(case, tmp_path, capsys):
     assert rc == EXIT_BAD_INPUT
     _one_error_line(capsys.readouterr().err, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
+
+
+# ---------------------------------------------------------------------------- geometry
+
+
+def _flipped_scan(folder: Path) -> Path:
+    import trimesh
+
+    mesh = trimesh.load(DEMO_IMAGE.parent.parent / "mesh.ply", process=False)
+    mesh.invert()
+    path = folder / "flipped.ply"
+    mesh.export(path)
+    return path
+
+
+def test_demo_refuses_a_scan_facing_away_from_the_room(tmp_path, capsys):
+    from sahmr.cli.demo import EXIT_BAD_INPUT, main
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    scan = _flipped_scan(inputs)
+    rc = main(["--scene", str(scan), "--image", str(DEMO_IMAGE), "--bbox", "410,120,610,470",
+               "--camera", str(DEMO_IMAGE.with_name("stand.camera.json")), "--device", "cpu",
+               "-q", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert rc == EXIT_BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err, f"{scan}: the scan's normals face away")
+    assert "--force" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_evaluate_refuses_a_scan_facing_away_unless_forced(force, tmp_path, capsys):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    scan = _flipped_scan(tmp_path)
+    args = ["--pred", str(pred), "--gt", str(gt), "--scene", str(scan), "--out",
+            str(tmp_path / "o"), "--no-progress", *(["--force"] if force else [])]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        _tool("evaluate").main(args)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("normals face away" in last) != force  # forced: stops later, at the empty --gt
+    assert not (tmp_path / "o").exists()
