@@ -15,9 +15,12 @@ is found when a predicted point of its frame lies within ``tolerance``. Hence::
     recall    = #found ground-truth points / #ground-truth points ("contact_recall")
 
 Per region ``r`` (``contact_precision/left_foot`` ...) both sides are restricted to points of
-region r. ``contact_f1`` is the mean over frames of the per-frame F1 (empty-frame convention
-of `sahmr.evaluation.metrics.precision_recall_f1`: nothing predicted and nothing to find
-scores 1); the F1 of the dataset-level precision and recall is `f1_from_sums`.
+region r. ``contact_f1`` is the mean over frames of the per-frame F1, over the frames where
+it is defined: a frame with nothing predicted and nothing to find has no F1 (NaN per frame,
+left out of the mean, never 1); with only one side empty it scores 0. A per-frame precision
+without predictions, or recall without ground truth, is NaN likewise (the convention of
+`sahmr.evaluation.metrics.precision_recall_f1`). The F1 of the dataset-level precision and
+recall is `f1_from_sums`.
 """
 
 from __future__ import annotations
@@ -157,13 +160,18 @@ def contact_match_counts(
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` with 1 where ``den == 0`` (nothing claimed / nothing to find)."""
-    return torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+    """``num / den``, NaN (undefined) where ``den == 0`` (nothing claimed / nothing to find)."""
+    return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, float("nan")))
 
 
 def _f1(precision: Tensor, recall: Tensor) -> Tensor:
-    s = precision + recall
-    return torch.where(s > 0, 2 * precision * recall / s.clamp_min(1e-12), torch.zeros_like(s))
+    """F1 of per-frame precision/recall: NaN when both are undefined (both sides empty), 0 when
+    only one is (a side is empty, the other not: nothing right)."""
+    p, r = torch.nan_to_num(precision, nan=0.0), torch.nan_to_num(recall, nan=0.0)
+    s = p + r
+    f1 = torch.where(s > 0, 2 * p * r / s.clamp_min(1e-12), torch.zeros_like(s))
+    both = torch.isnan(precision) & torch.isnan(recall)
+    return torch.where(both, torch.full_like(f1, float("nan")), f1)
 
 
 @dataclass
@@ -227,7 +235,7 @@ def rcnet_metrics(
             "root_coarse_error_mm": (float(err_coarse.sum()), float(B)),
             "contact_precision": (float(c["pred_correct"].sum()), float(c["pred_total"].sum())),
             "contact_recall": (float(c["gt_found"].sum()), float(c["gt_total"].sum())),
-            "contact_f1": (float(f1.sum()), float(B)),
+            "contact_f1": (float(f1.nan_to_num(0.0).sum()), float((~f1.isnan()).sum())),
         }
         r_prec = _ratio(c["region_pred_correct"], c["region_pred_total"])
         r_rec = _ratio(c["region_gt_found"], c["region_gt_total"])
@@ -242,7 +250,7 @@ def rcnet_metrics(
                 float(c["region_gt_found"][:, r].sum()),
                 float(c["region_gt_total"][:, r].sum()),
             )
-            sums[f"contact_f1/{name}"] = (
+            sums[f"contact_f1/{name}"] = (  # present <=> F1 defined
                 float(r_f1[:, r][present[:, r]].sum()),
                 float(present[:, r].sum()),
             )
@@ -264,9 +272,8 @@ def f1_from_sums(sums: dict[str, tuple[float, float]]) -> dict[str, float]:
             (and optionally their ``/region`` variants), summed over the whole dataset.
 
     Returns:
-        ``contact_f1_global`` and ``contact_f1_global/<region>`` for every pair present,
-        using the empty conventions of this module (precision 1 without predictions, recall 1
-        without ground truth).
+        ``contact_f1_global`` and ``contact_f1_global/<region>`` for every pair present: NaN
+        when nothing was predicted and nothing labelled, 0 when only one side is empty.
     """
     out: dict[str, float] = {}
     for key in sums:
@@ -278,8 +285,11 @@ def f1_from_sums(sums: dict[str, tuple[float, float]]) -> dict[str, float]:
             continue
         p_sum, p_cnt = sums[key]
         r_sum, r_cnt = sums[rec_key]
-        p = p_sum / p_cnt if p_cnt > 0 else 1.0
-        r = r_sum / r_cnt if r_cnt > 0 else 1.0
+        if p_cnt <= 0 and r_cnt <= 0:
+            out["contact_f1_global" + suffix] = float("nan")
+            continue
+        p = p_sum / p_cnt if p_cnt > 0 else 0.0
+        r = r_sum / r_cnt if r_cnt > 0 else 0.0
         out["contact_f1_global" + suffix] = 2 * p * r / (p + r) if p + r > 0 else 0.0
     return out
 
