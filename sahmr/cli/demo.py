@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace --out even if the demo did not write it")
     o.add_argument("--force", action="store_true",
                    help="go on despite geometry checks: a scan whose normals face away from "
-                        "the room (penetration figures would be inverted)")
+                        "the room (penetration figures would be inverted), a body landing "
+                        "more than 1 m outside the scan (a wrong camera or box)")
     o.add_argument("--no-penetration", action="store_true",
                    help="skip the scene SDF (penetration and contact figures)")
     o.add_argument("--sdf-voxel", type=float, default=0.02, help="SDF pitch, metres")
@@ -422,6 +423,8 @@ def run(args: argparse.Namespace) -> int:
                     raise InputError(
                         f"the method predicts {result.verts_world.shape[0]} vertices, the body "
                         f"model has {body.num_vertices}: the checkpoint's body does not match")
+                if not args.force:
+                    check_root_inside_scan(result.root_world, scene.points.points, frame.name)
                 folder = tmp / frame.name if batch else tmp
                 folder.mkdir(exist_ok=True)
                 shared = {k: round(v, 4) for k, v in timer.seconds.items()}
@@ -458,6 +461,31 @@ def run(args: argparse.Namespace) -> int:
     for e in failed:
         print(f"  failed {e['frame']}: {e['error']}", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+ROOT_OUTSIDE_SCAN_MARGIN_M = 1.0
+"""How far (metres) a predicted root may lie outside the scan's bounding box before the frame
+is refused: farther means a wrong camera (camera-to-world given, turned away) or a box on
+something the scan does not hold."""
+
+
+def check_root_inside_scan(root_world: np.ndarray, points_world: np.ndarray, name: str) -> None:
+    """Raise `InputError` when the predicted root lies far outside the scan's bounding box.
+
+    Args:
+        root_world: (3,) predicted root, world frame, metres.
+        points_world: (N, 3) scan points, world frame, metres.
+        name: The frame, named in the message.
+    """
+    lo, hi = points_world.min(axis=0), points_world.max(axis=0)
+    root = np.asarray(root_world, dtype=np.float64).reshape(3)
+    outside = float(np.linalg.norm(np.maximum(lo - root, 0.0) + np.maximum(root - hi, 0.0)))
+    if not np.isfinite(outside) or outside > ROOT_OUTSIDE_SCAN_MARGIN_M:
+        raise InputError(
+            f"frame {name}: the body lands {outside:.1f} m outside the scan's bounds (root "
+            f"{np.round(root, 2).tolist()}): the camera (world-to-camera, not camera-to-world) "
+            "or the person box is probably wrong; --force keeps it"
+        )
 
 
 def _report(summary: dict[str, Any]) -> None:

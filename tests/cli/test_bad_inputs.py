@@ -548,3 +548,23 @@ def test_evaluate_refuses_a_scan_facing_away_unless_forced(force, tmp_path, caps
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert ("normals face away" in last) != force  # forced: stops later, at the empty --gt
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("root, refused", [
+    ([1.0, 1.0, 1.0], False),          # inside
+    ([4.5, 1.0, 1.0], False),          # 0.5 m outside: scans may end short of the person
+    ([6.0, 1.0, 1.0], True),           # 2 m outside
+    ([4.8, 3.8, 1.0], True),           # 0.8 m out along two axes: 1.13 m
+    ([1.0, 1.0, -27.0], True),         # far below the floor
+    ([float("nan"), 1.0, 1.0], True),
+])  # fmt: skip
+def test_root_outside_the_scan_is_refused(root, refused):
+    from sahmr.cli.demo import check_root_inside_scan
+    from sahmr.inference.errors import InputError
+
+    box = np.array([[0.0, 0, 0], [4, 3, 2.5], [2, 1, 0.5]])
+    if refused:
+        with pytest.raises(InputError, match=r"outside the scan's bounds.*--force"):
+            check_root_inside_scan(np.array(root), box, "f1")
+    else:
+        check_root_inside_scan(np.array(root), box, "f1")
