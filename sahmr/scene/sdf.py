@@ -483,6 +483,13 @@ class ExactSceneSDF:
         """The grid's pitch, metres."""
         return self.grid.voxel_size
 
+    def __getattr__(self, name: str) -> object:
+        """Everything else of the `SDFGrid` API (``origin``, ``values``, ``to_torch``...) is the
+        grid's, so an `ExactSceneSDF` goes wherever a grid does (scene fitting, losses)."""
+        if name == "grid":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.grid, name)
+
     def sample(self, points: Tensor, values: Tensor | None = None) -> Tensor:
         """The grid's trilinear value (differentiable); see `SDFGrid.sample`."""
         return self.grid.sample(points, values)

@@ -121,3 +121,13 @@ def test_torch_backend_matches_default(body_model):
     torch.testing.assert_close(
         cpu_torch.sample_exact(pts), sdf.sample_exact(pts), rtol=0, atol=1e-5
     )
+
+
+def test_exact_scene_sdf_stands_in_for_its_grid(body_model):
+    """Scene fitting and losses take grids: the wrapper exposes the grid's API."""
+    v = _demo_body(body_model, "living_room", "stand")
+    sdf, _ = _local_scene("living_room", v)
+    values, origin = sdf.to_torch()
+    assert values.shape[2:] == sdf.grid.values.shape
+    np.testing.assert_array_equal(origin.numpy(), sdf.origin)
+    assert sdf.shape_xyz == sdf.grid.shape_xyz and sdf.voxel_size == VOXEL
