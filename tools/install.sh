@@ -85,7 +85,13 @@ if [ "$detector" -eq 1 ]; then
   elif "$PY" -c "import sys; sys.exit(0 if (3, 8) <= sys.version_info[:2] <= (3, 12) else 1)"; then
     mapfile -t mp_reqs < <("$PY" -c "from sahmr.detect.runtime import DETECTOR_REQUIREMENTS as r; print(*r, sep='\n')")
     echo "install.sh: installing the person detector (${mp_reqs[0]}) into $mp_site"
-    "${pip[@]}" --no-deps --upgrade --target "$mp_site" "${mp_reqs[@]}"
+    rm -rf "$mp_site.partial"  # staged, so that a failed download leaves no half folder
+    if "${pip[@]}" --no-deps --target "$mp_site.partial" "${mp_reqs[@]}"; then
+      rm -rf "$mp_site" && mv "$mp_site.partial" "$mp_site"
+    else
+      rm -rf "$mp_site.partial"
+      echo "install.sh: the person detector could not be installed: the demo needs --bbox" >&2
+    fi
   else
     echo "install.sh: no mediapipe wheel for this Python: the demo needs --bbox" >&2
   fi
