@@ -234,10 +234,9 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
-    try:
+    try:  # hydra.* overrides (searchpath, run.dir, logging groups) compose as in a run
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            return compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=list(argv))
     except Exception as exc:  # hydra's override / missing-config errors have several types
         fail(f"bad override: {exc}")
     finally:

@@ -568,3 +568,16 @@ def test_root_outside_the_scan_is_refused(root, refused):
             check_root_inside_scan(np.array(root), box, "f1")
     else:
         check_root_inside_scan(np.array(root), box, "f1")
+
+
+def test_compose_for_checks_keeps_hydra_overrides(tmp_path):
+    """A search path added on the command line is seen by the up-front checks too."""
+    from sahmr.cli.checks import compose_for_checks
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("_target_: sahmr.models.hmr.HMR\n")
+    cfg = compose_for_checks(ROOT / "configs", "train", [
+        "exp=sahmr_small", "model=mine", "data.root=/x", f"hydra.searchpath=[file://{tmp_path}]",
+        "hydra/job_logging=none", "hydra.run.dir=/tmp/elsewhere"])  # fmt: skip
+    assert cfg.model._target_ == "sahmr.models.hmr.HMR"
+    assert compose_for_checks(ROOT / "configs", "train", ["--help"]) is None
