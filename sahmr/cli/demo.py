@@ -369,9 +369,9 @@ def run(args: argparse.Namespace) -> int:
     refine = args.refine or args.method in FITTING_METHODS
     base_method = FITTING_METHODS.get(args.method, args.method)
     scene_path, bundled = resolve_scene(args.scene)
-    frames, batch = collect_frames(args, bundled, scene_path.parent)
     ckpt = args.checkpoint if args.checkpoint is not None else bundled_checkpoint(base_method)
     check_method_checkpoint(ckpt)  # unreadable / pickled / foreign _target_: before slow work
+    frames, batch = collect_frames(args, bundled, scene_path.parent)  # may run the detector
     scene = load_scene_data(scene_path, scale=args.scale, up_axis=args.up_axis,
                             voxel_size=args.scene_voxel, cache_dir=args.cache_dir)
     if scene.mesh is not None and not args.force:  # flipped normals: inverted penetration
