@@ -364,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     timer = StageTimer()
+    check_numbers(args)
     check_output_folder(args.out, overwrite=args.overwrite)
     device = _device(args.device)
     refine = args.refine or args.method in FITTING_METHODS
@@ -461,6 +462,31 @@ def run(args: argparse.Namespace) -> int:
     for e in failed:
         print(f"  failed {e['frame']}: {e['error']}", file=sys.stderr)
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+MAX_VIEW_SIDE = 4096
+"""Largest side (pixels) of a rendered scene view."""
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Raise `InputError` on sizes and counts that cannot work (before any work).
+
+    Pitches are metres (finite, > 0, at most 1 m: a coarser grid holds no body detail);
+    view sizes 16..`MAX_VIEW_SIDE` pixels; counts >= 0.
+    """
+    import math
+
+    for flag, value in (("--scene-voxel", args.scene_voxel), ("--sdf-voxel", args.sdf_voxel)):
+        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise InputError(f"{flag} {value:g}: must be a pitch in metres in (0, 1]")
+    width, height = args.view_size
+    if not (16 <= width <= MAX_VIEW_SIDE and 16 <= height <= MAX_VIEW_SIDE):
+        raise InputError(f"--view-size {width} {height}: each side must be 16..{MAX_VIEW_SIDE} "
+                         "pixels")  # fmt: skip
+    if args.views < 0:
+        raise InputError(f"--views {args.views}: must be >= 0")
+    if args.fit_iterations < 1:
+        raise InputError(f"--fit-iterations {args.fit_iterations}: must be >= 1")
 
 
 ROOT_OUTSIDE_SCAN_MARGIN_M = 1.0

@@ -581,3 +581,26 @@ def test_compose_for_checks_keeps_hydra_overrides(tmp_path):
         "hydra/job_logging=none", "hydra.run.dir=/tmp/elsewhere"])  # fmt: skip
     assert cfg.model._target_ == "sahmr.models.hmr.HMR"
     assert compose_for_checks(ROOT / "configs", "train", ["--help"]) is None
+
+
+DEMO_NUMBERS = {
+    "zero view size": (["--view-size", "0", "0"], "--view-size 0 0"),
+    "huge view size": (["--view-size", "14000", "14000"], "--view-size 14000 14000"),
+    "zero sdf voxel": (["--sdf-voxel", "0"], "--sdf-voxel 0: must be a pitch"),
+    "nan sdf voxel": (["--sdf-voxel", "nan"], "--sdf-voxel nan"),
+    "negative scene voxel": (["--scene-voxel", "-1"], "--scene-voxel -1"),
+    "negative views": (["--views", "-2"], "--views -2: must be >= 0"),
+    "negative fit iterations": (["--fit-iterations", "-1"], "--fit-iterations -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEMO_NUMBERS))
+def test_demo_refuses_bad_numbers_before_work(case, tmp_path, capsys):
+    from sahmr.cli.demo import EXIT_BAD_INPUT, main
+
+    args, message = DEMO_NUMBERS[case]
+    rc = main(["--image", str(DEMO_IMAGE), "--bbox", "410,120,610,470", "--device", "cpu", "-q",
+               "--out", str(tmp_path / "out"), *args])  # fmt: skip
+    assert rc == EXIT_BAD_INPUT
+    _one_error_line(capsys.readouterr().err, message)
+    assert list(tmp_path.iterdir()) == []
