@@ -117,10 +117,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--scene-dir {args.scene_dir}: not a folder")
     if args.body_model is not None and not args.body_model.is_file():
         parser.error(f"--body-model {args.body_model}: no such file")
-    from sahmr.cli.checks import BadArgument, check_writable_folder
+    from sahmr.cli.checks import BadArgument, check_dataset_root, check_writable_folder
 
     try:  # before the scoring, not after it
         check_writable_folder(args.out, "--out")
+        if args.gt_dataset is not None:
+            meta = check_dataset_root(args.gt_dataset, "--gt-dataset")
+            splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
+            if args.split not in splits:
+                raise BadArgument(f"--split {args.split}: {args.gt_dataset} has splits {splits}")
     except BadArgument as exc:
         parser.error(str(exc))
     if args.contact_threshold <= 0 or args.voxel_size <= 0 or args.batch_size <= 0:

@@ -604,3 +604,19 @@ def test_demo_refuses_bad_numbers_before_work(case, tmp_path, capsys):
     assert rc == EXIT_BAD_INPUT
     _one_error_line(capsys.readouterr().err, message)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["no dataset.json", "unknown split"])
+def test_evaluate_names_the_dataset_problem(case, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    ds = tmp_path if case == "no dataset.json" else fake_dataset(tmp_path)
+    split = "tset" if case == "unknown split" else "test"
+    with pytest.raises(SystemExit) as info:
+        _tool("evaluate").main(["--pred", str(pred), "--gt-dataset", str(ds), "--split", split,
+                                "--out", str(tmp_path / "o")])  # fmt: skip
+    assert info.value.code == 2
+    message = {"no dataset.json": f"--gt-dataset {ds}: no dataset.json",
+               "unknown split": "--split tset: "}[case]  # fmt: skip
+    _argparse_error(capsys, message)
+    assert not (tmp_path / "o").exists()
