@@ -2,13 +2,19 @@
 
 Per frame (all world = the scan's frame, metres; formats in docs/demo.md):
 
-* ``body_world.ply`` / ``body_world.obj``: the body mesh in the scan's frame.
+* ``body_world.ply`` / ``body_world.obj``: the body mesh in the scan's frame: the mesh of the
+  parameters in ``body_params.npz`` (plain ``smplx.SMPL`` with the body's arrays reproduces it).
 * ``body_params.npz``: ``vertices`` (V, 3) and ``joints`` (J, 3) world, ``root`` (3,) world,
-  ``vertices_cam`` (V, 3), ``faces``, ``K``, ``T_w2c``, ``bbox``, ``scene`` (name); for
-  methods with SMPL-format parameters also ``betas``, ``global_orient``, ``body_pose``,
-  ``transl`` (world frame, so `sahmr.evaluation.readers` can read the file) and the same four
-  with a ``_cam`` suffix (camera frame). Vertex-regressing methods (METRO, SA-HMR) have no
-  parameters: only the vertex/joint arrays are stored.
+  ``vertices_cam`` (V, 3), ``faces``, ``K``, ``T_w2c``, ``bbox``, ``scene`` (name);
+  ``betas``, ``global_orient``, ``body_pose``, ``transl`` (world frame, smplx names, so
+  `sahmr.evaluation.readers` can read the file) and the same four with a ``_cam`` suffix
+  (camera frame); ``params_source`` (``regressed`` by the method or ``fitted`` to its
+  vertices by `sahmr.optim.fit_vertices`) and ``vertices_method`` (V, 3), the method's own
+  vertices (world). Only with ``fit_body`` off and a vertex-only method are the parameters
+  absent.
+* ``scene_body.glb``: the scan and the body in one binary glTF (nodes rotate the scan's up
+  axis to glTF's +Y; the buffers hold world coordinates), body contact vertices and the
+  method's contact scene points coloured by region.
 * ``contacts.json``: root position, the method's contact scene points with their regions,
   and the body vertices within 7 cm of the scan per region (from the scene SDF).
 * ``overlay.png``: the body drawn over the image (with the bbox).
@@ -54,6 +60,7 @@ __all__ = [
     "write_batch_summary",
     "write_frame_outputs",
     "write_json",
+    "write_scene_body_glb",
 ]
 
 SUMMARY_FORMAT = "sahmr.demo"
@@ -320,9 +327,102 @@ def _params_arrays(result: FramePrediction, faces: np.ndarray, scene: str) -> di
             arrays[k] = np.asarray(v, np.float32)
         for k, v in result.params_cam.items():
             arrays[f"{k}_cam"] = np.asarray(v, np.float32)
+        arrays["params_source"] = np.array(result.params_source or "regressed")
+    if result.verts_method_world is not None:
+        arrays["vertices_method"] = result.verts_method_world.astype(np.float32)
     if result.body_contact is not None:
         arrays["vertex_contact"] = result.body_contact.astype(np.int8)
     return arrays
+
+
+GLB_CONTACT_POINT_RADIUS_M = 0.015
+"""Radius of the spheres marking contact scene points in ``scene_body.glb``."""
+
+
+def _up_to_gltf_y(up_axis: str) -> np.ndarray:
+    """4x4 rotation taking the scan's up axis to glTF's +Y (viewers show it upright)."""
+    sign = -1.0 if up_axis.startswith("-") else 1.0
+    up = np.zeros(3)
+    up["xyz".index(up_axis[-1])] = sign
+    y = np.array([0.0, 1.0, 0.0])
+    axis = np.cross(up, y)
+    s, c = np.linalg.norm(axis), float(up @ y)
+    if s < 1e-12:
+        R = np.eye(3) if c > 0 else np.diag([1.0, -1.0, -1.0])
+    else:
+        k = axis / s
+        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        R = np.eye(3) + s * K + (1 - c) * (K @ K)
+    T = np.eye(4)
+    T[:3, :3] = R
+    return T
+
+
+def _rgba_uint8(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb, np.float64).reshape(-1, 3)
+    return (np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_scene_body_glb(
+    path: Path,
+    scene: SceneData,
+    verts_world: np.ndarray,
+    faces: np.ndarray,
+    body_colors: np.ndarray,
+    contact_points_world: np.ndarray,
+    contact_labels: np.ndarray,
+) -> Path:
+    """Write the scan and the body placed in it as one binary glTF (``.glb``).
+
+    Geometry (named ``scan``, ``body``, ``contact_points``) is stored in world coordinates
+    (the scan's frame, metres); each node carries the rotation `_up_to_gltf_y` so viewers,
+    which take +Y as up, show the room upright. A point-cloud scan is stored as points.
+
+    Args:
+        path: The ``.glb`` file.
+        scene: The scan (`SceneData`; its mesh, else its down-sampled points).
+        verts_world: (V, 3) body vertices, world frame.
+        faces: (F, 3) body faces.
+        body_colors: (V, 3) RGB in [0, 1] (contact vertices coloured by region).
+        contact_points_world: (P, 3) the method's contact scene points, world frame.
+        contact_labels: (P,) their regions 1..7.
+
+    Returns:
+        ``path``.
+    """
+    import trimesh
+
+    from sahmr.viz.colors import SCENE_COLOR, region_colors
+
+    up = _up_to_gltf_y(scene.up_axis)
+    glb = trimesh.Scene()
+    if scene.mesh is not None:
+        scan = trimesh.Trimesh(scene.mesh.vertices, scene.mesh.faces, process=False)
+        colors = scene.mesh.vertex_colors
+        colors = np.tile(SCENE_COLOR, (len(scan.vertices), 1)) if colors is None else colors
+        scan.visual.vertex_colors = _rgba_uint8(colors)
+    else:
+        pts = scene.points_world
+        colors = scene.points.colors
+        colors = np.tile(SCENE_COLOR, (len(pts), 1)) if colors is None else colors
+        scan = trimesh.PointCloud(pts, colors=_rgba_uint8(colors))
+    glb.add_geometry(scan, node_name="scan", geom_name="scan", transform=up)
+    body = trimesh.Trimesh(verts_world, faces, process=False)
+    body.visual.vertex_colors = _rgba_uint8(body_colors)
+    glb.add_geometry(body, node_name="body", geom_name="body", transform=up)
+    points = np.asarray(contact_points_world, np.float64).reshape(-1, 3)
+    if len(points):
+        ball = trimesh.creation.icosphere(subdivisions=1, radius=GLB_CONTACT_POINT_RADIUS_M)
+        nv = len(ball.vertices)
+        verts = (ball.vertices[None] + points[:, None]).reshape(-1, 3)
+        tris = (ball.faces[None] + nv * np.arange(len(points))[:, None, None]).reshape(-1, 3)
+        balls = trimesh.Trimesh(verts, tris, process=False)
+        balls.visual.vertex_colors = _rgba_uint8(np.repeat(region_colors(contact_labels), nv,
+                                                           axis=0))
+        glb.add_geometry(balls, node_name="contact_points", geom_name="contact_points",
+                         transform=up)
+    path.write_bytes(glb.export(file_type="glb"))
+    return path
 
 
 def write_frame_outputs(
@@ -361,6 +461,11 @@ def write_frame_outputs(
     t_files = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    write_scene_body_glb(folder / "scene_body.glb", scene, result.verts_world, faces, colors,
+                         result.contact_points_world, result.contact_point_region)
+    t_glb = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     overlay = render_overlay(result.image, result.verts_cam, faces, result.camera.K,
                              vertex_colors=colors, supersample=2)
     overlay = draw_bbox(overlay, result.bbox)
@@ -390,7 +495,8 @@ def write_frame_outputs(
     t_views = time.perf_counter() - t0
 
     timings = dict(result.timings)
-    timings.update(write_files=t_files, render_overlay=t_overlay, render_scene_views=t_views)
+    timings.update(write_files=t_files, write_glb=t_glb, render_overlay=t_overlay,
+                   render_scene_views=t_views)
     summary: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "version": 1,
@@ -403,6 +509,14 @@ def write_frame_outputs(
         "frustum_points": result.frustum_points,
         "root_world": np.round(result.root_world, 4).tolist(),
         "has_smpl_params": result.params_world is not None,
+        "body_params": {
+            "source": result.params_source,
+            "frame": "world (the scan's frame); smplx SMPL names; _cam keys: camera frame",
+            "method_mesh_distance_mm": (None if result.method_mesh_distance_mm is None
+                                        else round(result.method_mesh_distance_mm, 3)),
+            "note": "fitted: mean vertex error of the fit to the method's vertices; "
+                    "regressed: distance of the parameters' mesh to the method's vertices",
+        },
         "penetration": result.penetration,
         "penetration_units": "pene_mm: sum over penetrating vertices of depth (mm, SA-HMR PenE)",
         "gt_errors": result.gt_errors,

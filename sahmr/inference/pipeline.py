@@ -639,6 +639,13 @@ class FramePrediction:
         gt_errors: Errors against the ground truth (mm), or None.
         frustum_points: Scene points in the bbox frustum.
         timings: Seconds per stage.
+        params_source: ``"regressed"`` (the method's parameters), ``"fitted"`` (a body fitted
+            to the method's vertices, `sahmr.optim.fit_vertices`), either with
+            ``"+scene_fit"`` after a `SceneFitRefiner`, or None without parameters.
+        method_mesh_distance_mm: Mean distance of the parameters' mesh (``verts_world``) to
+            the method's own vertices, mm (the fit's vertex error when fitted), or None.
+        verts_method_world: (V, 3) the method's own vertices, world frame, when the body
+            written is the parameters' mesh; None otherwise.
     """
 
     name: str
@@ -659,6 +666,16 @@ class FramePrediction:
     gt_errors: dict[str, float] | None
     frustum_points: int
     timings: dict[str, float]
+    params_source: str | None = None
+    method_mesh_distance_mm: float | None = None
+    verts_method_world: np.ndarray | None = None
+
+
+_PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
+
+
+def _has_params(params: dict[str, Tensor] | None) -> bool:
+    return params is not None and all(k in params for k in _PARAM_KEYS)
 
 
 def params_cam_to_world(
@@ -739,6 +756,11 @@ class InferencePipeline:
         sdf_cache_dir: SDF cache folder (default `sahmr.scene.sdf.default_cache_dir`).
         contact_threshold: Vertex-scene distance counted as contact, metres.
         refiner: Optional `SceneFitRefiner` run on every prediction (needs the SDF).
+        fit_body: When the method gives no SMPL-format parameters (vertex regressors), fit a
+            body to its vertices (`sahmr.optim.fit_vertices.VertexFitter`, camera frame, on
+            the method's device). Whenever parameters exist, the body written is their mesh,
+            so the saved parameters reproduce it.
+        fit_iterations: Iterations of that fit (default: the fitter's).
     """
 
     def __init__(
@@ -753,6 +775,8 @@ class InferencePipeline:
         sdf_cache_dir: str | Path | None = None,
         contact_threshold: float | None = None,
         refiner: SceneFitRefiner | None = None,
+        fit_body: bool = True,
+        fit_iterations: int | None = None,
     ) -> None:
         from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
 
@@ -768,6 +792,9 @@ class InferencePipeline:
         self._sdf = sdf
         self._exact_sdf: Any = None  # the grid + the scan's mesh, for exact vertex distances
         self.refiner = refiner
+        self.fit_body = fit_body
+        self.fit_iterations = fit_iterations
+        self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
 
@@ -812,17 +839,23 @@ class InferencePipeline:
         image, inputs = prepared.image, prepared.inputs.to(self.device)
         with timer("predict"), torch.no_grad():
             pred = self.method.module.predict(inputs)
+        params_source = "regressed" if _has_params(pred.params) else None
+        if params_source is None and self.fit_body:
+            with timer("fit_body"):
+                pred = self._fit_params(pred)
+            params_source = "fitted"
         if self.refiner is not None:
             with timer("sdf_load"):
                 sdf = self.sdf()
             with timer("scene_fit"):
                 pred = self.refiner.refine(pred, inputs, sdf)
+            params_source = f"{params_source}+scene_fit"
         pred = pred.to("cpu")
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()
             verts_cam = pred.verts_cam.double()
             verts_world = pred.verts_world(T)[0].numpy()
-            from sahmr.geometry.cameras import camera_to_world
+            from sahmr.geometry.cameras import camera_to_world, transform_points
 
             joints_world = camera_to_world(T, pred.joints_cam.double())[0].numpy()
             root_world = camera_to_world(T, pred.root_cam.double()[:, None])[0, 0].numpy()
@@ -832,11 +865,20 @@ class InferencePipeline:
                 cpts = camera_to_world(T[0], pred.contact_points_cam.double()).numpy()
                 cregion = _np(pred.contact_point_region).astype(np.int64)
             params_cam = params_world = None
-            if pred.params is not None and all(
-                k in pred.params for k in ("betas", "global_orient", "body_pose", "transl")
-            ):
+            verts_method_world = distance_mm = None
+            if _has_params(pred.params):
                 params_cam = {k: v.detach().double() for k, v in pred.params.items()}
                 params_world = params_cam_to_world(params_cam, T, self.body)
+                # The body written is the parameters' mesh (world frame), so that the saved
+                # parameters reproduce body_world.ply; the method's vertices are kept beside.
+                body_out = self._param_body(params_world)
+                verts_method_world = verts_world
+                verts_world = body_out.vertices[0].double().numpy()
+                distance_mm = float(np.linalg.norm(verts_world - verts_method_world,
+                                                   axis=1).mean() * 1000.0)
+                verts_cam = transform_points(T, torch.from_numpy(verts_world)[None])
+                joints_world = self._param_joints(body_out, pred.joints_cam.shape[1],
+                                                  joints_world)
                 params_cam = {k: v.numpy()[0] for k, v in params_cam.items()}
                 params_world = {k: v.numpy()[0] for k, v in params_world.items()}
         body_contact, pen = self._scene_figures(verts_world, timer)
@@ -863,7 +905,45 @@ class InferencePipeline:
             gt_errors=gt_errors,
             frustum_points=int(inputs.scene_points_cam.shape[0]),
             timings=dict(timer.seconds),
+            params_source=params_source if params_cam is not None else None,
+            method_mesh_distance_mm=distance_mm,
+            verts_method_world=verts_method_world,
         )
+
+    def _fit_params(self, pred: BodyPrediction) -> BodyPrediction:
+        """``pred`` with camera-frame parameters fitted to its vertices (vertices kept)."""
+        from dataclasses import replace
+
+        from sahmr.optim.fit_vertices import VertexFitter
+
+        verts = pred.verts_cam.detach().float()
+        if self._fitter is None:
+            kwargs = {} if self.fit_iterations is None else {"iterations": self.fit_iterations}
+            self._fitter = VertexFitter(body_model=self.body, **kwargs)
+        if verts.shape[1] != self._fitter.num_vertices:
+            raise InputError(
+                f"the method predicts {verts.shape[1]} vertices, the body model has "
+                f"{self._fitter.num_vertices}: the checkpoint's body does not match")
+        res = self._fitter.fit(verts)
+        logger.info("fitted a body to the method's vertices: %.2f mm mean vertex error",
+                    float(res.vertex_error.mean()) * 1000.0)
+        return replace(pred, params=res.params.as_dict())
+
+    def _param_body(self, params_world: dict[str, Tensor]) -> Any:
+        """`sahmr.body.BodyOutput` (B = 1) of world-frame parameters, on the body's device."""
+        ref = self.body.shapedirs
+        with torch.no_grad():
+            return self.body(**{k: params_world[k].to(ref) for k in _PARAM_KEYS})
+
+    @staticmethod
+    def _param_joints(body_out: Any, num_joints: int, method_joints: np.ndarray) -> np.ndarray:
+        """The parametric body's joints of the method's joint set (24 SMPL, 17 H36M or 14
+        LSP), world frame; the method's own joints for any other set."""
+        by_count = {t.shape[1]: t for t in (body_out.joints, body_out.joints_h36m,
+                                             body_out.joints14)}
+        if num_joints not in by_count:
+            return method_joints
+        return by_count[num_joints][0].double().cpu().numpy()
 
     def _scene_figures(
         self, verts_world: np.ndarray, timer: StageTimer

@@ -71,7 +71,7 @@ def test_single_image_happy_path(common, tmp_path, capsys):
     rc = main([*common, "--image", str(DEMO / "stand.jpg"), "--out", str(out)])
     assert rc == EXIT_OK, capsys.readouterr().err
     names = {"body_world.ply", "body_world.obj", "body_params.npz", "contacts.json",
-             "overlay.png", "scene_views.png", "summary.json"}
+             "overlay.png", "scene_views.png", "summary.json", "scene_body.glb"}
     assert {p.name for p in out.iterdir()} == names
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format"] == "sahmr.demo"
