@@ -76,6 +76,7 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int,
         check_writable_folder,
         fail,
+        missing_shards,
     )
 
     try:
@@ -94,6 +95,14 @@ def check_inputs(cfg: DictConfig) -> None:
         check_writable_folder(cfg.out, "out=")
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
+        missing = missing_shards(cfg.data.root, meta, split)
+        if missing and not cfg.get("allow_missing_shards", False):
+            raise BadArgument(
+                f"data.root={cfg.data.root}: {len(missing)} shard(s) of split {split} are "
+                f"missing ({', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''}): "
+                "frame numbers would differ from the complete dataset's; "
+                "allow_missing_shards=true scores the rest anyway"
+            )
     except BadArgument as exc:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--up-axis", default="z", help="gravity-up axis of --scene (z, y, -y...)")
     p.add_argument("--force", action="store_true",
                    help="score even against a --scene whose normals face away from the room")
+    p.add_argument("--allow-missing-shards", action="store_true",
+                   help="score a --gt-dataset split some of whose shards are missing (frame "
+                        "numbers then differ from the complete dataset's)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -117,7 +120,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--scene-dir {args.scene_dir}: not a folder")
     if args.body_model is not None and not args.body_model.is_file():
         parser.error(f"--body-model {args.body_model}: no such file")
-    from sahmr.cli.checks import BadArgument, check_dataset_root, check_writable_folder
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_dataset_root,
+        check_writable_folder,
+        missing_shards,
+    )
 
     try:  # before the scoring, not after it
         check_writable_folder(args.out, "--out")
@@ -126,6 +134,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
             if args.split not in splits:
                 raise BadArgument(f"--split {args.split}: {args.gt_dataset} has splits {splits}")
+            missing = missing_shards(args.gt_dataset, meta, args.split)
+            if missing and not args.allow_missing_shards:
+                more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+                raise BadArgument(
+                    f"--gt-dataset {args.gt_dataset}: {len(missing)} shard(s) of split "
+                    f"{args.split} are missing ({', '.join(missing[:2])}{more}): frame numbers "
+                    "would shift and predictions be scored against the wrong frames; "
+                    "--allow-missing-shards scores the rest anyway"
+                )
     except BadArgument as exc:
         parser.error(str(exc))
     if args.contact_threshold <= 0 or args.voxel_size <= 0 or args.batch_size <= 0:

@@ -32,6 +32,7 @@ __all__ = [
     "compose_for_checks",
     "fail",
     "image_file_problem",
+    "missing_shards",
     "one_line",
 ]
 
@@ -273,3 +274,17 @@ def image_file_problem(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) 
         return (f"image {path} has {mode} samples (16-bit or float): convert it to 8-bit RGB "
                 "first (a plain conversion would clip it to white)")
     return None
+
+
+def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[str]:
+    """The planned shard files of ``split`` that are not on disk (``dataset.json`` order).
+
+    A split read without them numbers its frames differently from the complete dataset, so
+    predictions named ``<split>-<index>`` would be scored against the wrong frames.
+    """
+    root = Path(root)
+    return [
+        str(e.get("file"))
+        for e in meta.get("shards", [])
+        if str(e.get("split")) == split and not (root / str(e.get("file"))).is_file()
+    ]

@@ -127,6 +127,7 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
         "unknown device": ({"device": "tpu"}, "device=tpu"),
         "out under a file": ({"out": file_in_the_way(t)}, "is a file, not a folder"),
         "unknown key": ({"no_such_key": 1}, "bad override"),
+        "missing shard": ({}, "1 shard(s) of split test are missing (shards/test-0.tar)"),
     }
     if not torch.cuda.is_available():
         cases["cuda without CUDA"] = ({"device": "cuda"}, "CUDA is not available")
@@ -139,7 +140,7 @@ EVAL_CASES = ["crafted checkpoint", "pickled checkpoint", "garbage checkpoint",
               "missing checkpoint", "missing data root", "data root without dataset.json",
               "unknown split", "zero batch", "negative batch", "text batch", "fraction batch",
               "negative workers", "zero voxel", "nan voxel", "unknown device", "out under a file",
-              "unknown key", "cuda without CUDA"]  # fmt: skip
+              "unknown key", "cuda without CUDA", "missing shard"]  # fmt: skip
 
 
 def _one_error_line(err: str, message: str) -> str:
@@ -620,3 +621,31 @@ def test_evaluate_names_the_dataset_problem(case, tmp_path, capsys):
                "unknown split": "--split tset: "}[case]  # fmt: skip
     _argparse_error(capsys, message)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_evaluate_refuses_a_dataset_with_a_missing_shard_unless_asked(allow, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    ds = fake_dataset(tmp_path)  # plans shards/test-0.tar, which is not there
+    with pytest.raises(SystemExit) as info:
+        _tool("evaluate").main(["--pred", str(pred), "--gt-dataset", str(ds), "--split", "test",
+                                "--out", str(tmp_path / "o"),
+                                *(["--allow-missing-shards"] if allow else [])])  # fmt: skip
+    assert info.value.code == 2  # allowed: it stops later, at a split with no frames
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ("shard(s) of split test are missing" in last) != allow
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_shards_lists_the_absent_files_of_one_split(tmp_path):
+    from sahmr.cli.checks import missing_shards
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.tar").write_bytes(b"x")
+    meta = {"shards": [{"split": "val", "file": "shards/a.tar"},
+                       {"split": "val", "file": "shards/b.tar"},
+                       {"split": "test", "file": "shards/c.tar"}]}  # fmt: skip
+    assert missing_shards(tmp_path, meta, "val") == ["shards/b.tar"]
+    assert missing_shards(tmp_path, meta, "test") == ["shards/c.tar"]
+    assert missing_shards(tmp_path, meta, "train") == []
