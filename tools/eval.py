@@ -114,7 +114,6 @@ def main(cfg: DictConfig) -> None:
     """Evaluate and write the reports."""
     check_inputs(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     method, ckpt_cfg = load_method(cfg.checkpoint, device)
     body = instantiate(ckpt_cfg.body)
@@ -123,7 +122,11 @@ def main(cfg: DictConfig) -> None:
     prefix = ckpt_cfg.get("clip_motion_prefix", "seq_")
     dataset = clip_dataset(frames, clip_length, motion_prefix=prefix)  # frames in one clip
     if len(dataset) == 0:
-        raise ValueError(f"split {cfg.split!r}: nothing to evaluate (no frames, or no clips)")
+        from sahmr.cli.checks import fail
+
+        what = f"no clips of {clip_length} frames" if clip_length else "no frames"
+        fail(f"split={cfg.split}: nothing to evaluate in {cfg.data.root} ({what})")
+    out.mkdir(parents=True, exist_ok=True)
     scenes = dataset.scene_points if bool(ckpt_cfg.get("needs_scene", True)) else None
     bank = build_scene_bank(
         scenes,
