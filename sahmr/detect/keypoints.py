@@ -32,6 +32,7 @@ __all__ = [
     "LANDMARK_NAMES",
     "LSP14_JOINT_NAMES",
     "OFFSETS",
+    "base_matrix",
     "box_from_landmarks",
     "fit_offsets",
     "landmarks_to_joints",

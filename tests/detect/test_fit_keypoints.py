@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sahmr.detect.runtime import detector_available
+
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
@@ -98,3 +100,51 @@ def test_fit_on_a_keypoint_file(tmp_path):
     assert log["frames"] == 1 and log["frames_without_person"] == ["val-000001"]
     assert log["keypoints"].startswith("detector smpl24")
     assert [p.stem for p in (out / "predictions").glob("*.npz")] == ["val-000000"]
+
+
+def test_detect_keypoints_tool_rejects_bad_arguments(tmp_path, capsys):
+    tool = _tool("detect_keypoints")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "dataset.json").write_text("{}")
+    for argv, message in [
+        (["--dataset", str(tmp_path / "none")], "no dataset.json"),
+        (["--dataset", str(tmp_path / "d")], "nothing to do"),
+        (["--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "k.json")], "must end in"),
+        (["--dataset", str(tmp_path / "d"), "--out", str(tmp_path / "k.npz"), "--chunk", "0"],
+         "must be positive"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            tool.main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+@pytest.mark.slow  # a tiny dataset, the detector and a short fit: ~30 s on the shared CPU
+@pytest.mark.skipif(not detector_available(),
+                    reason="mediapipe is not installed in its private site (bash tools/install.sh)")
+def test_detector_keypoints_end_to_end(tmp_path):
+    from sahmr.synth.generate import GenerationConfig, generate
+
+    cfg = GenerationConfig.from_dict(
+        dict(out_dir=str(tmp_path / "data"), num_samples=2, samples_per_shard=2, seed=1,
+             workers=0, placer="standing", views_per_body=2,
+             splits={"val": dict(fraction=1, bundled=["gym"])}))
+    generate(cfg, progress=False)
+    kp, report = tmp_path / "kp.npz", tmp_path / "r.json"
+    assert _tool("detect_keypoints").main([
+        "--dataset", str(tmp_path / "data"), "--split", "val", "--out", str(kp), "--report",
+        str(report), "--no-progress"]) == 0
+    with np.load(kp, allow_pickle=False) as z:
+        assert z["joints_smpl24"].shape == (2, 24, 2) and z["landmarks"].shape == (2, 33, 4)
+        assert list(z["names"]) == ["val-000000", "val-000001"] and str(z["image"]) == "crop"
+        found = z["found"]
+    rep = json.loads(report.read_text())["sets"]["smpl24"]
+    assert rep["frames"] == 2 and rep["found"] == int(found.sum())
+    out = tmp_path / "out"
+    iters = [f"stages.{i}.iterations=3" for i in range(4)]
+    assert _tool("fit").main([  # the detector run here, on the crops
+        "--dataset", str(tmp_path / "data"), "--split", "val", "--out", str(out),
+        "--keypoints", "detector", "--no-scene", "--no-progress", "--no-eval", *iters]) == 0
+    log = json.loads((out / "fit_log.json").read_text())
+    assert log["frames"] + len(log["frames_without_person"]) == 2
+    assert log["keypoints"] == "detector smpl24 (mediapipe, confidences as weights)"

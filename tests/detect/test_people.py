@@ -74,3 +74,22 @@ def test_detector_finds_the_person_of_a_demo_render(detected):
     assert nobody == []
     with pytest.raises(NoPersonError, match="no person found"):
         select_people(nobody, (320, 240))
+
+
+@needs_detector
+def test_crop_keypoints_on_a_demo_crop():
+    from PIL import Image
+
+    from sahmr.detect.people import crop_keypoints
+
+    image = Image.open(DEMO / "stand.jpg").convert("RGB")
+    x0, y0, x1, y1 = json.loads((DEMO / "stand.bbox.json").read_text())["bbox"]
+    side = 1.2 * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    crop = np.asarray(image.crop((round(cx - side / 2), round(cy - side / 2),
+                                  round(cx + side / 2), round(cy + side / 2))).resize((224, 224)))
+    blank = np.zeros((224, 224, 3), np.uint8)
+    joints, conf, found = crop_keypoints([crop, blank], "lsp14")
+    assert joints.shape == (2, 14, 2) and found.tolist() == [True, False]
+    assert (joints[0] > 0).all() and (joints[0] < 224).all() and conf[0].mean() > 0.5
+    assert not joints[1].any() and not conf[1].any()
