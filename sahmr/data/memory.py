@@ -13,11 +13,12 @@ device (or in pinned host memory):
 * cameras, boxes, SMPL parameters and joints float32.
 
 A batch is assembled by indexing these tensors with a tensor of sample indices
-(`gather_batch`); the scene points of every room are held once, padded to one (R, N_max, 3)
-tensor (`PaddedScenes`), and each frame's bbox frustum is cut on the device for the whole
-batch at once with the same half-spaces as `sahmr.scene.frustum.frustum_crop` (same points,
-same order). `build_frame_inputs` then gives the `FrameInputs` of `sahmr.models.inputs`, and
-`sahmr.models.inputs.prepare_targets` the `FrameTargets`, exactly as the DataLoader path does.
+(`gather_batch`); the scene points of every room are held once on the device (`SceneStore`),
+and each frame's bbox frustum is cut there with the half-spaces and arithmetic of
+`sahmr.scene.frustum.frustum_crop` (same points, same order), testing each room's points
+against that room's frames only. `build_frame_inputs` then gives the `FrameInputs` of
+`sahmr.models.inputs`, and `sahmr.models.inputs.prepare_targets` the `FrameTargets`, exactly as
+the DataLoader path does.
 
 `ShardStream` fills the cache from a dataset folder while the generator may still be writing
 it: shards appear under their final name only when complete (`sahmr.synth.shards`), so every
@@ -100,8 +101,8 @@ class MemoryDataConfig:
             when every planned shard already exists, all of them are decoded first.
         poll_seconds: Interval between looks for newly written shards.
         wait_minutes: Longest wait for ``dataset.json`` and the first samples.
-        frustum_chunk: Point-plane distances computed at once by the frustum crop (memory
-            about 8 bytes each: distances, gathered points, masks).
+        frustum_chunk: Point-frame pairs tested at once by the frustum crop (memory about
+            6 bytes each: one plane's distances and the masks).
         augment: Device augmentation settings (`sahmr.data.augment.AugmentConfig`), or None.
     """
 
@@ -222,7 +223,8 @@ class SampleCache:
 
     Attributes:
         fields: `CACHE_FIELDS` tensors (capacity, ...); rows ``[0, size)`` are filled.
-        scene: Tensor (capacity,) int64 scene index (in the owner's scene list) per sample.
+        scene: Tensor (capacity,) int64 scene index (in the owner's scene list) per sample,
+            on the CPU (the frustum crop groups frames by room there).
         contact_points: Tensor (P_cap, 3) float32 world-frame contact points, packed.
         contact_region: Tensor (P_cap,) int8 region 1..7 of each contact point.
         contact_offsets: Tensor (capacity + 1,) int64 on the CPU: sample i's contact points are
@@ -262,7 +264,7 @@ class SampleCache:
         for name, (dtype, row) in CACHE_FIELDS.items():
             shape = (self.capacity, *(dims[d] if isinstance(d, str) else d for d in row))
             self.fields[name] = _alloc(shape, dtype, self.device, self.pin)
-        self.scene = _alloc((self.capacity,), torch.int64, self.device, self.pin)
+        self.scene = torch.zeros(self.capacity, dtype=torch.int64)
         cap = 64 * self.capacity
         self.contact_points = _alloc((cap, 3), torch.float32, self.device, self.pin)
         self.contact_region = _alloc((cap,), torch.int8, self.device, self.pin)
@@ -274,7 +276,7 @@ class SampleCache:
             grown = _alloc((new_cap, *t.shape[1:]), t.dtype, self.device, self.pin)
             grown[: self.size] = t[: self.size]
             self.fields[name] = grown
-        grown = _alloc((new_cap,), torch.int64, self.device, self.pin)
+        grown = torch.zeros(new_cap, dtype=torch.int64)
         grown[: self.size] = self.scene[: self.size]
         self.scene = grown
         self.capacity = new_cap
@@ -347,12 +349,12 @@ def subsample_points(
     return points[np.sort(rng.choice(points.shape[0], int(max_points), replace=False))]
 
 
-class PaddedScenes:
-    """Scene points of every room held once on a device, padded to one (R, N_max, 3) tensor.
+class SceneStore:
+    """Scene points of every room held once on a device, concatenated with per-room offsets.
 
     Args:
         device: Where the points live.
-        chunk: Point-plane distances computed at once by `frustum` (bounds its memory).
+        chunk: Point-frame pairs tested at once by `frustum` (about 6 bytes each).
     """
 
     def __init__(self, device: torch.device | str = "cpu", *, chunk: int = 2**27) -> None:
@@ -361,8 +363,8 @@ class PaddedScenes:
         self.scene_ids: list[str] = []
         self._index: dict[str, int] = {}
         self._host: list[Tensor] = []
-        self.points = torch.zeros(0, 0, 3, device=self.device)
-        self.counts = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self.points = torch.zeros(0, 3, device=self.device)
+        self.offsets: list[int] = [0]
         self._dirty = False
 
     def __len__(self) -> int:
@@ -391,12 +393,8 @@ class PaddedScenes:
     def _pack(self) -> None:
         if not self._dirty:
             return
-        n_max = max((p.shape[0] for p in self._host), default=0)
-        padded = torch.zeros(len(self._host), n_max, 3)
-        for k, p in enumerate(self._host):
-            padded[k, : p.shape[0]] = p
-        self.points = padded.to(self.device)
-        self.counts = torch.tensor([p.shape[0] for p in self._host], device=self.device)
+        self.points = torch.cat(self._host).to(self.device)
+        self.offsets = [0, *np.cumsum([p.shape[0] for p in self._host]).tolist()]
         self._dirty = False
 
     def frustum(
@@ -410,51 +408,52 @@ class PaddedScenes:
     ) -> tuple[Tensor, Tensor]:
         """Each frame's scene points inside its bbox frustum, in its camera frame.
 
-        The definition of `sahmr.scene.frustum.frustum_crop` (same six world-frame
-        half-spaces, ``>= 0`` inside, the same float32 transform), tested against each frame's
-        own room only, for all frames at once.
+        The definition and arithmetic of `sahmr.scene.frustum.frustum_crop` (the same six
+        world-frame half-spaces, each tested as ``points @ normals + offset >= 0``, the same
+        float32 transform), but each room's points are tested against its own frames only: one
+        matrix product per room present in the batch and plane, no per-frame copies.
 
         Args:
             K: Tensor (B, 3, 3) full-image intrinsics.
             T_w2c: Tensor (B, 4, 4) world -> camera.
             bbox: Tensor (B, 4) person boxes ``x0, y0, x1, y1``, pixels.
-            frame_scene: Tensor (B,) int64 scene index of each frame.
+            frame_scene: Tensor (B,) int64 scene index of each frame (read on the CPU).
             near: Nearest depth kept, metres.
             far: Farthest depth kept, metres.
 
         Returns:
             ``(points_cam, batch_idx)``: Tensor (M, 3) camera-frame points and Tensor (M,)
-            int64 frame of each, ordered by frame, then by the scene's point order.
+            int64 frame of each, ordered by frame, then by the room's point order.
         """
         self._pack()
-        B = int(K.shape[0])
-        n_max = int(self.points.shape[1])
         device = self.device
         planes = _frustum_planes_world(K.double(), T_w2c.double(), bbox.double(), near, far)
-        planes = planes.to(torch.float32)  # (B, 6, 4)
-        normals = planes[..., :3].transpose(1, 2)  # (B, 3, 6)
-        offsets = planes[..., 3].unsqueeze(1)  # (B, 1, 6)
-        frame_scene = frame_scene.to(device)
-        counts = self.counts[frame_scene]  # (B,)
-        ar = torch.arange(n_max, device=device)
-        rows = max(1, self.chunk // max(6 * n_max, 1))
+        planes = planes.to(torch.float32).transpose(0, 1)  # (6, B, 4)
+        normals = planes[..., :3].transpose(1, 2).contiguous()  # (6, 3, B)
+        offsets = planes[..., 3]  # (6, B)
+        scene_host = frame_scene.detach().to("cpu", torch.int64)
         frames, points = [], []
-        for start in range(0, B, rows):
-            sl = slice(start, start + rows)
-            pts = self.points[frame_scene[sl]]  # (b, N_max, 3)
-            dist = torch.bmm(pts, normals[sl]) + offsets[sl]  # (b, N_max, 6)
-            inside = (dist >= 0).all(dim=-1) & (ar[None, :] < counts[sl, None])
-            b, i = torch.nonzero(inside, as_tuple=True)
-            frames.append(b + start)
-            points.append(i)
+        for s in torch.unique(scene_host).tolist():
+            lo, hi = self.offsets[s], self.offsets[s + 1]
+            pts = self.points[lo:hi]
+            mine = torch.nonzero(scene_host == s).flatten()
+            rows = max(1, self.chunk // max(hi - lo, 1))
+            for start in range(0, mine.numel(), rows):
+                cols = mine[start : start + rows].to(device)
+                inside = (pts @ normals[0][:, cols] + offsets[0][cols]) >= 0  # (n, b)
+                for k in range(1, 6):
+                    inside &= (pts @ normals[k][:, cols] + offsets[k][cols]) >= 0
+                b, i = torch.nonzero(inside.T, as_tuple=True)
+                frames.append(cols[b])
+                points.append(i + lo)
         if not frames:
             empty = torch.zeros(0, dtype=torch.int64, device=device)
             return torch.zeros(0, 3, device=device), empty
-        batch_idx = torch.cat(frames)
-        point_idx = torch.cat(points)
-        pts = self.points[frame_scene[batch_idx], point_idx]
-        T = T_w2c.to(torch.float32)
+        batch_idx, order = torch.sort(torch.cat(frames), stable=True)
+        point_idx = torch.cat(points)[order]
+        T = T_w2c.to(device=device, dtype=torch.float32)
         R, t = T[:, :3, :3], T[:, :3, 3]
+        pts = self.points[point_idx]
         points_cam = torch.einsum("mij,mj->mi", R[batch_idx], pts) + t[batch_idx]
         return points_cam, batch_idx
 
@@ -539,18 +538,18 @@ def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str
 
 def build_frame_inputs(
     frames: Batch,
-    scenes: PaddedScenes | None,
+    scenes: SceneStore | None,
     frame_scene: Tensor | None,
     *,
     near: float = FRUSTUM_NEAR_M,
     far: float = FRUSTUM_FAR_M,
 ) -> FrameInputs:
     """`FrameInputs` of a batch on one device: what `sahmr.models.inputs.build_inputs` gives,
-    with the frustum cut from `PaddedScenes`.
+    with the frustum cut from `SceneStore`.
 
     Args:
         frames: The batch (crops uint8 (B, S, S, 3), cameras, boxes).
-        scenes: Padded scene points, or None for inputs without scene points.
+        scenes: Scene points, or None for inputs without scene points.
         frame_scene: Tensor (B,) int64 scene index of each frame (with ``scenes``).
         near: Nearest frustum depth, metres.
         far: Farthest frustum depth, metres.
@@ -600,7 +599,7 @@ def read_plan(root: Path, split: str) -> list[_PlannedShard]:
 
 
 class ShardStream:
-    """Fills a `SampleCache` and `PaddedScenes` from a synthetic dataset split, also while the
+    """Fills a `SampleCache` and `SceneStore` from a synthetic dataset split, also while the
     generator is still writing it.
 
     Args:
@@ -640,7 +639,7 @@ class ShardStream:
             raise ValueError(f"{self.root}: dataset.json plans no shards of split {split!r}")
         cache_device, pin = resolve_storage(self.config.storage, self.device)
         self.cache = SampleCache(sum(p.num_samples for p in self.plan), cache_device, pin=pin)
-        self.scenes = PaddedScenes(self.device, chunk=self.config.frustum_chunk)
+        self.scenes = SceneStore(self.device, chunk=self.config.frustum_chunk)
         self._state = _StreamState()
         self._pending: dict[int, DecodedShard] = {}
         self.loaded: set[int] = set()

@@ -6,7 +6,7 @@ Chosen by the run config's ``loader`` group (``loader=memory``; absent: the Data
 samples, yielding Tensors (B,) of sample indices; `MemoryStepPreparer` turns them into the same
 `Step` (`FrameInputs`, `FrameTargets`, frame `Batch`) the DataLoader path gives, with crops,
 geometry and scene points already on the device, optional augmentation
-(`sahmr.data.augment`) and the frustum crop of `sahmr.data.memory.PaddedScenes`.
+(`sahmr.data.augment`) and the frustum crop of `sahmr.data.memory.SceneStore`.
 
 While the generator is still writing the dataset, every epoch starts by taking the shards
 decoded since the last one (`ShardStream.refresh`): epochs grow, so set ``trainer.max_steps``
@@ -113,7 +113,7 @@ class MemoryStepPreparer:
     """Sample indices -> `Step` on the device, from the stream's cache and scenes.
 
     Args:
-        stream: Cache and padded scene points.
+        stream: Cache and scene points.
         topology: Body topology (mesh levels) of the targets.
         device: Training device.
         augment: Augmentation strengths, or None (inputs exactly as the DataLoader path's).
@@ -139,12 +139,11 @@ class MemoryStepPreparer:
         )
 
     def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
-        """The (augmented) frame `Batch` of ``indices`` and each frame's scene index."""
+        """The (augmented) frame `Batch` of ``indices`` and each frame's scene index (CPU)."""
         frames = gather_batch(self.stream.cache, indices, self.device)
         if self.augment is not None:
             frames.crop, frames.bbox = augment_crops(frames.crop, frames.bbox, self.augment)
-        cache = self.stream.cache
-        frame_scene = cache.scene.index_select(0, indices.to(cache.device)).to(self.device)
+        frame_scene = self.stream.cache.scene[indices.detach().cpu()]  # (B,) on the CPU
         return frames, frame_scene
 
     def frame_inputs(self, frames: Batch, frame_scene: Tensor) -> FrameInputs:

@@ -15,8 +15,8 @@ from sahmr.data.augment import AugmentConfig, augment_crops, jitter_boxes
 from sahmr.data.collate import collate_samples
 from sahmr.data.memory import (
     MemoryDataConfig,
-    PaddedScenes,
     SampleCache,
+    SceneStore,
     ShardStream,
     contact_gather_index,
     decode_shard,
@@ -82,11 +82,11 @@ def test_same_inputs_and_targets_as_the_dataloader_path(root, body):
 
 
 def test_subsampled_scenes_crop_like_frustum_crop(root):
-    """The padded device crop equals `frustum_crop` over a bank of the same (subsampled)
+    """The per-room device crop equals `frustum_crop` over a bank of the same (subsampled)
     points, for frames of several rooms in one batch."""
     ds = SyntheticDataset(root, "train")
     test = SyntheticDataset(root, "val")
-    scenes = PaddedScenes("cpu", chunk=5000)  # several chunks
+    scenes = SceneStore("cpu", chunk=5000)  # one or two frames per product
     raw = {**dict(ds.scene_points.items()), **dict(test.scene_points.items())}
     subs = {sid: subsample_points(p, 3000, sid, seed=1) for sid, p in raw.items()}
     for sid in sorted(subs):
@@ -102,6 +102,11 @@ def test_subsampled_scenes_crop_like_frustum_crop(root):
     )  # fmt: skip
     assert len(set(batch.scene_id)) == 3 and pts.shape[0] > 50
     assert torch.equal(idx, ref.batch_idx) and torch.equal(pts, ref.points_cam)
+    whole = SceneStore("cpu")  # every frame of a room in one product
+    for sid in sorted(subs):
+        whole.add(sid, subs[sid])
+    pts2, idx2 = whole.frustum(batch.K, batch.T_w2c, batch.bbox, fs)
+    assert torch.equal(idx2, idx) and torch.equal(pts2, pts)
     # subsets: seeded per room, independent of the other rooms
     one = subsample_points(raw[batch.scene_id[0]], 3000, batch.scene_id[0], seed=1)
     assert np.array_equal(one, subs[batch.scene_id[0]]) and one.shape == (3000, 3)
