@@ -206,6 +206,49 @@ def decode_shard(path: str | Path) -> DecodedShard:
         reader.close()
 
 
+# ----------------------------------------------------------------------------- transfers
+
+
+class PinnedStager:
+    """Host tensors to a CUDA device without a stream synchronisation.
+
+    A copy from pageable host memory makes CUDA wait for the stream's queued work first; a copy
+    from pinned memory does not, so batch assembly can overlap the previous step's kernels.
+    Tensors go through a ring of pinned buffers; a buffer is reused only once the copy that
+    last read it has run (its event).
+
+    Args:
+        slots: Buffers in the ring (copies that may be in flight at once).
+    """
+
+    def __init__(self, slots: int = 8) -> None:
+        self._buffers: list[Tensor | None] = [None] * slots
+        self._events: list[Any] = [None] * slots
+        self._next = 0
+
+    def __call__(self, tensor: Tensor, device: torch.device | str) -> Tensor:
+        """``tensor`` (CPU) on ``device`` (a plain copy unless ``device`` is CUDA)."""
+        device = torch.device(device)
+        if device.type != "cuda" or tensor.device.type != "cpu":
+            return tensor.to(device)
+        k = self._next
+        self._next = (k + 1) % len(self._buffers)
+        if self._events[k] is not None:
+            self._events[k].synchronize()
+        buf = self._buffers[k]
+        n = tensor.numel()
+        if buf is None or buf.dtype != tensor.dtype or buf.numel() < n:
+            buf = torch.empty(max(n, 4096), dtype=tensor.dtype, pin_memory=True)
+            self._buffers[k] = buf
+        view = buf[:n].view(tensor.shape)
+        view.copy_(tensor)
+        out = view.to(device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        self._events[k] = event
+        return out
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -366,6 +409,7 @@ class SceneStore:
         self.points = torch.zeros(0, 3, device=self.device)
         self.offsets: list[int] = [0]
         self._dirty = False
+        self._stage = PinnedStager()
 
     def __len__(self) -> int:
         return len(self.scene_ids)
@@ -432,14 +476,21 @@ class SceneStore:
         normals = planes[..., :3].transpose(1, 2).contiguous()  # (6, 3, B)
         offsets = planes[..., 3]  # (6, B)
         scene_host = frame_scene.detach().to("cpu", torch.int64)
+        by_scene = torch.argsort(scene_host, stable=True)  # frames grouped by room
+        by_scene_dev = self._stage(by_scene, device)
+        counts = torch.bincount(scene_host, minlength=len(self.scene_ids)).tolist()
         frames, points = [], []
-        for s in torch.unique(scene_host).tolist():
+        first = 0
+        for s, n in enumerate(counts):
+            if n == 0:
+                continue
             lo, hi = self.offsets[s], self.offsets[s + 1]
             pts = self.points[lo:hi]
-            mine = torch.nonzero(scene_host == s).flatten()
+            mine = by_scene_dev[first : first + n]
+            first += n
             rows = max(1, self.chunk // max(hi - lo, 1))
-            for start in range(0, mine.numel(), rows):
-                cols = mine[start : start + rows].to(device)
+            for start in range(0, n, rows):
+                cols = mine[start : start + rows]
                 inside = (pts @ normals[0][:, cols] + offsets[0][cols]) >= 0  # (n, b)
                 for k in range(1, 6):
                     inside &= (pts @ normals[k][:, cols] + offsets[k][cols]) >= 0
@@ -479,7 +530,13 @@ def contact_gather_index(offsets: Tensor, indices: Tensor) -> tuple[Tensor, Tens
     return rows, batch_idx
 
 
-def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str) -> Batch:
+def gather_batch(
+    cache: SampleCache,
+    indices: Tensor,
+    device: torch.device | str,
+    *,
+    stager: PinnedStager | None = None,
+) -> Batch:
     """The `Batch` of cached samples ``indices`` on ``device`` (float32 geometry, int64 labels,
     as `sahmr.data.collate.collate_samples` gives; vertices restored from float16).
 
@@ -487,6 +544,8 @@ def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str
         cache: The filled cache.
         indices: Tensor (B,) int64 sample indices (any device; read on the CPU for strings).
         device: Where the batch goes.
+        stager: Host-to-device copier of the indices (None: plain copies, which wait for the
+            stream's queued work).
 
     Raises:
         IndexError: An index outside the filled rows.
@@ -498,15 +557,17 @@ def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str
     lo, hi = int(host.min()), int(host.max())
     if lo < 0 or hi >= cache.size:
         raise IndexError(f"sample index {lo if lo < 0 else hi} outside the cache's {cache.size}")
-    idx = host.to(cache.device, non_blocking=True)
+    rows, cidx = contact_gather_index(cache.contact_offsets, host)
+    B, P = host.numel(), rows.numel()
+    packed = torch.cat([host, rows, cidx])  # one host-to-device copy for all three
+    packed = stager(packed, cache.device) if stager is not None else packed.to(cache.device)
+    idx, rows = packed[:B], packed[B : B + P]
 
     def take(name: str) -> Tensor:
         return cache.fields[name].index_select(0, idx).to(device, non_blocking=True)
 
     joints = take("joints_world")
     verts = take("verts_rel").float() + joints[:, ROOT_JOINT : ROOT_JOINT + 1]
-    rows, cidx = contact_gather_index(cache.contact_offsets, host)
-    rows = rows.to(cache.device, non_blocking=True)
     cpts = cache.contact_points.index_select(0, rows).to(device, non_blocking=True)
     creg = cache.contact_region.index_select(0, rows).to(device, non_blocking=True)
     order = host.tolist()
@@ -524,7 +585,7 @@ def gather_batch(cache: SampleCache, indices: Tensor, device: torch.device | str
         action=[cache.action[i] for i in order],
         contact_points_world=cpts,
         contact_point_region=creg.long(),
-        contact_batch_idx=cidx.to(device, non_blocking=True),
+        contact_batch_idx=packed[B + P :].to(device, non_blocking=True),
         betas=take("betas"),
         global_orient=take("global_orient"),
         body_pose=take("body_pose"),

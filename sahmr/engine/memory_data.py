@@ -26,7 +26,13 @@ from torch import Tensor
 
 from sahmr.data.augment import AugmentConfig, augment_crops
 from sahmr.data.collate import Batch
-from sahmr.data.memory import MemoryDataConfig, ShardStream, build_frame_inputs, gather_batch
+from sahmr.data.memory import (
+    MemoryDataConfig,
+    PinnedStager,
+    ShardStream,
+    build_frame_inputs,
+    gather_batch,
+)
 from sahmr.engine.data import ResumableSampler, Step
 from sahmr.models.inputs import FrameInputs, FrameTargets, prepare_targets
 
@@ -137,10 +143,11 @@ class MemoryStepPreparer:
         self.j14_regressor = torch.as_tensor(
             np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=self.device
         )
+        self._stage = PinnedStager()
 
     def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
         """The (augmented) frame `Batch` of ``indices`` and each frame's scene index (CPU)."""
-        frames = gather_batch(self.stream.cache, indices, self.device)
+        frames = gather_batch(self.stream.cache, indices, self.device, stager=self._stage)
         if self.augment is not None:
             frames.crop, frames.bbox = augment_crops(frames.crop, frames.bbox, self.augment)
         frame_scene = self.stream.cache.scene[indices.detach().cpu()]  # (B,) on the CPU

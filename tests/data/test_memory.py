@@ -15,6 +15,7 @@ from sahmr.data.augment import AugmentConfig, augment_crops, jitter_boxes
 from sahmr.data.collate import collate_samples
 from sahmr.data.memory import (
     MemoryDataConfig,
+    PinnedStager,
     SampleCache,
     SceneStore,
     ShardStream,
@@ -280,3 +281,39 @@ def test_colour_and_occluders_change_pixels_only():
                           occluder_prob=0.0)  # fmt: skip
     same, _ = augment_crops(crop, bbox, plain)
     assert torch.equal(same, crop)  # identity settings keep the pixels
+
+
+# ---------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.gpu
+def test_pinned_stager_keeps_every_copy_intact():
+    stage = PinnedStager(slots=2)  # buffers reused while earlier copies may be queued
+    big = torch.empty(2**24, device="cuda")
+    outs = []
+    for i in range(12):
+        big.mul_(1.0)  # queue work so copies wait behind it
+        outs.append(stage(torch.arange(i, i + 5), "cuda"))
+    torch.cuda.synchronize()
+    assert [o.tolist() for o in outs] == [list(range(i, i + 5)) for i in range(12)]
+
+
+@pytest.mark.gpu
+def test_cuda_memory_step_matches_the_dataloader_path(root, body):
+    cuda = torch.device("cuda")
+    ds = SyntheticDataset(root, "train")
+    bank = SceneBank(dict(ds.scene_points.items()), cuda)
+    indices = [4, 1, 3, 0, 5]
+    batch = collate_samples([ds[i] for i in indices], keep_images=False)
+    old = StepPreparer(body.topology, cuda, bank).step(batch, targets=True)
+    cfg = MemoryDataConfig(decode_workers=0, storage="pinned")
+    stream = ShardStream(root, "train", cuda, cfg, progress=False)
+    stream.refresh()
+    assert stream.cache.pin and stream.cache.fields["crop"].is_pinned()
+    new = MemoryStepPreparer(stream, body.topology, cuda).step(torch.tensor(indices))
+    assert torch.equal(new.inputs.image, old.inputs.image)
+    assert torch.equal(new.inputs.scene_batch_idx, old.inputs.scene_batch_idx)
+    torch.testing.assert_close(new.inputs.scene_points_cam, old.inputs.scene_points_cam)
+    torch.testing.assert_close(new.targets.verts_cam, old.targets.verts_cam, atol=F16_TOL_M, rtol=0)
+    assert torch.equal(new.targets.contact_batch_idx, old.targets.contact_batch_idx)
+    torch.testing.assert_close(new.targets.contact_points_cam, old.targets.contact_points_cam)
