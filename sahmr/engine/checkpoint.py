@@ -38,7 +38,7 @@ from torch import nn
 
 from sahmr.engine.quantize import expand_int8
 from sahmr.engine.safe_config import UnsafeConfigError as UnsafeConfigError  # re-exported
-from sahmr.engine.safe_config import check_stored_config
+from sahmr.engine.safe_config import check_stored_config, drop_machine_local_paths
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +317,7 @@ def checkpoint_config(ckpt: Mapping[str, Any], source: str | Path = "checkpoint"
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{source}: checkpoint config is not a mapping")
     check_stored_config(cfg, source)
+    drop_machine_local_paths(cfg, source)
     return cfg
 
 

@@ -12,8 +12,11 @@ running code; this module keeps the *config* from doing so. A stored config is a
   new ``_target_`` appear at resolution time. Only plain references to other nodes
   (``${model.width}``) are let through: the nodes they point to are checked like any other.
 
-Anything else raises `UnsafeConfigError` naming the file and what was refused. Configs a user
-composes from ``configs/`` are not data and are not checked here.
+Anything else raises `UnsafeConfigError` naming the file and what was refused. Settings of
+the machine the run was trained on that name folders to *write* into (`MACHINE_LOCAL_KEYS`,
+e.g. ``topology_cache_dir``) are reset to null by `drop_machine_local_paths`: a shared file
+must not choose where this machine writes. Configs a user composes from ``configs/`` are not
+data and are not checked here.
 
 To make a new class buildable from checkpoints, add its dotted path to `ALLOWED_TARGETS`
 (tests/engine/test_safe_config.py fails while a ``_target_`` under ``configs/`` is missing).
@@ -21,6 +24,7 @@ To make a new class buildable from checkpoints, add its dotted path to `ALLOWED_
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,10 +32,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ALLOWED_TARGETS",
+    "MACHINE_LOCAL_KEYS",
     "UnsafeConfigError",
     "check_stored_config",
+    "drop_machine_local_paths",
     "find_targets",
 ]
 
@@ -44,6 +52,8 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.body.BodyModel",
         "sahmr.body.model.BodyModel",
         # data
+        "sahmr.data.augment.AugmentConfig",
+        "sahmr.data.memory.MemoryDataConfig",
         "sahmr.data.synthetic.SyntheticDataset",
         # losses
         "sahmr.losses.hmr.HMRLoss",
@@ -87,6 +97,9 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.optim.smplify.default_smplify_stages",
     }
 )
+
+MACHINE_LOCAL_KEYS: frozenset[str] = frozenset({"topology_cache_dir", "sdf_cache_dir", "cache_dir"})
+"""Config keys naming folders a build writes into: reset to null in stored configs."""
 
 # A plain node reference: "${" + dotted/bracketed key path + "}" (no resolver, no nesting).
 _PLAIN_REFERENCE = re.compile(r"\$\{[A-Za-z0-9_.\-\[\]]*\}")
@@ -191,3 +204,35 @@ def find_targets(node: Any) -> list[str]:
         for value in node:
             found.extend(find_targets(value))
     return found
+
+
+def drop_machine_local_paths(cfg: DictConfig, source: str | Path = "stored config") -> list[str]:
+    """Reset every `MACHINE_LOCAL_KEYS` entry of a stored config to null, in place.
+
+    Args:
+        cfg: The checked stored config.
+        source: Its file, for the log.
+
+    Returns:
+        The dotted keys that held a value and were reset.
+    """
+    reset: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, DictConfig):
+            for key, value in list(node.items_ex(resolve=False)):
+                here = (*path, str(key))
+                if key in MACHINE_LOCAL_KEYS:
+                    if value is not None:
+                        node[key] = None
+                        reset.append(_where(here))
+                    continue
+                walk(value, here)
+        elif isinstance(node, ListConfig):
+            for i, value in enumerate(node):  # plain references only (checked): harmless
+                walk(value, (*path, str(i)))
+
+    walk(cfg, ())
+    if reset:
+        logger.info("%s: machine-local folders reset to the defaults: %s", source, ", ".join(reset))
+    return reset

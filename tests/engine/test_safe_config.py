@@ -220,3 +220,17 @@ def test_weights_only_starts_ignore_the_config_but_export_checks_it(tmp_path):
         export.main([str(path), str(tmp_path / "exported.pt")])
     assert info.value.code == 2
     assert not (tmp_path / "exported.pt").exists() and not out.exists()
+
+
+def test_stored_cache_folders_are_reset_to_this_machines_defaults(tmp_path):
+    """A shared checkpoint must not choose where this machine writes (topology caches...)."""
+    evil = str(tmp_path / "chosen_by_the_checkpoint")
+    body = {**_body(), "topology_cache_dir": evil}
+    cfg = {"body": body, "model": {"_target_": "sahmr.models.hmr.HMR",
+                                   "parts": [{"body": dict(body)}]}}  # fmt: skip
+    loaded = checkpoint_config(load_checkpoint(_crafted(tmp_path, cfg)), "c.pt")
+    assert loaded.body.topology_cache_dir is None
+    assert loaded.model.parts[0].body.topology_cache_dir is None
+    assert loaded.body.num_betas == 10  # everything else kept
+    shipped = checkpoint_config(load_checkpoint(SHIPPED), SHIPPED)
+    assert shipped.body.topology_cache_dir is None
