@@ -80,7 +80,9 @@ class FolderReader:
 
     A file ``<name>.<ext>`` (``<name>.gt.npz`` too) is frame ``<name>``; a sub-folder
     ``<name>/`` holding one of :data:`FRAME_FOLDER_FILES` (a demo output) is frame
-    ``<name>``. Deeper folders are not searched.
+    ``<name>``. A folder that itself holds ``body_params.npz`` is one frame (the demo's
+    single-image output), named by its ``summary.json``'s ``frame`` (else the folder's name).
+    Deeper folders are not searched.
 
     Args:
         root: The folder.
@@ -91,6 +93,9 @@ class FolderReader:
         if not self.root.is_dir():
             raise FileNotFoundError(f"not a folder: {self.root}")
         self._files: dict[str, Path] = {}
+        if (self.root / FRAME_FOLDER_FILES[0]).is_file():
+            self._files[_single_frame_name(self.root)] = self.root / FRAME_FOLDER_FILES[0]
+            return
         for path in sorted(self.root.iterdir()):
             name = None
             if path.is_dir():
@@ -140,6 +145,17 @@ class FolderReader:
             raise
         except Exception as exc:  # any parser failure is a malformed frame
             raise FrameError(f"{path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _single_frame_name(folder: Path) -> str:
+    """The frame name of a single-frame demo output folder."""
+    import json
+
+    try:
+        frame = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("frame")
+    except (OSError, ValueError, AttributeError):
+        frame = None
+    return frame if isinstance(frame, str) and frame else folder.resolve().name
 
 
 def _read_mesh_vertices(path: Path) -> np.ndarray:

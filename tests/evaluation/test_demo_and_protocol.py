@@ -250,3 +250,17 @@ def test_cli_scores_a_demo_folder_and_rejects_bad_maps(
         err = capsys.readouterr().err.strip().splitlines()
         assert "--gt-vertex-map" in err[-1], err
         assert not (tmp_path / "bad").exists()
+
+
+def test_single_image_demo_folder_is_one_frame(tmp_path):
+    """The demo writes one image's files straight into --out: that folder is one frame."""
+    out = tmp_path / "out"
+    out.mkdir()
+    np.savez(out / "body_params.npz", vertices=np.zeros((4, 3)))
+    trimesh.Trimesh(np.eye(3), [[0, 1, 2]], process=False).export(out / "body_world.ply")
+    (out / "summary.json").write_text(json.dumps({"format": "sahmr.demo", "frame": "sit_sofa"}))
+    reader = FolderReader(out)
+    assert reader.names() == ["sit_sofa"]
+    assert reader.load("sit_sofa").vertices.shape == (4, 3)
+    (out / "summary.json").unlink()
+    assert FolderReader(out).names() == ["out"]
