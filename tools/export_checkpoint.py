@@ -83,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.src, args.rcnet):
         if path is not None and not path.is_file():
             p.error(f"{path}: no such file")
+    if args.fp32 and args.int8:
+        p.error("--fp32 and --int8 exclude each other")
+    for flag, path in (("src", args.src), ("--rcnet", args.rcnet)):
+        if path is not None and args.dst.exists() and args.dst.resolve() == path.resolve():
+            p.error(f"dst {args.dst} is the {flag} checkpoint: the export would replace it "
+                    "(and its optimizer state); write to another file")  # fmt: skip
+    from sahmr.cli.checks import BadArgument, check_writable_folder
+
+    try:
+        if args.dst.is_dir():
+            raise BadArgument(f"dst {args.dst}: is a folder, expected a file")
+        check_writable_folder(args.dst.parent, "dst folder")
+    except BadArgument as exc:
+        p.error(str(exc))
     try:
         mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8)
     except ValueError as err:

@@ -649,3 +649,24 @@ def test_missing_shards_lists_the_absent_files_of_one_split(tmp_path):
     assert missing_shards(tmp_path, meta, "val") == ["shards/b.tar"]
     assert missing_shards(tmp_path, meta, "test") == ["shards/c.tar"]
     assert missing_shards(tmp_path, meta, "train") == []
+
+
+@pytest.mark.parametrize("case", ["onto its source", "onto a folder", "under a file",
+                                  "fp32 and int8"])  # fmt: skip
+def test_export_checkpoint_never_replaces_its_source(case, tmp_path, capsys):
+    src = tmp_path / "last.pt"
+    src.write_bytes(SHIPPED.read_bytes())
+    before = src.read_bytes()
+    args, message = {
+        "onto its source": ([str(src), str(tmp_path / "." / "last.pt")], "is the src checkpoint"),
+        "onto a folder": ([str(src), str(tmp_path)], "is a folder"),
+        "under a file": ([str(src), str(file_in_the_way(tmp_path) / "e.pt")],
+                         "is a file, not a folder"),
+        "fp32 and int8": ([str(src), str(tmp_path / "e.pt"), "--fp32", "--int8"],
+                          "exclude each other"),
+    }[case]
+    with pytest.raises(SystemExit) as info:
+        _tool("export_checkpoint").main(args)
+    assert info.value.code == 2
+    _argparse_error(capsys, message)
+    assert src.read_bytes() == before and not (tmp_path / "e.pt").exists()
