@@ -219,3 +219,16 @@ def test_cuda_matches_cpu():
     assert gpu.vertices.device.type == "cuda"
     assert torch.allclose(gpu.vertices.cpu(), cpu.vertices, atol=1e-4)
     assert float(gpu.vertex_error.max()) < 0.1 * TARGET_ERROR_M
+
+
+def test_betas_stay_in_their_bound_on_meshes_no_body_matches():
+    """A crumpled target (a body squashed flat along one axis and scaled up) would pull the
+    shape far out of range; the projected steps keep every beta within the bound."""
+    truth = _truth(1, seed=12)
+    target = _fitter().vertices(truth)
+    squashed = (target - target.mean(1, keepdim=True)) * torch.tensor([1.6, 1.6, 0.05])
+    res = VertexFitter(body_model=_body(), max_abs_beta=2.0).fit(squashed, iterations=5)
+    assert float(res.params.betas.abs().max()) <= 2.0 + 1e-6
+    free = VertexFitter(body_model=_body(), max_abs_beta=None).fit(squashed, iterations=5)
+    assert float(free.params.betas.abs().max()) > 2.0  # the bound is what holds it
+    assert float(res.vertex_error[0]) >= float(free.vertex_error[0]) - 1e-6
