@@ -217,7 +217,7 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
     if not images:
         raise MissingFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.image}")
     frames: list[Any] = []
-    setups: list[tuple[Path, Any, list[np.ndarray] | None] | FailedFrame] = []
+    setups: list[tuple[Path, Any, list[np.ndarray] | None, list[Any] | None] | FailedFrame] = []
     for image in images:
         try:
             problem = image_file_problem(image)  # header only: size limit, 16-bit samples
@@ -234,24 +234,27 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
                 raise
             setups.append(FailedFrame(image.stem, str(exc)))
             continue
-        setups.append((image, camera, boxes))
+        setups.append((image, camera, boxes, None))
     if args.bbox is None:
         setups = _detect_boxes(setups, args, batch)
     for setup in setups:
         if isinstance(setup, FailedFrame):
             frames.append(setup)
             continue
-        image, camera, boxes = setup
+        image, camera, boxes, people = setup
         gt = image.with_name(f"{image.stem}.gt.npz")
         gt_path = gt if gt.is_file() and len(boxes) == 1 else None
         for k, bbox in enumerate(boxes):
             name = image.stem if len(boxes) == 1 else f"{image.stem}_person{k}"
-            frames.append(FrameSpec(name, image, camera, bbox, gt_path))
+            kp = (None, None) if people is None else (people[k].joints_smpl24,
+                                                      people[k].confidence_smpl24)
+            frames.append(FrameSpec(name, image, camera, bbox, gt_path, *kp))
     return frames, batch or len(frames) > 1
 
 
 def _detect_boxes(setups: list[Any], args: argparse.Namespace, batch: bool) -> list[Any]:
-    """Fill in the person boxes of frames without one by the detector (one process for all).
+    """Fill in the person boxes (and the people's keypoints) of frames without a box by the
+    detector (one process for all images).
 
     Raises:
         InputError: The detector is not installed, or (single image) nobody was found.
@@ -280,7 +283,7 @@ def _detect_boxes(setups: list[Any], args: argparse.Namespace, batch: bool) -> l
         raise InputError(f"no --bbox given and {exc}") from exc
     out = list(setups)
     for k, image, people in zip(todo, images, found):
-        path, camera, _ = setups[k]
+        path, camera, _, _ = setups[k]
         try:
             chosen = select_people(people, (image.shape[1], image.shape[0]), which=args.person,
                                    min_height_fraction=min_height, image_name=str(path))
@@ -289,7 +292,7 @@ def _detect_boxes(setups: list[Any], args: argparse.Namespace, batch: bool) -> l
                 raise InputError(str(exc)) from exc
             out[k] = FailedFrame(path.stem, str(exc))
             continue
-        out[k] = (path, camera, [p.bbox.astype(np.float64) for p in chosen])
+        out[k] = (path, camera, [p.bbox.astype(np.float64) for p in chosen], chosen)
         sidecar = path.with_name(f"{path.stem}.bbox.json")
         for p in chosen:
             note = ""
@@ -435,6 +438,8 @@ def run(args: argparse.Namespace) -> int:
                          "shared_timings_s": shared}
                 if pipeline.sdf_note:
                     extra["penetration_note"] = pipeline.sdf_note
+                if frame.keypoints2d is not None:  # box (and scene-fit keypoints) detected
+                    extra["bbox_source"] = "detector"
                 summary = write_frame_outputs(folder, result, scene, faces, extra_summary=extra,
                                               num_orbit_views=args.views,
                                               view_size=tuple(args.view_size))

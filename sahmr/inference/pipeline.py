@@ -306,6 +306,9 @@ class FrameSpec:
             un-mirroring PROX frames).
         gt_path: Optional ground-truth body ``.npz`` (world frame, `sahmr.evaluation.readers`
             keys).
+        keypoints2d: Optional (24, 2) SMPL joints in pixels of the image as loaded, from the
+            person detector (`sahmr.detect`); the scene fit fits them when given.
+        keypoint_confidence: Optional (24,) their confidences in [0, 1].
     """
 
     name: str
@@ -313,6 +316,8 @@ class FrameSpec:
     camera: CameraSpec
     bbox: np.ndarray
     gt_path: Path | None = None
+    keypoints2d: np.ndarray | None = None
+    keypoint_confidence: np.ndarray | None = None
 
 
 def read_image(path: str | Path, *, mirrored: bool = False) -> np.ndarray:
@@ -537,10 +542,11 @@ class SceneFitRefiner:
     """PROX-style scene fitting after a parametric method ("HMR + scene fitting").
 
     The method's SMPL-format parameters start `sahmr.optim.scene_fit.SceneFitter` (staged
-    SMPLify with the scene SDF's penetration and contact terms, known camera). With no 2-D
-    keypoint detector in the demo, the keypoints fitted are the method's own 24 joints
-    projected into the full image: the fit keeps the image evidence the method saw and moves
-    the body out of the scene and onto nearby surfaces. Contact regions predicted by the
+    SMPLify with the scene SDF's penetration and contact terms, known camera). The keypoints
+    fitted are the person detector's when the frame has them (the demo without ``--bbox``),
+    weighted by their confidences; otherwise the method's own 24 joints projected into the
+    full image: the fit keeps the image evidence the method saw and moves the body out of the
+    scene and onto nearby surfaces. Contact regions predicted by the
     method (RCNet-style points) restrict which regions are pulled, when present.
 
     Args:
@@ -563,13 +569,18 @@ class SceneFitRefiner:
         ).to(device)
         self.last_seconds = 0.0
 
-    def refine(self, pred: BodyPrediction, inputs: FrameInputs, sdf: Any) -> BodyPrediction:
+    def refine(self, pred: BodyPrediction, inputs: FrameInputs, sdf: Any,
+               keypoints2d: Tensor | None = None,
+               keypoint_weights: Tensor | None = None) -> BodyPrediction:
         """Fit the predicted bodies in the scene.
 
         Args:
             pred: The method's prediction (camera frame) with ``params``.
             inputs: The frames' inputs (``K``, ``T_w2c``).
             sdf: The scene's `sahmr.scene.sdf.SDFGrid` (world frame).
+            keypoints2d: Optional Tensor (B, 24, 2) detected SMPL joints, pixels of ``K``
+                (default: the method's joints projected).
+            keypoint_weights: Optional Tensor (B, 24) their confidences.
 
         Returns:
             A `BodyPrediction` of the fitted bodies (contact points kept from ``pred``).
@@ -590,9 +601,15 @@ class SceneFitRefiner:
         K = inputs.K.to(device).float()
         T = inputs.T_w2c.to(device).float()
         init = SMPLParams(**{k: pred.params[k].detach().to(device).float() for k in keys})
-        with torch.no_grad():
-            joints = self.fitter.body_model(**init.as_dict()).joints
-        keypoints = project(K, joints)
+        weights = None
+        if keypoints2d is not None:
+            keypoints = keypoints2d.to(device).float()
+            if keypoint_weights is not None:
+                weights = keypoint_weights.to(device).float()
+        else:
+            with torch.no_grad():
+                joints = self.fitter.body_model(**init.as_dict()).joints
+            keypoints = project(K, joints)
         regions = None
         if pred.contact_point_region is not None and pred.contact_point_region.numel():
             R = self.fitter.num_regions
@@ -600,7 +617,8 @@ class SceneFitRefiner:
             b = pred.contact_batch_idx.to(device)
             r = pred.contact_point_region.to(device).long()
             regions[b, (r - 1).clamp(0, R - 1)] = True
-        res = self.fitter.fit(init, keypoints, K, T, [sdf], contact_regions=regions)
+        res = self.fitter.fit(init, keypoints, K, T, [sdf], contact_regions=regions,
+                              keypoint_weights=weights)
         self.last_seconds = res.seconds
         return BodyPrediction(
             verts_cam=res.vertices,
@@ -848,7 +866,13 @@ class InferencePipeline:
             with timer("sdf_load"):
                 sdf = self.sdf()
             with timer("scene_fit"):
-                pred = self.refiner.refine(pred, inputs, sdf)
+                kp = kw = None
+                if frame.keypoints2d is not None:
+                    kp = torch.as_tensor(frame.keypoints2d, dtype=torch.float32)[None]
+                    if frame.keypoint_confidence is not None:
+                        kw = torch.as_tensor(frame.keypoint_confidence,
+                                             dtype=torch.float32)[None]
+                pred = self.refiner.refine(pred, inputs, sdf, kp, kw)
             params_source = f"{params_source}+scene_fit"
         pred = pred.to("cpu")
         with timer("to_world"):
