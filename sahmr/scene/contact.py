@@ -74,7 +74,7 @@ def scene_contact_labels(
     """Give each scene point the region of its nearest region vertex, if close enough.
 
     Only vertices with a region label in 1..7 are candidates. A point gets the label of
-    its nearest candidate vertex of its own frame when that distance is ``<= threshold``,
+    its nearest candidate vertex of its own frame when that distance is ``< threshold``,
     else 0. Brute force over candidates in chunks of points (``torch.cdist``), no KD-tree.
 
     Args:
@@ -102,5 +102,5 @@ def scene_contact_labels(
             r = rows[start : start + chunk_size]
             d = torch.cdist(points[r], verts[b], compute_mode="donot_use_mm_for_euclid_dist")
             dmin, arg = d.min(dim=1)
-            labels[r] = torch.where(dmin <= threshold, cand_region[arg], 0)
+            labels[r] = torch.where(dmin < threshold, cand_region[arg], 0)
     return labels

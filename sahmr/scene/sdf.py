@@ -533,7 +533,9 @@ class ExactSceneSDF:
         with torch.no_grad():
             lead = points.shape[:-1]
             flat = points.reshape(-1, 3)
-            out = self.grid.sample_banded(flat, band).to(flat.dtype)
+            # the grid in float32 (its own dtype: no per-call copy of the grid); the values
+            # that matter are replaced by exact float64 distances below
+            out = self.grid.sample_banded(flat.float(), band).to(flat.dtype)
             need = out < band
             if exact is not None:
                 need |= exact.expand(lead).reshape(-1).to(flat.device)
