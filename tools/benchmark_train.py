@@ -112,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-compile", dest="compile", action="store_false")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", default=True)
     p.add_argument("--no-fused", dest="fused", action="store_false", default=True)
+    p.add_argument("--no-sync-free", dest="sync_free", action="store_false", default=True,
+                   help="check each loss on the host (trainer.sync_free_steps=false)")  # fmt: skip
     p.add_argument("--docs", default=None, help="also replace this file's section " + SECTION)
     p.add_argument("--smoke", action="store_true",
                    help="tiny CPU run: batch 2, 1 warm-up + 2 timed steps, no compile")  # fmt: skip
@@ -290,7 +292,7 @@ def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, ou
     settings.update(
         batch_size=args.batch_size, bf16=args.bf16, fused_optimizer=args.fused, progress=False,
         log_every=0, image_every=None, ckpt_every=None, val_every_epochs=0, warmup_steps=0,
-        compile_submodules=COMPILE_PATHS if args.compile else (),
+        compile_submodules=COMPILE_PATHS if args.compile else (), sync_free_steps=args.sync_free,
     )  # fmt: skip
     tcfg = TrainerConfig.from_mapping({k: v for k, v in settings.items()})
     method = instantiate(cfg.model).to(device)
@@ -379,7 +381,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{env.get('spconv') or 'no spconv'}, Python {env['python']}) by "
         f"`python tools/benchmark_train.py {s['argv']}`: "
         f"{report['dataset']['train_samples']} training samples; bf16 {s['bf16']}, fused AdamW "
-        f"{s['fused']}, torch.compile {s['compile']}; {s['warmup']} warm-up steps, then "
+        f"{s['fused']}, torch.compile {s['compile']}, sync-free steps {s['sync_free']}; "
+        f"{s['warmup']} warm-up steps, then "
         f"{s['seconds']} s timed; GPU busy = mean of `utilization.gpu` read every 0.5 s. "
         f"old: DataLoader, {s['workers']} workers ({report['dataset']['old_setup_s']} s set-up); "
         f"new: `loader=memory`, augmentation {not s['no_augment']} "
@@ -454,7 +457,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     settings = {
         k: getattr(args, k)
         for k in ("batch_size", "seconds", "warmup", "min_steps", "workers", "decode_workers",
-                  "bf16", "fused", "compile", "no_augment", "smoke", "max_points_per_scene")
+                  "bf16", "fused", "compile", "sync_free", "no_augment", "smoke",
+                  "max_points_per_scene")
     }  # fmt: skip
     settings["argv"] = " ".join(argv)
     new = data.get("new")

@@ -136,6 +136,10 @@ class TrainerConfig:
         compile_submodules: Dotted paths of static-shape submodules compiled in place with
             ``torch.compile`` on CUDA (``Module.compile``: state-dict keys unchanged); paths
             the method lacks are skipped.
+        sync_free_steps: With fused AdamW on CUDA and no discriminator: no host
+            synchronisation in the step; a step whose gradient norm is not finite is skipped by
+            the optimizer on the device (its ``found_inf``) and counted in the next scalar log,
+            instead of being checked on the host before the backward pass.
     """
 
     max_epochs: int = 1
@@ -170,6 +174,7 @@ class TrainerConfig:
     progress: bool = True
     fused_optimizer: bool = False
     compile_submodules: tuple[str, ...] = ()
+    sync_free_steps: bool = False
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -367,6 +372,7 @@ class Trainer:
             raise ValueError("the method has no trainable parameters")
         fused = True if (config.fused_optimizer and self.device.type == "cuda") else None
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, fused=fused)
+        self._skipped: Tensor | None = None  # non-finite steps the device skipped (sync-free)
         self.sample_keys = wants_sample_keys(method)
         self.disc_optimizer: torch.optim.Optimizer | None = None
         self.disc_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -564,6 +570,8 @@ class Trainer:
             output = self.model(step.inputs, step.targets, **kwargs)
             loss_out = self.loss(output, step.targets)
         total = loss_out.total.float()
+        if self._sync_free:
+            return self._sync_free_step(output, loss_out, total)
         finite = bool(torch.isfinite(total).item())
         if any_rank(not finite, self.device):
             logger.warning("step %d: non-finite loss; step skipped", self.step)
@@ -580,6 +588,24 @@ class Trainer:
         self.scheduler.step()
         disc_loss = self.discriminator_step(output) if self.disc_optimizer is not None else None
         return StepResult(output, loss_out, grad_norm.detach(), disc_loss)
+
+    @property
+    def _sync_free(self) -> bool:
+        """Whether steps run without host synchronisation (`TrainerConfig.sync_free_steps`)."""
+        fused = any(g.get("fused") for g in self.optimizer.param_groups)
+        return self.cfg.sync_free_steps and fused and self.disc_optimizer is None
+
+    def _sync_free_step(self, output: Any, loss_out: LossOutput, total: Tensor) -> StepResult:
+        """Backward, clipping and a fused AdamW step the device skips when the gradient norm
+        (equal on every rank after DDP's all-reduce) is not finite; no host synchronisation."""
+        total.backward()
+        grad_norm = self._clip([p for p in self.main_params if p.grad is not None])
+        bad = ~torch.isfinite(grad_norm)
+        self.optimizer.found_inf = bad.float()  # read by the fused kernel: skip on the device
+        self.optimizer.step()
+        self.scheduler.step()
+        self._skipped = bad.long() if self._skipped is None else self._skipped + bad.long()
+        return StepResult(output, loss_out, grad_norm.detach())
 
     def _clip(self, params: list[nn.Parameter]) -> Tensor:
         """Clip to ``grad_clip`` (if set); the norm before clipping."""
@@ -661,6 +687,11 @@ class Trainer:
     def _window_log(
         self, sums: dict[str, Tensor], count: int, samples: int, dt: float, grad_norm: Tensor
     ) -> None:
+        if self._skipped is not None:
+            skipped = int(self._skipped.item())
+            self._skipped = None
+            if skipped:
+                logger.warning("%d step(s) before step %d skipped: non-finite", skipped, self.step)
         names = sorted(sums)
         vec = torch.stack(
             [sums[k].detach().float().to(self.device) for k in names]

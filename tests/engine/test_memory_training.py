@@ -94,3 +94,42 @@ def test_memory_path_rejects_clip_mode(tiny_dataset, test_configs, tmp_path):
     over = [*tiny_overrides(tiny_dataset, tmp_path / "c", clip_length=2), *MEMORY]
     with pytest.raises(ValueError, match="frames only"):
         train_from_config(compose_train(over, test_configs))
+
+
+@pytest.mark.gpu
+def test_sync_free_steps_match_fused_steps_and_skip_non_finite_on_cuda(tiny_dataset, tmp_path):
+    import dataclasses
+
+    from conftest import TinyLoss, TinyMethod
+
+    from sahmr.engine.memory_data import build_memory_data
+    from sahmr.engine.trainer import Trainer, TrainerConfig
+
+    cuda = torch.device("cuda")
+    body = BodyModel()
+    loader, prepare = build_memory_data(
+        MemoryDataConfig(decode_workers=0), root=str(tiny_dataset), split="train",
+        topology=body.topology, device=cuda, batch_size=2, progress=False,
+    )  # fmt: skip
+
+    def make(sync_free: bool) -> Trainer:
+        torch.manual_seed(0)
+        cfg = TrainerConfig(fused_optimizer=True, sync_free_steps=sync_free, batch_size=2,
+                            progress=False, val_every_epochs=0)  # fmt: skip
+        return Trainer(method=TinyMethod(dropout=0.0).to(cuda), loss=TinyLoss().to(cuda),
+                       config=cfg, train_loader=loader, prepare=prepare,
+                       output_dir=tmp_path / str(sync_free))  # fmt: skip
+
+    plain, free = make(False), make(True)
+    assert free._sync_free and not plain._sync_free
+    step = prepare.step(torch.tensor([0, 1]))
+    plain.train_step(step)
+    free.train_step(step)
+    for a, b in zip(plain.method.parameters(), free.method.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    before = [p.detach().clone() for p in free.method.parameters()]
+    nan_targets = dataclasses.replace(step.targets, verts_cam=step.targets.verts_cam * float("nan"))
+    free.train_step(dataclasses.replace(step, targets=nan_targets))
+    torch.cuda.synchronize()
+    assert all(torch.equal(p, q) for p, q in zip(free.method.parameters(), before, strict=True))
+    assert int(free._skipped.item()) == 1
