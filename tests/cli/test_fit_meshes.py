@@ -108,3 +108,11 @@ def test_bad_options(tmp_path, capsys):
     assert "--batch-size" in capsys.readouterr().err
     assert main([str(tmp_path), "--body-model", str(tmp_path / "none.npz")]) == 2
     assert "none.npz" in capsys.readouterr().err
+
+
+def test_unusable_device(tmp_path, capsys):
+    (tmp_path / "a.ply").write_bytes(b"")
+    assert main([str(tmp_path), "--device", "nosuchdevice", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--device nosuchdevice" in err and err.count("\n") == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ply"]
