@@ -230,8 +230,25 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
         config_name: The primary config (``eval``, ``train``).
         argv: The command line after the program name.
     """
-    if any(a.startswith("-") for a in argv):
-        return None
+    argv = list(argv)
+    rest: list[str] = []
+    while argv:  # --config-name / --config-dir as hydra reads them; other flags: hydra's
+        arg = argv.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in ("--config-name", "-cn", "--config-dir", "-cd"):
+            if not eq:
+                if not argv:
+                    return None
+                value = argv.pop(0)
+            if name in ("--config-name", "-cn"):
+                config_name = value
+            else:
+                config_dir = value
+        elif arg.startswith("-"):
+            return None
+        else:
+            rest.append(arg)
+    argv = rest
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

@@ -670,3 +670,12 @@ def test_export_checkpoint_never_replaces_its_source(case, tmp_path, capsys):
     assert info.value.code == 2
     _argparse_error(capsys, message)
     assert src.read_bytes() == before and not (tmp_path / "e.pt").exists()
+
+
+def test_compose_for_checks_reads_the_config_name_flag():
+    from sahmr.cli.checks import compose_for_checks
+
+    for flags in (["--config-name", "make_dataset_away"], ["-cn=make_dataset_away"]):
+        cfg = compose_for_checks(ROOT / "configs", "make_dataset", [*flags, "out_dir=/x"])
+        assert cfg.shape.tail_fraction == 1.0  # the variant's, not make_dataset's
+    assert compose_for_checks(ROOT / "configs", "make_dataset", ["-m", "out_dir=/x"]) is None
