@@ -154,7 +154,10 @@ class VertexFitter(nn.Module):
         self.initial_damping = float(initial_damping)
         self.max_abs_beta = None if max_abs_beta is None else float(max_abs_beta)
         self.parents_list = parents
-        self.levels = _tree_levels(parents)
+        self._level_names = []
+        for d, idx in enumerate(_tree_levels(parents)):  # buffers: no host copies per step
+            self.register_buffer(f"level{d}", idx, persistent=False)
+            self._level_names.append(f"level{d}")
         v_template = body_model.v_template.to(f32)
         shapedirs = body_model.shapedirs.to(f32)
         self.register_buffer("v_template", v_template.clone())
@@ -208,8 +211,8 @@ class VertexFitter(nn.Module):
         """
         rot_world = rot_local.clone()
         joints = rest_joints.clone()
-        for idx in self.levels:
-            idx = idx.to(rot_local.device)
+        for name in self._level_names:
+            idx = getattr(self, name)
             par = self.parents[idx]
             rot_world[:, idx] = rot_world[:, par] @ rot_local[:, idx]
             bone = (rest_joints[:, idx] - rest_joints[:, par])[..., None]
