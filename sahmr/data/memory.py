@@ -798,20 +798,18 @@ class ShardStream:
             self._pending[k] = shard
             got += 1
 
-    def refresh(self, min_samples: int = 0) -> int:
-        """Move every decoded shard into the cache (in plan order); wait for at least
-        ``min_samples`` in the cache (all planned shards when they are all written already).
+    def available(self) -> set[int]:
+        """Plan indices of the shards in the cache or decoded and waiting to join it."""
+        self._drain(block=False, timeout=None)
+        return set(self.loaded) | set(self._pending)
 
-        Args:
-            min_samples: Samples the cache must hold on return.
-
-        Returns:
-            Samples added.
+    def wait(self, min_samples: int = 0) -> None:
+        """Wait until at least ``min_samples`` are cached or decoded (every planned shard when
+        they are all written already), with a progress bar.
 
         Raises:
-            TimeoutError: Fewer than ``min_samples`` after ``wait_minutes``.
+            TimeoutError: Fewer after ``wait_minutes``.
         """
-        before = self.cache.size
         if self._pool is None:
             for k in self._ready_shards():
                 self._submit(k)
@@ -847,7 +845,27 @@ class ShardStream:
                 self._drain(block=True, timeout=self.config.poll_seconds)
                 bar.update(held() - n0)
             bar.close()
-        for k in sorted(self._pending):
+
+    def refresh(self, min_samples: int = 0, only: set[int] | None = None) -> int:
+        """Move decoded shards into the cache, in plan order, after `wait` (``min_samples``).
+
+        Args:
+            min_samples: Samples the cache must hold (or have decoded) first.
+            only: Append only these plan indices (each cached or decoded already; ranks of a
+                job append the same shards in the same order); None: every decoded shard.
+
+        Returns:
+            Samples added.
+
+        Raises:
+            TimeoutError: Fewer than ``min_samples`` after ``wait_minutes``.
+        """
+        before = self.cache.size
+        self.wait(min_samples)
+        keys = sorted(self._pending) if only is None else sorted(set(only) - self.loaded)
+        for k in keys:
+            if k not in self._pending:
+                raise RuntimeError(f"shard {self.plan[k].path} is not decoded on this process")
             self._append(k, self._pending.pop(k))
         added = self.cache.size - before
         if added:

@@ -17,6 +17,7 @@ run that resumes while the data grew differs from an uninterrupted one. Frame mo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from sahmr.data.memory import (
     gather_batch,
 )
 from sahmr.engine.data import ResumableSampler, Step
+from sahmr.engine.distributed import all_gather_objects, is_dist
 from sahmr.models.inputs import FrameInputs, FrameTargets, prepare_targets
 
 logger = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class MemoryLoader:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.generator = None
-        stream.refresh(max(int(min_samples), self.batch_size * self.world_size))
+        self._refresh(max(int(min_samples), self.batch_size * self.world_size))
         self.sampler = self._sampler(len(stream.cache))
 
     def _sampler(self, n: int) -> ResumableSampler:
@@ -96,9 +98,23 @@ class MemoryLoader:
             drop_last=True,
         )
 
+    def _refresh(self, min_samples: int = 0) -> int:
+        """`ShardStream.refresh`; under a process group every rank appends the same shards
+        (those decoded on all ranks, in plan order), so the ranks index the same samples."""
+        if not is_dist():
+            return self.stream.refresh(min_samples)
+        stream = self.stream
+        target = min(int(min_samples), stream.planned_samples)
+        while True:  # `wait` raises on this rank when its own shards do not come
+            stream.wait(min_samples)
+            common = set.intersection(*(set(a) for a in all_gather_objects(stream.available())))
+            if sum(stream.plan[k].num_samples for k in common) >= target:  # same on every rank
+                return stream.refresh(only=common)
+            time.sleep(stream.config.poll_seconds)
+
     def refresh(self) -> int:
         """Take newly decoded shards; the sampler keeps its epoch and skip. Samples added."""
-        added = self.stream.refresh() if not self.stream.complete else 0
+        added = self._refresh() if not self.stream.complete else 0
         if added:
             old = self.sampler
             self.sampler = self._sampler(len(self.stream.cache))

@@ -317,3 +317,20 @@ def test_cuda_memory_step_matches_the_dataloader_path(root, body):
     torch.testing.assert_close(new.targets.verts_cam, old.targets.verts_cam, atol=F16_TOL_M, rtol=0)
     assert torch.equal(new.targets.contact_batch_idx, old.targets.contact_batch_idx)
     torch.testing.assert_close(new.targets.contact_points_cam, old.targets.contact_points_cam)
+
+
+def test_ranks_append_only_the_shards_every_rank_has(root, monkeypatch):
+    """Under a process group the loader appends the shards decoded on all ranks (faked here:
+    the other rank lacks shard 1), in plan order, and the others on a later refresh."""
+    import sahmr.engine.memory_data as md
+
+    other = [{0, 2}]
+    monkeypatch.setattr(md, "is_dist", lambda: True)
+    monkeypatch.setattr(md, "all_gather_objects", lambda mine: [sorted(mine), sorted(other[0])])
+    stream = ShardStream(root, "train", "cpu", MemoryDataConfig(decode_workers=0), progress=False)
+    loader = MemoryLoader(stream, batch_size=2, world_size=1)
+    assert stream.loaded == {0, 2} and len(stream.cache) == 4
+    assert [k for k, _ in stream.cache.keys] == ["shard-000000.npz"] * 2 + ["shard-000002.npz"] * 2
+    other[0] = {0, 1, 2}
+    loader.sampler.set_epoch(1)
+    assert len(list(loader)) == 3 and stream.complete and len(loader.sampler) == 6
