@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--contact-threshold",
         type=float,
         default=DEFAULT_CONTACT_THRESHOLD_M,
-        help="metres; a vertex with |sdf| below it is in contact (default 0.07)",
+        help="metres; a contact-region vertex with |sdf| below it is in contact "
+        f"(default {DEFAULT_CONTACT_THRESHOLD_M})",
     )
     p.add_argument("--voxel-size", type=float, default=0.02, help="SDF voxel size, metres")
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
