@@ -593,7 +593,6 @@ def gather_batch(
         vertices_world=verts,
         joints_world=joints,
         vertex_contact=take("vertex_contact").long(),
-        extra=[{"shard": cache.keys[i][0], "row": cache.keys[i][1]} for i in order],
     )
 
 
