@@ -160,7 +160,7 @@ def summary_table(result: EvaluationResult) -> str:
         if "/" in name:
             continue
         value = entry["value"]
-        shown = "nan" if value is None or not np.isfinite(value) else f"{value:12.3f}"
+        shown = "undefined" if value is None or not np.isfinite(value) else f"{value:12.3f}"
         lines.append(f"{name:<24} {shown:>12}  {entry['unit']}")
     lines.append("-" * 60)
     lines.append(

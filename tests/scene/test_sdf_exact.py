@@ -77,12 +77,30 @@ def _pene(sdf: np.ndarray) -> float:
     return float(np.clip(-sdf, 0, None).sum())
 
 
+def _standing_at_centre(body_model, room: str) -> np.ndarray:
+    """The bundled standing body moved to the room's centre, soles on the floor (z = 0)."""
+    v = _demo_body(body_model, "living_room", "stand")
+    v[:, :2] -= (v[:, :2].min(0) + v[:, :2].max(0)) / 2
+    v[:, 2] -= v[:, 2].min()
+    return v
+
+
+ROOMS = sorted(p.name for p in SCENES.iterdir() if (p / "mesh.ply").is_file())
+
+
 @pytest.mark.parametrize(
-    "case", ["living_room/stand", "living_room/sit_sofa", "office/sit_chair", "bedroom/lying"]
+    "case",
+    ["living_room/stand", "living_room/sit_sofa", "office/sit_chair", "bedroom/lying"]
+    + [f"{room}/centre" for room in ROOMS if room != "living_room"],
 )
 def test_pene_matches_trimesh_exact_distance(body_model, case):
     room, frame = case.split("/")
-    base = _lying_on_bed(body_model) if frame == "lying" else _demo_body(body_model, room, frame)
+    if frame == "lying":
+        base = _lying_on_bed(body_model)
+    elif frame == "centre":
+        base = _standing_at_centre(body_model, room)
+    else:
+        base = _demo_body(body_model, room, frame)
     sdf, mesh = _local_scene(room, base - [0, 0, 0.05])
     for depth in (0.01, 0.02, 0.05):
         v = base - np.array([0.0, 0.0, depth])  # pushed into the floor / seat / bed
