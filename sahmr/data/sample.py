@@ -23,14 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sahmr.body.constants import CONTACT_REGION_NAMES, NUM_SMPL_JOINTS
+from sahmr.body.constants import NUM_SMPL_JOINTS
+from sahmr.scene.contact import NUM_CONTACT_CLASSES
 
 NUM_BETAS = 10
 """Shape coefficients stored per sample."""
 SMPL_BODY_POSE_DIM = (NUM_SMPL_JOINTS - 1) * 3
 """SMPL body pose size: 23 non-root joints x 3 axis-angle components (69)."""
-NUM_CONTACT_REGIONS = len(CONTACT_REGION_NAMES)
-"""Contact region labels 0..7 (0 = none), see DESIGN.md."""
 
 RootJointFn = Callable[[np.ndarray], np.ndarray]
 """Maps betas (NB,) to the rest-pose root joint (3,), metres, body-model frame."""
@@ -213,9 +212,9 @@ def _check_shape(name: str, arr: np.ndarray, shape: tuple[int | None, ...]) -> N
 
 
 def _check_labels(name: str, labels: np.ndarray) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CONTACT_REGIONS):
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CONTACT_CLASSES):
         raise ValueError(
-            f"Sample.{name} labels must lie in [0, {NUM_CONTACT_REGIONS - 1}], got "
+            f"Sample.{name} labels must lie in [0, {NUM_CONTACT_CLASSES - 1}], got "
             f"[{labels.min()}, {labels.max()}]"
         )
 
