@@ -108,7 +108,7 @@ class SceneSDFs:
         voxel_size: SDF voxel size in metres.
         cache_dir: SDF cache folder passed to the loader.
         loader: ``(mesh_path, voxel_size=..., cache_dir=...) -> SDFSampler``; default
-            ``sahmr.scene.sdf.load_or_build_sdf``.
+            ``sahmr.scene.sdf.load_scene_sdf`` (grid + exact mesh distances).
     """
 
     MESH_EXTS = (".ply", ".obj", ".glb", ".off", ".stl")
