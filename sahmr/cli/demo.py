@@ -378,12 +378,16 @@ def run(args: argparse.Namespace) -> int:
     frames, batch = collect_frames(args, bundled, scene_path.parent)  # may run the detector
     scene = load_scene_data(scene_path, scale=args.scale, up_axis=args.up_axis,
                             voxel_size=args.scene_voxel, cache_dir=args.cache_dir)
-    if scene.mesh is not None and not args.force:  # flipped normals: inverted penetration
-        from sahmr.scene.orientation import UnorientedScanError, check_scan_orientation
+    first = next((f for f in frames if isinstance(f, FrameSpec)), None)
+    if scene.mesh is not None and first is not None and not args.force:
+        # flipped normals would invert penetration; the camera stands in free space
+        from sahmr.scene.orientation import UnorientedScanError, check_scan_faces_camera
 
+        cam = first.camera
+        size = cam.image_size or (round(2 * cam.K[0, 2]), round(2 * cam.K[1, 2]))
         try:
-            check_scan_orientation(scene.mesh.vertices, scene.mesh.faces, args.up_axis,
-                                   str(scene_path))
+            check_scan_faces_camera(scene.mesh.vertices, scene.mesh.faces, cam.K, cam.T_w2c,
+                                    size, str(scene_path))  # fmt: skip
         except UnorientedScanError as exc:
             raise InputError(f"{exc} (--force goes on anyway)") from exc
     timer.seconds.update(scene.timings)

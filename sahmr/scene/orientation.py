@@ -12,7 +12,14 @@ single-sided scans oriented to the room and for closed (watertight) models alike
 ignores walls (vertical faces are never met first by a vertical ray) and ceilings (above the
 rays' start). A scan that no ray meets (no floor, nothing below mid-height) is not judged.
 
-Units: metres, world (scan) frame.
+A single solid object (a box, a sofa scanned alone) is the one thing the downward rays
+misjudge: the rays then start inside it and meet its bottom face. Geometry alone cannot tell
+an inward-facing room turned inside out from a solid box; a known point of free space can.
+`camera_facing_fraction` uses the camera (which stands in free space): of the surface it
+sees (a z-buffer of points sampled on the faces), the share facing it must be the majority.
+The demo, which knows its camera, uses that vote.
+
+Units: metres, world (scan) frame; camera = OpenCV, ``T_w2c`` world -> camera.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "CAMERA_SAMPLES",
     "GRID_SIDE",
     "MIN_HIT_FRACTION",
     "MIN_UP_FRACTION",
     "ScanOrientation",
     "UnorientedScanError",
+    "camera_facing_fraction",
+    "check_scan_faces_camera",
     "check_scan_orientation",
     "scan_orientation",
     "up_vector",
@@ -38,6 +48,14 @@ MIN_HIT_FRACTION = 0.05
 """Fewer rays than this share meeting a surface and the scan is not judged."""
 MIN_UP_FRACTION = 0.5
 """Share of the surfaces met that must face up for the scan to face the room."""
+
+
+CAMERA_SAMPLES = 200_000
+"""Points sampled on the scan's faces for the camera's z-buffer."""
+CAMERA_GRID = (80, 60)
+"""Z-buffer resolution (columns, rows) of the camera vote."""
+MIN_VISIBLE_CELLS = 50
+"""Fewer z-buffer cells showing the scan and the camera vote is not used."""
 
 
 class UnorientedScanError(ValueError):
@@ -177,3 +195,93 @@ def check_scan_orientation(
             "mesh.invert()) or check --up-axis"
         )
     return votes
+
+
+def camera_facing_fraction(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    samples: int = CAMERA_SAMPLES,
+    grid: tuple[int, int] = CAMERA_GRID,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """Share of the scan surface seen by a camera whose normals face that camera.
+
+    Points are sampled on the faces (area-weighted, seeded), projected, and per cell of a
+    coarse image grid the nearest one is kept (a z-buffer): what the camera sees.
+
+    Args:
+        vertices: (V, 3) world frame, metres.
+        faces: (F, 3) vertex indices.
+        K: (3, 3) intrinsics, pixels.
+        T_w2c: (4, 4) world -> camera (OpenCV: z forward).
+        image_size: ``(W, H)`` pixels.
+        samples: Points sampled on the surface.
+        grid: Z-buffer columns and rows.
+        seed: Sampling seed.
+
+    Returns:
+        ``(share facing the camera, cells seen)``; the share is nan when no cell is seen.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    tri = v[np.asarray(faces, dtype=np.int64)]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(cross, axis=1)
+    if not area.sum() > 0:
+        return float("nan"), 0
+    rng = np.random.default_rng(seed)
+    face = rng.choice(len(tri), size=samples, p=area / area.sum())
+    u, w = rng.random(samples), rng.random(samples)
+    flip = u + w > 1
+    u[flip], w[flip] = 1 - u[flip], 1 - w[flip]
+    t = tri[face]
+    pts = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + w[:, None] * (t[:, 2] - t[:, 0])
+    R, tr = np.asarray(T_w2c, dtype=np.float64)[:3, :3], np.asarray(T_w2c)[:3, 3]
+    cam = pts @ R.T + tr
+    front = cam[:, 2] > 1e-3
+    cam, face, pts = cam[front], face[front], pts[front]
+    uv = cam[:, :2] / cam[:, 2:3] @ np.asarray(K, dtype=np.float64)[:2, :2].T + np.asarray(K)[:2, 2]
+    W, H = image_size
+    col = np.floor(uv[:, 0] / W * grid[0]).astype(np.int64)
+    row = np.floor(uv[:, 1] / H * grid[1]).astype(np.int64)
+    inside = (col >= 0) & (col < grid[0]) & (row >= 0) & (row < grid[1])
+    if not inside.any():
+        return float("nan"), 0
+    cell = (row * grid[0] + col)[inside]
+    depth, face, pts = cam[inside, 2], face[inside], pts[inside]
+    order = np.lexsort((depth, cell))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    seen = order[first]
+    centre = -R.T @ tr  # camera centre, world
+    facing = (cross[face[seen]] * (centre - pts[seen])).sum(axis=1) > 0
+    return float(facing.mean()), int(seen.size)
+
+
+def check_scan_faces_camera(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    image_size: tuple[int, int],
+    source: str,
+) -> float:
+    """Raise unless most of the surface a camera sees faces it (the camera is in free space).
+
+    Returns:
+        The facing share (nan when the camera sees too little of the scan to judge).
+
+    Raises:
+        UnorientedScanError: Most of what the camera sees faces away from it.
+    """
+    share, cells = camera_facing_fraction(vertices, faces, K, T_w2c, image_size)
+    if cells >= MIN_VISIBLE_CELLS and share < MIN_UP_FRACTION:
+        raise UnorientedScanError(
+            f"{source}: the scan's normals face away from the room ({1 - share:.0%} of the "
+            "surface the camera sees faces away from it): every point of the room would read "
+            "as inside a wall; flip its faces (e.g. trimesh's mesh.invert())"
+        )
+    return share

@@ -132,3 +132,51 @@ def test_fast_rays_match_a_slow_loop(seed):
         hits, share = _slow_first_hits(vertices, faces, up, 10)
         assert fast.hits == hits and fast.rays == 100
         assert fast.up_fraction == pytest.approx(share)
+
+
+def _quad(x0, x1, y0, y1, z, facing_camera: bool) -> trimesh.Trimesh:
+    quad = trimesh.Trimesh([[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]],
+                           [[0, 1, 2], [0, 2, 3]])  # fmt: skip  normal +z: away from a camera at 0
+    if facing_camera:
+        quad.invert()
+    return quad
+
+
+def test_camera_vote_counts_only_what_the_camera_sees():
+    """Left half: a near quad facing the camera hides a far one facing away; right half: a
+    quad facing away. Seen: half facing, half not (by image area)."""
+    from sahmr.scene.orientation import camera_facing_fraction
+
+    scene = trimesh.util.concatenate([
+        _quad(-2, 0, -2, 2, 2.0, True),       # u in [0, 100): left half, near
+        _quad(-2.5, 0, -2.5, 2.5, 5.0, False),  # behind it: hidden
+        _quad(0, 4, -4, 4, 4.0, False),        # u in [100, 200): right half
+    ])  # fmt: skip
+    K = np.array([[100.0, 0, 100], [0, 100.0, 100], [0, 0, 1]])
+    share, cells = camera_facing_fraction(scene.vertices, scene.faces, K, np.eye(4), (200, 200))
+    assert cells == 80 * 60 and share == pytest.approx(0.5, abs=0.02)
+    moved = np.eye(4)
+    moved[2, 3] = -10.0  # everything 10 m behind the camera: nothing seen
+    assert camera_facing_fraction(scene.vertices, scene.faces, K, moved, (200, 200))[1] == 0
+
+
+def test_camera_vote_on_a_solid_box_and_a_room():
+    from sahmr.inference.camera_io import load_camera
+    from sahmr.scene.orientation import camera_facing_fraction, check_scan_faces_camera
+
+    box = trimesh.creation.box([1.0, 1.0, 1.0])  # a solid object seen from outside
+    box.apply_translation([-1.0, 0.0, 3.0])
+    K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    assert camera_facing_fraction(box.vertices, box.faces, K, np.eye(4), (640, 480))[0] == 1.0
+    flipped = _flipped(box)
+    assert camera_facing_fraction(flipped.vertices, flipped.faces, K, np.eye(4),
+                                  (640, 480))[0] == 0.0  # fmt: skip
+    folder = bundled_scene_dir("living_room")
+    room = trimesh.load(folder / "mesh.ply", process=False)
+    cam = load_camera(folder / "demo" / "stand.camera.json")
+    assert check_scan_faces_camera(room.vertices, room.faces, cam.K, cam.T_w2c, (640, 480),
+                                   "mesh.ply") > 0.7  # fmt: skip
+    flipped = _flipped(room)
+    with pytest.raises(UnorientedScanError, match="the camera sees faces away"):
+        check_scan_faces_camera(flipped.vertices, flipped.faces, cam.K, cam.T_w2c, (640, 480),
+                                "mesh.ply")  # fmt: skip
