@@ -146,8 +146,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                 )
     except BadArgument as exc:
         parser.error(str(exc))
-    if args.contact_threshold <= 0 or args.voxel_size <= 0 or args.batch_size <= 0:
-        parser.error("--contact-threshold, --voxel-size and --batch-size must be positive")
+    for flag, value in (("--contact-threshold", args.contact_threshold),
+                        ("--voxel-size", args.voxel_size), ("--batch-size", args.batch_size)):
+        if not (0 < value < float("inf")):  # also refuses nan
+            parser.error(f"{flag} {value}: must be a positive finite number")
     for flag, path in (
         ("--gt-vertex-map", args.gt_vertex_map),
         ("--h36m-regressor", args.h36m_regressor),

@@ -679,3 +679,18 @@ def test_compose_for_checks_reads_the_config_name_flag():
         cfg = compose_for_checks(ROOT / "configs", "make_dataset", [*flags, "out_dir=/x"])
         assert cfg.shape.tail_fraction == 1.0  # the variant's, not make_dataset's
     assert compose_for_checks(ROOT / "configs", "make_dataset", ["-m", "out_dir=/x"]) is None
+
+
+@pytest.mark.parametrize("flag, value", [("--voxel-size", "nan"), ("--voxel-size", "0"),
+                                         ("--contact-threshold", "-0.07"),
+                                         ("--contact-threshold", "inf"), ("--batch-size", "0")])
+def test_evaluate_refuses_bad_sizes(flag, value, tmp_path, capsys):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    with pytest.raises(SystemExit) as info:
+        _tool("evaluate").main(["--pred", str(pred), "--gt", str(gt), "--out",
+                                str(tmp_path / "o"), flag, value])  # fmt: skip
+    assert info.value.code == 2
+    _argparse_error(capsys, f"{flag} ")
+    assert not (tmp_path / "o").exists()
