@@ -156,6 +156,7 @@ def test_shipped_checkpoint_config_passes():
     assert "sahmr.models.sahmr.SAHMR" in targets and "sahmr.body.BodyModel" in targets
 
 
+@pytest.mark.slow  # builds the whole SA-HMR (~6 s on 2 busy cores); the config check above is fast
 def test_shipped_checkpoint_still_loads():
     method, cfg = load_method(SHIPPED)
     assert type(method).__name__ == "SAHMR" and cfg.model._target_ == "sahmr.models.sahmr.SAHMR"
