@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -46,10 +47,38 @@ def free_form_copy(src: Path, dst: Path) -> None:
     atomic_torch_save(ckpt, dst)
 
 
+def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
+    """The training command on the in-memory data path, and the DataLoader path as the
+    fallback (its own run folder) should the first fail."""
+    common = [
+        PY,
+        "tools/train.py",
+        f"exp={a.exp}",
+        f"data.root={data}",
+        f"init.weights={SHIPPED}",
+        "resume=true",
+        f"trainer.max_minutes={a.train_minutes}",
+        f"trainer.max_steps={a.max_steps}",
+        f"trainer.batch_size={a.batch}",
+        f"trainer.lr={a.lr}",
+        "trainer.warmup_steps=150",
+        f"trainer.num_workers={a.loader_workers}",
+        "trainer.val_max_batches=20",
+        "trainer.val_batch_size=64",
+        "trainer.progress=false",
+        "trainer.log_every=50",
+        "max_points_per_scene=400000",
+        *a.train_extra,
+    ]
+    memory = [*common, "exp_name=sahmr_param", "loader=memory"]
+    loader = [*common, "exp_name=sahmr_param_dl"]
+    return [shlex.join(memory), shlex.join(loader)]
+
+
 def build_jobs(a: argparse.Namespace) -> list[Job]:
     root, data, away = a.root, a.root / "data", a.root / "data_away"
-    run_dir = root / "runs" / "sahmr_param"
-    best = run_dir / "checkpoints" / "best.pt"
+    best_mem = root / "runs" / "sahmr_param" / "checkpoints" / "best.pt"
+    best_dl = root / "runs" / "sahmr_param_dl" / "checkpoints" / "best.pt"
     new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
     ev = root / "eval"
     gen = [
@@ -78,34 +107,35 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             kind="step",
         ),
         Job(
-            "train",
+            "bench_fit",
+            [PY, "tools/benchmark_fit_vertices.py", "--device", "cuda", "--batch", "64"],
+            kind="step",
+        ),
+        Job(
+            "gpu_util",
             [
-                PY,
-                "tools/train.py",
-                "exp=sahmr_small_finetune",
-                f"data.root={data}",
-                "exp_name=sahmr_param",
-                f"init.weights={SHIPPED}",
-                "resume=true",
-                f"trainer.max_minutes={a.train_minutes}",
-                f"trainer.max_steps={a.max_steps}",
-                f"trainer.batch_size={a.batch}",
-                f"trainer.lr={a.lr}",
-                "trainer.warmup_steps=150",
-                f"trainer.num_workers={a.loader_workers}",
-                "trainer.val_max_batches=20",
-                "trainer.val_batch_size=64",
-                "trainer.progress=false",
-                "trainer.log_every=50",
-                "max_points_per_scene=400000",
-                *a.train_extra,
+                "bash",
+                "-c",
+                f"timeout {int(a.train_minutes * 60 + 300)} nvidia-smi "
+                "--query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2",
             ],
+            after=["data"],
+            kind="step",
+        ),
+        Job(
+            "train",
+            ["bash", "-c", " || ".join(train_calls(a, data))],
             after=["data"],
             needs=[SHIPPED],
         ),
         Job(
             "export",
-            [PY, "tools/export_checkpoint.py", str(best), str(new), "--int8"],
+            [
+                "bash",
+                "-c",
+                f"src={best_dl}; [ -f $src ] || src={best_mem}; "
+                f"{PY} tools/export_checkpoint.py $src {new} --int8",
+            ],
             after=["train"],
             kind="step",
         ),
@@ -124,9 +154,13 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     ):
         tag = "away" if dataset == away else split
         for name, (ckpt, dep) in scored.items():
-            if name == "free" and tag == "val":
+            if name == "free" and tag != "test":
                 continue
-            extra = ["max_batches=40", "scene_metrics=false"] if split == "val" else []
+            extra = {
+                "val": ["max_batches=40", "scene_metrics=false"],
+                "test": [f"max_batches={a.test_batches}"],
+                "away": [],
+            }[tag]
             jobs.append(
                 Job(
                     f"eval_{name}_{tag}",
@@ -136,7 +170,6 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                         ev / f"{name}_{tag}",
                         split,
                         "bf16=true",
-                        "batch_size=64",
                         *extra,
                     ),
                     after=deps + ([dep] if dep else []),
@@ -162,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1.5e-4)
+    p.add_argument("--test-batches", type=int, default=40, help="test batches of 32 scored")
+    p.add_argument("--exp", default="sahmr_small_finetune", help="training experiment")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
