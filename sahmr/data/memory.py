@@ -803,8 +803,9 @@ class ShardStream:
         return set(self.loaded) | set(self._pending)
 
     def wait(self, min_samples: int = 0) -> None:
-        """Wait until at least ``min_samples`` are cached or decoded (every planned shard when
-        they are all written already), with a progress bar.
+        """Wait until at least ``min_samples`` are cached or decoded, with a progress bar; on
+        the first fill, when every planned shard is written already, wait for all of them (the
+        cache then holds the split in plan order, as the DataLoader path indexes it).
 
         Raises:
             TimeoutError: Fewer after ``wait_minutes``.
@@ -812,7 +813,8 @@ class ShardStream:
         if self._pool is None:
             for k in self._ready_shards():
                 self._submit(k)
-        all_written = all(p.path.is_file() for p in self.plan)
+        first = self.cache.size == 0
+        all_written = first and all(p.path.is_file() for p in self.plan)
         target = self.planned_samples if all_written else min_samples
         target = min(target, self.planned_samples)
         self._drain(block=False, timeout=None)
