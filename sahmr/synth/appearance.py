@@ -134,7 +134,9 @@ class Appearance:
     light_dir_world: np.ndarray
 
 
-def _clothing_color(rng: np.random.Generator) -> np.ndarray:
+def sample_color(rng: np.random.Generator) -> np.ndarray:
+    """A random clothing / object colour: (3,) RGB in [0, 1], any hue, saturation 0.1-0.8,
+    brightness 0.15-0.95."""
     hue_rgb = rng.uniform(0.0, 1.0, size=3)
     sat = rng.uniform(0.1, 0.8)
     val = rng.uniform(0.15, 0.95)
@@ -155,7 +157,7 @@ def sample_body_colors(rng: np.random.Generator, face_regions: np.ndarray) -> np
         (F, 3) RGB in [0, 1].
     """
     skin = _SKIN_TONES[int(rng.integers(len(_SKIN_TONES)))] * rng.uniform(0.92, 1.05)
-    top, bottom = _clothing_color(rng), _clothing_color(rng)
+    top, bottom = sample_color(rng), sample_color(rng)
     palette = np.zeros((NUM_REGIONS, 3))
     palette[REGION_SKIN] = skin
     palette[REGION_HAIR] = _HAIR[int(rng.integers(len(_HAIR)))] if rng.random() < 0.8 else skin

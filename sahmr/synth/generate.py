@@ -35,10 +35,12 @@ import numpy as np
 import trimesh
 
 from sahmr.synth.appearance import body_face_regions, sample_appearance
-from sahmr.synth.cameras import CameraRanges, sample_camera
+from sahmr.synth.cameras import CameraRanges, normalize_range, person_bbox, sample_camera
+from sahmr.synth.occluders import OccluderRanges, sample_occluder
 from sahmr.synth.placement import PlacedBody
 from sahmr.synth.render_sample import BodyRaycaster, RoomRaycaster, render_sample
 from sahmr.synth.rooms import Room
+from sahmr.synth.shapes import ShapeRanges, StatureMeter, sample_shape
 from sahmr.synth.shards import (
     SHARD_VERSION,
     encode_depth_mm,
@@ -57,10 +59,12 @@ DATASET_FORMAT = "sahmr.synth_dataset"
 DATASET_VERSION = 1
 SCENE_POINT_SPACING = 0.02
 """Voxel size (m) of the stored scene point clouds."""
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Version of what the generator draws for a given config (part of the config hash, so a
 resumed run never mixes shards of two versions): 2 = mixed-action placement batches, the
-backrest actions, exact-mesh acceptance, repeated camera draws."""
+backrest actions, exact-mesh acceptance, repeated camera draws; 3 = wide shapes, cameras
+drawn within the room (floor level to the ceiling, portrait images, 35 mm-equivalent
+focal lengths, framing checked per draw, parapets no ceiling), synthetic occluders."""
 BODIES_PER_ROUND = 64
 """Most bodies a shard asks the placer for at once (refined in mixed batches of candidates);
 one more than the views need, as a few camera draws fail."""
@@ -114,6 +118,8 @@ class GenerationConfig:
         splits: Split name -> `SplitSpec`; rooms must not repeat across splits.
         actions: Action name -> weight, or empty to let the placer choose.
         camera: `CameraRanges`.
+        shape: `sahmr.synth.shapes.ShapeRanges`: the body shape distribution.
+        occluders: `sahmr.synth.occluders.OccluderRanges`: synthetic occluders per view.
         crop_size: Crop side S, pixels.
         crop_format: ``"jpeg"`` or ``"png"`` for crops and frames.
         jpeg_quality: JPEG quality.
@@ -146,6 +152,8 @@ class GenerationConfig:
     splits: dict[str, SplitSpec] = field(default_factory=dict)
     actions: dict[str, float] = field(default_factory=dict)
     camera: CameraRanges = field(default_factory=CameraRanges)
+    shape: ShapeRanges = field(default_factory=ShapeRanges)
+    occluders: OccluderRanges = field(default_factory=OccluderRanges)
     crop_size: int = 224
     crop_format: str = "jpeg"
     jpeg_quality: int = 92
@@ -165,12 +173,14 @@ class GenerationConfig:
         d = dict(d)
         d["splits"] = {k: SplitSpec(**v) for k, v in (d.get("splits") or {}).items()}
         cam = dict(d.get("camera") or {})
-        for k in ("fov_x_deg", "height", "distance"):
+        for k in ("focal_35mm", "height", "distance"):
             if k in cam:
-                cam[k] = tuple(float(x) for x in cam[k])
+                cam[k] = normalize_range(cam[k])
         if "image_sizes" in cam:
             cam["image_sizes"] = [tuple(int(x) for x in s) for s in cam["image_sizes"]]
-        d["camera"] = CameraRanges(**cam)
+        d["camera"] = _build(CameraRanges, cam, "camera")
+        d["shape"] = _build(ShapeRanges, dict(d.get("shape") or {}), "shape")
+        d["occluders"] = _build(OccluderRanges, dict(d.get("occluders") or {}), "occluders")
         d["actions"] = {str(k): float(v) for k, v in (d.get("actions") or {}).items()}
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
@@ -211,6 +221,14 @@ class GenerationConfig:
             sort_keys=True,
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` with unknown keys named in the error."""
+    unknown = set(values) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {where} config keys: {sorted(unknown)}")
+    return cls(**values)
 
 
 def config_from_mapping(cfg: Any) -> GenerationConfig:
@@ -330,11 +348,19 @@ class StandingPlacer:
         room: The room (z-up, floor at z = 0, floor object id 0).
         body: A `sahmr.body.BodyModel` (y-up rest frame, as SMPL).
         contact_threshold: Contact distance, metres (7 cm as DESIGN.md).
+        shapes: The body shape distribution (None: `ShapeRanges` defaults).
     """
 
-    def __init__(self, room: Room, body: Any, contact_threshold: float = 0.07) -> None:
+    def __init__(
+        self,
+        room: Room,
+        body: Any,
+        contact_threshold: float = 0.07,
+        shapes: ShapeRanges | None = None,
+    ) -> None:
         self.room = room
         self.body = body
+        self.shapes = shapes if shapes is not None else ShapeRanges()
         self.contact_threshold = contact_threshold
         self.labels = np.asarray(body.topology.contact_labels[0], dtype=np.int64)
         self.stats: Counter[str] = Counter()
@@ -351,7 +377,7 @@ class StandingPlacer:
         if len(self._cells) == 0:
             return None
         xy = self._cells[int(rng.integers(len(self._cells)))]
-        betas = np.clip(rng.normal(0.0, 0.8, 10), -2.5, 2.5).astype(np.float32)
+        betas = sample_shape(rng, self.shapes).astype(np.float32)
         pose = rng.normal(0.0, 0.04, (23, 3))
         pose[15, 2] -= 1.2  # left shoulder (joint 16) down, about the rest z axis
         pose[16, 2] += 1.2  # right shoulder (joint 17) down
@@ -396,7 +422,12 @@ class StandingPlacer:
 
 
 def make_placer(
-    room: Room, body: Any, kind: str = "auto", sdf: Any = None, mesh_distance: Any = None
+    room: Room,
+    body: Any,
+    kind: str = "auto",
+    sdf: Any = None,
+    mesh_distance: Any = None,
+    shapes: ShapeRanges | None = None,
 ) -> PlacerLike:
     """The contact placer `sahmr.synth.placement.Placer` (``kind="auto"``), or the fast
     `StandingPlacer` (``kind="standing"``: feet on the floor only, for tests and benchmarks).
@@ -409,6 +440,7 @@ def make_placer(
             per room with open3d, minutes without).
         mesh_distance: The room's exact mesh distance of an earlier placer (None: built
             on first use).
+        shapes: The body shape distribution (None: `ShapeRanges` defaults).
 
     Returns:
         A placer. Build a fresh one per shard: the real placer queues accepted bodies
@@ -417,10 +449,10 @@ def make_placer(
     if kind == "auto":
         from sahmr.synth.placement import Placer
 
-        return Placer(room, body, sdf=sdf, mesh_distance=mesh_distance)
+        return Placer(room, body, sdf=sdf, mesh_distance=mesh_distance, shapes=shapes)
     if kind != "standing":
         raise ValueError(f"unknown placer {kind!r} (auto or standing)")
-    return StandingPlacer(room, body)
+    return StandingPlacer(room, body, shapes=shapes)
 
 
 def sdf_cache_path(root: Path, scene_id: str, voxel_size: float) -> Path:
@@ -536,6 +568,7 @@ class _WorkerState:
     table: dict[str, dict[str, Any]]
     body: Any = None
     face_regions: np.ndarray | None = None
+    stature: StatureMeter | None = None
     rooms: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -564,6 +597,7 @@ def _init_worker(cfg: GenerationConfig, table: dict[str, dict[str, Any]]) -> Non
     body = _load_body(cfg.body_model_path)
     _STATE = _WorkerState(cfg=cfg, table=table, body=body)
     _STATE.face_regions = body_face_regions(body.lbs_weights.numpy(), body.faces)
+    _STATE.stature = StatureMeter(body)
 
 
 def _room(state: _WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, PlacerLike]:
@@ -588,7 +622,9 @@ def _room(state: _WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, Plac
         state.rooms[scene_id] = [room, caster, sdf, None]
     cached = state.rooms[scene_id]
     room, caster, sdf, exact = cached
-    placer = make_placer(room, state.body, state.cfg.placer, sdf=sdf, mesh_distance=exact)
+    placer = make_placer(
+        room, state.body, state.cfg.placer, sdf=sdf, mesh_distance=exact, shapes=state.cfg.shape
+    )
     if exact is None and hasattr(placer, "mesh_distance"):
         cached[3] = placer.mesh_distance  # built once per room and worker
     return room, caster, placer
@@ -633,6 +669,7 @@ def generate_shard_rows(
     bodies: deque[PlacedBody | None] = deque()
     rows: list[dict[str, Any]] = []
     rejects: Counter[str] = Counter()
+    camera_retries: Counter[str] = Counter()
     attempts, body_idx = 0, 0
     faces = state.body.faces
     while len(rows) < plan.num_samples:
@@ -645,7 +682,9 @@ def generate_shard_rows(
         if cfg.sequence_fraction > 0 and rng.random() < cfg.sequence_fraction:
             seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
             body_idx += 1
-            motion, reason = _sequence_rows(state, rng, room, caster, placer, scene_id, seq)
+            motion, reason = _sequence_rows(
+                state, rng, room, caster, placer, scene_id, seq, camera_retries
+            )
             if reason is not None:
                 rejects[reason] += 1
             rows.extend(motion[: plan.num_samples - len(rows)])
@@ -670,21 +709,37 @@ def generate_shard_rows(
             rejects["placement"] += 1
             continue
         verts = np.asarray(placed.vertices_world, dtype=np.float64)
+        pelvis = np.asarray(placed.joints_world[0], dtype=np.float64)
+        radius = float(np.linalg.norm(verts - pelvis, axis=1).max())
         body_caster = BodyRaycaster(verts, faces)
         seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
         body_idx += 1
         view, tries = 0, 0
-        # up to twice as many camera draws as views: a failed draw (no free spot, person
-        # out of frame, too occluded) costs far less than placing another body
+        # up to twice as many cameras as views: a rejected view (too occluded) costs far less
+        # than placing another body; a camera that does not frame the body is redrawn
+        # inside sample_camera (cheap: no rendering)
         while view < cfg.views_per_body and tries < 2 * cfg.views_per_body:
             tries += 1
             if len(rows) >= plan.num_samples:
                 break
-            camera = sample_camera(rng, room, np.asarray(placed.joints_world[0]), cfg.camera)
+            camera = sample_camera(
+                rng,
+                room,
+                pelvis,
+                cfg.camera,
+                subject_radius=radius,
+                vertices_world=verts,
+                stats=camera_retries,
+            )
             if camera is None:
                 rejects["camera"] += 1
                 continue
             look = sample_appearance(rng, room, state.face_regions)
+            occluder = None
+            if cfg.occluders.fraction > 0 and rng.random() < cfg.occluders.fraction:
+                box = person_bbox(camera, verts)
+                occluder = sample_occluder(rng, room, camera, verts, pelvis, box, cfg.occluders)
+                camera_retries["occluder_drawn" if occluder is not None else "occluder_none"] += 1
             rendered, reason = render_sample(
                 caster,
                 body_caster,
@@ -694,11 +749,12 @@ def generate_shard_rows(
                 cfg.camera,
                 crop_size=cfg.crop_size,
                 full_frame_scale=cfg.full_frame_scale,
+                occluder=occluder,
             )
             if rendered is None:
                 rejects[reason] += 1
                 continue
-            rows.append(_row(cfg, placed, camera, rendered, scene_id, seq, view))
+            rows.append(_row(state, placed, camera, rendered, scene_id, seq, view))
             view += 1
     stats = {
         "scene_id": scene_id,
@@ -706,12 +762,14 @@ def generate_shard_rows(
         "actions": dict(sorted(Counter(r["action"] for r in rows).items())),
         "occlusion_mean": float(np.mean([r["occlusion"] for r in rows])) if rows else 0.0,
         "placement_attempts": attempts,
+        "camera_retries": dict(sorted(camera_retries.items())),
+        "occluded_samples": int(sum(r["occluder"] > 0 for r in rows)),
     }
     return rows, stats
 
 
 def _row(
-    cfg: GenerationConfig,
+    state: _WorkerState,
     placed: PlacedBody,
     camera: Any,
     rendered: Any,
@@ -721,6 +779,7 @@ def _row(
     action: str | None = None,
 ) -> dict[str, Any]:
     """One shard row: labels of a placed body seen by a camera, and its encoded images."""
+    cfg = state.cfg
     fmt = cfg.crop_format
     return {
         "bbox": rendered.bbox,
@@ -739,6 +798,8 @@ def _row(
         "frame_index": frame_index,
         "object_id": int(getattr(placed, "object_id", -1)),
         "image_scale": rendered.image_scale,
+        "height": state.stature(placed.betas) if state.stature is not None else float("nan"),
+        "occluder": rendered.occluder.code if rendered.occluder is not None else 0,
         "contact_points_world": placed.contact_points_world,
         "contact_point_region": placed.contact_point_region,
         "crop": encode_image(rendered.crop.rgb, fmt, cfg.jpeg_quality),
@@ -763,6 +824,7 @@ def _sequence_rows(
     placer: Any,
     scene_id: str,
     sequence_id: str,
+    camera_retries: Counter[str],
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Rows of one short motion seen by one camera, or ``([], reject reason)``.
 
@@ -776,8 +838,17 @@ def _sequence_rows(
     frames = sample_sequence(placer, rng, kind, cfg.sequence_frames)
     if not frames:
         return [], "sequence"
-    middle = np.asarray(frames[len(frames) // 2].joints_world[0])
-    camera = sample_camera(rng, room, middle, cfg.camera)
+    middle = np.asarray(frames[len(frames) // 2].joints_world[0], dtype=np.float64)
+    all_verts = np.concatenate([np.asarray(f.vertices_world, dtype=np.float64) for f in frames])
+    camera = sample_camera(
+        rng,
+        room,
+        middle,
+        cfg.camera,
+        subject_radius=float(np.linalg.norm(all_verts - middle, axis=1).max()),
+        vertices_world=all_verts,
+        stats=camera_retries,
+    )
     if camera is None:
         return [], "camera"
     look = sample_appearance(rng, room, state.face_regions)
@@ -796,7 +867,7 @@ def _sequence_rows(
         )
         if rendered is None:
             return [], reason
-        rows.append(_row(cfg, placed, camera, rendered, scene_id, sequence_id, t, f"seq_{kind}"))
+        rows.append(_row(state, placed, camera, rendered, scene_id, sequence_id, t, f"seq_{kind}"))
     return rows, None
 
 
@@ -830,7 +901,8 @@ def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, A
     per_action: dict[str, Counter[str]] = {}
     per_scene: dict[str, Counter[str]] = {}
     rejects: Counter[str] = Counter()
-    done, occl_sum = 0, 0.0
+    camera_retries: Counter[str] = Counter()
+    done, occl_sum, occluded = 0, 0.0, 0
     for p in plans:
         path = shard_dir / shard_name(p.index)
         if not path.is_file():
@@ -846,6 +918,8 @@ def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, A
         per_action.setdefault(p.split, Counter()).update(s["actions"])
         per_scene.setdefault(p.split, Counter())[s["scene_id"]] += n
         rejects.update(s["rejects"])
+        camera_retries.update(s.get("camera_retries", {}))
+        occluded += int(s.get("occluded_samples", 0))
         occl_sum += float(s.get("occlusion_mean", 0.0)) * n
     return {
         "shards_done": done,
@@ -855,6 +929,8 @@ def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, A
         "samples_per_scene": {k: dict(v) for k, v in per_scene.items()},
         "rejects": dict(rejects),
         "occlusion_mean": occl_sum / max(sum(per_split.values()), 1),
+        "camera_retries": dict(camera_retries),
+        "occluded_samples": occluded,
     }
 
 

@@ -3,7 +3,8 @@
 Pipeline of :meth:`Placer.place_actions` / :meth:`Placer.sample_batch` (a batch of
 candidates, of one action or of several):
 
-1. Sample a pose (:func:`sahmr.synth.poses.sample_pose_euler`) and betas per candidate.
+1. Sample a pose (:func:`sahmr.synth.poses.sample_pose_euler`) and betas
+   (:func:`sahmr.synth.shapes.sample_shape`) per candidate.
 2. Pick a target surface of the action's primary contact kind and a facing direction
    (away from the backrest when sitting, towards the wall/table when touching, ...), and
    translate the body so that the required regions land on it (rules per
@@ -65,10 +66,10 @@ from sahmr.synth.poses import (
     ActionSpec,
     body_euler_to_matrix,
     euler_to_matrix,
-    sample_betas,
     sample_pose_euler,
 )
 from sahmr.synth.rooms import Room
+from sahmr.synth.shapes import ShapeRanges, sample_shape
 from sahmr.synth.skinning import SubsetSkinner, subset_vertices
 
 logger = logging.getLogger(__name__)
@@ -392,6 +393,7 @@ class Placer:
         penetration_weight: float = 2.0,
         exact_check: bool = True,
         mesh_distance: MeshSignedDistance | None = None,
+        shapes: ShapeRanges | None = None,
     ) -> None:
         """Builds the placer.
 
@@ -429,6 +431,8 @@ class Placer:
                 under-estimates depths at sharp edges by up to a voxel).
             mesh_distance: the room mesh's exact distance (built on first use when None;
                 pass :attr:`mesh_distance` of an earlier placer of the room to reuse it).
+            shapes: the distribution body shapes are drawn from
+                (:class:`sahmr.synth.shapes.ShapeRanges`; None: its defaults).
         """
         self.room = room
         self.body = body
@@ -444,6 +448,7 @@ class Placer:
         self.max_batch = max_batch
         self.surface_tol = surface_tol
         self.exact_check = exact_check
+        self.shapes = shapes if shapes is not None else ShapeRanges()
         self._exact = mesh_distance
         self._rect_cache: dict[tuple, tuple[np.ndarray, ...] | None] = {}
         self.margin = margin
@@ -803,7 +808,7 @@ class Placer:
             targets.append(tgt)
             roots.append(np.deg2rad(root))
             bodies.append(np.deg2rad(body))
-            betas.append(sample_betas(rng))
+            betas.append(sample_shape(rng, self.shapes))
         out: list[PlacedBody | None] = [None] * len(actions)
         if targets:
             root_body = euler_to_matrix(torch.as_tensor(np.stack(roots))).numpy()

@@ -5,6 +5,8 @@ The room's Embree ray intersector is built once per room (`RoomRaycaster`) and t
 once per placed body (`BodyRaycaster`); every view casts its rays against both and keeps the
 nearer hit, which gives the person's un-occluded silhouette for free: occlusion ratio =
 1 - (pixels where the body is the nearest hit) / (pixels where the body is hit at all).
+A synthetic occluder of the view (`sahmr.synth.occluders`) is a third caster, drawn and
+counted like the room.
 Shading is the same Lambertian model as `sahmr.viz.render.render` (key light + head light +
 ambient, two-sided faces). Frames: world z-up, metres; camera OpenCV; ``T_w2c`` world -> cam.
 """
@@ -22,6 +24,7 @@ import trimesh
 from sahmr.geometry.crops import DEFAULT_CROP_SIZE, crop_camera, square_bbox
 from sahmr.synth.appearance import Appearance
 from sahmr.synth.cameras import Camera, CameraRanges, person_bbox, person_bbox_ok
+from sahmr.synth.occluders import Occluder
 from sahmr.viz.render import _intersector
 
 logger = logging.getLogger(__name__)
@@ -30,7 +33,8 @@ BBOX_SCALE = 1.2
 """Square crop side = longer bbox side x this (as `sahmr.data.sample.crop_around_bbox`)."""
 
 MASK_BACKGROUND, MASK_VISIBLE, MASK_OCCLUDED = 0, 1, 2
-"""Person mask values: not person, visible person, person hidden behind the scene."""
+"""Person mask values: not person, visible person, person hidden behind the scene or a
+synthetic occluder."""
 
 
 class _Raycaster:
@@ -160,6 +164,46 @@ def pixel_rays(
     return -R.T @ np.asarray(T_w2c, dtype=np.float64)[:3, 3], dirs
 
 
+def _cast_in_projection(
+    caster: _Raycaster,
+    origin: np.ndarray,
+    dirs: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    width: int,
+    height: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hits of a small mesh, casting only the rays inside its projected bounding
+    rectangle (+1 px), or every ray when a vertex lies at or behind the camera plane.
+
+    Args:
+        caster: The mesh's caster (``vertices`` (N, 3) world).
+        origin: (3,) camera centre, world.
+        dirs: (H * W, 3) unit pixel rays, world, row-major (`pixel_rays`).
+        K: (3, 3) intrinsics, pixels.
+        T_w2c: (4, 4) world -> camera.
+        width: W, pixels.
+        height: H, pixels.
+
+    Returns:
+        ``(face (H * W,) int64, -1 on a miss; distance (H * W,) float64, inf on a miss)``.
+    """
+    face = np.full(len(dirs), -1, dtype=np.int64)
+    dist = np.full(len(dirs), np.inf)
+    p = caster.vertices @ T_w2c[:3, :3].T + T_w2c[:3, 3]
+    if not np.all(p[:, 2] > 1e-6):
+        return caster.cast(origin, dirs)
+    uv = p[:, :2] / p[:, 2:] @ K[:2, :2].T + K[:2, 2]
+    j0, i0 = np.floor(uv.min(axis=0) - 1.0).astype(int)
+    j1, i1 = np.ceil(uv.max(axis=0) + 1.0).astype(int)
+    j0, i0, j1, i1 = max(j0, 0), max(i0, 0), min(j1, width - 1), min(i1, height - 1)
+    if j0 <= j1 and i0 <= i1:
+        jj, ii = np.meshgrid(np.arange(j0, j1 + 1), np.arange(i0, i1 + 1))
+        sel = (ii * width + jj).ravel()
+        face[sel], dist[sel] = caster.cast(origin, dirs[sel])
+    return face, dist
+
+
 @dataclass
 class ViewRender:
     """One rendered view.
@@ -194,9 +238,10 @@ def render_view(
     T_w2c: np.ndarray,
     width: int,
     height: int,
+    occluder: Occluder | None = None,
 ) -> ViewRender:
-    """Ray-casts room + body through a pinhole camera (one ray per pixel centre, OpenCV
-    convention: `pixel_rays`).
+    """Ray-casts room + body (+ an occluder) through a pinhole camera (one ray per pixel
+    centre, OpenCV convention: `pixel_rays`).
 
     Args:
         room: Room caster (faces coloured by ``appearance.room_face_colors``).
@@ -206,38 +251,39 @@ def render_view(
         T_w2c: (4, 4) world -> camera.
         width: W, pixels.
         height: H, pixels.
+        occluder: Optional synthetic occluder (`sahmr.synth.occluders`), drawn like scene
+            geometry: person pixels it hides count as occluded.
 
     Returns:
         The `ViewRender`.
     """
     T_w2c = np.asarray(T_w2c, dtype=np.float64)
-    origin, dirs = pixel_rays(np.asarray(K, dtype=np.float64), T_w2c, width, height)
+    K = np.asarray(K, dtype=np.float64)
+    origin, dirs = pixel_rays(K, T_w2c, width, height)
     # The body can only be hit inside its projected bounding rectangle (+1 px): cast there.
-    f_body = np.full(len(dirs), -1, dtype=np.int64)
-    d_body = np.full(len(dirs), np.inf)
-    p = body.vertices @ T_w2c[:3, :3].T + T_w2c[:3, 3]
-    if np.all(p[:, 2] > 1e-6):
-        uv = p[:, :2] / p[:, 2:] @ np.asarray(K, dtype=np.float64)[:2, :2].T + K[:2, 2]
-        j0, i0 = np.floor(uv.min(axis=0) - 1.0).astype(int)
-        j1, i1 = np.ceil(uv.max(axis=0) + 1.0).astype(int)
-        j0, i0, j1, i1 = max(j0, 0), max(i0, 0), min(j1, width - 1), min(i1, height - 1)
-        if j0 <= j1 and i0 <= i1:
-            jj, ii = np.meshgrid(np.arange(j0, j1 + 1), np.arange(i0, i1 + 1))
-            sel = (ii * width + jj).ravel()
-            f_body[sel], d_body[sel] = body.cast(origin, dirs[sel])
-    else:  # some vertex at or behind the camera plane: cast every ray
-        f_body, d_body = body.cast(origin, dirs)
+    f_body, d_body = _cast_in_projection(body, origin, dirs, K, T_w2c, width, height)
     body_hit = f_body >= 0
+    occ_caster = None
+    if occluder is not None:
+        occ_caster = _Raycaster(occluder.vertices_world, occluder.faces)
+        f_occ, d_occ = _cast_in_projection(occ_caster, origin, dirs, K, T_w2c, width, height)
     # The room: where the body is hit, only "is the room nearer?" (a cheap any-hit query),
     # and its nearest hit where it is (occluded person pixels) or where the body is not.
     on_body = np.flatnonzero(body_hit)
     hidden = room.occluded(origin, dirs[on_body], d_body[on_body])
+    if occ_caster is not None:
+        hidden |= d_occ[on_body] < d_body[on_body]
     body_front = body_hit.copy()
     body_front[on_body[hidden]] = False
     need = np.flatnonzero(~body_front)
     f_room = np.full(len(dirs), -1, dtype=np.int64)
     d_room = np.full(len(dirs), np.inf)
     f_room[need], d_room[need] = room.cast(origin, dirs[need])
+    occ_front = np.zeros(len(dirs), dtype=bool)
+    if occ_caster is not None:
+        occ_front[need] = d_occ[need] < d_room[need]
+        f_room[occ_front] = -1
+        d_room[occ_front] = d_occ[occ_front]
     room_front = f_room >= 0
     dist = np.where(body_front, d_body, d_room)
 
@@ -246,10 +292,13 @@ def render_view(
     amb = np.float32(appearance.ambient)
     color = np.empty((len(dirs), 3), dtype=np.float32)
     color[:] = appearance.background
-    for front, faces, caster, face_colors in (
+    layers = [
         (body_front, f_body, body, appearance.body_face_colors),
         (room_front, f_room, room, appearance.room_face_colors),
-    ):
+    ]
+    if occ_caster is not None:
+        layers.append((occ_front, f_occ, occ_caster, occluder.face_colors))
+    for front, faces, caster, face_colors in layers:
         idx = np.flatnonzero(front)
         if idx.size == 0:
             continue
@@ -314,6 +363,7 @@ class RenderedSample:
         occlusion: Occlusion ratio in [0, 1].
         image: Optional small full frame (h, w, 3) uint8 rendered at ``image_scale``.
         image_scale: Scale of ``image`` relative to the camera's (W, H) (0 when absent).
+        occluder: The synthetic occluder drawn into the view, or None.
     """
 
     camera: Camera
@@ -323,6 +373,7 @@ class RenderedSample:
     occlusion: float
     image: np.ndarray | None = None
     image_scale: float = 0.0
+    occluder: Occluder | None = None
 
 
 def render_sample(
@@ -335,6 +386,7 @@ def render_sample(
     *,
     crop_size: int = DEFAULT_CROP_SIZE,
     full_frame_scale: float = 0.0,
+    occluder: Occluder | None = None,
 ) -> tuple[RenderedSample | None, str]:
     """Checks the person's box, renders the crop, measures occlusion, optionally a frame.
 
@@ -347,6 +399,7 @@ def render_sample(
         ranges: Box / occlusion limits.
         crop_size: Crop side S, pixels.
         full_frame_scale: When > 0, also render the full frame at this scale.
+        occluder: Optional synthetic occluder drawn into the crop and the frame.
 
     Returns:
         ``(sample, "")`` when accepted, else ``(None, reason)`` with reason ``"bbox"``,
@@ -356,7 +409,7 @@ def render_sample(
     if not person_bbox_ok(camera, bbox, ranges):
         return None, "bbox"
     K_crop = crop_intrinsics(camera.K, bbox, crop_size)
-    crop = render_view(room, body, appearance, K_crop, camera.T_w2c, crop_size, crop_size)
+    crop = render_view(room, body, appearance, K_crop, camera.T_w2c, crop_size, crop_size, occluder)
     occ = crop.occlusion
     if np.isnan(occ):
         return None, "empty"
@@ -366,7 +419,7 @@ def render_sample(
     if full_frame_scale > 0:
         small = camera.scaled(full_frame_scale)
         image = render_view(
-            room, body, appearance, small.K, small.T_w2c, small.width, small.height
+            room, body, appearance, small.K, small.T_w2c, small.width, small.height, occluder
         ).rgb
     return (
         RenderedSample(
@@ -377,6 +430,7 @@ def render_sample(
             occlusion=float(occ),
             image=image,
             image_scale=float(full_frame_scale) if image is not None else 0.0,
+            occluder=occluder,
         ),
         "",
     )

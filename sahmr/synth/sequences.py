@@ -7,7 +7,10 @@ frames in between interpolate the root trajectory linearly, the root and joint r
 slerp (``R0 @ exp(t * log(R0^T R1))`` on rotation matrices), and are then refined together,
 lightly (few Adam steps, penetration + the phase's contacts + a pose prior + a penalty on
 the second difference of the root translation across frames). Intermediate frames are not
-rejected: their ``max_penetration`` and ``contact_gap`` record how well they did.
+held to the placer's tolerances: their ``max_penetration`` and ``contact_gap`` record how well
+they did; a motion is redrawn when one of them penetrates deeper than
+`MAX_FRAME_PENETRATION`, or when the standing start of a walk (the last frame of
+``stand_up``) misses the placer's penetration or contact tolerance.
 
 Kinds:
     * ``walk_to_sit``: stand on walkable floor 0.1-0.2 m per walking frame (0.6-2.5 m in
@@ -41,6 +44,8 @@ __all__ = ["SEQUENCE_KINDS", "mirror_body_euler_deg", "sample_sequence", "slerp_
 
 SEQUENCE_KINDS: tuple[str, ...] = ("walk_to_sit", "stand_up", "reach")
 _SIT_ACTIONS = ("sit_chair", "sit_sofa", "sit_bed_edge", "sit_stool")
+MAX_FRAME_PENETRATION = 0.05
+"""Deepest penetration (m) an in-between frame of a kept motion may have."""
 _FRAME_MARGIN = 0.004
 """Penetration margin (m) of the in-between frames' refinement: they are not rejected, so
 they need none of the accepted placements' extra margin and stay closer to the surfaces."""
@@ -267,6 +272,20 @@ def _reach(
     return frames
 
 
+def _frames_ok(placer: Placer, frames: list[PlacedBody], kind: str) -> bool:
+    """Whether a motion is kept: no frame deeper than `MAX_FRAME_PENETRATION`, and a walk's
+    standing start (``stand_up``: its last frame) within the placer's tolerances."""
+    if max(f.max_penetration for f in frames) > MAX_FRAME_PENETRATION:
+        return False
+    if kind == "reach":
+        return True
+    standing = frames[-1] if kind == "stand_up" else frames[0]
+    gaps = list(standing.contact_gap.values())
+    return standing.max_penetration <= placer.penetration_tol and (
+        not gaps or max(gaps) <= placer.contact_tol
+    )
+
+
 def sample_sequence(
     placer: Placer,
     rng: np.random.Generator,
@@ -289,7 +308,9 @@ def sample_sequence(
     Returns:
         T :class:`PlacedBody` frames (room frame) with ``frame_index`` 0..T-1 and one set of
         betas, or None if the room does not allow the motion. The end frame (start frame for
-        ``stand_up``) is an accepted placement; the others are refined but not rejected.
+        ``stand_up``) is an accepted placement; the others are refined, and the motion is
+        redrawn (up to ``max_tries`` times) when one of them penetrates deeper than
+        `MAX_FRAME_PENETRATION` or a walk's standing frame misses the placer's tolerances.
     """
     if kind not in SEQUENCE_KINDS:
         raise KeyError(f"unknown sequence kind {kind!r}; choose from {SEQUENCE_KINDS}")
@@ -302,7 +323,7 @@ def sample_sequence(
             frames = _walk_to_sit(placer, rng, num_frames, iterations)
             if frames is not None and kind == "stand_up":
                 frames = frames[::-1]
-        if frames is not None:
+        if frames is not None and _frames_ok(placer, frames, kind):
             for i, f in enumerate(frames):
                 f.frame_index = i
             return frames

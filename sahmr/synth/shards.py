@@ -3,7 +3,8 @@
 A shard is one uncompressed ``.npz`` (a zip of ``.npy`` members, readable with
 ``np.load(path, allow_pickle=False)``) holding N samples:
 
-* fixed-size labels stacked along a leading N axis (`FIXED_FIELDS`);
+* fixed-size labels stacked along a leading N axis (`FIXED_FIELDS`, and the later
+  `OPTIONAL_FIELDS` that older shards lack);
 * ragged contact points concatenated, with ``contact_offsets`` (N + 1,) int64;
 * encoded images (JPEG / PNG bytes) concatenated into one uint8 array per kind, with
   ``<kind>_offsets`` (N + 1,) int64 (`BYTES_FIELDS`);
@@ -55,6 +56,15 @@ FIXED_FIELDS: dict[str, tuple[str, tuple[int | None, ...]]] = {
     "image_scale": ("float32", ()),
 }
 """Per-row arrays: name -> (dtype, row shape; None = the body model's V)."""
+
+OPTIONAL_FIELDS: dict[str, tuple[str, float]] = {
+    "height": ("float32", float("nan")),
+    "occluder": ("uint8", 0),
+}
+"""Per-row scalars added after format v1 shipped: name -> (dtype, value of a shard written
+before them). Written whenever the rows carry them; readers fill the default when a shard
+lacks the member (``height``: rest-pose stature, m; ``occluder``: synthetic occluder kind,
+`sahmr.synth.occluders.OCCLUDER_KINDS`)."""
 
 RAGGED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "contact_points_world": ("float32", (3,)),
@@ -137,7 +147,8 @@ def pack_rows(
     """Stacks per-row records into the shard's arrays.
 
     Args:
-        rows: N >= 1 records, each with every `FIXED_FIELDS` / `RAGGED_FIELDS` array, every
+        rows: N >= 1 records, each with every `FIXED_FIELDS` / `RAGGED_FIELDS` array (and
+            `OPTIONAL_FIELDS` in all rows or none), every
             `BYTES_FIELDS` entry as bytes (``b""`` when absent) and every `STRING_FIELDS`
             string.
         header: Extra JSON-serialisable header entries (shard index, split, stats...).
@@ -155,6 +166,12 @@ def pack_rows(
         ):
             raise ValueError(f"field {name}: rows of shape {arr.shape[1:]}, expected {shape}")
         out[name] = arr
+    for name, (dtype, _) in OPTIONAL_FIELDS.items():
+        have = [name in r for r in rows]
+        if any(have) and not all(have):
+            raise ValueError(f"field {name}: present in some rows only")
+        if all(have):
+            out[name] = np.array([r[name] for r in rows]).astype(dtype, copy=False).reshape(-1)
     counts = np.array([len(r["contact_points_world"]) for r in rows], dtype=np.int64)
     out["contact_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     for name, (dtype, shape) in RAGGED_FIELDS.items():
@@ -268,6 +285,7 @@ class ShardReader:
         self.path = Path(path)
         self._zip = zipfile.ZipFile(self.path)
         self._arrays: dict[str, np.ndarray] = {}
+        self._members = {n.removesuffix(".npy") for n in self._zip.namelist()}
         self.header = read_header(self.path, self._zip)
 
     def __len__(self) -> int:
@@ -284,6 +302,10 @@ class ShardReader:
             self._arrays[name] = _member_memmap(self.path, self._zip, name)
         return self._arrays[name]
 
+    def has(self, name: str) -> bool:
+        """Whether the shard holds a member (`OPTIONAL_FIELDS` may be absent)."""
+        return name in self._members
+
     def bytes_of(self, name: str, i: int) -> bytes:
         """Encoded bytes of row ``i`` of a `BYTES_FIELDS` member (``b""`` when absent)."""
         off = self.array(f"{name}_offsets")
@@ -296,13 +318,16 @@ class ShardReader:
             i: Row index in [0, N).
 
         Returns:
-            Dict with every field of `FIXED_FIELDS`, `RAGGED_FIELDS`, `BYTES_FIELDS`
-            (bytes) and `STRING_FIELDS`.
+            Dict with every field of `FIXED_FIELDS`, `OPTIONAL_FIELDS` (their default when
+            the shard predates them), `RAGGED_FIELDS`, `BYTES_FIELDS` (bytes) and
+            `STRING_FIELDS`.
         """
         n = len(self)
         if not 0 <= i < n:
             raise IndexError(f"row {i} out of range for {n} rows in {self.path}")
         out: dict[str, Any] = {k: np.array(self.array(k)[i]) for k in FIXED_FIELDS}
+        for k, (dtype, default) in OPTIONAL_FIELDS.items():
+            out[k] = np.array(self.array(k)[i] if self.has(k) else default, dtype=dtype)
         off = self.array("contact_offsets")
         a, b = int(off[i]), int(off[i + 1])
         for k in RAGGED_FIELDS:

@@ -14,6 +14,7 @@ from sahmr.synth.generate import GenerationConfig, generate, plan_shards, scene_
 from sahmr.synth.shards import (
     BYTES_FIELDS,
     FIXED_FIELDS,
+    OPTIONAL_FIELDS,
     RAGGED_FIELDS,
     STRING_FIELDS,
     ShardReader,
@@ -67,6 +68,28 @@ def test_shard_round_trip(tmp_path):
     depth = np.array([[1.2345, np.inf]], dtype=np.float32)
     back = decode_depth_mm(decode_image(encode_image(encode_depth_mm(depth), "png")))
     np.testing.assert_allclose(back, [[1.234, np.inf]], atol=1e-6)
+
+
+def test_optional_fields_round_trip_and_default_in_older_shards(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [_random_row(rng, i) for i in range(3)]
+    old = write_shard_atomic(tmp_path / shard_name(0), pack_rows(rows, {}))  # v1 as shipped
+    for i, r in enumerate(rows):
+        r["height"], r["occluder"] = 1.5 + 0.1 * i, i % 3
+    new = write_shard_atomic(tmp_path / shard_name(1), pack_rows(rows, {}))
+    assert validate_shard(old) and validate_shard(new)
+    r_old, r_new = ShardReader(old), ShardReader(new)
+    for i in range(3):
+        a, b = r_old.row(i), r_new.row(i)
+        assert np.isnan(a["height"]) and a["occluder"] == 0  # the defaults
+        assert b["height"] == pytest.approx(1.5 + 0.1 * i) and b["occluder"] == i % 3
+        for k, (dtype, _) in OPTIONAL_FIELDS.items():
+            assert a[k].dtype == b[k].dtype == np.dtype(dtype)
+    r_old.close()
+    r_new.close()
+    del rows[0]["height"]
+    with pytest.raises(ValueError, match="height"):
+        pack_rows(rows, {})
 
 
 def test_crash_mid_write_leaves_no_shard(tmp_path, monkeypatch):
@@ -212,8 +235,72 @@ def test_make_dataset_via_hydra_compose(tmp_path):
             ],
         )  # fmt: skip
     gen_cfg = config_from_mapping(cfg)
-    assert gen_cfg.shard == "0/1" and gen_cfg.camera.distance == (1.5, 8.0)
+    assert gen_cfg.shard == "0/1" and gen_cfg.camera.distance == (1.2, 8.0)
     summary = generate(gen_cfg, progress=False)
     assert summary["samples_per_split"] == {"train": 4}
     assert (tmp_path / "summary.json").is_file()
     assert os.path.isfile(tmp_path / "shards" / shard_name(1))
+
+
+def test_generated_rows_carry_stature_and_occluders(tmp_path):
+    from synth_helpers import body_model
+
+    from sahmr.synth.render_sample import MASK_OCCLUDED, MASK_VISIBLE
+    from sahmr.synth.shapes import StatureMeter
+
+    cfg = _cfg(
+        tmp_path,
+        num_samples=8,
+        samples_per_shard=8,
+        splits={"train": dict(fraction=1, bundled=["gym"])},
+        occluders={"fraction": 1.0},
+    )
+    summary = generate(cfg, progress=False)
+    reader = ShardReader(tmp_path / "shards" / shard_name(0))
+    meter = StatureMeter(body_model())
+    occluded, hidden = 0, 0
+    for i in range(len(reader)):
+        row = reader.row(i)
+        assert row["height"] == pytest.approx(meter(row["betas"]), abs=1e-5)
+        if row["occluder"] == 0:
+            continue
+        occluded += 1
+        mask = decode_image(row["mask"])
+        person = np.isin(mask, (MASK_VISIBLE, MASK_OCCLUDED)).sum()
+        assert row["occlusion"] == pytest.approx((mask == MASK_OCCLUDED).sum() / person)
+        hidden += row["occlusion"] > 0.02  # (a pole's box may cover a gap between the legs)
+    reader.close()
+    assert occluded >= 5 and summary["occluded_samples"] == occluded
+    assert hidden >= 0.6 * occluded
+    assert summary["camera_retries"]["tries"] >= 8
+
+
+def test_away_from_defaults_variant_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.synth.generate import config_from_mapping
+
+    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = compose(
+            config_name="make_dataset_away",
+            overrides=[
+                f"out_dir={tmp_path}", "num_samples=6", "samples_per_shard=6", "workers=0",
+                "placer=standing", "crop_size=32", "views_per_body=2",
+                "splits.test.kinds=[gym]", "splits.test.bundled=[]",
+            ],
+        )  # fmt: skip
+    gen_cfg = config_from_mapping(cfg)
+    assert gen_cfg.shape.tail_fraction == 1.0 and gen_cfg.occluders.fraction == 0.5
+    assert gen_cfg.camera.height == ((0.3, 0.8), (2.0, 2.8))
+    summary = generate(gen_cfg, progress=False)
+    assert summary["samples_per_split"] == {"test": 6}
+    reader = ShardReader(tmp_path / "shards" / shard_name(0))
+    for i in range(len(reader)):
+        row = reader.row(i)
+        assert abs(row["betas"][0]) >= 2.5 and abs(row["betas"][1]) >= 2.0
+        assert row["height"] < 1.58 or row["height"] > 1.84
+        T = row["T_w2c"].astype(np.float64)
+        z = (-T[:3, :3].T @ T[:3, 3])[2]
+        assert z <= 0.8 + 1e-4 or z >= 2.0 - 1e-4
+    reader.close()
