@@ -172,7 +172,10 @@ class CameraRanges:
 
     def __post_init__(self) -> None:
         for name in ("focal_35mm", "height", "distance"):
-            setattr(self, name, normalize_range(getattr(self, name)))
+            try:
+                setattr(self, name, normalize_range(getattr(self, name)))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"camera.{name}: {err}") from err
         if min(a for a, _ in as_bands(self.focal_35mm)) <= 0:
             raise ValueError(f"camera.focal_35mm {self.focal_35mm}: focal lengths must be > 0")
         if min(a for a, _ in as_bands(self.distance)) <= 0:

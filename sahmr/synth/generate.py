@@ -35,7 +35,7 @@ import numpy as np
 import trimesh
 
 from sahmr.synth.appearance import body_face_regions, sample_appearance
-from sahmr.synth.cameras import CameraRanges, normalize_range, person_bbox, sample_camera
+from sahmr.synth.cameras import CameraRanges, person_bbox, sample_camera
 from sahmr.synth.occluders import OccluderRanges, sample_occluder
 from sahmr.synth.placement import PlacedBody
 from sahmr.synth.render_sample import BodyRaycaster, RoomRaycaster, render_sample
@@ -172,10 +172,7 @@ class GenerationConfig:
         """Builds the config from a plain dict (e.g. ``OmegaConf.to_container(cfg)``)."""
         d = dict(d)
         d["splits"] = {k: SplitSpec(**v) for k, v in (d.get("splits") or {}).items()}
-        cam = dict(d.get("camera") or {})
-        for k in ("focal_35mm", "height", "distance"):
-            if k in cam:
-                cam[k] = normalize_range(cam[k])
+        cam = dict(d.get("camera") or {})  # CameraRanges normalises its ranges
         if "image_sizes" in cam:
             cam["image_sizes"] = [tuple(int(x) for x in s) for s in cam["image_sizes"]]
         d["camera"] = _build(CameraRanges, cam, "camera")
