@@ -304,3 +304,19 @@ def test_away_from_defaults_variant_config(tmp_path):
         z = (-T[:3, :3].T @ T[:3, 3])[2]
         assert z <= 0.8 + 1e-4 or z >= 2.0 - 1e-4
     reader.close()
+
+
+def test_main_config_draws_the_documented_default_distributions():
+    """configs/make_dataset.yaml repeats the dataclass defaults: they must not drift apart."""
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.synth.generate import config_from_mapping
+
+    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = config_from_mapping(compose(config_name="make_dataset", overrides=["out_dir=/x"]))
+    default = GenerationConfig(out_dir="/x")
+    for name in ("camera", "shape", "occluders"):
+        assert cfg.content_dict()[name] == default.content_dict()[name], name
+    assert cfg.camera.height == (0.3, 2.8) and cfg.camera.distance == (1.2, 8.0)
+    assert cfg.shape.tail_fraction > 0 and cfg.occluders.fraction > 0
