@@ -29,9 +29,11 @@ With a parametric head (``output.body`` not None), `ParamTerms` adds:
 * ``param_verts_abs`` (SA-HMR): mean Euclidean distance of the placed body's vertices to the
   ground truth - a distance, so the camera-frame and world-frame terms are the same number;
 * ``param_joints2d`` (METRO): weak-perspective projections of the body's J14 joints;
-* ``edge`` / ``normal`` on the free-form full mesh: relative edge-length error and
-  ``1 - cos`` between predicted and ground-truth face normals, which keep the free-form mesh
-  (the parametric head's input) surface-like.
+* ``edge`` / ``normal`` on the free-form full mesh: edge-length error in metres (absolute:
+  a relative error divides by the body's sub-millimetre sliver edges and explodes - it did,
+  in the first GPU run) and ``1 - cos`` between predicted and ground-truth face normals over
+  faces of at least `MIN_FACE_DOUBLE_AREA`, which keep the free-form mesh (the parametric
+  head's input) surface-like.
 """
 
 from __future__ import annotations
@@ -88,8 +90,13 @@ def target_rotmats(targets: FrameTargets) -> Tensor | None:
     return axis_angle_to_matrix(aa.float())
 
 
-def edge_length_error(verts: Tensor, verts_gt: Tensor, faces: Tensor) -> Tensor:
-    """Mean relative edge-length error ``|l_pred - l_gt| / l_gt`` over the faces' edges.
+MIN_FACE_DOUBLE_AREA = 1.0e-6
+"""Faces whose ground-truth ``|e1 x e2|`` (twice the area, m^2) is below this carry no normal
+term: sliver faces have ill-defined normals with huge gradients."""
+
+
+def edge_length_l1(verts: Tensor, verts_gt: Tensor, faces: Tensor) -> Tensor:
+    """Mean absolute edge-length difference ``|l_pred - l_gt|`` over the faces' edges, metres.
 
     Args:
         verts: Tensor (B, V, 3) predicted mesh.
@@ -97,21 +104,31 @@ def edge_length_error(verts: Tensor, verts_gt: Tensor, faces: Tensor) -> Tensor:
         faces: Tensor (F, 3) int64.
 
     Returns:
-        Scalar Tensor (a fraction; 0.05 = 5 %).
+        Scalar Tensor, metres.
     """
     edges = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
 
     def lengths(v: Tensor) -> Tensor:
         return (v[:, edges[:, 0]] - v[:, edges[:, 1]]).float().norm(dim=-1)
-    gt = lengths(verts_gt)
-    return ((lengths(verts) - gt).abs() / gt.clamp_min(1e-6)).mean()
+
+    return (lengths(verts) - lengths(verts_gt)).abs().mean()
 
 
-def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
-    """Tensor (B, F, 3) unit face normals (right-handed winding)."""
+def face_cross(verts: Tensor, faces: Tensor) -> Tensor:
+    """Tensor (B, F, 3) ``(v1 - v0) x (v2 - v0)`` per face (normal times twice the area)."""
     tri = verts[:, faces].float()
-    n = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-    return torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
+    return torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+
+
+def normal_error(verts: Tensor, verts_gt: Tensor, faces: Tensor) -> Tensor:
+    """Mean ``1 - cos`` between predicted and ground-truth face normals over the faces whose
+    ground truth is not a sliver (`MIN_FACE_DOUBLE_AREA`); scalar Tensor in [0, 2]."""
+    gt = face_cross(verts_gt, faces)
+    keep = gt.norm(dim=-1) >= MIN_FACE_DOUBLE_AREA
+    n_gt = torch.nn.functional.normalize(gt, dim=-1)
+    n_pred = torch.nn.functional.normalize(face_cross(verts, faces), dim=-1, eps=1e-6)
+    cos = (n_pred * n_gt).sum(-1)
+    return ((1.0 - cos) * keep).sum() / keep.sum().clamp_min(1)
 
 
 class ParamTerms(nn.Module):
@@ -124,7 +141,7 @@ class ParamTerms(nn.Module):
         joints3d: Weight of its root-relative J14 joint term.
         verts_abs: Weight of the placed body's vertex distance (SA-HMR).
         joints2d: Weight of its 2-D J14 term (METRO).
-        edge: Weight of the free-form mesh's relative edge-length error.
+        edge: Weight of the free-form mesh's edge-length error (metres).
         normal: Weight of the free-form mesh's face-normal term.
     """
 
@@ -137,7 +154,7 @@ class ParamTerms(nn.Module):
         joints3d: float = 1.0,
         verts_abs: float = 1.0,
         joints2d: float = 0.5,
-        edge: float = 0.05,
+        edge: float = 1.0,
         normal: float = 0.02,
     ) -> None:
         super().__init__()
@@ -170,9 +187,8 @@ class ParamTerms(nn.Module):
         if faces is not None and (self.edge > 0 or self.normal > 0):
             free = output.verts_rel_levels[-1]
             gt = targets.verts_cam
-            terms["edge"] = self.edge * edge_length_error(free, gt, faces)
-            cos = (face_normals(free, faces) * face_normals(gt, faces)).sum(-1)
-            terms["normal"] = self.normal * (1.0 - cos).mean()
+            terms["edge"] = self.edge * edge_length_l1(free, gt, faces)
+            terms["normal"] = self.normal * normal_error(free, gt, faces)
         body: BodyParams | None = getattr(output, "body", None)
         if body is None:
             return terms

@@ -6,12 +6,6 @@ import os
 
 import pytest
 import torch
-
-from sahmr.geometry.rotations import axis_angle_to_matrix
-from sahmr.losses.mesh import MetroLoss, ParamTerms, SAHMRLoss, edge_length_error
-from sahmr.models.param_head import UPRIGHT_FACING_CAMERA, BodyParams
-from sahmr.models.sahmr import SAHMR
-
 from _mesh_net_cases import (
     FakeRCNet,
     body,
@@ -20,6 +14,11 @@ from _mesh_net_cases import (
     tiny_mesh_net,
     tiny_metro,
 )
+
+from sahmr.geometry.rotations import axis_angle_to_matrix
+from sahmr.losses.mesh import MetroLoss, ParamTerms, SAHMRLoss, edge_length_l1, normal_error
+from sahmr.models.param_head import UPRIGHT_FACING_CAMERA, BodyParams
+from sahmr.models.sahmr import SAHMR
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
@@ -111,15 +110,35 @@ def test_param_terms_vanish_for_the_ground_truth_and_see_errors():
     assert ParamTerms(betas=1.0)(Out, targets)["param_betas"].item() == pytest.approx(0.5)
 
 
-def test_edge_length_error_hand_checked():
+def test_edge_and_normal_terms_hand_checked():
     v = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]])
     f = torch.tensor([[0, 1, 2]])
-    assert edge_length_error(v, v, f).item() == 0.0
-    assert edge_length_error(v * 1.1, v, f).item() == pytest.approx(0.1, rel=1e-5)
-    moved = v.clone()
-    moved[0, 1, 0] = 2.0  # edge 0-1: 1 -> 2 (+100 %), edge 1-2: sqrt2 -> sqrt5, 2-0 unchanged
-    expected = (1.0 + (5**0.5 - 2**0.5) / 2**0.5) / 3
-    assert edge_length_error(moved, v, f).item() == pytest.approx(expected, rel=1e-5)
+    assert edge_length_l1(v, v, f).item() == 0.0
+    # scaled by 1.1: edges 1, 1, sqrt2 grow by 0.1, 0.1, 0.1 sqrt2
+    expected = (0.1 + 0.1 + 0.1 * 2**0.5) / 3
+    assert edge_length_l1(v * 1.1, v, f).item() == pytest.approx(expected, rel=1e-5)
+    assert normal_error(v * 1.1, v, f).item() == pytest.approx(0.0, abs=1e-6)
+    flipped = v[:, [0, 2, 1]]  # same triangle, opposite winding: normals opposite
+    assert normal_error(flipped, v, f).item() == pytest.approx(2.0, abs=1e-6)
+    sliver = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0.5, 1e-8, 0]]])
+    both = torch.cat([v, sliver + 5.0], dim=1)
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    pred = both.clone()
+    pred[0, 5, 1] = -0.3  # wreck the sliver only: it is not scored
+    assert normal_error(pred, both, faces).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sliver_faces_give_bounded_gradients():
+    """The first GPU run's relative edge term exploded on sub-millimetre edges; the terms now
+    used keep gradients of a body mesh bounded."""
+    _, targets = make_batch()
+    free = (targets.verts_cam + 0.01 * torch.randn_like(targets.verts_cam)).requires_grad_()
+    faces = torch.as_tensor(body().faces)
+    loss = edge_length_l1(free, targets.verts_cam, faces) + normal_error(
+        free, targets.verts_cam, faces
+    )
+    loss.backward()
+    assert torch.isfinite(free.grad).all() and free.grad.norm() < 10.0
 
 
 @pytest.mark.parametrize("which", ["metro", "sahmr"])
