@@ -11,12 +11,13 @@ must also have been left untouched that long: a live writer elsewhere keeps its 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from sahmr.engine.checkpoint import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +25,6 @@ __all__ = ["TEMP_NAME", "pid_alive", "remove_dead_temporaries"]
 
 TEMP_NAME = re.compile(r"^\..+\.tmp\.(?P<pid>[0-9]+)(?:\.[A-Za-z0-9]+)?$")
 """``.<name>.tmp.<pid>`` with an optional suffix (``.npz``): the temporaries of sahmr writers."""
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this id exists on this machine (or that cannot be told)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists under another user, or unknown: keep its files
-        return True
-    return True
 
 
 def remove_dead_temporaries(

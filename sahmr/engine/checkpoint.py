@@ -111,7 +111,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if a process with this id exists on this machine (or cannot be told)."""
     if pid <= 0:
         return False
@@ -149,7 +149,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     removed: list[Path] = []
     for cand in path.parent.glob(f"{glob.escape(head)}*.tmp"):
         pid_text = cand.name[len(head):].split(".", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
             cand.unlink()

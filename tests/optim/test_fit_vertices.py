@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import smplx
 import torch
+from _optim_cases import shipped_body
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.optim.fit_vertices import (
@@ -21,19 +22,7 @@ from sahmr.optim.smplify import SMPLParams
 TARGET_ERROR_M = 0.005
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=1)
-def _body():
-    from sahmr.body import BodyModel
-
-    return BodyModel()
+_body = shipped_body
 
 
 @functools.lru_cache(maxsize=1)

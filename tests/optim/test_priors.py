@@ -26,15 +26,6 @@ from sahmr.synth.poses import BODY_JOINT_NAMES
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensor ops run faster (and far steadier on a shared 2-core machine) on 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_em_recovers_a_two_component_mixture():
     rng = np.random.default_rng(0)
     a = rng.normal([0.0, 0.0], 0.3, size=(400, 2))

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _optim_cases import shipped_body
 
 from sahmr.geometry.cameras import invert_rigid, project, transform_points
 from sahmr.optim.priors import GaussianMixturePrior, sample_pose_library
@@ -25,20 +26,7 @@ T_W2C = invert_rigid(T_C2W)[None]
 K = torch.tensor([[[560.0, 0.0, 112.0], [0.0, 560.0, 112.0], [0.0, 0.0, 1.0]]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensor ops run faster (and far steadier on a shared 2-core machine) on 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=1)
-def _body():
-    from sahmr.body import BodyModel
-
-    return BodyModel()
+_body = shipped_body
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _optim_cases import shipped_body
 
 from sahmr.geometry.cameras import invert_rigid, project, transform_points
 from sahmr.geometry.pnp import estimate_translation
@@ -21,21 +22,7 @@ from sahmr.optim.smplify import (
     gmof,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensor ops run faster (and far steadier on a shared 2-core machine) on 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@functools.lru_cache(maxsize=1)
-def _body():
-    from sahmr.body import BodyModel
-
-    return BodyModel()
+_body = shipped_body
 
 
 @functools.lru_cache(maxsize=1)
