@@ -1009,6 +1009,8 @@ class Placer:
                     results.append(None)
                     continue
                 self.stats.accepts[action] += 1
+            if self.exact_check:  # labels: the 7 cm rule on exact distances where it matters
+                sdf_np[b] = self._exact_at_threshold(verts_np[b], sdf_np[b], err)
             results.append(
                 PlacedBody(
                     betas=betas[b].cpu().numpy().astype(np.float64),
@@ -1070,9 +1072,7 @@ class Placer:
         outside = np.any((q < 0) | (q > hi), axis=1)
         return np.where(outside, np.inf, bound)
 
-    def _decide(
-        self, sdf: np.ndarray, regions: list[int], err: np.ndarray | None
-    ) -> str | None:
+    def _decide(self, sdf: np.ndarray, regions: list[int], err: np.ndarray | None) -> str | None:
         """Penetration / contact verdict from signed distances (V,) known up to ``err`` (V,)
         metres (None: exact): a reason when certainly rejected, else None."""
         e = 0.0 if err is None else err
@@ -1095,12 +1095,29 @@ class Placer:
         for r in regions:
             idx = self._full_region_idx[r]
             need[idx] |= np.abs(sdf[idx]) - err[idx] <= self.contact_tol
+        return self._exact_where(verts, sdf, err, need)
+
+    def _exact_where(
+        self, verts: np.ndarray, sdf: np.ndarray, err: np.ndarray, need: np.ndarray
+    ) -> np.ndarray:
+        """``sdf`` (V,) with the exact mesh distance at the vertices where ``need`` (V,) is
+        true; each lies within ``|sdf| + err`` of the mesh."""
         idx = np.flatnonzero(need)
         out = sdf.copy()
         if idx.size:
             reach = float(np.max(np.abs(sdf[idx]) + err[idx])) + 1e-3
             out[idx] = self.mesh_distance(verts[idx].astype(np.float64), max_distance=reach)
         return out
+
+    def _exact_at_threshold(
+        self, verts: np.ndarray, sdf: np.ndarray, err: np.ndarray
+    ) -> np.ndarray:
+        """Grid values (V,) with the exact mesh distance at every contact-region vertex whose
+        label the grid cannot settle (``| |sdf| - CONTACT_THRESHOLD | <= err``), so the
+        labels follow the evaluator's definition (exact distance, 7 cm) at every vertex."""
+        region = np.asarray(self.vertex_region)
+        need = (region > 0) & (np.abs(np.abs(sdf) - CONTACT_THRESHOLD) <= err + 1e-4)
+        return self._exact_where(verts, sdf, err, need)
 
     def _surface_check(
         self, spec: ActionSpec, target: _Target, verts: np.ndarray, sdf: np.ndarray
@@ -1129,9 +1146,7 @@ class Placer:
                     return f"surface:{r}"
         return None
 
-    def _rectangles(
-        self, kinds: tuple[str, ...], object_id: int
-    ) -> tuple[np.ndarray, ...] | None:
+    def _rectangles(self, kinds: tuple[str, ...], object_id: int) -> tuple[np.ndarray, ...] | None:
         """Stacked rectangles of the given kinds: the target object's if it has any, else the
         room's; None when the room has none."""
         key = (kinds, object_id)
