@@ -17,6 +17,7 @@ chosen as in training: the checkpoint's ``clip_motion_prefix``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from sahmr.engine.trainer import build_evaluator
 from sahmr.engine.validation import run_validation, write_json_atomic
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reports import metrics_dict, summary_table, write_reports
+from sahmr.models.contact_perturbation import ContactPerturbation, PerturbedContacts
 from sahmr.models.inputs import BodyPrediction
 
 logger = logging.getLogger("eval")
@@ -93,6 +95,7 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.get("clip_length"), "clip_length", allow_none=True)
         check_float(cfg.sdf_voxel_size, "sdf_voxel_size")
         check_writable_folder(cfg.out, "out=")
+        contact_perturbation(cfg)
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
         missing = missing_shards(cfg.data.root, meta, split)
@@ -110,12 +113,30 @@ def check_inputs(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+def contact_perturbation(cfg: DictConfig) -> ContactPerturbation:
+    """The ``contact_perturbation`` group as a `ContactPerturbation` (checked)."""
+    group = cfg.get("contact_perturbation") or {}
+    try:
+        return ContactPerturbation(**{k: group[k] for k in group})
+    except (TypeError, ValueError) as exc:
+        from sahmr.cli.checks import fail
+
+        fail(f"contact_perturbation: {exc}")
+
+
 def main(cfg: DictConfig) -> None:
     """Evaluate and write the reports."""
     check_inputs(cfg)
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
     method, ckpt_cfg = load_method(cfg.checkpoint, device)
+    perturbation = contact_perturbation(cfg)
+    if perturbation.active:
+        if getattr(method, "rcnet", None) is None:
+            from sahmr.cli.checks import fail
+
+            fail(f"contact_perturbation: {cfg.checkpoint} is not an SA-HMR model with an RCNet")
+        method.rcnet = PerturbedContacts(method.rcnet, perturbation)
     body = instantiate(ckpt_cfg.body)
     frames = instantiate(cfg.data)
     clip_length = cfg.get("clip_length") or ckpt_cfg.get("clip_length")
@@ -182,6 +203,7 @@ def main(cfg: DictConfig) -> None:
         device=str(device),
         seconds_per_frame=result.seconds_per_frame,
         method_metrics=result.method_summary(),
+        contact_perturbation=dataclasses.asdict(perturbation),
     )
     write_json_atomic(report, out / "metrics.json")
     if result.evaluation is not None:
