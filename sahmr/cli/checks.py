@@ -13,11 +13,12 @@ import math
 import os
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+
+from sahmr.inference.images import MAX_IMAGE_PIXELS, image_file_problem
 
 __all__ = [
     "EXIT_BAD_ARGUMENT",
@@ -38,12 +39,6 @@ __all__ = [
 
 EXIT_BAD_ARGUMENT = 2
 """Exit status of every tool for bad input."""
-MAX_IMAGE_PIXELS = 100_000_000
-"""Largest image a tool reads (100 MP, e.g. 12000 x 8000): more is a mistake or an attack (a
-14000 x 14000 RGB image is 588 MB decoded), and no model here needs it."""
-EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr",
-                             "LAB", "HSV"})  # fmt: skip
-"""Pillow modes whose conversion to 8-bit RGB keeps the picture (not 16-bit / float)."""
 
 
 class BadArgument(ValueError):
@@ -259,38 +254,6 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
         fail(f"bad override: {exc}")
     finally:
         GlobalHydra.instance().clear()
-
-
-def image_file_problem(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """What is wrong with an image file for an 8-bit RGB model input, from its header only.
-
-    Returns:
-        None when the file is a readable image of at most ``max_pixels`` pixels in an 8-bit
-        mode; otherwise one line naming the file (unreadable, too large, or 16-bit / float
-        samples, which a plain RGB conversion would clip to white).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # Pillow warns above 89 MP; the limit here is ours
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:  # reads the header, not the pixels
-                width, height, mode = im.size[0], im.size[1], im.mode
-    except Image.DecompressionBombError as exc:  # Pillow's own, larger limit
-        return (f"image {path} is more than the {max_pixels / 1e6:.0f} MP limit "
-                f"({one_line(exc)}): downscale it (and pass --camera-scale)")
-    except (UnidentifiedImageError, OSError) as exc:
-        return f"image cannot be read: {path} ({one_line(exc)})"
-    if width * height > max_pixels:
-        return (f"image {path} is {width}x{height} ({width * height / 1e6:.0f} MP), more than "
-                f"the {max_pixels / 1e6:.0f} MP limit: downscale it (and pass --camera-scale)")
-    if width < 1 or height < 1:
-        return f"image {path} is empty ({width}x{height})"
-    if mode not in EIGHT_BIT_MODES:
-        return (f"image {path} has {mode} samples (16-bit or float): convert it to 8-bit RGB "
-                "first (a plain conversion would clip it to white)")
-    return None
 
 
 def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[str]:

@@ -39,7 +39,6 @@ from sahmr.inference.camera_io import CameraSpec
 from sahmr.inference.errors import (
     CheckpointError,
     InputError,
-    MissingFileError,
     check_bbox,
     check_camera_sees_scan,
     check_frustum,
@@ -47,6 +46,7 @@ from sahmr.inference.errors import (
     check_scan_extent,
     require_file,
 )
+from sahmr.inference.images import read_image
 from sahmr.models.inputs import (
     CROP_BBOX_SCALE,
     FRUSTUM_FAR_M,
@@ -318,27 +318,6 @@ class FrameSpec:
     gt_path: Path | None = None
     keypoints2d: np.ndarray | None = None
     keypoint_confidence: np.ndarray | None = None
-
-
-def read_image(path: str | Path, *, mirrored: bool = False) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB.
-
-    Args:
-        path: The file (any format Pillow reads).
-        mirrored: The file is stored mirrored (PROX colour frames): flip it back.
-
-    Raises:
-        MissingFileError: Missing or unreadable.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    p = require_file(path, "image")
-    try:
-        with Image.open(p) as im:
-            image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MissingFileError(f"image cannot be read: {p} ({exc})") from exc
-    return np.ascontiguousarray(image[:, ::-1]) if mirrored else image
 
 
 def frame_inputs_from_image(

@@ -462,10 +462,17 @@ def _png16(path: Path) -> Path:
     return path
 
 
+def _float_tiff(path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.full((48, 64), 0.5, np.float32)).save(path)  # mode F
+    return path
+
+
 IMAGE_CASES = {
     "14000 x 14000": (lambda t: _png_header(t / "huge.png", 14000, 14000), "MP limit"),
     "12000 x 9000": (lambda t: _png_header(t / "big.png", 12000, 9000), "12000x9000 (108 MP)"),
-    "16-bit grayscale": (lambda t: _png16(t / "deep.png"), "16-bit or float"),
+    "float samples": (lambda t: _float_tiff(t / "float.tif"), "mode F samples"),
     "not an image": (lambda t: garbage_file(t, "x.png"), "image cannot be read"),
 }
 
@@ -489,9 +496,10 @@ def test_ordinary_images_pass_the_header_check(tmp_path):
     Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "g.png")  # 8-bit grey: fine
     assert image_file_problem(tmp_path / "g.png") is None
     assert image_file_problem(_png_header(tmp_path / "ok.png", 8000, 6000)) is None  # 48 MP
+    assert image_file_problem(_png16(tmp_path / "deep.png")) is None  # read scaled to 8 bits
 
 
-@pytest.mark.parametrize("case", ["14000 x 14000", "16-bit grayscale"])
+@pytest.mark.parametrize("case", ["14000 x 14000", "float samples"])
 def test_demo_refuses_bad_images_before_work(case, tmp_path, capsys):
     from sahmr.cli.demo import EXIT_BAD_INPUT, main
 
