@@ -72,22 +72,19 @@ def check_inputs(cfg: DictConfig) -> None:
     from sahmr.cli.checks import (
         BadArgument,
         check_checkpoint,
-        check_dataset_root,
+        check_complete_split,
+        check_dataset_split,
         check_device,
         check_float,
         check_int,
         check_writable_folder,
         fail,
-        missing_shards,
     )
 
     try:
         check_checkpoint(cfg.checkpoint, "checkpoint=")
-        meta = check_dataset_root(cfg.data.root, "data.root=")
         split = str(cfg.data.split)
-        splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
-        if split not in splits:
-            raise BadArgument(f"split={split!r}: {cfg.data.root} has splits {splits}")
+        meta = check_dataset_split(cfg.data.root, "data.root=", split, "split=")
         check_device(cfg.device, "device")
         check_int(cfg.batch_size, "batch_size")
         check_int(cfg.num_workers, "num_workers", minimum=0)
@@ -98,21 +95,15 @@ def check_inputs(cfg: DictConfig) -> None:
         contact_perturbation(cfg)
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
-        missing = missing_shards(cfg.data.root, meta, split)
-        if missing and not cfg.get("allow_missing_shards", False):
-            raise BadArgument(
-                f"data.root={cfg.data.root}: {len(missing)} shard(s) of split {split} are "
-                f"missing ({', '.join(missing[:2])}{' ...' if len(missing) > 2 else ''}): "
-                "frame numbers would differ from the complete dataset's; "
-                "allow_missing_shards=true scores the rest anyway"
-            )
+        if not cfg.get("allow_missing_shards", False):
+            check_complete_split(cfg.data.root, meta, split, "data.root=",
+                                 "allow_missing_shards=true")  # fmt: skip
     except BadArgument as exc:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???
         fail(f"config: {exc}")
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def contact_perturbation(cfg: DictConfig) -> ContactPerturbation:
     """The ``contact_perturbation`` group as a `ContactPerturbation` (checked)."""
     group = cfg.get("contact_perturbation") or {}
@@ -124,6 +115,7 @@ def contact_perturbation(cfg: DictConfig) -> ContactPerturbation:
         fail(f"contact_perturbation: {exc}")
 
 
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Evaluate and write the reports."""
     check_inputs(cfg)

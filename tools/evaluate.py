@@ -123,27 +123,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--body-model {args.body_model}: no such file")
     from sahmr.cli.checks import (
         BadArgument,
-        check_dataset_root,
+        check_complete_split,
+        check_dataset_split,
         check_writable_folder,
-        missing_shards,
     )
 
     try:  # before the scoring, not after it
         check_writable_folder(args.out, "--out")
         if args.gt_dataset is not None:
-            meta = check_dataset_root(args.gt_dataset, "--gt-dataset")
-            splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
-            if args.split not in splits:
-                raise BadArgument(f"--split {args.split}: {args.gt_dataset} has splits {splits}")
-            missing = missing_shards(args.gt_dataset, meta, args.split)
-            if missing and not args.allow_missing_shards:
-                more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
-                raise BadArgument(
-                    f"--gt-dataset {args.gt_dataset}: {len(missing)} shard(s) of split "
-                    f"{args.split} are missing ({', '.join(missing[:2])}{more}): frame numbers "
-                    "would shift and predictions be scored against the wrong frames; "
-                    "--allow-missing-shards scores the rest anyway"
-                )
+            meta = check_dataset_split(args.gt_dataset, "--gt-dataset", args.split, "--split")
+            if not args.allow_missing_shards:
+                check_complete_split(args.gt_dataset, meta, args.split, "--gt-dataset",
+                                     "--allow-missing-shards")  # fmt: skip
     except BadArgument as exc:
         parser.error(str(exc))
     for flag, value in (("--contact-threshold", args.contact_threshold),

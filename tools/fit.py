@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluator")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-missing-shards", action="store_true",
+                   help="fit a split some of whose shards are missing (frame names then differ "
+                        "from the complete dataset's)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -208,8 +211,21 @@ def _sync(device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.dataset / "dataset.json").is_file():
-        parser.error(f"--dataset {args.dataset}: no dataset.json")
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_complete_split,
+        check_dataset_split,
+        check_device,
+        check_writable_folder,
+    )
+
+    try:  # frames are named by their index in the split: a missing shard renumbers them
+        meta = check_dataset_split(args.dataset, "--dataset", args.split, "--split")
+        if not args.allow_missing_shards:
+            check_complete_split(args.dataset, meta, args.split, "--dataset",
+                                 "--allow-missing-shards")  # fmt: skip
+    except BadArgument as exc:
+        parser.error(str(exc))
     if not args.config.is_file():
         parser.error(f"--config {args.config}: no such file")
     if args.batch_size <= 0 or args.keypoint_noise_px < 0:
@@ -234,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
                              "and pass --keypoints-file")
     if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
         parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
-    from sahmr.cli.checks import BadArgument, check_device, check_writable_folder
-
     try:
         check_device(args.device, "--device")
         check_writable_folder(args.out, "--out")

@@ -25,7 +25,9 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "BadArgument",
     "check_checkpoint",
+    "check_complete_split",
     "check_dataset_root",
+    "check_dataset_split",
     "check_device",
     "check_float",
     "check_int",
@@ -268,3 +270,42 @@ def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[s
         for e in meta.get("shards", [])
         if str(e.get("split")) == split and not (root / str(e.get("file"))).is_file()
     ]
+
+
+def check_dataset_split(root: str | Path, what: str, split: str, split_what: str) -> dict[str, Any]:
+    """A dataset folder (`check_dataset_root`) that has shards of ``split``; its metadata.
+
+    Raises:
+        BadArgument: Not a dataset, or no shard of ``split`` (the message names the splits).
+    """
+    meta = check_dataset_root(root, what)
+    splits = sorted({str(e.get("split")) for e in meta.get("shards", [])})
+    if split not in splits:
+        raise BadArgument(f"{_named(split_what, split)}: {root} has splits {splits}")
+    return meta
+
+
+def check_complete_split(
+    root: str | Path, meta: dict[str, Any], split: str, what: str, allow: str
+) -> None:
+    """Refuse a split with shards missing on disk (`missing_shards`) unless allowed.
+
+    Args:
+        root: The dataset folder.
+        meta: Its ``dataset.json``.
+        split: The split read.
+        what: The argument naming the folder (``--dataset``, ``data.root=``).
+        allow: The flag that reads the rest anyway, for the message; pass it only when the
+            user has not given it.
+
+    Raises:
+        BadArgument: Some of the split's shards are missing.
+    """
+    missing = missing_shards(root, meta, split)
+    if missing:
+        more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
+        raise BadArgument(
+            f"{_named(what, root)}: {len(missing)} shard(s) of split {split} are missing "
+            f"({', '.join(missing[:2])}{more}): frame numbers would shift and frames be matched "
+            f"to the wrong ground truth; {allow} reads the rest anyway"
+        )

@@ -76,13 +76,17 @@ def pickle_body(folder: Path) -> Path:
     return path
 
 
-def fake_dataset(folder: Path) -> Path:
-    """A dataset folder that passes the up-front checks (split ``test``)."""
+def fake_dataset(folder: Path, *, with_shard: bool = False) -> Path:
+    """A dataset folder of split ``test`` whose one shard is missing unless ``with_shard``
+    (then an empty stand-in file)."""
     root = folder / "ds"
     root.mkdir()
     meta = {"format": "sahmr.synth_dataset", "scenes": {},
             "shards": [{"split": "test", "file": "shards/test-0.tar", "num_samples": 1}]}
     (root / "dataset.json").write_text(json.dumps(meta))
+    if with_shard:
+        (root / "shards").mkdir()
+        (root / "shards" / "test-0.tar").write_bytes(b"")
     return root
 
 
@@ -116,7 +120,7 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
         "missing checkpoint": ({"checkpoint": t / "none.pt"}, "none.pt: no such file"),
         "missing data root": ({"data.root": t / "nowhere"}, f"data.root={t / 'nowhere'}: no such"),
         "data root without dataset.json": ({"data.root": t}, "no dataset.json"),
-        "unknown split": ({"split": "tset"}, "split='tset'"),
+        "unknown split": ({"split": "tset"}, "split=tset: "),
         "zero batch": ({"batch_size": 0}, "batch_size=0: must be >= 1"),
         "negative batch": ({"batch_size": -4}, "batch_size=-4: must be >= 1"),
         "text batch": ({"batch_size": "many"}, "batch_size='many': not an integer"),
@@ -233,8 +237,9 @@ def test_fit_refuses_bad_init_checkpoint(kind, tmp_path, capsys):
     ckpt = {"crafted": crafted_checkpoint, "pickled": pickled_checkpoint,
             "garbage": garbage_file}[kind](tmp_path)  # fmt: skip
     with pytest.raises(SystemExit) as info:
-        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path)), "--out",
-                           str(tmp_path / "out"), "--init-checkpoint", str(ckpt)])  # fmt: skip
+        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path, with_shard=True)),
+                           "--split", "test", "--out", str(tmp_path / "out"),
+                           "--init-checkpoint", str(ckpt)])  # fmt: skip
     assert info.value.code == 2
     _argparse_error(capsys, f"--init-checkpoint {ckpt}: ")
     assert not (tmp_path / "out").exists() and not (tmp_path / "pwned.txt").exists()
@@ -246,6 +251,10 @@ FIT_CASES = {
     "unknown device": (["--device", "tpu"], "--device=tpu"),
     "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
     "out under a file": ("out", "is a file, not a folder"),
+    "unknown split": (["--split", "val"], "--split val: "),
+    "missing shard": ("missing shard", "1 shard(s) of split test are missing (shards/test-0.tar)"),
+    "not a dataset": ("not a dataset", "no dataset.json"),
+    "dataset is a file": ("dataset is a file", "not a folder"),
 }
 
 
@@ -255,11 +264,27 @@ def test_fit_refuses_bad_arguments(case, tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     extra, message = FIT_CASES[case]
     out = file_in_the_way(tmp_path) if extra == "out" else tmp_path / "out"
+    dataset = fake_dataset(tmp_path, with_shard=extra != "missing shard")
+    if extra == "not a dataset":
+        (dataset / "dataset.json").unlink()
+    elif extra == "dataset is a file":
+        dataset = dataset / "dataset.json"
     with pytest.raises(SystemExit) as info:
-        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path)), "--out", str(out),
-                           *([] if extra == "out" else extra)])  # fmt: skip
+        _tool("fit").main(["--dataset", str(dataset), "--split", "test", "--out", str(out),
+                           *(extra if isinstance(extra, list) else [])])  # fmt: skip
     assert info.value.code == 2
     _argparse_error(capsys, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_reads_a_split_with_a_missing_shard_only_when_asked(tmp_path, capsys):
+    """With the flag the shard check passes; the tool stops later, at a split with no frames."""
+    with pytest.raises(SystemExit) as info:
+        _tool("fit").main(["--dataset", str(fake_dataset(tmp_path)), "--split", "test", "--out",
+                           str(tmp_path / "out"), "--allow-missing-shards", "--device", "cpu",
+                           "--no-progress"])  # fmt: skip
+    assert info.value.code == 2
+    _argparse_error(capsys, "split 'test' has no frames")
     assert not (tmp_path / "out").exists()
 
 
