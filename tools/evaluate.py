@@ -152,27 +152,29 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         ".npz",
     ):
         parser.error(f"--h36m-regressor {args.h36m_regressor}: must be .npy or .npz")
-    if args.scene is not None and not args.force:
-        check_scene_orientation(parser, args.scene, args.up_axis)
+    if not args.force:
+        check_scene_orientation(parser, args.scene, args.scene_dir, args.up_axis)
 
 
-def check_scene_orientation(parser: argparse.ArgumentParser, scene: Path, up_axis: str) -> None:
-    """Refuse a scan whose normals face away from the room (every vertex would penetrate)."""
-    from sahmr.cli.checks import one_line
-    from sahmr.scene.io import UP_AXES, SceneMesh, load_scene
-    from sahmr.scene.orientation import UnorientedScanError, check_scan_orientation
+def check_scene_orientation(
+    parser: argparse.ArgumentParser, scene: Path | None, scene_dir: Path | None, up_axis: str
+) -> None:
+    """Refuse a scan whose normals face away from the room (every vertex would penetrate):
+    ``--scene``, or every scan of ``--scene-dir`` (also the dataset's rooms)."""
+    from tqdm import tqdm
 
-    if up_axis not in UP_AXES:
-        parser.error(f"--up-axis {up_axis}: choose one of {', '.join(UP_AXES)}")
+    from sahmr.cli.checks import BadArgument, check_scan_file, scan_files
+
     try:
-        mesh = load_scene(scene, up_axis=up_axis)
-    except (OSError, ValueError) as exc:
-        parser.error(f"--scene {scene}: {one_line(exc)}")
-    if isinstance(mesh, SceneMesh):
-        try:
-            check_scan_orientation(mesh.vertices, mesh.faces, up_axis, f"--scene {scene}")
-        except UnorientedScanError as exc:
-            parser.error(f"{exc} (--force scores anyway)")
+        if scene is not None:
+            check_scan_file(scene, "--scene", up_axis, "--force")
+        elif scene_dir is not None:
+            scans = scan_files(scene_dir)
+            for scan in tqdm(scans, desc="scan orientation", unit="scan",
+                             disable=len(scans) < 10):  # fmt: skip
+                check_scan_file(scan, "--scene-dir", up_axis, "--force")
+    except BadArgument as exc:
+        parser.error(str(exc))
 
 
 def _load_regressor(path: Path):
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--gt-dataset {args.gt_dataset}: {err}")
         if args.scene is None and args.scene_dir is None:
             args.scene_dir = gt.scene_dir()
+            if not args.force and args.scene_dir.is_dir():
+                check_scene_orientation(parser, None, args.scene_dir, args.up_axis)
     else:
         gt = FolderReader(args.gt)
     if not gt.names():

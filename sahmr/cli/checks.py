@@ -31,12 +31,14 @@ __all__ = [
     "check_device",
     "check_float",
     "check_int",
+    "check_scan_file",
     "check_writable_folder",
     "compose_for_checks",
     "fail",
     "image_file_problem",
     "missing_shards",
     "one_line",
+    "scan_files",
 ]
 
 EXIT_BAD_ARGUMENT = 2
@@ -309,3 +311,44 @@ def check_complete_split(
             f"({', '.join(missing[:2])}{more}): frame numbers would shift and frames be matched "
             f"to the wrong ground truth; {allow} reads the rest anyway"
         )
+
+
+def check_scan_file(path: str | Path, what: str, up_axis: str, force: str) -> None:
+    """A scan that loads (`sahmr.scene.io.load_scene`) and whose normals face the room
+    (`sahmr.scene.orientation.check_scan_orientation`; point clouds are not judged).
+
+    Args:
+        path: The scan file.
+        what: The argument naming it (``--scene``, ``--scene-dir``), for the message.
+        up_axis: Gravity-up axis of the scan frame.
+        force: The flag that goes on anyway, for the message.
+
+    Raises:
+        BadArgument: Unreadable, implausible, or facing away from the room.
+    """
+    from sahmr.scene.io import UP_AXES, SceneMesh, load_scene
+    from sahmr.scene.orientation import UnorientedScanError, check_scan_orientation
+
+    if up_axis not in UP_AXES:
+        raise BadArgument(f"--up-axis {up_axis}: choose one of {', '.join(UP_AXES)}")
+    try:
+        mesh = load_scene(path, up_axis=up_axis)
+    except (OSError, ValueError, IndexError, KeyError) as exc:
+        raise BadArgument(f"{_named(what, path)}: {one_line(exc)}") from None
+    if isinstance(mesh, SceneMesh):
+        try:
+            check_scan_orientation(mesh.vertices, mesh.faces, up_axis, _named(what, path))
+        except UnorientedScanError as exc:
+            raise BadArgument(f"{one_line(exc)} ({force} goes on anyway)") from None
+
+
+def scan_files(folder: str | Path) -> list[Path]:
+    """The scans a scene folder resolves names to (`sahmr.evaluation.evaluator.SceneSDFs`):
+    ``<name>.<ext>`` and ``<name>/mesh.<ext>``, sorted."""
+    from sahmr.evaluation.evaluator import SceneSDFs
+
+    folder = Path(folder)
+    found = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SceneSDFs.MESH_EXTS]
+    found += [p for sub in folder.iterdir() if sub.is_dir() for ext in SceneSDFs.MESH_EXTS
+              if (p := sub / f"mesh{ext}").is_file()]  # fmt: skip
+    return sorted(found)

@@ -568,20 +568,55 @@ def test_demo_refuses_a_scan_facing_away_from_the_room(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def _scene_dir_with_flipped(t: Path, layout: str) -> tuple[Path, Path]:
+    """A --scene-dir with a good scan and a flipped one (``<name>.ply`` or ``<name>/mesh.ply``)."""
+    folder = t / "rooms"
+    (folder / "good").mkdir(parents=True)
+    (folder / "good" / "mesh.ply").write_bytes((DEMO_IMAGE.parent.parent / "mesh.ply").read_bytes())
+    flipped = _flipped_scan(t)
+    if layout == "named file":
+        target = folder / "zz_room.ply"
+    else:
+        (folder / "zz_room").mkdir()
+        target = folder / "zz_room" / "mesh.ply"
+    flipped.rename(target)
+    (folder / "notes.txt").write_text("not a scan")
+    return folder, target
+
+
 @pytest.mark.parametrize("force", [False, True])
-def test_evaluate_refuses_a_scan_facing_away_unless_forced(force, tmp_path, capsys):
+@pytest.mark.parametrize("where", ["--scene", "--scene-dir named file", "--scene-dir sub-folder"])
+def test_evaluate_refuses_a_scan_facing_away_unless_forced(where, force, tmp_path, capsys):
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir()
     gt.mkdir()
-    scan = _flipped_scan(tmp_path)
-    args = ["--pred", str(pred), "--gt", str(gt), "--scene", str(scan), "--out",
+    if where == "--scene":
+        scan = _flipped_scan(tmp_path)
+        scene = ["--scene", str(scan)]
+    else:
+        folder, scan = _scene_dir_with_flipped(tmp_path, where.removeprefix("--scene-dir "))
+        scene = ["--scene-dir", str(folder)]
+    args = ["--pred", str(pred), "--gt", str(gt), *scene, "--out",
             str(tmp_path / "o"), "--no-progress", *(["--force"] if force else [])]  # fmt: skip
     with pytest.raises(SystemExit) as info:
         _tool("evaluate").main(args)
     assert info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert ("normals face away" in last) != force  # forced: stops later, at the empty --gt
+    if force:  # it stops later, at the empty --gt
+        assert "normals face away" not in last and "no frames" in last
+    else:
+        assert f"{where.split()[0]} {scan}: the scan's normals face away" in last
+        assert "--force goes on anyway" in last
     assert not (tmp_path / "o").exists()
+
+
+def test_scan_files_lists_what_scene_names_resolve_to(tmp_path):
+    from sahmr.cli.checks import scan_files
+
+    folder, target = _scene_dir_with_flipped(tmp_path, "sub-folder")
+    (folder / "a.obj").write_text("v 0 0 0\n")
+    (folder / "empty").mkdir()
+    assert scan_files(folder) == [folder / "a.obj", folder / "good" / "mesh.ply", target]
 
 
 @pytest.mark.parametrize("root, refused", [
