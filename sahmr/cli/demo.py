@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method whose shipped checkpoint is used (sahmr, metro, hmr, spin...); "
                         "with --checkpoint only a label")
     m.add_argument("--refine", action="store_true",
-                   help="PROX-style scene fitting after the method (needs SMPL parameters: "
-                        "hmr, spin); --method optimisation is hmr + --refine")
+                   help="PROX-style scene fitting after the method, for every method "
+                        "(vertex-only methods get SMPL parameters fitted to their vertices "
+                        "first); --method optimisation is hmr + --refine")
     m.add_argument("--fit-iterations", type=int, default=40,
                    help="Adam steps per scene-fitting stage")
     m.add_argument("--checkpoint", type=Path, default=None,
