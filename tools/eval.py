@@ -26,6 +26,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
 from sahmr.engine.checkpoint import load_method
 from sahmr.engine.data import (
     LoaderSettings,
@@ -73,18 +74,24 @@ def check_inputs(cfg: DictConfig) -> None:
         BadArgument,
         check_checkpoint,
         check_complete_split,
+        check_data_folder,
         check_dataset_split,
         check_device,
         check_float,
         check_int,
         check_writable_folder,
         fail,
+        is_synthetic_data,
     )
 
     try:
         check_checkpoint(cfg.checkpoint, "checkpoint=")
         split = str(cfg.data.split)
-        meta = check_dataset_split(cfg.data.root, "data.root=", split, "split=")
+        synthetic = is_synthetic_data(cfg.data)
+        if synthetic:
+            meta = check_dataset_split(cfg.data.root, "data.root=", split, "split=")
+        else:  # RICH / PROX: the dataset class checks its own layout
+            check_data_folder(cfg.data.root, "data.root=")
         check_device(cfg.device, "device")
         check_int(cfg.batch_size, "batch_size")
         check_int(cfg.num_workers, "num_workers", minimum=0)
@@ -95,7 +102,7 @@ def check_inputs(cfg: DictConfig) -> None:
         contact_perturbation(cfg)
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
-        if not cfg.get("allow_missing_shards", False):
+        if synthetic and not cfg.get("allow_missing_shards", False):
             check_complete_split(cfg.data.root, meta, split, "data.root=",
                                  "allow_missing_shards=true")  # fmt: skip
     except BadArgument as exc:
@@ -131,6 +138,12 @@ def main(cfg: DictConfig) -> None:
         method.rcnet = PerturbedContacts(method.rcnet, perturbation)
     body = instantiate(ckpt_cfg.body)
     frames = instantiate(cfg.data)
+    try:
+        check_body_hash(frames, body.content_hash, what=f"{cfg.checkpoint}'s body")
+    except BodyMismatchError as exc:
+        from sahmr.cli.checks import fail
+
+        fail(f"data: {exc}")
     clip_length = cfg.get("clip_length") or ckpt_cfg.get("clip_length")
     prefix = ckpt_cfg.get("clip_motion_prefix", "seq_")
     dataset = clip_dataset(frames, clip_length, motion_prefix=prefix)  # frames in one clip

@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from sahmr.data.smplx_targets import BodyMismatchError
 from sahmr.engine.trainer import train_from_config
 
 
@@ -34,16 +35,21 @@ def check_inputs(cfg: DictConfig) -> None:
 
     from sahmr.cli.checks import (
         BadArgument,
+        check_data_folder,
         check_dataset_root,
         check_device,
         check_int,
         check_writable_folder,
         fail,
+        is_synthetic_data,
         one_line,
     )
 
     try:
-        check_dataset_root(cfg.data.root, "data.root=")
+        if is_synthetic_data(cfg.data):
+            check_dataset_root(cfg.data.root, "data.root=")
+        else:  # RICH / PROX: the dataset class checks its own layout
+            check_data_folder(cfg.data.root, "data.root=")
         if str(cfg.device) != "auto" or "LOCAL_RANK" not in os.environ:
             check_device(cfg.device, "device")
         check_int(cfg.trainer.batch_size, "trainer.batch_size")
@@ -73,7 +79,12 @@ def main(cfg: DictConfig) -> None:
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if not main_rank:
         logging.getLogger().setLevel(logging.WARNING)
-    result = train_from_config(cfg)
+    try:
+        result = train_from_config(cfg)
+    except BodyMismatchError as exc:  # data built on another body than the model's
+        from sahmr.cli.checks import fail
+
+        fail(f"data: {exc}")
     if main_rank:
         print(
             json.dumps(

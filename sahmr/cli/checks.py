@@ -171,6 +171,29 @@ def check_writable_folder(path: str | Path, what: str) -> Path:
     return path
 
 
+SYNTHETIC_DATASET_TARGET = "sahmr.data.synthetic.SyntheticDataset"
+"""``_target_`` of configs/data/synthetic.yaml: the data whose root holds a dataset.json."""
+
+
+def is_synthetic_data(data_cfg: Any) -> bool:
+    """Whether a ``data`` config builds the generator's dataset (RICH / PROX do not)."""
+    return str(data_cfg.get("_target_", SYNTHETIC_DATASET_TARGET)) == SYNTHETIC_DATASET_TARGET
+
+
+def check_data_folder(path: str | Path, what: str) -> Path:
+    """An existing folder (the root of a RICH / PROX download).
+
+    Raises:
+        BadArgument: No such folder, or not a folder.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadArgument(f"{_named(what, path)}: no such folder")
+    if not path.is_dir():
+        raise BadArgument(f"{_named(what, path)}: not a folder")
+    return path
+
+
 def check_dataset_root(path: str | Path, what: str) -> dict[str, Any]:
     """A dataset folder of tools/make_dataset.py; returns its ``dataset.json``.
 

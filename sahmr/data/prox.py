@@ -64,6 +64,14 @@ from torch.utils.data import Dataset
 from sahmr.data.safe_pickle import load_data_pickle
 from sahmr.data.sample import RootJointFn, Sample, crop_around_bbox
 from sahmr.data.smplx_params import clean_smplx_params, transform_smplx_params
+from sahmr.data.smplx_targets import (
+    ScanPoints,
+    SmplTargets,
+    contact_targets,
+    distance_contact,
+    project_bbox,
+    scan_distance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +347,20 @@ class ProxDataset(Dataset):
         bbox_margin: Relative enlargement of keypoint boxes (keypoints miss head top / feet).
         crop_size: Side of ``Sample.crop``.
         keep_image: Whether to return the full frame in ``Sample.image``.
+        targets: `SmplTargets` giving SMPL vertices / joints (world frame) from the PROXD
+            fits: makes the samples training samples (``vertices_world``, ``joints_world``,
+            ``vertex_contact`` by distance to the scan with `sahmr.scene.contact`'s one
+            definition, contact points = the closest scan point of each contact vertex, a
+            box from the body's projection when none is given). Its body hash becomes
+            ``body_hash``.
+        cache_dir: Folder for the scans' 2 cm points (default ``<root>/sahmr_cache``).
+        split: Name only (``train`` / ``val`` / ``test``): PROX splits are recordings
+            (``recordings``) or releases (``root``), see docs/datasets.md.
+
+    Attributes:
+        scene_points: `ScanPoints` of the recordings' scenes (world frame, 2 cm).
+        scene_mesh_dir: ``root/scenes`` (``<scene>.ply``), for scene metrics.
+        body_hash: Content hash of the body the targets use (None without ``targets``).
     """
 
     source = "prox"
@@ -360,8 +382,16 @@ class ProxDataset(Dataset):
         bbox_margin: float = 0.1,
         crop_size: int = 224,
         keep_image: bool = False,
+        targets: SmplTargets | None = None,
+        cache_dir: str | Path | None = None,
+        split: str = "test",
     ) -> None:
         self.root = Path(root)
+        self.split = split
+        self.targets = targets
+        self.body_hash = targets.body_hash if targets is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "sahmr_cache"
+        self.scene_mesh_dir = self.root / "scenes"
         self.allow_pickle = allow_pickle
         self.fits_dir = Path(fits_dir) if fits_dir is not None else self.root / "PROXD"
         self.keypoints_dir = (
@@ -397,6 +427,9 @@ class ProxDataset(Dataset):
                 index = int(match.group(1)) if match else pos * frame_step
                 self.frames.append(_ProxFrame(rec, scene, img.stem, index, img, fit))
         self._cameras: dict[str, ProxCamera] = {}
+        self._meshes: dict[str, Any] = {}
+        scenes = sorted({fr.scene for fr in self.frames})
+        self.scene_points = ScanPoints(self.scene_mesh, scenes, self.cache_dir / "points")
         logger.info("PROX: %d frames from %d recordings", len(self.frames), len(recordings))
 
     def __len__(self) -> int:
@@ -408,10 +441,23 @@ class ProxDataset(Dataset):
             self._cameras[scene] = load_prox_camera(self.root, scene)
         return self._cameras[scene]
 
-    def _bbox(self, frame: _ProxFrame, width: int, height: int) -> tuple[np.ndarray, str]:
+    def scene_mesh(self, scene: str) -> Any:
+        """The scan ``scenes/<scene>.ply`` as a ``trimesh.Trimesh`` (world frame, cached)."""
+        if scene not in self._meshes:
+            import trimesh
+
+            verts, faces = load_prox_scene_mesh(self.root, scene)
+            self._meshes[scene] = trimesh.Trimesh(verts, faces, process=False)
+        return self._meshes[scene]
+
+    def _bbox(
+        self, frame: _ProxFrame, width: int, height: int, projected: np.ndarray | None = None
+    ) -> tuple[np.ndarray, str]:
         key = f"{frame.recording}/{frame.frame_name}"
         if key in self.bboxes:
             return np.asarray(self.bboxes[key], dtype=np.float64).reshape(4), "given"
+        if projected is not None:
+            return projected, "projection"
         kp_file = self.keypoints_dir / frame.recording / f"{frame.frame_name}_keypoints.json"
         if kp_file.is_file():
             box = bbox_from_openpose(kp_file, width, mirrored=self.keypoints_mirrored)
@@ -427,12 +473,10 @@ class ProxDataset(Dataset):
         cam = self.camera(frame.scene)
         image = read_prox_color_image(frame.image_path, unmirror=True)
         h, w = image.shape[:2]
-        bbox, bbox_source = self._bbox(frame, w, h)
         subject = int(frame.recording.split("_")[1])
         extra: dict[str, Any] = {
             "gender": "female" if subject in PROX_FEMALE_SUBJECTS else "male",
             "frame_name": frame.frame_name,
-            "bbox_source": bbox_source,
             "dist": cam.dist.astype(np.float32),
             "body_model": "smplx",
         }
@@ -453,6 +497,26 @@ class ProxDataset(Dataset):
                 extra["smplx_params_world"] = transform_smplx_params(
                     params, cam.T_c2w @ T_fit2cam, self.root_joint_fn
                 )
+        verts_world = joints_world = projected = vertex_contact = None
+        contact_points = np.zeros((0, 3), np.float32)
+        contact_region = np.zeros((0,), np.int64)
+        if self.targets is not None and "smplx_params_fit" in extra:
+            extra["body_hash"] = self.body_hash
+            verts_world, joints_world = self.targets(
+                extra["smplx_params_fit"], extra["T_fit2world"], extra["gender"]
+            )
+            projected = project_bbox(verts_world, cam.K, cam.T_w2c, (w, h))
+            regions = self.targets.vertex_region
+            dist, closest = scan_distance(
+                verts_world,
+                self.scene_points[frame.scene],
+                self.scene_mesh(frame.scene),
+                vertex_mask=regions > 0,
+            )
+            vertex_contact, contact_points, contact_region = contact_targets(
+                distance_contact(dist, regions), closest
+            )
+        bbox, extra["bbox_source"] = self._bbox(frame, w, h, projected)
         return Sample(
             crop=crop_around_bbox(image, bbox, size=self.crop_size),
             bbox=bbox,
@@ -464,5 +528,10 @@ class ProxDataset(Dataset):
             sequence_id=frame.recording,
             frame_index=frame.frame_index,
             image=image if self.keep_image else None,
+            vertices_world=verts_world,
+            joints_world=joints_world,
+            vertex_contact=vertex_contact,
+            contact_points_world=contact_points,
+            contact_point_region=contact_region,
             extra=extra,
         )

@@ -69,6 +69,13 @@ from torch.utils.data import Dataset
 from sahmr.data.safe_pickle import load_data_pickle
 from sahmr.data.sample import RootJointFn, Sample, crop_around_bbox
 from sahmr.data.smplx_params import clean_smplx_params, transform_smplx_params
+from sahmr.data.smplx_targets import (
+    ScanPoints,
+    SmplTargets,
+    contact_targets,
+    project_bbox,
+    scan_distance,
+)
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
@@ -265,6 +272,21 @@ class RichDataset(Dataset):
         gender_map: Optional subject id (int) -> ``"male"``/``"female"``.
         crop_size: Side of ``Sample.crop``.
         keep_image: Whether to return the full frame in ``Sample.image``.
+        targets: `SmplTargets` giving SMPL vertices / joints (world frame) from the SMPL-X
+            fits: makes the samples training samples (``vertices_world``, ``joints_world``,
+            ``vertex_contact`` from RICH's HSC labels x the body's contact regions, contact
+            points = the closest scan point of each contact vertex, a box from the body's
+            projection when none is given). Its body hash becomes ``body_hash``.
+        undistort: Sample the crop from the undistorted image (RICH's ``Distortion``), so
+            ``K`` is an exact pinhole camera of the crop.
+        cache_dir: Folder for the scans' 2 cm points and world-frame meshes (default
+            ``<root>/sahmr_cache``).
+        frame_list: Optional text file of ``<seq>/<cam:02d>/<frame:05d>`` keys, one a line:
+            only those frames (e.g. the official SA-HMR test list of 3,116 frames).
+
+    Attributes:
+        scene_points: `ScanPoints` of the split's scenes (world frame, 2 cm).
+        body_hash: Content hash of the body the targets use (None without ``targets``).
     """
 
     source = "rich"
@@ -295,6 +317,10 @@ class RichDataset(Dataset):
         gender_map: Mapping[int, str] | None = None,
         crop_size: int = 224,
         keep_image: bool = False,
+        targets: SmplTargets | None = None,
+        undistort: bool = True,
+        cache_dir: str | Path | None = None,
+        frame_list: str | Path | None = None,
     ) -> None:
         if world_frame not in ("scan", "gravity"):
             raise ValueError(f"world_frame must be 'scan' or 'gravity', got {world_frame!r}")
@@ -319,6 +345,14 @@ class RichDataset(Dataset):
         self.gender_map = dict(gender_map) if gender_map is not None else {}
         self.crop_size = crop_size
         self.keep_image = keep_image
+        self.targets = targets
+        self.undistort = undistort
+        self.body_hash = targets.body_hash if targets is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "sahmr_cache"
+        wanted_keys = None
+        if frame_list is not None:
+            lines = Path(frame_list).read_text(encoding="utf-8").split()
+            wanted_keys = {line.strip() for line in lines if line.strip()}
         exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in image_exts}
 
         image_root = self.root / images_dirname / split
@@ -343,6 +377,11 @@ class RichDataset(Dataset):
                         continue
                     if frame_id % frame_step:
                         continue
+                    if (
+                        wanted_keys is not None
+                        and f"{seq}/{cam_id:02d}/{frame_id:05d}" not in wanted_keys
+                    ):
+                        continue
                     rel = Path(split) / seq / match.group(1) / f"{subject}.pkl"
                     body = self.root / bodies_dirname / rel
                     hsc = self.root / hsc_dirname / rel
@@ -365,6 +404,11 @@ class RichDataset(Dataset):
                     )
         self._cameras: dict[tuple[str, int], RichCamera] = {}
         self._to_world: dict[str, np.ndarray] = {}
+        self._meshes: dict[str, Any] = {}
+        scenes = sorted({fr.scene for fr in self.frames})
+        self.scene_points = ScanPoints(
+            self.scene_mesh, scenes, self.cache_dir / f"points_{self.world_frame}"
+        )
         logger.info("RICH %s: %d frames from %d sequences", split, len(self.frames), len(sequences))
 
     def __len__(self) -> int:
@@ -394,6 +438,30 @@ class RichDataset(Dataset):
             self._to_world[scene] = T
         return self._to_world[scene]
 
+    def scene_mesh(self, scene: str) -> Any:
+        """The scan as a ``trimesh.Trimesh`` in this dataset's world frame (cached)."""
+        if scene not in self._meshes:
+            import trimesh
+
+            verts, faces = load_rich_scene_mesh(self.root, scene, calib_dirname=self.calib_dirname)
+            T = self.multicam_to_world(scene)
+            verts = verts @ T[:3, :3].T + T[:3, 3]
+            self._meshes[scene] = trimesh.Trimesh(verts, faces, process=False)
+        return self._meshes[scene]
+
+    @property
+    def scene_mesh_dir(self) -> Path:
+        """Folder of ``<scene>.ply`` world-frame scans (written once), for scene metrics."""
+        folder = self.cache_dir / f"scenes_{self.world_frame}"
+        for scene in self.scene_points:
+            path = folder / f"{scene}.ply"
+            if not path.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = folder / f".{scene}.tmp.ply"
+                self.scene_mesh(scene).export(tmp)
+                tmp.replace(path)
+        return folder
+
     def __getitem__(self, index: int) -> Sample:
         fr = self.frames[index]
         cam = self.camera(fr.scene, fr.cam_id)
@@ -403,19 +471,16 @@ class RichDataset(Dataset):
         K[:2] /= self.image_downscale
         image = read_rich_image(fr.image_path)
         h, w = image.shape[:2]
-        key = f"{fr.sequence}/{fr.cam_id:02d}/{fr.frame_id:05d}"
-        if key in self.bboxes:
-            bbox, bbox_source = np.asarray(self.bboxes[key], np.float64).reshape(4), "given"
-        else:
-            bbox, bbox_source = np.array([0.0, 0.0, w, h]), "full_image"
         extra: dict[str, Any] = {
             "cam_id": fr.cam_id,
             "subject": fr.subject,
-            "bbox_source": bbox_source,
             "dist": cam.dist.astype(np.float32),
             "body_model": "smplx",
             "T_fit2world": T_m2w.astype(np.float32),
+            "undistorted": bool(self.undistort),
         }
+        if self.body_hash is not None:
+            extra["body_hash"] = self.body_hash
         if int(fr.subject) in self.gender_map:
             extra["gender"] = self.gender_map[int(fr.subject)]
         if fr.body_path is not None:
@@ -428,13 +493,44 @@ class RichDataset(Dataset):
                 extra["smplx_params_world"] = transform_smplx_params(
                     params, T_m2w, self.root_joint_fn
                 )
+        verts_world = joints_world = None
+        if self.targets is not None and "smplx_params_fit" in extra:
+            verts_world, joints_world = self.targets(
+                extra["smplx_params_fit"], T_m2w, extra.get("gender")
+            )
+        key = f"{fr.sequence}/{fr.cam_id:02d}/{fr.frame_id:05d}"
+        bbox = None
+        if key in self.bboxes:
+            bbox, bbox_source = np.asarray(self.bboxes[key], np.float64).reshape(4), "given"
+        elif verts_world is not None:
+            bbox, bbox_source = project_bbox(verts_world, K, T_w2c, (w, h)), "projection"
+        if bbox is None:
+            bbox, bbox_source = np.array([0.0, 0.0, w, h]), "full_image"
+        extra["bbox_source"] = bbox_source
         vertex_contact = None
         contact_points = np.zeros((0, 3), np.float32)
         contact_region = np.zeros((0,), np.int64)
+        regions = self.smpl_vertex_regions
+        if regions is None and self.targets is not None:
+            regions = self.targets.vertex_region
         if fr.hsc_path is not None:
             hsc = load_rich_hsc(fr.hsc_path, allow_pickle=self.allow_pickle)
             contact = hsc["contact"]
-            if self.smpl_vertex_regions is not None:
+            if verts_world is not None and regions is not None:
+                if regions.shape != contact.shape:
+                    raise ValueError(
+                        f"{fr.hsc_path}: {contact.shape[0]} contact labels for a body of "
+                        f"{regions.shape[0]} vertices"
+                    )
+                labels = np.where(contact > 0, regions, 0)
+                _, closest = scan_distance(
+                    verts_world,
+                    self.scene_points[fr.scene],
+                    self.scene_mesh(fr.scene),
+                    vertex_mask=labels > 0,
+                )
+                vertex_contact, contact_points, contact_region = contact_targets(labels, closest)
+            elif self.smpl_vertex_regions is not None:
                 if self.smpl_vertex_regions.shape != contact.shape:
                     raise ValueError(
                         f"smpl_vertex_regions has shape {self.smpl_vertex_regions.shape}, "
@@ -443,7 +539,7 @@ class RichDataset(Dataset):
                 vertex_contact = np.where(contact > 0, self.smpl_vertex_regions, 0)
             else:
                 extra["hsc_contact_smpl"] = contact
-            if "s2m" in hsc and "closest_triangles" in hsc:
+            if verts_world is None and "s2m" in hsc and "closest_triangles" in hsc:
                 near = np.linalg.norm(hsc["s2m"], axis=1) < self.contact_threshold
                 centroids = hsc["closest_triangles"][near].mean(axis=1).astype(np.float64)
                 pts = (centroids @ T_m2w[:3, :3].T + T_m2w[:3, 3]).astype(np.float32)
@@ -453,8 +549,14 @@ class RichDataset(Dataset):
                     contact_points, contact_region = pts[keep], regions[keep]
                 else:
                     extra["hsc_contact_points_world"] = pts
+        if self.undistort and np.any(cam.dist != 0):
+            from sahmr.geometry.distortion import undistorted_crop
+
+            crop = undistorted_crop(image, K, cam.dist, bbox, size=self.crop_size)
+        else:
+            crop = crop_around_bbox(image, bbox, size=self.crop_size)
         return Sample(
-            crop=crop_around_bbox(image, bbox, size=self.crop_size),
+            crop=crop,
             bbox=bbox,
             K=K,
             T_w2c=T_w2c,
@@ -468,5 +570,7 @@ class RichDataset(Dataset):
             contact_points_world=contact_points,
             contact_point_region=contact_region,
             action=fr.action,
+            vertices_world=verts_world,
+            joints_world=joints_world,
             extra=extra,
         )

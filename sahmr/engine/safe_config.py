@@ -54,6 +54,9 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         # data
         "sahmr.data.augment.AugmentConfig",
         "sahmr.data.memory.MemoryDataConfig",
+        "sahmr.data.prox.ProxDataset",
+        "sahmr.data.rich.RichDataset",
+        "sahmr.data.smplx_targets.SmplTargets",
         "sahmr.data.synthetic.SyntheticDataset",
         # losses
         "sahmr.losses.hmr.HMRLoss",

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sahmr.data.smplx_targets import check_body_hash
 from sahmr.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -834,16 +835,20 @@ def build_evaluator(
     sdf_voxel_size: float = 0.02,
     joint_set: str = "smpl24",
 ) -> Any:
-    """The shared body evaluator; scene SDFs from the dataset's ``rooms/`` when asked."""
+    """The shared body evaluator; scene SDFs from the dataset's ``scene_mesh_dir`` (RICH,
+    PROX) or ``rooms/`` (generated data) when asked."""
     from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
 
     scenes = None
     if scene_metrics:
         root = getattr(dataset, "root", None)
-        if root is None:
+        scene_dir = getattr(dataset, "scene_mesh_dir", None)
+        if scene_dir is None and root is None:
             raise ValueError("scene metrics need a dataset with a root folder holding rooms/")
         scenes = SceneSDFs(
-            scene_dir=Path(root) / "rooms", voxel_size=sdf_voxel_size, cache_dir=sdf_cache_dir
+            scene_dir=Path(scene_dir if scene_dir is not None else Path(root) / "rooms"),
+            voxel_size=sdf_voxel_size,
+            cache_dir=sdf_cache_dir,
         )
     return Evaluator(body, scenes, joint_set=joint_set)
 
@@ -926,8 +931,10 @@ def _train(
             progress=tcfg.progress and info.is_main,
         )
     else:
+        train_frames = build_dataset(cfg.data)
+        check_body_hash(train_frames, body.content_hash, what="the training body (body=)")
         train_set = clip_dataset(
-            build_dataset(cfg.data),
+            train_frames,
             clip_length,
             stride=cfg.get("clip_stride"),
             motion_prefix=prefix,
@@ -953,6 +960,7 @@ def _train(
     val_split = "val"
     if tcfg.val_every_epochs and cfg.get("data_val") is not None:
         val_frames = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
+        check_body_hash(val_frames, body.content_hash, what="the training body")
         val_set = clip_dataset(val_frames, clip_length, motion_prefix=prefix)  # frames once
         if len(val_set) == 0:
             logger.warning("the validation split is empty (of clips, in clip mode); skipped")
