@@ -48,10 +48,10 @@ def _data_overrides(name: str, trees) -> list[str]:
     ]
 
 
-def _train(name, trees, tmp_path, monkeypatch, extra=()):
+def _train(name, trees, tmp_path, monkeypatch, extra=(), exp="sahmr_small"):
     run = tmp_path / f"run_{name}"
     overrides = [
-        "exp=sahmr_small", *_data_overrides(name, trees), "trainer=tiny", "device=cpu",
+        f"exp={exp}", *_data_overrides(name, trees), "trainer=tiny", "device=cpu",
         f"paths.output_dir={run}", "max_points_per_scene=20000", "trainer.max_steps=2",
         "trainer.batch_size=2", "trainer.val_batch_size=2", *extra,
     ]  # fmt: skip
@@ -144,3 +144,23 @@ def test_body_mismatch_is_refused(trees, tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error: data: RichDataset targets were built on body" in err
+
+
+@pytest.mark.slow
+def test_rich_finetune_from_the_synthetic_checkpoint(trees, tmp_path, monkeypatch):
+    """The documented fine-tuning command (docs/datasets.md): exp=sahmr_small_e2e from the
+    shipped synthetic-data checkpoint, on RICH."""
+    from sahmr.inference.pipeline import bundled_checkpoint
+
+    shipped = bundled_checkpoint("sahmr")
+    run = _train("rich", trees, tmp_path, monkeypatch, [f"init.weights={shipped}"],
+                 exp="sahmr_small_e2e")  # fmt: skip
+    start = load_checkpoint(shipped)["model"]
+    trained = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert trained["step"] == 2
+    model = trained["model"]
+    moved = [k for k in start if start[k].is_floating_point() and k in model
+             and not np.array_equal(model[k].numpy(), start[k].float().numpy())]  # fmt: skip
+    assert any(k.startswith("rcnet.") for k in moved) and any(
+        k.startswith("mesh_net.") for k in moved
+    )
