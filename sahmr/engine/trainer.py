@@ -834,9 +834,11 @@ def build_evaluator(
     sdf_cache_dir: str | None = None,
     sdf_voxel_size: float = 0.02,
     joint_set: str = "smpl24",
+    protocol: str = "default",
 ) -> Any:
     """The shared body evaluator; scene SDFs from the dataset's ``scene_mesh_dir`` (RICH,
-    PROX) or ``rooms/`` (generated data) when asked."""
+    PROX) or ``rooms/`` (generated data) when asked; ``protocol`` ``"sahmr"`` gives the
+    official SA-HMR definitions (`sahmr.evaluation.evaluator.PROTOCOLS`)."""
     from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
 
     scenes = None
@@ -850,7 +852,7 @@ def build_evaluator(
             voxel_size=sdf_voxel_size,
             cache_dir=sdf_cache_dir,
         )
-    return Evaluator(body, scenes, joint_set=joint_set)
+    return Evaluator(body, scenes, joint_set=joint_set, protocol=protocol)
 
 
 def config_yaml(cfg: DictConfig) -> str:

@@ -223,6 +223,9 @@ def run_validation(
     result = ValidationResult()
     if evaluator is not None and predicts:
         result.evaluation = EvaluationResult()
+        if hasattr(evaluator, "units"):  # the evaluator's protocol and units, not the defaults
+            result.evaluation.protocol = evaluator.protocol
+            result.evaluation.units = evaluator.units()
     frames = 0
     seconds = 0.0
     total = len(loader) if max_batches is None else min(len(loader), max_batches)

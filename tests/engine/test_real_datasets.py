@@ -61,13 +61,13 @@ def _train(name, trees, tmp_path, monkeypatch, extra=(), exp="sahmr_small"):
     return run
 
 
-def _evaluate(name, trees, ckpt, tmp_path, monkeypatch, split):
+def _evaluate(name, trees, ckpt, tmp_path, monkeypatch, split, protocol="default"):
     out = tmp_path / f"eval_{name}"
     run_hydra_tool(
         "eval",
         [f"checkpoint={ckpt}", *_data_overrides(name, trees), f"split={split}", f"out={out}",
          "device=cpu", "num_workers=0", "batch_size=2", "sdf_voxel_size=0.1",
-         f"sdf_cache_dir={tmp_path / 'sdf'}", "progress=false"],
+         f"sdf_cache_dir={tmp_path / 'sdf'}", "progress=false", f"protocol={protocol}"],
         monkeypatch,
     )  # fmt: skip
     return json.loads((out / "metrics.json").read_text())
@@ -78,11 +78,12 @@ def test_rich_train_two_steps_and_evaluate(trees, tmp_path, monkeypatch):
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2  # RICH val: 2 frames
     metrics = _evaluate("rich", trees, run / "checkpoints" / "last.pt", tmp_path, monkeypatch,
-                        "test")  # fmt: skip
+                        "test", protocol="sahmr")  # fmt: skip
     assert metrics["frames"] == 2 and metrics["method"] == "SAHMR"
     for key in ("mpjpe", "g_mpve", "pene", "confe"):
         assert np.isfinite(metrics["metrics"][key]["value"])
     assert metrics["metrics"]["mpjpe"]["value"] > 0
+    assert metrics["metrics"]["pene"]["unit"].startswith("m (sum")  # the official unit
 
 
 @pytest.mark.slow
