@@ -354,6 +354,9 @@ class ProxDataset(Dataset):
             box from the body's projection when none is given). Its body hash becomes
             ``body_hash``.
         cache_dir: Folder for the scans' 2 cm points (default ``<root>/sahmr_cache``).
+        contact_labels: With ``targets``: give ``vertex_contact`` (distance labels). False for
+            the official SA-HMR PROX evaluation, which has no ground-truth contact (its ConFE
+            on PROX equals PenE); contact points are given either way.
         split: Name only (``train`` / ``val`` / ``test``): PROX splits are recordings
             (``recordings``) or releases (``root``), see docs/datasets.md.
 
@@ -384,10 +387,12 @@ class ProxDataset(Dataset):
         keep_image: bool = False,
         targets: SmplTargets | None = None,
         cache_dir: str | Path | None = None,
+        contact_labels: bool = True,
         split: str = "test",
     ) -> None:
         self.root = Path(root)
         self.split = split
+        self.contact_labels = contact_labels
         self.targets = targets
         self.body_hash = targets.body_hash if targets is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "sahmr_cache"
@@ -516,6 +521,8 @@ class ProxDataset(Dataset):
             vertex_contact, contact_points, contact_region = contact_targets(
                 distance_contact(dist, regions), closest
             )
+            if not self.contact_labels:
+                vertex_contact = None
         bbox, extra["bbox_source"] = self._bbox(frame, w, h, projected)
         return Sample(
             crop=crop_around_bbox(image, bbox, size=self.crop_size),

@@ -61,12 +61,12 @@ def _train(name, trees, tmp_path, monkeypatch, extra=(), exp="sahmr_small"):
     return run
 
 
-def _evaluate(name, trees, ckpt, tmp_path, monkeypatch, split, protocol="default"):
+def _evaluate(name, trees, ckpt, tmp_path, monkeypatch, split, protocol="default", extra=()):
     out = tmp_path / f"eval_{name}"
     run_hydra_tool(
         "eval",
-        [f"checkpoint={ckpt}", *_data_overrides(name, trees), f"split={split}", f"out={out}",
-         "device=cpu", "num_workers=0", "batch_size=2", "sdf_voxel_size=0.1",
+        [f"checkpoint={ckpt}", *_data_overrides(name, trees), *extra, f"split={split}",
+         f"out={out}", "device=cpu", "num_workers=0", "batch_size=2", "sdf_voxel_size=0.1",
          f"sdf_cache_dir={tmp_path / 'sdf'}", "progress=false", f"protocol={protocol}"],
         monkeypatch,
     )  # fmt: skip
@@ -91,9 +91,12 @@ def test_prox_train_two_steps_and_evaluate(trees, tmp_path, monkeypatch):
     run = _train("prox", trees, tmp_path, monkeypatch)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2
+    # the official PROX protocol: no ground-truth contact, so ConFE = PenE
     metrics = _evaluate("prox", trees, run / "checkpoints" / "last.pt", tmp_path, monkeypatch,
-                        "test")  # fmt: skip
-    assert metrics["frames"] == 4 and np.isfinite(metrics["metrics"]["pene"]["value"])
+                        "test", "sahmr", ["data.contact_labels=false"])  # fmt: skip
+    m = metrics["metrics"]
+    assert metrics["frames"] == 4 and np.isfinite(m["pene"]["value"])
+    assert m["confe"]["value"] == pytest.approx(m["pene"]["value"])
 
 
 def test_training_samples_match_the_known_body(trees):
@@ -124,6 +127,8 @@ def test_training_samples_match_the_known_body(trees):
     want_prox = np.where((s.vertices_world[:, 2] < 0.07) & (regions > 0), regions, 0)
     np.testing.assert_array_equal(s.vertex_contact, want_prox)
     assert len(rich.scene_points["Gym"]) > 1000 and len(prox.scene_points) == 1
+    official = ProxDataset(trees["prox"], allow_pickle=True, targets=targets, contact_labels=False)
+    assert official[0].vertex_contact is None and len(official[0].contact_points_world) > 0
 
 
 def test_body_mismatch_is_refused(trees, tmp_path, monkeypatch, capsys):
