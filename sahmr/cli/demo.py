@@ -434,6 +434,12 @@ def run(args: argparse.Namespace) -> int:
                         f"model has {body.num_vertices}: the checkpoint's body does not match")
                 if not args.force:
                     check_root_inside_scan(result.root_world, scene.points.points, frame.name)
+                    hidden = check_body_in_view(
+                        result.verts_world, scene.points.points, result.camera.K,
+                        result.camera.T_w2c, (result.image.shape[1], result.image.shape[0]),
+                        frame.name)  # fmt: skip
+                    logger.info("frame %s: %.0f%% of the body hidden by the scan", frame.name,
+                                100 * hidden)  # fmt: skip
                 folder = tmp / frame.name if batch else tmp
                 folder.mkdir(exist_ok=True)
                 shared = {k: round(v, 4) for k, v in timer.seconds.items()}
@@ -522,6 +528,93 @@ def check_root_inside_scan(root_world: np.ndarray, points_world: np.ndarray, nam
             f"{np.round(root, 2).tolist()}): the camera (world-to-camera, not camera-to-world) "
             "or the person box is probably wrong; --force keeps it"
         )
+
+
+HIDDEN_MARGIN_M = 0.25
+"""How far (metres) behind the scan's nearest surface at its pixel a body vertex must lie to
+count as hidden (more than point spacing and scan noise)."""
+MAX_HIDDEN_FRACTION = 0.6
+"""Largest share of the body the scan may hide from the camera: the person is seen in the
+image, so a body mostly behind walls means a wrong camera (camera-to-world given, turned away
+from the person) or a box on something the scan does not hold. A person behind a table or
+sofa hides their legs (about a third of the vertices)."""
+ZBUFFER_CELL_PX = 8
+"""Z-buffer cell side (pixels) of the scan's points (2 cm apart: no holes at room depths)."""
+
+
+def hidden_body_fraction(
+    verts_world: np.ndarray,
+    points_world: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    near: float = 0.1,
+) -> float:
+    """Share of the body's vertices the scan hides from the camera.
+
+    A z-buffer of the scan's points (nearest depth per `ZBUFFER_CELL_PX` cell); a vertex is
+    hidden when it lies more than `HIDDEN_MARGIN_M` behind that depth, or behind the camera.
+    Vertices outside the image or over cells without scan points count as seen.
+
+    Args:
+        verts_world: (V, 3) body vertices, world frame, metres.
+        points_world: (N, 3) scan points, world frame, metres.
+        K: (3, 3) intrinsics, pixels.
+        T_w2c: (4, 4) world -> camera (OpenCV).
+        image_size: ``(W, H)`` pixels.
+        near: Scan points nearer than this (metres) are ignored.
+
+    Returns:
+        The hidden share in [0, 1].
+    """
+    R, t = np.asarray(T_w2c, np.float64)[:3, :3], np.asarray(T_w2c, np.float64)[:3, 3]
+    K = np.asarray(K, np.float64)
+    W, H = image_size
+    cols, rows = -(-int(W) // ZBUFFER_CELL_PX), -(-int(H) // ZBUFFER_CELL_PX)
+
+    def cells(p_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = np.maximum(p_cam[:, 2], 1e-9)
+        uv = p_cam[:, :2] / z[:, None] @ K[:2, :2].T + K[:2, 2]
+        c, r = np.floor(uv[:, 0] / ZBUFFER_CELL_PX), np.floor(uv[:, 1] / ZBUFFER_CELL_PX)
+        ok = (c >= 0) & (c < cols) & (r >= 0) & (r < rows) & np.isfinite(uv).all(axis=1)
+        return np.where(ok, r * cols + c, -1).astype(np.int64), ok
+
+    scene_cam = np.asarray(points_world, np.float64) @ R.T + t
+    scene_cam = scene_cam[scene_cam[:, 2] > near]
+    zbuf = np.full(rows * cols, np.inf)
+    cell, ok = cells(scene_cam)
+    np.minimum.at(zbuf, cell[ok], scene_cam[ok, 2])
+    body_cam = np.asarray(verts_world, np.float64) @ R.T + t
+    behind_camera = body_cam[:, 2] <= 0
+    cell, ok = cells(body_cam)
+    surface = np.where(ok, zbuf[np.maximum(cell, 0)], np.inf)
+    hidden = behind_camera | (ok & (body_cam[:, 2] > surface + HIDDEN_MARGIN_M))
+    return float(hidden.mean())
+
+
+def check_body_in_view(
+    verts_world: np.ndarray,
+    points_world: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    image_size: tuple[int, int],
+    name: str,
+) -> float:
+    """Raise `InputError` when the scan hides most of the body from the camera.
+
+    Returns:
+        The hidden share (`hidden_body_fraction`).
+    """
+    hidden = hidden_body_fraction(verts_world, points_world, K, T_w2c, image_size)
+    if hidden > MAX_HIDDEN_FRACTION:
+        raise InputError(
+            f"frame {name}: the scan hides {hidden:.0%} of the body from the camera (the body "
+            "lands behind walls or floors the camera sees): the camera (world-to-camera, not "
+            "camera-to-world; facing the person) or the person box is probably wrong; "
+            "--force keeps it"
+        )
+    return hidden
 
 
 def _report(summary: dict[str, Any]) -> None:

@@ -639,6 +639,76 @@ def test_root_outside_the_scan_is_refused(root, refused):
         check_root_inside_scan(np.array(root), box, "f1")
 
 
+def _hidden_reference(verts, points, K, T, size, cell_px, margin):
+    """Per vertex, the nearest scan point in its pixel cell, by a plain loop."""
+    def pix(p):
+        q = T[:3, :3] @ p + T[:3, 3]
+        if q[2] <= 0:
+            return q[2], None
+        u, v = (K @ (q / q[2]))[:2]
+        c, r = int(np.floor(u / cell_px)), int(np.floor(v / cell_px))
+        inside = 0 <= c < -(-size[0] // cell_px) and 0 <= r < -(-size[1] // cell_px)
+        return q[2], (c, r) if inside else None
+
+    zbuf: dict[tuple[int, int], float] = {}
+    for p in points:
+        z, cell = pix(p)
+        if cell is not None and z > 0.1:
+            zbuf[cell] = min(zbuf.get(cell, np.inf), z)
+    hidden = 0
+    for v in verts:
+        z, cell = pix(v)
+        hidden += z <= 0 or (cell is not None and z > zbuf.get(cell, np.inf) + margin)
+    return hidden / len(verts)
+
+
+@pytest.mark.parametrize("depth, expected", [
+    (2.0, 0.0),      # in front of the wall at 3 m
+    (3.2, 0.0),      # within the margin behind it
+    (4.0, 1.0),      # behind it
+    (-1.0, 1.0),     # behind the camera
+])  # fmt: skip
+def test_body_behind_a_wall_is_hidden(depth, expected):
+    from sahmr.cli.demo import hidden_body_fraction
+
+    K = np.array([[100.0, 0, 32], [0, 100, 24], [0, 0, 1]])
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 120), np.linspace(-1, 1, 120)), -1).reshape(-1, 2)
+    wall = np.c_[g, np.full(len(g), 3.0)]  # camera = world (identity extrinsic)
+    body = np.c_[np.random.default_rng(0).uniform(-0.1, 0.1, (200, 2)), np.full(200, depth)]
+    got = hidden_body_fraction(body, wall, K, np.eye(4), (64, 48))
+    assert got == pytest.approx(expected)
+
+
+def test_hidden_fraction_matches_a_plain_loop():
+    from sahmr.cli.demo import HIDDEN_MARGIN_M, ZBUFFER_CELL_PX, hidden_body_fraction
+
+    rng = np.random.default_rng(3)
+    K = np.array([[80.0, 0, 30], [0, 80, 20], [0, 0, 1]])
+    a = 0.3
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+    T[:3, 3] = [0.2, -0.1, 0.5]
+    points = rng.uniform([-3, -2, 0.5], [3, 2, 5], (3000, 3))
+    verts = rng.uniform([-1, -1, -0.5], [1, 1, 4], (300, 3))  # some behind the camera
+    got = hidden_body_fraction(verts, points, K, T, (61, 43))
+    want = _hidden_reference(verts, points, K, T, (61, 43), ZBUFFER_CELL_PX, HIDDEN_MARGIN_M)
+    assert 0.05 < want < 0.95 and got == pytest.approx(want)
+
+
+def test_a_body_the_scan_hides_is_refused():
+    """A box on the empty far wall puts the body behind it (75 % hidden; demo frames 4-17 %)."""
+    from sahmr.cli.demo import check_body_in_view
+    from sahmr.inference.errors import InputError
+
+    K = np.array([[100.0, 0, 32], [0, 100, 24], [0, 0, 1]])
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 60), np.linspace(-1, 1, 60)), -1).reshape(-1, 2)
+    wall = np.c_[g, np.full(len(g), 3.0)]
+    body = np.c_[np.zeros((10, 2)), np.linspace(2.0, 4.0, 10)]  # 4 of 10 behind 3.25 m
+    assert check_body_in_view(body, wall, K, np.eye(4), (64, 48), "f") == pytest.approx(0.4)
+    with pytest.raises(InputError, match=r"frame f: the scan hides 100% of the body.*--force"):
+        check_body_in_view(body + np.array([0.0, 0, 2]), wall, K, np.eye(4), (64, 48), "f")
+
+
 def test_compose_for_checks_keeps_hydra_overrides(tmp_path):
     """A search path added on the command line is seen by the up-front checks too."""
     from sahmr.cli.checks import compose_for_checks
