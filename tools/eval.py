@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
-from sahmr.engine.checkpoint import load_method
+from sahmr.engine.checkpoint import load_checkpoint, load_method
 from sahmr.engine.data import (
     LoaderSettings,
     StepPreparer,
@@ -142,6 +142,12 @@ def main(cfg: DictConfig) -> None:
     body = instantiate(ckpt_cfg.body)
     frames = instantiate(cfg.data)
     try:
+        stored = load_checkpoint(cfg.checkpoint).get("body_hash")
+        if stored is not None and stored != body.content_hash:
+            raise BodyMismatchError(
+                f"{cfg.checkpoint} was trained on body {stored[:12]} but its body config gives "
+                f"{body.content_hash[:12]} on this machine (a different body file)"
+            )
         check_body_hash(frames, body.content_hash, what=f"{cfg.checkpoint}'s body")
     except BodyMismatchError as exc:
         from sahmr.cli.checks import fail

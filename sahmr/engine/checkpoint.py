@@ -200,6 +200,7 @@ def save_checkpoint(
     step: int = 0,
     batch_in_epoch: int = 0,
     metrics: Mapping[str, Any] | None = None,
+    body_hash: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically.
 
@@ -216,6 +217,9 @@ def save_checkpoint(
         step: Optimiser steps done.
         batch_in_epoch: Batches of ``epoch`` already consumed.
         metrics: Best / last validation metrics.
+        body_hash: Content hash of the body model the method was trained with
+            (`sahmr.body.BodyModel.content_hash`); data and fine-tuning runs on another body
+            are refused against it.
 
     Returns:
         The path written.
@@ -243,6 +247,8 @@ def save_checkpoint(
         ckpt["discriminator_scheduler"] = discriminator_scheduler.state_dict()
     if rng is not None:
         ckpt["rng"] = rng if isinstance(rng, list) else [rng]
+    if body_hash is not None:
+        ckpt["body_hash"] = str(body_hash)
     return atomic_torch_save(ckpt, path)
 
 

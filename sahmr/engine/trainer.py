@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sahmr.data.smplx_targets import check_body_hash
+from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
 from sahmr.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -322,6 +322,7 @@ class Trainer:
         val_prepare: Batch -> inputs/targets for validation (its own scene bank).
         evaluator: Body evaluator for validation (None: only the method's metrics).
         val_split: Split name used for validation frame names.
+        body_hash: Content hash of the training body, stored in checkpoints.
     """
 
     def __init__(
@@ -340,6 +341,7 @@ class Trainer:
         val_prepare: StepPreparer | None = None,
         evaluator: Any | None = None,
         val_split: str = "val",
+        body_hash: str | None = None,
     ) -> None:
         if not isinstance(train_loader.sampler, ResumableSampler):
             raise TypeError("train_loader needs a ResumableSampler (see build_loader)")
@@ -362,6 +364,7 @@ class Trainer:
         self.val_prepare = val_prepare or prepare
         self.evaluator = evaluator
         self.val_split = val_split
+        self.body_hash = body_hash
         self.seed = int(seed)
         self.config_yaml = config_yaml
         self.output_dir = Path(output_dir)
@@ -441,6 +444,7 @@ class Trainer:
                 step=self.step,
                 batch_in_epoch=self.batch_in_epoch,
                 metrics=self._metrics_state(),
+                body_hash=self.body_hash,
             )
             logger.info("checkpoint %s (epoch %d, step %d)", path, self.epoch, self.step)
         barrier()
@@ -997,6 +1001,12 @@ def _train(
     method = _instantiate(cfg.model)
     init = cfg.get("init")
     if init is not None and init.get("weights") and not (resume and last.is_file()):
+        stored = load_checkpoint(init.weights).get("body_hash")
+        if stored is not None and stored != body.content_hash:
+            raise BodyMismatchError(
+                f"init.weights={init.weights} was trained on body {stored[:12]} but the body "
+                f"of this run is {body.content_hash[:12]}: use the same body.model_path"
+            )
         load_initial_weights(
             method,
             init.weights,
@@ -1027,6 +1037,7 @@ def _train(
         val_prepare=val_prepare,
         evaluator=evaluator,
         val_split=val_split,
+        body_hash=body.content_hash,
     )
     if resume:
         if last.is_file():

@@ -77,6 +77,9 @@ def test_rich_train_two_steps_and_evaluate(trees, tmp_path, monkeypatch):
     run = _train("rich", trees, tmp_path, monkeypatch)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2  # RICH val: 2 frames
+    from sahmr.body import BodyModel
+
+    assert ckpt["body_hash"] == BodyModel().content_hash  # the hash travels with the weights
     metrics = _evaluate("rich", trees, run / "checkpoints" / "last.pt", tmp_path, monkeypatch,
                         "test", protocol="sahmr")  # fmt: skip
     assert metrics["frames"] == 2 and metrics["method"] == "SAHMR"
@@ -150,6 +153,14 @@ def test_body_mismatch_is_refused(trees, tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error: data: RichDataset targets were built on body" in err
+    # fine-tuning from weights trained on another body
+    from sahmr.engine.checkpoint import save_checkpoint
+
+    foreign = save_checkpoint(tmp_path / "foreign.pt", model={}, config="", body_hash="0" * 64)
+    with pytest.raises(SystemExit) as exc:
+        _train("rich", trees, tmp_path, monkeypatch, [f"init.weights={foreign}"])
+    assert exc.value.code == 2
+    assert "was trained on body 000000000000" in capsys.readouterr().err
 
 
 @pytest.mark.slow
