@@ -45,7 +45,10 @@ SMPL-X output of those params) and, when a ``root_joint_fn`` (rest pelvis of the
 for given betas, e.g. `sahmr.data.smplx_params.RootJointFromModelFile` on the user's
 SMPLX_<GENDER>.npz) is given, ``smplx_params_world`` whose ``global_orient``/``transl`` are
 rewritten for the world frame (rotation is about the pelvis, so this needs the model).
-Converting SMPL-X to SMPL needs the official model-transfer assets, which are not here.
+With ``targets`` (`sahmr.data.smplx_targets.SmplTargets`: the user's SMPL-X model + the SMPL-X
+-> SMPL transfer matrix) samples are training samples: SMPL ``vertices_world`` /
+``joints_world``, ``vertex_contact`` by distance to the scan (`sahmr.scene.contact`), contact
+points, a box from the body's projection. Layouts, splits and commands: docs/datasets.md.
 """
 
 from __future__ import annotations

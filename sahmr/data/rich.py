@@ -34,7 +34,14 @@ World frame: by default the scan's own frame, i.e. the multi-camera frame of
 axis-aligned) and requires its scale ``c`` to be 1 (to 1e-4): a scaled transform cannot be
 expressed on body parameters or on a rigid ``T_w2c``.
 
-SMPL-X vs SMPL: `Sample`'s SMPL-format fields stay ``None``; ``extra["smplx_params_fit"]``
+Training samples: with ``targets`` (`sahmr.data.smplx_targets.SmplTargets`: the user's SMPL-X
+model + the SMPL-X -> SMPL transfer matrix) a sample carries SMPL ``vertices_world`` /
+``joints_world``, ``vertex_contact`` (HSC labels x the body's contact regions), contact points
+(closest scan point of each contact vertex), a box from the body's projection when none is
+given, and the crop is sampled from the undistorted image (``undistort``). Layouts, splits and
+commands: docs/datasets.md. The rest of this paragraph describes the raw fields.
+
+SMPL-X vs SMPL: `Sample`'s SMPL-format parameter fields stay ``None``; ``extra["smplx_params_fit"]``
 holds the SMPL-X params in the multi-camera frame, ``extra["T_fit2world"]`` the 4x4 transform
 to the world frame, and with ``root_joint_fn`` ``extra["smplx_params_world"]`` (see
 `sahmr.data.prox` for the meaning). HSC contact is per SMPL vertex (6890): with
@@ -46,8 +53,9 @@ centroids of ``closest_triangles_id`` for SMPL-X vertices whose ``|s2m_dist_id|`
 ``extra["hsc_contact_points_world"]`` unlabelled. (The triangles are taken to be in the scan's
 frame; RICH does not state it in the files.)
 
-Images: RICH ships no person boxes; pass ``bboxes`` (e.g. boxes of projected GT meshes, as
-SA-HMR does), otherwise the whole image is used (``extra["bbox_source"] == "full_image"``). For
+Images: RICH ships no person boxes; pass ``bboxes``, else (with ``targets``) the box of the
+projected ground-truth mesh is used, as SA-HMR does (``extra["bbox_source"] == "projection"``),
+else the whole image (``"full_image"``). For
 downscaled image copies (e.g. SA-HMR's ``images_ds4``) set ``image_downscale`` (4) so ``K`` is
 scaled to the stored resolution.
 """
@@ -91,7 +99,8 @@ class RichCamera:
 
     Attributes:
         K: (3, 3) float64 intrinsics at the calibrated (full) resolution, pixels.
-        dist: (N,) float64 distortion coefficients as stored (OpenCV order; not applied).
+        dist: (N,) float64 distortion coefficients as stored (OpenCV order; applied to crops
+            by `RichDataset` with ``undistort``).
         T_w2c: (4, 4) float64 multi-camera (scan) frame -> camera, metres.
     """
 

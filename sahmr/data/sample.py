@@ -9,7 +9,8 @@ OpenCV centre convention (pixel ``(i, j)`` centred at ``(u, v) = (j, i)``).
 Body parameters in the SMPL-format fields (``betas`` (10,), ``global_orient`` (3,),
 ``body_pose`` (69,), ``transl`` (3,)) are *SMPL* parameters in the world frame. Datasets whose
 ground truth is SMPL-X (PROX, RICH) leave them ``None`` and keep the SMPL-X parameters in
-``extra`` (see their modules): SMPL-X -> SMPL needs the official model-transfer assets.
+``extra`` (see their modules); with `sahmr.data.smplx_targets.SmplTargets` they fill
+``vertices_world`` / ``joints_world`` / ``vertex_contact`` on the SMPL topology.
 """
 
 from __future__ import annotations
