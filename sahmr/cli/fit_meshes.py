@@ -160,9 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--iterations {args.iterations}: must be >= 0")
     if not (args.scale > 0 and np.isfinite(args.scale)):
         return _fail(f"--scale {args.scale}: must be a positive number")
+    from sahmr.cli.checks import BadArgument, check_writable_folder
+
     out = args.out if args.out is not None else args.meshes
-    if out.exists() and not out.is_dir():
-        return _fail(f"--out {out} exists and is not a folder")
+    try:  # a file in the way, no permission, read-only: before the fitting, not after it
+        check_writable_folder(out, "--out")
+    except BadArgument as exc:
+        return _fail(str(exc))
     if args.body_model is not None and not args.body_model.is_file():
         return _fail(f"--body-model {args.body_model}: no such file")
     try:

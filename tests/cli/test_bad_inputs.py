@@ -288,6 +288,47 @@ def test_fit_reads_a_split_with_a_missing_shard_only_when_asked(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def _body_mesh_folder(t: Path, *, nan: bool = False) -> Path:
+    """A folder holding the shipped body's template as ``a.ply`` (one NaN vertex if asked)."""
+    import trimesh
+
+    from sahmr.body import BodyModel
+
+    body = BodyModel()
+    verts = body.v_template.detach().numpy().astype(np.float64).copy()
+    if nan:
+        verts[0] = np.nan
+    folder = t / "meshes"
+    folder.mkdir()
+    trimesh.Trimesh(verts, np.asarray(body.faces), process=False).export(folder / "a.ply")
+    return folder
+
+
+FIT_MESHES_CASES = {
+    "out under a file": (lambda t: ["--out", str(file_in_the_way(t))], "is a file, not a folder"),
+    "out is a file": (lambda t: ["--out", str(garbage_file(t, "o.txt"))],
+                      "exists and is not a folder"),
+    "nan vertex": (lambda t: ["--out", str(t / "out")], "vertices hold NaN"),
+    "millimetres": (lambda t: ["--out", str(t / "out"), "--scale", "1000"], "--scale 0.001"),
+    "nan scale": (lambda t: ["--out", str(t / "out"), "--scale", "nan"], "--scale nan"),
+    "zero batch": (lambda t: ["--out", str(t / "out"), "--batch-size", "0"], "--batch-size 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIT_MESHES_CASES))
+def test_fit_meshes_refuses_bad_input_before_fitting(case, tmp_path, capsys):
+    from sahmr.cli.fit_meshes import main
+
+    folder = _body_mesh_folder(tmp_path, nan=case == "nan vertex")
+    make, message = FIT_MESHES_CASES[case]
+    args = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([str(folder), "--quiet", *args]) == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["a.ply"]
+
+
 BENCHMARK_CASES = {
     "unknown device": (["--device", "tpu"], "--device=tpu"),
     "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
