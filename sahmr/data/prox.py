@@ -519,6 +519,7 @@ class ProxDataset(Dataset):
                 verts_world,
                 self.scene_points[frame.scene],
                 self.scene_mesh(frame.scene),
+                tree=self.scene_points.tree(frame.scene),
                 vertex_mask=regions > 0,
             )
             vertex_contact, contact_points, contact_region = contact_targets(

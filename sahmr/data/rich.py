@@ -536,6 +536,7 @@ class RichDataset(Dataset):
                     verts_world,
                     self.scene_points[fr.scene],
                     self.scene_mesh(fr.scene),
+                    tree=self.scene_points.tree(fr.scene),
                     vertex_mask=labels > 0,
                 )
                 vertex_contact, contact_points, contact_region = contact_targets(labels, closest)

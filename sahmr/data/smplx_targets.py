@@ -190,6 +190,7 @@ def scan_distance(
     mesh: Any | None = None,
     vertex_mask: np.ndarray | None = None,
     spacing: float = 0.02,
+    tree: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distance of each vertex to the scan and the closest scan point.
 
@@ -203,6 +204,8 @@ def scan_distance(
         mesh: Optional ``trimesh.Trimesh`` of the scan, world frame.
         vertex_mask: (V,) bool, vertices that may get exact distances (default all).
         spacing: Spacing of ``scene_points``, metres.
+        tree: Optional prebuilt ``scipy.spatial.cKDTree`` of ``scene_points``
+            (`ScanPoints.tree`).
 
     Returns:
         ``(distance, closest)``: (V,) float64 metres and (V, 3) float64 world points.
@@ -210,7 +213,8 @@ def scan_distance(
     from scipy.spatial import cKDTree
 
     verts_world = np.asarray(verts_world, np.float64)
-    dist, idx = cKDTree(scene_points).query(verts_world)
+    tree = tree if tree is not None else cKDTree(scene_points)
+    dist, idx = tree.query(verts_world)
     closest = np.asarray(scene_points, np.float64)[idx]
     if mesh is not None:
         mask = np.ones(len(verts_world), bool) if vertex_mask is None else vertex_mask
@@ -296,6 +300,15 @@ class ScanPoints(Mapping[str, np.ndarray]):
         self._ids = list(dict.fromkeys(scene_ids))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: dict[str, np.ndarray] = {}
+        self._trees: dict[str, Any] = {}
+
+    def tree(self, scene_id: str) -> Any:
+        """A ``scipy.spatial.cKDTree`` of the scene's points (built once per process)."""
+        if scene_id not in self._trees:
+            from scipy.spatial import cKDTree
+
+            self._trees[scene_id] = cKDTree(self[scene_id])
+        return self._trees[scene_id]
 
     def __getitem__(self, scene_id: str) -> np.ndarray:
         if scene_id not in self._ids:

@@ -102,7 +102,7 @@ def test_prox_train_two_steps_and_evaluate(trees, tmp_path, monkeypatch):
     assert m["confe"]["value"] == pytest.approx(m["pene"]["value"])
 
 
-def test_training_samples_match_the_known_body(trees):
+def test_training_samples_match_the_known_body(trees, tmp_path):
     """Targets equal the body posed directly (the matrix undoes the fake SMPL-X order); the
     box is the body's projection; contact labels follow each dataset's rule."""
     targets = SmplTargets(trees["transfer"], smplx_vertices_fn=fake.FakeSmplx())
@@ -131,6 +131,10 @@ def test_training_samples_match_the_known_body(trees):
     np.testing.assert_array_equal(s.vertex_contact, want_prox)
     assert len(rich.scene_points["Gym"]) > 1000 and len(prox.scene_points) == 1
     official = ProxDataset(trees["prox"], allow_pickle=True, targets=targets, contact_labels=False)
+    listed = tmp_path / "test_frames.txt"  # e.g. the official RICH test list
+    listed.write_text(f"{fake.RICH_SEQS['train']}/00/00002\n")
+    only = RichDataset(trees["rich"], "train", allow_pickle=True, frame_list=listed)
+    assert [f.frame_id for f in only.frames] == [2]
     assert official[0].vertex_contact is None and len(official[0].contact_points_world) > 0
 
 
