@@ -41,9 +41,17 @@ def export(
     state = dict(ckpt["model"])
     if rcnet is not None:
         rc = load_checkpoint(rcnet)
+        rc_cfg = checkpoint_config(rc, rcnet)
+        if "rcnet" not in cfg.model:
+            raise ValueError(f"{src}: its model ({OmegaConf.select(cfg, 'model._target_')}) "
+                             "takes no rcnet")  # fmt: skip
+        wanted = OmegaConf.select(cfg, "model.rcnet._target_")  # None: left to be merged in
+        if wanted is not None and OmegaConf.select(rc_cfg, "model._target_") != wanted:
+            raise ValueError(f"--rcnet {rcnet}: holds a "
+                             f"{OmegaConf.select(rc_cfg, 'model._target_')} model, not {wanted}")
         state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
         state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
-        OmegaConf.update(cfg, "model.rcnet", checkpoint_config(rc, rcnet).model, force_add=True)
+        OmegaConf.update(cfg, "model.rcnet", rc_cfg.model, force_add=True)
     weights: dict = {"model": state}
     if int8:
         weights = quantize_state(state)
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for path in (args.src, args.rcnet):
         if path is not None and not path.is_file():
-            p.error(f"{path}: no such file")
+            what = "a folder, not a checkpoint file" if path.is_dir() else "no such file"
+            p.error(f"{path}: {what}")
     if args.fp32 and args.int8:
         p.error("--fp32 and --int8 exclude each other")
     for flag, path in (("src", args.src), ("--rcnet", args.rcnet)):

@@ -831,7 +831,8 @@ def test_missing_shards_lists_the_absent_files_of_one_split(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["onto its source", "onto a folder", "under a file",
-                                  "fp32 and int8"])  # fmt: skip
+                                  "fp32 and int8", "a folder as src", "sahmr as rcnet",
+                                  "garbage rcnet"])  # fmt: skip
 def test_export_checkpoint_never_replaces_its_source(case, tmp_path, capsys):
     src = tmp_path / "last.pt"
     src.write_bytes(SHIPPED.read_bytes())
@@ -843,6 +844,11 @@ def test_export_checkpoint_never_replaces_its_source(case, tmp_path, capsys):
                          "is a file, not a folder"),
         "fp32 and int8": ([str(src), str(tmp_path / "e.pt"), "--fp32", "--int8"],
                           "exclude each other"),
+        "a folder as src": ([str(tmp_path), str(tmp_path / "e.pt")], "a folder, not a checkpoint"),
+        "sahmr as rcnet": ([str(src), str(tmp_path / "e.pt"), "--rcnet", str(SHIPPED)],
+                           "holds a sahmr.models.sahmr.SAHMR model, not sahmr.models.rcnet.RCNet"),
+        "garbage rcnet": ([str(src), str(tmp_path / "e.pt"), "--rcnet",
+                           str(garbage_file(tmp_path))], "garbage.pt: not a readable checkpoint"),
     }[case]
     with pytest.raises(SystemExit) as info:
         _tool("export_checkpoint").main(args)
