@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-offsets", action="store_true",
                    help="print the least-squares joint offsets and box margins (calibration)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--allow-missing-shards", action="store_true",
+                   help="read a split some of whose shards are missing (frame names then "
+                        "differ from the complete dataset's)")
     return p
 
 
@@ -85,14 +88,33 @@ def _ground_truth(sample, j14: np.ndarray) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not (args.dataset / "dataset.json").is_file():
-        parser.error(f"--dataset {args.dataset}: no dataset.json")
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_complete_split,
+        check_dataset_split,
+        check_int,
+        check_writable_folder,
+    )
+
     if args.out is None and args.report is None and not args.fit_offsets:
         parser.error("nothing to do: give --out, --report or --fit-offsets")
     if args.out is not None and args.out.suffix != ".npz":
         parser.error(f"--out {args.out}: must end in .npz")
-    if args.chunk <= 0 or (args.max_frames is not None and args.max_frames <= 0):
-        parser.error("--chunk and --max-frames must be positive")
+    try:  # keypoints are named by frame index: a missing shard would renumber them
+        meta = check_dataset_split(args.dataset, "--dataset", args.split, "--split")
+        if not args.allow_missing_shards:
+            check_complete_split(args.dataset, meta, args.split, "--dataset",
+                                 "--allow-missing-shards")  # fmt: skip
+        check_int(args.chunk, "--chunk")
+        check_int(args.max_frames, "--max-frames", allow_none=True)
+        check_int(args.tile_grid, "--tile-grid", minimum=0, allow_none=True)
+        for flag, path in (("--out", args.out), ("--report", args.report)):
+            if path is not None:
+                if path.is_dir():
+                    raise BadArgument(f"{flag} {path}: is a folder, expected a file")
+                check_writable_folder(path.parent, flag)
+    except BadArgument as exc:
+        parser.error(str(exc))
     from sahmr.detect.runtime import default_site, detector_available
 
     if not detector_available():

@@ -217,6 +217,18 @@ def check_dataset_root(path: str | Path, what: str) -> dict[str, Any]:
         raise BadArgument(f"{name}: unreadable dataset.json ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != "sahmr.synth_dataset":
         raise BadArgument(f"{_named(what, path)}: dataset.json is not a sahmr synthetic dataset")
+    for key, kind in (("shards", list), ("scenes", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise BadArgument(f"{_named(what, path)}: dataset.json has no {key} "
+                              f"({kind.__name__}): damaged or hand-edited")  # fmt: skip
+    def whole(e: Any) -> bool:
+        count = e.get("num_samples") if isinstance(e, dict) else None
+        return ("split" in e and "file" in e and isinstance(count, int)
+                and not isinstance(count, bool) and count >= 0)  # fmt: skip
+
+    if not all(whole(e) for e in meta["shards"]):
+        raise BadArgument(f"{_named(what, path)}: dataset.json lists a shard without its split, "
+                          "file or num_samples: damaged or hand-edited")  # fmt: skip
     return meta
 
 
@@ -284,16 +296,20 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
 
 
 def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[str]:
-    """The planned shard files of ``split`` that are not on disk (``dataset.json`` order).
+    """The planned shard files of ``split`` that are not on disk, or empty (``dataset.json``
+    order).
 
     A split read without them numbers its frames differently from the complete dataset, so
     predictions named ``<split>-<index>`` would be scored against the wrong frames.
     """
     root = Path(root)
+    def present(file: Path) -> bool:
+        return file.is_file() and file.stat().st_size > 0
+
     return [
         str(e.get("file"))
         for e in meta.get("shards", [])
-        if str(e.get("split")) == split and not (root / str(e.get("file"))).is_file()
+        if str(e.get("split")) == split and not present(root / str(e.get("file")))
     ]
 
 

@@ -78,7 +78,7 @@ def pickle_body(folder: Path) -> Path:
 
 def fake_dataset(folder: Path, *, with_shard: bool = False) -> Path:
     """A dataset folder of split ``test`` whose one shard is missing unless ``with_shard``
-    (then an empty stand-in file)."""
+    (then a stand-in file)."""
     root = folder / "ds"
     root.mkdir()
     meta = {"format": "sahmr.synth_dataset", "scenes": {},
@@ -86,7 +86,7 @@ def fake_dataset(folder: Path, *, with_shard: bool = False) -> Path:
     (root / "dataset.json").write_text(json.dumps(meta))
     if with_shard:
         (root / "shards").mkdir()
-        (root / "shards" / "test-0.tar").write_bytes(b"")
+        (root / "shards" / "test-0.tar").write_bytes(b"stand-in")
     return root
 
 
@@ -327,6 +327,53 @@ def test_fit_meshes_refuses_bad_input_before_fitting(case, tmp_path, capsys):
     _one_error_line(capsys.readouterr().err, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert sorted(p.name for p in folder.iterdir()) == ["a.ply"]
+
+
+def _damaged_dataset(t: Path, change: dict) -> Path:
+    root = fake_dataset(t, with_shard=True)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta.update(change)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+DETECT_KEYPOINTS_CASES = {
+    "no scenes": (lambda t: _damaged_dataset(t, {"scenes": None}), [], "has no scenes"),
+    "shard without count": (lambda t: _damaged_dataset(t, {"shards": [
+        {"split": "test", "file": "shards/test-0.tar"}]}), [], "without its split, file or num"),
+    "unknown split": (lambda t: fake_dataset(t, with_shard=True), ["--split", "tset"],
+                      "--split tset: "),
+    "missing shard": (fake_dataset, [], "1 shard(s) of split test are missing"),
+    "empty shard": (lambda t: _damaged_dataset(t, {}).joinpath("shards", "test-0.tar")
+                    .write_bytes(b"") or t / "ds", [], "1 shard(s) of split test are missing"),
+    "out under a file": (lambda t: fake_dataset(t, with_shard=True),
+                         ["--out", "BLOCKED/k.npz"], "exists and is not a folder"),
+    "out is a folder": (lambda t: fake_dataset(t, with_shard=True), ["--out", "FOLDER.npz"],
+                        "is a folder, expected a file"),
+    "report under a file": (lambda t: fake_dataset(t, with_shard=True),
+                            ["--report", "BLOCKED/r.json"], "exists and is not a folder"),
+    "negative tile grid": (lambda t: fake_dataset(t, with_shard=True), ["--tile-grid", "-1"],
+                           "--tile-grid=-1: must be >= 0"),
+    "zero chunk": (lambda t: fake_dataset(t, with_shard=True), ["--chunk", "0"],
+                   "--chunk=0: must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DETECT_KEYPOINTS_CASES))
+def test_detect_keypoints_refuses_bad_input_before_detecting(case, tmp_path, capsys):
+    make, extra, message = DETECT_KEYPOINTS_CASES[case]
+    dataset = make(tmp_path)
+    (tmp_path / "BLOCKED").write_text("a file where a folder should be")
+    (tmp_path / "FOLDER.npz").mkdir()
+    extra = [str(tmp_path / a) if a.startswith(("BLOCKED", "FOLDER")) else a for a in extra]
+    args = ["--dataset", str(dataset), "--split", "test", *extra]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "k.npz")]
+    with pytest.raises(SystemExit) as info:
+        _tool("detect_keypoints").main(args)
+    assert info.value.code == 2
+    _argparse_error(capsys, message)
+    assert not (tmp_path / "k.npz").exists()
 
 
 BENCHMARK_CASES = {
@@ -825,6 +872,7 @@ def test_missing_shards_lists_the_absent_files_of_one_split(tmp_path):
     meta = {"shards": [{"split": "val", "file": "shards/a.tar"},
                        {"split": "val", "file": "shards/b.tar"},
                        {"split": "test", "file": "shards/c.tar"}]}  # fmt: skip
+    (tmp_path / "shards" / "c.tar").write_bytes(b"")  # empty: as good as missing
     assert missing_shards(tmp_path, meta, "val") == ["shards/b.tar"]
     assert missing_shards(tmp_path, meta, "test") == ["shards/c.tar"]
     assert missing_shards(tmp_path, meta, "train") == []
