@@ -50,6 +50,7 @@ def check_inputs(cfg: DictConfig) -> None:
             check_dataset_root(cfg.data.root, "data.root=")
         else:  # RICH / PROX: the dataset class checks its own layout
             check_data_folder(cfg.data.root, "data.root=")
+            check_same_body(cfg)
         if str(cfg.device) != "auto" or "LOCAL_RANK" not in os.environ:
             check_device(cfg.device, "device")
         check_int(cfg.trainer.batch_size, "trainer.batch_size")
@@ -70,6 +71,40 @@ def check_inputs(cfg: DictConfig) -> None:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???
         fail(f"config: {exc}")
+
+
+def check_same_body(cfg: DictConfig) -> None:
+    """The body a RICH / PROX config builds its targets on must be the training body.
+
+    Raises:
+        BadArgument: The two files hold different bodies (by content hash).
+    """
+    from sahmr.cli.checks import BadArgument
+
+    targets = cfg.data.get("targets")
+    if targets is None:
+        return
+    data_path, body_path = targets.get("body_model_path"), cfg.body.get("model_path")
+    if data_path == body_path:
+        return
+    from sahmr.body.io import content_hash, load_body_model_data
+    from sahmr.body.model import license_free_model_path
+
+    def body_hash(path: str | None, allow_pickle: bool) -> str:
+        data = load_body_model_data(path or license_free_model_path(), allow_pickle=allow_pickle)
+        return content_hash(data)
+
+    try:
+        h_data = body_hash(data_path, bool(targets.get("allow_pickle", False)))
+        h_body = body_hash(body_path, bool(cfg.body.get("allow_pickle", False)))
+    except (OSError, ValueError, PermissionError) as exc:
+        raise BadArgument(f"body file: {exc}") from None
+    if h_data != h_body:
+        raise BadArgument(
+            f"data.targets.body_model_path={data_path} (body {h_data[:12]}) and "
+            f"body.model_path={body_path} (body {h_body[:12]}) are different bodies: the "
+            "targets would not match the model; use the same file for both"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

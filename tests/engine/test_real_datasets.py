@@ -152,11 +152,23 @@ def test_body_mismatch_is_refused(trees, tmp_path, monkeypatch, capsys):
     arrays = {k: np.asarray(v) for k, v in body._data.items()}
     arrays["v_template"] = arrays["v_template"] * 1.01
     np.savez(other, **arrays)
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit) as exc:  # refused by tools/train.py before any work
         _train("rich", trees, tmp_path, monkeypatch, [f"data.targets.body_model_path={other}"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "error: data: RichDataset targets were built on body" in err
+    assert err.count("\n") == 1 and "are different bodies" in err
+    run = tmp_path / "run_rich"  # (in-process, hydra made the folder; the CLI checks first)
+    assert not (run / "config.yaml").exists() and not (run / "checkpoints").exists()
+    # the engine's own check (for datasets built without the tool)
+    with pytest.raises(BodyMismatchError, match="built on body"):
+        check_body_hash(
+            RichDataset(
+                trees["rich"], "train", allow_pickle=True,
+                targets=SmplTargets(trees["transfer"], smplx_vertices_fn=fake.FakeSmplx(),
+                                    body_model_path=other),
+            ),
+            body.content_hash,
+        )  # fmt: skip
     # fine-tuning from weights trained on another body
     from sahmr.engine.checkpoint import save_checkpoint
 
