@@ -308,6 +308,9 @@ def validate_body_model_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
             arr = arr.astype(np.float64, copy=False)
         out[key] = np.ascontiguousarray(arr)
 
+    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
+        if not np.issubdtype(out[key].dtype, np.number) or not np.isfinite(out[key]).all():
+            raise ValueError(f"{key} holds NaN, infinite or non-numeric values")
     v = out["v_template"]
     if v.ndim != 2 or v.shape[1] != 3:
         raise ValueError(f"v_template must be (V, 3), got {v.shape}")
