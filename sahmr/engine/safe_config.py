@@ -80,6 +80,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.models.hmr.Rot6D",
         "sahmr.models.metro.METRO",
         "sahmr.models.param_head.ParametricBodyHead",
+        "sahmr.models.param_head.MLPBodyHead",
         "sahmr.models.rcnet.RCNet",
         "sahmr.models.rcnet.UpsampleNeck",
         "sahmr.models.sahmr.SAHMR",

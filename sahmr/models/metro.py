@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from sahmr.body.topology import BodyTopology
 from sahmr.geometry.pnp import estimate_translation
 from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
-from sahmr.models.param_head import BodyParams, ParametricBodyHead
+from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import TransformerCascade
 from sahmr.models.upsampling import MeshUpsampler
 
@@ -151,7 +151,8 @@ class MeshTokenNet(nn.Module):
         image_size: Crop side S the grid position embeddings are built for.
         upsample_residual: Learn per-vertex offsets in the up-sampling.
         param_head: Factory of the parametric body head, called with the encoder's output
-            width (``param_head(in_width=out_width)``; hydra ``_partial_: true``); None
+            width and query count (``param_head(in_width=..., num_tokens=...)``; hydra
+            ``_partial_: true``); None
             regresses free-form vertices only.
         free_form_output: With a parametric head, still return the free-form vertices from
             ``predict`` (for comparison; the default returns the parametric body).
@@ -167,7 +168,7 @@ class MeshTokenNet(nn.Module):
         mask_ratio: float,
         image_size: int,
         upsample_residual: bool,
-        param_head: Callable[..., ParametricBodyHead] | None = None,
+        param_head: Callable[..., BodyHead] | None = None,
         free_form_output: bool = False,
     ) -> None:
         super().__init__()
@@ -202,7 +203,11 @@ class MeshTokenNet(nn.Module):
         )
         self.regressor = nn.Linear(out_width, 3)
         self.upsampler = MeshUpsampler(topology=topology, residual=upsample_residual)
-        self.param_head = None if param_head is None else param_head(in_width=out_width)
+        self.param_head = (
+            None
+            if param_head is None
+            else param_head(in_width=out_width, num_tokens=self.num_queries)
+        )
         self.free_form_output = bool(free_form_output)
         self.register_buffer(
             "faces", torch.as_tensor(np.asarray(topology.faces[0]), dtype=torch.int64),
@@ -321,7 +326,7 @@ class METRO(MeshTokenNet):
         mask_ratio: float = 0.3,
         image_size: int = 224,
         upsample_residual: bool = True,
-        param_head: Callable[..., ParametricBodyHead] | None = None,
+        param_head: Callable[..., BodyHead] | None = None,
         free_form_output: bool = False,
     ) -> None:
         super().__init__(

@@ -83,72 +83,35 @@ def _freeze_buffers(module: nn.Module) -> None:
         sub._non_persistent_buffers_set.update(sub._buffers.keys())
 
 
-class ParametricBodyHead(nn.Module):
-    """Mesh query tokens -> SMPL-format parameters -> posed body (see the module docstring).
+class BodyHead(nn.Module):
+    """What every parametric head shares: the body model (arrays not saved), the rest
+    rotations the regressed 6-D residuals start from, posing and the forward pass.
+
+    Subclasses implement `regress` ``(tokens (B, Q, C), xyz_rel (B, Q, 3)) -> (rotmats
+    (B, 24, 3, 3), betas (B, NB))``.
 
     Args:
-        body_model: A `sahmr.body.BodyModel` (any SMPL-format body); its arrays are not saved
-            in checkpoints (they come from the body file).
-        in_width: Channel width C of the encoder's output tokens.
-        width: Width of the head's decoder.
-        num_layers: Decoder layers.
-        num_heads: Attention heads.
-        dropout: Dropout in the decoder.
+        body_model: A `sahmr.body.BodyModel` (any SMPL-format body).
     """
 
-    def __init__(
-        self,
-        *,
-        body_model: nn.Module,
-        in_width: int,
-        width: int = 128,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, *, body_model: nn.Module) -> None:
         super().__init__()
         self.body_model = body_model
         _freeze_buffers(self.body_model)
         self.body_model.requires_grad_(False)
         self.num_betas = int(body_model.num_betas)
         self.num_joints = NUM_SMPL_JOINTS
-        self.token_embed = nn.Sequential(nn.Linear(in_width + 3, width), nn.LayerNorm(width))
-        self.queries = nn.Parameter(torch.randn(self.num_joints + 1, width) * 0.02)
-        layer = nn.TransformerDecoderLayer(
-            d_model=width,
-            nhead=num_heads,
-            dim_feedforward=2 * width,
-            dropout=dropout,
-            batch_first=True,
-            norm_first=True,
-        )
-        self.decoder = nn.TransformerDecoder(layer, num_layers=num_layers)
-        self.norm = nn.LayerNorm(width)
-        self.rot_out = nn.Linear(width, 6)
-        self.betas_out = nn.Linear(width, self.num_betas)
-        for lin in (self.rot_out, self.betas_out):
-            nn.init.normal_(lin.weight, std=1e-3)
-            nn.init.zeros_(lin.bias)
         rest = torch.eye(3).repeat(self.num_joints, 1, 1)
         rest[0] = torch.tensor(UPRIGHT_FACING_CAMERA)
         self.register_buffer("rest_rot6d", matrix_to_rot6d(rest), persistent=False)
 
     def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotations and shape from the mesh query tokens.
+        """Rotations (B, 24, 3, 3) and shape (B, NB) from the mesh query tokens."""
+        raise NotImplementedError
 
-        Args:
-            tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
-            xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
-
-        Returns:
-            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
-        """
-        memory = self.token_embed(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
-        queries = self.queries.to(memory.dtype)[None].expand(memory.shape[0], -1, -1)
-        out = self.norm(self.decoder(queries, memory))
-        rot6d = self.rot_out(out[:, : self.num_joints]).float() + self.rest_rot6d
-        betas = self.betas_out(out[:, self.num_joints]).float()
-        return rot6d_to_matrix(rot6d), betas
+    def rotations(self, rot6d_residual: Tensor) -> Tensor:
+        """Tensor (B, 24, 3, 3) from 6-D residuals (B, 24, 6) on the rest rotations."""
+        return rot6d_to_matrix(rot6d_residual.float() + self.rest_rot6d)
 
     def pose_body(self, rotmats: Tensor, betas: Tensor) -> BodyParams:
         """Poses the body model (float32) with its root joint at the origin.
@@ -176,3 +139,125 @@ class ParametricBodyHead(nn.Module):
         """Parameters and posed body from the mesh query tokens (see `regress`)."""
         rotmats, betas = self.regress(tokens, xyz_rel)
         return self.pose_body(rotmats, betas)
+
+
+class ParametricBodyHead(BodyHead):
+    """Mesh query tokens -> SMPL-format parameters -> posed body (see the module docstring).
+
+    Args:
+        body_model: A `sahmr.body.BodyModel` (any SMPL-format body); its arrays are not saved
+            in checkpoints (they come from the body file).
+        in_width: Channel width C of the encoder's output tokens.
+        width: Width of the head's decoder.
+        num_layers: Decoder layers.
+        num_heads: Attention heads.
+        dropout: Dropout in the decoder.
+        num_tokens: Q, given by the mesh network (unused: attention takes any count).
+    """
+
+    def __init__(
+        self,
+        *,
+        body_model: nn.Module,
+        in_width: int,
+        width: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        num_tokens: int | None = None,
+    ) -> None:
+        super().__init__(body_model=body_model)
+        self.token_embed = nn.Sequential(nn.Linear(in_width + 3, width), nn.LayerNorm(width))
+        self.queries = nn.Parameter(torch.randn(self.num_joints + 1, width) * 0.02)
+        layer = nn.TransformerDecoderLayer(
+            d_model=width,
+            nhead=num_heads,
+            dim_feedforward=2 * width,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.decoder = nn.TransformerDecoder(layer, num_layers=num_layers)
+        self.norm = nn.LayerNorm(width)
+        self.rot_out = nn.Linear(width, 6)
+        self.betas_out = nn.Linear(width, self.num_betas)
+        for lin in (self.rot_out, self.betas_out):
+            nn.init.normal_(lin.weight, std=1e-3)
+            nn.init.zeros_(lin.bias)
+
+    def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotations and shape from the mesh query tokens.
+
+        Args:
+            tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
+            xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
+
+        Returns:
+            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
+        """
+        memory = self.token_embed(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
+        queries = self.queries.to(memory.dtype)[None].expand(memory.shape[0], -1, -1)
+        out = self.norm(self.decoder(queries, memory))
+        rot = self.rotations(self.rot_out(out[:, : self.num_joints]))
+        betas = self.betas_out(out[:, self.num_joints]).float()
+        return rot, betas
+
+
+class MLPBodyHead(BodyHead):
+    """Parametric head as an MLP over all mesh query tokens at once (HMR-style regressor).
+
+    Each token ``[feature (C), regressed position (3)]`` is projected to ``token_dim``
+    channels; the flattened ``Q * token_dim`` vector goes through an MLP to 24 6-D rotation
+    residuals and the betas. Unlike the decoder head it ties every output to every token from
+    the first step, so it learns fast from a pretrained mesh network (fixed ``Q``).
+
+    Args:
+        body_model: A `sahmr.body.BodyModel`.
+        in_width: Channel width C of the encoder's output tokens.
+        num_tokens: Q mesh query tokens (given by the mesh network).
+        token_dim: Channels per token after projection.
+        hidden: Width of the MLP's hidden layers.
+    """
+
+    def __init__(
+        self,
+        *,
+        body_model: nn.Module,
+        in_width: int,
+        num_tokens: int,
+        token_dim: int = 8,
+        hidden: int = 512,
+    ) -> None:
+        super().__init__(body_model=body_model)
+        self.num_tokens = int(num_tokens)
+        self.token_proj = nn.Linear(in_width + 3, token_dim)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(self.num_tokens * token_dim),
+            nn.Linear(self.num_tokens * token_dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+        )
+        self.out = nn.Linear(hidden, self.num_joints * 6 + self.num_betas)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+
+    def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotations and shape from the mesh query tokens.
+
+        Args:
+            tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
+            xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
+
+        Returns:
+            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
+
+        Raises:
+            ValueError: If Q differs from ``num_tokens``.
+        """
+        if tokens.shape[1] != self.num_tokens:
+            raise ValueError(f"{tokens.shape[1]} tokens, the head was built for {self.num_tokens}")
+        feat = self.token_proj(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
+        out = self.out(self.mlp(feat.flatten(1))).float()
+        rot6d = out[:, : self.num_joints * 6].reshape(-1, self.num_joints, 6)
+        return self.rotations(rot6d), out[:, self.num_joints * 6 :]

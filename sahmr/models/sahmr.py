@@ -34,7 +34,7 @@ from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.body.topology import BodyTopology
 from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.models.metro import MeshTokenNet, eval_mode
-from sahmr.models.param_head import BodyParams, ParametricBodyHead
+from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class SceneAwareMeshNet(MeshTokenNet):
         image_size: int = 224,
         upsample_residual: bool = True,
         max_contacts: int = MAX_CONTACTS_PER_FRAME,
-        param_head: Callable[..., ParametricBodyHead] | None = None,
+        param_head: Callable[..., BodyHead] | None = None,
         free_form_output: bool = False,
     ) -> None:
         super().__init__(

@@ -12,7 +12,7 @@ from sahmr.body import BodyModel
 from sahmr.geometry.cameras import make_K, project
 from sahmr.models.inputs import FrameInputs, FrameTargets
 from sahmr.models.metro import METRO
-from sahmr.models.param_head import ParametricBodyHead
+from sahmr.models.param_head import MLPBodyHead, ParametricBodyHead
 from sahmr.models.sahmr import SceneAwareMeshNet
 from sahmr.models.transformer import SceneAwareCascade, TransformerCascade
 
@@ -42,10 +42,16 @@ class TinyBackbone(nn.Module):
         return self.conv(image)
 
 
-def tiny_head(in_width: int) -> ParametricBodyHead:
-    """A small parametric head on the shipped body (the factory the mesh networks call)."""
+def tiny_head(in_width: int, num_tokens: int | None = None) -> ParametricBodyHead:
+    """A small decoder head on the shipped body (the factory the mesh networks call)."""
     return ParametricBodyHead(body_model=body(), in_width=in_width, width=16, num_layers=1,
                               num_heads=2)  # fmt: skip
+
+
+def tiny_mlp_head(in_width: int, num_tokens: int) -> MLPBodyHead:
+    """A small MLP head on the shipped body."""
+    return MLPBodyHead(body_model=body(), in_width=in_width, num_tokens=num_tokens,
+                       token_dim=2, hidden=32)  # fmt: skip
 
 
 def tiny_metro(seed: int = 0, **kw) -> METRO:

@@ -13,6 +13,7 @@ from _mesh_net_cases import (
     tiny_head,
     tiny_mesh_net,
     tiny_metro,
+    tiny_mlp_head,
 )
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
@@ -28,8 +29,12 @@ def _reposed(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return body()(**{k: v.float() for k, v in params.items()}).vertices
 
 
-def test_untrained_head_gives_an_upright_body_facing_the_camera():
-    head = tiny_head(in_width=8)
+HEADS = {"decoder": tiny_head, "mlp": tiny_mlp_head}
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_untrained_head_gives_an_upright_body_facing_the_camera(kind):
+    head = HEADS[kind](in_width=8, num_tokens=445)
     torch.manual_seed(0)
     out = head(torch.randn(2, 445, 8), torch.randn(2, 445, 3) * 0.3)
     upright = torch.tensor(UPRIGHT_FACING_CAMERA)
@@ -50,10 +55,11 @@ def test_body_model_arrays_are_not_saved():
     assert not any(p.requires_grad for p in net.param_head.body_model.parameters())
 
 
+@pytest.mark.parametrize("kind", sorted(HEADS))
 @pytest.mark.parametrize("free_form", [False, True])
-def test_metro_predict_returns_reloadable_parameters(free_form):
+def test_metro_predict_returns_reloadable_parameters(free_form, kind):
     inputs, _ = make_batch()
-    net = tiny_metro(param_head=tiny_head, free_form_output=free_form)
+    net = tiny_metro(param_head=HEADS[kind], free_form_output=free_form)
     pred = net.predict(inputs)
     if free_form:
         assert pred.params is None
@@ -63,12 +69,13 @@ def test_metro_predict_returns_reloadable_parameters(free_form):
     assert pred.verts_cam.shape == (2, body().num_vertices, 3)
 
 
-def test_sahmr_places_the_parametric_body_at_rcnets_root():
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_sahmr_places_the_parametric_body_at_rcnets_root(kind):
     inputs, _ = make_batch()
     root = torch.tensor([[0.1, 0.2, 3.0], [-0.2, 0.0, 4.0]])
     bidx = torch.tensor([0, 0, 1])
     rc = FakeRCNet(root, root[bidx] + 0.1, torch.tensor([1, 2, 5]), bidx)
-    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(param_head=tiny_head))
+    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(param_head=HEADS[kind]))
     pred = model.predict(inputs)
     assert pred.params is not None
     assert torch.allclose(pred.root_cam, root)
@@ -83,6 +90,12 @@ def _perfect_body(targets) -> BodyParams:
         torch.cat([targets.global_orient_cam[:, None], targets.body_pose.reshape(-1, 23, 3)], 1)
     )
     return tiny_head(in_width=8).pose_body(rot, targets.betas)
+
+
+def test_mlp_head_refuses_another_token_count():
+    head = tiny_mlp_head(in_width=8, num_tokens=445)
+    with pytest.raises(ValueError, match="445"):
+        head(torch.randn(1, 400, 8), torch.randn(1, 400, 3))
 
 
 def test_param_terms_vanish_for_the_ground_truth_and_see_errors():
@@ -141,14 +154,16 @@ def test_sliver_faces_give_bounded_gradients():
     assert torch.isfinite(free.grad).all() and free.grad.norm() < 10.0
 
 
+@pytest.mark.parametrize("kind", sorted(HEADS))
 @pytest.mark.parametrize("which", ["metro", "sahmr"])
-def test_parametric_training_steps_reduce_the_loss(which):
+def test_parametric_training_steps_reduce_the_loss(which, kind):
     inputs, targets = make_batch(contacts=(6, 0))
+    head = HEADS[kind]
     if which == "metro":
-        model = tiny_metro(seed=1, param_head=tiny_head).train()
+        model = tiny_metro(seed=1, param_head=head).train()
         loss_fn = MetroLoss()
     else:
-        model = SAHMR(rcnet=None, mesh_net=tiny_mesh_net(seed=1, param_head=tiny_head)).train()
+        model = SAHMR(rcnet=None, mesh_net=tiny_mesh_net(seed=1, param_head=head)).train()
         loss_fn = SAHMRLoss()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
