@@ -41,6 +41,7 @@ def check_inputs(cfg: DictConfig) -> None:
 
     try:
         check_int(cfg.num_samples, "num_samples")
+        check_int(cfg.seed, "seed", minimum=0)
         check_int(cfg.samples_per_shard, "samples_per_shard")
         check_int(cfg.workers, "workers", minimum=0)
         check_int(cfg.crop_size, "crop_size", minimum=16)

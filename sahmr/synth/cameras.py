@@ -22,6 +22,7 @@ Frames follow DESIGN.md: world z-up, metres; camera OpenCV (x right, y down, z f
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ PARAPET_MAX_HEIGHT = 1.5
 """Walls at most this high (m) are parapets (outdoor platforms: 0.6-1.1 m) that a camera may
 rise above; higher walls (rooms: 2.5 m and up) cap the camera height like a ceiling."""
 
+MIN_IMAGE_SIDE_PX = 64
+"""Smallest side (pixels) of a generated image: smaller holds no usable person crop."""
+
 Band = tuple[float, float]
 """A closed interval ``(lo, hi)``."""
 
@@ -76,8 +80,9 @@ def as_bands(value: Sequence[float] | Sequence[Sequence[float]]) -> tuple[Band, 
     bands: list[Band] = []
     for item in items:
         pair = [float(x) for x in item]
-        if len(pair) != 2 or pair[0] > pair[1]:
-            raise ValueError(f"range {list(value)!r}: need [lo, hi] or [[lo, hi], ...], lo <= hi")
+        if len(pair) != 2 or not all(math.isfinite(x) for x in pair) or pair[0] > pair[1]:
+            raise ValueError(f"range {list(value)!r}: need [lo, hi] or [[lo, hi], ...], finite, "
+                             "lo <= hi")
         bands.append((pair[0], pair[1]))
     if not bands:
         raise ValueError("empty range")
@@ -182,6 +187,10 @@ class CameraRanges:
             raise ValueError(f"camera.distance {self.distance}: distances must be > 0")
         if not 0.0 <= self.portrait_fraction <= 1.0:
             raise ValueError(f"camera.portrait_fraction {self.portrait_fraction} is not in [0, 1]")
+        sizes = [tuple(s) for s in self.image_sizes]
+        if not sizes or not all(len(s) == 2 and min(s) >= MIN_IMAGE_SIDE_PX for s in sizes):
+            raise ValueError(f"camera.image_sizes {[list(s) for s in sizes]}: need one or more "
+                             f"[W, H] of at least {MIN_IMAGE_SIDE_PX} pixels")  # fmt: skip
 
 
 @dataclass

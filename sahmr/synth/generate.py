@@ -93,9 +93,22 @@ class SplitSpec:
     bundled: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from sahmr.synth.bundled import BUNDLED_SCENES
+        from sahmr.synth.rooms import ROOM_KINDS
+
+        if not (math.isfinite(float(self.fraction)) and float(self.fraction) >= 0.0):
+            raise ValueError(f"fraction {self.fraction}: must be a finite number >= 0 (a "
+                             "share relative to the other splits)")
+        unknown = [k for k in self.kinds if k not in ROOM_KINDS]
+        unknown += [b for b in self.bundled if b not in BUNDLED_SCENES]
+        if unknown:
+            raise ValueError(f"unknown room kind / bundled scene {unknown} (kinds: "
+                             f"{', '.join(ROOM_KINDS)}; bundled: {', '.join(BUNDLED_SCENES)})")
         seeds = [int(s) for s in self.seeds]
         if self.seed_range is not None:
             lo, hi = (int(x) for x in self.seed_range)
+            if lo > hi:
+                raise ValueError(f"seed_range [{lo}, {hi}): start after stop")
             seeds += [s for s in range(lo, hi) if s not in seeds]
         self.seeds, self.seed_range = seeds, None
         self.kinds, self.bundled = list(self.kinds), list(self.bundled)
@@ -171,7 +184,13 @@ class GenerationConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> GenerationConfig:
         """Builds the config from a plain dict (e.g. ``OmegaConf.to_container(cfg)``)."""
         d = dict(d)
-        d["splits"] = {k: SplitSpec(**v) for k, v in (d.get("splits") or {}).items()}
+        splits = {}
+        for k, v in (d.get("splits") or {}).items():
+            try:
+                splits[k] = _build(SplitSpec, dict(v), f"splits.{k}")
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"splits.{k}: {err}") from err
+        d["splits"] = splits
         cam = dict(d.get("camera") or {})  # CameraRanges normalises its ranges
         if "image_sizes" in cam:
             cam["image_sizes"] = [tuple(int(x) for x in s) for s in cam["image_sizes"]]

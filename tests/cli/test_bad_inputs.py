@@ -436,12 +436,31 @@ def test_evaluate_refuses_bad_body_and_output(case, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def _shipped_body_with(t: Path, key: str, value: object) -> Path:
+    """The shipped body's arrays with ``key``'s first entry set to ``value``, as an .npz."""
+    with np.load(ROOT / "sahmr" / "body" / "assets" / "license_free_neutral.npz",
+                 allow_pickle=False) as z:  # fmt: skip
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = arrays[key].copy()
+    arrays[key].reshape(-1)[0] = value
+    path = t / f"body_{key}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
 @pytest.mark.parametrize("case", ["pickle without opt-in", "malicious pickle with opt-in",
-                                  "garbage npz", "output under a file"])  # fmt: skip
+                                  "garbage npz", "output under a file", "nan template",
+                                  "inf skinning weight"])  # fmt: skip
 def test_convert_smpl_refuses_with_the_file_named(case, tmp_path, capsys):
     body = pickle_body(tmp_path)
     dst = tmp_path / "out.npz"
+    if case == "nan template":
+        body = _shipped_body_with(tmp_path, "v_template", np.nan)
+    elif case == "inf skinning weight":
+        body = _shipped_body_with(tmp_path, "weights", np.inf)
     args, message = {
+        "nan template": ([str(body), str(dst)], "v_template holds NaN"),
+        "inf skinning weight": ([str(body), str(dst)], "weights holds NaN, infinite"),
         "pickle without opt-in": ([str(body), str(dst)], f"refusing to unpickle {body}"),
         "malicious pickle with opt-in": ([str(body), str(dst), "--allow-pickle"], f"{body}"),
         "garbage npz": ([str(garbage_file(tmp_path, "b.npz")), str(dst)], "b.npz"),
@@ -509,6 +528,14 @@ MAKE_DATASET_CASES = {
     "another dataset": ({"out_dir": _another_dataset}, "holds another dataset"),
     "not a dataset": ({"out_dir": _not_a_dataset}, "holds files that are not a dataset"),
     "out under a file": ({"out_dir": file_in_the_way}, "is a file, not a folder"),
+    "text seed": ({"seed": "abc"}, "seed='abc': not an integer"),
+    "negative split fraction": ({"splits.train.fraction": -1}, "splits.train: fraction -1: must"),
+    "nan split fraction": ({"splits.val.fraction": "nan"}, "splits.val: fraction nan: must"),
+    "backwards seed range": ({"splits.train.seed_range": "[5,1]"}, "start after stop"),
+    "unknown room kind": ({"splits.train.kinds": "[nowhere]"}, "unknown room kind"),
+    "zero image size": ({"camera.image_sizes": "[[0,0]]"}, "camera.image_sizes [[0, 0]]"),
+    "no image sizes": ({"camera.image_sizes": "[]"}, "camera.image_sizes []"),
+    "nan camera height": ({"camera.height": "[nan,1]"}, "camera.height: range [nan, 1]"),
 }
 
 
