@@ -56,6 +56,14 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.trainer.batch_size, "trainer.batch_size")
         check_int(cfg.trainer.val_batch_size, "trainer.val_batch_size")
         check_int(cfg.trainer.num_workers, "trainer.num_workers", minimum=0)
+        from sahmr.engine.trainer import TrainerConfig
+
+        try:  # every trainer setting (lr, epochs, clip...) before the output folder is made
+            TrainerConfig.from_mapping(cfg.trainer)
+        except (TypeError, ValueError) as exc:
+            text = one_line(exc)
+            raise BadArgument(text if text.startswith("trainer.") else f"trainer: {text}") \
+                from None
         weights = (cfg.get("init") or {}).get("weights")
         if weights:
             from sahmr.engine.checkpoint import load_checkpoint

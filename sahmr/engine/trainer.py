@@ -180,6 +180,21 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
+        for name in ("max_epochs", "max_steps", "warmup_steps", "batch_size", "val_batch_size",
+                     "num_workers", "log_every"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):  # fmt: skip
+                raise ValueError(f"trainer.{name}={value!r}: must be an integer >= 0")
+        for name, positive in (("lr", True), ("weight_decay", False), ("min_lr_ratio", False),
+                               ("grad_clip", True), ("max_minutes", True)):  # fmt: skip
+            value = getattr(self, name)
+            if value is None and name in ("grad_clip", "max_minutes"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(f"trainer.{name}={value!r}: must be a finite number "
+                                 f"{'> 0' if positive else '>= 0'}")  # fmt: skip
         if self.max_epochs < 1 and not self.max_steps:
             raise ValueError("need max_epochs >= 1 or max_steps")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]

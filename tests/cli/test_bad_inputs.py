@@ -169,7 +169,9 @@ def test_eval_tool_refuses_bad_input_before_writing(case, tmp_path, monkeypatch,
 
 
 TRAIN_CASES = ["pickled weights", "crafted is fine: weights only", "missing weights",
-               "missing data root", "zero batch"]  # fmt: skip
+               "missing data root", "zero batch", "nan lr", "negative lr", "zero epochs",
+               "text epochs", "negative clip", "negative warmup", "infinite weight decay",
+               "damaged dataset.json"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES)
@@ -185,7 +187,18 @@ def test_train_tool_refuses_bad_input_before_writing(case, tmp_path, monkeypatch
         "missing weights": ({"init.weights": tmp_path / "none.pt"}, "none.pt: no such file"),
         "missing data root": ({"data.root": tmp_path / "nowhere"}, "nowhere: no such folder"),
         "zero batch": ({"trainer.val_batch_size": 0}, "trainer.val_batch_size=0"),
+        "nan lr": ({"trainer.lr": "nan"}, "trainer.lr=nan: must be a finite number > 0"),
+        "negative lr": ({"trainer.lr": -1}, "trainer.lr=-1: must be"),
+        "zero epochs": ({"trainer.max_epochs": 0}, "need max_epochs >= 1 or max_steps"),
+        "text epochs": ({"trainer.max_epochs": "abc"}, "trainer.max_epochs='abc'"),
+        "negative clip": ({"trainer.grad_clip": -1}, "trainer.grad_clip=-1"),
+        "negative warmup": ({"trainer.warmup_steps": -5}, "trainer.warmup_steps=-5"),
+        "infinite weight decay": ({"trainer.weight_decay": "inf"}, "trainer.weight_decay=inf"),
+        "damaged dataset.json": ({"data.root": ds}, "without its split, file or num_samples"),
     }[case]
+    if case == "damaged dataset.json":
+        (ds / "dataset.json").write_text(json.dumps({"format": "sahmr.synth_dataset",
+                                                     "scenes": {}, "shards": [{}]}))  # fmt: skip
     base.update({k: str(v) for k, v in change.items()})
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as info:
