@@ -39,7 +39,7 @@ from sahmr.engine.distributed import resolve_device
 from sahmr.engine.methods import can_predict
 from sahmr.engine.trainer import build_evaluator
 from sahmr.engine.validation import run_validation, write_json_atomic
-from sahmr.evaluation.evaluator import PROTOCOLS
+from sahmr.evaluation.evaluator import JOINT_SETS, PROTOCOLS
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reports import metrics_dict, summary_table, write_reports
 from sahmr.models.contact_perturbation import ContactPerturbation, PerturbedContacts
@@ -99,6 +99,9 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.max_batches, "max_batches", allow_none=True)
         check_int(cfg.get("clip_length"), "clip_length", allow_none=True)
         check_float(cfg.sdf_voxel_size, "sdf_voxel_size")
+        if str(cfg.get("joint_set", "smpl24")) not in JOINT_SETS:
+            raise BadArgument(f"joint_set={cfg.joint_set}: must be one of "
+                              f"{', '.join(sorted(JOINT_SETS))}")  # fmt: skip
         if str(cfg.get("protocol", "default")) not in PROTOCOLS:
             raise BadArgument(f"protocol={cfg.protocol}: must be one of {', '.join(PROTOCOLS)}")
         check_writable_folder(cfg.out, "out=")

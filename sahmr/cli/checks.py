@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
@@ -296,15 +297,15 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
 
 
 def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[str]:
-    """The planned shard files of ``split`` that are not on disk, or empty (``dataset.json``
-    order).
+    """The planned shard files of ``split`` that are not on disk, empty or not tar files
+    (``dataset.json`` order).
 
     A split read without them numbers its frames differently from the complete dataset, so
     predictions named ``<split>-<index>`` would be scored against the wrong frames.
     """
     root = Path(root)
-    def present(file: Path) -> bool:
-        return file.is_file() and file.stat().st_size > 0
+    def present(file: Path) -> bool:  # a tar header is one block: cheap for every shard
+        return file.is_file() and file.stat().st_size > 0 and tarfile.is_tarfile(file)
 
     return [
         str(e.get("file"))
@@ -347,6 +348,7 @@ def check_complete_split(
         more = f" and {len(missing) - 2} more" if len(missing) > 2 else ""
         raise BadArgument(
             f"{_named(what, root)}: {len(missing)} shard(s) of split {split} are missing "
+            "or unreadable "
             f"({', '.join(missing[:2])}{more}): frame numbers would shift and frames be matched "
             f"to the wrong ground truth; {allow} reads the rest anyway"
         )

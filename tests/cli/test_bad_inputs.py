@@ -13,6 +13,7 @@ import importlib.util
 import json
 import pickle
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def pickle_body(folder: Path) -> Path:
 
 def fake_dataset(folder: Path, *, with_shard: bool = False) -> Path:
     """A dataset folder of split ``test`` whose one shard is missing unless ``with_shard``
-    (then a stand-in file)."""
+    (then an empty tar file)."""
     root = folder / "ds"
     root.mkdir()
     meta = {"format": "sahmr.synth_dataset", "scenes": {},
@@ -86,7 +87,8 @@ def fake_dataset(folder: Path, *, with_shard: bool = False) -> Path:
     (root / "dataset.json").write_text(json.dumps(meta))
     if with_shard:
         (root / "shards").mkdir()
-        (root / "shards" / "test-0.tar").write_bytes(b"stand-in")
+        with tarfile.open(root / "shards" / "test-0.tar", "w"):
+            pass  # an empty tar: passes the shard check
     return root
 
 
@@ -131,12 +133,22 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
         "unknown device": ({"device": "tpu"}, "device=tpu"),
         "out under a file": ({"out": file_in_the_way(t)}, "is a file, not a folder"),
         "unknown key": ({"no_such_key": 1}, "bad override"),
-        "missing shard": ({}, "1 shard(s) of split test are missing (shards/test-0.tar)"),
+        "unknown joint set": ({"joint_set": "bogus"}, "joint_set=bogus: must be one of"),
+        "corrupt shard": ({}, "1 shard(s) of split test are missing or unreadable"),
+        "missing shard": ({}, "1 shard(s) of split test are missing or unreadable "
+                              "(shards/test-0.tar)"),
     }
     if not torch.cuda.is_available():
         cases["cuda without CUDA"] = ({"device": "cuda"}, "CUDA is not available")
     change, message = cases[case]
     base.update({k: str(v) for k, v in change.items()})
+    if case != "missing shard":  # a shard on disk: a tar, or garbage for "corrupt shard"
+        (ds / "shards").mkdir()
+        if case == "corrupt shard":
+            (ds / "shards" / "test-0.tar").write_bytes(b"not a tar" * 200)
+        else:
+            with tarfile.open(ds / "shards" / "test-0.tar", "w"):
+                pass
     return [f"{k}={v}" for k, v in base.items()], message
 
 
@@ -144,7 +156,8 @@ EVAL_CASES = ["crafted checkpoint", "pickled checkpoint", "garbage checkpoint",
               "missing checkpoint", "missing data root", "data root without dataset.json",
               "unknown split", "zero batch", "negative batch", "text batch", "fraction batch",
               "negative workers", "zero voxel", "nan voxel", "unknown device", "out under a file",
-              "unknown key", "cuda without CUDA", "missing shard"]  # fmt: skip
+              "unknown key", "cuda without CUDA", "missing shard", "unknown joint set",
+              "corrupt shard"]  # fmt: skip
 
 
 def _one_error_line(err: str, message: str) -> str:
@@ -265,7 +278,8 @@ FIT_CASES = {
     "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
     "out under a file": ("out", "is a file, not a folder"),
     "unknown split": (["--split", "val"], "--split val: "),
-    "missing shard": ("missing shard", "1 shard(s) of split test are missing (shards/test-0.tar)"),
+    "missing shard": ("missing shard",
+                      "1 shard(s) of split test are missing or unreadable (shards/test-0.tar)"),
     "not a dataset": ("not a dataset", "no dataset.json"),
     "dataset is a file": ("dataset is a file", "not a folder"),
 }
@@ -908,12 +922,15 @@ def test_missing_shards_lists_the_absent_files_of_one_split(tmp_path):
     from sahmr.cli.checks import missing_shards
 
     (tmp_path / "shards").mkdir()
-    (tmp_path / "shards" / "a.tar").write_bytes(b"x")
+    with tarfile.open(tmp_path / "shards" / "a.tar", "w"):
+        pass
     meta = {"shards": [{"split": "val", "file": "shards/a.tar"},
                        {"split": "val", "file": "shards/b.tar"},
                        {"split": "test", "file": "shards/c.tar"}]}  # fmt: skip
     (tmp_path / "shards" / "c.tar").write_bytes(b"")  # empty: as good as missing
-    assert missing_shards(tmp_path, meta, "val") == ["shards/b.tar"]
+    (tmp_path / "shards" / "d.tar").write_bytes(b"not a tar" * 200)
+    meta["shards"].append({"split": "val", "file": "shards/d.tar"})
+    assert missing_shards(tmp_path, meta, "val") == ["shards/b.tar", "shards/d.tar"]
     assert missing_shards(tmp_path, meta, "test") == ["shards/c.tar"]
     assert missing_shards(tmp_path, meta, "train") == []
 
