@@ -96,18 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         check_writable_folder,
     )
 
+    if not (args.dataset / "dataset.json").is_file():
+        parser.error(f"--dataset {args.dataset}: no dataset.json")
     if args.out is None and args.report is None and not args.fit_offsets:
         parser.error("nothing to do: give --out, --report or --fit-offsets")
     if args.out is not None and args.out.suffix != ".npz":
         parser.error(f"--out {args.out}: must end in .npz")
+    if args.chunk <= 0 or (args.max_frames is not None and args.max_frames <= 0):
+        parser.error("--chunk and --max-frames must be positive")
     try:  # keypoints are named by frame index: a missing shard would renumber them
+        check_int(args.tile_grid, "--tile-grid", minimum=0, allow_none=True)
         meta = check_dataset_split(args.dataset, "--dataset", args.split, "--split")
         if not args.allow_missing_shards:
             check_complete_split(args.dataset, meta, args.split, "--dataset",
                                  "--allow-missing-shards")  # fmt: skip
-        check_int(args.chunk, "--chunk")
-        check_int(args.max_frames, "--max-frames", allow_none=True)
-        check_int(args.tile_grid, "--tile-grid", minimum=0, allow_none=True)
         for flag, path in (("--out", args.out), ("--report", args.report)):
             if path is not None:
                 if path.is_dir():

@@ -173,6 +173,26 @@ class KeypointFile:
         if "split" in data and str(data["split"]) != split:
             raise SystemExit(f"--keypoints-file {path}: holds split {str(data['split'])!r}, "
                              f"not --split {split!r}")
+        from sahmr.detect.keypoints import JOINT_NAMES
+
+        n, num_joints = len(data["names"]), len(JOINT_NAMES[keypoint_set])
+        joints = data[f"joints_{keypoint_set}"]
+        conf = data[f"confidence_{keypoint_set}"]
+        if (data["names"].ndim != 1 or joints.ndim != 3 or joints.shape[0] != n
+                or joints.shape[1:] != (num_joints, 2) or conf.shape != joints.shape[:2]
+                or data["found"].shape != (n,)):  # fmt: skip
+            raise SystemExit(
+                f"--keypoints-file {path}: names {data['names'].shape}, found "
+                f"{data['found'].shape}, joints_{keypoint_set} {joints.shape}, "
+                f"confidence_{keypoint_set} {conf.shape}: need (N,), (N,), (N, {num_joints}, 2), "
+                f"(N, {num_joints})"
+            )
+        if not (np.issubdtype(joints.dtype, np.number) and np.issubdtype(conf.dtype, np.number)):
+            raise SystemExit(f"--keypoints-file {path}: joints and confidences must be numbers")
+        used = data["found"].astype(bool)[:, None] & (np.nan_to_num(conf) > 0)
+        if not (np.isfinite(joints[used]).all() and np.isfinite(conf).all()):
+            raise SystemExit(f"--keypoints-file {path}: NaN or infinite keypoints or "
+                             "confidences of found people")  # fmt: skip
         self.path = path
         self.rows = {str(n): i for i, n in enumerate(data["names"])}
         self.found = data["found"].astype(bool)
@@ -211,21 +231,8 @@ def _sync(device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sahmr.cli.checks import (
-        BadArgument,
-        check_complete_split,
-        check_dataset_split,
-        check_device,
-        check_writable_folder,
-    )
-
-    try:  # frames are named by their index in the split: a missing shard renumbers them
-        meta = check_dataset_split(args.dataset, "--dataset", args.split, "--split")
-        if not args.allow_missing_shards:
-            check_complete_split(args.dataset, meta, args.split, "--dataset",
-                                 "--allow-missing-shards")  # fmt: skip
-    except BadArgument as exc:
-        parser.error(str(exc))
+    if not (args.dataset / "dataset.json").is_file():
+        parser.error(f"--dataset {args.dataset}: no dataset.json")
     if not args.config.is_file():
         parser.error(f"--config {args.config}: no such file")
     if args.batch_size <= 0 or args.keypoint_noise_px < 0:
@@ -250,7 +257,20 @@ def main(argv: list[str] | None = None) -> int:
                              "and pass --keypoints-file")
     if args.init_checkpoint is not None and not args.init_checkpoint.is_file():
         parser.error(f"--init-checkpoint {args.init_checkpoint}: no such file")
+    from sahmr.cli.checks import (
+        BadArgument,
+        check_complete_split,
+        check_dataset_split,
+        check_device,
+        check_writable_folder,
+    )
+
     try:
+        # frames are named by their index in the split: a missing shard renumbers them
+        meta = check_dataset_split(args.dataset, "--dataset", args.split, "--split")
+        if not args.allow_missing_shards:
+            check_complete_split(args.dataset, meta, args.split, "--dataset",
+                                 "--allow-missing-shards")  # fmt: skip
         check_device(args.device, "--device")
         check_writable_folder(args.out, "--out")
         if args.sdf_cache_dir is not None:

@@ -14,6 +14,7 @@ import os
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -297,15 +298,19 @@ def compose_for_checks(config_dir: str | Path, config_name: str, argv: list[str]
 
 
 def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[str]:
-    """The planned shard files of ``split`` that are not on disk, empty or not tar files
-    (``dataset.json`` order).
+    """The planned shard files of ``split`` that are not on disk, empty, or not the archive
+    their suffix says (``.npz`` zip, ``.tar``) (``dataset.json`` order).
 
     A split read without them numbers its frames differently from the complete dataset, so
     predictions named ``<split>-<index>`` would be scored against the wrong frames.
     """
     root = Path(root)
-    def present(file: Path) -> bool:  # a tar header is one block: cheap for every shard
-        return file.is_file() and file.stat().st_size > 0 and tarfile.is_tarfile(file)
+    def present(file: Path) -> bool:  # one header / directory read: cheap for every shard
+        if not (file.is_file() and file.stat().st_size > 0):
+            return False
+        if file.suffix == ".npz":  # sahmr.synth.shards: an uncompressed zip of .npy members
+            return zipfile.is_zipfile(file)
+        return tarfile.is_tarfile(file) if file.suffix == ".tar" else True
 
     return [
         str(e.get("file"))

@@ -721,21 +721,44 @@ def _np(t: Tensor | None) -> np.ndarray | None:
 
 
 def _load_gt(path: Path, body: nn.Module) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth ``(vertices_world (V, 3), root_world (3,))`` from a params/vertices npz."""
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
-    if "vertices" in data:
-        v = np.asarray(data["vertices"], np.float64).reshape(-1, 3)
-        reg = np.asarray(body.J_regressor.detach().cpu().numpy(), np.float64)
-        root = np.asarray(data["root"], np.float64) if "root" in data else (reg @ v)[0]
-        return v, root.reshape(3)
-    keys = ("betas", "global_orient", "body_pose", "transl")
-    if not all(k in data for k in keys):
-        raise InputError(f"{path}: a ground-truth file needs 'vertices' or {keys}")
-    dtype = body.shapedirs.dtype
-    with torch.no_grad():
-        out = body(**{k: torch.as_tensor(data[k], dtype=dtype).reshape(1, -1) for k in keys})
-    return out.vertices[0].double().numpy(), out.joints[0, 0].double().numpy()
+    """Ground-truth ``(vertices_world (V, 3), root_world (3,))`` from a params/vertices npz.
+
+    Raises:
+        InputError: Unreadable, pickled, or arrays of the wrong shape / not finite.
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path}: not a readable ground-truth .npz ({exc})") from None
+    num_v = int(body.v_template.shape[0])
+    try:
+        if "vertices" in data:
+            v = np.asarray(data["vertices"], np.float64)
+            if v.shape != (num_v, 3):
+                raise ValueError(f"vertices {v.shape}, not ({num_v}, 3)")
+            reg = np.asarray(body.J_regressor.detach().cpu().numpy(), np.float64)
+            root = np.asarray(data["root"], np.float64) if "root" in data else (reg @ v)[0]
+            if root.size != 3:
+                raise ValueError(f"root {root.shape}, not (3,)")
+            root = root.reshape(3)
+        else:
+            keys = ("betas", "global_orient", "body_pose", "transl")
+            if not all(k in data for k in keys):
+                raise ValueError(f"needs 'vertices' or {keys}; has {sorted(data)}")
+            dtype = body.shapedirs.dtype
+            with torch.no_grad():
+                out = body(**{k: torch.as_tensor(np.asarray(data[k], np.float64),
+                                                 dtype=dtype).reshape(1, -1) for k in keys})
+            v, root = out.vertices[0].double().numpy(), out.joints[0, 0].double().numpy()
+    except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise InputError(f"{path}: not a usable ground-truth file ({' '.join(str(exc).split())})"
+                         ) from None
+    if not (np.isfinite(v).all() and np.isfinite(root).all()):
+        raise InputError(f"{path}: the ground truth holds NaN or infinite values")
+    return v, root
 
 
 class InferencePipeline:

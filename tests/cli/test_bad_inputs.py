@@ -9,6 +9,7 @@ whole file runs in seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import pickle
@@ -281,7 +282,7 @@ FIT_CASES = {
     "missing shard": ("missing shard",
                       "1 shard(s) of split test are missing or unreadable (shards/test-0.tar)"),
     "not a dataset": ("not a dataset", "no dataset.json"),
-    "dataset is a file": ("dataset is a file", "not a folder"),
+    "dataset is a file": ("dataset is a file", "no dataset.json"),
 }
 
 
@@ -302,6 +303,43 @@ def test_fit_refuses_bad_arguments(case, tmp_path, capsys):
     assert info.value.code == 2
     _argparse_error(capsys, message)
     assert not (tmp_path / "out").exists()
+
+
+def _keypoint_arrays(n: int = 3) -> dict[str, np.ndarray]:
+    return {"names": np.array([f"test-{i:06d}" for i in range(n)]), "found": np.ones(n, bool),
+            "joints_smpl24": np.zeros((n, 24, 2), np.float32),
+            "confidence_smpl24": np.ones((n, 24), np.float32)}  # fmt: skip
+
+
+KEYPOINT_FILE_CASES = {
+    "too few joints": ({"joints_smpl24": np.zeros((3, 14, 2))}, "joints_smpl24 (3, 14, 2)"),
+    "3-D joints": ({"joints_smpl24": np.zeros((3, 24, 3))}, "need (N,), (N,), (N, 24, 2)"),
+    "rows differ": ({"confidence_smpl24": np.ones((2, 24))}, "confidence_smpl24 (2, 24)"),
+    "found per joint": ({"found": np.ones((3, 24), bool)}, "found (3, 24)"),
+    "nan joints": ({"joints_smpl24": np.full((3, 24, 2), np.nan)}, "NaN or infinite"),
+    "text joints": ({"joints_smpl24": np.full((3, 24, 2), "a")}, "must be numbers"),
+    "missing key": ({"confidence_smpl24": None}, "no confidence_smpl24"),
+    "other split": ({"split": np.array("val")}, "holds split 'val', not --split 'test'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEYPOINT_FILE_CASES))
+def test_fit_refuses_a_malformed_keypoints_file(case, tmp_path):
+    change, message = KEYPOINT_FILE_CASES[case]
+    arrays = _keypoint_arrays()
+    arrays.update(change)
+    path = tmp_path / "kp.npz"
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    with pytest.raises(SystemExit) as info:
+        _tool("fit").KeypointFile(path, "smpl24", "test")
+    text = str(info.value)
+    assert text.startswith(f"--keypoints-file {path}: ") and message in text, text
+    _tool("fit").KeypointFile(_save(tmp_path / "ok.npz", _keypoint_arrays()), "smpl24", "test")
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path
 
 
 def test_fit_reads_a_split_with_a_missing_shard_only_when_asked(tmp_path, capsys):
@@ -382,7 +420,7 @@ DETECT_KEYPOINTS_CASES = {
     "negative tile grid": (lambda t: fake_dataset(t, with_shard=True), ["--tile-grid", "-1"],
                            "--tile-grid=-1: must be >= 0"),
     "zero chunk": (lambda t: fake_dataset(t, with_shard=True), ["--chunk", "0"],
-                   "--chunk=0: must be >= 1"),
+                   "--chunk and --max-frames must be positive"),
 }
 
 
@@ -849,6 +887,46 @@ def test_a_body_the_scan_hides_is_refused():
     assert check_body_in_view(body, wall, K, np.eye(4), (64, 48), "f") == pytest.approx(0.4)
     with pytest.raises(InputError, match=r"frame f: the scan hides 100% of the body.*--force"):
         check_body_in_view(body + np.array([0.0, 0, 2]), wall, K, np.eye(4), (64, 48), "f")
+
+
+GT_FILE_CASES = {
+    "too few vertices": ({"vertices": np.zeros((100, 3))}, "vertices (100, 3), not (6890, 3)"),
+    "flat vertices": ({"vertices": np.zeros(6890 * 3)}, "vertices (20670,), not (6890, 3)"),
+    "nan vertices": ({"vertices": np.full((6890, 3), np.nan)}, "NaN or infinite"),
+    "bad root": ({"vertices": np.zeros((6890, 3)), "root": np.zeros(2)}, "root (2,)"),
+    "short pose": ({"betas": np.zeros(10), "global_orient": np.zeros(3),
+                    "body_pose": np.zeros(5), "transl": np.zeros(3)}, "not a usable"),
+    "no keys": ({"foo": np.zeros(3)}, "needs 'vertices' or"),
+    "text vertices": ({"vertices": np.full((6890, 3), "a")}, "not a usable"),
+    "garbage": (None, "not a readable ground-truth .npz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GT_FILE_CASES))
+def test_demo_ground_truth_files_are_checked(case, tmp_path):
+    from sahmr.inference.errors import InputError
+    from sahmr.inference.pipeline import _load_gt
+
+    arrays, message = GT_FILE_CASES[case]
+    path = tmp_path / "f.gt.npz"
+    if arrays is None:
+        path.write_bytes(b"garbage" * 30)
+    else:
+        np.savez(path, **arrays)
+    with pytest.raises(InputError) as info:
+        _load_gt(path, _shipped_body())
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+    np.savez(tmp_path / "ok.npz", vertices=_shipped_body().v_template.numpy())
+    verts, root = _load_gt(tmp_path / "ok.npz", _shipped_body())
+    assert verts.shape == (6890, 3) and root.shape == (3,)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_body():
+    from sahmr.body import BodyModel
+
+    return BodyModel()
 
 
 def test_compose_for_checks_keeps_hydra_overrides(tmp_path):
