@@ -482,13 +482,18 @@ def run(args: argparse.Namespace) -> int:
 
 MAX_VIEW_SIDE = 4096
 """Largest side (pixels) of a rendered scene view."""
+MAX_VIEWS = 36
+"""Most orbit views in scene_views.png (one every 10 degrees); more is a typo, not a picture."""
+MAX_FIT_ITERATIONS = 10_000
+"""Most Adam steps per scene-fitting stage (the default is 40; 10,000 take hours on a CPU)."""
 
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Raise `InputError` on sizes and counts that cannot work (before any work).
 
     Pitches are metres (finite, > 0, at most 1 m: a coarser grid holds no body detail);
-    view sizes 16..`MAX_VIEW_SIDE` pixels; counts >= 0.
+    view sizes 16..`MAX_VIEW_SIDE` pixels; views 0..`MAX_VIEWS`; fit iterations
+    1..`MAX_FIT_ITERATIONS`.
     """
     import math
 
@@ -499,10 +504,11 @@ def check_numbers(args: argparse.Namespace) -> None:
     if not (16 <= width <= MAX_VIEW_SIDE and 16 <= height <= MAX_VIEW_SIDE):
         raise InputError(f"--view-size {width} {height}: each side must be 16..{MAX_VIEW_SIDE} "
                          "pixels")  # fmt: skip
-    if args.views < 0:
-        raise InputError(f"--views {args.views}: must be >= 0")
-    if args.fit_iterations < 1:
-        raise InputError(f"--fit-iterations {args.fit_iterations}: must be >= 1")
+    if not 0 <= args.views <= MAX_VIEWS:
+        raise InputError(f"--views {args.views}: must be in 0..{MAX_VIEWS}")
+    if not 1 <= args.fit_iterations <= MAX_FIT_ITERATIONS:
+        raise InputError(f"--fit-iterations {args.fit_iterations}: must be in "
+                         f"1..{MAX_FIT_ITERATIONS}")  # fmt: skip
 
 
 ROOT_OUTSIDE_SCAN_MARGIN_M = 1.0

@@ -948,7 +948,9 @@ DEMO_NUMBERS = {
     "zero sdf voxel": (["--sdf-voxel", "0"], "--sdf-voxel 0: must be a pitch"),
     "nan sdf voxel": (["--sdf-voxel", "nan"], "--sdf-voxel nan"),
     "negative scene voxel": (["--scene-voxel", "-1"], "--scene-voxel -1"),
-    "negative views": (["--views", "-2"], "--views -2: must be >= 0"),
+    "negative views": (["--views", "-2"], "--views -2: must be in 0..36"),
+    "endless views": (["--views", "100000"], "--views 100000: must be in 0..36"),
+    "endless fit": (["--fit-iterations", "1000000000"], "--fit-iterations 1000000000: must be"),
     "negative fit iterations": (["--fit-iterations", "-1"], "--fit-iterations -1"),
 }
 
