@@ -116,8 +116,11 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             [
                 "bash",
                 "-c",
-                f"timeout {int(a.train_minutes * 60 + 300)} nvidia-smi "
-                "--query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2",
+                # samples while training runs, then ends (a sampler outliving the training kept
+                # the graph from collecting its results); [t] keeps pgrep off this shell
+                "sleep 30; while pgrep -f '[t]ools/train.py' > /dev/null; do nvidia-smi "
+                "--query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader; "
+                "sleep 2; done",
             ],
             after=["data"],
             kind="step",
