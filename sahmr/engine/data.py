@@ -330,7 +330,33 @@ class Step:
         return sample_keys_from_batch(self.frames)
 
 
-class StepPreparer:
+class TargetPreparer:
+    """Camera-frame targets of frame `Batch`es on the device (shared by every step preparer).
+
+    Args:
+        topology: Body topology (mesh levels) of the body model the targets use.
+        device: Training device.
+    """
+
+    def __init__(self, topology: Any, device: torch.device) -> None:
+        self.topology = topology
+        self.device = torch.device(device)
+        self.j14_regressor: Tensor = torch.as_tensor(
+            np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=self.device
+        )
+
+    def frame_targets(self, frames: Batch) -> FrameTargets:
+        """`FrameTargets` of a frame `Batch` on the device (`prepare_targets`)."""
+        return prepare_targets(
+            frames,
+            self.topology,
+            self.j14_regressor,
+            device=self.device,
+            crop_size=int(frames.crop.shape[1]),
+        )
+
+
+class StepPreparer(TargetPreparer):
     """Turns a collated batch into model inputs and camera-frame targets on the device.
 
     Args:
@@ -349,13 +375,9 @@ class StepPreparer:
         *,
         clip_length: int | None = None,
     ) -> None:
-        self.topology = topology
-        self.device = device
+        super().__init__(topology, device)
         self.scenes = scenes
         self.clip_length = None if clip_length is None else int(clip_length)
-        self.j14_regressor: Tensor = torch.as_tensor(
-            np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=device
-        )
 
     def frames(self, batch: Batch | ClipBatch) -> Batch:
         """The frame-level `Batch` of a batch of the configured mode.
@@ -374,16 +396,6 @@ class StepPreparer:
     def frame_inputs(self, frames: Batch) -> FrameInputs:
         """`FrameInputs` of a frame `Batch` on the device."""
         return prepare_inputs(frames, self.scenes, device=self.device)
-
-    def frame_targets(self, frames: Batch) -> FrameTargets:
-        """`FrameTargets` of a frame `Batch` on the device."""
-        return prepare_targets(
-            frames,
-            self.topology,
-            self.j14_regressor,
-            device=self.device,
-            crop_size=int(frames.crop.shape[1]),
-        )
 
     def method_inputs(self, frame_inputs: FrameInputs) -> FrameInputs | ClipInputs:
         """What the method takes: the frame inputs, or their `ClipInputs` in clip mode."""

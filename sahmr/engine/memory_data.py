@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,9 +33,9 @@ from sahmr.data.memory import (
     build_frame_inputs,
     gather_batch,
 )
-from sahmr.engine.data import ResumableSampler, Step
+from sahmr.engine.data import ResumableSampler, Step, TargetPreparer
 from sahmr.engine.distributed import all_gather_objects, is_dist
-from sahmr.models.inputs import FrameInputs, FrameTargets, prepare_targets
+from sahmr.models.inputs import FrameInputs, FrameTargets
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class MemoryLoader:
         return len(self.sampler) // self.batch_size
 
 
-class MemoryStepPreparer:
+class MemoryStepPreparer(TargetPreparer):
     """Sample indices -> `Step` on the device, from the stream's cache and scenes.
 
     Args:
@@ -151,14 +150,10 @@ class MemoryStepPreparer:
         augment: AugmentConfig | None = None,
         needs_scene: bool = True,
     ) -> None:
+        super().__init__(topology, device)
         self.stream = stream
-        self.topology = topology
-        self.device = torch.device(device)
         self.augment = augment
         self.needs_scene = needs_scene
-        self.j14_regressor = torch.as_tensor(
-            np.asarray(topology.j_regressor_j14), dtype=torch.float32, device=self.device
-        )
         self._stage = PinnedStager()
 
     def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
@@ -173,16 +168,6 @@ class MemoryStepPreparer:
         """`FrameInputs` of a gathered batch."""
         scenes = self.stream.scenes if self.needs_scene else None
         return build_frame_inputs(frames, scenes, frame_scene)
-
-    def frame_targets(self, frames: Batch) -> FrameTargets:
-        """`FrameTargets` of a gathered batch (`prepare_targets`, as the DataLoader path)."""
-        return prepare_targets(
-            frames,
-            self.topology,
-            self.j14_regressor,
-            device=self.device,
-            crop_size=int(frames.crop.shape[1]),
-        )
 
     def step(self, indices: Tensor, *, targets: bool | None = True) -> Step:
         """The `Step` of a batch of sample indices (targets unless ``targets`` is False)."""
