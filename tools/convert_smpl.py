@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 import sys
-import zipfile
-from pathlib import Path
 
 from sahmr.body.io import load_body_model_data, save_body_model_npz
-from sahmr.cli.checks import BadArgument, check_writable_folder, one_line
+from sahmr.cli.checks import BadArgument, check_output_file, read_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,23 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dst = Path(args.dst)
-    if dst.exists() and not dst.is_file():
-        print(f"error: {dst}: exists and is not a file", file=sys.stderr)
-        return 2
     try:
-        check_writable_folder(dst.parent, "output folder of")
+        check_output_file(args.dst)
+        data = read_input(load_body_model_data, args.src, allow_pickle=args.allow_pickle)
     except BadArgument as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        data = load_body_model_data(args.src, allow_pickle=args.allow_pickle)
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as err:  # fmt: skip
-        text = one_line(err)
-        if args.src not in text:
-            text = f"{args.src}: {text}"
-        print(f"error: {text}", file=sys.stderr)
         return 2
     path = save_body_model_npz(data, args.dst)
     print(f"wrote {path}: V={data['v_template'].shape[0]}, keys={sorted(data)}")

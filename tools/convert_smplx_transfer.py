@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 from sahmr.body.smplx_to_smpl import NUM_SMPLX_VERTICES, load_vertex_map, save_vertex_map
-from sahmr.cli.checks import BadArgument, check_writable_folder, one_line
+from sahmr.cli.checks import BadArgument, check_output_file, read_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,22 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     if dst.suffix.lower() != ".npz":
         print(f"error: {dst}: the output must end in .npz", file=sys.stderr)
         return 2
-    if dst.exists() and not dst.is_file():
-        print(f"error: {dst}: exists and is not a file", file=sys.stderr)
-        return 2
     try:
-        check_writable_folder(dst.parent, "output folder of")
+        check_output_file(dst)
+        matrix = read_input(load_vertex_map, args.src, allow_pickle=args.allow_pickle)
     except BadArgument as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        matrix = load_vertex_map(args.src, allow_pickle=args.allow_pickle)
-    except (OSError, ValueError, KeyError, EOFError, PermissionError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as err:  # fmt: skip
-        text = one_line(err)
-        if args.src not in text:
-            text = f"{args.src}: {text}"
-        print(f"error: {text}", file=sys.stderr)
         return 2
     if matrix.shape[1] < args.num_source_vertices:
         print(

@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
 from sahmr.inference.images import MAX_IMAGE_PIXELS, image_file_problem
+
+T = TypeVar("T")
 
 __all__ = [
     "EXIT_BAD_ARGUMENT",
@@ -175,6 +179,37 @@ def check_writable_folder(path: str | Path, what: str) -> Path:
 
 SYNTHETIC_DATASET_TARGET = "sahmr.data.synthetic.SyntheticDataset"
 """``_target_`` of configs/data/synthetic.yaml: the data whose root holds a dataset.json."""
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """An output file path that can be written: not a folder or other non-file, in a folder
+    that can be written (created when missing).
+
+    Raises:
+        BadArgument: One line naming ``path``.
+    """
+    dst = Path(path)
+    if dst.exists() and not dst.is_file():
+        raise BadArgument(f"{dst}: exists and is not a file")
+    check_writable_folder(dst.parent, f"{what} folder of")
+    return dst
+
+
+READ_ERRORS = (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+"""What reading a user's array file (.npz, or an opted-in pickle) raises on a bad file."""
+
+
+def read_input(load: Callable[..., T], path: str | Path, **kwargs: Any) -> T:
+    """``load(path, **kwargs)`` with a bad file reported as one line naming it.
+
+    Raises:
+        BadArgument: The file could not be read (missing, refused pickle, damaged, wrong keys).
+    """
+    try:
+        return load(path, **kwargs)
+    except READ_ERRORS as err:
+        text = one_line(err)
+        raise BadArgument(text if str(path) in text else f"{path}: {text}") from err
 
 
 def is_synthetic_data(data_cfg: Any) -> bool:
