@@ -804,7 +804,9 @@ class Trainer:
                 self.save()
             if stop:
                 break
-        if stopped == "done" and validated_at != self.step and cfg.val_every_epochs:
+        # A run ended by its step count or its time budget is scored where it stopped (its
+        # last, lowest-LR weights can be the best); an interrupted one resumes instead.
+        if stopped in ("done", "time") and validated_at != self.step and cfg.val_every_epochs:
             self.validate()
             self.save()
         bar.close()

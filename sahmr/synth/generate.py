@@ -23,6 +23,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import time
 from collections import Counter, deque
@@ -1012,28 +1013,46 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     logger.info(
         "%d of %d shards to write (%d skipped as done)", len(todo), len(mine), len(mine) - len(todo)
     )
-    if cfg.placer == "auto":
-        # Every SDF is built here, before any worker exists: forked workers must not touch
-        # CUDA, and each room's grid is built once instead of once per worker.
-        device = resolve_sdf_device(cfg.sdf_device)
-        for sid in sorted({shard_scene_id(cfg, p) for p in todo}):
-            write_placer_sdf(root, sid, table[sid], cfg.sdf_voxel_size, device)
+    # Evaluation splits first (small, and a trainer streaming this dataset validates on them
+    # from its start), then training shards in index order.
+    todo.sort(key=lambda p: (p.split == "train", p.index))
+    sdf_device = resolve_sdf_device(cfg.sdf_device) if cfg.placer == "auto" else None
+
+    def room_ready(plan: ShardPlan, built: set[str]) -> None:
+        """Builds the plan's room SDF (main process; forked workers must not touch CUDA and
+        each grid is built once, not once per worker) before the shard is handed out."""
+        sid = shard_scene_id(cfg, plan)
+        if sdf_device is not None and sid not in built:
+            write_placer_sdf(root, sid, table[sid], cfg.sdf_voxel_size, sdf_device)
+            built.add(sid)
+
     t0 = time.perf_counter()
     made = 0
+    built: set[str] = set()
     bar = tqdm(total=sum(p.num_samples for p in todo), unit="sample", disable=not progress)
     if cfg.workers <= 0 or len(todo) <= 1:
         _init_worker(cfg, table)
         for p in todo:
+            room_ready(p, built)
             made += _run_shard(p)["num_samples"]
             bar.update(p.num_samples)
     else:
         if cfg.start_method == "fork":
             _load_body(cfg.body_model_path)  # once here, not once per worker
         ctx = mp.get_context(cfg.start_method)
+        done: queue.SimpleQueue = queue.SimpleQueue()
         with ctx.Pool(
             min(cfg.workers, len(todo)), initializer=_init_worker, initargs=(cfg, table)
         ) as pool:
-            for res in pool.imap_unordered(_run_shard, todo):
+            # Each shard is handed out as soon as its room's SDF exists: workers start on
+            # the first rooms while the main process builds the rest.
+            for p in todo:
+                room_ready(p, built)
+                pool.apply_async(_run_shard, (p,), callback=done.put, error_callback=done.put)
+            for _ in todo:
+                res = done.get()
+                if isinstance(res, BaseException):
+                    raise res
                 made += res["num_samples"]
                 bar.update(res["num_samples"])
     bar.close()

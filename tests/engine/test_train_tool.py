@@ -182,3 +182,29 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
     head = [k for k in trained if k.startswith("mesh_net.param_head.")]
     assert head and not any(k in start for k in head)
     assert not any("body_model" in k for k in trained)
+
+
+def test_every_trainer_field_is_overridable():
+    """Each TrainerConfig field is in configs/trainer/default.yaml, so ``trainer.<field>=...``
+    on the command line composes (docs/benchmarks.md's ``trainer.sync_free_steps=true`` and
+    ``trainer.compile_submodules=[...]`` once needed a ``+``)."""
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.engine.trainer import TrainerConfig
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "exp=sahmr_small_finetune",
+                "trainer.sync_free_steps=true",
+                "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
+            ],
+        )
+    fields = {f.name for f in dataclasses.fields(TrainerConfig)}
+    assert fields <= set(cfg.trainer), sorted(fields - set(cfg.trainer))
+    tc = TrainerConfig(**cfg.trainer)
+    assert tc.sync_free_steps
+    assert tc.compile_submodules == ("mesh_net.backbone", "mesh_net.upsampler")

@@ -110,6 +110,16 @@ def test_resume_is_bit_identical(tiny_dataset, test_configs, tmp_path):
     assert (straight / "config.yaml").read_text().startswith("paths:")
 
 
+def test_time_budget_stop_is_validated(tiny_dataset, test_configs, tmp_path):
+    """A run its time budget ends is scored where it stopped (its last weights can be the
+    best), mid-epoch too."""
+    extra = {"trainer.max_minutes": 1e-6, "trainer.max_steps": 3}
+    cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)
+    res = train_from_config(cfg)
+    assert res.stopped == "time" and res.step == 1
+    assert "g_mpve" in res.last_validation and np.isfinite(res.last_validation["g_mpve"])
+
+
 def test_time_budget_stops_cleanly_and_resumes(tiny_dataset, test_configs, tmp_path):
     extra = {"trainer.max_minutes": 1e-6, "trainer.val_every_epochs": 0, "trainer.max_steps": 3}
     cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)

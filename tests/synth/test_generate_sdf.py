@@ -118,3 +118,41 @@ def test_sequences_with_parallel_workers_and_resume(tmp_path):
     assert summary["this_run"]["shards_written"] == 1
     assert (tmp_path / "shards" / shard_name(0)).stat().st_mtime_ns == kept
     _assert_same(_rows(tmp_path), ref)  # the rewritten shard equals the worker's
+
+
+def test_evaluation_splits_first_and_each_room_built_before_its_shards(tmp_path, monkeypatch):
+    """Shards of val/test are written before training shards (a trainer streaming the set
+    validates from its start); a room's SDF exists before any of its shards runs, and the
+    parallel run writes what the serial run writes."""
+    events: list[tuple[str, str]] = []
+    real_sdf, real_run = gen.write_placer_sdf, gen._run_shard
+
+    def sdf(root, sid, *a, **k):
+        events.append(("sdf", sid))
+        return real_sdf(root, sid, *a, **k)
+
+    def run(plan):
+        events.append(("shard", plan.split, gen.shard_scene_id(gen._STATE.cfg, plan)))
+        return real_run(plan)
+
+    monkeypatch.setattr(gen, "write_placer_sdf", sdf)
+    monkeypatch.setattr(gen, "_run_shard", run)
+    splits = {
+        "train": dict(fraction=2, bundled=["bedroom"]),
+        "val": dict(fraction=1, bundled=["office"]),
+        "test": dict(fraction=1, bundled=["gym"]),
+    }
+    serial = tmp_path / "serial"
+    generate(_cfg(serial, num_samples=8, splits=splits, actions={"stand": 1.0}), progress=False)
+    shards = [e for e in events if e[0] == "shard"]
+    assert [e[1] for e in shards] == ["val", "test", "train", "train"]
+    for k, e in enumerate(events):
+        if e[0] == "shard":
+            assert ("sdf", e[2]) in events[:k], e
+    monkeypatch.setattr(gen, "_run_shard", real_run)  # forked workers run the real one
+    par = tmp_path / "par"
+    generate(
+        _cfg(par, num_samples=8, splits=splits, actions={"stand": 1.0}, workers=2),
+        progress=False,
+    )
+    _assert_same(_rows(serial), _rows(par))

@@ -4,12 +4,14 @@ and every score needed to decide whether it replaces the shipped one.
 
 Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--status``):
 
-1. ``data``: a fresh generated set (default 40,000 samples; rooms split train/val/test by room),
-   then ``data_away``: a held-out set away from the generator's defaults (extreme shapes,
-   low/high/far cameras, occluders), written while the model trains;
+1. ``data``: a fresh generated set (rooms split train/val/test by room; val and test shards
+   written first), ``data_away``: a held-out set away from the generator's defaults (extreme
+   shapes, low/high/far cameras, occluders);
 2. ``train``: ``exp=sahmr_small_finetune`` - RCNet inside, frozen; the mesh network with its new
    parametric head - starting from the shipped weights (``init.weights``; the head starts
-   fresh), a fresh optimiser with warm-up;
+   fresh), a fresh optimiser with warm-up. It starts once val and test are on disk and streams
+   the training shards while the generator still writes them (``loader=memory``); the
+   generator is stopped when training ends;
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`), and a copy whose config
    returns the free-form vertices (same weights) for the parametric vs free-form comparison;
 4. scores of the new and the shipped checkpoints on val, test and the away set.
@@ -47,6 +49,23 @@ def free_form_copy(src: Path, dst: Path) -> None:
     atomic_torch_save(ckpt, dst)
 
 
+def wait_for_splits(data: Path, splits: list[str], poll_s: float = 5.0) -> None:
+    """Blocks until ``data/dataset.json`` exists and every planned shard of ``splits`` is on
+    disk (`sahmr.cli.checks.missing_shards`)."""
+    import json
+    import time
+
+    from sahmr.cli.checks import missing_shards
+
+    while True:
+        meta_path = data / "dataset.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not any(missing_shards(data, meta, split) for split in splits):
+                return
+        time.sleep(poll_s)
+
+
 def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     """The training command on the in-memory data path, and the DataLoader path as the
     fallback (its own run folder) should the first fail."""
@@ -61,16 +80,25 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         f"trainer.max_steps={a.max_steps}",
         f"trainer.batch_size={a.batch}",
         f"trainer.lr={a.lr}",
-        "trainer.warmup_steps=150",
+        f"trainer.warmup_steps={a.warmup}",
         f"trainer.num_workers={a.loader_workers}",
-        "trainer.val_max_batches=20",
+        f"trainer.val_max_batches={a.val_batches}",
         "trainer.val_batch_size=64",
+        f"trainer.val_every_epochs={a.val_every}",
+        "trainer.sync_free_steps=true",
+        "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
         "trainer.progress=false",
         "trainer.log_every=50",
         "max_points_per_scene=400000",
         *a.train_extra,
     ]
-    memory = [*common, "exp_name=sahmr_param", "loader=memory"]
+    memory = [
+        *common,
+        "exp_name=sahmr_param",
+        "loader=memory",
+        f"loader.min_samples={a.min_samples}",
+        f"loader.decode_workers={a.decode_workers}",
+    ]
     loader = [*common, "exp_name=sahmr_param_dl"]
     return [shlex.join(memory), shlex.join(loader)]
 
@@ -84,16 +112,14 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     gen = [
         PY,
         "tools/make_dataset.py",
-        "samples_per_shard=800",
+        f"samples_per_shard={a.samples_per_shard}",
         "resume=true",
         "sdf_voxel_size=0.04",
     ]
+    splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
+    gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
     jobs = [
-        Job(
-            "data",
-            [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"],
-            kind="step",
-        ),
+        Job("data", [*gen_cmd, *splits], kind="train"),  # runs beside the training
         Job(
             "data_away",
             [
@@ -103,13 +129,15 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"workers={a.away_workers}",
                 *a.away_overrides,
             ],
-            after=["data"],
-            kind="step",
+            kind="train",
         ),
+        Job("eval_splits", [PY, __file__, "--wait-for-splits", str(data)], kind="step"),
         Job(
             "bench_fit",
             [PY, "tools/benchmark_fit_vertices.py", "--device", "cuda", "--batch", "64"],
+            after=["train"],
             kind="step",
+            soft=True,
         ),
         Job(
             "gpu_util",
@@ -122,13 +150,19 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 "--query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader; "
                 "sleep 2; done",
             ],
-            after=["data"],
+            after=["eval_splits"],
             kind="step",
         ),
         Job(
             "train",
-            ["bash", "-c", " || ".join(train_calls(a, data))],
-            after=["data"],
+            [
+                "bash",
+                "-c",
+                # the generator stops with the training (resume=true continues it later)
+                f"{' || '.join(train_calls(a, data))}; rc=$?; "
+                f"pkill -f '[m]ake_dataset.py .*out_dir={data} '; exit $rc",
+            ],
+            after=["eval_splits"],
             needs=[SHIPPED],
         ),
         Job(
@@ -151,8 +185,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     ]
     scored = {"new": (new, "export"), "free": (free, "free_copy"), "shipped": (SHIPPED, None)}
     for split, dataset, deps in (
-        ("val", data, ["data"]),
-        ("test", data, ["data"]),
+        ("val", data, ["eval_splits"]),
+        ("test", data, ["eval_splits"]),
         ("test", away, ["data_away"]),
     ):
         tag = "away" if dataset == away else split
@@ -189,16 +223,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=REPO / "outputs" / "gpu")
     p.add_argument("--status", action="store_true", help="print the status and exit")
     p.add_argument("--free-form-copy", nargs=2, type=Path, metavar=("SRC", "DST"))
-    p.add_argument("--num-samples", type=int, default=10000)
+    p.add_argument("--wait-for-splits", type=Path, metavar="DATA", help=argparse.SUPPRESS)
+    p.add_argument("--num-samples", type=int, default=100000)
+    p.add_argument("--samples-per-shard", type=int, default=250)
+    p.add_argument(
+        "--fractions",
+        type=float,
+        nargs=3,
+        default=[0.94, 0.03, 0.03],
+        metavar=("TRAIN", "VAL", "TEST"),
+    )
     p.add_argument("--away-samples", type=int, default=300)
-    p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 4))
     p.add_argument("--away-workers", type=int, default=4)
     p.add_argument("--loader-workers", type=int, default=10)
-    p.add_argument("--train-minutes", type=float, default=5.0)
-    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--decode-workers", type=int, default=3)
+    p.add_argument("--min-samples", type=int, default=4000, help="train samples before step 1")
+    p.add_argument("--train-minutes", type=float, default=16.0)
+    p.add_argument("--max-steps", type=int, default=3600, help="also the LR schedule's length")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1.5e-4)
-    p.add_argument("--test-batches", type=int, default=15, help="test batches of 32 scored")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--val-batches", type=int, default=12, help="val batches of 64 per check")
+    p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
+    p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_finetune", help="training experiment")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
@@ -206,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.free_form_copy:
         free_form_copy(*a.free_form_copy)
+        return 0
+    if a.wait_for_splits:
+        wait_for_splits(a.wait_for_splits, ["val", "test"])
         return 0
     a.root = a.root.resolve()
     if a.status:
