@@ -996,9 +996,6 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     _write_json_atomic(old, meta)
     _write_json_atomic(root / "rooms.json", table)
     mine = [p for p in plans if p.index % parts == part]
-    # Only the rooms this machine's shards are set in (the table names every candidate room).
-    for sid in sorted({shard_scene_id(cfg, p) for p in mine}):
-        write_room(root, sid, table[sid])
     expect = {"config_hash": cfg.content_hash()}
     todo = [
         p
@@ -1019,11 +1016,14 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     sdf_device = resolve_sdf_device(cfg.sdf_device) if cfg.placer == "auto" else None
 
     def room_ready(plan: ShardPlan, built: set[str]) -> None:
-        """Builds the plan's room SDF (main process; forked workers must not touch CUDA and
-        each grid is built once, not once per worker) before the shard is handed out."""
+        """Writes the plan's room and builds its SDF (main process; forked workers must not
+        touch CUDA and each grid is built once, not once per worker) before the shard is
+        handed out. Only rooms this machine's shards are set in are written."""
         sid = shard_scene_id(cfg, plan)
-        if sdf_device is not None and sid not in built:
-            write_placer_sdf(root, sid, table[sid], cfg.sdf_voxel_size, sdf_device)
+        if sid not in built:
+            write_room(root, sid, table[sid])
+            if sdf_device is not None:
+                write_placer_sdf(root, sid, table[sid], cfg.sdf_voxel_size, sdf_device)
             built.add(sid)
 
     t0 = time.perf_counter()
