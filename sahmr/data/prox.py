@@ -48,13 +48,17 @@ rewritten for the world frame (rotation is about the pelvis, so this needs the m
 With ``targets`` (`sahmr.data.smplx_targets.SmplTargets`: the user's SMPL-X model + the SMPL-X
 -> SMPL transfer matrix) samples are training samples: SMPL ``vertices_world`` /
 ``joints_world``, ``vertex_contact`` by distance to the scan (`sahmr.scene.contact`), contact
-points, a box from the body's projection. Layouts, splits and commands: docs/datasets.md.
+points, a box from the body's projection, and with ``visibility`` the generator's visibility
+fields (`sahmr.data.visibility`): ``Sample.occlusion``, the crop's person mask
+``extra["mask"]`` and per-vertex ``extra["vertex_visible"]``. Layouts, splits and commands:
+docs/datasets.md.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +79,7 @@ from sahmr.data.smplx_targets import (
     project_bbox,
     scan_distance,
 )
+from sahmr.data.visibility import SceneCasters, frame_visibility
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +367,9 @@ class ProxDataset(Dataset):
             on PROX equals PenE); contact points are given either way.
         split: Name only (``train`` / ``val`` / ``test``): PROX splits are recordings
             (``recordings``) or releases (``root``), see docs/datasets.md.
+        visibility: With ``targets``: ray-cast the body against the scan and itself for
+            ``Sample.occlusion``, ``extra["mask"]`` (crop person mask) and
+            ``extra["vertex_visible"]`` (`sahmr.data.visibility`).
 
     Attributes:
         scene_points: `ScanPoints` of the recordings' scenes (world frame, 2 cm).
@@ -392,10 +400,12 @@ class ProxDataset(Dataset):
         cache_dir: str | Path | None = None,
         contact_labels: bool = True,
         split: str = "test",
+        visibility: bool = True,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.contact_labels = contact_labels
+        self.visibility = visibility
         self.targets = targets
         self.body_hash = targets.body_hash if targets is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "sahmr_cache"
@@ -438,6 +448,7 @@ class ProxDataset(Dataset):
         self._meshes: dict[str, Any] = {}
         scenes = sorted({fr.scene for fr in self.frames})
         self.scene_points = ScanPoints(self.scene_mesh, scenes, self.cache_dir / "points")
+        self.scene_casters = SceneCasters(self.scene_mesh)
         logger.info("PROX: %d frames from %d recordings", len(self.frames), len(recordings))
 
     def __len__(self) -> int:
@@ -528,6 +539,14 @@ class ProxDataset(Dataset):
             if not self.contact_labels:
                 vertex_contact = None
         bbox, extra["bbox_source"] = self._bbox(frame, w, h, projected)
+        occlusion = math.nan
+        if self.visibility and verts_world is not None and self.targets is not None:
+            vis = frame_visibility(
+                verts_world, self.targets.faces, self.scene_casters[frame.scene], cam.K,
+                cam.T_w2c, (w, h), bbox, self.crop_size,
+            )  # fmt: skip
+            occlusion = vis.occlusion
+            extra.update(vis.extras())
         return Sample(
             crop=crop_around_bbox(image, bbox, size=self.crop_size),
             bbox=bbox,
@@ -544,5 +563,6 @@ class ProxDataset(Dataset):
             vertex_contact=vertex_contact,
             contact_points_world=contact_points,
             contact_point_region=contact_region,
+            occlusion=occlusion,
             extra=extra,
         )

@@ -38,7 +38,10 @@ Training samples: with ``targets`` (`sahmr.data.smplx_targets.SmplTargets`: the 
 model + the SMPL-X -> SMPL transfer matrix) a sample carries SMPL ``vertices_world`` /
 ``joints_world``, ``vertex_contact`` (HSC labels x the body's contact regions), contact points
 (closest scan point of each contact vertex), a box from the body's projection when none is
-given, and the crop is sampled from the undistorted image (``undistort``). Layouts, splits and
+given, and the crop is sampled from the undistorted image (``undistort``); with ``visibility``
+also the generator's visibility fields (`sahmr.data.visibility`): ``Sample.occlusion``, the
+crop's person mask ``extra["mask"]`` and per-vertex ``extra["vertex_visible"]`` (vertices
+tested where the lens puts them in the stored image). Layouts, splits and
 commands: docs/datasets.md. The rest of this paragraph describes the raw fields.
 
 SMPL-X vs SMPL: `Sample`'s SMPL-format parameter fields stay ``None``; ``extra["smplx_params_fit"]``
@@ -64,6 +67,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -84,6 +88,7 @@ from sahmr.data.smplx_targets import (
     project_bbox,
     scan_distance,
 )
+from sahmr.data.visibility import SceneCasters, frame_visibility
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
@@ -292,6 +297,9 @@ class RichDataset(Dataset):
             ``<root>/sahmr_cache``).
         frame_list: Optional text file of ``<seq>/<cam:02d>/<frame:05d>`` keys, one a line:
             only those frames (e.g. the official SA-HMR test list of 3,116 frames).
+        visibility: With ``targets``: ray-cast the body against the scan and itself for
+            ``Sample.occlusion``, ``extra["mask"]`` (crop person mask) and
+            ``extra["vertex_visible"]`` (`sahmr.data.visibility`).
 
     Attributes:
         scene_points: `ScanPoints` of the split's scenes (world frame, 2 cm).
@@ -330,6 +338,7 @@ class RichDataset(Dataset):
         undistort: bool = True,
         cache_dir: str | Path | None = None,
         frame_list: str | Path | None = None,
+        visibility: bool = True,
     ) -> None:
         if world_frame not in ("scan", "gravity"):
             raise ValueError(f"world_frame must be 'scan' or 'gravity', got {world_frame!r}")
@@ -356,6 +365,7 @@ class RichDataset(Dataset):
         self.keep_image = keep_image
         self.targets = targets
         self.undistort = undistort
+        self.visibility = visibility
         self.body_hash = targets.body_hash if targets is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / "sahmr_cache"
         wanted_keys = None
@@ -418,6 +428,7 @@ class RichDataset(Dataset):
         self.scene_points = ScanPoints(
             self.scene_mesh, scenes, self.cache_dir / f"points_{self.world_frame}"
         )
+        self.scene_casters = SceneCasters(self.scene_mesh)
         logger.info("RICH %s: %d frames from %d sequences", split, len(self.frames), len(sequences))
 
     def __len__(self) -> int:
@@ -559,6 +570,14 @@ class RichDataset(Dataset):
                     contact_points, contact_region = pts[keep], regions[keep]
                 else:
                     extra["hsc_contact_points_world"] = pts
+        occlusion = math.nan
+        if self.visibility and verts_world is not None and self.targets is not None:
+            vis = frame_visibility(
+                verts_world, self.targets.faces, self.scene_casters[fr.scene], K, T_w2c, (w, h),
+                bbox, self.crop_size, dist_coeffs=cam.dist,
+            )  # fmt: skip
+            occlusion = vis.occlusion
+            extra.update(vis.extras())
         if self.undistort and np.any(cam.dist != 0):
             from sahmr.geometry.distortion import undistorted_crop
 
@@ -582,5 +601,6 @@ class RichDataset(Dataset):
             action=fr.action,
             vertices_world=verts_world,
             joints_world=joints_world,
+            occlusion=occlusion,
             extra=extra,
         )

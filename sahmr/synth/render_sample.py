@@ -13,195 +13,53 @@ ambient, two-sided faces). Frames: world z-up, metres; camera OpenCV; ``T_w2c`` 
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import trimesh
 
 from sahmr.geometry.crops import DEFAULT_CROP_SIZE, crop_camera, square_bbox
+from sahmr.geometry.raycast import MeshRaycaster, cast_in_projection, pixel_rays
+from sahmr.scene.visibility import (
+    MASK_BACKGROUND,
+    MASK_OCCLUDED,
+    MASK_VISIBLE,
+    body_rays,
+    occlusion_ratio,
+    person_mask,
+)
 from sahmr.synth.appearance import Appearance
 from sahmr.synth.cameras import Camera, CameraRanges, person_bbox, person_bbox_ok
 from sahmr.synth.occluders import Occluder
-from sahmr.viz.render import _intersector
+
+__all__ = [
+    "BBOX_SCALE",
+    "MASK_BACKGROUND",  # the person mask values live in sahmr.scene.visibility
+    "MASK_OCCLUDED",
+    "MASK_VISIBLE",
+    "BodyRaycaster",
+    "RenderedSample",
+    "RoomRaycaster",
+    "ViewRender",
+    "crop_intrinsics",
+    "pixel_rays",
+    "render_sample",
+    "render_view",
+]
 
 logger = logging.getLogger(__name__)
 
 BBOX_SCALE = 1.2
 """Square crop side = longer bbox side x this (as `sahmr.data.sample.crop_around_bbox`)."""
 
-MASK_BACKGROUND, MASK_VISIBLE, MASK_OCCLUDED = 0, 1, 2
-"""Person mask values: not person, visible person, person hidden behind the scene or a
-synthetic occluder."""
 
-
-class _Raycaster:
-    """Nearest-hit ray caster over one triangle mesh.
-
-    Uses an Embree scene through ``embreex`` directly (vertices shifted to their minimum
-    corner for float32 precision; distances along unit rays come from Embree's ``tfar``),
-    falling back to trimesh's intersector when ``embreex`` is missing.
-    """
-
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
-        vertices = np.asarray(vertices, dtype=np.float64)
-        faces = np.asarray(faces, dtype=np.int64)
-        tri = vertices[faces]
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        norm = np.linalg.norm(normals, axis=1, keepdims=True)
-        self.normals = normals / np.where(norm > 0, norm, 1.0)
-        self._normals32 = self.normals.astype(np.float32)
-        self.vertices = vertices
-        self._origin = vertices.min(axis=0)
-        try:
-            from embreex import rtcore_scene
-            from embreex.mesh_construction import TriangleMesh
-        except ImportError:
-            self._scene = None
-            self._isect = _intersector(trimesh.Trimesh(vertices, faces, process=False))
-        else:
-            self._scene = rtcore_scene.EmbreeScene()
-            TriangleMesh(
-                scene=self._scene,
-                vertices=(vertices - self._origin).astype(np.float32),
-                indices=faces.astype(np.int32),
-            )
-
-    def occluded(self, origin: np.ndarray, dirs: np.ndarray, dist: np.ndarray) -> np.ndarray:
-        """Whether each ray hits the mesh within a distance.
-
-        Args:
-            origin: (3,) ray origin, world frame.
-            dirs: (N, 3) unit directions, world frame.
-            dist: (N,) distances along the rays, metres.
-
-        Returns:
-            (N,) bool, True where a hit lies at most ``dist`` away.
-        """
-        n = len(dirs)
-        if self._scene is not None:
-            o = np.broadcast_to((origin - self._origin).astype(np.float32), (n, 3))
-            d = np.ascontiguousarray(dirs, dtype=np.float32)
-            far = np.ascontiguousarray(dist, dtype=np.float32)
-            return self._scene.run(np.ascontiguousarray(o), d, dists=far, query="OCCLUDED") >= 0
-        _, hit = self.cast(origin, dirs)
-        return hit <= dist
-
-    def cast(self, origin: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest hits of rays from one origin.
-
-        Args:
-            origin: (3,) ray origin, world frame.
-            dirs: (N, 3) unit directions, world frame.
-
-        Returns:
-            ``(face (N,) int64, -1 on a miss; distance (N,) float64 along the ray, inf on a
-            miss)``.
-        """
-        n = len(dirs)
-        if self._scene is not None:
-            o = np.broadcast_to((origin - self._origin).astype(np.float32), (n, 3))
-            d = np.ascontiguousarray(dirs, dtype=np.float32)
-            res = self._scene.run(np.ascontiguousarray(o), d, output=1)
-            face = res["primID"].astype(np.int64)
-            hit = res["geomID"] >= 0
-            face[~hit] = -1
-            dist = np.where(hit, res["tfar"].astype(np.float64), np.inf)
-            return face, dist
-        face = np.full(n, -1, dtype=np.int64)
-        dist = np.full(n, np.inf)
-        tri, ray, loc = self._isect.intersects_id(
-            np.broadcast_to(origin, dirs.shape),
-            dirs,
-            multiple_hits=False,
-            return_locations=True,
-        )
-        face[ray] = tri
-        dist[ray] = np.linalg.norm(loc - origin, axis=1)
-        return face, dist
-
-
-class RoomRaycaster(_Raycaster):
+class RoomRaycaster(MeshRaycaster):
     """Ray caster over a room mesh (world frame); build once per room."""
 
 
-class BodyRaycaster(_Raycaster):
+class BodyRaycaster(MeshRaycaster):
     """Ray caster over one posed body mesh (world frame); build once per placed body."""
-
-
-@functools.lru_cache(maxsize=8)
-def _pixel_grid(width: int, height: int) -> np.ndarray:
-    """(H * W, 3) float32 homogeneous pixel centres ``(u, v, 1)``, row-major (read-only)."""
-    uu, vv = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    pix = np.stack([uu.ravel(), vv.ravel(), np.ones(uu.size, np.float32)], axis=-1)
-    pix.flags.writeable = False
-    return pix
-
-
-def pixel_rays(
-    K: np.ndarray, T_w2c: np.ndarray, width: int, height: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unit rays through pixel centres, OpenCV convention (pixel ``(i, j)`` at ``(u, v) =
-    (j, i)``, as `sahmr.geometry.crops` and `sahmr.geometry.cameras.project`).
-
-    Args:
-        K: (3, 3) intrinsics, pixels.
-        T_w2c: (4, 4) world -> camera.
-        width: W, pixels.
-        height: H, pixels.
-
-    Returns:
-        ``(origin_world (3,) float64, directions_world (H * W, 3) float32)``, row-major
-        pixel order.
-    """
-    R = np.asarray(T_w2c, dtype=np.float64)[:3, :3]
-    # one 3x3 product for all pixels: d = R^T K^-1 (u, v, 1), as a row vector pix @ M
-    M = (np.linalg.inv(np.asarray(K, dtype=np.float64)).T @ R).astype(np.float32)
-    dirs = _pixel_grid(width, height) @ M
-    dirs *= (1.0 / np.sqrt(np.einsum("ij,ij->i", dirs, dirs)))[:, None]
-    return -R.T @ np.asarray(T_w2c, dtype=np.float64)[:3, 3], dirs
-
-
-def _cast_in_projection(
-    caster: _Raycaster,
-    origin: np.ndarray,
-    dirs: np.ndarray,
-    K: np.ndarray,
-    T_w2c: np.ndarray,
-    width: int,
-    height: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest hits of a small mesh, casting only the rays inside its projected bounding
-    rectangle (+1 px), or every ray when a vertex lies at or behind the camera plane.
-
-    Args:
-        caster: The mesh's caster (``vertices`` (N, 3) world).
-        origin: (3,) camera centre, world.
-        dirs: (H * W, 3) unit pixel rays, world, row-major (`pixel_rays`).
-        K: (3, 3) intrinsics, pixels.
-        T_w2c: (4, 4) world -> camera.
-        width: W, pixels.
-        height: H, pixels.
-
-    Returns:
-        ``(face (H * W,) int64, -1 on a miss; distance (H * W,) float64, inf on a miss)``.
-    """
-    face = np.full(len(dirs), -1, dtype=np.int64)
-    dist = np.full(len(dirs), np.inf)
-    p = caster.vertices @ T_w2c[:3, :3].T + T_w2c[:3, 3]
-    if not np.all(p[:, 2] > 1e-6):
-        return caster.cast(origin, dirs)
-    uv = p[:, :2] / p[:, 2:] @ K[:2, :2].T + K[:2, 2]
-    j0, i0 = np.floor(uv.min(axis=0) - 1.0).astype(int)
-    j1, i1 = np.ceil(uv.max(axis=0) + 1.0).astype(int)
-    j0, i0, j1, i1 = max(j0, 0), max(i0, 0), min(j1, width - 1), min(i1, height - 1)
-    if j0 <= j1 and i0 <= i1:
-        jj, ii = np.meshgrid(np.arange(j0, j1 + 1), np.arange(i0, i1 + 1))
-        sel = (ii * width + jj).ravel()
-        face[sel], dist[sel] = caster.cast(origin, dirs[sel])
-    return face, dist
 
 
 @dataclass
@@ -224,10 +82,9 @@ class ViewRender:
 
     @property
     def occlusion(self) -> float:
-        """1 - visible / alone person pixels; NaN when the person covers no pixel."""
-        if self.person_pixels == 0:
-            return float("nan")
-        return 1.0 - self.visible_pixels / self.person_pixels
+        """1 - visible / alone person pixels; NaN when the person covers no pixel
+        (`sahmr.scene.visibility.occlusion_ratio`)."""
+        return occlusion_ratio(self.person_pixels, self.visible_pixels)
 
 
 def render_view(
@@ -260,27 +117,21 @@ def render_view(
     T_w2c = np.asarray(T_w2c, dtype=np.float64)
     K = np.asarray(K, dtype=np.float64)
     origin, dirs = pixel_rays(K, T_w2c, width, height)
-    # The body can only be hit inside its projected bounding rectangle (+1 px): cast there.
-    f_body, d_body = _cast_in_projection(body, origin, dirs, K, T_w2c, width, height)
-    body_hit = f_body >= 0
-    occ_caster = None
+    occ_caster = d_occ = None
     if occluder is not None:
-        occ_caster = _Raycaster(occluder.vertices_world, occluder.faces)
-        f_occ, d_occ = _cast_in_projection(occ_caster, origin, dirs, K, T_w2c, width, height)
-    # The room: where the body is hit, only "is the room nearer?" (a cheap any-hit query),
-    # and its nearest hit where it is (occluded person pixels) or where the body is not.
-    on_body = np.flatnonzero(body_hit)
-    hidden = room.occluded(origin, dirs[on_body], d_body[on_body])
-    if occ_caster is not None:
-        hidden |= d_occ[on_body] < d_body[on_body]
-    body_front = body_hit.copy()
-    body_front[on_body[hidden]] = False
+        occ_caster = MeshRaycaster(occluder.vertices_world, occluder.faces)
+        f_occ, d_occ = cast_in_projection(occ_caster, origin, dirs, K, T_w2c, width, height)
+    # The body, cast only inside its projected bounding rectangle (+1 px); where it is hit,
+    # only "is the room (or the occluder) nearer?"; the room's nearest hit where the body is
+    # hidden (occluded person pixels) or missed.
+    rays = body_rays(room, body, origin, dirs, K, T_w2c, width, height, other_dist=d_occ)
+    f_body, d_body, body_front = rays.face, rays.dist, rays.front
     need = np.flatnonzero(~body_front)
     f_room = np.full(len(dirs), -1, dtype=np.int64)
     d_room = np.full(len(dirs), np.inf)
     f_room[need], d_room[need] = room.cast(origin, dirs[need])
     occ_front = np.zeros(len(dirs), dtype=bool)
-    if occ_caster is not None:
+    if d_occ is not None:
         occ_front[need] = d_occ[need] < d_room[need]
         f_room[occ_front] = -1
         d_room[occ_front] = d_occ[occ_front]
@@ -317,15 +168,12 @@ def render_view(
 
     z_axis_world = T_w2c[2, :3]
     depth = np.where(np.isfinite(dist), dist * (dirs @ z_axis_world), np.inf)
-    mask = np.zeros(len(dirs), dtype=np.uint8)
-    mask[body_hit] = MASK_OCCLUDED
-    mask[body_front] = MASK_VISIBLE
     rgb = (np.clip(color, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return ViewRender(
         rgb=rgb.reshape(height, width, 3),
         depth=depth.astype(np.float32).reshape(height, width),
-        mask=mask.reshape(height, width),
-        person_pixels=int(body_hit.sum()),
+        mask=person_mask(rays, width, height),
+        person_pixels=int(rays.hit.sum()),
         visible_pixels=int(body_front.sum()),
     )
 

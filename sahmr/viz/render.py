@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
+from sahmr.geometry.raycast import trimesh_intersector as _intersector
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,17 +53,6 @@ class RenderResult:
     rgb: np.ndarray
     depth: np.ndarray
     instance: np.ndarray
-
-
-def _intersector(mesh: trimesh.Trimesh):
-    if trimesh.ray.has_embree:
-        from trimesh.ray.ray_pyembree import RayMeshIntersector
-
-        return RayMeshIntersector(mesh)
-    logger.warning("embreex is not installed: falling back to trimesh's slow ray tracer")
-    from trimesh.ray.ray_triangle import RayMeshIntersector
-
-    return RayMeshIntersector(mesh)
 
 
 def camera_rays(

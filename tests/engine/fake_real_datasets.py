@@ -9,7 +9,8 @@ if the matrix is really applied. Runs through the tools use it by monkeypatching
 `sahmr.data.smplx_targets.SmplxPoser` with `FakeSmplxPoser`.
 
 Scenes: a 4 m x 4 m floor slab (top at z = 0, world z up); one person standing on it, one
-camera 3 m in front looking along +y.
+camera 3 m in front looking along +y; with ``wall=True`` also a low wall (`WALL`) between
+the camera and the person that hides the legs.
 """
 
 from __future__ import annotations
@@ -116,10 +117,20 @@ def T_w2c() -> np.ndarray:
     return T
 
 
-def floor_mesh() -> trimesh.Trimesh:
+WALL = {"y": (-1.0, -0.9), "top": 0.8}
+"""The optional wall: 2 m wide (x in [-1, 1]), between y = -1.0 and -0.9, from the floor to
+z = 0.8 (camera at height 0.9, 3 m away: it hides body points below about 0.75 m)."""
+
+
+def floor_mesh(wall: bool = False) -> trimesh.Trimesh:
     box = trimesh.creation.box(extents=[4.0, 4.0, 0.1])
     box.apply_translation([0.0, 0.0, -0.05])
-    return box
+    if not wall:
+        return box
+    (y0, y1), top = WALL["y"], WALL["top"]
+    low = trimesh.creation.box(extents=[2.0, y1 - y0, top])
+    low.apply_translation([0.0, (y0 + y1) / 2, top / 2])
+    return trimesh.util.concatenate([box, low])
 
 
 def _image(seed: int) -> np.ndarray:
@@ -148,14 +159,14 @@ def hsc_contact(verts: np.ndarray) -> np.ndarray:
     return (verts[:, 2] < 0.03).astype(np.float64)
 
 
-def make_rich(root: Path, frames: tuple[int, ...] = (4, 2, 2)) -> Path:
+def make_rich(root: Path, frames: tuple[int, ...] = (4, 2, 2), *, wall: bool = False) -> Path:
     """images/, scan_calibration/, multicam2world/, bodies/, human_scene_contact/; ``frames``
-    per split (train, val, test), one camera."""
+    per split (train, val, test), one camera; ``wall``: see `floor_mesh`."""
     scene = "Gym"
     calib = root / "scan_calibration" / scene / "calibration"
     calib.mkdir(parents=True)
     (calib / "000.xml").write_text(_xml(T_w2c()))
-    floor_mesh().export(root / "scan_calibration" / scene / "scan_camcoord.ply")
+    floor_mesh(wall).export(root / "scan_calibration" / scene / "scan_camcoord.ply")
     (root / "multicam2world").mkdir()
     m2w = {"R": np.eye(3).tolist(), "t": [0.0, 0.0, 0.0], "c": 1.0}
     (root / "multicam2world" / f"{scene}_multicam2world.json").write_text(json.dumps(m2w))
@@ -185,9 +196,9 @@ def make_rich(root: Path, frames: tuple[int, ...] = (4, 2, 2)) -> Path:
     return root
 
 
-def make_prox(root: Path, frames: int = 4) -> Path:
+def make_prox(root: Path, frames: int = 4, *, wall: bool = False) -> Path:
     """recordings/<rec>/Color (mirrored jpgs), calibration/Color.json, cam2world/, scenes/,
-    PROXD/<rec>/results/<frame>/000.pkl (camera-frame fits)."""
+    PROXD/<rec>/results/<frame>/000.pkl (camera-frame fits); ``wall``: see `floor_mesh`."""
     from sahmr.data.sample import rest_root_joint, rigid_transform_body_params
 
     scene = PROX_RECORDING.split("_")[0]
@@ -204,7 +215,7 @@ def make_prox(root: Path, frames: int = 4) -> Path:
     T_c2w = np.linalg.inv(T_w2c())
     (root / "cam2world" / f"{scene}.json").write_text(json.dumps(T_c2w.tolist()))
     (root / "scenes").mkdir()
-    floor_mesh().export(root / "scenes" / f"{scene}.ply")
+    floor_mesh(wall).export(root / "scenes" / f"{scene}.ply")
     color_dir = root / "recordings" / PROX_RECORDING / "Color"
     color_dir.mkdir(parents=True)
     data = _body()._data

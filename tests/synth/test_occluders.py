@@ -82,10 +82,10 @@ def test_occluded_sample_mask_and_ratio_reflect_the_occluder():
     assert hidden.occlusion == pytest.approx(share) and 0.05 < hidden.occlusion < 0.6
     np.testing.assert_array_equal(person, clear.crop.mask == MASK_VISIBLE)  # same silhouette
     # the hidden pixels are those where the pole lies in front of the body (crop camera rays)
-    from sahmr.synth.render_sample import _Raycaster, pixel_rays
+    from sahmr.geometry.raycast import MeshRaycaster, pixel_rays
 
     origin, dirs = pixel_rays(hidden.K_crop, cam.T_w2c, 96, 96)
-    _, d_pole = _Raycaster(occ.vertices_world, occ.faces).cast(origin, dirs)
+    _, d_pole = MeshRaycaster(occ.vertices_world, occ.faces).cast(origin, dirs)
     _, d_body = body.cast(origin, dirs)
     expect = (np.isfinite(d_body) & (d_pole < d_body)).reshape(96, 96)
     np.testing.assert_array_equal(hidden.crop.mask == MASK_OCCLUDED, expect)
