@@ -4,8 +4,9 @@ RICH and PROX give SMPL-X parameters (10,475-vertex mesh); every model here trai
 scored on the SMPL topology of the loaded body (6,890 vertices). `SmplTargets` bridges them:
 
 1. pose the SMPL-X body in its fit frame (`SmplxPoser`: ``smplx.SMPLX`` on the user's own
-   licensed ``SMPLX_<GENDER>.npz``; any callable ``(params, gender) -> (V_x, 3)`` works,
-   e.g. precomputed vertices),
+   licensed ``SMPLX_<GENDER>.npz`` (or ``.pkl`` with ``allow_pickle``), handed to smplx as
+   plain arrays by `sahmr.body.smplx_files.plain_smplx_model_file`; any callable
+   ``(params, gender) -> (V_x, 3)`` works, e.g. precomputed vertices),
 2. map the vertices to the SMPL topology with the fixed deformation-transfer matrix
    (`sahmr.body.smplx_to_smpl.VertexTransfer`),
 3. move them to the world frame (``T_fit2world``) and regress the 24 SMPL joints with the
@@ -22,6 +23,8 @@ generator's spacing), cached as ``.npz`` files, for `sahmr.engine.data.build_sce
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -71,12 +74,20 @@ _SMPLX_POSE_KEYS = (
 class SmplxPoser:
     """SMPL-X vertices from parameters with ``smplx.SMPLX`` (the user's licensed model files).
 
+    smplx is given each gender's model as plain arrays only
+    (`sahmr.body.smplx_files.plain_smplx_model_file`): the user's ``.npz`` when it holds
+    nothing else, else a plain copy in ``cache_dir`` (the official ``.npz`` files hold pickled
+    dicts; a ``.pkl`` is read only with ``allow_pickle``, through the restricted unpickler).
+
     Args:
         model_dir: Folder with ``SMPLX_NEUTRAL/MALE/FEMALE.npz`` (smplx's layout, also
-            ``<model_dir>/smplx/``).
+            ``<model_dir>/smplx/``; ``.pkl`` with ``allow_pickle``), or one model file used
+            for every gender.
         num_pca_comps: Hand pose PCA components of the parameters (RICH and PROXD: 12).
         flat_hand_mean: smplx's option (False for RICH / PROXD).
         default_gender: Used when a sample has no gender.
+        allow_pickle: Opt in to ``SMPLX_<GENDER>.pkl`` models (restricted unpickler).
+        cache_dir: Folder of plain copies (default `sahmr.body.smplx_files.default_cache_dir`).
     """
 
     def __init__(
@@ -86,29 +97,42 @@ class SmplxPoser:
         num_pca_comps: int = 12,
         flat_hand_mean: bool = False,
         default_gender: str = "neutral",
+        allow_pickle: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
-        if not self.model_dir.is_dir():
-            raise FileNotFoundError(f"SMPL-X model folder not found: {self.model_dir}")
+        if not self.model_dir.exists():
+            raise FileNotFoundError(f"SMPL-X model folder or file not found: {self.model_dir}")
         self.num_pca_comps = num_pca_comps
         self.flat_hand_mean = flat_hand_mean
         self.default_gender = default_gender
+        self.allow_pickle = allow_pickle
+        self.cache_dir = cache_dir
         self._models: dict[str, Any] = {}
 
     def _model(self, gender: str) -> Any:
         if gender not in self._models:
             import smplx
 
-            self._models[gender] = smplx.SMPLX(
-                str(self.model_dir),
-                gender=gender,
-                ext="npz",
-                use_pca=True,
-                num_pca_comps=self.num_pca_comps,
-                flat_hand_mean=self.flat_hand_mean,
-                num_betas=10,
-                num_expression_coeffs=10,
+            from sahmr.body.smplx_files import plain_smplx_model_file
+
+            path = plain_smplx_model_file(
+                self.model_dir, gender, allow_pickle=self.allow_pickle, cache_dir=self.cache_dir
             )
+            # smplx prints a warning for models with 10 shape / 10 expression components
+            # (SMPL-X v1.0 files); the numbers it then uses are the ones asked for here.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._models[gender] = smplx.SMPLX(
+                    str(path),
+                    gender=gender,
+                    ext="npz",
+                    use_pca=True,
+                    num_pca_comps=self.num_pca_comps,
+                    flat_hand_mean=self.flat_hand_mean,
+                    num_betas=10,
+                    num_expression_coeffs=10,
+                )
+            logger.info("SMPL-X %s model: %s", gender, path)
         return self._models[gender]
 
     def __call__(self, params: Mapping[str, np.ndarray], gender: str | None = None) -> np.ndarray:
@@ -130,11 +154,13 @@ class SmplTargets:
     Args:
         transfer: Path of the SMPL-X -> SMPL transfer matrix (``.npz``; ``.pkl`` only with
             ``allow_pickle``), or a built `VertexTransfer`.
-        smplx_model_dir: Folder of the user's SMPL-X model files (`SmplxPoser`).
+        smplx_model_dir: Folder of the user's SMPL-X model files, or one model file
+            (`SmplxPoser`).
         smplx_vertices_fn: Instead of ``smplx_model_dir``: any ``(params, gender) -> (V_x, 3)``.
         body_model_path: SMPL-format body whose topology / regressor / contact regions the
             targets use (None: the shipped license-free body). Must be the training body.
-        allow_pickle: Opt in to reading a ``.pkl`` transfer matrix (restricted unpickler).
+        allow_pickle: Opt in to reading a ``.pkl`` transfer matrix and ``.pkl`` SMPL-X models
+            (restricted unpickler).
     """
 
     def __init__(
@@ -152,7 +178,9 @@ class SmplTargets:
         if (smplx_model_dir is None) == (smplx_vertices_fn is None):
             raise ValueError("give exactly one of smplx_model_dir and smplx_vertices_fn")
         self.vertices_fn: SmplxVerticesFn = (
-            smplx_vertices_fn if smplx_vertices_fn is not None else SmplxPoser(smplx_model_dir)
+            smplx_vertices_fn
+            if smplx_vertices_fn is not None
+            else SmplxPoser(smplx_model_dir, allow_pickle=allow_pickle)
         )
         body = BodyModel(model_path=body_model_path)
         self.body_hash: str = body.content_hash

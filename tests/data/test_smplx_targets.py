@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from sahmr.data.smplx_targets import (
     ScanPoints,
-    SmplxPoser,
     contact_targets,
     distance_contact,
     project_bbox,
@@ -76,30 +71,3 @@ def test_scan_points_are_cached(tmp_path) -> None:
     assert calls == ["a"] and list(sp) == ["a"] and len(sp) == 1
     with pytest.raises(KeyError):
         sp["b"]
-
-
-def test_smplx_poser_passes_parameters_to_smplx(tmp_path, monkeypatch) -> None:
-    """The glue around smplx.SMPLX (the licensed model itself is not available here)."""
-    made = []
-
-    class FakeSMPLX:
-        def __init__(self, model_path, **kwargs):
-            made.append((model_path, kwargs))
-
-        def __call__(self, **params):
-            self.params = params
-            v = params["transl"][:, None, :] + torch.zeros(1, 4, 3)
-            return types.SimpleNamespace(vertices=v)
-
-    monkeypatch.setitem(sys.modules, "smplx", types.SimpleNamespace(SMPLX=FakeSMPLX))
-    poser = SmplxPoser(tmp_path)
-    params = {"transl": np.array([[1.0, 2.0, 3.0]]), "betas": np.zeros((1, 10)),
-              "body_pose": np.zeros(63), "pose_embedding": np.zeros(32)}  # fmt: skip
-    v = poser(params, "female")
-    np.testing.assert_allclose(v, np.tile([1.0, 2.0, 3.0], (4, 1)))
-    poser(params, "female")
-    poser(params, None)
-    assert [m[1]["gender"] for m in made] == ["female", "neutral"]  # one model per gender
-    assert made[0][1]["num_pca_comps"] == 12 and made[0][1]["use_pca"] is True
-    with pytest.raises(FileNotFoundError):
-        SmplxPoser(tmp_path / "missing")
