@@ -24,6 +24,7 @@ import torch
 
 from sahmr.body.smplx_files import (
     NUM_SMPLX_JOINTS,
+    default_cache_dir,
     find_smplx_model_file,
     load_smplx_model_data,
     plain_smplx_model_file,
@@ -115,9 +116,15 @@ def model_dir(tmp_path_factory):
     return write_model_folder(tmp_path_factory.mktemp("smplx_models") / "models")
 
 
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAHMR_CACHE_DIR", str(tmp_path / "cache"))
+def _cache(cache_root, monkeypatch):
+    """Plain model copies (60 MB each here) are written once for the module."""
+    monkeypatch.setenv("SAHMR_CACHE_DIR", str(cache_root))
 
 
 def _params(**given) -> dict[str, np.ndarray]:
@@ -163,10 +170,11 @@ def test_the_made_up_model_reads_as_an_smplx_model(model_dir, tmp_path):
     # an .npz of plain arrays is handed to smplx as it is; the official layout gets a copy
     plain = tmp_path / "plain" / "SMPLX_NEUTRAL.npz"
     plain.parent.mkdir()
-    np.savez(plain, **make_smplx_model())
+    np.savez_compressed(plain, **make_smplx_model())
     assert plain_smplx_model_file(plain.parent, "neutral") == plain.resolve()
-    copy = plain_smplx_model_file(model_dir, "neutral", cache_dir=tmp_path / "copies")
-    assert copy.parent.parent == tmp_path / "copies"
+    copy = plain_smplx_model_file(model_dir, "neutral")
+    assert copy.parent.parent == default_cache_dir()
+    assert plain_smplx_model_file(model_dir, "neutral") == copy  # written once
     with np.load(copy, allow_pickle=False) as z:  # loads without any pickle
         assert "joint2num" not in z.files and z["v_template"].shape == (NUM_SMPLX_VERTICES, 3)
     bad = dict(make_smplx_model(), weights=np.ones((NUM_SMPLX_VERTICES, 24)))
@@ -192,7 +200,7 @@ def test_pickled_members_are_never_unpickled(tmp_path, monkeypatch):
     member[()] = _Boom()
     folder = tmp_path / "hostile"
     folder.mkdir()
-    np.savez(folder / "SMPLX_NEUTRAL.npz", **make_smplx_model(), evil=member)
+    np.savez_compressed(folder / "SMPLX_NEUTRAL.npz", **make_smplx_model(), evil=member)
     verts = SmplxPoser(folder)(_params(), None)
     assert not marker.exists()
     np.testing.assert_allclose(verts, expected_vertices(_params()), atol=1e-5)
