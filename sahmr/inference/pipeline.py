@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from sahmr.geometry.crops import DEFAULT_CROP_SIZE, crop_image, square_bbox
 from sahmr.inference.camera_io import CameraSpec
 from sahmr.inference.errors import (
+    CameraError,
     CheckpointError,
     InputError,
     check_bbox,
@@ -71,6 +72,7 @@ __all__ = [
     "SceneFitRefiner",
     "StageTimer",
     "bundled_checkpoint",
+    "check_frame_camera",
     "check_method_checkpoint",
     "default_points_cache_dir",
     "frame_inputs_from_image",
@@ -379,14 +381,44 @@ class PreparedFrame:
     timings: dict[str, float]
 
 
+def check_frame_camera(frame: FrameSpec, scene: SceneData, hint: str = "") -> None:
+    """Check that the frame's camera can see its person in the scan, before any model runs:
+    its centre inside the scan, gravity roughly image-up, the person box looking at scan
+    surfaces a person can stand among (`sahmr.scene.camera_checks`).
+
+    Args:
+        frame: The frame (camera and person box).
+        scene: The scan.
+        hint: Appended to the message (how to go on anyway).
+
+    Raises:
+        CameraError: One line naming the camera and what fails; when the inverse matrix
+            passes, that the extrinsics look like camera-to-world.
+    """
+    from sahmr.scene.camera_checks import OddCameraError, check_camera_view
+
+    cam = frame.camera
+    source = f"camera {cam.path}" if cam.path else f"camera of frame {frame.name}"
+    try:
+        check_camera_view(scene.points_world, cam.K, cam.T_w2c, frame.bbox, scene.up_axis,
+                          source)
+    except OddCameraError as exc:
+        raise CameraError(f"{exc}{hint}") from None
+
+
 def prepare_frame(
-    frame: FrameSpec, scene: SceneData, device: torch.device | str = "cpu"
+    frame: FrameSpec,
+    scene: SceneData,
+    device: torch.device | str = "cpu",
+    *,
+    check_camera: bool = True,
 ) -> PreparedFrame:
     """Read and check a frame against its camera and the scan, and build its inputs.
 
     Checks, in order: image readable, image size vs calibration, bbox inside the image, the
-    camera sees the scan, the bbox frustum holds scene points. Needs no model, so bad input
-    is reported before a checkpoint is loaded.
+    camera sees the scan, the bbox frustum holds scene points, the camera can see the person
+    in the scan (`check_frame_camera`, unless ``check_camera`` is false). Needs no model, so
+    bad input is reported before a checkpoint is loaded.
 
     Raises:
         InputError: Any of the checks of `sahmr.inference.errors`.
@@ -405,6 +437,8 @@ def prepare_frame(
                                          scene.name, device=device)
     n = 0 if inputs.scene_points_cam is None else int(inputs.scene_points_cam.shape[0])
     check_frustum(n, bbox, FRUSTUM_NEAR_M, FRUSTUM_FAR_M)
+    if check_camera:
+        check_frame_camera(frame, scene, " (check_camera=False goes on anyway)")
     return PreparedFrame(image, inputs, dict(timer.seconds))
 
 
@@ -781,6 +815,8 @@ class InferencePipeline:
             the method's device). Whenever parameters exist, the body written is their mesh,
             so the saved parameters reproduce it.
         fit_iterations: Iterations of that fit (default: the fitter's).
+        check_camera: Check each frame's camera against the scan before predicting
+            (`check_frame_camera`); false when the caller has checked (or goes on anyway).
     """
 
     def __init__(
@@ -797,6 +833,7 @@ class InferencePipeline:
         refiner: SceneFitRefiner | None = None,
         fit_body: bool = True,
         fit_iterations: int | None = None,
+        check_camera: bool = True,
     ) -> None:
         from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
 
@@ -814,6 +851,7 @@ class InferencePipeline:
         self.refiner = refiner
         self.fit_body = fit_body
         self.fit_iterations = fit_iterations
+        self.check_camera = check_camera
         self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
@@ -853,7 +891,8 @@ class InferencePipeline:
             InputError: Bad input (the frame is skipped in batch mode).
         """
         if prepared is None:
-            prepared = prepare_frame(frame, self.scene, self.device)
+            prepared = prepare_frame(frame, self.scene, self.device,
+                                     check_camera=self.check_camera)
         timer = StageTimer(self.device)
         timer.seconds.update(prepared.timings)
         image, inputs = prepared.image, prepared.inputs.to(self.device)

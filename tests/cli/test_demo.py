@@ -168,9 +168,9 @@ BAD_INPUTS = {
                             "--scale 0.001"),
     "camera does not see the scan": (
         lambda t: ["--image", str(DEMO / "stand.jpg"), "--camera",
-                   str(_blind_camera(t / "c.json"))], "sees none of the scan"),
+                   str(_blind_camera(t / "c.json"))], "lies 43.4 m outside the scan"),
     "empty frustum": (lambda t: [*_box_scene(t), "--image", str(DEMO / "stand.jpg")],
-                      "no scene point lies behind the bbox"),
+                      "meet the scan between 0.3 and 30 m in 0% of the box"),
     "bbox outside the image": (lambda t: ["--image", str(DEMO / "stand.jpg"), "--bbox",
                                           "700,500,800,600"], "outside the 640x480 image"),
     "mismatched image size": (

@@ -64,7 +64,8 @@ def scene(tmp_path_factory):
 @pytest.fixture(scope="module")
 def camera():
     K = intrinsics_from_fov(W, H, 60.0)
-    T = look_at(np.array([0.3, -3.0, 1.5]), np.array([0.0, 0.0, 0.9]), np.array([0, 0, 1.0]))
+    # 0.4 m beyond the scanned floor: inside the scan's bounds widened by 0.5 m (camera checks)
+    T = look_at(np.array([0.3, -2.4, 1.5]), np.array([0.0, 0.0, 0.9]), np.array([0, 0, 1.0]))
     return CameraSpec(K=K, T_w2c=T, image_size=(W, H))
 
 
@@ -342,3 +343,15 @@ def test_point_cloud_scan_has_no_penetration_but_all_files(body, camera, tmp_pat
     assert summary["penetration"] is None
     views = np.asarray(Image.open(folder / "scene_views.png"))
     assert views.shape == (4 + 90 + 4 + 22, 4 + 3 * 124, 3) and views.std() > 10
+
+
+def test_prepare_frame_refuses_an_upside_down_camera_unless_told(scene, camera, tmp_path):
+    """`check_frame_camera` (sahmr.scene.camera_checks) runs after the older checks."""
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "f.png")
+    upside = replace(camera, T_w2c=np.diag([-1.0, -1.0, 1, 1]) @ camera.T_w2c)
+    frame = FrameSpec("f", tmp_path / "f.png", upside, np.array([100.0, 40, 180, 220]))
+    with pytest.raises(CameraError, match=r"^camera of frame f: the camera cannot see the "
+                                          r"person in the scan: the scan's up axis points "
+                                          r"1\d\d deg from image-up.*check_camera=False"):
+        prepare_frame(frame, scene)
+    assert prepare_frame(frame, scene, check_camera=False).inputs.scene_points_cam.shape[0] > 0
