@@ -141,6 +141,9 @@ class TrainerConfig:
             synchronisation in the step; a step whose gradient norm is not finite is skipped by
             the optimizer on the device (its ``found_inf``) and counted in the next scalar log,
             instead of being checked on the host before the backward pass.
+        lr_multipliers: ``{dotted submodule path: factor}``: that submodule's parameters
+            train at ``factor * lr`` (same schedule), e.g. a freshly added head on a
+            pretrained network; the longest matching path wins.
     """
 
     max_epochs: int = 1
@@ -176,6 +179,7 @@ class TrainerConfig:
     fused_optimizer: bool = False
     compile_submodules: tuple[str, ...] = ()
     sync_free_steps: bool = False
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -200,6 +204,13 @@ class TrainerConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.disc_betas = tuple(float(b) for b in self.disc_betas)  # type: ignore[assignment]
         self.compile_submodules = tuple(str(p) for p in self.compile_submodules)
+        multipliers = dict(self.lr_multipliers or {})
+        for path, factor in multipliers.items():
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
+                    or not math.isfinite(factor) or factor <= 0:  # fmt: skip
+                raise ValueError(f"trainer.lr_multipliers.{path}={factor!r}: must be a finite "
+                                 "number > 0")
+        self.lr_multipliers = {str(k): float(v) for k, v in multipliers.items()}
 
     @classmethod
     def from_mapping(cls, cfg: Any) -> TrainerConfig:
@@ -240,25 +251,65 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def lr_factor(name: str, multipliers: dict[str, float]) -> float:
+    """The LR factor of parameter ``name``: the longest submodule path of ``multipliers``
+    that contains it (1.0 when none does)."""
+    best, best_len = 1.0, -1
+    for path, factor in multipliers.items():
+        if (name == path or name.startswith(path + ".")) and len(path) > best_len:
+            best, best_len = factor, len(path)
+    return best
+
+
 def parameter_groups(
-    model: nn.Module, weight_decay: float, params: list[nn.Parameter] | None = None
+    model: nn.Module,
+    weight_decay: float,
+    params: list[nn.Parameter] | None = None,
+    *,
+    lr: float | None = None,
+    lr_multipliers: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters.
+    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters, each split
+    further by LR factor when ``lr_multipliers`` is given.
 
     Args:
         model: The module (parameters are ordered by name).
-        weight_decay: Decay of the first group.
+        weight_decay: Decay of the decayed groups.
         params: Only these parameters of ``model`` (None: every trainable one).
+        lr: Base learning rate (needed with ``lr_multipliers``; groups then carry ``lr``).
+        lr_multipliers: ``{submodule path: factor}`` (`lr_factor`).
+
+    Raises:
+        ValueError: If a multiplier's path matches no trainable parameter.
     """
+    multipliers = dict(lr_multipliers or {})
+    if multipliers and lr is None:
+        raise ValueError("lr_multipliers need the base lr")
     keep = None if params is None else {id(p) for p in params}
-    decay, no_decay = [], []
-    for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         if not p.requires_grad or (keep is not None and id(p) not in keep):
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        factor = lr_factor(name, multipliers)
+        used.update(k for k in multipliers if name == k or name.startswith(k + "."))
+        buckets.setdefault((factor, p.ndim >= 2), []).append(p)
+    unused = sorted(set(multipliers) - used)
+    if unused:
+        raise ValueError(f"trainer.lr_multipliers: no trainable parameters under {unused}")
+    groups = []
+    for factor in sorted({f for f, _ in buckets}):
+        for decayed in (True, False):
+            ps = buckets.get((factor, decayed))
+            if not ps and not (decayed and factor == 1.0):
+                continue
+            group: dict[str, Any] = {"params": ps or [], "weight_decay": weight_decay
+                                     if decayed else 0.0}  # fmt: skip
+            if multipliers:
+                group["lr"] = float(lr) * factor
+            groups.append(group)
+    if not groups:
+        groups = [{"params": [], "weight_decay": weight_decay}]
     return groups
 
 
@@ -386,7 +437,13 @@ class Trainer:
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.bf16 = bool(config.bf16 and self.device.type == "cuda")
         self.main_params = generator_parameters(method)
-        params = parameter_groups(method, config.weight_decay, self.main_params)
+        params = parameter_groups(
+            method,
+            config.weight_decay,
+            self.main_params,
+            lr=config.lr,
+            lr_multipliers=config.lr_multipliers,
+        )
         if not any(g["params"] for g in params):
             raise ValueError("the method has no trainable parameters")
         fused = True if (config.fused_optimizer and self.device.type == "cuda") else None

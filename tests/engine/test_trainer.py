@@ -19,7 +19,13 @@ from sahmr.engine.data import (
     build_scene_bank,
     start_epoch,
 )
-from sahmr.engine.trainer import WarmupCosine, parameter_groups, train_from_config
+from sahmr.engine.trainer import (
+    TrainerConfig,
+    WarmupCosine,
+    lr_factor,
+    parameter_groups,
+    train_from_config,
+)
 from sahmr.engine.validation import run_validation
 
 
@@ -39,6 +45,44 @@ def test_parameter_groups_skip_decay_on_biases_and_norms():
     assert groups[0]["weight_decay"] == 0.5 and groups[1]["weight_decay"] == 0.0
     assert id(model.conv.weight) in decay and id(model.head.weight) in decay
     assert id(model.conv.bias) not in decay and id(model.norm.weight) not in decay
+
+
+def test_parameter_groups_scale_the_lr_of_named_submodules():
+    model = TinyMethod()
+    groups = parameter_groups(model, 0.5, lr=1e-3, lr_multipliers={"head": 10.0})
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(model.head.weight)]["lr"] == pytest.approx(1e-2)
+    assert by_param[id(model.head.weight)]["weight_decay"] == 0.5
+    assert by_param[id(model.head.bias)]["lr"] == pytest.approx(1e-2)
+    assert by_param[id(model.head.bias)]["weight_decay"] == 0.0
+    assert by_param[id(model.conv.weight)]["lr"] == pytest.approx(1e-3)
+    assert by_param[id(model.norm.weight)]["weight_decay"] == 0.0
+    # every trainable parameter exactly once
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    assert lr_factor("head.weight", {"head": 2.0, "head.weight": 3.0}) == 3.0
+    assert lr_factor("header.weight", {"head": 2.0}) == 1.0  # a prefix of a name is not a path
+    with pytest.raises(ValueError, match="no trainable parameters under"):
+        parameter_groups(model, 0.5, lr=1e-3, lr_multipliers={"nothing": 2.0})
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "x", True])
+def test_lr_multipliers_must_be_positive_numbers(bad):
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        TrainerConfig(lr_multipliers={"head": bad})
+
+
+def test_lr_multipliers_follow_the_schedule(tmp_path):
+    """A step's LR of a scaled group is the factor times the base group's, at every step."""
+    model = TinyMethod()
+    groups = parameter_groups(model, 0.0, lr=1e-2, lr_multipliers={"head": 4.0})
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total_steps=10, warmup=3))
+    for _ in range(6):
+        opt.step()
+        sched.step()
+        lrs = sorted({g["lr"] for g in opt.param_groups})
+        assert lrs[1] == pytest.approx(4.0 * lrs[0])
 
 
 def test_sampler_order_depends_on_seed_and_epoch_and_skips():
