@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     meta = {
-        "source": "sahmr.optim.priors.sample_pose_library (sahmr.synth.poses.ACTIONS)",
+        "source": "sahmr.optim.priors.sample_pose_library (sahmr.body.pose_library.ACTIONS)",
         "samples": args.samples,
         "components": args.components,
         "iterations": args.iterations,

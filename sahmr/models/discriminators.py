@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sahmr.body.pose_library import ACTIONS
 from sahmr.geometry.rotations import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_rot6d,
 )
 from sahmr.optim.priors import mirror_body_pose, sample_pose_library
-from sahmr.synth.poses import ACTIONS
 
 __all__ = [
     "FactorisedPoseDiscriminator",

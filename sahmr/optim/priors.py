@@ -2,7 +2,7 @@
 
 The published SMPLify / SPIN / PROX pose prior is a Gaussian mixture fitted to CMU mocap
 poses (licensed data we do not have). Here the mixture is fitted by EM to poses drawn from the
-dataset generator's pose library (`sahmr.synth.poses`: every action's template plus clamped
+dataset generator's pose library (`sahmr.body.pose_library`: every action's template plus clamped
 Gaussian joint noise, optionally left-right mirrored), the same distribution the synthetic
 bodies come from. ``tools/fit_pose_prior.py`` writes it to ``sahmr/optim/assets/pose_gmm.npz``
 (found relative to the package by `pose_prior_asset_path`).
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sahmr.synth.poses import (
+from sahmr.body.pose_library import (
     ACTIONS,
     BODY_JOINT_NAMES,
     JOINT_LIMITS,
@@ -84,7 +84,7 @@ class PoseLibrarySamples:
         global_orient_body: (N, 3) axis-angle root rotation in the BODY frame (y up).
         body_pose: (N, 69) axis-angle joint rotations, radians.
         betas: (N, NB) shape coefficients.
-        actions: N action names (`sahmr.synth.poses.ACTIONS` keys).
+        actions: N action names (`sahmr.body.pose_library.ACTIONS` keys).
     """
 
     global_orient_body: np.ndarray
@@ -133,7 +133,7 @@ def sample_pose_library(
         actions: Action names to draw from (default: every `ACTIONS` entry).
         mirror: Mirror each pose left-right with probability 1/2 (the library's one-sided
             actions, e.g. touching with the right hand, then cover both sides).
-        num_betas: Shape coefficients per sample (`sahmr.synth.poses.sample_betas`).
+        num_betas: Shape coefficients per sample (`sahmr.body.pose_library.sample_betas`).
 
     Returns:
         `PoseLibrarySamples`.
@@ -150,7 +150,7 @@ def sample_pose_library(
     drawn: list[str] = []
     for i in range(num_samples):
         action = names[int(rng.integers(len(names)))]
-        # the draws of sahmr.synth.poses.sample_pose; Euler -> axis-angle in one batch below
+        # the draws of sahmr.body.pose_library.sample_pose; Euler -> axis-angle in one batch below
         root_deg[i], body_deg[i] = sample_pose_euler(action, rng)
         flip[i] = mirror and rng.random() < 0.5
         betas[i] = sample_betas(rng, num_betas)
@@ -436,7 +436,7 @@ def shape_prior(betas: Tensor) -> Tensor:
 def bent_joint_axes() -> tuple[list[int], list[int], list[float]]:
     """Joint index, axis and sign of the backward-bending direction of each `BENT_JOINTS`.
 
-    Derived from the generator's joint limits (`sahmr.synth.poses.JOINT_LIMITS`): a hinge's
+    Derived from the generator's joint limits (`sahmr.body.pose_library.JOINT_LIMITS`): a hinge's
     axis is the one with the widest range and its forbidden side is the side whose limit is
     nearer zero (knees flex about +x, so bending backwards is -x; the left elbow flexes about
     -y, so +y is backwards).

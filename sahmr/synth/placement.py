@@ -3,15 +3,15 @@
 Pipeline of :meth:`Placer.place_actions` / :meth:`Placer.sample_batch` (a batch of
 candidates, of one action or of several):
 
-1. Sample a pose (:func:`sahmr.synth.poses.sample_pose_euler`) and betas
+1. Sample a pose (:func:`sahmr.body.pose_library.sample_pose_euler`) and betas
    (:func:`sahmr.synth.shapes.sample_shape`) per candidate.
 2. Pick a target surface of the action's primary contact kind and a facing direction
    (away from the backrest when sitting, towards the wall/table when touching, ...), and
    translate the body so that the required regions land on it (rules per
-   :attr:`sahmr.synth.poses.ActionSpec.placement`).
+   :attr:`sahmr.body.pose_library.ActionSpec.placement`).
 3. Refine all candidates together by a short Adam optimisation (float32) on the room SDF
    over translation, yaw, a small root tilt and the body joint Euler angles (clamped to
-   :data:`sahmr.synth.poses.JOINT_LIMITS` after every step). The body is skinned
+   :data:`sahmr.body.pose_library.JOINT_LIMITS` after every step). The body is skinned
    (:class:`sahmr.synth.skinning.SubsetSkinner`) on a vertex subset for speed: the
    representatives of a coarse level of the body's mesh hierarchy (``subset_level``; the
    431-vertex level of SMPL's mesh by default) plus about ``region_vertices`` vertices of
@@ -56,11 +56,7 @@ import torch
 from torch import Tensor
 
 from sahmr.body.model import BodyModel
-from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from sahmr.scene.contact import CONTACT_THRESHOLD_M
-from sahmr.scene.sdf import MeshSignedDistance, SDFGrid, build_sdf_grid
-from sahmr.synth.furniture import Surface
-from sahmr.synth.poses import (
+from sahmr.body.pose_library import (
     ACTIONS,
     JOINT_LIMITS,
     ActionSpec,
@@ -68,6 +64,10 @@ from sahmr.synth.poses import (
     euler_to_matrix,
     sample_pose_euler,
 )
+from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
+from sahmr.scene.sdf import MeshSignedDistance, SDFGrid, build_sdf_grid
+from sahmr.synth.furniture import Surface
 from sahmr.synth.rooms import Room
 from sahmr.synth.shapes import ShapeRanges, sample_shape
 from sahmr.synth.skinning import SubsetSkinner, subset_vertices
@@ -133,7 +133,7 @@ class PlacedBody:
             of its vertex (up to the SDF grid's interpolation error, ~1 cm at sharp edges);
             points that end up farther than 7 cm from their vertex are dropped.
         contact_point_region: int64 (P,) region label (1..7) of each contact point.
-        action: action name (key of :data:`sahmr.synth.poses.ACTIONS`).
+        action: action name (key of :data:`sahmr.body.pose_library.ACTIONS`).
         object_id: id of the target object in ``Room.objects``; -1 for the floor or a wall.
         surface_kind: kind of the target surface.
         max_penetration: depth (m, >= 0) of the deepest vertex inside the scene (SDF).

@@ -28,8 +28,7 @@ import logging
 
 import numpy as np
 
-from sahmr.synth.placement import PlacedBody, Placer, _Target, body_to_room_rotation
-from sahmr.synth.poses import (
+from sahmr.body.pose_library import (
     ACTIONS,
     BODY_JOINT_NAMES,
     ActionSpec,
@@ -37,6 +36,7 @@ from sahmr.synth.poses import (
     body_euler_deg_to_axis_angle,
     sample_pose_euler,
 )
+from sahmr.synth.placement import PlacedBody, Placer, _Target, body_to_room_rotation
 
 logger = logging.getLogger(__name__)
 

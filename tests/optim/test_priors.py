@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from sahmr.body.pose_library import BODY_JOINT_NAMES
 from sahmr.optim.priors import (
     BENT_JOINTS,
     GaussianMixturePrior,
@@ -21,7 +22,6 @@ from sahmr.optim.priors import (
     sample_pose_library,
     shape_prior,
 )
-from sahmr.synth.poses import BODY_JOINT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import torch
 import trimesh
 
 from sahmr.body import BodyModel
+from sahmr.body.pose_library import ACTIONS, ContactRequirement
 from sahmr.synth.placement import CONTACT_THRESHOLD, PlacedBody, Placer, _rectangle_distance
-from sahmr.synth.poses import ACTIONS, ContactRequirement
 from sahmr.synth.rooms import generate_room
 
 VOXEL = 0.03

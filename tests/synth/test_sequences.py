@@ -6,8 +6,8 @@ import torch
 import trimesh
 
 from sahmr.body import BodyModel
+from sahmr.body.pose_library import ACTIONS
 from sahmr.synth.placement import Placer
-from sahmr.synth.poses import ACTIONS
 from sahmr.synth.rooms import generate_room
 from sahmr.synth.sequences import (
     SEQUENCE_KINDS,

@@ -6,9 +6,9 @@ import torch
 from smplx.lbs import batch_rigid_transform
 
 from sahmr.body import BodyModel
+from sahmr.body.pose_library import body_euler_to_matrix, euler_to_matrix
 from sahmr.scene.sdf import SDFGrid
 from sahmr.synth.placement import _SDFLookup, trilinear_sdf
-from sahmr.synth.poses import body_euler_to_matrix, euler_to_matrix
 from sahmr.synth.skinning import (
     KinematicPlan,
     SubsetSkinner,

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
-from sahmr.synth.furniture import SURFACE_KINDS
-from sahmr.synth.poses import (
+from sahmr.body.pose_library import (
     ACTIONS,
     BODY_JOINT_NAMES,
     JOINT_EULER_ORDER,
@@ -21,6 +20,7 @@ from sahmr.synth.poses import (
     sample_betas,
     sample_pose,
 )
+from sahmr.synth.furniture import SURFACE_KINDS
 
 N_SAMPLES = 200
 
