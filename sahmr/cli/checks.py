@@ -343,7 +343,7 @@ def missing_shards(root: str | Path, meta: dict[str, Any], split: str) -> list[s
     def present(file: Path) -> bool:  # one header / directory read: cheap for every shard
         if not (file.is_file() and file.stat().st_size > 0):
             return False
-        if file.suffix == ".npz":  # sahmr.synth.shards: an uncompressed zip of .npy members
+        if file.suffix == ".npz":  # sahmr.data.shards: an uncompressed zip of .npy members
             return zipfile.is_zipfile(file)
         return tarfile.is_tarfile(file) if file.suffix == ".tar" else True
 

@@ -21,7 +21,7 @@ against that room's frames only. `build_frame_inputs` then gives the `FrameInput
 the DataLoader path does.
 
 `ShardStream` fills the cache from a dataset folder while the generator may still be writing
-it: shards appear under their final name only when complete (`sahmr.synth.shards`), so every
+it: shards appear under their final name only when complete (`sahmr.data.shards`), so every
 planned shard of ``dataset.json`` that exists can be decoded; a background thread polls for
 new ones and a process pool decodes them; `ShardStream.refresh` moves what is decoded into the
 cache (the training loader calls it between epochs). Format: docs/dataset_format.md.
@@ -162,12 +162,12 @@ def decode_shard(path: str | Path) -> DecodedShard:
     """Decode every row of a shard into compact arrays (crops decoded, vertices to float16).
 
     Args:
-        path: Shard file (`sahmr.synth.shards` format).
+        path: Shard file (`sahmr.data.shards` format).
 
     Returns:
         The `DecodedShard`.
     """
-    from sahmr.synth.shards import ShardReader, decode_image
+    from sahmr.data.shards import ShardReader, decode_image
 
     reader = ShardReader(path)
     try:

@@ -55,8 +55,8 @@ def frame_keys(dataset: Dataset) -> list[FrameKey]:
     Returns:
         One key per row.
     """
+    from sahmr.data.shards import ShardReader
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.synth.shards import ShardReader
 
     if isinstance(dataset, SyntheticDataset):
         per_shard: dict[int, tuple[list[str], list[str], Any]] = {}

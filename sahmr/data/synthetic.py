@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from sahmr.data.sample import Sample
-from sahmr.synth.shards import ShardReader, decode_depth_mm, decode_image
+from sahmr.data.shards import ShardReader, decode_depth_mm, decode_image
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ A dataset is a folder::
     rooms.json            scene_id -> how to rebuild the room (bundled name / kind + seed)
     rooms/<scene_id>/     the room (mesh.ply, meta.json, ...) + scene_points.npz (2 cm)
                           + placer_sdf_<pitch>.npz (the contact placer's SDF, a cache)
-    shards/shard-XXXXXX.npz   samples (`sahmr.synth.shards`)
+    shards/shard-XXXXXX.npz   samples (`sahmr.data.shards`)
     summary.json          counts per split / action / scene, rejects, samples/s
 
 Shard ``i`` belongs to one split and holds samples drawn from one room of that split with a
@@ -35,14 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import trimesh
 
-from sahmr.synth.appearance import body_face_regions, sample_appearance
-from sahmr.synth.cameras import CameraRanges, person_bbox, sample_camera
-from sahmr.synth.occluders import OccluderRanges, sample_occluder
-from sahmr.synth.placement import PlacedBody
-from sahmr.synth.render_sample import BodyRaycaster, RoomRaycaster, render_sample
-from sahmr.synth.rooms import Room
-from sahmr.synth.shapes import ShapeRanges, StatureMeter, sample_shape
-from sahmr.synth.shards import (
+from sahmr.data.shards import (
     SHARD_VERSION,
     encode_depth_mm,
     encode_image,
@@ -53,6 +46,13 @@ from sahmr.synth.shards import (
     validate_shard,
     write_shard_atomic,
 )
+from sahmr.synth.appearance import body_face_regions, sample_appearance
+from sahmr.synth.cameras import CameraRanges, person_bbox, sample_camera
+from sahmr.synth.occluders import OccluderRanges, sample_occluder
+from sahmr.synth.placement import PlacedBody
+from sahmr.synth.render_sample import BodyRaycaster, RoomRaycaster, render_sample
+from sahmr.synth.rooms import Room
+from sahmr.synth.shapes import ShapeRanges, StatureMeter, sample_shape
 
 logger = logging.getLogger(__name__)
 

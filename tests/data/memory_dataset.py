@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sahmr.body.model import license_free_model_path
-from sahmr.synth.shards import encode_image, pack_rows, shard_name, write_shard_atomic
+from sahmr.data.shards import encode_image, pack_rows, shard_name, write_shard_atomic
 
 CROP = 224
 

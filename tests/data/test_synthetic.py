@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from sahmr.data.collate import collate_samples
 from sahmr.data.sample import Sample
+from sahmr.data.shards import ShardReader
 from sahmr.data.synthetic import SyntheticDataset
 from sahmr.synth.generate import GenerationConfig, generate
-from sahmr.synth.shards import ShardReader
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from sahmr.data.shards import ShardReader, shard_name
 from sahmr.scene.sdf import SDFGrid
 from sahmr.synth import generate as gen
 from sahmr.synth import placement
 from sahmr.synth.generate import GenerationConfig, generate, sdf_cache_path
-from sahmr.synth.shards import ShardReader, shard_name
 
 
 def _cfg(out: Path, **kw) -> GenerationConfig:

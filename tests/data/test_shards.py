@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sahmr.synth import shards as shards_mod
-from sahmr.synth.generate import GenerationConfig, generate, plan_shards, scene_table
-from sahmr.synth.shards import (
+from sahmr.data import shards as shards_mod
+from sahmr.data.shards import (
     BYTES_FIELDS,
     FIXED_FIELDS,
     OPTIONAL_FIELDS,
@@ -27,6 +26,7 @@ from sahmr.synth.shards import (
     validate_shard,
     write_shard_atomic,
 )
+from sahmr.synth.generate import GenerationConfig, generate, plan_shards, scene_table
 
 
 def _random_row(rng: np.random.Generator, i: int, num_verts: int = 50) -> dict:
