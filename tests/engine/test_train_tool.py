@@ -201,6 +201,7 @@ def test_every_trainer_field_is_overridable():
                 "exp=sahmr_small_finetune",
                 "trainer.sync_free_steps=true",
                 "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
+                "trainer.lr_multipliers={mesh_net.param_head:5.0}",
             ],
         )
     fields = {f.name for f in dataclasses.fields(TrainerConfig)}
@@ -208,3 +209,4 @@ def test_every_trainer_field_is_overridable():
     tc = TrainerConfig(**cfg.trainer)
     assert tc.sync_free_steps
     assert tc.compile_submodules == ("mesh_net.backbone", "mesh_net.upsampler")
+    assert tc.lr_multipliers == {"mesh_net.param_head": 5.0}

@@ -34,6 +34,10 @@ from campaign import PY, REPO, Job, collect, eval_cmd, run
 
 SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
 AWAY_OVERRIDES = ("--config-name", "make_dataset_away")  # configs/make_dataset_away.yaml
+HEAD = "mesh_net.param_head"  # the fresh parametric head (trainer.lr_multipliers)
+# The generator runs beside the training at a lower CPU priority: at equal priority its
+# workers time-sliced the training's main process (222-301 samples/s vs 470-730 alone).
+NICE = ["nice", "-n", "15"]
 
 
 def free_form_copy(src: Path, dst: Path) -> None:
@@ -89,6 +93,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
         "trainer.progress=false",
         "trainer.log_every=50",
+        f"trainer.lr_multipliers={{{HEAD}:{a.head_lr_mult}}}",
         "max_points_per_scene=400000",
         *a.train_extra,
     ]
@@ -110,6 +115,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
     ev = root / "eval"
     gen = [
+        *NICE,
         PY,
         "tools/make_dataset.py",
         f"samples_per_shard={a.samples_per_shard}",
@@ -240,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-workers", type=int, default=3)
     p.add_argument("--min-samples", type=int, default=4000, help="train samples before step 1")
     p.add_argument("--train-minutes", type=float, default=16.0)
-    p.add_argument("--max-steps", type=int, default=3600, help="also the LR schedule's length")
+    p.add_argument("--max-steps", type=int, default=3000, help="also the LR schedule's length")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--head-lr-mult", type=float, default=5.0, help=f"LR factor of {HEAD}")
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--val-batches", type=int, default=12, help="val batches of 64 per check")
-    p.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
+    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_finetune", help="training experiment")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
