@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pickle
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import sahmr
+from sahmr.atomic_write import atomic_save_npz
 from sahmr.body.license_free import build_license_free_body, smpl_pickle_dict, to_storage
 from sahmr.body.license_free.skeleton import SOLE_Y
 from sahmr.cli.checks import BadArgument, check_writable_folder
@@ -102,20 +101,6 @@ def describe_differences(
     return out
 
 
-def _write_npz_atomic(arrays: Mapping[str, np.ndarray], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_ARGUMENT
@@ -168,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{summary}: identical to the shipped body {SHIPPED}; nothing written")
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _write_npz_atomic(arrays, args.out)
+        atomic_save_npz(args.out, arrays, compressed=True)
         print(f"{summary} -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
         if differences:
             print(f"differs from the shipped body {SHIPPED}: {'; '.join(differences)}")

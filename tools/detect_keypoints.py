@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
+    from sahmr.atomic_write import atomic_save_npz
     from sahmr.body import BodyModel
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.detect.keypoints import (
@@ -215,14 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.split}: a person found in {found.sum()} of {N} {args.image}s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.stem}.tmp.npz")
-        np.savez_compressed(
-            tmp, names=names, found=found, landmarks=landmarks, bbox=bbox,
+        atomic_save_npz(args.out, dict(
+            names=names, found=found, landmarks=landmarks, bbox=bbox,
             joints_smpl24=joints["smpl24"], confidence_smpl24=conf["smpl24"],
             joints_lsp14=joints["lsp14"], confidence_lsp14=conf["lsp14"],
             image=np.asarray(args.image), split=np.asarray(args.split),
-            mediapipe=np.asarray(MEDIAPIPE_VERSION))
-        tmp.replace(args.out)
+            mediapipe=np.asarray(MEDIAPIPE_VERSION)), compressed=True)
         print(f"wrote {args.out}")
     sizes = box_size(gt_box_crop)
     if args.report is not None:

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sahmr.atomic_write import atomic_write_bytes
 from sahmr.evaluation.evaluator import METRIC_UNITS
-from sahmr.evaluation.reports import atomic_write_bytes
 
 METHOD_PREFIX = "method:"
 """``--metrics`` entries with this prefix are read from a file's ``method_metrics``."""

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from sahmr.atomic_write import atomic_write_text
+
 __all__ = [
     "TimingSummary",
     "environment_info",
@@ -291,10 +293,7 @@ def write_marked_section(path: str | Path, name: str, content: str) -> Path:
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(replace_marked_section(text, name, content), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, replace_marked_section(text, name, content))
 
 
 # ---------------------------------------------------------------------------- environment

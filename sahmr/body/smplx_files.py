@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from sahmr.atomic_write import atomic_save_npz
 from sahmr.body.io import restricted_pickle_load, to_plain_array
 from sahmr.body.smplx_to_smpl import NUM_SMPLX_VERTICES
 
@@ -247,9 +248,6 @@ def plain_smplx_model_file(
     if not out.is_file():
         data = load_smplx_model_data(source, allow_pickle=allow_pickle)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
-        with tmp.open("wb") as fh:
-            np.savez(fh, **data)
-        tmp.replace(out)
+        atomic_save_npz(out, data)
         logger.info("plain copy of %s written to %s", source, out)
     return out

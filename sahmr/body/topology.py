@@ -75,7 +75,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -88,6 +87,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sahmr.atomic_write import atomic_save_npz
 from sahmr.body.constants import (
     CONTACT_REGION_NAMES,
     H36M_JOINT_NAMES,
@@ -640,15 +640,7 @@ class BodyTopology:
                 arrays[f"{name}_{level}_indptr"] = mat.indptr.astype(np.int64)
                 arrays[f"{name}_{level}_shape"] = np.asarray(mat.shape, dtype=np.int64)
             arrays[f"cluster_{level}"] = c
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> BodyTopology:

@@ -16,14 +16,14 @@ renamed, so no half-written file is left behind.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from sahmr.atomic_write import atomic_save_npz, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -105,24 +105,6 @@ def read_mesh_vertices(path: Path, num_vertices: int, scale: float = 1.0) -> np.
         raise MeshInputError(f"{path}: the body spans {extent:.1f} m; give --scale 0.001 for "
                              "millimetres")
     return vertices.astype(np.float32)
-
-
-def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -212,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 arrays = {k: v[i] for k, v in params.items()}
                 arrays["vertex_error_mm"] = np.float32(dist_mm[i].mean())
                 arrays["max_vertex_error_mm"] = np.float32(dist_mm[i].max())
-                _save_npz_atomic(out / f"{mesh.name}.npz", arrays)
+                atomic_save_npz(out / f"{mesh.name}.npz", arrays)
                 records.append({"mesh": mesh.path.name, "params": f"{mesh.name}.npz",
                                 "vertex_error_mm": round(float(dist_mm[i].mean()), 4),
                                 "max_vertex_error_mm": round(float(dist_mm[i].max()), 4)})
@@ -227,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_vertex_error_mm": round(float(np.mean(errors)), 4),
         "files": records,
     }
-    _write_text_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / SUMMARY_NAME, summary, indent=1)
     print(f"fitted {len(records)} meshes -> {out} (mean vertex error "
           f"{summary['mean_vertex_error_mm']:.3f} mm)")
     return 0

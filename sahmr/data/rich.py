@@ -78,6 +78,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from sahmr.atomic_write import atomic_open
 from sahmr.data.safe_pickle import load_data_pickle
 from sahmr.data.sample import RootJointFn, Sample, crop_around_bbox
 from sahmr.data.smplx_params import clean_smplx_params, transform_smplx_params
@@ -477,9 +478,8 @@ class RichDataset(Dataset):
             path = folder / f"{scene}.ply"
             if not path.is_file():
                 folder.mkdir(parents=True, exist_ok=True)
-                tmp = folder / f".{scene}.tmp.ply"
-                self.scene_mesh(scene).export(tmp)
-                tmp.replace(path)
+                with atomic_open(path) as fh:
+                    self.scene_mesh(scene).export(fh, file_type="ply")
         return folder
 
     def __getitem__(self, index: int) -> Sample:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sahmr.atomic_write import atomic_save_npz
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
@@ -347,14 +348,12 @@ class ScanPoints(Mapping[str, np.ndarray]):
                 with np.load(path, allow_pickle=False) as z:
                     pts = z["points"].astype(np.float32)
             else:
-                from sahmr.synth.generate import sample_scene_points
+                from sahmr.synth.room_store import sample_scene_points
 
                 pts = sample_scene_points(self._mesh_fn(scene_id))
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp.npz")
-                    np.savez(tmp, points=pts)
-                    tmp.replace(path)
+                    atomic_save_npz(path, {"points": pts})
                 logger.info("scan points of %s: %d", scene_id, len(pts))
             self._cache[scene_id] = pts
         return self._cache[scene_id]

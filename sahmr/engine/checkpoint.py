@@ -26,7 +26,6 @@ import pickle
 import random
 import re
 import socket
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sahmr.atomic_write import atomic_open
 from sahmr.engine.quantize import expand_int8
 from sahmr.engine.safe_config import UnsafeConfigError as UnsafeConfigError  # re-exported
 from sahmr.engine.safe_config import check_stored_config, drop_machine_local_paths
@@ -96,19 +96,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- files
-
-
-def _current_umask() -> int:
-    """The process umask (read without changing it where Linux allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, brief)
-    os.umask(mask)
-    return mask
 
 
 def pid_alive(pid: int) -> bool:
@@ -172,17 +159,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_current_umask())
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, prefix=_temp_prefix(path), fsync=True) as fh:
+        torch.save(obj, fh)
     return path
 
 

@@ -10,35 +10,17 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sahmr.atomic_write import atomic_write_bytes
 from sahmr.evaluation.evaluator import PEN_DEPTH_BINS_MM, EvaluationResult
 
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_METRICS = ("mpjpe", "pa_mpjpe", "g_mpve", "pene", "confe")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    reader never sees a half-written file; the file gets the mode a plain ``open`` would give.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def metrics_dict(result: EvaluationResult) -> dict[str, Any]:

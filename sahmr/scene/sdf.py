@@ -29,11 +29,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from sahmr.atomic_write import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +75,8 @@ class SDFGrid:
         D, H, W = self.values.shape
         return W, H, D
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the grid to an ``.npz`` file (no pickled objects)."""
+    def save(self, path: str | os.PathLike | IO[bytes]) -> None:
+        """Write the grid to an ``.npz`` file or open binary file (no pickled objects)."""
         np.savez_compressed(
             path,
             origin=np.asarray(self.origin, np.float32),
@@ -717,8 +720,7 @@ def load_or_build_sdf(
         raise ValueError(f"{mesh_path}: an SDF needs a mesh, this file holds only points")
     grid = build_sdf_grid(scene, voxel_size=voxel_size, margin=margin)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    grid.save(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        grid.save(fh)
     logger.info("SDF cached: %s", path)
     return grid
