@@ -215,7 +215,7 @@ def _time(fn: Callable[[], Any], args: argparse.Namespace, device: torch.device)
 def frustum_stage(frames: Any, inputs: Any, batch_size: int) -> Any:
     """Stage timing the bbox-frustum cut of the scene points (input preparation)."""
     from sahmr.benchmark.stages import Stage
-    from sahmr.models.inputs import FRUSTUM_FAR_M, FRUSTUM_NEAR_M
+    from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M
     from sahmr.scene.frustum import frustum_crop
 
     bank = frames.bank

@@ -43,7 +43,7 @@ from sahmr.evaluation.evaluator import JOINT_SETS, PROTOCOLS
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reports import metrics_dict, summary_table, write_reports
 from sahmr.models.contact_perturbation import ContactPerturbation, PerturbedContacts
-from sahmr.models.inputs import BodyPrediction
+from sahmr.records import BodyPrediction
 
 logger = logging.getLogger("eval")
 

@@ -213,7 +213,7 @@ class KeypointFile:
 
 def method_start(method, batch, device):
     """Camera-frame parameters predicted by a trained body method (placed by its PnP)."""
-    from sahmr.models.inputs import prepare_inputs
+    from sahmr.data.prepare import prepare_inputs
     from sahmr.optim.smplify import SMPLParams
 
     pred = method.predict(prepare_inputs(batch, None, device=device))
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
     from sahmr.evaluation.reports import summary_table, write_reports
     from sahmr.geometry.cameras import invert_rigid, project, transform_points
-    from sahmr.models.inputs import crop_intrinsics
+    from sahmr.scene.frontend import crop_intrinsics
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

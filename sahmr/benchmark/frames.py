@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sahmr.models.inputs import FrameInputs, SceneBank
+from sahmr.records import FrameInputs
+from sahmr.scene.frontend import SceneBank
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +244,9 @@ def dataset_frames(
         ValueError: If the split has no frames.
     """
     from sahmr.data.collate import collate_samples
+    from sahmr.data.prepare import prepare_inputs
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.models.inputs import crop_intrinsics, prepare_inputs
+    from sahmr.scene.frontend import crop_intrinsics
 
     root = Path(root)
     ds = SyntheticDataset(root, split)

@@ -4,7 +4,7 @@ The geometric part moves the person box, not the camera: the box's centre is shi
 ``shift * side`` and its extent scaled by ``k`` (``side`` = the square crop's side, see
 `sahmr.geometry.crops.square_bbox`), and the crop is resampled to show the new square. Since
 `square_bbox` of the moved box is exactly the moved square, the crop camera that
-`sahmr.models.inputs.crop_intrinsics` derives from the new box (and every 2-D target projected
+`sahmr.scene.frontend.crop_intrinsics` derives from the new box (and every 2-D target projected
 with it, and the bbox frustum of the scene points) agrees with the new crop's pixels, while all
 3-D quantities stay as they were.
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sahmr.geometry.crops import square_bbox
-from sahmr.models.inputs import CROP_BBOX_SCALE
+from sahmr.scene.frontend import CROP_BBOX_SCALE
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def augment_crops(crop: Tensor, bbox: Tensor, config: AugmentConfig) -> tuple[Te
 
     Returns:
         ``(crop, bbox)``: Tensor (B, S, S, 3) uint8 and Tensor (B, 4) float32; the crop camera
-        of the new boxes (`sahmr.models.inputs.crop_intrinsics`) projects into the new crops.
+        of the new boxes (`sahmr.scene.frontend.crop_intrinsics`) projects into the new crops.
     """
     B, S = int(crop.shape[0]), int(crop.shape[1])
     dev = crop.device

@@ -16,9 +16,9 @@ A batch is assembled by indexing these tensors with a tensor of sample indices
 (`gather_batch`); the scene points of every room are held once on the device (`SceneStore`),
 and each frame's bbox frustum is cut there with the half-spaces and arithmetic of
 `sahmr.scene.frustum.frustum_crop` (same points, same order), testing each room's points
-against that room's frames only. `build_frame_inputs` then gives the `FrameInputs` of
-`sahmr.models.inputs`, and `sahmr.models.inputs.prepare_targets` the `FrameTargets`, exactly as
-the DataLoader path does.
+against that room's frames only. `build_frame_inputs` then gives the `FrameInputs` of the scene
+front end (`sahmr.scene.frontend.build_inputs`), and `sahmr.data.prepare.prepare_targets` the
+`FrameTargets`, exactly as the DataLoader path does.
 
 `ShardStream` fills the cache from a dataset folder while the generator may still be writing
 it: shards appear under their final name only when complete (`sahmr.data.shards`), so every
@@ -46,13 +46,8 @@ import torch
 from torch import Tensor
 
 from sahmr.data.collate import Batch
-from sahmr.models.inputs import (
-    FRUSTUM_FAR_M,
-    FRUSTUM_NEAR_M,
-    FrameInputs,
-    crop_intrinsics,
-    normalize_crop,
-)
+from sahmr.records import FrameInputs
+from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M, crop_intrinsics, normalize_crop
 from sahmr.scene.frustum import _frustum_planes_world
 
 logger = logging.getLogger(__name__)
@@ -604,7 +599,7 @@ def build_frame_inputs(
     near: float = FRUSTUM_NEAR_M,
     far: float = FRUSTUM_FAR_M,
 ) -> FrameInputs:
-    """`FrameInputs` of a batch on one device: what `sahmr.models.inputs.build_inputs` gives,
+    """`FrameInputs` of a batch on one device: what `sahmr.scene.frontend.build_inputs` gives,
     with the frustum cut from `SceneStore`.
 
     Args:

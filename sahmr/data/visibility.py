@@ -98,7 +98,7 @@ def frame_visibility(
     Returns:
         `FrameVisibility`.
     """
-    from sahmr.models.inputs import crop_intrinsics  # the crop camera the models use
+    from sahmr.scene.frontend import crop_intrinsics
 
     body = MeshRaycaster(vertices_world, faces)
     K_crop = crop_intrinsics(

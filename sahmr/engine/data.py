@@ -41,14 +41,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from sahmr.data.collate import Batch, collate_samples
+from sahmr.data.prepare import prepare_inputs, prepare_targets
 from sahmr.data.sequences import ClipBatch, ClipDataset, collate_clips
-from sahmr.models.inputs import (
-    FrameInputs,
-    FrameTargets,
-    SceneBank,
-    prepare_inputs,
-    prepare_targets,
-)
+from sahmr.records import FrameInputs, FrameTargets
+from sahmr.scene.frontend import SceneBank
 
 if TYPE_CHECKING:
     from sahmr.models.vibe import ClipInputs, ClipTargets

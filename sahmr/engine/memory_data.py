@@ -35,7 +35,7 @@ from sahmr.data.memory import (
 )
 from sahmr.engine.data import ResumableSampler, Step, TargetPreparer
 from sahmr.engine.distributed import all_gather_objects, is_dist
-from sahmr.models.inputs import FrameInputs, FrameTargets
+from sahmr.records import FrameInputs, FrameTargets
 
 logger = logging.getLogger(__name__)
 

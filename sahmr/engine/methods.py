@@ -28,8 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from sahmr.losses.base import LossOutput
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
 MetricSums = Mapping[str, tuple[float | Tensor, float | Tensor]]
 """``name -> (sum, count)``: a mean is ``sum / count`` after summing over batches and ranks."""

@@ -80,7 +80,7 @@ from sahmr.engine.methods import (
 )
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
 from sahmr.geometry.cameras import project
-from sahmr.losses.base import LossOutput
+from sahmr.records import LossOutput
 
 logger = logging.getLogger(__name__)
 

@@ -202,7 +202,7 @@ def rcnet_metrics(
         output: `sahmr.models.rcnet.RCNetOutput` (camera frame): ``root_cam``,
             ``root_coarse_cam``, ``contact_points_cam``, ``contact_point_region``,
             ``contact_batch_idx``.
-        targets: `sahmr.models.inputs.FrameTargets` (``root_cam``, ``contact_points_cam``,
+        targets: `sahmr.records.FrameTargets` (``root_cam``, ``contact_points_cam``,
             ``contact_point_region``, ``contact_batch_idx``).
         tolerance: Contact matching distance, metres.
 

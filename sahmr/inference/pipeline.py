@@ -48,16 +48,15 @@ from sahmr.inference.errors import (
     require_file,
 )
 from sahmr.inference.images import read_image
-from sahmr.models.inputs import (
+from sahmr.records import BodyPrediction, FrameInputs
+from sahmr.scene.contact import vertex_contact
+from sahmr.scene.frontend import (
     CROP_BBOX_SCALE,
     FRUSTUM_FAR_M,
     FRUSTUM_NEAR_M,
-    BodyPrediction,
-    FrameInputs,
     SceneBank,
     build_inputs,
 )
-from sahmr.scene.contact import vertex_contact
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +334,7 @@ def frame_inputs_from_image(
     near: float = FRUSTUM_NEAR_M,
     far: float = FRUSTUM_FAR_M,
 ) -> FrameInputs:
-    """Model inputs of one full image, as `sahmr.models.inputs.prepare_inputs` makes them.
+    """Model inputs of one full image, as `sahmr.data.prepare.prepare_inputs` makes them.
 
     Args:
         image: (H, W, 3) uint8 RGB full image.

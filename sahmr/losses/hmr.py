@@ -24,10 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
-from sahmr.losses.base import LossOutput
 from sahmr.models.discriminators import lsgan_generator_loss
 from sahmr.models.hmr import HMROutput, crop_to_normalized
-from sahmr.models.inputs import FrameTargets
+from sahmr.records import FrameTargets, LossOutput
 
 if TYPE_CHECKING:
     from sahmr.models.spin import SPINOutput

@@ -44,10 +44,9 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
-from sahmr.losses.base import LossOutput
-from sahmr.models.inputs import FrameTargets
 from sahmr.models.metro import crop_to_normalized, weak_perspective
 from sahmr.models.param_head import BodyParams
+from sahmr.records import FrameTargets, LossOutput
 
 
 def _l1(pred: Tensor, target: Tensor) -> Tensor:

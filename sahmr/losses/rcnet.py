@@ -36,8 +36,6 @@ from torch import Tensor, nn
 
 from sahmr.evaluation.rcnet_metrics import nearest_in_frame
 from sahmr.geometry.cameras import project
-from sahmr.losses.base import LossOutput
-from sahmr.models.inputs import FrameTargets
 from sahmr.models.rcnet import (
     NUM_CONTACT_CLASSES,
     NUM_PARTS,
@@ -46,6 +44,7 @@ from sahmr.models.rcnet import (
     heatmap_pixel_centres,
     normalised_depth,
 )
+from sahmr.records import FrameTargets, LossOutput
 
 logger = logging.getLogger(__name__)
 

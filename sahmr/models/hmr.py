@@ -27,7 +27,7 @@ Under DDP the discriminator is unused in the main graph: wrap with
 `HMR.predict` places the body in the camera: the translation whose perspective projection
 with the crop camera ``K_crop`` best matches the weak-perspective 2-D joints
 (`sahmr.geometry.pnp.estimate_translation`); world-frame results follow from ``T_w2c``
-(`sahmr.models.inputs.BodyPrediction.verts_world`).
+(`sahmr.records.BodyPrediction.verts_world`).
 """
 
 from __future__ import annotations
@@ -49,14 +49,13 @@ from sahmr.geometry.rotations import (
     matrix_to_rot6d,
     rot6d_to_matrix,
 )
-from sahmr.losses.base import LossOutput
 from sahmr.models.discriminators import (
     FactorisedPoseDiscriminator,
     PoseLibrary,
     lsgan_discriminator_loss,
 )
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.optim.smplify import exclude_from_state_dict
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
 __all__ = [
     "HMR",

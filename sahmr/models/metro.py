@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from sahmr.body.topology import BodyTopology
 from sahmr.geometry.pnp import estimate_translation
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import TransformerCascade
 from sahmr.models.upsampling import MeshUpsampler
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets
 
 PELVIS_H36M = 0
 """Row of the pelvis in `BodyTopology.j_regressor_h36m` (centre of the query templates)."""

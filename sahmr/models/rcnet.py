@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from sahmr.evaluation.rcnet_metrics import rcnet_metrics
 from sahmr.geometry.cameras import project, unproject
-from sahmr.models.inputs import FrameInputs, FrameTargets
 from sahmr.models.sparse_unet import SparseUNet
+from sahmr.records import FrameInputs, FrameTargets
 from sahmr.scene.contact import NUM_CONTACT_CLASSES, NUM_CONTACT_REGIONS
 from sahmr.scene.frustum import roi_select
 from sahmr.scene.voxels import voxelize

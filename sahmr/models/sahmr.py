@@ -32,10 +32,10 @@ from torch import Tensor, nn
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.body.topology import BodyTopology
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.models.metro import MeshTokenNet, eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets
 
 logger = logging.getLogger(__name__)
 

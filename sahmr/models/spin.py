@@ -35,10 +35,9 @@ from torch import Tensor, nn
 
 from sahmr.geometry.pnp import estimate_translation
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from sahmr.losses.base import LossOutput
 from sahmr.models.hmr import HMR, HMROutput
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
 from sahmr.optim.smplify import SMPLify, SMPLParams
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from sahmr.data.prepare import prepare_inputs, prepare_targets
 from sahmr.data.sequences import ClipBatch
 from sahmr.evaluation.metrics import acceleration_error
-from sahmr.losses.base import LossOutput
 from sahmr.models.discriminators import (
     MotionDiscriminator,
     MotionLibrary,
@@ -48,14 +48,8 @@ from sahmr.models.hmr import (
     place_in_camera,
     pooled_features,
 )
-from sahmr.models.inputs import (
-    BodyPrediction,
-    FrameInputs,
-    FrameTargets,
-    SceneBank,
-    prepare_inputs,
-    prepare_targets,
-)
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
+from sahmr.scene.frontend import SceneBank
 
 __all__ = [
     "VIBE",
@@ -116,7 +110,7 @@ class ClipTargets:
 def prepare_clip_inputs(
     batch: ClipBatch, scenes: SceneBank | None = None, *, device: torch.device | str | None = None
 ) -> ClipInputs:
-    """`sahmr.models.inputs.prepare_inputs` of a clip batch's frames."""
+    """`sahmr.data.prepare.prepare_inputs` of a clip batch's frames."""
     return ClipInputs(prepare_inputs(batch.frames, scenes, device=device), batch.clip_length)
 
 
@@ -127,7 +121,7 @@ def prepare_clip_targets(
     *,
     device: torch.device | str | None = None,
 ) -> ClipTargets:
-    """`sahmr.models.inputs.prepare_targets` of a clip batch's frames."""
+    """`sahmr.data.prepare.prepare_targets` of a clip batch's frames."""
     frames = prepare_targets(batch.frames, topology, j14_regressor, device=device)
     return ClipTargets(frames, batch.clip_length)
 

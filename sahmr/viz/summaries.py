@@ -1,7 +1,7 @@
 """Training summaries as pictures: functions returning (H, W, 3) uint8 arrays for TensorBoard
 (``writer.add_image(tag, img, step, dataformats="HWC")``).
 
-Inputs are the tensors the models see and return (`sahmr.models.inputs.FrameInputs` crops,
+Inputs are the tensors the models see and return (`sahmr.records.FrameInputs` crops,
 crop-pixel joints, camera-frame vertices with ``K_crop``); nothing here needs a GPU or open3d.
 """
 
@@ -39,10 +39,10 @@ def denormalize_images(
 
     Args:
         images: Float tensor normalised with ``mean``/``std``.
-        mean: Per-channel mean (default ImageNet's, as `sahmr.models.inputs`).
+        mean: Per-channel mean (default ImageNet's, as `sahmr.scene.frontend`).
         std: Per-channel std (default ImageNet's).
     """
-    from sahmr.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from sahmr.scene.frontend import IMAGENET_MEAN, IMAGENET_STD
 
     x = images.detach().float().cpu()
     m = torch.tensor(mean or IMAGENET_MEAN).view(1, 3, 1, 1)

@@ -32,7 +32,7 @@ from sahmr.benchmark.timing import (
     time_callable,
     write_marked_section,
 )
-from sahmr.models.inputs import FrameInputs
+from sahmr.records import FrameInputs
 
 REPO = Path(__file__).resolve().parents[2]
 

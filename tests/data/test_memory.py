@@ -29,7 +29,7 @@ from sahmr.engine.data import StepPreparer
 from sahmr.engine.memory_data import MemoryLoader, MemoryStepPreparer
 from sahmr.geometry.cameras import project
 from sahmr.geometry.crops import square_bbox
-from sahmr.models.inputs import SceneBank, crop_intrinsics
+from sahmr.scene.frontend import SceneBank, crop_intrinsics
 from sahmr.scene.frustum import frustum_crop
 
 F16_TOL_M = 1e-3  # float16 vertices relative to the pelvis: < 0.5 mm within 1 m

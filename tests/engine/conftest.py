@@ -26,8 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from sahmr.losses.base import LossOutput
-from sahmr.models.inputs import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
 sys.modules.setdefault("engine_conftest", sys.modules[__name__])
 

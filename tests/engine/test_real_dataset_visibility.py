@@ -17,7 +17,7 @@ from sahmr.data.collate import collate_samples
 from sahmr.data.prox import ProxDataset
 from sahmr.data.rich import RichDataset
 from sahmr.data.smplx_targets import SmplTargets
-from sahmr.models.inputs import crop_intrinsics
+from sahmr.scene.frontend import crop_intrinsics
 from sahmr.synth.appearance import Appearance
 from sahmr.synth.render_sample import (
     MASK_BACKGROUND,

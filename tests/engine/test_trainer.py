@@ -234,7 +234,7 @@ def test_epoch_order_is_reproducible_with_workers(tiny_dataset):
 
 def test_crop_grid_draws_points_where_they_project():
     from sahmr.engine.summaries import crop_grid
-    from sahmr.models.inputs import normalize_crop
+    from sahmr.scene.frontend import normalize_crop
     from sahmr.viz.summaries import denormalize_images
 
     crops = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)

@@ -26,7 +26,7 @@ from sahmr.inference.pipeline import (
     load_scene_data,
     params_cam_to_world,
 )
-from sahmr.models.inputs import BodyPrediction
+from sahmr.records import BodyPrediction
 from sahmr.viz.render import intrinsics_from_fov, look_at
 
 W, H = 320, 240

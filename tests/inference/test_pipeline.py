@@ -11,6 +11,7 @@ from torch import nn
 
 from sahmr.body import BodyModel
 from sahmr.data.collate import Batch
+from sahmr.data.prepare import prepare_inputs
 from sahmr.geometry.cameras import camera_to_world, project, transform_points
 from sahmr.geometry.crops import crop_image, square_bbox
 from sahmr.inference.camera_io import CameraSpec
@@ -34,7 +35,8 @@ from sahmr.inference.pipeline import (
     params_cam_to_world,
     prepare_frame,
 )
-from sahmr.models.inputs import CROP_BBOX_SCALE, BodyPrediction, SceneBank, prepare_inputs
+from sahmr.records import BodyPrediction
+from sahmr.scene.frontend import CROP_BBOX_SCALE, SceneBank
 from sahmr.viz.render import intrinsics_from_fov, look_at
 
 W, H = 320, 240

@@ -3,11 +3,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from sahmr.losses.base import LossOutput
 from sahmr.losses.mesh import MetroLoss, SAHMRLoss
-from sahmr.models.inputs import FrameTargets
 from sahmr.models.metro import MetroOutput, normalized_to_crop, weak_perspective
 from sahmr.models.sahmr import SAHMROutput
+from sahmr.records import FrameTargets, LossOutput
 
 S = 224
 LEVELS = (40, 10, 3)  # tiny fake mesh hierarchy, fine -> coarse

@@ -17,8 +17,8 @@ from sahmr.losses.rcnet import (
     part_centres,
     voxel_contact_labels,
 )
-from sahmr.models.inputs import FrameTargets
 from sahmr.models.rcnet import NUM_PARTS, RCNetOutput, RCNetVoxels, heatmap_pixel_centres
+from sahmr.records import FrameTargets
 
 S = 64
 H = 16

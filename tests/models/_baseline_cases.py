@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.geometry.cameras import project
-from sahmr.models.inputs import FrameInputs, FrameTargets
+from sahmr.records import FrameInputs, FrameTargets
 
 
 @functools.lru_cache(maxsize=1)

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from sahmr.body import BodyModel
 from sahmr.geometry.cameras import make_K, project
-from sahmr.models.inputs import FrameInputs, FrameTargets
 from sahmr.models.metro import METRO
 from sahmr.models.param_head import MLPBodyHead, ParametricBodyHead
 from sahmr.models.sahmr import SceneAwareMeshNet
 from sahmr.models.transformer import SceneAwareCascade, TransformerCascade
+from sahmr.records import FrameInputs, FrameTargets
 
 IMAGE = 64  # crop side of the tiny cases
 

@@ -22,7 +22,7 @@ from sahmr.models.hmr import (
     normalized_to_crop,
     weak_perspective,
 )
-from sahmr.models.inputs import BodyPrediction
+from sahmr.records import BodyPrediction
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from sahmr.body import BodyModel
 from sahmr.geometry.cameras import make_K, project, transform_points, unproject
 from sahmr.models.backbones import build_backbone
-from sahmr.models.inputs import FrameInputs, FrameTargets, crop_intrinsics
 from sahmr.models.rcnet import (
     NUM_PARTS,
     RCNet,
@@ -31,7 +30,9 @@ from sahmr.models.rcnet import (
     vote_root,
 )
 from sahmr.models.sparse_unet import SparseUNet
+from sahmr.records import FrameInputs, FrameTargets
 from sahmr.scene.contact import scene_contact_labels
+from sahmr.scene.frontend import crop_intrinsics
 from sahmr.scene.frustum import frustum_crop, roi_select
 
 CROP = 64

@@ -6,17 +6,11 @@ import torch
 
 from sahmr.body import BodyModel
 from sahmr.data.collate import collate_samples
+from sahmr.data.prepare import prepare_inputs, prepare_targets
 from sahmr.data.sample import Sample
 from sahmr.geometry.cameras import make_K
 from sahmr.geometry.crops import square_bbox
-from sahmr.models.inputs import (
-    IMAGENET_MEAN,
-    SceneBank,
-    crop_intrinsics,
-    normalize_crop,
-    prepare_inputs,
-    prepare_targets,
-)
+from sahmr.scene.frontend import IMAGENET_MEAN, SceneBank, crop_intrinsics, normalize_crop
 
 
 @pytest.fixture(scope="module")

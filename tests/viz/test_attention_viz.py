@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sahmr.body import BodyModel
-from sahmr.models.inputs import normalize_crop
+from sahmr.scene.frontend import normalize_crop
 from sahmr.viz.attention import (
     attention_matrix_image,
     joint_attention_on_mesh,
