@@ -16,11 +16,8 @@ the frame dataset; only frames inside a clip (motion frames, each once) are scor
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sahmr.atomic_write import atomic_write_json
 from sahmr.engine.data import StepPreparer, StridedSampler, frame_indices
 from sahmr.engine.distributed import all_gather_objects, all_reduce_sum, is_dist
 from sahmr.engine.methods import (
@@ -331,16 +329,7 @@ def write_json_atomic(obj: Any, path: str | Path) -> Path:
     """Write JSON (NaN/inf as null) to a temporary file and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, _finite(obj), indent=2, allow_nan=False)
 
 
 def _finite(obj: Any) -> Any:
