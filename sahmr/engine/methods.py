@@ -21,13 +21,13 @@ Optional hooks, found by duck typing (never by class):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from sahmr.models.modes import eval_mode as eval_mode  # the trainer's import
 from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
 MetricSums = Mapping[str, tuple[float | Tensor, float | Tensor]]
@@ -161,22 +161,6 @@ def wants_sample_keys(method: nn.Module) -> bool:
     except (TypeError, ValueError):
         return False
     return "sample_keys" in params
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put a module in eval mode and restore each submodule's previous mode on exit.
-
-    ``predict`` implementations may switch modes themselves; restoring per submodule keeps
-    e.g. a frozen sub-network that was deliberately left in eval mode as it was.
-    """
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def split_metric_sums(sums: MetricSums) -> dict[str, tuple[Tensor, Tensor]]:

@@ -35,7 +35,6 @@ from sahmr.engine.data import StepPreparer, StridedSampler, frame_indices
 from sahmr.engine.distributed import all_gather_objects, all_reduce_sum, is_dist
 from sahmr.engine.methods import (
     can_predict,
-    eval_mode,
     has_metrics,
     has_per_frame_metrics,
     split_metric_sums,
@@ -44,6 +43,7 @@ from sahmr.engine.methods import (
 from sahmr.evaluation.evaluator import EvaluationResult, Evaluator
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reduction import Accumulator
+from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction
 
 logger = logging.getLogger(__name__)

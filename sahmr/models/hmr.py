@@ -32,9 +32,7 @@ with the crop camera ``K_crop`` best matches the weak-perspective 2-D joints
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +52,7 @@ from sahmr.models.discriminators import (
     PoseLibrary,
     lsgan_discriminator_loss,
 )
+from sahmr.models.modes import eval_mode
 from sahmr.optim.smplify import exclude_from_state_dict
 from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 
@@ -134,19 +133,6 @@ def weak_perspective(points: Tensor, cam: Tensor) -> Tensor:
         Tensor (B, N, 2) crop-normalised coordinates.
     """
     return cam[:, None, :1] * points[..., :2] + cam[:, None, 1:]
-
-
-@contextlib.contextmanager
-def _inference(module: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside the block; each submodule's mode restored after."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 # ------------------------------------------------------------------------------------------
@@ -498,6 +484,6 @@ class HMR(nn.Module):
 
     def predict(self, inputs: FrameInputs) -> BodyPrediction:
         """Camera-frame bodies (eval mode, no gradients), placed by `place_in_camera`."""
-        with _inference(self):
+        with eval_mode(self), torch.no_grad():
             out = self.forward(inputs)
         return place_in_camera(out, inputs.K_crop)

@@ -25,8 +25,7 @@ weak-perspective projection (least squares, `sahmr.geometry.pnp.estimate_transla
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 
 from sahmr.body.topology import BodyTopology
 from sahmr.geometry.pnp import estimate_translation
+from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import TransformerCascade
 from sahmr.models.upsampling import MeshUpsampler
@@ -69,18 +69,6 @@ def weak_perspective(points_rel: Tensor, cam: Tensor) -> Tensor:
         Tensor (B, N, 2) crop-normalised coordinates.
     """
     return cam[:, None, :1] * points_rel[..., :2] + cam[:, None, 1:]
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Runs a block with ``module`` in eval mode and gradients off, restoring its mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
 
 
 # ------------------------------------------------------------------------------------------
@@ -392,7 +380,7 @@ class METRO(MeshTokenNet):
             `BodyPrediction` with ``verts_cam`` (B, V, 3), ``joints_cam`` (B, 14, 3) the J14
             LSP joints (not SMPL's 24), ``root_cam`` (B, 3) = the translation, and ``params``.
         """
-        with eval_mode(self):
+        with eval_mode(self), torch.no_grad():
             out = self.forward(inputs)
             body = out.body if self.parametric else None
             if body is None:

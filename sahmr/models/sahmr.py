@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.body.topology import BodyTopology
-from sahmr.models.metro import MeshTokenNet, eval_mode
+from sahmr.models.metro import MeshTokenNet
+from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
 from sahmr.records import BodyPrediction, FrameInputs, FrameTargets
@@ -458,7 +459,7 @@ class SAHMR(nn.Module):
         """
         if self.rcnet is None:
             raise ValueError("SA-HMR.predict needs an RCNet; this model was built with rcnet=None")
-        with eval_mode(self):
+        with eval_mode(self), torch.no_grad():
             out = self.forward(inputs)
         root = out.root_cam
         body = out.body if self.mesh_net.parametric else None

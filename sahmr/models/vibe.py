@@ -42,12 +42,12 @@ from sahmr.models.hmr import (
     HMROutput,
     IEFRegressor,
     MeanParams,
-    _inference,
     body_outputs,
     exclude_from_state_dict,
     place_in_camera,
     pooled_features,
 )
+from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, LossOutput
 from sahmr.scene.frontend import SceneBank
 
@@ -317,7 +317,7 @@ class VIBE(nn.Module):
     def predict(self, inputs: ClipInputs | FrameInputs) -> BodyPrediction:
         """Camera-frame bodies of every frame (B * T rows, clip-major), placed by PnP."""
         frames = inputs.frames if isinstance(inputs, ClipInputs) else inputs
-        with _inference(self):
+        with eval_mode(self), torch.no_grad():
             out = self.forward(inputs)
         return place_in_camera(out, frames.K_crop)
 
