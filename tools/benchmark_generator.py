@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from sahmr.synth import generate as gen
+from sahmr.synth import placers, plan, room_store, worker
 
 
 class StageTimer:
@@ -58,8 +59,8 @@ class StageTimer:
         return timed
 
 
-def _config(args: argparse.Namespace, out: Path, kinds: list[str]) -> gen.GenerationConfig:
-    return gen.GenerationConfig.from_dict(
+def _config(args: argparse.Namespace, out: Path, kinds: list[str]) -> plan.GenerationConfig:
+    return plan.GenerationConfig.from_dict(
         dict(
             out_dir=str(out),
             num_samples=args.num_samples,
@@ -77,18 +78,18 @@ def _config(args: argparse.Namespace, out: Path, kinds: list[str]) -> gen.Genera
 
 
 def _instrument(timer: StageTimer) -> None:
-    """Wraps the generator's stages (module attributes used by `generate_shard_rows`)."""
+    """Wraps the generator's stages (module attributes used by `worker.generate_shard_rows`)."""
     from sahmr.synth import placement
 
     for name in ("place_actions", "sample"):
         setattr(placement.Placer, name, timer.wrap("placement", getattr(placement.Placer, name)))
-    gen.StandingPlacer.sample = timer.wrap("placement", gen.StandingPlacer.sample)
-    gen.BodyRaycaster = timer.wrap("body_raycaster_build", gen.BodyRaycaster)
-    gen.render_sample = timer.wrap("render", gen.render_sample)
-    gen.encode_image = timer.wrap("encode", gen.encode_image)
-    gen.write_shard_atomic = timer.wrap("write", gen.write_shard_atomic)
-    gen.pack_rows = timer.wrap("write", gen.pack_rows)
-    gen._sequence_rows = timer.wrap("sequences_other", gen._sequence_rows)
+    placers.StandingPlacer.sample = timer.wrap("placement", placers.StandingPlacer.sample)
+    worker.BodyRaycaster = timer.wrap("body_raycaster_build", worker.BodyRaycaster)
+    worker.render_sample = timer.wrap("render", worker.render_sample)
+    worker.encode_image = timer.wrap("encode", worker.encode_image)
+    worker.write_shard_atomic = timer.wrap("write", worker.write_shard_atomic)
+    worker.pack_rows = timer.wrap("write", worker.pack_rows)
+    worker._sequence_rows = timer.wrap("sequences_other", worker._sequence_rows)
 
 
 def main() -> None:
@@ -140,22 +141,22 @@ def main() -> None:
             out = Path(tmp) / f"stage_{kind}"
             cfg = _config(args, out, [kind])
             cfg.num_samples, cfg.workers = 2 * args.samples_per_shard, 0
-            plans = gen.plan_shards(cfg)
-            table = gen.scene_table(cfg)
-            sid = gen.shard_scene_id(cfg, plans[0])
-            gen.write_room(out, sid, table[sid])
+            plans = plan.plan_shards(cfg)
+            table = plan.scene_table(cfg)
+            sid = plan.shard_scene_id(cfg, plans[0])
+            room_store.write_room(out, sid, table[sid])
             if cfg.placer == "auto":
-                device = gen.resolve_sdf_device(cfg.sdf_device)
-                gen.write_placer_sdf(out, sid, table[sid], cfg.sdf_voxel_size, device)
+                device = room_store.resolve_sdf_device(cfg.sdf_device)
+                room_store.write_placer_sdf(out, sid, table[sid], cfg.sdf_voxel_size, device)
             (out / "shards").mkdir(parents=True, exist_ok=True)
-            gen._init_worker(cfg, table)
-            gen._run_shard(plans[0])  # warm-up: room, ray caster, SDF load, first-use costs
+            worker.init_worker(cfg, table)
+            worker.run_shard(plans[0])  # warm-up: room, ray caster, SDF load, first-use costs
             timer.seconds.clear()
             c0 = time.process_time()
             if prof is not None:
-                prof.runcall(gen._run_shard, plans[-1])
+                prof.runcall(worker.run_shard, plans[-1])
             else:
-                gen._run_shard(plans[-1])
+                worker.run_shard(plans[-1])
             spent = time.process_time() - c0
             timer.seconds["other"] += spent - sum(timer.seconds.values())
             report.setdefault("per_kind_ms_per_sample", {})[kind] = round(

@@ -12,7 +12,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sahmr.synth.generate import config_from_mapping, generate
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import config_from_mapping
 
 STAGING_FOLDERS = {".hydra"}
 """Entries of ``out_dir`` that do not make it "another folder's" (hydra's run logs)."""
@@ -37,7 +38,7 @@ def check_inputs(cfg: DictConfig) -> None:
         fail,
         one_line,
     )
-    from sahmr.synth.generate import parse_shard_spec
+    from sahmr.synth.plan import parse_shard_spec
 
     try:
         check_int(cfg.num_samples, "num_samples")
@@ -127,7 +128,7 @@ checked here: their temporaries are removed only once untouched this long (secon
 def remove_leftovers(root: Path, shard: str) -> list[Path]:
     """Delete the temporaries of killed runs in a dataset folder (rooms, shards, SDFs, JSON)."""
     from sahmr.cli.leftovers import remove_dead_temporaries
-    from sahmr.synth.generate import parse_shard_spec
+    from sahmr.synth.plan import parse_shard_spec
 
     if not root.is_dir():
         return []

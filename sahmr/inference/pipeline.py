@@ -164,7 +164,7 @@ def _downsample(scene: Any, voxel_size: float) -> Any:
         import trimesh
 
         from sahmr.scene.io import SceneMesh
-        from sahmr.synth.generate import sample_scene_points
+        from sahmr.synth.room_store import sample_scene_points
 
         logger.info("open3d is not installed: down-sampling the scan with trimesh")
         if isinstance(scene, SceneMesh):

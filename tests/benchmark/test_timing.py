@@ -208,7 +208,8 @@ def test_concat_inputs_repacks_scene_points():
 
 def test_dataset_frames(tmp_path):
     from sahmr.benchmark.frames import dataset_frames
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     split = {"test": dict(fraction=1, bundled=["bedroom"])}
     cfg = GenerationConfig.from_dict(dict(

@@ -625,7 +625,7 @@ def test_make_dataset_accepts_its_own_dataset_folder(tmp_path):
     """Resuming or extending (sharded runs) a dataset of the same config passes the checks."""
     from hydra import compose, initialize_config_dir
 
-    from sahmr.synth.generate import config_from_mapping
+    from sahmr.synth.plan import config_from_mapping
 
     root = tmp_path / "data"
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

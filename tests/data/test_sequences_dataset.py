@@ -9,7 +9,8 @@ import torch
 
 from sahmr.data.sequences import ClipDataset, collate_clips, frame_keys
 from sahmr.data.synthetic import SyntheticDataset
-from sahmr.synth.generate import GenerationConfig, generate
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig
 
 
 class _Rows(list):

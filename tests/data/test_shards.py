@@ -26,7 +26,8 @@ from sahmr.data.shards import (
     validate_shard,
     write_shard_atomic,
 )
-from sahmr.synth.generate import GenerationConfig, generate, plan_shards, scene_table
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig, plan_shards, scene_table
 
 
 def _random_row(rng: np.random.Generator, i: int, num_verts: int = 50) -> dict:
@@ -219,7 +220,7 @@ def test_determinism_parallel_and_machine_sharding(reference, tmp_path):
 def test_make_dataset_via_hydra_compose(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from sahmr.synth.generate import config_from_mapping
+    from sahmr.synth.plan import config_from_mapping
 
     config_dir = str(Path(__file__).resolve().parents[2] / "configs")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
@@ -278,7 +279,7 @@ def test_generated_rows_carry_stature_and_occluders(tmp_path):
 def test_away_from_defaults_variant_config(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from sahmr.synth.generate import config_from_mapping
+    from sahmr.synth.plan import config_from_mapping
 
     config_dir = str(Path(__file__).resolve().parents[2] / "configs")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
@@ -310,7 +311,7 @@ def test_main_config_draws_the_documented_default_distributions():
     """configs/make_dataset.yaml repeats the dataclass defaults: they must not drift apart."""
     from hydra import compose, initialize_config_dir
 
-    from sahmr.synth.generate import config_from_mapping
+    from sahmr.synth.plan import config_from_mapping
 
     config_dir = str(Path(__file__).resolve().parents[2] / "configs")
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):

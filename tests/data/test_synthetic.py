@@ -13,7 +13,8 @@ from sahmr.data.collate import collate_samples
 from sahmr.data.sample import Sample
 from sahmr.data.shards import ShardReader
 from sahmr.data.synthetic import SyntheticDataset
-from sahmr.synth.generate import GenerationConfig, generate
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig
 
 
 @pytest.fixture(scope="module")

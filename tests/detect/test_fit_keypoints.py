@@ -68,7 +68,8 @@ def test_fit_on_a_keypoint_file(tmp_path):
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.geometry.cameras import project, transform_points
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     cfg = GenerationConfig.from_dict(
         dict(out_dir=str(tmp_path / "data"), num_samples=2, samples_per_shard=2, seed=1,
@@ -123,7 +124,8 @@ def test_detect_keypoints_tool_rejects_bad_arguments(tmp_path, capsys):
 @pytest.mark.skipif(not detector_available(),
                     reason="mediapipe is not installed in its private site (bash tools/install.sh)")
 def test_detector_keypoints_end_to_end(tmp_path):
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     cfg = GenerationConfig.from_dict(
         dict(out_dir=str(tmp_path / "data"), num_samples=2, samples_per_shard=2, seed=1,

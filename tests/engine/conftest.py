@@ -214,7 +214,8 @@ class TinyAdversarialLoss(TinyLoss):
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """8 train frames (one generated office) + 4 val frames (the bundled bedroom)."""
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     out = tmp_path_factory.mktemp("engine_ds")
     cfg = GenerationConfig.from_dict(

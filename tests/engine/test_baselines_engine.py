@@ -339,7 +339,8 @@ def test_vibe_trains_and_evaluates_on_clips(tiny_dataset, tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def motion_dataset(tmp_path_factory):
     """Motions only: 8 train frames (bedroom) + 8 val frames (living room), 4-frame motions."""
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     out = tmp_path_factory.mktemp("engine_motions")
     cfg = GenerationConfig.from_dict(

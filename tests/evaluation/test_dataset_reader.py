@@ -11,7 +11,8 @@ import pytest
 
 from sahmr.data.synthetic import SyntheticDataset
 from sahmr.evaluation.readers import SyntheticSplitReader
-from sahmr.synth.generate import GenerationConfig, generate
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 

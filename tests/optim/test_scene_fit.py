@@ -156,7 +156,8 @@ def test_fit_tool_writes_predictions_scores_and_timings(tmp_path):
     import json
     from pathlib import Path
 
-    from sahmr.synth.generate import GenerationConfig, generate
+    from sahmr.synth.generate import generate
+    from sahmr.synth.plan import GenerationConfig
 
     cfg = GenerationConfig.from_dict(
         dict(out_dir=str(tmp_path / "data"), num_samples=2, samples_per_shard=2, seed=1,

@@ -15,8 +15,10 @@ import torch
 from sahmr.data.shards import ShardReader, shard_name
 from sahmr.scene.sdf import SDFGrid
 from sahmr.synth import generate as gen
-from sahmr.synth import placement
-from sahmr.synth.generate import GenerationConfig, generate, sdf_cache_path
+from sahmr.synth import placement, room_store, worker
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig, shard_scene_id
+from sahmr.synth.room_store import sdf_cache_path
 
 
 def _cfg(out: Path, **kw) -> GenerationConfig:
@@ -72,8 +74,8 @@ def test_sdf_config_and_device():
     assert "sdf_voxel_size" not in _cfg(Path("x"), sdf_voxel_size=0.025).content_dict()
     with pytest.raises(ValueError, match="sdf_device"):
         _cfg(Path("x"), sdf_device="tpu")
-    assert gen.resolve_sdf_device("cpu") == "cpu"
-    assert gen.resolve_sdf_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert room_store.resolve_sdf_device("cpu") == "cpu"
+    assert room_store.resolve_sdf_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_sdf_built_once_in_the_main_process_and_loaded_by_workers(tmp_path, build_log):
@@ -125,18 +127,18 @@ def test_evaluation_splits_first_and_each_room_built_before_its_shards(tmp_path,
     validates from its start); a room's SDF exists before any of its shards runs, and the
     parallel run writes what the serial run writes."""
     events: list[tuple[str, str]] = []
-    real_sdf, real_run = gen.write_placer_sdf, gen._run_shard
+    real_sdf, real_run = gen.write_placer_sdf, gen.run_shard
 
     def sdf(root, sid, *a, **k):
         events.append(("sdf", sid))
         return real_sdf(root, sid, *a, **k)
 
     def run(plan):
-        events.append(("shard", plan.split, gen.shard_scene_id(gen._STATE.cfg, plan)))
+        events.append(("shard", plan.split, shard_scene_id(worker.worker_state().cfg, plan)))
         return real_run(plan)
 
     monkeypatch.setattr(gen, "write_placer_sdf", sdf)
-    monkeypatch.setattr(gen, "_run_shard", run)
+    monkeypatch.setattr(gen, "run_shard", run)
     splits = {
         "train": dict(fraction=2, bundled=["bedroom"]),
         "val": dict(fraction=1, bundled=["office"]),
@@ -149,7 +151,7 @@ def test_evaluation_splits_first_and_each_room_built_before_its_shards(tmp_path,
     for k, e in enumerate(events):
         if e[0] == "shard":
             assert ("sdf", e[2]) in events[:k], e
-    monkeypatch.setattr(gen, "_run_shard", real_run)  # forked workers run the real one
+    monkeypatch.setattr(gen, "run_shard", real_run)  # forked workers run the real one
     par = tmp_path / "par"
     generate(
         _cfg(par, num_samples=8, splits=splits, actions={"stand": 1.0}, workers=2),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sahmr.data.synthetic import SyntheticDataset
-from sahmr.synth.generate import GenerationConfig, generate
+from sahmr.synth.generate import generate
+from sahmr.synth.plan import GenerationConfig
 
 
 def _cfg(out, **kw):
