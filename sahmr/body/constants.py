@@ -6,6 +6,8 @@ Joint indices refer to SMPL's 24-joint kinematic tree, which every SMPL-format m
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 #: SMPL's 24 joints, in kinematic-tree order ("left" is the person's left, +x at rest).
 SMPL_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -47,6 +49,22 @@ H36M_MIRROR: tuple[int, ...] = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11
 CONTACT_REGION_NAMES: tuple[str, ...] = (
     "none", "left_foot", "right_foot", "left_hand", "right_hand", "back", "gluteus", "thighs",
 )  # fmt: skip
+
+
+
+class ContactRegion(IntEnum):
+    """Contact region label values, in `CONTACT_REGION_NAMES` order (a test keeps the two
+    equal): write ``labels == ContactRegion.THIGHS``, not ``labels == 7``."""
+
+    NONE = 0
+    LEFT_FOOT = 1
+    RIGHT_FOOT = 2
+    LEFT_HAND = 3
+    RIGHT_HAND = 4
+    BACK = 5
+    GLUTEUS = 6
+    THIGHS = 7
+
 
 #: Contact label -> the label of its left/right mirror.
 CONTACT_REGION_MIRROR: tuple[int, ...] = (0, 2, 1, 4, 3, 5, 6, 7)

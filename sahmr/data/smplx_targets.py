@@ -348,7 +348,7 @@ class ScanPoints(Mapping[str, np.ndarray]):
                 with np.load(path, allow_pickle=False) as z:
                     pts = z["points"].astype(np.float32)
             else:
-                from sahmr.synth.room_store import sample_scene_points
+                from sahmr.scene.points import sample_scene_points
 
                 pts = sample_scene_points(self._mesh_fn(scene_id))
                 if path is not None:

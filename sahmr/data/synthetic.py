@@ -51,7 +51,7 @@ class SceneIndex(Mapping[str, np.ndarray]):
             else:
                 import trimesh
 
-                from sahmr.synth.room_store import sample_scene_points
+                from sahmr.scene.points import sample_scene_points
 
                 mesh = trimesh.load(str(folder / "mesh.ply"), process=False, force="mesh")
                 pts = sample_scene_points(mesh)

@@ -1,22 +1,31 @@
-"""Scene point clouds: the dataclass the model path consumes, and voxel down-sampling.
+"""Scene point clouds: the dataclass the model path consumes, and the one scene-point sampler.
 
-Down-sampling uses open3d (imported lazily). Meshes are first turned into points by
-uniform area sampling at a density tied to the pitch (``samples_per_voxel`` points per
-``voxel_size**2`` of surface), so every occupied surface voxel receives points.
+Meshes are turned into points by uniform area sampling (trimesh, two points per
+``spacing**2`` of surface), then kept as the first point in each ``spacing`` voxel; point
+clouds keep their first point per voxel. Training data, evaluation and the demo use the same
+sampler (:func:`sample_scene_points`, :func:`voxel_downsample`), with or without open3d.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    import trimesh
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScenePoints", "downsample", "sample_mesh_surface"]
+__all__ = ["SCENE_VOXEL_SIZE_M", "ScenePoints", "sample_scene_points", "voxel_downsample"]
+
+SCENE_VOXEL_SIZE_M = 0.02
+"""Pitch (metres) of the scene point clouds the models see: one point per 2 cm voxel, in the
+generated rooms, the real datasets' scans and the demo. The only place this number is written."""
 
 
 @dataclass
@@ -51,79 +60,63 @@ class ScenePoints:
         return out
 
 
-def sample_mesh_surface(
-    mesh, voxel_size: float = 0.02, samples_per_voxel: float = 4.0, seed: int = 0
-) -> ScenePoints:
-    """Uniformly area-sample a mesh's surface.
+def _first_point_per_voxel(points: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices (ascending) of the first point in each occupied ``spacing`` voxel."""
+    cells = np.floor(points / spacing).astype(np.int64)
+    cells -= cells.min(axis=0)
+    dims = cells.max(axis=0) + 1
+    keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    _, first = np.unique(keys, return_index=True)
+    return np.sort(first)
+
+
+def sample_scene_points(
+    mesh: trimesh.Trimesh, spacing: float = SCENE_VOXEL_SIZE_M, seed: int = 0
+) -> np.ndarray:
+    """Surface points of a mesh, voxel-downsampled to ``spacing`` (one point per voxel).
+
+    The one scene-point sampler: the generator's rooms, the real datasets' scans and the
+    demo's scans all go through it (through :func:`voxel_downsample` for the demo).
 
     Args:
-        mesh: :class:`sahmr.scene.io.SceneMesh`.
-        voxel_size: target pitch, metres; sets the density.
-        samples_per_voxel: points per ``voxel_size**2`` of area.
-        seed: RNG seed.
+        mesh: ``trimesh.Trimesh``, world frame, metres.
+        spacing: Voxel size, metres.
+        seed: Seed of the surface sampling.
 
     Returns:
-        ScenePoints with face normals of the sampled triangles (and colours if the mesh has
-        vertex colours, interpolated).
+        (N, 3) float32 points, world frame.
     """
-    v = np.asarray(mesh.vertices, np.float64)
-    f = np.asarray(mesh.faces, np.int64)
-    tri = v[f]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    dbl = np.linalg.norm(cross, axis=1)
-    area = 0.5 * dbl
-    n = max(1, int(np.ceil(area.sum() * samples_per_voxel / voxel_size**2)))
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(f), size=n, p=area / area.sum())
-    r1 = np.sqrt(rng.random(n))
-    r2 = rng.random(n)
-    w = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], 1)
-    pts = (tri[face] * w[:, :, None]).sum(1)
-    normals = cross[face] / dbl[face, None].clip(1e-20)
-    colors = None
-    if getattr(mesh, "vertex_colors", None) is not None:
-        colors = (mesh.vertex_colors[f[face]] * w[:, :, None]).sum(1).astype(np.float32)
-    return ScenePoints(
-        pts.astype(np.float32), normals.astype(np.float32), colors, up_axis=mesh.up_axis
-    )
+    import trimesh  # lazy: the model path imports this module for ScenePoints
+
+    count = int(min(4e6, max(1000, 2.0 * mesh.area / spacing**2)))
+    pts, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
+    return pts[_first_point_per_voxel(pts, spacing)].astype(np.float32)
 
 
-def downsample(scene, voxel_size: float = 0.02, samples_per_voxel: float = 4.0) -> ScenePoints:
-    """Voxel-down-sample a scan to one point per occupied voxel (open3d).
+def voxel_downsample(scene, voxel_size: float = SCENE_VOXEL_SIZE_M) -> ScenePoints:
+    """A scan as one point per occupied voxel, the points the models see.
 
     Args:
-        scene: :class:`ScenePoints` or :class:`sahmr.scene.io.SceneMesh`.
+        scene: :class:`ScenePoints` or :class:`sahmr.scene.io.SceneMesh` (world frame).
         voxel_size: pitch, metres (default 2 cm).
-        samples_per_voxel: surface sampling density for meshes (see
-            :func:`sample_mesh_surface`).
 
     Returns:
-        ScenePoints (voxel means of points, normals, colours), normals estimated with a
-        hybrid KNN/radius search (radius 3 pitches) when the input has none.
+        ScenePoints without normals or colours: a mesh through :func:`sample_scene_points`
+        (the generator's sampler), a point cloud by its first point in each voxel.
     """
-    import open3d as o3d  # lazy
+    import trimesh
 
     from sahmr.scene.io import SceneMesh
 
     if isinstance(scene, SceneMesh):
-        scene = sample_mesh_surface(scene, voxel_size, samples_per_voxel)
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(scene.points.astype(np.float64)))
-    if scene.normals is not None:
-        pcd.normals = o3d.utility.Vector3dVector(scene.normals.astype(np.float64))
-    if scene.colors is not None:
-        pcd.colors = o3d.utility.Vector3dVector(scene.colors.astype(np.float64))
-    down = pcd.voxel_down_sample(voxel_size)
-    if not down.has_normals():
-        down.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(3 * voxel_size, 30))
-    normals = np.asarray(down.normals, np.float32)
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
-    colors = np.asarray(down.colors, np.float32) if down.has_colors() else None
-    out = replace(
-        scene,
-        points=np.asarray(down.points, np.float32),
-        normals=normals,
-        colors=colors,
-        voxel_size=float(voxel_size),
-    )
-    logger.info("down-sampled %d -> %d points at %.3f m", len(scene), len(out), voxel_size)
+        mesh = trimesh.Trimesh(scene.vertices, scene.faces, process=False)
+        pts = sample_scene_points(mesh, voxel_size)
+    else:
+        pts = scene.points[_first_point_per_voxel(scene.points, voxel_size)]
+    out = ScenePoints(pts.astype(np.float32), up_axis=scene.up_axis, voxel_size=voxel_size)
+    logger.info("down-sampled %d -> %d points at %.3f m", len(scene.vertices)
+                if isinstance(scene, SceneMesh) else len(scene), len(out), voxel_size)
     return out
+
+
+downsample = voxel_downsample  # TEMPORARY: inference/scene.py's import until its split lands
