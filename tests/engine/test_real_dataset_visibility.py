@@ -60,7 +60,7 @@ def test_visibility_fields_have_the_generators_form(datasets, name):
         assert set(np.unique(mask)) <= {MASK_BACKGROUND, MASK_VISIBLE, MASK_OCCLUDED}
         person = (mask != MASK_BACKGROUND).sum()
         assert person > 1000  # the body fills the crop
-        # the generator's relation between the two (tests/synth/test_shards.py)
+        # the generator's relation between the two (tests/data/test_shards.py)
         assert s.occlusion == pytest.approx((mask == MASK_OCCLUDED).sum() / person)
         vis = s.extra["vertex_visible"]
         assert vis.dtype == bool and vis.shape == (len(s.vertices_world),)
