@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from sahmr.synth.bundled import BUNDLED_SCENES, scenes_root
-from sahmr.synth.rooms import ROOM_KINDS, Room, generate_room, save_preview
+from sahmr.synth.room_kinds import generate_room
+from sahmr.synth.room_preview import save_preview
+from sahmr.synth.rooms import ROOM_KINDS, Room
 
 
 def _write(room: Room, folder: Path, preview: bool) -> None:

@@ -14,6 +14,8 @@ from sahmr.synth.furniture import (
     FurnitureModel,
     Surface,
 )
+from sahmr.synth.room_kinds import generate_room
+from sahmr.synth.room_preview import render_preview, save_preview
 from sahmr.synth.rooms import (
     GENERATOR_VERSION,
     ROOM_KINDS,
@@ -21,9 +23,6 @@ from sahmr.synth.rooms import (
     Opening,
     Room,
     SceneObject,
-    generate_room,
-    render_preview,
-    save_preview,
 )
 
 __all__ = [

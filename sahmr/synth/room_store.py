@@ -68,7 +68,7 @@ def build_room(recipe: SceneRecipe) -> Room:
         from sahmr.synth.bundled import load_bundled_room
 
         return load_bundled_room(recipe["name"])
-    from sahmr.synth.rooms import generate_room
+    from sahmr.synth.room_kinds import generate_room
 
     return generate_room(recipe["kind"], int(recipe["seed"]))
 

@@ -16,7 +16,8 @@ from sahmr.synth.bundled import (
     list_bundled_scenes,
     load_bundled_room,
 )
-from sahmr.synth.rooms import GENERATOR_VERSION, Room, generate_room
+from sahmr.synth.room_kinds import generate_room
+from sahmr.synth.rooms import GENERATOR_VERSION, Room
 
 NAMES = sorted(BUNDLED_SCENES)
 

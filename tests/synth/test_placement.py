@@ -11,7 +11,7 @@ import trimesh
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import ACTIONS, ContactRequirement
 from sahmr.synth.placement import CONTACT_THRESHOLD, PlacedBody, Placer, _rectangle_distance
-from sahmr.synth.rooms import generate_room
+from sahmr.synth.room_kinds import generate_room
 
 VOXEL = 0.03
 # The SDF grid is trilinear at 3 cm: allow its interpolation error where the grid is used

@@ -7,12 +7,12 @@ import pytest
 from scipy import ndimage
 
 from sahmr.synth.furniture import BUILDERS, DIMENSION_RANGES, REQUIRED_SURFACES, SURFACE_KINDS
+from sahmr.synth.room_kinds import generate_room
 from sahmr.synth.rooms import (
     FREE_OCCUPIED,
     MIN_WALKABLE_FRACTION,
     ROOM_KINDS,
     Room,
-    generate_room,
 )
 
 SEEDS = (0, 5)

@@ -8,7 +8,7 @@ import trimesh
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import ACTIONS
 from sahmr.synth.placement import Placer
-from sahmr.synth.rooms import generate_room
+from sahmr.synth.room_kinds import generate_room
 from sahmr.synth.sequences import (
     SEQUENCE_KINDS,
     mirror_body_euler_deg,

@@ -22,7 +22,7 @@ from sahmr.synth.cameras import (
     person_bbox_ok,
     sample_camera,
 )
-from sahmr.synth.rooms import generate_room
+from sahmr.synth.room_kinds import generate_room
 
 
 @pytest.fixture(scope="module")
