@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 import torch
 
+from sahmr.data.shards import DATASET_FORMAT
 from sahmr.inference.images import MAX_IMAGE_PIXELS, image_file_problem
 
 T = TypeVar("T")
@@ -252,7 +253,7 @@ def check_dataset_root(path: str | Path, what: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         name = _named(what, path)
         raise BadArgument(f"{name}: unreadable dataset.json ({one_line(exc)})") from None
-    if not isinstance(meta, dict) or meta.get("format") != "sahmr.synth_dataset":
+    if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
         raise BadArgument(f"{_named(what, path)}: dataset.json is not a sahmr synthetic dataset")
     for key, kind in (("shards", list), ("scenes", dict)):
         if not isinstance(meta.get(key), kind):

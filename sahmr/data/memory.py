@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from sahmr.data.collate import Batch
+from sahmr.data.shards import DATASET_FORMAT
 from sahmr.records import FrameInputs
 from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M, crop_intrinsics, normalize_crop
 from sahmr.scene.frustum import _frustum_planes_world
@@ -644,7 +645,7 @@ class _StreamState:
 def read_plan(root: Path, split: str) -> list[_PlannedShard]:
     """Planned shards of a split, in ``dataset.json`` order."""
     meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-    if meta.get("format") != "sahmr.synth_dataset":
+    if meta.get("format") != DATASET_FORMAT:
         raise ValueError(f"{root}: not a sahmr synthetic dataset")
     return [
         _PlannedShard(k, root / e["file"], int(e["num_samples"]))

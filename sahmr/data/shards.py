@@ -33,6 +33,10 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
+DATASET_FORMAT = "sahmr.synth_dataset"
+"""``format`` of a generated dataset folder's ``dataset.json`` (docs/dataset_format.md)."""
+DATASET_VERSION = 1
+"""``version`` of ``dataset.json`` that this reader and the generator write."""
 SHARD_FORMAT = "sahmr.synth_shard"
 SHARD_VERSION = 1
 SHARD_SUFFIX = ".npz"

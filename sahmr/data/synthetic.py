@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from sahmr.data.sample import Sample
-from sahmr.data.shards import ShardReader, decode_depth_mm, decode_image
+from sahmr.data.shards import DATASET_FORMAT, ShardReader, decode_depth_mm, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class SyntheticDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         meta = json.loads((self.root / "dataset.json").read_text(encoding="utf-8"))
-        if meta.get("format") != "sahmr.synth_dataset":
+        if meta.get("format") != DATASET_FORMAT:
             raise ValueError(f"{self.root}: not a sahmr synthetic dataset")
         self.split = split
         self.load_image = load_image

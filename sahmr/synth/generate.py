@@ -28,7 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sahmr.data.shards import SHARD_VERSION, read_header, shard_name, validate_shard
+from sahmr.data.shards import (
+    DATASET_FORMAT,
+    DATASET_VERSION,
+    SHARD_VERSION,
+    read_header,
+    shard_name,
+    validate_shard,
+)
 from sahmr.synth.plan import (
     GenerationConfig,
     ShardPlan,
@@ -41,9 +48,6 @@ from sahmr.synth.room_store import resolve_sdf_device, write_placer_sdf, write_r
 from sahmr.synth.worker import ShardResult, init_worker, load_body, run_shard
 
 logger = logging.getLogger(__name__)
-
-DATASET_FORMAT = "sahmr.synth_dataset"
-DATASET_VERSION = 1
 
 
 def _write_json_atomic(path: Path, obj: object) -> None:
