@@ -27,9 +27,10 @@ import zipfile
 from pathlib import Path
 
 from sahmr.evaluation.evaluator import JOINT_SETS, PROTOCOLS, Evaluator, SceneSDFs
-from sahmr.evaluation.metrics import DEFAULT_CONTACT_THRESHOLD_M
 from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
 from sahmr.evaluation.reports import summary_table, write_reports
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger("evaluate")
 
@@ -92,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--contact-threshold",
         type=float,
-        default=DEFAULT_CONTACT_THRESHOLD_M,
+        default=CONTACT_THRESHOLD_M,
         help="metres; a contact-region vertex with |sdf| below it is in contact "
-        f"(default {DEFAULT_CONTACT_THRESHOLD_M})",
+        f"(default {CONTACT_THRESHOLD_M})",
     )
-    p.add_argument("--voxel-size", type=float, default=0.02, help="SDF voxel size, metres")
+    p.add_argument("--voxel-size", type=float, default=SDF_VOXEL_SIZE_M,
+                   help="SDF voxel size, metres")
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")

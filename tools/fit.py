@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
+
 logger = logging.getLogger("fit")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="evenly spaced subset of frames")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--seed", type=int, default=0, help="keypoint noise seed")
-    p.add_argument("--sdf-voxel-size", type=float, default=0.02, help="metres")
+    p.add_argument("--sdf-voxel-size", type=float, default=SDF_VOXEL_SIZE_M, help="metres")
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluator")
     p.add_argument("--no-progress", action="store_true")

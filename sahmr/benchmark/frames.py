@@ -4,7 +4,7 @@ Two sources, both giving the exact tensors the methods see in evaluation:
 
 * `bundled_frames`: the demo frames shipped with the bundled rooms (``scenes/<room>/demo``:
   a rendered 640x480 image of a placed body, its camera, person box and ground-truth body),
-  cropped and frustum-cut as the demo does (`sahmr.inference.pipeline.frame_inputs_from_image`)
+  cropped and frustum-cut as the demo does (`sahmr.inference.frames.frame_inputs_from_image`)
   against the room's 2 cm scene points;
 * `dataset_frames`: frames of a synthetic dataset split through ``SyntheticDataset`` ->
   ``collate_samples`` -> ``prepare_inputs``.
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from sahmr.records import FrameInputs
 from sahmr.scene.frontend import SceneBank
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _project_joints(joints_world: Tensor, T_w2c: Tensor, K_crop: Tensor) -> Tens
 def bundled_frames(
     *,
     device: torch.device | str = "cpu",
-    scene_voxel_size: float = 0.02,
+    scene_voxel_size: float = SCENE_VOXEL_SIZE_M,
     cache_dir: str | Path | None = None,
     names: Sequence[str] | None = None,
 ) -> BenchFrames:
@@ -163,7 +164,7 @@ def bundled_frames(
         device: Where the inputs go.
         scene_voxel_size: Scene point spacing, metres (the models are trained on 2 cm).
         cache_dir: Cache root of the down-sampled scene points (see
-            `sahmr.inference.pipeline.load_scene_data`).
+            `sahmr.inference.scene.load_scene_data`).
         names: Frames to use as ``"<room>/<frame>"`` (e.g. ``"living_room/stand"``); default
             every demo frame of every bundled room.
 
@@ -175,7 +176,9 @@ def bundled_frames(
     """
     from sahmr.body import BodyModel
     from sahmr.inference.camera_io import load_camera, read_bbox_file
-    from sahmr.inference.pipeline import frame_inputs_from_image, load_scene_data, read_image
+    from sahmr.inference.frames import frame_inputs_from_image
+    from sahmr.inference.images import read_image
+    from sahmr.inference.scene import load_scene_data
     from sahmr.synth.bundled import list_bundled_scenes, scenes_root
 
     root = scenes_root()

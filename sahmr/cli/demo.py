@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from sahmr.inference.errors import InputError, MissingFileError
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, default=1.0,
                    help="scan units to metres (0.001 for millimetres)")
     g.add_argument("--up-axis", default="z", help="the scan's up axis (z, y, -y...)")
-    g.add_argument("--scene-voxel", type=float, default=0.02,
+    g.add_argument("--scene-voxel", type=float, default=SCENE_VOXEL_SIZE_M,
                    help="scan down-sampling pitch, metres (the models are trained on 2 cm)")
     m = p.add_argument_group("method")
     m.add_argument("--method", default="sahmr",
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "box)")
     o.add_argument("--no-penetration", action="store_true",
                    help="skip the scene SDF (penetration and contact figures)")
-    o.add_argument("--sdf-voxel", type=float, default=0.02, help="SDF pitch, metres")
+    o.add_argument("--sdf-voxel", type=float, default=SDF_VOXEL_SIZE_M, help="SDF pitch, metres")
     o.add_argument("--cache-dir", type=Path, default=None,
                    help="cache of down-sampled scans (scene_points/) and SDFs (sdf/) (default "
                         "~/.cache/sahmr, or $SAHMR_CACHE_DIR)")
@@ -203,7 +205,7 @@ def collect_frames(args: argparse.Namespace, bundled: bool, scene_dir: Path
     records it as a `FailedFrame` and goes on.
     """
     from sahmr.cli.checks import image_file_problem
-    from sahmr.inference.pipeline import FrameSpec
+    from sahmr.inference.frames import FrameSpec
 
     if args.image is None:
         if not bundled:
@@ -272,7 +274,7 @@ def _detect_boxes(setups: list[Any], args: argparse.Namespace, batch: bool) -> l
     )
     from sahmr.detect.runtime import DetectorUnavailableError
     from sahmr.inference.camera_io import read_bbox_file
-    from sahmr.inference.pipeline import read_image
+    from sahmr.inference.images import read_image
 
     todo = [k for k, s in enumerate(setups) if not isinstance(s, FailedFrame)]
     if not todo:
@@ -352,24 +354,22 @@ def _body_model(cfg: Any) -> torch.nn.Module:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status. Raises `InputError` on bad input."""
+    from sahmr.inference.frames import FrameSpec, PreparedFrame, prepare_frame
+    from sahmr.inference.method import (
+        bundled_checkpoint,
+        check_method_checkpoint,
+        load_method_checkpoint,
+    )
     from sahmr.inference.outputs import (
         check_output_folder,
         staged_output,
         write_batch_summary,
         write_frame_outputs,
     )
-    from sahmr.inference.pipeline import (
-        FrameSpec,
-        InferencePipeline,
-        PreparedFrame,
-        SceneFitRefiner,
-        StageTimer,
-        bundled_checkpoint,
-        check_method_checkpoint,
-        load_method_checkpoint,
-        load_scene_data,
-        prepare_frame,
-    )
+    from sahmr.inference.pipeline import InferencePipeline
+    from sahmr.inference.refine import SceneFitRefiner
+    from sahmr.inference.scene import load_scene_data
+    from sahmr.inference.timing import StageTimer
 
     timer = StageTimer()
     check_numbers(args)
@@ -495,13 +495,13 @@ FORCE_HINT = "; --force goes on anyway"
 
 def _check_cameras(frames: list[Any], scene: Any, batch: bool) -> list[Any]:
     """The frames, each person box checked against its image's size and each camera against
-    the scan and the box (`sahmr.inference.pipeline.check_frame_camera`): single mode raises
+    the scan and the box (`sahmr.inference.frames.check_frame_camera`): single mode raises
     `InputError`, batch mode turns a failing frame into a `FailedFrame`. A frame whose image
     header cannot be read is left to `prepare_frame`, which names the problem."""
     from PIL import Image
 
     from sahmr.inference.errors import check_bbox
-    from sahmr.inference.pipeline import FrameSpec, check_frame_camera
+    from sahmr.inference.frames import FrameSpec, check_frame_camera
 
     out = []
     for frame in frames:

@@ -80,6 +80,7 @@ from sahmr.data.smplx_targets import (
     scan_distance,
 )
 from sahmr.data.visibility import SceneCasters, frame_visibility
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ class ProxDataset(Dataset):
         keypoints_dir: str | Path | None = None,
         keypoints_mirrored: bool = False,
         bbox_margin: float = 0.1,
-        crop_size: int = 224,
+        crop_size: int = DEFAULT_CROP_SIZE,
         keep_image: bool = False,
         targets: SmplTargets | None = None,
         cache_dir: str | Path | None = None,

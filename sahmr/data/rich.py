@@ -90,6 +90,7 @@ from sahmr.data.smplx_targets import (
     scan_distance,
 )
 from sahmr.data.visibility import SceneCasters, frame_visibility
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)
@@ -333,7 +334,7 @@ class RichDataset(Dataset):
         smplx_vertex_regions: np.ndarray | None = None,
         contact_threshold: float = CONTACT_THRESHOLD_M,
         gender_map: Mapping[int, str] | None = None,
-        crop_size: int = 224,
+        crop_size: int = DEFAULT_CROP_SIZE,
         keep_image: bool = False,
         targets: SmplTargets | None = None,
         undistort: bool = True,

@@ -8,7 +8,6 @@ training path importing the metrics does not pull in tqdm/matplotlib.
 """
 
 from sahmr.evaluation.metrics import (
-    DEFAULT_CONTACT_THRESHOLD_M,
     MM_PER_M,
     acceleration_error,
     binary_counts,
@@ -32,7 +31,6 @@ from sahmr.evaluation.metrics import (
 from sahmr.evaluation.reduction import Accumulator
 
 __all__ = [
-    "DEFAULT_CONTACT_THRESHOLD_M",
     "MM_PER_M",
     "Accumulator",
     "acceleration_error",

@@ -42,7 +42,8 @@ from tqdm import tqdm
 from sahmr.evaluation import metrics as M
 from sahmr.evaluation.readers import BodyFrame, FrameError, FrameReader
 from sahmr.evaluation.reduction import Accumulator
-from sahmr.scene.contact import NUM_CONTACT_REGIONS, vertex_contact
+from sahmr.scene.contact import CONTACT_THRESHOLD_M, NUM_CONTACT_REGIONS, vertex_contact
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class SceneSDFs:
         scene_mesh: str | Path | None = None,
         scene_dir: str | Path | None = None,
         *,
-        voxel_size: float = 0.02,
+        voxel_size: float = SDF_VOXEL_SIZE_M,
         cache_dir: str | Path | None = None,
         loader: SDFLoader | None = None,
     ) -> None:
@@ -341,8 +342,8 @@ class Evaluator:
         scenes: SceneSDFs | None = None,
         *,
         joint_set: str = "smpl24",
-        contact_threshold: float = M.DEFAULT_CONTACT_THRESHOLD_M,
-        gt_contact_threshold: float = M.DEFAULT_CONTACT_THRESHOLD_M,
+        contact_threshold: float = CONTACT_THRESHOLD_M,
+        gt_contact_threshold: float = CONTACT_THRESHOLD_M,
         batch_size: int = 64,
         protocol: str = "default",
         gt_vertex_map: Any = None,

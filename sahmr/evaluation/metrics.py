@@ -25,11 +25,6 @@ from sahmr.scene.contact import CONTACT_THRESHOLD_M, NUM_CONTACT_REGIONS
 MM_PER_M = 1000.0
 """Millimetres per metre: metric outputs are in mm."""
 
-DEFAULT_CONTACT_THRESHOLD_M = CONTACT_THRESHOLD_M
-"""Vertex-to-scene distance (metres) below which a contact-region vertex is in contact: the
-one definition of `sahmr.scene.contact` (the generator labels ground truth with it), so the
-ground truth scored as its own prediction gets P = R = F1 = 1."""
-
 PelvisSpec = int | Sequence[int]
 
 
@@ -239,12 +234,12 @@ def penetration_and_confe(sdf: Tensor, gt_contact: Tensor) -> dict[str, Tensor]:
     }
 
 
-def predicted_contact(sdf: Tensor, threshold: float = DEFAULT_CONTACT_THRESHOLD_M) -> Tensor:
+def predicted_contact(sdf: Tensor, threshold: float = CONTACT_THRESHOLD_M) -> Tensor:
     """Vertices in contact with the scene: ``|sdf| < threshold``.
 
     Args:
         sdf: Tensor of shape (B, V), metres.
-        threshold: Distance in metres (default 0.07, the labelling threshold).
+        threshold: Distance in metres (default `CONTACT_THRESHOLD_M`, the labelling threshold).
 
     Returns:
         Bool Tensor of shape (B, V).
@@ -301,7 +296,7 @@ def vertex_contact_counts(
     sdf: Tensor,
     gt_contact: Tensor,
     *,
-    threshold: float = DEFAULT_CONTACT_THRESHOLD_M,
+    threshold: float = CONTACT_THRESHOLD_M,
     regions: Tensor | None = None,
     num_regions: int = NUM_CONTACT_REGIONS,
 ) -> dict[str, Tensor]:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.body.topology import BodyTopology
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 from sahmr.geometry.pnp import estimate_translation
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
@@ -312,7 +313,7 @@ class METRO(MeshTokenNet):
         encoder: TransformerCascade,
         topology: BodyTopology,
         mask_ratio: float = 0.3,
-        image_size: int = 224,
+        image_size: int = DEFAULT_CROP_SIZE,
         upsample_residual: bool = True,
         param_head: Callable[..., BodyHead] | None = None,
         free_form_output: bool = False,

@@ -41,7 +41,11 @@ from sahmr.evaluation.rcnet_metrics import rcnet_metrics
 from sahmr.geometry.cameras import project, unproject
 from sahmr.models.sparse_unet import SparseUNet
 from sahmr.records import FrameInputs, FrameTargets
-from sahmr.scene.contact import NUM_CONTACT_CLASSES, NUM_CONTACT_REGIONS
+from sahmr.scene.contact import (
+    MAX_CONTACTS_PER_FRAME,
+    NUM_CONTACT_CLASSES,
+    NUM_CONTACT_REGIONS,
+)
 from sahmr.scene.frustum import roi_select
 from sahmr.scene.voxels import voxelize
 
@@ -405,7 +409,7 @@ class RCNet(nn.Module):
         roi_radius: float = 1.25,
         anchor_offsets: Sequence[float] = (0.0, -0.5, 0.5),
         voxel_size: float = 0.05,
-        max_contacts_per_frame: int = 500,
+        max_contacts_per_frame: int = MAX_CONTACTS_PER_FRAME,
         teacher_forcing: bool = True,
         roi_noise_std: float = 0.1,
     ) -> None:

@@ -32,16 +32,15 @@ from torch import Tensor, nn
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.body.topology import BodyTopology
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 from sahmr.models.metro import MeshTokenNet
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.models.transformer import SceneAwareAttention, SceneAwareCascade
 from sahmr.records import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.scene.contact import MAX_CONTACTS_PER_FRAME
 
 logger = logging.getLogger(__name__)
-
-MAX_CONTACTS_PER_FRAME = 500
-"""Most contact points per frame the mesh network takes (SA-HMR's cap)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -140,7 +139,7 @@ class SceneAwareMeshNet(MeshTokenNet):
         encoder: SceneAwareCascade,
         topology: BodyTopology,
         mask_ratio: float = 0.3,
-        image_size: int = 224,
+        image_size: int = DEFAULT_CROP_SIZE,
         upsample_residual: bool = True,
         max_contacts: int = MAX_CONTACTS_PER_FRAME,
         param_head: Callable[..., BodyHead] | None = None,

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONTACT_THRESHOLD_M",
+    "MAX_CONTACTS_PER_FRAME",
     "NUM_CONTACT_CLASSES",
     "NUM_CONTACT_REGIONS",
     "scene_contact_labels",
@@ -32,6 +33,10 @@ __all__ = [
 CONTACT_THRESHOLD_M = 0.07
 """Vertex-to-scene distance (metres) below which a contact-region vertex is in contact (7 cm,
 as SA-HMR). The only place this number is written."""
+
+MAX_CONTACTS_PER_FRAME = 500
+"""Most scene contact points per frame RCNet hands the mesh network (SA-HMR's cap). The only
+place this number is written."""
 
 NUM_CONTACT_CLASSES = len(CONTACT_REGION_NAMES)
 """Contact classes including 0 = none (8): RCNet's per-voxel / per-point classification."""

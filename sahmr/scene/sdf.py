@@ -41,6 +41,7 @@ from sahmr.atomic_write import atomic_open
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "SDF_VOXEL_SIZE_M",
     "ExactSceneSDF",
     "MeshSignedDistance",
     "SDFGrid",
@@ -49,6 +50,10 @@ __all__ = [
     "load_or_build_sdf",
     "load_scene_sdf",
 ]
+
+SDF_VOXEL_SIZE_M = 0.02
+"""Default node spacing (metres) of the scene SDF grids that score penetration and contact
+(evaluator, demo, fitting). The only place this number is written."""
 
 _FORMAT_VERSION = 1
 
@@ -555,7 +560,7 @@ class ExactSceneSDF:
 
 def load_scene_sdf(
     mesh_path: str | os.PathLike,
-    voxel_size: float = 0.02,
+    voxel_size: float = SDF_VOXEL_SIZE_M,
     margin: float = 0.2,
     cache_dir: str | os.PathLike | None = None,
     *,
@@ -601,7 +606,7 @@ def _nodes(origin: np.ndarray, voxel_size: float, shape_xyz, z_slice=slice(None)
 
 def build_sdf_grid(
     mesh,
-    voxel_size: float = 0.02,
+    voxel_size: float = SDF_VOXEL_SIZE_M,
     margin: float = 0.2,
     *,
     coarse_factor: int = 4,
@@ -680,7 +685,7 @@ def default_cache_dir() -> Path:
 
 def load_or_build_sdf(
     mesh_path: str | os.PathLike,
-    voxel_size: float = 0.02,
+    voxel_size: float = SDF_VOXEL_SIZE_M,
     margin: float = 0.2,
     cache_dir: str | os.PathLike | None = None,
     *,
