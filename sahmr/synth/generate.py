@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import queue
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sahmr.atomic_write import atomic_write_json
 from sahmr.data.shards import (
     DATASET_FORMAT,
     DATASET_VERSION,
@@ -48,12 +48,6 @@ from sahmr.synth.room_store import resolve_sdf_device, write_placer_sdf, write_r
 from sahmr.synth.worker import ShardResult, init_worker, load_body, run_shard
 
 logger = logging.getLogger(__name__)
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, Any]:
@@ -137,8 +131,8 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
                 f"{root} holds a dataset of another config (hash {prev.get('config_hash')} != "
                 f"{meta['config_hash']}); use a new out_dir or resume=false"
             )
-    _write_json_atomic(old, meta)
-    _write_json_atomic(root / "rooms.json", table)
+    atomic_write_json(old, meta, indent=1, sort_keys=True)
+    atomic_write_json(root / "rooms.json", table, indent=1, sort_keys=True)
     mine = [p for p in plans if p.index % parts == part]
     expect = {"config_hash": cfg.content_hash()}
     todo = [
@@ -215,5 +209,5 @@ def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
             "config_hash": cfg.content_hash(),
         }
     )
-    _write_json_atomic(root / "summary.json", summary)
+    atomic_write_json(root / "summary.json", summary, indent=1, sort_keys=True)
     return summary

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, TypeVar
 import numpy as np
 
 from sahmr.data.shards import SHARD_VERSION
+from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 from sahmr.synth.cameras import CameraRanges
 from sahmr.synth.occluders import OccluderRanges
 from sahmr.synth.shapes import ShapeRanges
@@ -135,7 +136,7 @@ class GenerationConfig:
     camera: CameraRanges = field(default_factory=CameraRanges)
     shape: ShapeRanges = field(default_factory=ShapeRanges)
     occluders: OccluderRanges = field(default_factory=OccluderRanges)
-    crop_size: int = 224
+    crop_size: int = DEFAULT_CROP_SIZE
     crop_format: str = "jpeg"
     jpeg_quality: int = 92
     full_frame_scale: float = 0.0

@@ -13,16 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
+from sahmr.atomic_write import atomic_open
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M, sample_scene_points
 from sahmr.synth.plan import SceneRecipe
 from sahmr.synth.rooms import Room
 
 logger = logging.getLogger(__name__)
-
-SCENE_POINT_SPACING = 0.02
-"""Voxel size (m) of the stored scene point clouds."""
-
 
 def sdf_cache_path(root: Path, scene_id: str, voxel_size: float) -> Path:
     """``rooms/<scene_id>/placer_sdf_<pitch in 0.1 mm>.npz``: a room's cached placer SDF."""
@@ -53,10 +50,8 @@ def write_placer_sdf(
 
     t0 = time.perf_counter()
     grid = build_placer_sdf(build_room(recipe), voxel_size, device=device)
-    tmp = path.with_name(f".{path.stem}.tmp.{os.getpid()}.npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, make_parents=True) as fh:
+        grid.save(fh)
     logger.info("%s: placer SDF %s built in %.1f s", scene_id, grid.values.shape,
                 time.perf_counter() - t0)  # fmt: skip
     return path
@@ -73,29 +68,6 @@ def build_room(recipe: SceneRecipe) -> Room:
     return generate_room(recipe["kind"], int(recipe["seed"]))
 
 
-def sample_scene_points(
-    mesh: trimesh.Trimesh, spacing: float = SCENE_POINT_SPACING, seed: int = 0
-) -> np.ndarray:
-    """Surface points of a mesh, voxel-downsampled to ``spacing`` (one point per voxel).
-
-    Args:
-        mesh: Room mesh, world frame, metres.
-        spacing: Voxel size, metres.
-        seed: Seed of the surface sampling.
-
-    Returns:
-        (N, 3) float32 points, world frame.
-    """
-    count = int(min(4e6, max(1000, 2.0 * mesh.area / spacing**2)))
-    pts, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
-    cells = np.floor(pts / spacing).astype(np.int64)
-    cells -= cells.min(axis=0)
-    dims = cells.max(axis=0) + 1
-    keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    _, first = np.unique(keys, return_index=True)
-    return pts[np.sort(first)].astype(np.float32)
-
-
 def write_room(root: Path, scene_id: str, recipe: SceneRecipe) -> Path:
     """Writes ``rooms/<scene_id>/`` (room files + ``scene_points.npz``) once, atomically.
 
@@ -109,7 +81,7 @@ def write_room(root: Path, scene_id: str, recipe: SceneRecipe) -> Path:
     room = build_room(recipe)
     room.save(tmp)
     pts = sample_scene_points(room.mesh)
-    np.savez(tmp / "scene_points.npz", points=pts, spacing=np.float32(SCENE_POINT_SPACING))
+    np.savez(tmp / "scene_points.npz", points=pts, spacing=np.float32(SCENE_VOXEL_SIZE_M))
     try:
         os.replace(tmp, final)
     except OSError:  # another process wrote it first
