@@ -1,4 +1,4 @@
-"""The shared model contract: inputs and targets built from a collated batch."""
+"""The scene front end (`sahmr.scene.frontend`) and the batch adapters (`sahmr.data.prepare`)."""
 
 import numpy as np
 import pytest
