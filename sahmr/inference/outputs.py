@@ -47,7 +47,8 @@ from PIL import Image
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
 from sahmr.inference.errors import InputError
-from sahmr.inference.pipeline import FramePrediction, SceneData
+from sahmr.inference.pipeline import FramePrediction
+from sahmr.inference.scene import SceneData
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 
 logger = logging.getLogger(__name__)

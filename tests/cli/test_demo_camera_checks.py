@@ -11,7 +11,8 @@ import pytest
 from sahmr.cli.demo import EXIT_BAD_INPUT, main
 from sahmr.inference.camera_io import CameraSpec, load_camera, read_bbox_file, save_camera
 from sahmr.inference.errors import CameraError
-from sahmr.inference.pipeline import FrameSpec, check_frame_camera, load_scene_data
+from sahmr.inference.frames import FrameSpec, check_frame_camera
+from sahmr.inference.scene import load_scene_data
 from sahmr.synth.bundled import bundled_scene_dir
 
 VOXEL = "0.04"  # coarser than the demo's 2 cm: fast, and the checks hold at both

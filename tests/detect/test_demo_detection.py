@@ -65,7 +65,7 @@ def test_scene_fit_refiner_fits_given_keypoints_by_confidence():
 
     from sahmr.body import BodyModel
     from sahmr.geometry.cameras import project
-    from sahmr.inference.pipeline import SceneFitRefiner
+    from sahmr.inference.refine import SceneFitRefiner
     from sahmr.records import BodyPrediction
     from sahmr.scene.sdf import SDFGrid
 

@@ -183,7 +183,7 @@ def test_body_mismatch_is_refused(trees, tmp_path, monkeypatch, capsys):
 def test_rich_finetune_from_the_synthetic_checkpoint(trees, tmp_path, monkeypatch):
     """The documented fine-tuning command (docs/datasets.md): exp=sahmr_small_e2e from the
     shipped synthetic-data checkpoint, on RICH."""
-    from sahmr.inference.pipeline import bundled_checkpoint
+    from sahmr.inference.method import bundled_checkpoint
 
     shipped = bundled_checkpoint("sahmr")
     run = _train("rich", trees, tmp_path, monkeypatch, [f"init.weights={shipped}"],

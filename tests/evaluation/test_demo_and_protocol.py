@@ -68,7 +68,8 @@ def _write_demo_folder(out: Path, body_model) -> dict[str, np.ndarray]:
 
 
 def test_demo_folder_scored_and_numbers_agree_with_the_demo(tmp_path, body_model, living_room):
-    from sahmr.inference.pipeline import InferencePipeline, StageTimer
+    from sahmr.inference.pipeline import InferencePipeline
+    from sahmr.inference.timing import StageTimer
 
     verts = _write_demo_folder(tmp_path / "demo", body_model)
     pred = FolderReader(tmp_path / "demo")

@@ -18,14 +18,11 @@ from sahmr.body import BodyModel
 from sahmr.body.model import license_free_model_path
 from sahmr.geometry.cameras import project, transform_points
 from sahmr.inference.camera_io import CameraSpec
+from sahmr.inference.frames import FrameSpec
+from sahmr.inference.method import LoadedMethod
 from sahmr.inference.outputs import _up_to_gltf_y, write_frame_outputs
-from sahmr.inference.pipeline import (
-    FrameSpec,
-    InferencePipeline,
-    LoadedMethod,
-    load_scene_data,
-    params_cam_to_world,
-)
+from sahmr.inference.pipeline import InferencePipeline, params_cam_to_world
+from sahmr.inference.scene import load_scene_data
 from sahmr.records import BodyPrediction
 from sahmr.viz.render import intrinsics_from_fov, look_at
 

@@ -24,17 +24,11 @@ from sahmr.inference.errors import (
     InputError,
     ScanUnitsError,
 )
+from sahmr.inference.frames import FrameSpec, frame_inputs_from_image, prepare_frame
+from sahmr.inference.method import LoadedMethod, bundled_checkpoint
 from sahmr.inference.outputs import staged_output, write_frame_outputs
-from sahmr.inference.pipeline import (
-    FrameSpec,
-    InferencePipeline,
-    LoadedMethod,
-    bundled_checkpoint,
-    frame_inputs_from_image,
-    load_scene_data,
-    params_cam_to_world,
-    prepare_frame,
-)
+from sahmr.inference.pipeline import InferencePipeline, params_cam_to_world
+from sahmr.inference.scene import load_scene_data
 from sahmr.records import BodyPrediction
 from sahmr.scene.frontend import CROP_BBOX_SCALE, SceneBank
 from sahmr.viz.render import intrinsics_from_fov, look_at
@@ -297,7 +291,7 @@ def _plane_grid():
 
 
 def test_scene_fit_refiner_moves_the_body_out_of_the_floor(body, scene, camera, tmp_path):
-    from sahmr.inference.pipeline import SceneFitRefiner
+    from sahmr.inference.refine import SceneFitRefiner
 
     params_w, out = _posed(body)
     params_w["transl"] = params_w["transl"] - torch.tensor([[0.0, 0.0, 0.06]],
