@@ -107,13 +107,15 @@ def atomic_save_npz(
     *,
     compressed: bool = False,
     fsync: bool = False,
+    make_parents: bool = False,
+    prefix: str | None = None,
 ) -> Path:
     """``np.savez`` (or ``savez_compressed``) of ``arrays`` to ``path`` atomically.
 
     The file is written through a file object, so no ``.npz`` suffix is appended: ``path`` is
-    the exact name written.
+    the exact name written. ``fsync``, ``make_parents`` and ``prefix`` as in :func:`atomic_open`.
     """
     save = np.savez_compressed if compressed else np.savez
-    with atomic_open(path, fsync=fsync) as fh:
+    with atomic_open(path, prefix=prefix, fsync=fsync, make_parents=make_parents) as fh:
         save(fh, **arrays)
     return Path(path)

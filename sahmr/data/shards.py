@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from sahmr.atomic_write import atomic_save_npz
+
 logger = logging.getLogger(__name__)
 
 DATASET_FORMAT = "sahmr.synth_dataset"
@@ -141,8 +143,9 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}{SHARD_SUFFIX}"
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
+def _temp_prefix(path: Path) -> str:
+    """Temporary file prefix of a shard writer: ``.<name>.tmp.<pid>.`` (`remove_stale_temps`)."""
+    return f".{path.name}.tmp.{os.getpid()}."
 
 
 def pack_rows(
@@ -200,8 +203,9 @@ def pack_rows(
 def write_shard_atomic(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Writes a shard so that it appears under its final name only when complete.
 
-    Writes ``.<name>.tmp.<pid>`` in the same folder, flushes and fsyncs it, renames it with
-    `os.replace` (atomic on POSIX) and fsyncs the folder. On an exception the temporary file
+    Writes ``.<name>.tmp.<pid>.<random>.tmp`` in the same folder (`sahmr.atomic_write`),
+    flushes and fsyncs it, renames it with `os.replace` (atomic on POSIX) and fsyncs the
+    folder. On an exception the temporary file
     is removed and nothing appears under ``path``.
 
     Args:
@@ -212,17 +216,7 @@ def write_shard_atomic(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Pa
         ``path`` as a Path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_save_npz(path, arrays, fsync=True, make_parents=True, prefix=_temp_prefix(path))
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
