@@ -3,8 +3,8 @@
 Steps (DESIGN.md data flow, the same preprocessing as training):
 
 1. `sahmr.inference.scene.load_scene_data`: the scan (`sahmr.scene.io.load_scene`), checked
-   for plausible units, voxel-down-sampled to 2 cm (`sahmr.scene.points.downsample`; without
-   open3d the trimesh sampler of the data generator), packed in a `SceneBank`.
+   for plausible units, voxel-down-sampled to 2 cm (`sahmr.scene.points.voxel_downsample`, the
+   data generator's sampler), packed in a `SceneBank`.
 2. `sahmr.inference.frames.prepare_frame` / `frame_inputs_from_image`: the image checked
    against its camera and the scan, the square crop around the bbox (`square_bbox` scale
    `CROP_BBOX_SCALE`, `crop_image`), ImageNet normalisation, the crop camera and the bbox
@@ -43,6 +43,7 @@ from sahmr.inference.scene import SceneData
 from sahmr.inference.timing import StageTimer
 from sahmr.records import BodyPrediction
 from sahmr.scene.contact import CONTACT_THRESHOLD_M, vertex_contact
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class InferencePipeline:
         body: nn.Module,
         sdf: Any = None,
         penetration: bool = True,
-        sdf_voxel_size: float = 0.02,
+        sdf_voxel_size: float = SDF_VOXEL_SIZE_M,
         sdf_cache_dir: str | Path | None = None,
         contact_threshold: float | None = None,
         refiner: SceneFitRefiner | None = None,

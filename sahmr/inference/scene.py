@@ -1,6 +1,6 @@
 """The scan of an inference run: loaded, checked for plausible units, voxel-down-sampled to the
-models' 2 cm scene points (`sahmr.scene.points.downsample`; without open3d the trimesh sampler
-of the data generator), cached on disk and packed in a `SceneBank` (`load_scene_data`).
+models' 2 cm scene points (`sahmr.scene.points.voxel_downsample`, the data generator's
+sampler), cached on disk and packed in a `SceneBank` (`load_scene_data`).
 
 Frames: world = the scan's frame, metres.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from sahmr.atomic_write import atomic_save_npz
 from sahmr.inference.errors import InputError, check_scan_extent, require_file
 from sahmr.inference.timing import StageTimer
 from sahmr.scene.frontend import SceneBank
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
-SCENE_VOXEL_SIZE_M = 0.02
-"""Scene point spacing fed to the models (DESIGN.md: 2 cm)."""
-_POINTS_CACHE_VERSION = 1
+_POINTS_CACHE_VERSION = 2
+"""2: every machine samples with `sahmr.scene.points` (1: open3d's down-sampling where present)."""
 
 
 @dataclass
@@ -67,28 +67,10 @@ class SceneData:
 
 
 def _downsample(scene: Any, voxel_size: float) -> Any:
-    """`sahmr.scene.points.downsample`, or the generator's trimesh sampler without open3d."""
-    from sahmr.scene.points import ScenePoints, downsample
+    """`sahmr.scene.points.voxel_downsample`: the sampler the training scenes went through."""
+    from sahmr.scene.points import voxel_downsample
 
-    try:
-        import open3d  # noqa: F401
-    except ImportError:
-        import trimesh
-
-        from sahmr.scene.io import SceneMesh
-        from sahmr.synth.room_store import sample_scene_points
-
-        logger.info("open3d is not installed: down-sampling the scan with trimesh")
-        if isinstance(scene, SceneMesh):
-            pts = sample_scene_points(
-                trimesh.Trimesh(scene.vertices, scene.faces, process=False), voxel_size
-            )
-        else:
-            cells = np.floor(scene.points / voxel_size).astype(np.int64)
-            _, first = np.unique(cells, axis=0, return_index=True)
-            pts = scene.points[np.sort(first)]
-        return ScenePoints(pts.astype(np.float32), up_axis=scene.up_axis, voxel_size=voxel_size)
-    return downsample(scene, voxel_size)
+    return voxel_downsample(scene, voxel_size)
 
 
 def default_points_cache_dir() -> Path:
@@ -133,9 +115,7 @@ def _cached_downsample(
     arrays.update({k: v for k in ("normals", "colors") if (v := getattr(points, k)) is not None})
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, file)
+        atomic_save_npz(file, arrays)
     except OSError as exc:  # a read-only cache only costs time
         logger.warning("cannot cache scene points in %s: %s", cache, exc)
     return points

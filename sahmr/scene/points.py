@@ -117,6 +117,3 @@ def voxel_downsample(scene, voxel_size: float = SCENE_VOXEL_SIZE_M) -> ScenePoin
     logger.info("down-sampled %d -> %d points at %.3f m", len(scene.vertices)
                 if isinstance(scene, SceneMesh) else len(scene), len(out), voxel_size)
     return out
-
-
-downsample = voxel_downsample  # TEMPORARY: inference/scene.py's import until its split lands
