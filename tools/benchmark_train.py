@@ -286,7 +286,8 @@ def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, ou
     from hydra.utils import instantiate
 
     from sahmr.engine.distributed import DistInfo
-    from sahmr.engine.trainer import Trainer, TrainerConfig
+    from sahmr.engine.trainer import Trainer
+    from sahmr.engine.trainer_config import TrainerConfig
 
     settings = dict(cfg.trainer)
     settings.update(

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
+from sahmr.engine.assembly import build_evaluator
 from sahmr.engine.checkpoint import load_checkpoint, load_method
 from sahmr.engine.data import (
     LoaderSettings,
@@ -37,7 +38,6 @@ from sahmr.engine.data import (
 )
 from sahmr.engine.distributed import resolve_device
 from sahmr.engine.methods import can_predict
-from sahmr.engine.trainer import build_evaluator
 from sahmr.engine.validation import run_validation, write_json_atomic
 from sahmr.evaluation.evaluator import JOINT_SETS, PROTOCOLS
 from sahmr.evaluation.readers import BodyFrame

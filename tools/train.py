@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sahmr.data.smplx_targets import BodyMismatchError
-from sahmr.engine.trainer import train_from_config
+from sahmr.engine.assembly import train_from_config
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -56,7 +56,7 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.trainer.batch_size, "trainer.batch_size")
         check_int(cfg.trainer.val_batch_size, "trainer.val_batch_size")
         check_int(cfg.trainer.num_workers, "trainer.num_workers", minimum=0)
-        from sahmr.engine.trainer import TrainerConfig
+        from sahmr.engine.trainer_config import TrainerConfig
 
         try:  # every trainer setting (lr, epochs, clip...) before the output folder is made
             TrainerConfig.from_mapping(cfg.trainer)

@@ -16,9 +16,9 @@ state and the position (epoch, batches consumed); the data order is a function o
 ``(seed, epoch)`` only and the consumed batches are skipped (`sahmr.engine.data`). Validation
 and image summaries fork the RNG states, so they never change the training trajectory.
 
-`train_from_config` assembles everything from the hydra config of ``tools/train.py``; its
-``clip_length`` selects the data mode (frames, or clips of T frames for temporal methods; see
-`sahmr.engine.data`).
+The loop's settings are `sahmr.engine.trainer_config.TrainerConfig`, its parameter groups and
+LR schedule `sahmr.engine.optimizers`; `sahmr.engine.assembly.train_from_config` builds
+everything from the hydra config of ``tools/train.py`` and runs it.
 """
 
 from __future__ import annotations
@@ -26,47 +26,29 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
 from sahmr.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
-    load_initial_weights,
     restore_rng_state,
     save_checkpoint,
 )
-from sahmr.engine.data import (
-    LoaderSettings,
-    ResumableSampler,
-    Step,
-    StepPreparer,
-    build_dataset,
-    build_loader,
-    build_scene_bank,
-    clip_dataset,
-    start_epoch,
-)
+from sahmr.engine.data import ResumableSampler, Step, StepPreparer, start_epoch
 from sahmr.engine.distributed import (
     DistInfo,
     all_gather_objects,
     all_reduce_sum,
     any_rank,
     barrier,
-    cleanup,
-    init_distributed,
     wrap_ddp,
 )
 from sahmr.engine.methods import (
@@ -78,6 +60,8 @@ from sahmr.engine.methods import (
     unwrap,
     wants_sample_keys,
 )
+from sahmr.engine.optimizers import WarmupCosine, parameter_groups
+from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
 from sahmr.geometry.cameras import project
 from sahmr.records import LossOutput
@@ -86,238 +70,6 @@ logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best.pt"
-
-
-@dataclass(kw_only=True)
-class TrainerConfig:
-    """Settings of the loop (``configs/trainer/*.yaml``).
-
-    Attributes:
-        max_epochs: Epochs to run.
-        max_steps: Optimiser steps to run (None: ``max_epochs`` full epochs); also the
-            length of the LR schedule.
-        max_minutes: Wall-clock budget of this call; on expiry the run checkpoints and stops
-            cleanly (``resume=true`` continues it).
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay (matrices and convolution kernels only; biases and
-            norm parameters get none).
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps from 0 to ``lr``.
-        min_lr_ratio: Cosine floor as a fraction of ``lr``.
-        grad_clip: Max global gradient norm (None: no clipping; the norm is still logged).
-        disc_lr: Peak learning rate of the discriminator's Adam (methods with an adversarial
-            prior; None: ``lr``); it follows the same warm-up + cosine schedule.
-        disc_weight_decay: The discriminator's Adam weight decay (L2, as HMR: 1e-4).
-        disc_betas: The discriminator's Adam betas.
-        bf16: bfloat16 autocast on CUDA (always fp32 on CPU).
-        batch_size: Training frames (clips in clip mode) per batch and rank.
-        val_batch_size: Validation frames (clips in clip mode) per batch and rank.
-        num_workers: DataLoader workers.
-        pin_memory: Pin host memory (CUDA).
-        persistent_workers: Keep workers across epochs (their RNG streams then run on
-            across epochs: a dataset that augments from the worker RNG needs ``false`` for
-            bit-identical resumes).
-        log_every: Steps between scalar logs.
-        image_every: Steps between crop-grid image summaries (None/0: never).
-        ckpt_every: Steps between ``last.pt`` writes (None/0: epoch ends and stop only).
-        val_every_epochs: Validate every this many epochs (0: never).
-        val_max_batches: Validation batches per rank (None: the whole split).
-        val_scene_metrics: Also score penetration/contact against the rooms' SDFs.
-        val_with_targets: Validate with ``forward(inputs, targets)`` in eval mode instead of
-            ``predict`` (SA-HMR's mesh network trained without RCNet: ground-truth root and
-            contacts); see `sahmr.engine.validation.run_validation`.
-        best_metric: Validation scalar tracked for ``best.pt`` (None: no best.pt).
-        best_mode: ``"min"`` or ``"max"``.
-        find_unused_parameters: Passed to DDP (methods with branches unused in a step);
-            always on for methods with a discriminator.
-        deterministic: ``torch.use_deterministic_algorithms`` (CPU runs are bit-identical
-            without it; GPU runs need it for bit-identity, at a speed cost).
-        progress: Show tqdm bars (rank 0).
-        fused_optimizer: Fused (single-kernel) AdamW on CUDA (ignored on the CPU).
-        compile_submodules: Dotted paths of static-shape submodules compiled in place with
-            ``torch.compile`` on CUDA (``Module.compile``: state-dict keys unchanged); paths
-            the method lacks are skipped.
-        sync_free_steps: With fused AdamW on CUDA and no discriminator: no host
-            synchronisation in the step; a step whose gradient norm is not finite is skipped by
-            the optimizer on the device (its ``found_inf``) and counted in the next scalar log,
-            instead of being checked on the host before the backward pass.
-        lr_multipliers: ``{dotted submodule path: factor}``: that submodule's parameters
-            train at ``factor * lr`` (same schedule), e.g. a freshly added head on a
-            pretrained network; the longest matching path wins.
-    """
-
-    max_epochs: int = 1
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.01
-    grad_clip: float | None = 1.0
-    disc_lr: float | None = None
-    disc_weight_decay: float = 1e-4
-    disc_betas: tuple[float, float] = (0.9, 0.999)
-    bf16: bool = True
-    batch_size: int = 8
-    val_batch_size: int = 8
-    num_workers: int = 0
-    pin_memory: bool = True
-    persistent_workers: bool = True
-    log_every: int = 10
-    image_every: int | None = None
-    ckpt_every: int | None = None
-    val_every_epochs: int = 1
-    val_max_batches: int | None = None
-    val_scene_metrics: bool = False
-    val_with_targets: bool = False
-    best_metric: str | None = None
-    best_mode: str = "min"
-    find_unused_parameters: bool = False
-    deterministic: bool = False
-    progress: bool = True
-    fused_optimizer: bool = False
-    compile_submodules: tuple[str, ...] = ()
-    sync_free_steps: bool = False
-    lr_multipliers: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.best_mode not in ("min", "max"):
-            raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
-        for name in ("max_epochs", "max_steps", "warmup_steps", "batch_size", "val_batch_size",
-                     "num_workers", "log_every"):  # fmt: skip
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 0):  # fmt: skip
-                raise ValueError(f"trainer.{name}={value!r}: must be an integer >= 0")
-        for name, positive in (("lr", True), ("weight_decay", False), ("min_lr_ratio", False),
-                               ("grad_clip", True), ("max_minutes", True)):  # fmt: skip
-            value = getattr(self, name)
-            if value is None and name in ("grad_clip", "max_minutes"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0 or (positive and value == 0):
-                raise ValueError(f"trainer.{name}={value!r}: must be a finite number "
-                                 f"{'> 0' if positive else '>= 0'}")  # fmt: skip
-        if self.max_epochs < 1 and not self.max_steps:
-            raise ValueError("need max_epochs >= 1 or max_steps")
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        self.disc_betas = tuple(float(b) for b in self.disc_betas)  # type: ignore[assignment]
-        self.compile_submodules = tuple(str(p) for p in self.compile_submodules)
-        multipliers = dict(self.lr_multipliers or {})
-        for path, factor in multipliers.items():
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
-                    or not math.isfinite(factor) or factor <= 0:  # fmt: skip
-                raise ValueError(f"trainer.lr_multipliers.{path}={factor!r}: must be a finite "
-                                 "number > 0")
-        self.lr_multipliers = {str(k): float(v) for k, v in multipliers.items()}
-
-    @classmethod
-    def from_mapping(cls, cfg: Any) -> TrainerConfig:
-        """Build from a DictConfig / dict, rejecting unknown keys."""
-        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown trainer settings {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-    def loader(self, *, train: bool) -> LoaderSettings:
-        """DataLoader settings for the training or validation loader."""
-        return LoaderSettings(
-            batch_size=self.batch_size if train else self.val_batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
-
-class WarmupCosine:
-    """LR factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor``.
-
-    An object (not a lambda) so `LambdaLR.state_dict` stores its plain numbers.
-    """
-
-    def __init__(self, total_steps: int, warmup: int = 0, floor: float = 0.0) -> None:
-        self.total_steps = int(max(1, total_steps))
-        self.warmup = int(max(0, warmup))
-        self.floor = float(floor)
-
-    def __call__(self, step: int) -> float:
-        if self.warmup and step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(1, self.total_steps - self.warmup)
-        t = min(1.0, (step - self.warmup) / span)
-        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def lr_factor(name: str, multipliers: dict[str, float]) -> float:
-    """The LR factor of parameter ``name``: the longest submodule path of ``multipliers``
-    that contains it (1.0 when none does)."""
-    best, best_len = 1.0, -1
-    for path, factor in multipliers.items():
-        if (name == path or name.startswith(path + ".")) and len(path) > best_len:
-            best, best_len = factor, len(path)
-    return best
-
-
-def parameter_groups(
-    model: nn.Module,
-    weight_decay: float,
-    params: list[nn.Parameter] | None = None,
-    *,
-    lr: float | None = None,
-    lr_multipliers: dict[str, float] | None = None,
-) -> list[dict[str, Any]]:
-    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters, each split
-    further by LR factor when ``lr_multipliers`` is given.
-
-    Args:
-        model: The module (parameters are ordered by name).
-        weight_decay: Decay of the decayed groups.
-        params: Only these parameters of ``model`` (None: every trainable one).
-        lr: Base learning rate (needed with ``lr_multipliers``; groups then carry ``lr``).
-        lr_multipliers: ``{submodule path: factor}`` (`lr_factor`).
-
-    Raises:
-        ValueError: If a multiplier's path matches no trainable parameter.
-    """
-    multipliers = dict(lr_multipliers or {})
-    if multipliers and lr is None:
-        raise ValueError("lr_multipliers need the base lr")
-    keep = None if params is None else {id(p) for p in params}
-    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
-    used: set[str] = set()
-    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if not p.requires_grad or (keep is not None and id(p) not in keep):
-            continue
-        factor = lr_factor(name, multipliers)
-        used.update(k for k in multipliers if name == k or name.startswith(k + "."))
-        buckets.setdefault((factor, p.ndim >= 2), []).append(p)
-    unused = sorted(set(multipliers) - used)
-    if unused:
-        raise ValueError(f"trainer.lr_multipliers: no trainable parameters under {unused}")
-    groups = []
-    for factor in sorted({f for f, _ in buckets}):
-        for decayed in (True, False):
-            ps = buckets.get((factor, decayed))
-            if not ps and not (decayed and factor == 1.0):
-                continue
-            group: dict[str, Any] = {"params": ps or [], "weight_decay": weight_decay
-                                     if decayed else 0.0}  # fmt: skip
-            if multipliers:
-                group["lr"] = float(lr) * factor
-            groups.append(group)
-    if not groups:
-        groups = [{"params": [], "weight_decay": weight_decay}]
-    return groups
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -885,244 +637,3 @@ class Trainer:
             self._writer.close()
             self._writer = None
 
-
-# ---------------------------------------------------------------------------- assembly
-
-
-def _instantiate(node: Any, **kwargs: Any) -> Any:
-    from hydra.utils import instantiate
-
-    return instantiate(node, **kwargs)
-
-
-def _scene_points(dataset: Any, needed: bool) -> Any:
-    if not needed:
-        return None
-    scenes = getattr(dataset, "scene_points", None)
-    if scenes is None:
-        raise ValueError(f"{type(dataset).__name__} has no scene_points; set needs_scene=false")
-    return scenes
-
-
-def build_evaluator(
-    body: Any,
-    dataset: Any,
-    *,
-    scene_metrics: bool,
-    sdf_cache_dir: str | None = None,
-    sdf_voxel_size: float = 0.02,
-    joint_set: str = "smpl24",
-    protocol: str = "default",
-) -> Any:
-    """The shared body evaluator; scene SDFs from the dataset's ``scene_mesh_dir`` (RICH,
-    PROX) or ``rooms/`` (generated data) when asked; ``protocol`` ``"sahmr"`` gives the
-    official SA-HMR definitions (`sahmr.evaluation.evaluator.PROTOCOLS`)."""
-    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
-
-    scenes = None
-    if scene_metrics:
-        root = getattr(dataset, "root", None)
-        scene_dir = getattr(dataset, "scene_mesh_dir", None)
-        if scene_dir is None and root is None:
-            raise ValueError("scene metrics need a dataset with a root folder holding rooms/")
-        scenes = SceneSDFs(
-            scene_dir=Path(scene_dir if scene_dir is not None else Path(root) / "rooms"),
-            voxel_size=sdf_voxel_size,
-            cache_dir=sdf_cache_dir,
-        )
-    return Evaluator(body, scenes, joint_set=joint_set, protocol=protocol)
-
-
-def config_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML text (what checkpoints store)."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def train_from_config(
-    cfg: DictConfig,
-    *,
-    until_step: int | None = None,
-    on_trainer: Callable[[Trainer], None] | None = None,
-) -> FitResult:
-    """Build data, method, loss and trainer from a ``configs/train.yaml`` config and train.
-
-    Args:
-        cfg: The composed config (``model``, ``loss``, ``data``, ``data_val``, ``body``,
-            ``trainer``, ``paths``, ``seed``, ``resume``, ``needs_scene``, ``clip_length``,
-            ``clip_stride``, ``clip_motion_prefix``, ...).
-        until_step: Stop after this many steps in total (tests; see `Trainer.fit`).
-        on_trainer: Called with the built trainer before training (tests, tools).
-
-    Returns:
-        The `FitResult`.
-    """
-    info = init_distributed(cfg.get("device", "auto"))
-    try:
-        return _train(cfg, info, until_step, on_trainer)
-    finally:
-        cleanup()
-
-
-def _train(
-    cfg: DictConfig,
-    info: DistInfo,
-    until_step: int | None,
-    on_trainer: Callable[[Trainer], None] | None,
-) -> FitResult:
-    tcfg = TrainerConfig.from_mapping(cfg.trainer)
-    seed = int(cfg.seed)
-    out = Path(cfg.paths.output_dir)
-    last = out / "checkpoints" / LAST
-    resume = bool(cfg.get("resume", False))
-    if last.is_file() and not resume:
-        raise FileExistsError(
-            f"{last} exists: pass resume=true to continue it, or choose another exp_name / "
-            "paths.output_dir"
-        )
-    seed_everything(seed + info.rank)
-    text = config_yaml(cfg)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(text, encoding="utf-8")
-
-    body = _instantiate(cfg.body)
-    needs_scene = bool(cfg.get("needs_scene", True))
-    max_pts = cfg.get("max_points_per_scene")
-    clip_length = cfg.get("clip_length")
-    prefix = cfg.get("clip_motion_prefix", "seq_")
-    loader: Any
-    prepare: Any
-    if cfg.get("loader") is not None:  # the in-memory data path (configs/loader/)
-        from sahmr.engine.memory_data import build_memory_data
-
-        loader, prepare = build_memory_data(
-            _instantiate(cfg.loader),
-            root=str(cfg.data.root),
-            split=str(cfg.data.get("split", "train")),
-            topology=body.topology,
-            device=info.device,
-            batch_size=tcfg.batch_size,
-            seed=seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            needs_scene=needs_scene,
-            max_points_per_scene=max_pts,
-            clip_length=clip_length,
-            progress=tcfg.progress and info.is_main,
-        )
-    else:
-        train_frames = build_dataset(cfg.data)
-        check_body_hash(train_frames, body.content_hash, what="the training body (body=)")
-        train_set = clip_dataset(
-            train_frames,
-            clip_length,
-            stride=cfg.get("clip_stride"),
-            motion_prefix=prefix,
-        )
-        bank = build_scene_bank(
-            _scene_points(train_set, needs_scene),
-            info.device,
-            max_points_per_scene=max_pts,
-            seed=seed,
-        )
-        prepare = StepPreparer(body.topology, info.device, bank, clip_length=clip_length)
-        loader = build_loader(
-            train_set,
-            tcfg.loader(train=True),
-            train=True,
-            seed=seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            device=info.device,
-            clip_length=clip_length,
-        )
-    val_loader = val_prepare = evaluator = None
-    val_split = "val"
-    if tcfg.val_every_epochs and cfg.get("data_val") is not None:
-        val_frames = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
-        check_body_hash(val_frames, body.content_hash, what="the training body")
-        val_set = clip_dataset(val_frames, clip_length, motion_prefix=prefix)  # frames once
-        if len(val_set) == 0:
-            logger.warning("the validation split is empty (of clips, in clip mode); skipped")
-        else:
-            val_bank = build_scene_bank(
-                _scene_points(val_set, needs_scene),
-                info.device,
-                max_points_per_scene=max_pts,
-                seed=seed,
-            )
-            val_prepare = StepPreparer(
-                body.topology, info.device, val_bank, clip_length=clip_length
-            )
-            val_loader = build_loader(
-                val_set,
-                tcfg.loader(train=False),
-                train=False,
-                seed=seed,
-                rank=info.rank,
-                world_size=info.world_size,
-                device=info.device,
-                clip_length=clip_length,
-            )
-            evaluator = build_evaluator(
-                body,
-                val_frames,
-                scene_metrics=tcfg.val_scene_metrics,
-                sdf_cache_dir=cfg.paths.get("sdf_cache_dir"),
-            )
-            val_split = str(cfg.data_val.get("split", "val"))
-
-    method = _instantiate(cfg.model)
-    init = cfg.get("init")
-    if init is not None and init.get("weights") and not (resume and last.is_file()):
-        stored = load_checkpoint(init.weights).get("body_hash")
-        if stored is not None and stored != body.content_hash:
-            raise BodyMismatchError(
-                f"init.weights={init.weights} was trained on body {stored[:12]} but the body "
-                f"of this run is {body.content_hash[:12]}: use the same body.model_path"
-            )
-        load_initial_weights(
-            method,
-            init.weights,
-            source_prefix=str(init.get("source_prefix") or ""),
-            target_prefix=str(init.get("target_prefix") or ""),
-        )
-    method = method.to(info.device)
-    loss = _instantiate(cfg.loss).to(info.device)
-    n_params = sum(p.numel() for p in method.parameters())
-    n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)
-    logger.info(
-        "%s: %.2fM parameters (%.2fM trainable)",
-        type(method).__name__,
-        n_params / 1e6,
-        n_train / 1e6,
-    )
-    trainer = Trainer(
-        method=method,
-        loss=loss,
-        config=tcfg,
-        train_loader=loader,
-        prepare=prepare,
-        output_dir=out,
-        dist=info,
-        config_yaml=text,
-        seed=seed,
-        val_loader=val_loader,
-        val_prepare=val_prepare,
-        evaluator=evaluator,
-        val_split=val_split,
-        body_hash=body.content_hash,
-    )
-    if resume:
-        if last.is_file():
-            trainer.resume(last)
-        else:
-            logger.warning("resume=true but %s does not exist: starting from scratch", last)
-    if on_trainer is not None:
-        on_trainer(trainer)
-    try:
-        result = trainer.fit(until_step=until_step)
-    finally:
-        trainer.close()
-    logger.info("training %s at step %d (epoch %d)", result.stopped, result.step, result.epoch)
-    return result

@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import CONFIGS, TOOLS, compose_train, run_hydra_tool, run_tool, tiny_overrides
 
+from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint, load_method
 from sahmr.engine.data import (
     LoaderSettings,
@@ -32,7 +33,6 @@ from sahmr.engine.methods import (
     has_discriminator,
     wants_sample_keys,
 )
-from sahmr.engine.trainer import train_from_config
 
 HMR_TINY = {
     "model.backbone.name": "resnet18",

@@ -10,10 +10,10 @@ from sahmr.body.model import BodyModel
 from sahmr.data.collate import collate_samples
 from sahmr.data.memory import MemoryDataConfig, ShardStream
 from sahmr.data.synthetic import SyntheticDataset
+from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint
 from sahmr.engine.data import StepPreparer, build_scene_bank
 from sahmr.engine.memory_data import MemoryLoader, MemoryStepPreparer
-from sahmr.engine.trainer import train_from_config
 
 MEMORY = ["loader=memory", "loader.decode_workers=0"]
 
@@ -103,7 +103,8 @@ def test_sync_free_steps_match_fused_steps_and_skip_non_finite_on_cuda(tiny_data
     from conftest import TinyLoss, TinyMethod
 
     from sahmr.engine.memory_data import build_memory_data
-    from sahmr.engine.trainer import Trainer, TrainerConfig
+    from sahmr.engine.trainer import Trainer
+    from sahmr.engine.trainer_config import TrainerConfig
 
     cuda = torch.device("cuda")
     body = BodyModel()

@@ -137,7 +137,7 @@ def test_configs_folder_is_the_tools_folder():
 def test_finetune_starts_from_the_shipped_checkpoint(tiny_dataset, tmp_path, monkeypatch):
     """exp=sahmr_small_finetune: RCNet + mesh net from an SA-HMR checkpoint, RCNet frozen,
     the mesh network trained on RCNet's outputs and validated through predict()."""
-    from sahmr.inference.pipeline import bundled_checkpoint
+    from sahmr.inference.method import bundled_checkpoint
 
     shipped = bundled_checkpoint("sahmr")
     run = tmp_path / "run"
@@ -165,7 +165,7 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
     """exp=sahmr_small_e2e: from the shipped checkpoint, RCNet trains on its own loss while the
     mesh network (with the new parametric head, absent from the checkpoint) learns on RCNet's
     outputs."""
-    from sahmr.inference.pipeline import bundled_checkpoint
+    from sahmr.inference.method import bundled_checkpoint
 
     shipped = bundled_checkpoint("sahmr")
     run = tmp_path / "run"
@@ -192,7 +192,7 @@ def test_every_trainer_field_is_overridable():
 
     from hydra import compose, initialize_config_dir
 
-    from sahmr.engine.trainer import TrainerConfig
+    from sahmr.engine.trainer_config import TrainerConfig
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import TinyMethod, compose_train, tiny_overrides
 
+from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint
 from sahmr.engine.data import (
     LoaderSettings,
@@ -19,13 +20,8 @@ from sahmr.engine.data import (
     build_scene_bank,
     start_epoch,
 )
-from sahmr.engine.trainer import (
-    TrainerConfig,
-    WarmupCosine,
-    lr_factor,
-    parameter_groups,
-    train_from_config,
-)
+from sahmr.engine.optimizers import WarmupCosine, lr_factor, parameter_groups
+from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import run_validation
 
 

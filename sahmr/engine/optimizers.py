@@ -1,0 +1,90 @@
+"""The trainer's optimiser parts: AdamW parameter groups (weight decay and per-submodule LR
+factors) and the warm-up + cosine LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor``.
+
+    An object (not a lambda) so `LambdaLR.state_dict` stores its plain numbers.
+    """
+
+    def __init__(self, total_steps: int, warmup: int = 0, floor: float = 0.0) -> None:
+        self.total_steps = int(max(1, total_steps))
+        self.warmup = int(max(0, warmup))
+        self.floor = float(floor)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total_steps - self.warmup)
+        t = min(1.0, (step - self.warmup) / span)
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def lr_factor(name: str, multipliers: dict[str, float]) -> float:
+    """The LR factor of parameter ``name``: the longest submodule path of ``multipliers``
+    that contains it (1.0 when none does)."""
+    best, best_len = 1.0, -1
+    for path, factor in multipliers.items():
+        if (name == path or name.startswith(path + ".")) and len(path) > best_len:
+            best, best_len = factor, len(path)
+    return best
+
+
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    params: list[nn.Parameter] | None = None,
+    *,
+    lr: float | None = None,
+    lr_multipliers: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW groups: decay on >= 2-D weights, none on biases and norm parameters, each split
+    further by LR factor when ``lr_multipliers`` is given.
+
+    Args:
+        model: The module (parameters are ordered by name).
+        weight_decay: Decay of the decayed groups.
+        params: Only these parameters of ``model`` (None: every trainable one).
+        lr: Base learning rate (needed with ``lr_multipliers``; groups then carry ``lr``).
+        lr_multipliers: ``{submodule path: factor}`` (`lr_factor`).
+
+    Raises:
+        ValueError: If a multiplier's path matches no trainable parameter.
+    """
+    multipliers = dict(lr_multipliers or {})
+    if multipliers and lr is None:
+        raise ValueError("lr_multipliers need the base lr")
+    keep = None if params is None else {id(p) for p in params}
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if not p.requires_grad or (keep is not None and id(p) not in keep):
+            continue
+        factor = lr_factor(name, multipliers)
+        used.update(k for k in multipliers if name == k or name.startswith(k + "."))
+        buckets.setdefault((factor, p.ndim >= 2), []).append(p)
+    unused = sorted(set(multipliers) - used)
+    if unused:
+        raise ValueError(f"trainer.lr_multipliers: no trainable parameters under {unused}")
+    groups = []
+    for factor in sorted({f for f, _ in buckets}):
+        for decayed in (True, False):
+            ps = buckets.get((factor, decayed))
+            if not ps and not (decayed and factor == 1.0):
+                continue
+            group: dict[str, Any] = {"params": ps or [], "weight_decay": weight_decay
+                                     if decayed else 0.0}  # fmt: skip
+            if multipliers:
+                group["lr"] = float(lr) * factor
+            groups.append(group)
+    if not groups:
+        groups = [{"params": [], "weight_decay": weight_decay}]
+    return groups
