@@ -68,6 +68,16 @@ from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid, build_sdf_grid
 from sahmr.synth.furniture import Surface
+from sahmr.synth.placement_rules import (
+    BODY_TO_ROOM,
+    YAW_JITTER_DEG,
+    PosedCandidate,
+    RoomSite,
+    Target,
+    horizontal_axis,
+    rule_for,
+    z_range,
+)
 from sahmr.synth.rooms import Room
 from sahmr.synth.shapes import ShapeRanges, sample_shape
 from sahmr.synth.skinning import SubsetSkinner, subset_vertices
@@ -79,39 +89,12 @@ __all__ = [
     "PlacedBody",
     "PlacementStats",
     "Placer",
-    "body_to_room_rotation",
     "build_placer_sdf",
-    "facing_to_yaw",
 ]
 
 CONTACT_THRESHOLD = CONTACT_THRESHOLD_M
 """Distance (m) under which a body vertex counts as touching the scene (SA-HMR's 7 cm); the
 one definition in `sahmr.scene.contact`."""
-
-_BODY_TO_ROOM = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-"""Rotation taking the body frame (y up, facing +z) to the room frame (z up, facing -y)."""
-
-_STANDING_MODES = ("floor",)
-
-
-def facing_to_yaw(facing_xy: np.ndarray) -> float:
-    """Yaw (rad, about room +z) that turns the body to face a horizontal direction.
-
-    Args:
-        facing_xy: (2,) direction in the room's x-y plane (need not be unit).
-
-    Returns:
-        Yaw angle in radians.
-    """
-    return float(np.arctan2(facing_xy[0], -facing_xy[1]))
-
-
-def body_to_room_rotation(yaw: float) -> np.ndarray:
-    """(3, 3) rotation from the body frame to the room frame for a given yaw (rad)."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    return rz @ _BODY_TO_ROOM
-
 
 @dataclass
 class PlacedBody:
@@ -276,30 +259,6 @@ class _SDFLookup(torch.autograd.Function):
         return grad_out[..., None] * grad, None, None, None
 
 
-@dataclass
-class _Target:
-    """Initial placement of one candidate (room frame)."""
-
-    object_id: int
-    surface: Surface
-    yaw: float
-    anchor: np.ndarray  # (3,) point the placement rule aligns to
-    facing: np.ndarray  # (3,) horizontal unit facing direction
-    support: Surface | None = None  # second surface of the object (the backrest), if used
-
-
-def _horizontal_axis(surface: Surface) -> tuple[np.ndarray, float]:
-    """The in-plane axis of a vertical surface that is horizontal, and its half size."""
-    if abs(surface.axis_u[2]) < 0.5:
-        return surface.axis_u, float(surface.half_size[0])
-    return surface.axis_v, float(surface.half_size[1])
-
-
-def _z_range(surface: Surface) -> tuple[float, float]:
-    c = surface.corners()[:, 2]
-    return float(c.min()), float(c.max())
-
-
 def clip_mesh_to_box(mesh, lo: np.ndarray, hi: np.ndarray):
     """Clip a trimesh to an axis-aligned box (faces cut at the box planes).
 
@@ -438,6 +397,7 @@ class Placer:
         self.body = body
         self.device = torch.device(device)
         self.region_xy = None if region_xy is None else np.asarray(region_xy, np.float64)
+        self.site = RoomSite(room, self.region_xy)
         self.num_candidates = num_candidates
         self.iterations = iterations
         self.learning_rate = learning_rate
@@ -483,7 +443,7 @@ class Placer:
         }
         self._full_region_idx = {r: np.flatnonzero(labels == r) for r in range(1, 8)}
         self._limits = torch.as_tensor(JOINT_LIMITS, dtype=torch.float32, device=self.device)
-        self._body_to_room = torch.as_tensor(_BODY_TO_ROOM, dtype=torch.float32, device=self.device)
+        self._body_to_room = torch.as_tensor(BODY_TO_ROOM, dtype=torch.float32, device=self.device)
 
     def _sdf_fast(self, points: Tensor) -> Tensor:
         """SDF (m) at room-frame points (..., 3), differentiable in the points."""
@@ -508,28 +468,16 @@ class Placer:
             if spec.categories and cat not in spec.categories:
                 continue
             if s.kind == "wall":
-                z0, z1 = _z_range(s)
-                if z0 > 0.05 or z1 < 1.8 or _horizontal_axis(s)[1] < 0.4:
+                z0, z1 = z_range(s)
+                if z0 > 0.05 or z1 < 1.8 or horizontal_axis(s)[1] < 0.4:
                     continue
             if self.region_xy is not None and s.kind not in ("floor", "wall"):
-                if not self._in_region(s.center[:2]):
+                if not self.site.in_region(s.center[:2]):
                     continue
-            if spec.placement == "seat_back" and self._backrest(oid) is None:
+            if rule_for(spec.placement, s.kind).needs_backrest and self.site.backrest(oid) is None:
                 continue
             out.append((oid, s))
         return out
-
-    def _backrest(self, object_id: int) -> Surface | None:
-        """The first backrest surface of an object (None when it has none)."""
-        for s in self.room.objects[object_id].surfaces:
-            if s.kind == "backrest":
-                return s
-        return None
-
-    def _in_region(self, xy: np.ndarray) -> bool:
-        if self.region_xy is None:
-            return True
-        return bool(np.all(xy >= self.region_xy[0]) and np.all(xy <= self.region_xy[1]))
 
     def feasible_actions(self) -> list[str]:
         """Actions whose primary surface kind (and object category) exists in the room."""
@@ -537,168 +485,34 @@ class Placer:
             self._feasible = [a for a, spec in ACTIONS.items() if self._surface_targets(spec)]
         return list(self._feasible)
 
-    def _walkable_point(self, rng: np.random.Generator) -> np.ndarray | None:
-        fs = self.room.free_space
-        centers = fs.cell_centers()[fs.walkable]
-        if self.region_xy is not None:
-            inside = np.all((centers >= self.region_xy[0]) & (centers <= self.region_xy[1]), 1)
-            centers = centers[inside]
-        if len(centers) == 0:
-            return None
-        xy = centers[rng.integers(len(centers))]
-        xy = xy + rng.uniform(-0.5, 0.5, 2) * fs.cell_size
-        return np.array([xy[0], xy[1], 0.0])
-
-    def _choose_target(self, spec: ActionSpec, rng: np.random.Generator) -> _Target | None:
+    def _choose_target(self, spec: ActionSpec, rng: np.random.Generator) -> Target | None:
         targets = self._surface_targets(spec)
         if not targets:
             return None
         for _ in range(10):
             oid, s = targets[rng.integers(len(targets))]
             t = self._target_on(spec, oid, s, rng)
-            if t is not None and self._in_region(t.anchor[:2]):
+            if t is not None and self.site.in_region(t.anchor[:2]):
                 return t
         return None
 
     def _target_on(
         self, spec: ActionSpec, oid: int, s: Surface, rng: np.random.Generator
-    ) -> _Target | None:
-        mode = spec.placement
-        jitter = np.deg2rad(rng.normal(0.0, 6.0))
-        fs = self.room.free_space
-        if mode == "floor" or (mode == "lie" and s.kind == "floor"):
-            anchor = self._walkable_point(rng)
-            if anchor is None:
-                return None
-            yaw = rng.uniform(-np.pi, np.pi)
-            facing = body_to_room_rotation(yaw) @ np.array([0.0, 0.0, 1.0])
-            return _Target(oid, s, yaw, anchor, facing)
-        if mode == "seat":
-            front = self.room.objects[oid].front
-            facing = np.array([front[0], front[1], 0.0]) if front is not None else None
-            if facing is None or np.linalg.norm(facing) < 1e-6:
-                facing = np.append(rng.normal(size=2), 0.0)
-            facing /= np.linalg.norm(facing)
-            off = rng.uniform(-0.25, 0.25, 2) * s.half_size
-            anchor = s.center + off[0] * s.axis_u + off[1] * s.axis_v
-            return _Target(oid, s, facing_to_yaw(facing) + jitter, anchor, facing)
-        if mode == "seat_back":
-            back = self._backrest(oid)
-            if back is None:
-                return None
-            facing = np.array([back.normal[0], back.normal[1], 0.0])
-            facing /= np.linalg.norm(facing)
-            h, half_h = _horizontal_axis(back)
-            anchor = back.center + h * rng.uniform(-1.0, 1.0) * max(half_h - 0.3, 0.0)
-            anchor[2] = s.center[2]
-            yaw = facing_to_yaw(facing) + 0.5 * jitter
-            return _Target(oid, s, yaw, anchor, facing, support=back)
-        if mode == "edge" or (mode == "face" and s.kind == "tabletop"):
-            edges = []
-            for axis, half in ((s.axis_u, s.half_size[0]), (s.axis_v, s.half_size[1])):
-                for sign in (1.0, -1.0):
-                    d = sign * axis
-                    outside = s.center[:2] + d[:2] * (half + 0.45)
-                    if fs.is_walkable(outside):
-                        edges.append(
-                            (
-                                d,
-                                half,
-                                s.half_size[1] if axis is s.axis_u else s.half_size[0],
-                                s.axis_v if axis is s.axis_u else s.axis_u,
-                            )
-                        )
-            if not edges:
-                return None
-            d, half, half_t, tang = edges[rng.integers(len(edges))]
-            t_off = rng.uniform(-0.5, 0.5) * max(half_t - 0.3, 0.0)
-            edge_point = s.center + d * half + tang * t_off
-            if mode == "edge":
-                facing = d.copy()
-                anchor = edge_point - d * 0.2
-            else:
-                facing = -d
-                anchor = edge_point - d * 0.1
-            facing[2] = 0.0
-            facing /= np.linalg.norm(facing)
-            return _Target(oid, s, facing_to_yaw(facing) + jitter, anchor, facing)
-        if mode == "lie":
-            long_axis = s.axis_u if s.half_size[0] >= s.half_size[1] else s.axis_v
-            head = long_axis * (1.0 if rng.random() < 0.5 else -1.0)
-            yaw = float(np.arctan2(-head[0], head[1])) + 0.5 * jitter
-            off = rng.uniform(-0.15, 0.15, 2) * s.half_size
-            anchor = s.center + off[0] * s.axis_u + off[1] * s.axis_v
-            facing = body_to_room_rotation(yaw) @ np.array([0.0, 0.0, 1.0])
-            return _Target(oid, s, yaw, anchor, facing)
-        if mode in ("face", "back_to"):  # walls
-            h, half_h = _horizontal_axis(s)
-            t_off = rng.uniform(-1.0, 1.0) * (half_h - 0.35)
-            anchor = s.center + h * t_off
-            anchor[2] = 0.0
-            outward = np.array([s.normal[0], s.normal[1], 0.0])
-            outward /= np.linalg.norm(outward)
-            if not fs.is_walkable(anchor[:2] + outward[:2] * 0.5):
-                return None
-            facing = -outward if mode == "face" else outward
-            return _Target(-1, s, facing_to_yaw(facing) + 0.5 * jitter, anchor, facing)
-        raise ValueError(f"unknown placement mode {mode!r}")
+    ) -> Target | None:
+        """A candidate's target on one surface, by the rule of its mode and surface kind."""
+        jitter = np.deg2rad(rng.normal(0.0, YAW_JITTER_DEG))
+        rule = rule_for(spec.placement, s.kind)
+        return rule.target(rule, self.site, oid, s, jitter, rng)
 
     def _initial_translation(
-        self, spec: ActionSpec, target: _Target, verts: np.ndarray, pelvis: np.ndarray
+        self, spec: ActionSpec, target: Target, verts: np.ndarray, pelvis: np.ndarray
     ) -> np.ndarray:
         """Translation (3,) putting posed vertices (S, 3) (room frame, no transl) on target."""
         labels = self.vertex_region[self._subset.cpu().numpy()]
         prim = np.isin(labels, spec.contacts[0].regions)
-        s, mode = target.surface, spec.placement
-        t = np.zeros(3)
-        if mode == "floor":
-            t[:2] = target.anchor[:2] - pelvis[:2]
-            t[2] = target.anchor[2] - verts[:, 2].min()
-        elif mode in ("seat", "edge"):
-            c = verts[prim].mean(0)
-            t[:2] = target.anchor[:2] - c[:2]
-            t[2] = s.center[2] - verts[prim, 2].min()
-            if mode == "seat":
-                # On a seat deeper than the thighs (a sofa), slide forward until the knees
-                # overhang the front edge, so that the shins clear it.
-                f = target.facing
-                reach = abs(s.axis_u @ f) * s.half_size[0] + abs(s.axis_v @ f) * s.half_size[1]
-                knees = (verts[labels == 7] @ f).max() + t @ f
-                t += f * max(0.0, s.center @ f + reach + 0.04 - knees)
-        elif mode == "seat_back":
-            # seated on the seat, the back (and the buttocks) just in front of the backrest
-            f, back = target.facing, target.support
-            t[2] = s.center[2] - verts[prim, 2].min()
-            rear = verts[np.isin(labels, (5, 6))]
-            along = back.center @ f - (rear @ f).min() + 0.5 * self.margin
-            c = verts[prim].mean(0)
-            # ... unless the knees would then stay over a seat deeper than the thighs (not a
-            # bed, where the legs lie): slide forward until they overhang its front edge and
-            # let the refinement recline the back onto the backrest.
-            if s.kind == "seat":
-                reach = abs(s.axis_u @ f) * s.half_size[0] + abs(s.axis_v @ f) * s.half_size[1]
-                knees = (verts[labels == 7] @ f).max()
-                along = max(along, s.center @ f + reach + 0.02 - knees)
-            lateral = np.array([-f[1], f[0], 0.0])
-            t[:2] = (f * along + lateral * ((target.anchor - c) @ lateral))[:2]
-        elif mode == "lie":
-            c = verts.mean(0)
-            t[:2] = target.anchor[:2] - c[:2]
-            t[2] = target.anchor[2] - verts[:, 2].min()
-        else:  # face / back_to: feet on the floor, the primary regions at the surface
-            f = target.facing
-            t[2] = -verts[:, 2].min()
-            pv = verts[prim]
-            c = pv.mean(0)
-            lateral = np.array([-f[1], f[0], 0.0])
-            if s.kind == "tabletop":
-                along = target.anchor @ f - c @ f
-            elif mode == "face":
-                along = s.center @ f - (pv @ f).max()
-            else:
-                along = s.center @ f - (pv @ f).min()
-            t += f * along + lateral * ((target.anchor - c) @ lateral)
-        return t
+        rule = rule_for(spec.placement, target.surface.kind)
+        body = PosedCandidate(verts, pelvis, labels, prim)
+        return rule.translation(rule, target, body, self.margin)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, rng: np.random.Generator, action: str | None = None) -> PlacedBody | None:
@@ -829,7 +643,7 @@ class Placer:
     def _place(
         self,
         spec: ActionSpec | Sequence[ActionSpec],
-        targets: list[_Target],
+        targets: list[Target],
         betas: np.ndarray,
         root_body: np.ndarray,
         body_euler: np.ndarray,
@@ -956,7 +770,7 @@ class Placer:
     def _accept(
         self,
         specs: Sequence[ActionSpec],
-        targets: list[_Target],
+        targets: list[Target],
         betas: Tensor,
         global_orient: Tensor,
         body_pose: Tensor,
@@ -998,7 +812,7 @@ class Placer:
             gaps = {r: float(np.abs(sdf_np[b, self._full_region_idx[r]]).min()) for r in regions}
             if reason is None:
                 reason = self._surface_check(spec, tgt, verts_np[b], sdf_np[b])
-            if reason is None and spec.placement in _STANDING_MODES:
+            if reason is None and rule_for(spec.placement, tgt.surface.kind).standing:
                 pts = joints_np[b, [0, 7, 8], :2]
                 if not np.all(self.room.free_space.is_walkable(pts)):
                     reason = "not_walkable"
@@ -1120,7 +934,7 @@ class Placer:
         return self._exact_where(verts, sdf, err, need)
 
     def _surface_check(
-        self, spec: ActionSpec, target: _Target, verts: np.ndarray, sdf: np.ndarray
+        self, spec: ActionSpec, target: Target, verts: np.ndarray, sdf: np.ndarray
     ) -> str | None:
         """``"surface:<region>"`` when a required region touches no surface of its kinds.
 

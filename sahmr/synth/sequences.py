@@ -36,7 +36,8 @@ from sahmr.body.pose_library import (
     body_euler_deg_to_axis_angle,
     sample_pose_euler,
 )
-from sahmr.synth.placement import PlacedBody, Placer, _Target, body_to_room_rotation
+from sahmr.synth.placement import PlacedBody, Placer
+from sahmr.synth.placement_rules import Target, body_to_room_rotation
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _placed_root_room(p: PlacedBody) -> np.ndarray:
 def _refine_frames(
     placer: Placer,
     spec: ActionSpec,
-    targets: list[_Target],
+    targets: list[Target],
     betas: np.ndarray,
     root_room: np.ndarray,
     body_euler_deg: np.ndarray,
@@ -200,7 +201,7 @@ def _walk_to_sit(
         pose = _slerp_body_euler(gait, stand, float(np.clip((s - 0.8) / 0.2, 0.0, 1.0)))
         anchor = start * (1 - s) + presit * s
         facing = body_to_room_rotation(yaw) @ np.array([0.0, 0.0, 1.0])
-        targets.append(_Target(-1, placer.room.objects[0].surfaces[0], yaw, anchor, facing))
+        targets.append(Target(-1, placer.room.objects[0].surfaces[0], yaw, anchor, facing))
         poses.append(pose)
         roots.append(body_to_room_rotation(yaw))
     frames = _refine_frames(
@@ -217,7 +218,7 @@ def _walk_to_sit(
         seg_p.append(_slerp_body_euler(stand, sit_euler, u))
         seg_r.append(slerp_matrices(R_stand, R_sit, u))
         seg_x.append(t_stand * (1 - u) + t_sit * u)
-        seg_t.append(_Target(sit.object_id, targets[-1].surface, 0.0, presit, front))
+        seg_t.append(Target(sit.object_id, targets[-1].surface, 0.0, presit, front))
     # the end frame is an accepted placement; in-between frames keep its action name
     if seg_t:  # sitting down: only penetration and the prior (contacts would pull ahead)
         no_contacts = dataclasses.replace(ACTIONS[sit.action], contacts=())
@@ -254,7 +255,7 @@ def _reach(
         u = i / (num_frames - 1)
         poses.append(_slerp_body_euler(start_euler, end_euler, u))
         targets.append(
-            _Target(
+            Target(
                 end.object_id,
                 placer.room.objects[0].surfaces[0],
                 0.0,
