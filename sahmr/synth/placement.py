@@ -321,6 +321,60 @@ def build_placer_sdf(
     return sdf
 
 
+# The refinement's parameters, packed one row per candidate (Adam is elementwise, so one
+# tensor with one learning rate equals separate tensors):
+_TRANSL = slice(0, 3)
+"""Translation (m, room frame)."""
+_YAW = 3
+"""Yaw about room +z (rad)."""
+_TILT = slice(4, 7)
+"""A small root rotation (axis-angle, rad) in the body frame, on top of the sampled root."""
+_JOINTS = slice(7, None)
+"""The 23 x 3 joint Euler angles (rad), clamped to `JOINT_LIMITS` after every step."""
+_POSE = slice(4, None)
+"""Tilt and joint angles: what the pose prior pulls back to the sample."""
+
+
+@dataclass
+class _RestBatch:
+    """Candidates of one refinement at rest (subset vertices, float32, refinement device).
+
+    Attributes:
+        betas: (B, 10) shapes.
+        root_body: (B, 3, 3) sampled root rotations in the body frame.
+        euler0: (B, 23, 3) sampled joint Euler angles (rad).
+        yaw0: (B,) the targets' yaws (rad).
+        joints_rest: (B, J, 3) rest joints.
+        bound: The skinning plan bound to the rest joints.
+        rot0: (B, 23, 3, 3) joint rotations of the sampled pose.
+        v_posed_sub: (B, S, 3) subset vertices with the sampled pose's blend shapes.
+    """
+
+    betas: Tensor
+    root_body: Tensor
+    euler0: Tensor
+    yaw0: Tensor
+    joints_rest: Tensor
+    bound: tuple[Tensor, list[Tensor]]
+    rot0: Tensor
+    v_posed_sub: Tensor
+
+
+@dataclass
+class _ContactTerms:
+    """The contact loss's gather: every used region's subset vertices, concatenated.
+
+    Attributes:
+        region_idx: Subset indices of the used regions (None when no action needs one).
+        bounds: (R + 1,) where each used region's run of ``region_idx`` starts and ends.
+        weights: (B, R) 1 where a candidate's action requires the region, else 0.
+    """
+
+    region_idx: Tensor | None
+    bounds: np.ndarray
+    weights: Tensor
+
+
 class Placer:
     """Samples bodies placed in contact with a room's surfaces (see the module docstring).
 
@@ -675,13 +729,30 @@ class Placer:
             Per candidate, the placement or None when rejected (never None with
             ``keep_all``).
         """
-        dev, f32 = self.device, torch.float32
-        B = len(targets)
-        specs = [spec] * B if isinstance(spec, ActionSpec) else list(spec)
+        specs = [spec] * len(targets) if isinstance(spec, ActionSpec) else list(spec)
         margin = self.margin if margin is None else margin
+        rest = self._rest(targets, betas, root_body, body_euler)
+        if init_transl is None:
+            init_transl = self._rule_translations(specs, targets, rest)
+        x = self._pack(rest, init_transl).requires_grad_(True)
+        steps = self.iterations if iterations is None else iterations
+        contact = self._contact_terms(specs)
+        self._refine(x, rest, contact, steps, margin, prior_weight, smooth_weight)
+        global_orient, body_pose, transl = self._unpack(x, rest)
+        return self._accept(specs, targets, rest.betas, global_orient, body_pose, transl, keep_all)
+
+    def _rest(
+        self,
+        targets: list[Target],
+        betas: np.ndarray,
+        root_body: np.ndarray,
+        body_euler: np.ndarray,
+    ) -> _RestBatch:
+        """The candidates' subset bodies at rest, bound for skinning (no gradients)."""
+        dev, f32 = self.device, torch.float32
         skinner = self._skinner
         betas_t = torch.as_tensor(betas, dtype=f32, device=dev)
-        root_body = torch.as_tensor(root_body, dtype=f32, device=dev)
+        root_body_t = torch.as_tensor(root_body, dtype=f32, device=dev)
         euler0 = torch.as_tensor(body_euler, dtype=f32, device=dev)
         yaw0 = torch.as_tensor([t.yaw for t in targets], dtype=f32, device=dev)
         with torch.no_grad():
@@ -691,81 +762,130 @@ class Placer:
             # little; this halves the backward pass). The final check is the exact model.
             rot0 = body_euler_to_matrix(euler0)
             v_posed_sub = skinner.pose_blend(v_shaped_sub, rot0)
-        if init_transl is None:
-            with torch.no_grad():
-                rot = self._root_rotation(yaw0, torch.zeros(B, 3, device=dev), root_body)
-                verts = skinner.skin(v_posed_sub, bound, rot, rot0)
-            # SMPL rotates about the rest root joint, so the pelvis stays at J_0 + transl.
-            verts_np, pelvis_np = verts.cpu().numpy(), joints_rest[:, 0].cpu().numpy()
-            init_transl = np.stack(
-                [
-                    self._initial_translation(specs[b], targets[b], verts_np[b], pelvis_np[b])
-                    for b in range(B)
-                ]
-            )
-        # One packed parameter tensor (Adam is elementwise, so this equals separate tensors
-        # with one learning rate): translation (3), yaw (1), root tilt (3), joint angles (69).
-        # Adam's update is written out: torch.optim.Adam costs more per step than the small
-        # update itself (and imports torch._dynamo, seconds, on first use).
-        x = torch.cat(
+        return _RestBatch(betas_t, root_body_t, euler0, yaw0, joints_rest, bound, rot0, v_posed_sub)
+
+    def _rule_translations(
+        self, specs: Sequence[ActionSpec], targets: list[Target], rest: _RestBatch
+    ) -> np.ndarray:
+        """(B, 3) translations of the placement rules, on the sampled pose and target yaw."""
+        B = len(targets)
+        with torch.no_grad():
+            no_tilt = torch.zeros(B, 3, device=self.device)
+            rot = self._root_rotation(rest.yaw0, no_tilt, rest.root_body)
+            verts = self._skinner.skin(rest.v_posed_sub, rest.bound, rot, rest.rot0)
+        # SMPL rotates about the rest root joint, so the pelvis stays at J_0 + transl.
+        verts_np, pelvis_np = verts.cpu().numpy(), rest.joints_rest[:, 0].cpu().numpy()
+        return np.stack(
             [
-                torch.as_tensor(init_transl, dtype=f32, device=dev).reshape(B, 3),
-                yaw0[:, None],
-                torch.zeros(B, 3, device=dev),
-                euler0.reshape(B, -1),
+                self._initial_translation(specs[b], targets[b], verts_np[b], pelvis_np[b])
+                for b in range(B)
+            ]
+        )
+
+    def _pack(self, rest: _RestBatch, init_transl: np.ndarray) -> Tensor:
+        """The refinement's parameters, one row per candidate (layout: `_TRANSL`, `_YAW`,
+        `_TILT`, `_JOINTS`): the translation, the target's yaw, no tilt, the sampled pose."""
+        B = len(rest.yaw0)
+        return torch.cat(
+            [
+                torch.as_tensor(init_transl, dtype=torch.float32, device=self.device).reshape(B, 3),
+                rest.yaw0[:, None],
+                torch.zeros(B, 3, device=self.device),
+                rest.euler0.reshape(B, -1),
             ],
             dim=1,
-        ).requires_grad_(True)
-        adam_m, adam_v = torch.zeros_like(x), torch.zeros_like(x)
-        beta1, beta2 = 0.9, 0.999
-        lo = self._limits[..., 0].reshape(-1)
-        hi = self._limits[..., 1].reshape(-1)
-        prior_mean = x.detach()[:, 4:].clone()  # no root tilt, the sampled joint angles
-        # contact terms: per region, the candidates (rows) whose action requires it
-        need = np.zeros((B, 8), dtype=bool)
+        )
+
+    def _contact_terms(self, specs: Sequence[ActionSpec]) -> _ContactTerms:
+        """Per region, the candidates (rows) whose action requires it, and one gather of every
+        used region's subset vertices (sliced per region in the loss)."""
+        need = np.zeros((len(specs), 8), dtype=bool)
         for b, sp in enumerate(specs):
             for req in sp.contacts:
                 need[b, list(req.regions)] = True
         used = [r for r in range(1, 8) if need[:, r].any()]
-        # one gather of every used region's subset vertices, sliced per region below
         sizes = [len(self._sub_region_idx[r]) for r in used]
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         region_idx = torch.cat([self._sub_region_idx[r] for r in used]) if used else None
-        region_w = torch.as_tensor(need[:, used], dtype=f32, device=dev)  # (B, R)
-        steps = self.iterations if iterations is None else iterations
+        weights = torch.as_tensor(need[:, used], dtype=torch.float32, device=self.device)
+        return _ContactTerms(region_idx, bounds, weights)
+
+    def _pose_subset(self, x: Tensor, rest: _RestBatch) -> Tensor:
+        """(B, S, 3) subset vertices posed by the parameters ``x``, before translation."""
+        rot = self._root_rotation(x[:, _YAW], x[:, _TILT], rest.root_body)
+        euler = x[:, _JOINTS].view(len(x), -1, 3)
+        return self._skinner.skin(rest.v_posed_sub, rest.bound, rot, body_euler_to_matrix(euler))
+
+    def _loss(
+        self,
+        x: Tensor,
+        rest: _RestBatch,
+        contact: _ContactTerms,
+        prior_mean: Tensor,
+        margin: float,
+        prior_weight: float,
+        smooth_weight: float,
+    ) -> Tensor:
+        """Penetration + contact + pose prior (+ smoothness over consecutive candidates)."""
+        transl = x[:, _TRANSL]
+        verts = self._pose_subset(x, rest)
+        sdf = self._sdf_fast(verts + transl[:, None])  # (B, S)
+        loss = self.penetration_weight * torch.relu(margin - sdf).sum()
+        if contact.region_idx is not None:
+            d_all = (sdf[:, contact.region_idx] - 0.5 * margin).abs()
+            terms = []
+            for a, b in itertools.pairwise(contact.bounds):
+                k = max(3, int(b - a) // 10)
+                terms.append(d_all[:, a:b].topk(k, dim=1, largest=False).values.mean(1))
+            loss = loss + 10.0 * (torch.stack(terms, dim=1) * contact.weights).sum()
+        loss = loss + prior_weight * ((x[:, _POSE] - prior_mean) ** 2).sum()
+        if smooth_weight > 0 and len(x) > 2:
+            acc = transl[2:] - 2 * transl[1:-1] + transl[:-2]
+            loss = loss + smooth_weight * (acc**2).sum()
+        return loss
+
+    def _refine(
+        self,
+        x: Tensor,
+        rest: _RestBatch,
+        contact: _ContactTerms,
+        steps: int,
+        margin: float,
+        prior_weight: float,
+        smooth_weight: float,
+    ) -> None:
+        """Adam steps on ``x`` in place, the joint angles clamped to their limits after each.
+
+        Adam's update is written out (as torch.optim.Adam): torch.optim.Adam costs more per
+        step than the small update itself (and imports torch._dynamo, seconds, on first use).
+        """
+        adam_m, adam_v = torch.zeros_like(x), torch.zeros_like(x)
+        beta1, beta2 = 0.9, 0.999
+        lo = self._limits[..., 0].reshape(-1)
+        hi = self._limits[..., 1].reshape(-1)
+        prior_mean = x.detach()[:, _POSE].clone()  # no root tilt, the sampled joint angles
         for step in range(1, steps + 1):
-            transl, yaw, root_delta = x[:, :3], x[:, 3], x[:, 4:7]
-            euler = x[:, 7:].view(B, -1, 3)
-            rot = self._root_rotation(yaw, root_delta, root_body)
-            verts = skinner.skin(v_posed_sub, bound, rot, body_euler_to_matrix(euler))
-            sdf = self._sdf_fast(verts + transl[:, None])  # (B, S)
-            loss = self.penetration_weight * torch.relu(margin - sdf).sum()
-            if region_idx is not None:
-                d_all = (sdf[:, region_idx] - 0.5 * margin).abs()
-                terms = []
-                for a, b in itertools.pairwise(bounds):
-                    k = max(3, int(b - a) // 10)
-                    terms.append(d_all[:, a:b].topk(k, dim=1, largest=False).values.mean(1))
-                loss = loss + 10.0 * (torch.stack(terms, dim=1) * region_w).sum()
-            loss = loss + prior_weight * ((x[:, 4:] - prior_mean) ** 2).sum()
-            if smooth_weight > 0 and B > 2:
-                acc = transl[2:] - 2 * transl[1:-1] + transl[:-2]
-                loss = loss + smooth_weight * (acc**2).sum()
+            loss = self._loss(x, rest, contact, prior_mean, margin, prior_weight, smooth_weight)
             (grad,) = torch.autograd.grad(loss, x)
-            with torch.no_grad():  # Adam (as torch.optim.Adam, without its per-call overhead)
+            with torch.no_grad():
                 adam_m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 adam_v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
                 denom = (adam_v / (1.0 - beta2**step)).sqrt_().add_(1e-8)
                 x.addcdiv_(adam_m, denom, value=-self.learning_rate / (1.0 - beta1**step))
-                x[:, 7:].clamp_(lo, hi)
+                x[:, _JOINTS].clamp_(lo, hi)
+
+    def _unpack(self, x: Tensor, rest: _RestBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(global_orient (B, 3), body_pose (B, 69), transl (B, 3))`` of the parameters,
+        room frame, axis-angle."""
+        B = len(x)
         with torch.no_grad():
-            transl, yaw, root_delta = x[:, :3], x[:, 3], x[:, 4:7]
-            euler = x[:, 7:].reshape(B, -1, 3)
-            rot = self._root_rotation(yaw, root_delta, root_body)
+            transl, yaw, root_delta = x[:, _TRANSL], x[:, _YAW], x[:, _TILT]
+            euler = x[:, _JOINTS].reshape(B, -1, 3)
+            rot = self._root_rotation(yaw, root_delta, rest.root_body)
             global_orient = matrix_to_axis_angle(rot)
             body_pose = matrix_to_axis_angle(body_euler_to_matrix(euler)).reshape(B, -1)
             transl = transl.clone()
-        return self._accept(specs, targets, betas_t, global_orient, body_pose, transl, keep_all)
+        return global_orient, body_pose, transl
 
     def _accept(
         self,
