@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -383,8 +383,10 @@ class RCNet(nn.Module):
         backbone: 2-D CNN, images (B, 3, S, S) -> (B, C_b, S/r, S/r); must expose
             ``out_channels`` (e.g. `sahmr.models.backbones.build_backbone`).
         neck: Maps backbone features to the heatmap grid (B, C, h, w); must expose
-            ``out_channels`` (e.g. `UpsampleNeck`).
-        unet: Sparse 3-D U-Net with ``in_channels == 3 + neck.out_channels``.
+            ``out_channels`` (e.g. `UpsampleNeck`). Either built, or a builder called as
+            ``neck(in_channels=backbone.out_channels)`` (a ``_partial_`` config).
+        unet: Sparse 3-D U-Net with ``in_channels == 3 + neck.out_channels``: built, or a
+            builder called as ``unet(in_channels=3 + neck.out_channels)``.
         depth_hidden: Hidden width of the depth MLP.
         depth_prior: Normalised depth at initialisation (metres; the crop's width at the
             person's depth, about 1.2 x body height).
@@ -402,8 +404,8 @@ class RCNet(nn.Module):
         self,
         *,
         backbone: nn.Module,
-        neck: nn.Module,
-        unet: SparseUNet,
+        neck: nn.Module | Callable[..., nn.Module],
+        unet: SparseUNet | Callable[..., SparseUNet],
         depth_hidden: int = 256,
         depth_prior: float = 2.0,
         roi_radius: float = 1.25,
@@ -414,7 +416,11 @@ class RCNet(nn.Module):
         roi_noise_std: float = 0.1,
     ) -> None:
         super().__init__()
+        if not isinstance(neck, nn.Module):  # sizes derived from the built parts
+            neck = neck(in_channels=int(backbone.out_channels))
         feat_c = int(neck.out_channels)
+        if not isinstance(unet, nn.Module):
+            unet = unet(in_channels=3 + feat_c)
         if unet.in_channels != 3 + feat_c:
             raise ValueError(
                 f"unet.in_channels must be 3 + neck.out_channels = {3 + feat_c}, "

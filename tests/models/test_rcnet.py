@@ -443,10 +443,33 @@ def test_configs_compose_and_build():
     assert model.unet.in_channels == 3 + model.neck.out_channels
     loss = instantiate(small.loss)
     assert loss.vertex_region.shape == (BodyModel().num_vertices,)
-    # The paper variant only overrides widths; its numbers stay consistent.
+    # The paper variant only overrides widths; the input sizes are derived when built.
     assert paper.model.backbone.name == "hrnet_w32"
-    assert paper.model.unet.in_channels == 3 + paper.model.neck.out_channels
+    assert "in_channels" not in paper.model.unet and "in_channels" not in paper.model.neck
     assert paper.model.roi_radius == small.model.roi_radius
+
+
+def test_derived_sizes_build_the_same_network_as_typed_sizes():
+    """The configs' neck / unet builders (sizes from the built parts) give the weights the
+    hand-typed sizes of older configs (and checkpoints) gave, seed for seed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose(overrides=["+model=rcnet_small"]).model
+    typed = OmegaConf.create(OmegaConf.to_container(cfg))
+    for key, size in (("neck", 128), ("unet", 67)):  # the sizes the configs used to type
+        del typed[key]["_partial_"]
+        typed[key]["in_channels"] = size
+    torch.manual_seed(0)
+    derived_model = instantiate(cfg)
+    torch.manual_seed(0)
+    typed_model = instantiate(typed)
+    a, b = derived_model.state_dict(), typed_model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
 
 
 @pytest.mark.gpu
