@@ -6,6 +6,14 @@
   to any batch size.
 * `sahmr.benchmark.stages`: per-stage timing from captured submodule calls, torch.compile and
   CUDA-graph swaps of submodules.
+* `sahmr.benchmark.methods`: what is measured: the methods built from the shipped configs and
+  the speed-up variants (bf16, compile, CUDA graphs).
+* `sahmr.benchmark.measure`: end-to-end, stage and memory figures of one method per variant
+  and batch size.
+* `sahmr.benchmark.optimisation`: seconds per frame of the PROX-style fitting baseline.
+* `sahmr.benchmark.cpu_tools`: the CPU benchmarks (evaluator metrics, generator) run as
+  subprocesses.
+* `sahmr.benchmark.report`: runs merged, the speed goals, the markdown section.
 
 Importing this package pulls in neither open3d nor the models; the submodules import what
 they need.

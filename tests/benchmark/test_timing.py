@@ -317,28 +317,30 @@ def test_cuda_graph_module_matches_eager():
 
 
 def test_variants_and_cpu_tool_summaries():
-    tool = _tool()
-    assert tool.Variant.parse("eager").name == "eager"
-    v = tool.Variant.parse("graphs+bf16")
+    from sahmr.benchmark.cpu_tools import summarise_cpu_tool
+    from sahmr.benchmark.methods import Variant
+
+    assert Variant.parse("eager").name == "eager"
+    v = Variant.parse("graphs+bf16")
     assert v.bf16 and v.graphs and not v.compile and v.name == "bf16+graphs"
     with pytest.raises(ValueError):
-        tool.Variant.parse("fp8")
+        Variant.parse("fp8")
     metrics_out = "grid: x\nbest: total 2.32 s (SDF sampling 1.57 s), 29.7 M vertices/s\nvalues"
-    assert tool.summarise_cpu_tool("metrics", metrics_out)["headline"].startswith("best: total")
+    assert summarise_cpu_tool("metrics", metrics_out)["headline"].startswith("best: total")
     gen_out = "progress\n" + json.dumps({
         "samples_per_second_end_to_end": 21.5,
         "steady_state_one_process": {"projected_samples_per_second_on_free_cores": 40.1},
     })  # fmt: skip
-    gen = tool.summarise_cpu_tool("generator", gen_out)
+    gen = summarise_cpu_tool("generator", gen_out)
     assert gen["samples_per_second_end_to_end"] == 21.5
     assert gen["projected_samples_per_second"] == 40.1
     new_layout = "x {y}\n" + json.dumps({
         "end_to_end": {"samples_per_second": 30.0}, "projected_samples_per_second": 55.5,
         "cpu_ms_per_sample": 36.0}, indent=1)  # fmt: skip
-    gen = tool.summarise_cpu_tool("generator", new_layout)
+    gen = summarise_cpu_tool("generator", new_layout)
     assert gen["samples_per_second_end_to_end"] == 30.0
     assert gen["projected_samples_per_second"] == 55.5 and "36.0 CPU ms" in gen["headline"]
-    assert tool.summarise_cpu_tool("generator", "no json") == {}
+    assert summarise_cpu_tool("generator", "no json") == {}
 
 
 def test_tool_end_to_end_on_cpu(tmp_path):
@@ -414,16 +416,16 @@ def _image_inputs(batch: int, device: str) -> FrameInputs:
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["metro_small", "hmr"])
 def test_graphed_predict_matches_eager(name):
+    from sahmr.benchmark.methods import METHODS, build_method
     from sahmr.benchmark.stages import LAYOUTS
 
-    tool = _tool()
     torch.manual_seed(0)
-    model = tool.build_method(name, tiny=True, extra=(), checkpoint=None,
-                              device=torch.device("cuda"))  # fmt: skip
+    model = build_method(name, tiny=True, extra=(), checkpoint=None,
+                         device=torch.device("cuda"), config_dir=REPO / "configs")  # fmt: skip
     inputs = _image_inputs(2, "cuda")
     ref = model.predict(inputs).verts_cam
     swaps = ModuleSwaps(model)
-    done = graph_modules(swaps, LAYOUTS[tool.METHODS[name].family].graphable)
+    done = graph_modules(swaps, LAYOUTS[METHODS[name].family].graphable)
     first = model.predict(inputs).verts_cam  # capture
     again = model.predict(_image_inputs(2, "cuda")).verts_cam  # replay, fresh input tensors
     failures = [f for _, m in swaps.swaps.values() for f in m.failures]
