@@ -148,7 +148,7 @@ class BodyPrediction:
     contact_batch_idx: Tensor | None = None
     params: dict[str, Tensor] | None = None
 
-    def verts_world(self, T_w2c: Tensor) -> Tensor:
+    def vertices_world(self, T_w2c: Tensor) -> Tensor:
         """Vertices in the world frame, Tensor (B, V, 3), given ``T_w2c`` (B, 4, 4)."""
         return transform_points(invert_rigid(T_w2c.to(self.verts_cam)), self.verts_cam)
 

@@ -407,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         stage_iterations = [0] * (len(fitter.stages) - len(result.iterations))
         stage_iterations += result.iterations
         world = fitter.to_world(result.params, T_w2c)
-        verts_world = transform_points(invert_rigid(T_w2c), result.vertices)
+        vertices_world = transform_points(invert_rigid(T_w2c), result.vertices)
         for k, i in enumerate(idx):
             name = f"{args.split}-{i:06d}"
             np.savez(
                 pred_dir / f"{name}.npz",
-                vertices=verts_world[k].cpu().numpy().astype(np.float32),
+                vertices=vertices_world[k].cpu().numpy().astype(np.float32),
                 betas=world.betas[k].cpu().numpy(),
                 global_orient=world.global_orient[k].cpu().numpy(),
                 body_pose=world.body_pose[k].cpu().numpy(),

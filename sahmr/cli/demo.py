@@ -435,16 +435,16 @@ def run(args: argparse.Namespace) -> int:
             assert isinstance(frame, FrameSpec)
             try:
                 result = pipeline.run(frame, prepared.pop(frame.name, None))
-                if result.verts_world.shape[0] != body.num_vertices:
+                if result.vertices_world.shape[0] != body.num_vertices:
                     raise InputError(
-                        f"the method predicts {result.verts_world.shape[0]} vertices, the body "
+                        f"the method predicts {result.vertices_world.shape[0]} vertices, the body "
                         f"model has {body.num_vertices}: the checkpoint's body does not match")
                 if not args.force:
                     check_root_inside_scan(result.root_world, scene.points.points, frame.name,
                                            result.camera.T_w2c)
                     check_body_not_inside_scan(result.penetration, frame.name)
                     hidden = check_body_in_view(
-                        result.verts_world, scene.points.points, result.camera.K,
+                        result.vertices_world, scene.points.points, result.camera.K,
                         result.camera.T_w2c, (result.image.shape[1], result.image.shape[0]),
                         frame.name)  # fmt: skip
                     logger.info("frame %s: %.0f%% of the body hidden by the scan", frame.name,
@@ -621,7 +621,7 @@ ZBUFFER_CELL_PX = 8
 
 
 def hidden_body_fraction(
-    verts_world: np.ndarray,
+    vertices_world: np.ndarray,
     points_world: np.ndarray,
     K: np.ndarray,
     T_w2c: np.ndarray,
@@ -636,7 +636,7 @@ def hidden_body_fraction(
     Vertices outside the image or over cells without scan points count as seen.
 
     Args:
-        verts_world: (V, 3) body vertices, world frame, metres.
+        vertices_world: (V, 3) body vertices, world frame, metres.
         points_world: (N, 3) scan points, world frame, metres.
         K: (3, 3) intrinsics, pixels.
         T_w2c: (4, 4) world -> camera (OpenCV).
@@ -663,7 +663,7 @@ def hidden_body_fraction(
     zbuf = np.full(rows * cols, np.inf)
     cell, ok = cells(scene_cam)
     np.minimum.at(zbuf, cell[ok], scene_cam[ok, 2])
-    body_cam = np.asarray(verts_world, np.float64) @ R.T + t
+    body_cam = np.asarray(vertices_world, np.float64) @ R.T + t
     behind_camera = body_cam[:, 2] <= 0
     cell, ok = cells(body_cam)
     surface = np.where(ok, zbuf[np.maximum(cell, 0)], np.inf)
@@ -672,7 +672,7 @@ def hidden_body_fraction(
 
 
 def check_body_in_view(
-    verts_world: np.ndarray,
+    vertices_world: np.ndarray,
     points_world: np.ndarray,
     K: np.ndarray,
     T_w2c: np.ndarray,
@@ -684,7 +684,7 @@ def check_body_in_view(
     Returns:
         The hidden share (`hidden_body_fraction`).
     """
-    hidden = hidden_body_fraction(verts_world, points_world, K, T_w2c, image_size)
+    hidden = hidden_body_fraction(vertices_world, points_world, K, T_w2c, image_size)
     if hidden > MAX_HIDDEN_FRACTION:
         raise InputError(
             f"frame {name}: the scan hides {hidden:.0%} of the body from the camera (the body "

@@ -517,18 +517,18 @@ class ProxDataset(Dataset):
                 extra["smplx_params_world"] = transform_smplx_params(
                     params, cam.T_c2w @ T_fit2cam, self.root_joint_fn
                 )
-        verts_world = joints_world = projected = vertex_contact = None
+        vertices_world = joints_world = projected = vertex_contact = None
         contact_points = np.zeros((0, 3), np.float32)
         contact_region = np.zeros((0,), np.int64)
         if self.targets is not None and "smplx_params_fit" in extra:
             extra["body_hash"] = self.body_hash
-            verts_world, joints_world = self.targets(
+            vertices_world, joints_world = self.targets(
                 extra["smplx_params_fit"], extra["T_fit2world"], extra["gender"]
             )
-            projected = project_bbox(verts_world, cam.K, cam.T_w2c, (w, h))
+            projected = project_bbox(vertices_world, cam.K, cam.T_w2c, (w, h))
             regions = self.targets.vertex_region
             dist, closest = scan_distance(
-                verts_world,
+                vertices_world,
                 self.scene_points[frame.scene],
                 self.scene_mesh(frame.scene),
                 tree=self.scene_points.tree(frame.scene),
@@ -541,9 +541,9 @@ class ProxDataset(Dataset):
                 vertex_contact = None
         bbox, extra["bbox_source"] = self._bbox(frame, w, h, projected)
         occlusion = math.nan
-        if self.visibility and verts_world is not None and self.targets is not None:
+        if self.visibility and vertices_world is not None and self.targets is not None:
             vis = frame_visibility(
-                verts_world, self.targets.faces, self.scene_casters[frame.scene], cam.K,
+                vertices_world, self.targets.faces, self.scene_casters[frame.scene], cam.K,
                 cam.T_w2c, (w, h), bbox, self.crop_size,
             )  # fmt: skip
             occlusion = vis.occlusion
@@ -559,7 +559,7 @@ class ProxDataset(Dataset):
             sequence_id=frame.recording,
             frame_index=frame.frame_index,
             image=image if self.keep_image else None,
-            vertices_world=verts_world,
+            vertices_world=vertices_world,
             joints_world=joints_world,
             vertex_contact=vertex_contact,
             contact_points_world=contact_points,

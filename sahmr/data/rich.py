@@ -514,17 +514,17 @@ class RichDataset(Dataset):
                 extra["smplx_params_world"] = transform_smplx_params(
                     params, T_m2w, self.root_joint_fn
                 )
-        verts_world = joints_world = None
+        vertices_world = joints_world = None
         if self.targets is not None and "smplx_params_fit" in extra:
-            verts_world, joints_world = self.targets(
+            vertices_world, joints_world = self.targets(
                 extra["smplx_params_fit"], T_m2w, extra.get("gender")
             )
         key = f"{fr.sequence}/{fr.cam_id:02d}/{fr.frame_id:05d}"
         bbox = None
         if key in self.bboxes:
             bbox, bbox_source = np.asarray(self.bboxes[key], np.float64).reshape(4), "given"
-        elif verts_world is not None:
-            bbox, bbox_source = project_bbox(verts_world, K, T_w2c, (w, h)), "projection"
+        elif vertices_world is not None:
+            bbox, bbox_source = project_bbox(vertices_world, K, T_w2c, (w, h)), "projection"
         if bbox is None:
             bbox, bbox_source = np.array([0.0, 0.0, w, h]), "full_image"
         extra["bbox_source"] = bbox_source
@@ -537,7 +537,7 @@ class RichDataset(Dataset):
         if fr.hsc_path is not None:
             hsc = load_rich_hsc(fr.hsc_path, allow_pickle=self.allow_pickle)
             contact = hsc["contact"]
-            if verts_world is not None and regions is not None:
+            if vertices_world is not None and regions is not None:
                 if regions.shape != contact.shape:
                     raise ValueError(
                         f"{fr.hsc_path}: {contact.shape[0]} contact labels for a body of "
@@ -545,7 +545,7 @@ class RichDataset(Dataset):
                     )
                 labels = np.where(contact > 0, regions, 0)
                 _, closest = scan_distance(
-                    verts_world,
+                    vertices_world,
                     self.scene_points[fr.scene],
                     self.scene_mesh(fr.scene),
                     tree=self.scene_points.tree(fr.scene),
@@ -561,7 +561,7 @@ class RichDataset(Dataset):
                 vertex_contact = np.where(contact > 0, self.smpl_vertex_regions, 0)
             else:
                 extra["hsc_contact_smpl"] = contact
-            if verts_world is None and "s2m" in hsc and "closest_triangles" in hsc:
+            if vertices_world is None and "s2m" in hsc and "closest_triangles" in hsc:
                 near = np.linalg.norm(hsc["s2m"], axis=1) < self.contact_threshold
                 centroids = hsc["closest_triangles"][near].mean(axis=1).astype(np.float64)
                 pts = (centroids @ T_m2w[:3, :3].T + T_m2w[:3, 3]).astype(np.float32)
@@ -572,9 +572,9 @@ class RichDataset(Dataset):
                 else:
                     extra["hsc_contact_points_world"] = pts
         occlusion = math.nan
-        if self.visibility and verts_world is not None and self.targets is not None:
+        if self.visibility and vertices_world is not None and self.targets is not None:
             vis = frame_visibility(
-                verts_world, self.targets.faces, self.scene_casters[fr.scene], K, T_w2c, (w, h),
+                vertices_world, self.targets.faces, self.scene_casters[fr.scene], K, T_w2c, (w, h),
                 bbox, self.crop_size, dist_coeffs=cam.dist,
             )  # fmt: skip
             occlusion = vis.occlusion
@@ -600,7 +600,7 @@ class RichDataset(Dataset):
             contact_points_world=contact_points,
             contact_point_region=contact_region,
             action=fr.action,
-            vertices_world=verts_world,
+            vertices_world=vertices_world,
             joints_world=joints_world,
             occlusion=occlusion,
             extra=extra,

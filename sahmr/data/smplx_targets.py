@@ -208,13 +208,13 @@ class SmplTargets:
         verts_fit = np.asarray(self.vertices_fn(params, gender), np.float64)
         verts_fit = self.transfer(verts_fit[None])[0]
         T = np.asarray(T_fit2world, np.float64)
-        verts_world = verts_fit @ T[:3, :3].T + T[:3, 3]
-        joints_world = self.J_regressor @ verts_world
-        return verts_world, joints_world
+        vertices_world = verts_fit @ T[:3, :3].T + T[:3, 3]
+        joints_world = self.J_regressor @ vertices_world
+        return vertices_world, joints_world
 
 
 def scan_distance(
-    verts_world: np.ndarray,
+    vertices_world: np.ndarray,
     scene_points: np.ndarray,
     mesh: Any | None = None,
     vertex_mask: np.ndarray | None = None,
@@ -228,7 +228,7 @@ def scan_distance(
     distance and closest point on the mesh (trimesh) when ``mesh`` is given.
 
     Args:
-        verts_world: (V, 3) body vertices, world frame, metres.
+        vertices_world: (V, 3) body vertices, world frame, metres.
         scene_points: (N, 3) scan points, world frame.
         mesh: Optional ``trimesh.Trimesh`` of the scan, world frame.
         vertex_mask: (V,) bool, vertices that may get exact distances (default all).
@@ -241,17 +241,17 @@ def scan_distance(
     """
     from scipy.spatial import cKDTree
 
-    verts_world = np.asarray(verts_world, np.float64)
+    vertices_world = np.asarray(vertices_world, np.float64)
     tree = tree if tree is not None else cKDTree(scene_points)
-    dist, idx = tree.query(verts_world)
+    dist, idx = tree.query(vertices_world)
     closest = np.asarray(scene_points, np.float64)[idx]
     if mesh is not None:
-        mask = np.ones(len(verts_world), bool) if vertex_mask is None else vertex_mask
+        mask = np.ones(len(vertices_world), bool) if vertex_mask is None else vertex_mask
         near = np.nonzero(mask & (dist < CONTACT_THRESHOLD_M + spacing))[0]
         if near.size:
             import trimesh
 
-            pts, exact, _ = trimesh.proximity.closest_point(mesh, verts_world[near])
+            pts, exact, _ = trimesh.proximity.closest_point(mesh, vertices_world[near])
             dist[near], closest[near] = exact, pts
     return dist, closest
 
@@ -283,12 +283,12 @@ def distance_contact(distance: np.ndarray, vertex_region: np.ndarray) -> np.ndar
 
 
 def project_bbox(
-    verts_world: np.ndarray, K: np.ndarray, T_w2c: np.ndarray, image_size: tuple[int, int]
+    vertices_world: np.ndarray, K: np.ndarray, T_w2c: np.ndarray, image_size: tuple[int, int]
 ) -> np.ndarray | None:
     """Box ``[x0, y0, x1, y1]`` of the body's pinhole projection, clipped to the image.
 
     Args:
-        verts_world: (V, 3) vertices, world frame.
+        vertices_world: (V, 3) vertices, world frame.
         K: (3, 3) intrinsics (of the undistorted image).
         T_w2c: (4, 4) world -> camera.
         image_size: ``(W, H)`` pixels.
@@ -296,7 +296,7 @@ def project_bbox(
     Returns:
         (4,) float64 box, or None when the body is behind the camera or outside the image.
     """
-    cam = verts_world @ T_w2c[:3, :3].T + T_w2c[:3, 3]
+    cam = vertices_world @ T_w2c[:3, :3].T + T_w2c[:3, 3]
     front = cam[:, 2] > 1e-3
     if not front.any():
         return None

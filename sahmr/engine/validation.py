@@ -278,10 +278,10 @@ def _score_predictions(
     result: ValidationResult,
     on_prediction: PredictionCallback | None,
 ) -> None:
-    verts_world = pred.verts_world(batch.T_w2c).detach().to(torch.float64).cpu().numpy()
+    vertices_world = pred.vertices_world(batch.T_w2c).detach().to(torch.float64).cpu().numpy()
     pred_frames, gt_frames = {}, {}
     for i, name in enumerate(names):
-        frame = BodyFrame(name=name, vertices=verts_world[i], scene=batch.scene_id[i])
+        frame = BodyFrame(name=name, vertices=vertices_world[i], scene=batch.scene_id[i])
         pred_frames[name] = frame
         if on_prediction is not None:
             on_prediction(name, frame, pred, i)

@@ -313,7 +313,7 @@ def _write_mesh(folder: Path, vertices: np.ndarray, faces: np.ndarray,
 
 def _params_arrays(result: FramePrediction, faces: np.ndarray, scene: str) -> dict[str, Any]:
     arrays: dict[str, Any] = {
-        "vertices": result.verts_world.astype(np.float32),
+        "vertices": result.vertices_world.astype(np.float32),
         "joints": result.joints_world.astype(np.float32),
         "root": result.root_world.astype(np.float32),
         "vertices_cam": result.verts_cam.astype(np.float32),
@@ -367,7 +367,7 @@ def _rgba_uint8(rgb: np.ndarray) -> np.ndarray:
 def write_scene_body_glb(
     path: Path,
     scene: SceneData,
-    verts_world: np.ndarray,
+    vertices_world: np.ndarray,
     faces: np.ndarray,
     body_colors: np.ndarray,
     contact_points_world: np.ndarray,
@@ -382,7 +382,7 @@ def write_scene_body_glb(
     Args:
         path: The ``.glb`` file.
         scene: The scan (`SceneData`; its mesh, else its down-sampled points).
-        verts_world: (V, 3) body vertices, world frame.
+        vertices_world: (V, 3) body vertices, world frame.
         faces: (F, 3) body faces.
         body_colors: (V, 3) RGB in [0, 1] (contact vertices coloured by region).
         contact_points_world: (P, 3) the method's contact scene points, world frame.
@@ -408,7 +408,7 @@ def write_scene_body_glb(
         colors = np.tile(SCENE_COLOR, (len(pts), 1)) if colors is None else colors
         scan = trimesh.PointCloud(pts, colors=_rgba_uint8(colors))
     glb.add_geometry(scan, node_name="scan", geom_name="scan", transform=up)
-    body = trimesh.Trimesh(verts_world, faces, process=False)
+    body = trimesh.Trimesh(vertices_world, faces, process=False)
     body.visual.vertex_colors = _rgba_uint8(body_colors)
     glb.add_geometry(body, node_name="body", geom_name="body", transform=up)
     points = np.asarray(contact_points_world, np.float64).reshape(-1, 3)
@@ -455,14 +455,14 @@ def write_frame_outputs(
     from sahmr.viz.scene_views import ViewCamera, render_scene_views
 
     t0 = time.perf_counter()
-    colors = body_vertex_colors(result.body_contact, len(result.verts_world))
-    _write_mesh(folder, result.verts_world, faces, colors)
+    colors = body_vertex_colors(result.body_contact, len(result.vertices_world))
+    _write_mesh(folder, result.vertices_world, faces, colors)
     np.savez(folder / "body_params.npz", **_params_arrays(result, faces, scene.name))
     write_json(folder / "contacts.json", contacts_record(result))
     t_files = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    write_scene_body_glb(folder / "scene_body.glb", scene, result.verts_world, faces, colors,
+    write_scene_body_glb(folder / "scene_body.glb", scene, result.vertices_world, faces, colors,
                          result.contact_points_world, result.contact_point_region)
     t_glb = time.perf_counter() - t0
 
@@ -479,7 +479,7 @@ def write_frame_outputs(
     mesh = None if scene.mesh is None else (scene.mesh.vertices, scene.mesh.faces)
     views = render_scene_views(
         scene_mesh=mesh,
-        body_vertices=result.verts_world,
+        body_vertices=result.vertices_world,
         body_faces=faces,
         contact_points=result.contact_points_world,
         contact_labels=result.contact_point_region,

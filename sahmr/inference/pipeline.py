@@ -61,7 +61,7 @@ class FramePrediction:
         bbox: (4,) person box.
         prediction: The method's `BodyPrediction` (B = 1, camera frame, CPU).
         verts_cam: (V, 3) body vertices, camera frame.
-        verts_world: (V, 3) body vertices, world frame.
+        vertices_world: (V, 3) body vertices, world frame.
         joints_world: (J, 3) the method's joints, world frame.
         root_world: (3,) root, world frame.
         contact_points_world: (P, 3) predicted contact scene points, world frame.
@@ -76,7 +76,7 @@ class FramePrediction:
         params_source: ``"regressed"`` (the method's parameters), ``"fitted"`` (a body fitted
             to the method's vertices, `sahmr.optim.fit_vertices`), either with
             ``"+scene_fit"`` after a `SceneFitRefiner`, or None without parameters.
-        method_mesh_distance_mm: Mean distance of the parameters' mesh (``verts_world``) to
+        method_mesh_distance_mm: Mean distance of the parameters' mesh (``vertices_world``) to
             the method's own vertices, mm (the fit's vertex error when fitted), or None.
         verts_method_world: (V, 3) the method's own vertices, world frame, when the body
             written is the parameters' mesh; None otherwise.
@@ -88,7 +88,7 @@ class FramePrediction:
     bbox: np.ndarray
     prediction: BodyPrediction
     verts_cam: np.ndarray
-    verts_world: np.ndarray
+    vertices_world: np.ndarray
     joints_world: np.ndarray
     root_world: np.ndarray
     contact_points_world: np.ndarray
@@ -320,7 +320,7 @@ class InferencePipeline:
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()
             verts_cam = pred.verts_cam.double()
-            verts_world = pred.verts_world(T)[0].numpy()
+            vertices_world = pred.vertices_world(T)[0].numpy()
             from sahmr.geometry.cameras import camera_to_world, transform_points
 
             joints_world = camera_to_world(T, pred.joints_cam.double())[0].numpy()
@@ -338,20 +338,20 @@ class InferencePipeline:
                 # The body written is the parameters' mesh (world frame), so that the saved
                 # parameters reproduce body_world.ply; the method's vertices are kept beside.
                 body_out = self._param_body(params_world)
-                verts_method_world = verts_world
-                verts_world = body_out.vertices[0].double().numpy()
-                distance_mm = float(np.linalg.norm(verts_world - verts_method_world,
+                verts_method_world = vertices_world
+                vertices_world = body_out.vertices[0].double().numpy()
+                distance_mm = float(np.linalg.norm(vertices_world - verts_method_world,
                                                    axis=1).mean() * 1000.0)
-                verts_cam = transform_points(T, torch.from_numpy(verts_world)[None])
+                verts_cam = transform_points(T, torch.from_numpy(vertices_world)[None])
                 joints_world = self._param_joints(body_out, pred.joints_cam.shape[1],
                                                   joints_world)
                 params_cam = {k: v.numpy()[0] for k, v in params_cam.items()}
                 params_world = {k: v.numpy()[0] for k, v in params_world.items()}
-        body_contact, pen = self._scene_figures(verts_world, timer)
+        body_contact, pen = self._scene_figures(vertices_world, timer)
         gt_errors = None
         if frame.gt_path is not None:
             with timer("gt_errors"):
-                gt_errors = self._gt_errors(frame.gt_path, verts_world, root_world)
+                gt_errors = self._gt_errors(frame.gt_path, vertices_world, root_world)
         return FramePrediction(
             name=frame.name,
             image=image,
@@ -359,7 +359,7 @@ class InferencePipeline:
             bbox=np.asarray(frame.bbox, np.float64),
             prediction=pred,
             verts_cam=verts_cam[0].numpy(),
-            verts_world=verts_world,
+            vertices_world=vertices_world,
             joints_world=joints_world,
             root_world=root_world,
             contact_points_world=cpts,
@@ -412,7 +412,7 @@ class InferencePipeline:
         return by_count[num_joints][0].double().cpu().numpy()
 
     def _scene_figures(
-        self, verts_world: np.ndarray, timer: StageTimer
+        self, vertices_world: np.ndarray, timer: StageTimer
     ) -> tuple[np.ndarray | None, dict[str, float] | None]:
         """Penetration figures and per-vertex contact regions from the scene SDF."""
         from sahmr.evaluation.metrics import MM_PER_M, penetration
@@ -424,7 +424,7 @@ class InferencePipeline:
         if sdf is None:
             return None, None
         with timer("penetration"):
-            d = self._vertex_sdf(sdf, verts_world)
+            d = self._vertex_sdf(sdf, vertices_world)
             figs = {k: float(v[0]) for k, v in penetration(d[None]).items()}
             figs["max_depth_mm"] = float(max(0.0, -float(d.min())) * MM_PER_M)
             labels = torch.as_tensor(np.asarray(self.body.topology.contact_labels[0], np.int64))
@@ -438,7 +438,7 @@ class InferencePipeline:
             "sdf_voxel_size_m": float(sdf.voxel_size),
         }
 
-    def _vertex_sdf(self, sdf: Any, verts_world: np.ndarray) -> Tensor:
+    def _vertex_sdf(self, sdf: Any, vertices_world: np.ndarray) -> Tensor:
         """Signed distances (V,) float64 of the body's vertices, as the evaluator takes them:
         exact point-to-mesh distances wherever the grid reads inside or near a surface."""
         from sahmr.scene.sdf import ExactSceneSDF, SDFGrid
@@ -448,13 +448,13 @@ class InferencePipeline:
                 self._exact_sdf = ExactSceneSDF(sdf, self.scene.mesh.vertices,
                                                 self.scene.mesh.faces)
             sdf = self._exact_sdf
-        points = torch.as_tensor(verts_world, dtype=torch.float64)
+        points = torch.as_tensor(vertices_world, dtype=torch.float64)
         if hasattr(sdf, "sample_exact"):
             band = self.contact_threshold + 3 * float(sdf.voxel_size)
             return sdf.sample_exact(points, band).double()
         return sdf.sample(points.float()).double()
 
-    def _gt_errors(self, path: Path, verts_world: np.ndarray, root_world: np.ndarray
+    def _gt_errors(self, path: Path, vertices_world: np.ndarray, root_world: np.ndarray
                    ) -> dict[str, float]:
         """Errors against the ground truth: the evaluator's `body_errors` (SMPL joints,
         pelvis = J_regressor row 0 of each mesh), plus the method's own root output."""
@@ -462,10 +462,10 @@ class InferencePipeline:
         from sahmr.evaluation.metrics import mesh_edges, root_error
 
         gt_v, _ = _load_gt(path, self.body)
-        if gt_v.shape != verts_world.shape:
+        if gt_v.shape != vertices_world.shape:
             raise InputError(f"{path}: ground truth has {len(gt_v)} vertices, the prediction "
-                             f"{len(verts_world)}")
-        pv = torch.as_tensor(verts_world, dtype=torch.float64)[None]
+                             f"{len(vertices_world)}")
+        pv = torch.as_tensor(vertices_world, dtype=torch.float64)[None]
         gv = torch.as_tensor(gt_v, dtype=torch.float64)[None]
         reg = self.body.J_regressor
         reg = (reg.to_dense() if reg.is_sparse else reg).detach().cpu().double()

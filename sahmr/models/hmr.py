@@ -27,7 +27,7 @@ Under DDP the discriminator is unused in the main graph: wrap with
 `HMR.predict` places the body in the camera: the translation whose perspective projection
 with the crop camera ``K_crop`` best matches the weak-perspective 2-D joints
 (`sahmr.geometry.pnp.estimate_translation`); world-frame results follow from ``T_w2c``
-(`sahmr.records.BodyPrediction.verts_world`).
+(`sahmr.records.BodyPrediction.vertices_world`).
 """
 
 from __future__ import annotations

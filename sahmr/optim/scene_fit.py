@@ -163,8 +163,8 @@ class SceneFitter(SMPLify):
         """Per-frame penetration (m^2) and contact energies (B,)."""
         if not isinstance(scene, SceneContext):
             raise TypeError("scene stages need a SceneContext (use SceneFitter.fit)")
-        verts_world = transform_points(scene.T_c2w, vertices_cam)
-        sdf = scene.sample(verts_world)
+        vertices_world = transform_points(scene.T_c2w, vertices_cam)
+        sdf = scene.sample(vertices_world)
         dist = sdf.abs()
         near = scene.candidate & (dist < self.contact_distance)
         contact = (gmof(dist, self.contact_sigma) * near).sum(-1)

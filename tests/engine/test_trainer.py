@@ -202,7 +202,7 @@ def test_validation_scores_match_a_naive_computation(tiny_dataset):
         batch = collate_samples([val[i]])
         inputs, targets = prepare(batch)
         pred = method.predict(inputs)
-        world = pred.verts_world(batch.T_w2c)[0].double()
+        world = pred.vertices_world(batch.T_w2c)[0].double()
         gt = torch.as_tensor(val[i].vertices_world).double()
         errs_v.append((world - gt).norm(dim=-1).mean().item() * 1000)
         errs_root.append((pred.root_cam - targets.root_cam).norm().item() * 1000)

@@ -67,13 +67,14 @@ class OracleMethod(nn.Module):
     """A fixed world-frame body seen through the frame's camera; vertices only unless
     ``params_cam`` is given (like the shipped SA-HMR checkpoint / a parametric method)."""
 
-    def __init__(self, verts_world, joints_world, params_cam=None):
+    def __init__(self, vertices_world, joints_world, params_cam=None):
         super().__init__()
-        self.verts_world, self.joints_world, self.params_cam = verts_world, joints_world, params_cam
+        self.vertices_world, self.joints_world = vertices_world, joints_world
+        self.params_cam = params_cam
 
     def predict(self, inputs):
         T = inputs.T_w2c.double()
-        v = transform_points(T, self.verts_world.double()).float()
+        v = transform_points(T, self.vertices_world.double()).float()
         j = transform_points(T, self.joints_world.double()).float()
         params = None if self.params_cam is None else {
             k: t.float() for k, t in self.params_cam.items()}
@@ -180,7 +181,7 @@ def test_fit_can_be_turned_off(body, scene, camera, tmp_path):
                              fit_body=False)
     res = pipe.run(FrameSpec("f", tmp_path / "f.png", camera, np.array([10, 10, 300, 230.0])))
     assert res.params_world is None and res.params_source is None
-    np.testing.assert_allclose(res.verts_world, out.vertices[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(res.vertices_world, out.vertices[0].numpy(), atol=1e-4)
 
 
 def test_scene_body_glb_reloads_with_scan_body_and_contacts(body, scene, camera, tmp_path):
@@ -199,7 +200,7 @@ def test_scene_body_glb_reloads_with_scan_body_and_contacts(body, scene, camera,
         meshes[geom] = m
     body_mesh = meshes["body"]
     assert len(body_mesh.vertices) == body.num_vertices and len(body_mesh.faces) == len(body.faces)
-    np.testing.assert_allclose(body_mesh.vertices, res.verts_world, atol=1e-5)
+    np.testing.assert_allclose(body_mesh.vertices, res.vertices_world, atol=1e-5)
     assert len(meshes["scan"].faces) == len(scene.mesh.faces)
     np.testing.assert_allclose(np.sort(meshes["scan"].vertices, axis=0),
                                np.sort(scene.mesh.vertices, axis=0), atol=1e-5)

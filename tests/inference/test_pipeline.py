@@ -86,13 +86,14 @@ def _posed(body, dtype=torch.float64, seed=0):
 class OracleMethod(nn.Module):
     """Returns a fixed world-frame body seen through the frame's camera (with params)."""
 
-    def __init__(self, verts_world, joints_world, params_cam):
+    def __init__(self, vertices_world, joints_world, params_cam):
         super().__init__()
-        self.verts_world, self.joints_world, self.params_cam = verts_world, joints_world, params_cam
+        self.vertices_world, self.joints_world = vertices_world, joints_world
+        self.params_cam = params_cam
 
     def predict(self, inputs):
         T = inputs.T_w2c.double()
-        v = transform_points(T, self.verts_world.double())
+        v = transform_points(T, self.vertices_world.double())
         j = transform_points(T, self.joints_world.double())
         return BodyPrediction(
             verts_cam=v.float(), joints_cam=j.float(), root_cam=j[:, 0].float(),
@@ -112,9 +113,9 @@ class PlaneSDF:
         return points[..., 2]
 
 
-def _bbox(camera, verts_world):
+def _bbox(camera, vertices_world):
     uv = project(torch.as_tensor(camera.K), transform_points(torch.as_tensor(camera.T_w2c),
-                                                             verts_world.double()))[0]
+                                                             vertices_world.double()))[0]
     return np.array([*uv.min(0).values.tolist(), *uv.max(0).values.tolist()])
 
 
@@ -191,14 +192,14 @@ def test_pipeline_run_with_an_oracle_method(body, scene, camera, tmp_path):
                       tmp_path / "f.gt.npz")
     res = pipe.run(frame)
     v = out.vertices[0].double().numpy()
-    np.testing.assert_allclose(res.verts_world, v, atol=1e-4)
+    np.testing.assert_allclose(res.vertices_world, v, atol=1e-4)
     np.testing.assert_allclose(res.root_world, out.joints[0, 0].numpy(), atol=1e-4)
     for k in ("global_orient", "transl", "body_pose", "betas"):
         np.testing.assert_allclose(res.params_world[k], params_w[k][0].numpy(), atol=1e-4)
     cpts = camera_to_world(T, transform_points(T, out.vertices[:, :3].double()))[0].numpy()
     np.testing.assert_allclose(res.contact_points_world, cpts, atol=1e-4)
     # Penetration against the slow reference: depths of vertices below the floor.
-    z = res.verts_world[:, 2]
+    z = res.vertices_world[:, 2]
     assert res.penetration["pen_count"] == int((z < 0).sum()) > 0
     assert res.penetration["pene_mm"] == pytest.approx(-z[z < 0].sum() * 1000, rel=1e-4)
     assert res.penetration["max_depth_mm"] == pytest.approx(-z.min() * 1000, rel=1e-4)
