@@ -116,7 +116,7 @@ class GenerationConfig:
             ``"standing"`` (feet only; tests and benchmarks).
         body_model_path: SMPL-format model file; None for the license-free body.
         sdf_voxel_size: Pitch (m) of the room SDF grid the contact placer refines and
-            checks bodies on (`sahmr.synth.placement.build_placer_sdf`).
+            checks bodies on (`sahmr.synth.placer_sdf.build_placer_sdf`).
         sdf_device: Where the main process builds the SDF grids when open3d is missing
             (brute-force torch backend): ``"auto"`` (CUDA if available, else CPU), ``"cpu"``
             or ``"cuda"``. Grids are built once per room before any worker starts and

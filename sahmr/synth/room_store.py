@@ -46,7 +46,7 @@ def write_placer_sdf(
     path = sdf_cache_path(root, scene_id, voxel_size)
     if path.is_file():
         return path
-    from sahmr.synth.placement import build_placer_sdf
+    from sahmr.synth.placer_sdf import build_placer_sdf
 
     t0 = time.perf_counter()
     grid = build_placer_sdf(build_room(recipe), voxel_size, device=device)

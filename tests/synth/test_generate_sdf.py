@@ -15,7 +15,7 @@ import torch
 from sahmr.data.shards import ShardReader, shard_name
 from sahmr.scene.sdf import SDFGrid
 from sahmr.synth import generate as gen
-from sahmr.synth import placement, room_store, worker
+from sahmr.synth import placer_sdf, room_store, worker
 from sahmr.synth.generate import generate
 from sahmr.synth.plan import GenerationConfig, shard_scene_id
 from sahmr.synth.room_store import sdf_cache_path
@@ -56,14 +56,14 @@ def _assert_same(a: dict, b: dict) -> None:
 def build_log(tmp_path, monkeypatch):
     """Records the process id of every placer SDF build (forked workers inherit it)."""
     log = tmp_path / "sdf_builds.txt"
-    real = placement.build_placer_sdf
+    real = placer_sdf.build_placer_sdf
 
     def logged(*args, **kwargs):
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {kwargs.get('device')}\n")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(placement, "build_placer_sdf", logged)
+    monkeypatch.setattr(placer_sdf, "build_placer_sdf", logged)
     return log
 
 

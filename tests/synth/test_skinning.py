@@ -8,7 +8,7 @@ from smplx.lbs import batch_rigid_transform
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import body_euler_to_matrix, euler_to_matrix
 from sahmr.scene.sdf import SDFGrid
-from sahmr.synth.placement import _SDFLookup, trilinear_sdf
+from sahmr.synth.placer_sdf import SDFLookup, trilinear_sdf
 from sahmr.synth.skinning import (
     KinematicPlan,
     SubsetSkinner,
@@ -105,5 +105,5 @@ def test_trilinear_lookup_matches_grid_sample_and_finite_differences():
         torch.testing.assert_close(g[inner, axis].double(), fd, rtol=1e-3, atol=1e-3)
     # the autograd op returns the same gradient
     p = pts.clone().requires_grad_(True)
-    _SDFLookup.apply(p, vals, origin, 0.05).sum().backward()
+    SDFLookup.apply(p, vals, origin, 0.05).sum().backward()
     torch.testing.assert_close(p.grad, g)
