@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sahmr.body.constants import ContactRegion
 from sahmr.synth.furniture import Surface
 from sahmr.synth.rooms import Room
 
@@ -354,7 +355,7 @@ def seated_on_anchor(
     if rule.knee_clearance is not None:
         f = target.facing
         reach = _seat_reach(s, f)
-        knees = (verts[body.labels == 7] @ f).max() + t @ f
+        knees = (verts[body.labels == ContactRegion.THIGHS] @ f).max() + t @ f
         t += f * max(0.0, s.center @ f + reach + rule.knee_clearance - knees)
     return t
 
@@ -370,12 +371,12 @@ def seated_against_backrest(
     f, back = target.facing, target.support
     t = np.zeros(3)
     t[2] = s.center[2] - verts[prim, 2].min()
-    rear = verts[np.isin(body.labels, (5, 6))]
+    rear = verts[np.isin(body.labels, (ContactRegion.BACK, ContactRegion.GLUTEUS))]
     along = back.center @ f - (rear @ f).min() + 0.5 * margin
     c = verts[prim].mean(0)
     if rule.knee_clearance is not None:
         reach = _seat_reach(s, f)
-        knees = (verts[body.labels == 7] @ f).max()
+        knees = (verts[body.labels == ContactRegion.THIGHS] @ f).max()
         along = max(along, s.center @ f + reach + rule.knee_clearance - knees)
     lateral = np.array([-f[1], f[0], 0.0])
     t[:2] = (f * along + lateral * ((target.anchor - c) @ lateral))[:2]

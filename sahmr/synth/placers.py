@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from sahmr.body.model import BodyModel
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid
 from sahmr.synth.placement import PlacedBody, Placer
 from sahmr.synth.rooms import Room
@@ -36,7 +37,7 @@ class StandingPlacer:
         self,
         room: Room,
         body: BodyModel,
-        contact_threshold: float = 0.07,
+        contact_threshold: float = CONTACT_THRESHOLD_M,
         shapes: ShapeRanges | None = None,
     ) -> None:
         self.room = room

@@ -10,7 +10,8 @@ import trimesh
 
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import ACTIONS, ContactRequirement
-from sahmr.synth.placement import CONTACT_THRESHOLD, PlacedBody, Placer, _rectangle_distance
+from sahmr.scene.contact import CONTACT_THRESHOLD_M
+from sahmr.synth.placement import PlacedBody, Placer, _rectangle_distance
 from sahmr.synth.room_kinds import generate_room
 
 VOXEL = 0.03
@@ -94,9 +95,9 @@ def test_placement_checked_with_trimesh(placers, placed, body, action):
     # 7 cm rule against the brute-force distance: exact near the threshold (exact_check), so
     # only float rounding of the distance itself may differ
     d = np.abs(sd)
-    want = np.where(d < CONTACT_THRESHOLD, lab, 0)
+    want = np.where(d < CONTACT_THRESHOLD_M, lab, 0)
     got = p.vertex_contact[idx]
-    ambiguous = np.abs(d - CONTACT_THRESHOLD) < EXACT_TOL
+    ambiguous = np.abs(d - CONTACT_THRESHOLD_M) < EXACT_TOL
     assert np.all((got == want) | ambiguous)
     assert np.all(p.vertex_contact[labels == 0] == 0)
     # contact points lie on the scene surface, within 7 cm of a vertex of their region
@@ -109,7 +110,7 @@ def test_placement_checked_with_trimesh(placers, placed, body, action):
         for r in np.unique(p.contact_point_region):
             pts = cp[p.contact_point_region == r]
             dv = np.linalg.norm(pts[:, None] - p.vertices_world[labels == r][None], axis=-1)
-            assert dv.min(1).max() <= CONTACT_THRESHOLD + 1e-5
+            assert dv.min(1).max() <= CONTACT_THRESHOLD_M + 1e-5
 
 
 def test_params_reproduce_vertices(placed, body):
