@@ -58,6 +58,8 @@ from sahmr.benchmark.measure import bench_model
 from sahmr.benchmark.methods import DEFAULT_METHODS, METHODS, OPTIMISATION, Variant
 from sahmr.benchmark.optimisation import bench_optimisation
 from sahmr.benchmark.report import goals, merge_results, render_markdown
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger("benchmark")
 
@@ -92,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=256, help="distinct dataset frames")
     p.add_argument("--frames", default=None,
                    help="bundled demo frames 'room/frame,...' (default: all)")
-    p.add_argument("--scene-voxel", type=float, default=0.02, help="scene point spacing, m")
+    p.add_argument("--scene-voxel", type=float, default=SCENE_VOXEL_SIZE_M,
+                   help="scene point spacing, m")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="cache root for scene points and SDFs (default: ~/.cache/sahmr)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
@@ -110,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-iterations", type=int, default=None,
                    help="override every fitting stage's iterations (smoke tests)")
     p.add_argument("--fit-config", type=Path, default=CONFIGS / "optim" / "prox.yaml")
-    p.add_argument("--sdf-voxel-size", type=float, default=0.02)
+    p.add_argument("--sdf-voxel-size", type=float, default=SDF_VOXEL_SIZE_M)
     p.add_argument("--cpu-tools", default="", help="comma list of: " + ", ".join(CPU_TOOLS))
     p.add_argument("--metrics-args", default="--threads 2 --repeat 3 --chunk 64 --sampler banded")
     p.add_argument("--generator-args", default="--num-samples 200 --workers 2 --placer standing")

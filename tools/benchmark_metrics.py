@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from sahmr.evaluation.metrics import g_mpve, penetration_and_confe
 from sahmr.evaluation.reduction import Accumulator
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 
 class DenseGridSDF:
@@ -36,7 +37,8 @@ class DenseGridSDF:
         margin: Grid extent beyond the room, metres.
     """
 
-    def __init__(self, lo=(-3.0, -3.0, 0.0), hi=(3.0, 3.0, 3.0), voxel_size=0.02, margin=0.2):
+    def __init__(self, lo=(-3.0, -3.0, 0.0), hi=(3.0, 3.0, 3.0), voxel_size=SDF_VOXEL_SIZE_M,
+                 margin=0.2):
         lo_t, hi_t = torch.tensor(lo), torch.tensor(hi)
         self.origin = lo_t - margin
         shape = ((hi_t - lo_t + 2 * margin) / voxel_size).round().long() + 1
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "sahmr.scene.sdf.SDFGrid: its sample(), or sample_banded() as the evaluator uses it "
         "(exact below 8 cm and at contact vertices)",
     )
-    p.add_argument("--voxel-size", type=float, default=0.02)
+    p.add_argument("--voxel-size", type=float, default=SDF_VOXEL_SIZE_M)
     p.add_argument("--sdf-cache-dir", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

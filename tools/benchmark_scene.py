@@ -23,7 +23,7 @@ import trimesh
 
 from sahmr.scene.frustum import frustum_crop, roi_select
 from sahmr.scene.io import SceneMesh
-from sahmr.scene.sdf import build_sdf_grid
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M, build_sdf_grid
 from sahmr.scene.voxels import voxelize
 
 logger = logging.getLogger("benchmark_scene")
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--triangles", type=int, default=1_000_000)
     ap.add_argument("--points", type=int, default=2_000_000)
     ap.add_argument("--frames", type=int, default=32)
-    ap.add_argument("--voxel", type=float, default=0.02)
+    ap.add_argument("--voxel", type=float, default=SDF_VOXEL_SIZE_M, help="SDF pitch, m")
     ap.add_argument("--skip-sdf", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

@@ -35,6 +35,7 @@ import torch
 
 from sahmr.atomic_write import atomic_save_npz
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
+from sahmr.scene.points import SCENE_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def scan_distance(
     scene_points: np.ndarray,
     mesh: Any | None = None,
     vertex_mask: np.ndarray | None = None,
-    spacing: float = 0.02,
+    spacing: float = SCENE_VOXEL_SIZE_M,
     tree: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distance of each vertex to the scan and the closest scan point.

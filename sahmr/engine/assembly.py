@@ -35,6 +35,7 @@ from sahmr.engine.data import (
 from sahmr.engine.distributed import DistInfo, cleanup, init_distributed
 from sahmr.engine.trainer import LAST, FitResult, Trainer
 from sahmr.engine.trainer_config import TrainerConfig
+from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def build_evaluator(
     *,
     scene_metrics: bool,
     sdf_cache_dir: str | None = None,
-    sdf_voxel_size: float = 0.02,
+    sdf_voxel_size: float = SDF_VOXEL_SIZE_M,
     joint_set: str = "smpl24",
     protocol: str = "default",
 ) -> Any:
