@@ -45,10 +45,12 @@ __all__ = [
     "ExactSceneSDF",
     "MeshSignedDistance",
     "SDFGrid",
+    "SDFLookup",
     "build_sdf_grid",
     "default_cache_dir",
     "load_or_build_sdf",
     "load_scene_sdf",
+    "trilinear_sdf",
 ]
 
 SDF_VOXEL_SIZE_M = 0.02
@@ -107,6 +109,9 @@ class SDFGrid:
 
     def sample(self, points: Tensor, values: Tensor | None = None) -> Tensor:
         """Trilinearly interpolate the SDF at world points (differentiable in ``points``).
+
+        ``grid_sample`` with autograd; `trilinear_sdf` is the same lookup with an analytic
+        gradient (the placer's).
 
         Args:
             points: Tensor of shape (..., 3), world frame, metres, any device.
@@ -218,6 +223,76 @@ class SDFGrid:
             if idx.numel():
                 out[idx] = self.sample(flat[idx], values)
             return out.reshape(lead)
+
+
+def trilinear_sdf(
+    points: Tensor, grid: Tensor, origin: Tensor, voxel: float
+) -> tuple[Tensor, Tensor]:
+    """Trilinear SDF value and its analytic gradient within the cell.
+
+    The same interpolation as :meth:`SDFGrid.sample` (clamped to the grid, plus the distance
+    to the grid outside it), written out so that the gradient comes without autograd: the
+    generator's placer refines bodies with it (`SDFLookup`). The two agree to float rounding
+    inside the grid (1e-4 voxel of clamping beyond its far faces); each caller keeps its own
+    so that the generated data and the scored numbers stay bit-identical. The eight
+    corner values are gathered once and interpolated axis by axis with fused multiply-adds;
+    the gradient reuses the same differences.
+
+    Args:
+        points: Tensor of shape (..., 3), world frame, metres.
+        grid: (D, H, W) SDF values (``SDFGrid.values``), metres.
+        origin: (3,) world position of node (0, 0, 0).
+        voxel: node spacing, metres.
+
+    Returns:
+        ``(sdf (...), grad (..., 3))``, metres and metres per metre; the gradient ignores
+        the outside-the-grid term.
+    """
+    D, H, W = grid.shape
+    lead = points.shape[:-1]
+    q = (points.reshape(-1, 3) - origin) / voxel
+    hi = torch.tensor([W - 1.0001, H - 1.0001, D - 1.0001], dtype=q.dtype, device=q.device)
+    qc = torch.minimum(q.clamp_min(0.0), hi)
+    i0 = qc.floor()
+    f = qc - i0
+    i0 = i0.long()
+    base = (i0[:, 2] * H + i0[:, 1]) * W + i0[:, 0]
+    offs = torch.tensor(
+        [0, 1, W, W + 1, H * W, H * W + 1, H * W + W, H * W + W + 1], device=q.device
+    )
+    c = grid.reshape(-1)[base[:, None] + offs].view(-1, 2, 2, 2)  # (N, z, y, x)
+    fx, fy, fz = f.unbind(-1)
+    dx = c[..., 1] - c[..., 0]  # (N, z, y)
+    cx = torch.addcmul(c[..., 0], dx, fx[:, None, None])
+    dy = cx[..., 1] - cx[..., 0]  # (N, z)
+    cy = torch.addcmul(cx[..., 0], dy, fy[:, None])
+    gz = cy[:, 1] - cy[:, 0]
+    d = torch.addcmul(cy[:, 0], gz, fz)
+    dxy = torch.addcmul(dx[..., 0], dx[..., 1] - dx[..., 0], fy[:, None])  # (N, z)
+    gx = torch.addcmul(dxy[:, 0], dxy[:, 1] - dxy[:, 0], fz)
+    gy = torch.addcmul(dy[:, 0], dy[:, 1] - dy[:, 0], fz)
+    grad = torch.stack([gx, gy, gz], dim=-1).div_(voxel)
+    outside = (q - qc).norm(dim=-1).mul_(voxel)
+    return (d + outside).view(lead), grad.view(*lead, 3)
+
+
+class SDFLookup(torch.autograd.Function):
+    """:func:`trilinear_sdf` as a differentiable op (backward: the analytic cell gradient).
+
+    Several times faster on CPU than ``grid_sample`` + autograd for the refinement's many
+    small batches.
+    """
+
+    @staticmethod
+    def forward(ctx, points: Tensor, grid: Tensor, origin: Tensor, voxel: float) -> Tensor:
+        d, grad = trilinear_sdf(points, grid, origin, voxel)
+        ctx.save_for_backward(grad)
+        return d
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_out[..., None] * grad, None, None, None
 
 
 def _pseudo_normals(vertices: np.ndarray, faces: np.ndarray):

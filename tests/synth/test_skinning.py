@@ -7,8 +7,7 @@ from smplx.lbs import batch_rigid_transform
 
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import body_euler_to_matrix, euler_to_matrix
-from sahmr.scene.sdf import SDFGrid
-from sahmr.synth.placer_sdf import SDFLookup, trilinear_sdf
+from sahmr.scene.sdf import SDFGrid, SDFLookup, trilinear_sdf
 from sahmr.synth.skinning import (
     KinematicPlan,
     SubsetSkinner,
