@@ -134,26 +134,6 @@ class _Subset:
         return self._reader.load(name)
 
 
-def mean_start(fitter, keypoints: torch.Tensor, K: torch.Tensor,
-               weights: torch.Tensor | None = None):
-    """Mean library pose, upright facing the camera, torso placed by PnP on the keypoints
-    (``weights`` (B, J): their confidences, default ones)."""
-    import math
-
-    from sahmr.optim.smplify import SMPLParams
-
-    B = keypoints.shape[0]
-    dev = keypoints.device
-    init = SMPLParams(
-        global_orient=torch.tensor([[math.pi, 0.0, 0.0]], device=dev).repeat(B, 1),
-        body_pose=fitter.pose_prior.mean_body_pose[None].to(dev).repeat(B, 1),
-        betas=torch.zeros(B, fitter.body_model.num_betas, device=dev),
-        transl=torch.zeros(B, 3, device=dev),
-    )
-    init.transl = fitter.torso_translation(init, keypoints, K, weights)
-    return init
-
-
 class KeypointFile:
     """Detector keypoints of tools/detect_keypoints.py, looked up by frame name.
 
@@ -393,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         if method is not None:
             init = method_start(method, batch, device)
         else:
-            init = mean_start(fitter, kp, K_crop, kp_weights)
+            init = fitter.mean_pose_start(kp, K_crop, kp_weights)
             if not args.single_start:
                 init = fitter.search_start(init, kp, K_crop, kp_weights)
                 stages = fitter.stages[fitter.start_stages :]

@@ -22,23 +22,6 @@ from sahmr.benchmark.measure import release_memory
 logger = logging.getLogger(__name__)
 
 
-def mean_start(fitter: Any, keypoints: torch.Tensor, K: torch.Tensor) -> Any:
-    """tools/fit.py's start: mean library pose, upright, facing the camera, torso by PnP."""
-    import math
-
-    from sahmr.optim.smplify import SMPLParams
-
-    B, dev = keypoints.shape[0], keypoints.device
-    init = SMPLParams(
-        global_orient=torch.tensor([[math.pi, 0.0, 0.0]], device=dev).repeat(B, 1),
-        body_pose=fitter.pose_prior.mean_body_pose[None].to(dev).repeat(B, 1),
-        betas=torch.zeros(B, fitter.body_model.num_betas, device=dev),
-        transl=torch.zeros(B, 3, device=dev),
-    )
-    init.transl = fitter.torso_translation(init, keypoints, K, None)
-    return init
-
-
 def bench_optimisation(
     frames: Any, args: argparse.Namespace, device: torch.device, *, repo_root: Path
 ) -> dict:
@@ -91,7 +74,7 @@ def bench_optimisation(
                                    device=device)  # fmt: skip
 
         def fit(kp=kp, K=K, T=T, grids=grids, frame_scene=frame_scene) -> None:
-            init = fitter.search_start(mean_start(fitter, kp, K), kp, K)
+            init = fitter.search_start(fitter.mean_pose_start(kp, K), kp, K)
             stages = fitter.stages[fitter.start_stages :]
             if uses_scene:
                 fitter.fit(init, kp, K, T, grids, frame_scene, stages=stages)

@@ -560,6 +560,31 @@ class SMPLify(nn.Module):
             w = w * keypoint_weights
         return estimate_translation(joints, keypoints2d, K, w)
 
+    def mean_pose_start(
+        self, keypoints2d: Tensor, K: Tensor, keypoint_weights: Tensor | None = None
+    ) -> SMPLParams:
+        """The start of a fit without a method's prediction: the pose prior's mean pose, upright
+        and facing the camera (root turned by pi about x), zero shape, the torso placed on the
+        keypoints by `torso_translation`.
+
+        Args:
+            keypoints2d: Tensor (B, J, 2) keypoints, pixels of ``K``.
+            K: Tensor (B, 3, 3) intrinsics.
+            keypoint_weights: Optional Tensor (B, J) their confidences (default ones).
+
+        Returns:
+            Camera-frame `SMPLParams`.
+        """
+        B, dev = keypoints2d.shape[0], keypoints2d.device
+        init = SMPLParams(
+            global_orient=torch.tensor([[math.pi, 0.0, 0.0]], device=dev).repeat(B, 1),
+            body_pose=self.pose_prior.mean_body_pose[None].to(dev).repeat(B, 1),
+            betas=torch.zeros(B, self.body_model.num_betas, device=dev),
+            transl=torch.zeros(B, 3, device=dev),
+        )
+        init.transl = self.torso_translation(init, keypoints2d, K, keypoint_weights)
+        return init
+
     def search_start(
         self,
         init: SMPLParams,

@@ -156,3 +156,23 @@ def test_search_start_finds_a_body_facing_away():
     best = fitter.search_start(init, kp, K)  # two starts: facing the camera and away
     forward = axis_angle_to_matrix(best.global_orient)[:, :, 2]  # body +z in the camera
     assert (forward[:, 2] > 0.5).all()  # faces away from the camera, like the ground truth
+
+
+def test_mean_pose_start_places_the_mean_body_on_its_keypoints():
+    """Keypoints of the mean body (upright, facing the camera, zero shape) at a known
+    translation: the start is that body, its translation recovered by the torso PnP."""
+    B = 2
+    gt = SMPLParams(
+        global_orient=torch.tensor([[math.pi, 0.0, 0.0]]).repeat(B, 1),
+        body_pose=_prior().mean_body_pose[None].repeat(B, 1),
+        betas=torch.zeros(B, 10),
+        transl=torch.tensor([[0.1, 0.2, 3.0], [-0.3, 0.1, 4.5]]),
+    )
+    K = _K(B)
+    with torch.no_grad():
+        kp = project(K, _body()(**gt.as_dict()).joints)
+    fitter = SMPLify(body_model=_body(), pose_prior=_prior())
+    start = fitter.mean_pose_start(kp, K)
+    for name in ("global_orient", "body_pose", "betas"):
+        torch.testing.assert_close(getattr(start, name), getattr(gt, name))
+    torch.testing.assert_close(start.transl, gt.transl, atol=1e-3, rtol=0)
