@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sahmr.benchmark.methods import OPTIMISATION
+from sahmr.benchmark.timing import markdown_table
 
 GOAL_LATENCY_MS = 10.0
 GOAL_FPS = 2000.0
@@ -107,8 +108,20 @@ def _yes(flag: bool | None) -> str:
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The markdown section of a benchmark run."""
-    from sahmr.benchmark.timing import markdown_table
+    parts = [
+        *_run_notes(results),
+        *_method_table(results),
+        *_stage_tables(results),
+        *_optimisation_table(results),
+        *_goal_table(results),
+        *_applied_notes(results),
+        *_cpu_table(results),
+    ]
+    return "\n".join(parts).strip() + "\n"
 
+
+def _run_notes(results: dict[str, Any]) -> list[str]:
+    """Run, device, versions, frames and timing protocol; checkpoints; mixed devices."""
     env, run = results["environment"], results["run"]
     parts = [
         f"Measured {env['date']} with "
@@ -143,6 +156,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             + ".",
             "",
         ]
+    return parts
+
+
+def _method_table(results: dict[str, Any]) -> list[str]:
+    """One row per method and variant: latency, best throughput, speed-up, peak memory."""
+    parts: list[str] = []
     rows = []
     for name, m in results["methods"].items():
         if name == OPTIMISATION:
@@ -170,6 +189,12 @@ def render_markdown(results: dict[str, Any]) -> str:
              "best batch", "frames/s at best batch", "speed-up vs eager (batch 1 / best)",
              "peak GPU MiB at batch 1 (weights + one call)", "notes"],
             rows, align=["l", "l", "r", "r", "r", "r", "r", "r", "l"]), ""]  # fmt: skip
+    return parts
+
+
+def _stage_tables(results: dict[str, Any]) -> list[str]:
+    """Per family: stage timings at batch 1 and the best batch, stage notes, sizes seen."""
+    parts: list[str] = []
     for family in ("sahmr", "metro", "hmr"):
         members = {n: m for n, m in results["methods"].items()
                    if n != OPTIMISATION and m.get("family") == family}  # fmt: skip
@@ -199,6 +224,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             parts += ["Sizes seen: " + "; ".join(
                 f"{n} batch {b}: " + ", ".join(f"{k} {v}" for k, v in s.items())
                 for n, vn, b, s in sizes if vn == srows[0][1]) + ".", ""]  # fmt: skip
+    return parts
+
+
+def _optimisation_table(results: dict[str, Any]) -> list[str]:
+    """The optimisation baseline's seconds per fit and per frame."""
+    parts: list[str] = []
     opt = results["methods"].get(OPTIMISATION)
     if opt and "batches" in opt:
         orow = [
@@ -213,6 +244,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                                  align=["r", "r", "r"]), ""]  # fmt: skip
     elif opt:
         parts += [f"Optimisation baseline: skipped ({opt.get('skipped')}).", ""]
+    return parts
+
+
+def _goal_table(results: dict[str, Any]) -> list[str]:
+    """SA-HMR small against the speed goals, one row per variant."""
+    parts: list[str] = []
     grows = results.get("goals") or []
     if grows:
 
@@ -235,6 +272,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                        f"speed-up vs optimisation >= {GOAL_SPEEDUP:.0f}x (batch 1)",
                        "speed-up, both batched"], table,
                       align=["l", "r", "r", "r", "r", "r"]), ""]  # fmt: skip
+    return parts
+
+
+def _applied_notes(results: dict[str, Any]) -> list[str]:
+    """The compile / CUDA-graph swaps each variant applied."""
+    parts: list[str] = []
     applied = []
     for name, m in results["methods"].items():
         for vname, v in m.get("variants", {}).items():
@@ -252,10 +295,16 @@ def render_markdown(results: dict[str, Any]) -> str:
                 applied.append(f"- {name} [{vname}]: " + "; ".join(bits))
     if applied:
         parts += ["Speed-ups applied:", "", *applied, ""]
+    return parts
+
+
+def _cpu_table(results: dict[str, Any]) -> list[str]:
+    """The CPU tools' headline figures."""
+    parts: list[str] = []
     cpu = results.get("cpu_tools") or {}
     if cpu:
         crow = [[k, c["what"], f"`{c['command']}`", c.get("headline") or c.get("error")
                  or f"exit {c.get('returncode')}"] for k, c in cpu.items()]  # fmt: skip
         parts += ["CPU figures (existing tools, run by this one):", "",
                   markdown_table(["tool", "what", "command", "result"], crow), ""]  # fmt: skip
-    return "\n".join(parts).strip() + "\n"
+    return parts
