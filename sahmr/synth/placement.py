@@ -69,6 +69,7 @@ from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid
 from sahmr.synth.furniture import Surface
+from sahmr.synth.placement_checks import PlacementChecks
 from sahmr.synth.placement_rules import (
     BODY_TO_ROOM,
     YAW_JITTER_DEG,
@@ -79,7 +80,7 @@ from sahmr.synth.placement_rules import (
     rule_for,
     z_range,
 )
-from sahmr.synth.placer_sdf import SDFLookup, build_placer_sdf, trilinear_sdf
+from sahmr.synth.placer_sdf import SDFLookup, build_placer_sdf
 from sahmr.synth.rooms import Room
 from sahmr.synth.shapes import ShapeRanges, sample_shape
 from sahmr.synth.skinning import SubsetSkinner, subset_vertices
@@ -336,8 +337,6 @@ class Placer:
         self.surface_tol = surface_tol
         self.exact_check = exact_check
         self.shapes = shapes if shapes is not None else ShapeRanges()
-        self._exact = mesh_distance
-        self._rect_cache: dict[tuple, tuple[np.ndarray, ...] | None] = {}
         self.margin = margin
         self.penetration_weight = penetration_weight
         self.stats = PlacementStats()
@@ -349,6 +348,17 @@ class Placer:
         self._sdf_values = sdf.to_torch(self.device)[0]
         self._sdf_origin = torch.as_tensor(sdf.origin, dtype=torch.float32, device=self.device)
         self._prepare_body(subset_level, region_vertices)
+        self.checks = PlacementChecks(
+            room,
+            sdf,
+            self._sdf_values,
+            self._sdf_origin,
+            self.vertex_region,
+            contact_tol=contact_tol,
+            penetration_tol=penetration_tol,
+            surface_tol=surface_tol,
+            mesh_distance=mesh_distance,
+        )
 
     # ------------------------------------------------------------------ body caches
     def _prepare_body(self, subset_level: int, region_vertices: int) -> None:
@@ -368,7 +378,6 @@ class Placer:
             r: torch.as_tensor(np.flatnonzero(sub_labels == r), device=self.device)
             for r in range(1, 8)
         }
-        self._full_region_idx = {r: np.flatnonzero(labels == r) for r in range(1, 8)}
         self._limits = torch.as_tensor(JOINT_LIMITS, dtype=torch.float32, device=self.device)
         self._body_to_room = torch.as_tensor(BODY_TO_ROOM, dtype=torch.float32, device=self.device)
 
@@ -791,20 +800,21 @@ class Placer:
         sdf_np = sdf.cpu().numpy()
         verts_np = verts.cpu().numpy()
         joints_np = out.joints.float().cpu().numpy()
+        checks = self.checks
         results: list[PlacedBody | None] = []
         for b, (spec, tgt) in enumerate(zip(specs, targets)):
             action = spec.name
             regions = [r for req in spec.contacts for r in req.regions]
             if self.exact_check:
-                err = self._grid_error(verts_np[b])
-                reason = self._decide(sdf_np[b], regions, err)
+                err = checks.grid_error(verts_np[b])
+                reason = checks.decide(sdf_np[b], regions, err)
                 if reason is None:  # the grid cannot settle it: exact where it matters
-                    sdf_np[b] = self._exact_near(verts_np[b], sdf_np[b], regions, err)
-            reason = self._decide(sdf_np[b], regions, None)
+                    sdf_np[b] = checks.exact_near(verts_np[b], sdf_np[b], regions, err)
+            reason = checks.decide(sdf_np[b], regions, None)
             depth = float(max(0.0, -sdf_np[b].min()))
-            gaps = {r: float(np.abs(sdf_np[b, self._full_region_idx[r]]).min()) for r in regions}
+            gaps = {r: float(np.abs(sdf_np[b, checks.region_idx[r]]).min()) for r in regions}
             if reason is None:
-                reason = self._surface_check(spec, tgt, verts_np[b], sdf_np[b])
+                reason = checks.surface_check(spec, tgt, verts_np[b], sdf_np[b])
             if reason is None and rule_for(spec.placement, tgt.surface.kind).standing:
                 pts = joints_np[b, [0, 7, 8], :2]
                 if not np.all(self.room.free_space.is_walkable(pts)):
@@ -817,7 +827,7 @@ class Placer:
                     continue
                 self.stats.accepts[action] += 1
             if self.exact_check:  # labels: the 7 cm rule on exact distances where it matters
-                sdf_np[b] = self._exact_at_threshold(verts_np[b], sdf_np[b], err)
+                sdf_np[b] = checks.exact_at_threshold(verts_np[b], sdf_np[b], err)
             results.append(
                 PlacedBody(
                     betas=betas[b].cpu().numpy().astype(np.float64),
@@ -839,7 +849,7 @@ class Placer:
         rows = [b for b, p in enumerate(results) if p is not None]
         if rows:
             sdf = torch.as_tensor(sdf_np, device=verts.device)
-            for b, (labels, points, region) in zip(rows, self._contacts(verts[rows], sdf[rows])):
+            for b, (labels, points, region) in zip(rows, checks.contacts(verts[rows], sdf[rows])):
                 p = results[b]
                 p.vertex_contact, p.contact_points_world, p.contact_point_region = (
                     labels,
@@ -852,168 +862,4 @@ class Placer:
     def mesh_distance(self) -> MeshSignedDistance:
         """Exact signed distance to the room mesh (open3d when it imports, else culled
         brute force in torch on the CPU), built on first use."""
-        if self._exact is None:
-            mesh = self.room.mesh
-            self._exact = MeshSignedDistance(
-                np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces), device="cpu"
-            )
-        return self._exact
-
-    def _grid_error(self, verts: np.ndarray) -> np.ndarray:
-        """Bound (m) of the grid's trilinear error at each vertex (V, 3) -> (V,).
-
-        Each node holds the exact distance, which is 1-Lipschitz, so the interpolated value
-        is off by at most ``sum_c w_c |p - node_c|`` (at most sqrt(3) voxels); outside the
-        grid the bound is infinite.
-        """
-        vox = float(self.sdf.voxel_size)
-        q = (verts - self.sdf.origin) / vox
-        hi = np.array(self.sdf.shape_xyz) - 1
-        f = q - np.floor(q)
-        wx, wy, wz = (np.stack([1 - f[:, k], f[:, k]], 1) for k in range(3))
-        dx, dy, dz = (np.stack([f[:, k], 1 - f[:, k]], 1) for k in range(3))
-        w = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]
-        d = np.sqrt(dx[:, :, None, None] ** 2 + dy[:, None, :, None] ** 2
-                    + dz[:, None, None, :] ** 2)  # fmt: skip
-        bound = vox * (w * d).reshape(len(verts), -1).sum(1)
-        outside = np.any((q < 0) | (q > hi), axis=1)
-        return np.where(outside, np.inf, bound)
-
-    def _decide(self, sdf: np.ndarray, regions: list[int], err: np.ndarray | None) -> str | None:
-        """Penetration / contact verdict from signed distances (V,) known up to ``err`` (V,)
-        metres (None: exact): a reason when certainly rejected, else None."""
-        e = 0.0 if err is None else err
-        if np.any(sdf + e < -self.penetration_tol):
-            return "penetration"
-        gap = np.abs(sdf) - e
-        for r in regions:
-            if gap[self._full_region_idx[r]].min() > self.contact_tol:
-                return f"contact:{r}"
-        return None
-
-    def _exact_near(
-        self, verts: np.ndarray, sdf: np.ndarray, regions: list[int], err: np.ndarray
-    ) -> np.ndarray:
-        """Grid values (V,) with the exact mesh distance at every vertex the grid cannot
-        settle: possibly deeper than ``penetration_tol``, or of a required region and
-        possibly within ``contact_tol``; all of them lie within ``|sdf| + err`` of the mesh.
-        """
-        need = sdf - err < -self.penetration_tol
-        for r in regions:
-            idx = self._full_region_idx[r]
-            need[idx] |= np.abs(sdf[idx]) - err[idx] <= self.contact_tol
-        return self._exact_where(verts, sdf, err, need)
-
-    def _exact_where(
-        self, verts: np.ndarray, sdf: np.ndarray, err: np.ndarray, need: np.ndarray
-    ) -> np.ndarray:
-        """``sdf`` (V,) with the exact mesh distance at the vertices where ``need`` (V,) is
-        true; each lies within ``|sdf| + err`` of the mesh."""
-        idx = np.flatnonzero(need)
-        out = sdf.copy()
-        if idx.size:
-            reach = float(np.max(np.abs(sdf[idx]) + err[idx])) + 1e-3
-            out[idx] = self.mesh_distance(verts[idx].astype(np.float64), max_distance=reach)
-        return out
-
-    def _exact_at_threshold(
-        self, verts: np.ndarray, sdf: np.ndarray, err: np.ndarray
-    ) -> np.ndarray:
-        """Grid values (V,) with the exact mesh distance at every contact-region vertex whose
-        label the grid cannot settle (``| |sdf| - CONTACT_THRESHOLD | <= err``), so the
-        labels follow the evaluator's definition (exact distance, 7 cm) at every vertex."""
-        region = np.asarray(self.vertex_region)
-        need = (region > 0) & (np.abs(np.abs(sdf) - CONTACT_THRESHOLD) <= err + 1e-4)
-        return self._exact_where(verts, sdf, err, need)
-
-    def _surface_check(
-        self, spec: ActionSpec, target: Target, verts: np.ndarray, sdf: np.ndarray
-    ) -> str | None:
-        """``"surface:<region>"`` when a required region touches no surface of its kinds.
-
-        Args:
-            spec: the action.
-            target: the candidate's target (its object's surfaces are preferred).
-            verts: (V, 3) room-frame vertices.
-            sdf: (V,) their signed distances (m).
-        """
-        limit = self.contact_tol + self.surface_tol
-        for req in spec.contacts:
-            if "floor" in req.surfaces:
-                continue
-            rects = self._rectangles(req.surfaces, target.object_id)
-            if rects is None:
-                continue
-            for r in req.regions:
-                idx = self._full_region_idx[r]
-                touching = verts[idx[np.abs(sdf[idx]) <= self.contact_tol]]
-                if len(touching) == 0:
-                    return f"contact:{r}"
-                if _rectangle_distance(touching, *rects).min() > limit:
-                    return f"surface:{r}"
-        return None
-
-    def _rectangles(self, kinds: tuple[str, ...], object_id: int) -> tuple[np.ndarray, ...] | None:
-        """Stacked rectangles of the given kinds: the target object's if it has any, else the
-        room's; None when the room has none."""
-        key = (kinds, object_id)
-        if key not in self._rect_cache:
-            surf = []
-            if object_id >= 0:
-                surf = [s for s in self.room.objects[object_id].surfaces if s.kind in kinds]
-            if not surf:
-                surf = [s for _, s in self.room.surfaces() if s.kind in kinds]
-            self._rect_cache[key] = (
-                None
-                if not surf
-                else tuple(
-                    np.stack([getattr(s, a) for s in surf])
-                    for a in ("center", "axis_u", "axis_v", "half_size")
-                )
-            )
-        return self._rect_cache[key]
-
-    def _contacts(
-        self, verts: Tensor, sdf: Tensor
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Vertex contact labels (7 cm rule) and projected scene contact points.
-
-        Args:
-            verts: (B, V, 3) room-frame vertices.
-            sdf: (B, V) their signed distances.
-
-        Returns:
-            Per body ``(labels (V,) int64, points (P, 3) float32, point_region (P,) int64)``.
-        """
-        region = torch.as_tensor(self.vertex_region, device=verts.device)
-        close = (sdf.abs() < CONTACT_THRESHOLD) & (region > 0)
-        labels = torch.where(close, region, torch.zeros_like(region)).cpu().numpy()
-        bi, vi = torch.nonzero(close, as_tuple=True)
-        start = verts[bi, vi]
-        points = start.clone()
-        grid = self._sdf_values[0, 0]
-        for _ in range(3):  # Newton-like steps onto the zero level set (sharp edges need >1)
-            d, grad = trilinear_sdf(points, grid, self._sdf_origin, float(self.sdf.voxel_size))
-            n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-            points = points - d[:, None] * n
-        keep = ((points - start).norm(dim=-1) <= CONTACT_THRESHOLD).cpu().numpy()
-        bi_np = bi.cpu().numpy()
-        pts_np = points.cpu().numpy().astype(np.float32)
-        reg_np = region[vi].cpu().numpy().astype(np.int64)
-        out = []
-        for b in range(verts.shape[0]):
-            sel = (bi_np == b) & keep
-            out.append((labels[b].astype(np.int64), pts_np[sel], reg_np[sel]))
-        return out
-
-
-def _rectangle_distance(
-    points: np.ndarray, center: np.ndarray, u: np.ndarray, v: np.ndarray, half: np.ndarray
-) -> np.ndarray:
-    """Distance (m) of points (P, 3) to rectangles (K,) given by centres (K, 3), unit axes
-    (K, 3) and half sizes (K, 2): array of shape (P, K)."""
-    local = points[:, None, :] - center[None]
-    a = np.clip(np.einsum("pkc,kc->pk", local, u), -half[:, 0], half[:, 0])
-    b = np.clip(np.einsum("pkc,kc->pk", local, v), -half[:, 1], half[:, 1])
-    closest = center[None] + a[..., None] * u[None] + b[..., None] * v[None]
-    return np.linalg.norm(points[:, None, :] - closest, axis=-1)
+        return self.checks.mesh_distance

@@ -11,7 +11,8 @@ import trimesh
 from sahmr.body import BodyModel
 from sahmr.body.pose_library import ACTIONS, ContactRequirement
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
-from sahmr.synth.placement import PlacedBody, Placer, _rectangle_distance
+from sahmr.synth.placement import PlacedBody, Placer
+from sahmr.synth.placement_checks import rectangle_distance
 from sahmr.synth.room_kinds import generate_room
 
 VOXEL = 0.03
@@ -195,9 +196,9 @@ def test_surface_check_rejects_a_back_off_the_backrest(placers, placed):
     back_only = dataclasses.replace(spec, contacts=(spec.contacts[1],))
     target = SimpleNamespace(object_id=p.object_id)
     touching = np.zeros(len(p.vertices_world))  # pretend every vertex touches the scene
-    assert pl._surface_check(back_only, target, p.vertices_world, touching) is None
+    assert pl.checks.surface_check(back_only, target, p.vertices_world, touching) is None
     away = p.vertices_world + np.array([0.0, 0.0, 0.6])  # lifted 60 cm above the backrest
-    assert pl._surface_check(back_only, target, away, touching) == "surface:5"
+    assert pl.checks.surface_check(back_only, target, away, touching) == "surface:5"
 
 
 def test_rectangle_distance_matches_dense_sampling():
@@ -208,7 +209,7 @@ def test_rectangle_distance_matches_dense_sampling():
     axes_v = np.stack([u[:, 1], u[:, 2]])
     half = np.array([[0.4, 0.2], [0.3, 0.5]])
     pts = rng.normal(size=(50, 3))
-    got = _rectangle_distance(pts, center, axes_u, axes_v, half)
+    got = rectangle_distance(pts, center, axes_u, axes_v, half)
     a, b = np.meshgrid(np.linspace(-1, 1, 201), np.linspace(-1, 1, 201))
     for k in range(2):
         grid = (center[k] + (a.reshape(-1, 1) * half[k, 0]) * axes_u[k]
