@@ -6,7 +6,8 @@
 The pickle is read with sahmr's restricted unpickler (arrays, scipy sparse matrices and
 builtin containers only); the output is a ``scipy.sparse.save_npz`` file that loads without
 pickle (``data.smplx_transfer=...`` in configs/data/rich.yaml / prox.yaml, or
-``tools/evaluate.py --gt-vertex-map``). Columns past the 10,475 SMPL-X vertices are dropped.
+``tools/score_predictions.py --gt-vertex-map``). Columns past the 10,475 SMPL-X vertices are
+dropped.
 """
 
 from __future__ import annotations

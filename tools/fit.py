@@ -28,7 +28,8 @@ always do), else ``detector``.
 
 Outputs in ``--out``:
     predictions/<split>-<index:06d>.npz  world-frame ``vertices`` + SMPL-format ``betas``,
-        ``global_orient``, ``body_pose``, ``transl`` and ``scene`` (tools/evaluate.py re-scores)
+        ``global_orient``, ``body_pose``, ``transl`` and ``scene``
+        (tools/score_predictions.py re-scores)
     eval/  metrics.json, per_frame.csv, plots (sahmr.evaluation), unless ``--no-eval``
     fit_log.json   frames, iterations per stage, seconds per frame, device, settings, config
     fit_frames.csv per frame: reprojection error (px) and the final objective terms

@@ -9,9 +9,10 @@ Example:
         --metrics g_mpjpe,mpjpe,pa_mpjpe,pene,confe,contact_f1 --out table.md \\
         --plot methods.png
 
-``PATH`` of ``--method LABEL=PATH`` is a ``metrics.json`` written by ``tools/eval.py`` or
-``tools/evaluate.py`` (sahmr.evaluation.reports), a folder holding one, or an output folder of
-``tools/fit.py`` (``eval/metrics.json``; seconds per frame from its ``fit_log.json``).
+``PATH`` of ``--method LABEL=PATH`` is a ``metrics.json`` written by
+``tools/eval_checkpoint.py`` or ``tools/score_predictions.py`` (sahmr.evaluation.reports), a
+folder holding one, or an output folder of ``tools/fit.py`` (``eval/metrics.json``; seconds per
+frame from its ``fit_log.json``).
 
 Columns: method, frames scored, the chosen metrics (default: every headline evaluator metric
 found in any input, in the evaluator's order; per-region ``contact_f1/left_foot`` and the

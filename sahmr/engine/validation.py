@@ -2,7 +2,7 @@
 
 Predicted bodies (``method.predict``) are turned into world-frame `BodyFrame` records in
 memory and scored against the batch's ground truth by `sahmr.evaluation.evaluator.Evaluator`
-(the same code as ``tools/evaluate.py``); methods with a ``metrics`` hook add their own
+(the same code as ``tools/score_predictions.py``); methods with a ``metrics`` hook add their own
 ``(sum, count)`` entries (e.g. RCNet's root error and contact counts). Under DDP every rank
 scores its share of the frames and sums and counts are all-reduced, so means are exact.
 Frames are named ``<split>-<index:06d>`` (dataset index), like

@@ -9,7 +9,7 @@ contact points it hands to the mesh network (the root is untouched):
   shift by one; camera-frame coordinates kept), i.e. plausible contacts of the wrong scene;
 * ``jitter_m``: isotropic Gaussian noise of this standard deviation (metres) on every point.
 
-Used by ``tools/eval.py contact_perturbation.*=...`` for the robustness rows in
+Used by ``tools/eval_checkpoint.py contact_perturbation.*=...`` for the robustness rows in
 docs/results.md. Deterministic for a given ``seed`` and batch sequence.
 """
 

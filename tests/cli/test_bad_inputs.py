@@ -175,7 +175,7 @@ def test_eval_tool_refuses_bad_input_before_writing(case, tmp_path, monkeypatch,
     overrides, message = _eval_case(case, tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as info:
-        _run_hydra_cli("eval", overrides, monkeypatch)
+        _run_hydra_cli("eval_checkpoint", overrides, monkeypatch)
     assert info.value.code == 2
     _one_error_line(capsys.readouterr().err, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out, no hydra folder
@@ -495,7 +495,7 @@ def _evaluate_case(case: str, t: Path) -> tuple[list[str], str]:
 def test_evaluate_refuses_bad_body_and_output(case, tmp_path, capsys):
     args, message = _evaluate_case(case, tmp_path)
     with pytest.raises(SystemExit) as info:
-        _tool("evaluate").main(args)
+        _tool("score_predictions").main(args)
     assert info.value.code == 2
     _argparse_error(capsys, message)
     assert not (tmp_path / "o").exists()
@@ -779,7 +779,7 @@ def test_evaluate_refuses_a_scan_facing_away_unless_forced(where, force, tmp_pat
     args = ["--pred", str(pred), "--gt", str(gt), *scene, "--out",
             str(tmp_path / "o"), "--no-progress", *(["--force"] if force else [])]  # fmt: skip
     with pytest.raises(SystemExit) as info:
-        _tool("evaluate").main(args)
+        _tool("score_predictions").main(args)
     assert info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     if force:  # it stops later, at the empty --gt
@@ -974,8 +974,8 @@ def test_evaluate_names_the_dataset_problem(case, tmp_path, capsys):
     ds = tmp_path if case == "no dataset.json" else fake_dataset(tmp_path)
     split = "tset" if case == "unknown split" else "test"
     with pytest.raises(SystemExit) as info:
-        _tool("evaluate").main(["--pred", str(pred), "--gt-dataset", str(ds), "--split", split,
-                                "--out", str(tmp_path / "o")])  # fmt: skip
+        _tool("score_predictions").main(["--pred", str(pred), "--gt-dataset", str(ds),
+                                         "--split", split, "--out", str(tmp_path / "o")])
     assert info.value.code == 2
     message = {"no dataset.json": f"--gt-dataset {ds}: no dataset.json",
                "unknown split": "--split tset: "}[case]  # fmt: skip
@@ -989,8 +989,8 @@ def test_evaluate_refuses_a_dataset_with_a_missing_shard_unless_asked(allow, tmp
     pred.mkdir()
     ds = fake_dataset(tmp_path)  # plans shards/test-0.tar, which is not there
     with pytest.raises(SystemExit) as info:
-        _tool("evaluate").main(["--pred", str(pred), "--gt-dataset", str(ds), "--split", "test",
-                                "--out", str(tmp_path / "o"),
+        _tool("score_predictions").main(["--pred", str(pred), "--gt-dataset", str(ds),
+                                         "--split", "test", "--out", str(tmp_path / "o"),
                                 *(["--allow-missing-shards"] if allow else [])])  # fmt: skip
     assert info.value.code == 2  # allowed: it stops later, at a split with no frames
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -1059,7 +1059,7 @@ def test_evaluate_refuses_bad_sizes(flag, value, tmp_path, capsys):
     pred.mkdir()
     gt.mkdir()
     with pytest.raises(SystemExit) as info:
-        _tool("evaluate").main(["--pred", str(pred), "--gt", str(gt), "--out",
+        _tool("score_predictions").main(["--pred", str(pred), "--gt", str(gt), "--out",
                                 str(tmp_path / "o"), flag, value])  # fmt: skip
     assert info.value.code == 2
     _argparse_error(capsys, f"{flag} ")

@@ -1,5 +1,5 @@
 """The baselines in the shared engine: adversarial priors (HMR, VIBE), sample keys (SPIN), clips
-(VIBE), through tools/train.py and tools/eval.py on tiny configurations.
+(VIBE), through tools/train.py and tools/eval_checkpoint.py on tiny configurations.
 
 The engine-level checks run on `conftest.TinyAdversarialMethod` (a discriminator, a second
 optimiser, keys remembered in its state dict); the real methods run a few CPU steps with
@@ -85,7 +85,7 @@ def _eval(ckpt, dataset, out, monkeypatch, **extra) -> dict:
         "num_workers": 0, "batch_size": 2, "max_batches": 1, "scene_metrics": "false",
         "progress": "false", **extra,
     }  # fmt: skip
-    run_hydra_tool("eval", [f"{k}={v}" for k, v in overrides.items()], monkeypatch)
+    run_hydra_tool("eval_checkpoint", [f"{k}={v}" for k, v in overrides.items()], monkeypatch)
     return json.loads((out / "metrics.json").read_text())
 
 

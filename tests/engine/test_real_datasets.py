@@ -3,7 +3,7 @@
 The trees, the fake SMPL-X body and the transfer matrix come from `fake_real_datasets`
 (no licensed model needed). Each run trains SA-HMR small for two steps on CPU through
 tools/train.py with ``data=rich`` / ``data=prox`` and evaluates the checkpoint through
-tools/eval.py (scene metrics against the scan).
+tools/eval_checkpoint.py (scene metrics against the scan).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _train(name, trees, tmp_path, monkeypatch, extra=(), exp="sahmr_small"):
 def _evaluate(name, trees, ckpt, tmp_path, monkeypatch, split, protocol="default", extra=()):
     out = tmp_path / f"eval_{name}"
     run_hydra_tool(
-        "eval",
+        "eval_checkpoint",
         [f"checkpoint={ckpt}", *_data_overrides(name, trees), *extra, f"split={split}",
          f"out={out}", "device=cpu", "num_workers=0", "batch_size=2", "sdf_voxel_size=0.1",
          f"sdf_cache_dir={tmp_path / 'sdf'}", "progress=false", f"protocol={protocol}"],

@@ -1,7 +1,9 @@
-"""tools/train.py, tools/eval.py and tools/evaluate.py end to end, on the dummy and real methods.
+"""tools/train.py, tools/eval_checkpoint.py and tools/score_predictions.py end to end, on the
+dummy and real methods.
 
 The hydra tools run in-process (``sys.argv`` patched, hydra's logging set-up switched off so
-pytest's capture is untouched); tools/evaluate.py re-scores the predictions tools/eval.py saved.
+pytest's capture is untouched); tools/score_predictions.py re-scores the predictions
+tools/eval_checkpoint.py saved.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def test_train_eval_and_rescore_the_dummy_method(
 
     out = tmp_path / "eval"
     run_hydra_tool(
-        "eval",
+        "eval_checkpoint",
         [
             f"checkpoint={run / 'checkpoints' / 'best.pt'}", f"data.root={tiny_dataset}",
             "split=val", f"out={out}", "device=cpu", "num_workers=0", "batch_size=3",
@@ -77,7 +79,7 @@ def test_train_eval_and_rescore_the_dummy_method(
         f"val-{i:06d}.npz" for i in range(4)
     ]
     rescored = tmp_path / "rescored"
-    rc = _tool("evaluate").main(
+    rc = _tool("score_predictions").main(
         ["--pred", str(out / "predictions"), "--gt-dataset", str(tiny_dataset), "--split", "val",
          "--out", str(rescored), "--no-progress", "--voxel-size", "0.1",
          "--sdf-cache-dir", str(tmp_path / "sdf")]
@@ -97,7 +99,7 @@ def _real_method_run(exp, dataset, tmp_path, monkeypatch, evaluate: bool):
     if evaluate:
         out = tmp_path / "eval"
         run_hydra_tool(
-            "eval",
+            "eval_checkpoint",
             [f"checkpoint={run / 'checkpoints' / 'last.pt'}", f"data.root={dataset}",
              "split=val", f"out={out}", "device=cpu", "num_workers=0", "batch_size=2",
              "max_batches=1", "scene_metrics=false", "progress=false"],

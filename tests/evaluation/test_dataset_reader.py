@@ -1,4 +1,4 @@
-"""tools/evaluate.py scoring predictions against a split of a generated dataset."""
+"""tools/score_predictions.py scoring predictions against a split of a generated dataset."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def _evaluate_main():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOLS / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOLS / "score_predictions.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main

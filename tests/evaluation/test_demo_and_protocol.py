@@ -217,7 +217,9 @@ def test_gt_vertex_map_formats_and_mapping(tmp_path, body_model, rest_vertices):
 
 
 def _run_cli(argv: list[str]) -> int:
-    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location(
+        "score_predictions_tool", ROOT / "tools" / "score_predictions.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main(argv)

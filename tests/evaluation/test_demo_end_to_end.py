@@ -1,4 +1,4 @@
-"""The real demo on one bundled frame, then tools/evaluate.py on its output folder: every
+"""The real demo on one bundled frame, then tools/score_predictions.py on its output folder: every
 number both report is the same (slow: the demo and a full-room SDF take ~30 s on CPU)."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def test_demo_output_scores_the_same_in_the_evaluator(tmp_path):
         "--out", str(out), "--device", "cpu", "--views", "1", "--cache-dir", str(cache), "-q",
     ])  # fmt: skip
     assert code == 0
-    spec = importlib.util.spec_from_file_location("evaluate_tool", ROOT / "tools" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location(
+        "score_predictions_tool", ROOT / "tools" / "score_predictions.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     code = tool.main([

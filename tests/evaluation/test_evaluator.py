@@ -72,7 +72,7 @@ def test_evaluator_offsets_and_penetration(tmp_path, body_model, rest_vertices):
 
 def _run_cli(argv: list[str]) -> int:
     spec = importlib.util.spec_from_file_location(
-        "evaluate_tool", Path(__file__).parents[2] / "tools" / "evaluate.py"
+        "evaluate_tool", Path(__file__).parents[2] / "tools" / "score_predictions.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

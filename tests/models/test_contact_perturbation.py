@@ -1,4 +1,5 @@
-"""Test-time contact perturbation (sahmr.models.contact_perturbation) and its eval.py option."""
+"""Test-time contact perturbation (sahmr.models.contact_perturbation) and its
+tools/eval_checkpoint.py option."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_sahmr_sees_no_contacts_when_all_are_dropped():
 
 
 def test_eval_tool_refuses_bad_perturbation_in_one_line(capsys):
-    spec = importlib.util.spec_from_file_location("eval_tool", TOOLS / "eval.py")
+    spec = importlib.util.spec_from_file_location("eval_tool", TOOLS / "eval_checkpoint.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     cfg = OmegaConf.create({"contact_perturbation": {"drop": 2.0}})

@@ -79,7 +79,7 @@ def train_cmd(exp: str, data: Path, minutes: float, steps: int, workers: int, *e
 def eval_cmd(ckpt: Path, data: Path, out: Path, split: str = "test", *extra: str):
     return [
         PY,
-        "tools/eval.py",
+        "tools/eval_checkpoint.py",
         f"checkpoint={ckpt}",
         f"data.root={data}",
         f"split={split}",

@@ -46,10 +46,10 @@ eval)
     "$root/sahmr_small.pt" --rcnet "$RUNS/rcnet_small/checkpoints/last.pt"
   python3 tools/export_checkpoint.py "$RUNS/metro_small/checkpoints/last.pt" "$root/metro_small.pt"
   for m in sahmr_small metro_small; do
-    python3 tools/eval.py checkpoint="$root/$m.pt" data.root="$DATA" split=test \
+    python3 tools/eval_checkpoint.py checkpoint="$root/$m.pt" data.root="$DATA" split=test \
       out="$root/eval_$m" progress=false with_targets=false ${EVAL_ARGS:-} 2>&1 | tail -n 30
   done
-  python3 tools/eval.py checkpoint="$RUNS/rcnet_small/checkpoints/last.pt" data.root="$DATA" \
+  python3 tools/eval_checkpoint.py checkpoint="$RUNS/rcnet_small/checkpoints/last.pt" data.root="$DATA" \
     split=test out="$root/eval_rcnet_small" progress=false scene_metrics=false 2>&1 | tail -n 30
   ;;
 *) echo "unknown stage $stage" >&2; exit 2 ;;

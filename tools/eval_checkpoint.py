@@ -1,13 +1,14 @@
 """Evaluate a trained checkpoint on a dataset split (hydra config configs/eval.yaml).
 
-python tools/eval.py checkpoint=outputs/sahmr_small/checkpoints/best.pt \
+python tools/eval_checkpoint.py checkpoint=outputs/sahmr_small/checkpoints/best.pt \
     data.root=/data/synth split=test out=outputs/sahmr_small/eval_test [save_predictions=true]
 
-Writes to ``out``: ``metrics.json`` / ``per_frame.csv`` / PNG plots as ``tools/evaluate.py``
-does (sahmr.evaluation.reports), with the method's own metrics (e.g. RCNet root error and
-contact scores) and seconds per frame added to ``metrics.json``; with ``save_predictions``,
-``predictions/<split>-<index:06d>.npz`` (world-frame ``vertices``, ``scene``) that
-``tools/evaluate.py --pred out/predictions --gt-dataset DATA --split SPLIT`` re-scores.
+Writes to ``out``: ``metrics.json`` / ``per_frame.csv`` / PNG plots as
+``tools/score_predictions.py`` does (sahmr.evaluation.reports), with the method's own metrics
+(e.g. RCNet root error and contact scores) and seconds per frame added to ``metrics.json``;
+with ``save_predictions``, ``predictions/<split>-<index:06d>.npz`` (world-frame ``vertices``,
+``scene``) that
+``tools/score_predictions.py --pred out/predictions --gt-dataset DATA --split SPLIT`` re-scores.
 
 Temporal methods (a checkpoint trained with ``clip_length: T``, e.g. exp=vibe) are evaluated on
 clips of T consecutive motion frames (``clip_length=...`` overrides T): every frame of a clip

@@ -2,13 +2,13 @@
 """Score predicted bodies against ground truth and a scene.
 
 Example:
-    python tools/evaluate.py --pred runs/x/pred --gt data/split/gt --scene scenes/room.ply \
-        --out runs/x/eval
+    python tools/score_predictions.py --pred runs/x/pred --gt data/split/gt \
+        --scene scenes/room.ply --out runs/x/eval
     # a demo output folder (one sub-folder per frame) against the bundled ground truth
-    python tools/evaluate.py --pred outputs/demo --gt scenes/living_room/demo \
+    python tools/score_predictions.py --pred outputs/demo --gt scenes/living_room/demo \
         --scene scenes/living_room/mesh.ply --out outputs/demo_eval
     # the official SA-HMR definitions, SMPL-X ground truth mapped to SMPL
-    python tools/evaluate.py --protocol sahmr --gt-vertex-map smplx2smpl.npz ...
+    python tools/score_predictions.py --protocol sahmr --gt-vertex-map smplx2smpl.npz ...
 
 Definitions of every metric, its unit and the official counterpart: docs/evaluation.md.
 
