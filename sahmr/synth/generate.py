@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from sahmr.atomic_write import atomic_write_json
 from sahmr.data.shards import (
@@ -50,7 +50,35 @@ from sahmr.synth.worker import ShardResult, init_worker, load_body, run_shard
 logger = logging.getLogger(__name__)
 
 
-def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, Any]:
+class RunInfo(TypedDict):
+    """What one run of `generate` did (``summary.json``'s ``this_run``)."""
+
+    shard: str
+    shards_written: int
+    samples: int
+    seconds: float
+    samples_per_second: float
+    workers: int
+
+
+class GenerationSummary(TypedDict):
+    """``summary.json``: counts over every shard of the dataset written so far (any run),
+    then this run and the config hash."""
+
+    shards_done: int
+    shards_planned: int
+    samples_per_split: dict[str, int]
+    samples_per_action: dict[str, dict[str, int]]
+    samples_per_scene: dict[str, dict[str, int]]
+    rejects: dict[str, int]
+    occlusion_mean: float
+    camera_retries: dict[str, int]
+    occluded_samples: int
+    this_run: NotRequired[RunInfo]
+    config_hash: NotRequired[str]
+
+
+def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> GenerationSummary:
     shard_dir = Path(cfg.out_dir) / "shards"
     per_split: Counter[str] = Counter()
     per_action: dict[str, Counter[str]] = {}
@@ -89,7 +117,7 @@ def _summarise(cfg: GenerationConfig, plans: Sequence[ShardPlan]) -> dict[str, A
     }
 
 
-def generate(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
+def generate(cfg: GenerationConfig, *, progress: bool = True) -> GenerationSummary:
     """Generates (this machine's part of) a dataset.
 
     Args:

@@ -30,6 +30,7 @@ __all__ = [
     "PosedCandidate",
     "RoomSite",
     "Target",
+    "TargetDraw",
     "body_to_room_rotation",
     "facing_to_yaw",
     "rule_for",
@@ -143,10 +144,27 @@ class PosedCandidate:
     primary: np.ndarray
 
 
-TargetFn = Callable[
-    ["PlacementRule", RoomSite, int, Surface, float, np.random.Generator], "Target | None"
-]
-"""``(rule, site, object_id, surface, yaw jitter (rad), rng) -> Target | None``."""
+@dataclass(frozen=True)
+class TargetDraw:
+    """What a rule's target function draws on.
+
+    Attributes:
+        site: The room (walkable floor, backrests, the allowed region).
+        object_id: The object of ``surface`` (an index into ``Room.objects``).
+        surface: The surface drawn for the candidate's action.
+        jitter: Yaw jitter (rad) drawn for the candidate.
+        rng: The random generator (every draw comes from it, in a fixed order).
+    """
+
+    site: RoomSite
+    object_id: int
+    surface: Surface
+    jitter: float
+    rng: np.random.Generator
+
+
+TargetFn = Callable[["PlacementRule", TargetDraw], "Target | None"]
+"""``(rule, draw) -> Target | None``."""
 TranslationFn = Callable[["PlacementRule", Target, PosedCandidate, float], np.ndarray]
 """``(rule, target, posed body, refinement margin (m)) -> translation (3,)``."""
 
@@ -187,15 +205,9 @@ class PlacementRule:
 # targets
 
 
-def on_walkable_floor(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def on_walkable_floor(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """A random walkable point, any heading."""
+    site, oid, s, rng = at.site, at.object_id, at.surface, at.rng
     anchor = site.walkable_point(rng)
     if anchor is None:
         return None
@@ -204,15 +216,9 @@ def on_walkable_floor(
     return Target(oid, s, yaw, anchor, facing)
 
 
-def on_seat(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def on_seat(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """Near the seat's centre, facing the object's front (a random heading without one)."""
+    site, oid, s, jitter, rng = at.site, at.object_id, at.surface, at.jitter, at.rng
     front = site.room.objects[oid].front
     facing = np.array([front[0], front[1], 0.0]) if front is not None else None
     if facing is None or np.linalg.norm(facing) < 1e-6:
@@ -223,15 +229,9 @@ def on_seat(
     return Target(oid, s, facing_to_yaw(facing) + rule.yaw_jitter * jitter, anchor, facing)
 
 
-def against_backrest(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def against_backrest(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """Along the object's backrest at seat height, facing away from it."""
+    site, oid, s, jitter, rng = at.site, at.object_id, at.surface, at.jitter, at.rng
     back = site.backrest(oid)
     if back is None:
         return None
@@ -244,16 +244,10 @@ def against_backrest(
     return Target(oid, s, yaw, anchor, facing, support=back)
 
 
-def at_edge(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def at_edge(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """At a random edge of the rectangle with walkable floor beyond it, facing out (sit on
     the edge) or in (``faces_in``: lean on a table)."""
+    site, oid, s, jitter, rng = at.site, at.object_id, at.surface, at.jitter, at.rng
     fs = site.room.free_space
     edges = []
     for axis, half in ((s.axis_u, s.half_size[0]), (s.axis_v, s.half_size[1])):
@@ -281,15 +275,9 @@ def at_edge(
     return Target(oid, s, facing_to_yaw(facing) + rule.yaw_jitter * jitter, anchor, facing)
 
 
-def along_long_axis(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def along_long_axis(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """Near the centre, the body along the rectangle's long axis (head either way)."""
+    oid, s, jitter, rng = at.object_id, at.surface, at.jitter, at.rng
     long_axis = s.axis_u if s.half_size[0] >= s.half_size[1] else s.axis_v
     head = long_axis * (1.0 if rng.random() < 0.5 else -1.0)
     yaw = float(np.arctan2(-head[0], head[1])) + rule.yaw_jitter * jitter
@@ -299,16 +287,10 @@ def along_long_axis(
     return Target(oid, s, yaw, anchor, facing)
 
 
-def at_wall(
-    rule: PlacementRule,
-    site: RoomSite,
-    oid: int,
-    s: Surface,
-    jitter: float,
-    rng: np.random.Generator,
-) -> Target | None:
+def at_wall(rule: PlacementRule, at: TargetDraw) -> Target | None:
     """On the floor along a wall with walkable floor in front, facing it (``faces_in``) or
     turning the back to it."""
+    site, s, jitter, rng = at.site, at.surface, at.jitter, at.rng
     fs = site.room.free_space
     h, half_h = horizontal_axis(s)
     t_off = rng.uniform(-1.0, 1.0) * (half_h - rule.lateral_margin)
