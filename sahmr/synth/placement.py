@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sahmr.body.constants import SMPL_JOINT_INDEX
 from sahmr.body.model import BodyModel
 from sahmr.body.pose_library import (
     ACTIONS,
@@ -66,7 +67,6 @@ from sahmr.body.pose_library import (
     sample_pose_euler,
 )
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid
 from sahmr.synth.furniture import Surface
 from sahmr.synth.placement_checks import PlacementChecks
@@ -76,7 +76,6 @@ from sahmr.synth.placement_rules import (
     PosedCandidate,
     RoomSite,
     Target,
-    TargetDraw,
     horizontal_axis,
     rule_for,
     z_range,
@@ -89,15 +88,13 @@ from sahmr.synth.skinning import SubsetSkinner, subset_vertices
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONTACT_THRESHOLD",
     "PlacedBody",
     "PlacementStats",
     "Placer",
 ]
 
-CONTACT_THRESHOLD = CONTACT_THRESHOLD_M
-"""Distance (m) under which a body vertex counts as touching the scene (SA-HMR's 7 cm); the
-one definition in `sahmr.scene.contact`."""
+_STANDING_JOINTS = [SMPL_JOINT_INDEX[n] for n in ("pelvis", "left_ankle", "right_ankle")]
+"""Joints that must stand over walkable floor when a body is placed standing."""
 
 @dataclass
 class PlacedBody:
@@ -439,7 +436,7 @@ class Placer:
         """A candidate's target on one surface, by the rule of its mode and surface kind."""
         jitter = np.deg2rad(rng.normal(0.0, YAW_JITTER_DEG))
         rule = rule_for(spec.placement, s.kind)
-        return rule.target(rule, TargetDraw(self.site, oid, s, jitter, rng))
+        return rule.target(rule, self.site, oid, s, jitter, rng)
 
     def _initial_translation(
         self, spec: ActionSpec, target: Target, verts: np.ndarray, pelvis: np.ndarray
@@ -817,7 +814,7 @@ class Placer:
             if reason is None:
                 reason = checks.surface_check(spec, tgt, verts_np[b], sdf_np[b])
             if reason is None and rule_for(spec.placement, tgt.surface.kind).standing:
-                pts = joints_np[b, [0, 7, 8], :2]
+                pts = joints_np[b, _STANDING_JOINTS, :2]
                 if not np.all(self.room.free_space.is_walkable(pts)):
                     reason = "not_walkable"
             if not keep_all:
