@@ -212,20 +212,113 @@ def _room(state: WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, Place
     return cached.room, cached.caster, placer
 
 
+@dataclass(kw_only=True)
+class _ShardDraw:
+    """A shard being filled: its generator, room and placer, and what it has drawn so far.
+
+    Attributes:
+        state: The worker state.
+        plan: The shard.
+        rng: The shard's generator (every draw, in order).
+        scene_id: The shard's room.
+        room: The room.
+        caster: The room's ray caster.
+        placer: A fresh placer for the room.
+        rows: Rows drawn so far.
+        rejects: Reject reason -> count.
+        camera_retries: Camera draw statistics (`sahmr.synth.cameras.sample_camera`).
+        body_idx: Bodies and motions placed so far (the next sequence id).
+    """
+
+    state: WorkerState
+    plan: ShardPlan
+    rng: np.random.Generator
+    scene_id: str
+    room: Room
+    caster: RoomRaycaster
+    placer: PlacerLike
+    rows: list[ShardRow] = field(default_factory=list)
+    rejects: Counter[str] = field(default_factory=Counter)
+    camera_retries: Counter[str] = field(default_factory=Counter)
+    body_idx: int = 0
+
+    @property
+    def left(self) -> int:
+        """Rows still to draw."""
+        return self.plan.num_samples - len(self.rows)
+
+    def next_sequence_id(self) -> str:
+        """``<split>-<shard>-<body>``: the sequence id of the next body or motion."""
+        seq = f"{self.plan.split}-{self.plan.index:06d}-{self.body_idx:04d}"
+        self.body_idx += 1
+        return seq
+
+
 def generate_shard_rows(state: WorkerState, plan: ShardPlan) -> tuple[list[ShardRow], ShardStats]:
     """Generates the rows of one shard (deterministic in (seed, shard index, config)).
+
+    Each draw is a short motion (a share ``sequence_fraction`` of draws) or a placed body seen
+    from up to ``views_per_body`` cameras; bodies are placed in rounds of several.
 
     Args:
         state: Worker state (body model, room cache).
         plan: The shard.
 
     Returns:
-        ``(rows, stats)`` with stats ``{"scene_id", "rejects": {reason: count},
-        "actions": {action: count}}``.
+        ``(rows, stats)``.
     """
     cfg = state.cfg
     rng, scene_id = shard_rng(cfg, plan)
     room, caster, placer = _room(state, scene_id)
+    shard = _ShardDraw(
+        state=state,
+        plan=plan,
+        rng=rng,
+        scene_id=scene_id,
+        room=room,
+        caster=caster,
+        placer=placer,
+    )
+    actions, weights = _action_weights(cfg, placer)
+    bodies: deque[PlacedBody | None] = deque()
+    attempts = 0
+    while shard.left > 0:
+        attempts += 1
+        if attempts > cfg.max_attempts_factor * plan.num_samples + 10:
+            raise RuntimeError(
+                f"shard {plan.index}: only {len(shard.rows)}/{plan.num_samples} samples after "
+                f"{attempts} attempts in {scene_id} (rejects {dict(shard.rejects)})"
+            )
+        if cfg.sequence_fraction > 0 and rng.random() < cfg.sequence_fraction:
+            seq = shard.next_sequence_id()
+            motion, reason = _sequence_rows(shard, seq)
+            if reason is not None:
+                shard.rejects[reason] += 1
+            shard.rows.extend(motion[: shard.left])
+            continue
+        if not bodies:
+            bodies.extend(_place_round(shard, actions, weights))
+        placed = bodies.popleft()
+        if placed is None:
+            shard.rejects["placement"] += 1
+            continue
+        _view_rows(shard, placed)
+    rows = shard.rows
+    stats: ShardStats = {
+        "scene_id": scene_id,
+        "rejects": dict(sorted(shard.rejects.items())),
+        "actions": dict(sorted(Counter(r["action"] for r in rows).items())),
+        "occlusion_mean": float(np.mean([r["occlusion"] for r in rows])) if rows else 0.0,
+        "placement_attempts": attempts,
+        "camera_retries": dict(sorted(shard.camera_retries.items())),
+        "occluded_samples": int(sum(r["occluder"] > 0 for r in rows)),
+    }
+    return rows, stats
+
+
+def _action_weights(cfg: GenerationConfig, placer: PlacerLike) -> tuple[list[str], np.ndarray]:
+    """The actions a shard draws and their weights: the config's among those the room can
+    host, or uniform over those (none: the placer's choice, when it cannot tell)."""
     feasible = getattr(placer, "feasible_actions", None)
     allowed = list(feasible()) if callable(feasible) else None
     if cfg.actions:
@@ -234,107 +327,82 @@ def generate_shard_rows(state: WorkerState, plan: ShardPlan) -> tuple[list[Shard
     else:  # uniform over the actions the room can host (the placer's choice if unknown)
         actions = allowed or []
         weights = np.ones(len(actions))
+    return actions, weights
+
+
+def _place_round(
+    shard: _ShardDraw, actions: list[str], weights: np.ndarray
+) -> list[PlacedBody | None]:
+    """The bodies the rest of the shard needs, placed together (the contact placer refines
+    candidates of different actions in one batch: far cheaper per body); None where one
+    could not be placed."""
+    cfg, rng, placer = shard.state.cfg, shard.rng, shard.placer
+    f = cfg.sequence_fraction
+    per_draw = cfg.views_per_body * (1.0 - f) + cfg.sequence_frames * f
+    n = min(BODIES_PER_ROUND, math.ceil(shard.left * (1.0 - f) / per_draw) + 1)
+    if actions:
+        names = [str(a) for a in rng.choice(actions, size=n, p=weights / weights.sum())]
+    else:
+        names = [None] * n
     place_many = getattr(placer, "place_actions", None)
-    bodies: deque[PlacedBody | None] = deque()
-    rows: list[ShardRow] = []
-    rejects: Counter[str] = Counter()
-    camera_retries: Counter[str] = Counter()
-    attempts, body_idx = 0, 0
-    faces = state.body.faces
-    while len(rows) < plan.num_samples:
-        attempts += 1
-        if attempts > cfg.max_attempts_factor * plan.num_samples + 10:
-            raise RuntimeError(
-                f"shard {plan.index}: only {len(rows)}/{plan.num_samples} samples after "
-                f"{attempts} attempts in {scene_id} (rejects {dict(rejects)})"
-            )
-        if cfg.sequence_fraction > 0 and rng.random() < cfg.sequence_fraction:
-            seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
-            body_idx += 1
-            motion, reason = _sequence_rows(
-                state, rng, room, caster, placer, scene_id, seq, camera_retries
-            )
-            if reason is not None:
-                rejects[reason] += 1
-            rows.extend(motion[: plan.num_samples - len(rows)])
+    if callable(place_many) and actions:
+        return list(place_many(rng, names))
+    return [placer.sample(rng, action=a) for a in names]
+
+
+def _view_rows(shard: _ShardDraw, placed: PlacedBody) -> None:
+    """Rows of one placed body seen by up to ``views_per_body`` cameras (appended).
+
+    Up to twice as many cameras as views are drawn: a rejected view (too occluded) costs far
+    less than placing another body; a camera that does not frame the body is redrawn inside
+    `sample_camera` (cheap: no rendering).
+    """
+    cfg, rng, room = shard.state.cfg, shard.rng, shard.room
+    verts = np.asarray(placed.vertices_world, dtype=np.float64)
+    pelvis = np.asarray(placed.joints_world[0], dtype=np.float64)
+    radius = float(np.linalg.norm(verts - pelvis, axis=1).max())
+    body_caster = BodyRaycaster(verts, shard.state.body.faces)
+    seq = shard.next_sequence_id()
+    view, tries = 0, 0
+    while view < cfg.views_per_body and tries < 2 * cfg.views_per_body:
+        tries += 1
+        if shard.left <= 0:
+            break
+        camera = sample_camera(
+            rng,
+            room,
+            pelvis,
+            cfg.camera,
+            subject_radius=radius,
+            vertices_world=verts,
+            stats=shard.camera_retries,
+        )
+        if camera is None:
+            shard.rejects["camera"] += 1
             continue
-        if not bodies:
-            # Place the bodies the rest of the shard needs together (the contact placer
-            # refines candidates of different actions in one batch: far cheaper per body).
-            left = plan.num_samples - len(rows)
-            f = cfg.sequence_fraction
-            per_draw = cfg.views_per_body * (1.0 - f) + cfg.sequence_frames * f
-            n = min(BODIES_PER_ROUND, math.ceil(left * (1.0 - f) / per_draw) + 1)
-            if actions:
-                names = [str(a) for a in rng.choice(actions, size=n, p=weights / weights.sum())]
-            else:
-                names = [None] * n
-            if callable(place_many) and actions:
-                bodies.extend(place_many(rng, names))
-            else:
-                bodies.extend(placer.sample(rng, action=a) for a in names)
-        placed = bodies.popleft()
-        if placed is None:
-            rejects["placement"] += 1
+        look = sample_appearance(rng, room, shard.state.face_regions)
+        occluder = None
+        if cfg.occluders.fraction > 0 and rng.random() < cfg.occluders.fraction:
+            box = person_bbox(camera, verts)
+            occluder = sample_occluder(rng, room, camera, verts, pelvis, box, cfg.occluders)
+            drawn = "occluder_drawn" if occluder is not None else "occluder_none"
+            shard.camera_retries[drawn] += 1
+        rendered, reason = render_sample(
+            shard.caster,
+            body_caster,
+            verts,
+            look,
+            camera,
+            cfg.camera,
+            crop_size=cfg.crop_size,
+            full_frame_scale=cfg.full_frame_scale,
+            occluder=occluder,
+        )
+        if rendered is None:
+            shard.rejects[reason] += 1
             continue
-        verts = np.asarray(placed.vertices_world, dtype=np.float64)
-        pelvis = np.asarray(placed.joints_world[0], dtype=np.float64)
-        radius = float(np.linalg.norm(verts - pelvis, axis=1).max())
-        body_caster = BodyRaycaster(verts, faces)
-        seq = f"{plan.split}-{plan.index:06d}-{body_idx:04d}"
-        body_idx += 1
-        view, tries = 0, 0
-        # up to twice as many cameras as views: a rejected view (too occluded) costs far less
-        # than placing another body; a camera that does not frame the body is redrawn
-        # inside sample_camera (cheap: no rendering)
-        while view < cfg.views_per_body and tries < 2 * cfg.views_per_body:
-            tries += 1
-            if len(rows) >= plan.num_samples:
-                break
-            camera = sample_camera(
-                rng,
-                room,
-                pelvis,
-                cfg.camera,
-                subject_radius=radius,
-                vertices_world=verts,
-                stats=camera_retries,
-            )
-            if camera is None:
-                rejects["camera"] += 1
-                continue
-            look = sample_appearance(rng, room, state.face_regions)
-            occluder = None
-            if cfg.occluders.fraction > 0 and rng.random() < cfg.occluders.fraction:
-                box = person_bbox(camera, verts)
-                occluder = sample_occluder(rng, room, camera, verts, pelvis, box, cfg.occluders)
-                camera_retries["occluder_drawn" if occluder is not None else "occluder_none"] += 1
-            rendered, reason = render_sample(
-                caster,
-                body_caster,
-                verts,
-                look,
-                camera,
-                cfg.camera,
-                crop_size=cfg.crop_size,
-                full_frame_scale=cfg.full_frame_scale,
-                occluder=occluder,
-            )
-            if rendered is None:
-                rejects[reason] += 1
-                continue
-            rows.append(_row(state, placed, camera, rendered, scene_id, seq, view))
-            view += 1
-    stats: ShardStats = {
-        "scene_id": scene_id,
-        "rejects": dict(sorted(rejects.items())),
-        "actions": dict(sorted(Counter(r["action"] for r in rows).items())),
-        "occlusion_mean": float(np.mean([r["occlusion"] for r in rows])) if rows else 0.0,
-        "placement_attempts": attempts,
-        "camera_retries": dict(sorted(camera_retries.items())),
-        "occluded_samples": int(sum(r["occluder"] > 0 for r in rows)),
-    }
-    return rows, stats
+        shard.rows.append(_row(shard.state, placed, camera, rendered, shard.scene_id, seq, view))
+        view += 1
 
 
 def _row(
@@ -385,16 +453,7 @@ def _row(
     }
 
 
-def _sequence_rows(
-    state: WorkerState,
-    rng: np.random.Generator,
-    room: Room,
-    caster: RoomRaycaster,
-    placer: Placer,
-    scene_id: str,
-    sequence_id: str,
-    camera_retries: Counter[str],
-) -> tuple[list[ShardRow], str | None]:
+def _sequence_rows(shard: _ShardDraw, sequence_id: str) -> tuple[list[ShardRow], str | None]:
     """Rows of one short motion seen by one camera, or ``([], reject reason)``.
 
     The whole motion is dropped when any frame fails to render (out of frame, too occluded),
@@ -402,9 +461,10 @@ def _sequence_rows(
     """
     from sahmr.synth.sequences import SEQUENCE_KINDS, sample_sequence
 
+    state, rng, room = shard.state, shard.rng, shard.room
     cfg = state.cfg
     kind = str(rng.choice(SEQUENCE_KINDS))
-    frames = sample_sequence(placer, rng, kind, cfg.sequence_frames)
+    frames = sample_sequence(shard.placer, rng, kind, cfg.sequence_frames)
     if not frames:
         return [], "sequence"
     middle = np.asarray(frames[len(frames) // 2].joints_world[0], dtype=np.float64)
@@ -416,7 +476,7 @@ def _sequence_rows(
         cfg.camera,
         subject_radius=float(np.linalg.norm(all_verts - middle, axis=1).max()),
         vertices_world=all_verts,
-        stats=camera_retries,
+        stats=shard.camera_retries,
     )
     if camera is None:
         return [], "camera"
@@ -425,7 +485,7 @@ def _sequence_rows(
     for t, placed in enumerate(frames):
         verts = np.asarray(placed.vertices_world, dtype=np.float64)
         rendered, reason = render_sample(
-            caster,
+            shard.caster,
             BodyRaycaster(verts, state.body.faces),
             verts,
             look,
@@ -436,7 +496,8 @@ def _sequence_rows(
         )
         if rendered is None:
             return [], reason
-        rows.append(_row(state, placed, camera, rendered, scene_id, sequence_id, t, f"seq_{kind}"))
+        row = _row(state, placed, camera, rendered, shard.scene_id, sequence_id, t, f"seq_{kind}")
+        rows.append(row)
     return rows, None
 
 
