@@ -27,9 +27,9 @@ from sahmr.data.shards import (
     write_shard_atomic,
 )
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid
-from sahmr.synth.appearance import body_face_regions, sample_appearance
+from sahmr.synth.appearance import Appearance, body_face_regions, sample_appearance
 from sahmr.synth.cameras import Camera, person_bbox, sample_camera
-from sahmr.synth.occluders import sample_occluder
+from sahmr.synth.occluders import Occluder, sample_occluder
 from sahmr.synth.placement import PlacedBody, Placer
 from sahmr.synth.placers import PlacerLike, make_placer
 from sahmr.synth.plan import GenerationConfig, SceneRecipe, ShardPlan, shard_rng
@@ -387,22 +387,36 @@ def _view_rows(shard: _ShardDraw, placed: PlacedBody) -> None:
             occluder = sample_occluder(rng, room, camera, verts, pelvis, box, cfg.occluders)
             drawn = "occluder_drawn" if occluder is not None else "occluder_none"
             shard.camera_retries[drawn] += 1
-        rendered, reason = render_sample(
-            shard.caster,
-            body_caster,
-            verts,
-            look,
-            camera,
-            cfg.camera,
-            crop_size=cfg.crop_size,
-            full_frame_scale=cfg.full_frame_scale,
-            occluder=occluder,
-        )
+        rendered, reason = _render(shard, body_caster, verts, look, camera, occluder)
         if rendered is None:
             shard.rejects[reason] += 1
             continue
         shard.rows.append(_row(shard.state, placed, camera, rendered, shard.scene_id, seq, view))
         view += 1
+
+
+def _render(
+    shard: _ShardDraw,
+    body_caster: BodyRaycaster,
+    verts: np.ndarray,
+    look: Appearance,
+    camera: Camera,
+    occluder: Occluder | None = None,
+) -> tuple[RenderedSample | None, str]:
+    """`render_sample` of one body (vertices (V, 3), world frame) in the shard's room at the
+    config's crop size and frame scale."""
+    cfg = shard.state.cfg
+    return render_sample(
+        shard.caster,
+        body_caster,
+        verts,
+        look,
+        camera,
+        cfg.camera,
+        crop_size=cfg.crop_size,
+        full_frame_scale=cfg.full_frame_scale,
+        occluder=occluder,
+    )
 
 
 def _row(
@@ -484,16 +498,8 @@ def _sequence_rows(shard: _ShardDraw, sequence_id: str) -> tuple[list[ShardRow],
     rows = []
     for t, placed in enumerate(frames):
         verts = np.asarray(placed.vertices_world, dtype=np.float64)
-        rendered, reason = render_sample(
-            shard.caster,
-            BodyRaycaster(verts, state.body.faces),
-            verts,
-            look,
-            camera,
-            cfg.camera,
-            crop_size=cfg.crop_size,
-            full_frame_scale=cfg.full_frame_scale,
-        )
+        body_caster = BodyRaycaster(verts, state.body.faces)
+        rendered, reason = _render(shard, body_caster, verts, look, camera)
         if rendered is None:
             return [], reason
         row = _row(state, placed, camera, rendered, shard.scene_id, sequence_id, t, f"seq_{kind}")
