@@ -231,3 +231,12 @@ def test_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
         ("high", "low"),
         ("low", "high"),
     }
+
+
+def test_design_doc_names_existing_files():
+    """Every file the Layers section of docs/design.md names (its stage table) exists."""
+    section = DESIGN.read_text(encoding="utf-8").split("\n## Layers", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/]+\.py)`", section))
+    assert named, "docs/design.md: the Layers section names no files"
+    missing = sorted(p for p in named if not (PACKAGE / p).is_file() and not (ROOT / p).is_file())
+    assert not missing, f"docs/design.md ('Layers') names files that do not exist: {missing}"
