@@ -38,7 +38,7 @@ def tiny_checkpoint(tmp_path_factory):
             "model.mesh_net.encoder.num_layers=1", "model.mesh_net.encoder.num_heads=2"])
         rc = compose("train", overrides=[
             "model=rcnet_small", "loss=rcnet", "exp_name=t", "model.unet.channels=[8,8,8,8]",
-            "model.neck.out_channels=8", "model.unet.in_channels=11", "model.depth_hidden=16"])
+            "model.neck.out_channels=8", "model.depth_hidden=16"])  # unet: 3 + 8 input channels
     cfg = OmegaConf.create({"body": mesh.body, "model": mesh.model})
     cfg.model.rcnet = rc.model
     torch.manual_seed(0)
