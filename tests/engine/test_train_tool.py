@@ -165,7 +165,7 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
     tiny_dataset, tmp_path, monkeypatch
 ):
     """exp=sahmr_small_e2e: from the shipped checkpoint, RCNet trains on its own loss while the
-    mesh network (with the new parametric head, absent from the checkpoint) learns on RCNet's
+    mesh network (its parametric head included, loaded from the checkpoint) learns on RCNet's
     outputs."""
     from sahmr.inference.method import bundled_checkpoint
 
@@ -182,7 +182,8 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
                 and not torch.equal(trained[k], start[k].float())]  # fmt: skip
     assert rc_moved  # RCNet is no longer frozen
     head = [k for k in trained if k.startswith("mesh_net.param_head.")]
-    assert head and not any(k in start for k in head)
+    assert head and all(k in start for k in head)  # the shipped model has the head
+    assert any(not torch.equal(trained[k], start[k].float()) for k in head)  # and it trains
     assert not any("body_model" in k for k in trained)
 
 
