@@ -280,7 +280,7 @@ def build_val_data(
     """The validation loader, preparer and evaluator of ``cfg.data`` merged with
     ``cfg.data_val`` (every frame once, clips without overlap); None when validation is off,
     there is no ``data_val``, or the split is empty."""
-    if not (tcfg.val_every_epochs and cfg.get("data_val") is not None):
+    if not ((tcfg.val_every_epochs or tcfg.val_every_steps) and cfg.get("data_val") is not None):
         return None
     frames = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
     check_body_hash(frames, body.content_hash, what="the training body")

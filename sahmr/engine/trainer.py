@@ -590,6 +590,9 @@ class Trainer:
                     sums, count, samples, t_window = {}, 0, 0, time.monotonic()
                 if cfg.image_every and self.step % cfg.image_every == 0:
                     self._log_images(step, res.output)
+                if cfg.val_every_steps and self.step % cfg.val_every_steps == 0:
+                    self.validate()
+                    validated_at = self.step  # run_validation restores the train mode
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                     self.save()
                 if self.step >= self.total_steps:
@@ -605,7 +608,11 @@ class Trainer:
             if self.batch_in_epoch >= self.steps_per_epoch:  # the epoch is complete
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if cfg.val_every_epochs and self.epoch % cfg.val_every_epochs == 0:
+                if (
+                    cfg.val_every_epochs
+                    and self.epoch % cfg.val_every_epochs == 0
+                    and validated_at != self.step
+                ):
                     self.validate()
                     validated_at = self.step
                 self.save()
@@ -615,7 +622,8 @@ class Trainer:
                 break
         # A run ended by its step count or its time budget is scored where it stopped (its
         # last, lowest-LR weights can be the best); an interrupted one resumes instead.
-        if stopped in ("done", "time") and validated_at != self.step and cfg.val_every_epochs:
+        validates = cfg.val_every_epochs or cfg.val_every_steps
+        if stopped in ("done", "time") and validated_at != self.step and validates:
             self.validate()
             self.save()
         bar.close()

@@ -44,6 +44,9 @@ class TrainerConfig:
         image_every: Steps between crop-grid image summaries (None/0: never).
         ckpt_every: Steps between ``last.pt`` writes (None/0: epoch ends and stop only).
         val_every_epochs: Validate every this many epochs (0: never).
+        val_every_steps: Also validate every this many optimiser steps (None/0: never), for
+            runs whose epochs are not a useful unit (a training set still being written,
+            whose early epochs last a few steps).
         val_max_batches: Validation batches per rank (None: the whole split).
         val_scene_metrics: Also score penetration/contact against the rooms' SDFs.
         val_with_targets: Validate with ``forward(inputs, targets)`` in eval mode instead of
@@ -91,6 +94,7 @@ class TrainerConfig:
     image_every: int | None = None
     ckpt_every: int | None = None
     val_every_epochs: int = 1
+    val_every_steps: int | None = None
     val_max_batches: int | None = None
     val_scene_metrics: bool = False
     val_with_targets: bool = False
@@ -108,7 +112,7 @@ class TrainerConfig:
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
         for name in ("max_epochs", "max_steps", "warmup_steps", "batch_size", "val_batch_size",
-                     "num_workers", "log_every"):  # fmt: skip
+                     "num_workers", "log_every", "val_every_steps"):  # fmt: skip
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):  # fmt: skip

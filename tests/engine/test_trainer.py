@@ -160,6 +160,19 @@ def test_time_budget_stop_is_validated(tiny_dataset, test_configs, tmp_path):
     assert "g_mpve" in res.last_validation and np.isfinite(res.last_validation["g_mpve"])
 
 
+def test_validation_every_n_steps(tiny_dataset, test_configs, tmp_path):
+    """trainer.val_every_steps validates mid-epoch at each multiple and where the run ends,
+    without epoch-end validations when val_every_epochs is 0."""
+    extra = {"trainer.val_every_epochs": 0, "trainer.val_every_steps": 2, "trainer.max_steps": 5,
+             "trainer.max_epochs": 3}  # fmt: skip
+    cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)
+    res = train_from_config(cfg)
+    assert res.step == 5
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    val_steps = [r["step"] for r in map(json.loads, lines) if r.get("split") == "val"]
+    assert val_steps == [2, 4, 5]
+
+
 def test_time_budget_stops_cleanly_and_resumes(tiny_dataset, test_configs, tmp_path):
     extra = {"trainer.max_minutes": 1e-6, "trainer.val_every_epochs": 0, "trainer.max_steps": 3}
     cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)

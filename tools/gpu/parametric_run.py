@@ -88,7 +88,9 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         f"trainer.num_workers={a.loader_workers}",
         f"trainer.val_max_batches={a.val_batches}",
         "trainer.val_batch_size=64",
-        f"trainer.val_every_epochs={a.val_every}",
+        # epochs of a set still being written last a few steps: validate on a step interval
+        "trainer.val_every_epochs=0",
+        f"trainer.val_every_steps={a.val_every_steps}",
         "trainer.sync_free_steps=true",
         "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
         "trainer.progress=false",
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-lr-mult", type=float, default=5.0, help=f"LR factor of {HEAD}")
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--val-batches", type=int, default=12, help="val batches of 64 per check")
-    p.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
+    p.add_argument("--val-every-steps", type=int, default=250, help="validate every N steps")
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_finetune", help="training experiment")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
