@@ -76,6 +76,7 @@ from sahmr.synth.placement_rules import (
     PosedCandidate,
     RoomSite,
     Target,
+    TargetDraw,
     horizontal_axis,
     rule_for,
     z_range,
@@ -436,7 +437,7 @@ class Placer:
         """A candidate's target on one surface, by the rule of its mode and surface kind."""
         jitter = np.deg2rad(rng.normal(0.0, YAW_JITTER_DEG))
         rule = rule_for(spec.placement, s.kind)
-        return rule.target(rule, self.site, oid, s, jitter, rng)
+        return rule.target(rule, TargetDraw(self.site, oid, s, jitter, rng))
 
     def _initial_translation(
         self, spec: ActionSpec, target: Target, verts: np.ndarray, pelvis: np.ndarray
