@@ -1,5 +1,7 @@
 """Pictures of transformer attention: the joints x vertices matrix, one joint's attention
-painted on the mesh.
+painted on the mesh, and the summary figure of a cross-attention report
+(`cross_attention_figure`: entropy histograms per block, one query's attention over projected
+scene points).
 
 Attention comes from the mesh transformers as head-averaged (B, T, T) weights per block
 (rows = queries, columns = keys, rows sum to 1). The token layout is the model's: pass where
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "attention_matrix_image",
+    "cross_attention_figure",
     "joint_attention_on_mesh",
     "joint_vertex_attention",
     "upsample_vertex_values",
@@ -184,3 +187,126 @@ def joint_attention_on_mesh(
     draw.line([u - 6, vv, u + 6, vv], fill=(0, 200, 255), width=2)
     draw.line([u, vv - 6, u, vv + 6], fill=(0, 200, 255), width=2)
     return np.asarray(pil)
+
+
+def cross_attention_figure(
+    entropies: Sequence[np.ndarray],
+    *,
+    crop: np.ndarray,
+    points_uv: np.ndarray,
+    point_weights: Sequence[np.ndarray],
+    few_entropies: Sequence[np.ndarray] | None = None,
+    query_uv: np.ndarray | None = None,
+    query_name: str = "query",
+    example_name: str = "",
+    few_label: str = "few-key frames",
+    dpi: int = 90,
+) -> np.ndarray:
+    """Two rows, one column per block: histograms of the rows' normalised entropies, and one
+    query's attention over the keys of one frame, drawn at the keys' crop pixels.
+
+    Points are coloured by ``weight * number of points`` (1 = a uniform share), each panel on
+    its own colour range (shown by its colour bar).
+
+    Args:
+        entropies: Per block (N,) normalised entropies of all rows (NaN dropped).
+        crop: (S, S, 3) uint8 crop of the example frame.
+        points_uv: (P, 2) crop pixels of its keys (points off the crop are drawn clipped).
+        point_weights: Per block (P,) the query's weights over those keys.
+        few_entropies: Per block the entropies of rows of few-key frames, drawn over the
+            others as a second (density) histogram; None or empty arrays to leave out.
+        query_uv: (2,) crop pixel of the query (a cross), or None.
+        query_name: Name of the query, for the titles.
+        example_name: Name of the example frame, for the titles.
+        few_label: Legend of ``few_entropies``.
+        dpi: Resolution.
+
+    Returns:
+        (H, W, 3) uint8 image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    nb = len(entropies)
+    if nb == 0 or len(point_weights) != nb:
+        raise ValueError(
+            f"{nb} entropy sets and {len(point_weights)} weight sets: need one of each per block"
+        )
+    uv = np.asarray(points_uv, dtype=np.float64).reshape(-1, 2)
+    size = crop.shape[0]
+    fig, axes = plt.subplots(2, nb, figsize=(3.6 * nb, 7.0), dpi=dpi, squeeze=False)
+    finite = [np.asarray(e, np.float64)[np.isfinite(e)] for e in entropies]
+    pooled = np.concatenate(finite) if any(len(e) for e in finite) else np.ones(1)
+    lo = min(0.9, float(np.floor(np.percentile(pooled, 0.5) * 20) / 20))
+    bins = np.linspace(lo, 1.0, 41)
+    for k in range(nb):
+        ax = axes[0, k]
+        e = finite[k]
+        if len(e):
+            ax.hist(
+                np.clip(e, lo, 1.0),
+                bins=bins,
+                density=True,
+                color="tab:blue",
+                alpha=0.8,
+                label=f"all rows (mean {e.mean():.3f})",
+            )
+        few = None if few_entropies is None else np.asarray(few_entropies[k], np.float64)
+        few = None if few is None else few[np.isfinite(few)]
+        if few is not None and len(few):
+            label = f"{few_label} (mean {few.mean():.3f})"
+            ax.hist(
+                np.clip(few, lo, 1.0),
+                bins=bins,
+                density=True,
+                histtype="step",
+                color="tab:red",
+                lw=1.5,
+                label=label,
+            )
+        ax.set_title(f"block {k}: normalised entropy")
+        ax.set_xlabel("entropy / log(valid keys)   (1 = uniform)")
+        ax.set_ylabel("density of rows")
+        if len(e) or (few is not None and len(few)):
+            ax.legend(fontsize=7, loc="upper left")
+
+        ax = axes[1, k]
+        ax.imshow(crop)
+        w = np.asarray(point_weights[k], np.float64).reshape(-1)
+        if len(w) != len(uv):
+            raise ValueError(f"block {k}: {len(w)} weights for {len(uv)} points")
+        if len(w):
+            rel = w * len(w)
+            order = np.argsort(rel)
+            sc = ax.scatter(
+                np.clip(uv[order, 0], 0, size - 1),
+                np.clip(uv[order, 1], 0, size - 1),
+                c=rel[order],
+                s=9,
+                cmap="viridis",
+                edgecolors="none",
+            )
+            bar = fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
+            bar.set_label("weight x points (1 = uniform)", fontsize=7)
+            bar.ax.tick_params(labelsize=7)
+            ax.set_title(
+                f"{query_name} -> {len(w)} contacts\nmax {rel.max():.2f}x uniform", fontsize=9
+            )
+        else:
+            ax.set_title(f"{query_name}: no contact points", fontsize=9)
+        if query_uv is not None:
+            qu, qv = np.asarray(query_uv, np.float64)
+            ax.plot([qu], [qv], marker="x", color="red", ms=10, mew=2.5)
+        ax.set_xlim(0, size - 1)
+        ax.set_ylim(size - 1, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k == 0 and example_name:
+            ax.set_ylabel(example_name, fontsize=8)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
