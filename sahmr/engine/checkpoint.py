@@ -38,7 +38,11 @@ from torch import nn
 from sahmr.atomic_write import atomic_open
 from sahmr.engine.quantize import expand_int8
 from sahmr.engine.safe_config import UnsafeConfigError as UnsafeConfigError  # re-exported
-from sahmr.engine.safe_config import check_stored_config, drop_machine_local_paths
+from sahmr.engine.safe_config import (
+    check_stored_config,
+    drop_machine_local_paths,
+    rename_moved_targets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +139,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     head = _temp_prefix(path, pid=0)[: -len("0.")]  # ".<name>.<host>."
     removed: list[Path] = []
     for cand in path.parent.glob(f"{glob.escape(head)}*.tmp"):
-        pid_text = cand.name[len(head):].split(".", 1)[0]
+        pid_text = cand.name[len(head) :].split(".", 1)[0]
         if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         try:
@@ -300,6 +304,7 @@ def checkpoint_config(ckpt: Mapping[str, Any], source: str | Path = "checkpoint"
         raise ValueError(f"{source}: unreadable config ({type(exc).__name__}: {detail})") from exc
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"{source}: checkpoint config is not a mapping")
+    rename_moved_targets(cfg, source)
     check_stored_config(cfg, source)
     drop_machine_local_paths(cfg, source)
     return cfg
@@ -345,7 +350,7 @@ def load_initial_weights(
     for key, value in state.items():
         if not key.startswith(source_prefix):
             continue
-        name = target_prefix + key[len(source_prefix):]
+        name = target_prefix + key[len(source_prefix) :]
         if name not in own:
             unused.append(key)
             continue

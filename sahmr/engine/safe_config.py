@@ -37,10 +37,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ALLOWED_TARGETS",
     "MACHINE_LOCAL_KEYS",
+    "RENAMED_TARGETS",
     "UnsafeConfigError",
     "check_stored_config",
     "drop_machine_local_paths",
     "find_targets",
+    "rename_moved_targets",
 ]
 
 TARGET_KEY = "_target_"
@@ -84,7 +86,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.models.rcnet.RCNet",
         "sahmr.models.rcnet.UpsampleNeck",
         "sahmr.models.sahmr.SAHMR",
-        "sahmr.models.sahmr.SceneAwareMeshNet",
+        "sahmr.models.scene_mesh_net.SceneAwareMeshNet",
         "sahmr.models.sparse_unet.SparseUNet",
         "sahmr.models.spin.FitsDict",
         "sahmr.models.spin.SPIN",
@@ -157,6 +159,46 @@ def _walk(node: Any, path: tuple[str, ...], source: str, allowed: frozenset[str]
             _walk(value, (*path, str(i)), source, allowed)
     elif isinstance(node, str):
         _check_string(node, path, source)
+
+
+# Classes that moved after checkpoints naming them were written: old dotted name -> new one
+# (an allowed target). Applied to a stored config before it is checked.
+RENAMED_TARGETS: dict[str, str] = {
+    "sahmr.models.sahmr.SceneAwareMeshNet": "sahmr.models.scene_mesh_net.SceneAwareMeshNet",
+}
+
+
+def rename_moved_targets(cfg: DictConfig, source: str | Path = "stored config") -> list[str]:
+    """Replace, in place, every ``_target_`` of `RENAMED_TARGETS` by its new name.
+
+    Only exact string matches change; every other value is left for `check_stored_config`.
+
+    Args:
+        cfg: A stored config.
+        source: Its file, for the log.
+
+    Returns:
+        The dotted keys whose target was renamed.
+    """
+    renamed: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        if isinstance(node, DictConfig):
+            for key, value in list(node.items_ex(resolve=False)):
+                here = (*path, str(key))
+                if key == TARGET_KEY and isinstance(value, str) and value in RENAMED_TARGETS:
+                    node[key] = RENAMED_TARGETS[value]
+                    renamed.append(_where(here))
+                else:
+                    walk(value, here)
+        elif isinstance(node, ListConfig):
+            for i, value in enumerate(node):
+                walk(value, (*path, str(i)))
+
+    walk(cfg, ())
+    if renamed:
+        logger.info("%s: moved classes renamed at %s", source, ", ".join(renamed))
+    return renamed
 
 
 def check_stored_config(

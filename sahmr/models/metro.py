@@ -129,7 +129,7 @@ def _query_templates(topology: BodyTopology) -> tuple[np.ndarray, int]:
 
 class MeshTokenNet(nn.Module):
     """Image encoding, query/grid token embedding and mesh decoding shared by METRO and
-    `sahmr.models.sahmr.SceneAwareMeshNet` (the encoder is the subclass's business).
+    `sahmr.models.scene_mesh_net.SceneAwareMeshNet` (the encoder is the subclass's business).
 
     Args:
         backbone: Image CNN with attributes ``out_channels`` (C) and ``out_stride``.

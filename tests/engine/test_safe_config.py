@@ -156,6 +156,28 @@ def test_shipped_checkpoint_config_passes():
     assert "sahmr.models.sahmr.SAHMR" in targets and "sahmr.body.BodyModel" in targets
 
 
+def test_moved_classes_are_renamed_before_the_check():
+    """A checkpoint written before a class moved names its old path: renamed to the new
+    (allowed) one; a look-alike string, a non-target value and a refused target are left for
+    the check."""
+    old, new = next(iter(safe_config.RENAMED_TARGETS.items()))
+    assert new in safe_config.ALLOWED_TARGETS and old not in safe_config.ALLOWED_TARGETS
+    cfg = OmegaConf.create({
+        "model": {"_target_": old, "note": old, "parts": [{"_target_": old}]},
+        "other": {"_target_": old + "X"},
+    })  # fmt: skip
+    renamed = safe_config.rename_moved_targets(cfg, "old.pt")
+    assert sorted(renamed) == ["model._target_", "model.parts.0._target_"]
+    assert cfg.model._target_ == new and cfg.model.parts[0]._target_ == new
+    assert cfg.model.note == old and cfg.other._target_ == old + "X"
+    with pytest.raises(UnsafeConfigError):
+        check_stored_config(cfg, "old.pt")  # the look-alike is still refused
+    # the shipped checkpoint was written with the old name and reads with the new one
+    stored = load_checkpoint(SHIPPED)["config"]
+    assert old in stored
+    assert new in find_targets(checkpoint_config(load_checkpoint(SHIPPED), SHIPPED))
+
+
 @pytest.mark.slow  # builds the whole SA-HMR (~6 s on 2 busy cores); the config check above is fast
 def test_shipped_checkpoint_still_loads():
     method, cfg = load_method(SHIPPED)

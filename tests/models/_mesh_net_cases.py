@@ -12,7 +12,7 @@ from sahmr.body import BodyModel
 from sahmr.geometry.cameras import make_K, project
 from sahmr.models.metro import METRO
 from sahmr.models.param_head import MLPBodyHead, ParametricBodyHead
-from sahmr.models.sahmr import SceneAwareMeshNet
+from sahmr.models.scene_mesh_net import SceneAwareMeshNet
 from sahmr.models.transformer import SceneAwareCascade, TransformerCascade
 from sahmr.records import FrameInputs, FrameTargets
 

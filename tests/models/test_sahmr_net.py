@@ -13,7 +13,8 @@ from _mesh_net_cases import (
 )
 
 from sahmr.losses.mesh import SAHMRLoss
-from sahmr.models.sahmr import SAHMR, SceneAwareMeshNet, cap_per_frame, frame_slots
+from sahmr.models.sahmr import SAHMR
+from sahmr.models.scene_mesh_net import SceneAwareMeshNet, cap_per_frame, frame_slots
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
