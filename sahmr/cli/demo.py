@@ -495,7 +495,8 @@ FORCE_HINT = "; --force goes on anyway"
 
 def _check_cameras(frames: list[Any], scene: Any, batch: bool) -> list[Any]:
     """The frames, each person box checked against its image's size and each camera against
-    the scan and the box (`sahmr.inference.frames.check_frame_camera`): single mode raises
+    the scan, the box and the image (`sahmr.inference.frames.check_frame_camera`; the scan
+    seen from the camera must line up with the image): single mode raises
     `InputError`, batch mode turns a failing frame into a `FailedFrame`. A frame whose image
     header cannot be read is left to `prepare_frame`, which names the problem."""
     from PIL import Image

@@ -125,27 +125,45 @@ class PreparedFrame:
     timings: dict[str, float]
 
 
-def check_frame_camera(frame: FrameSpec, scene: SceneData, hint: str = "") -> None:
+def check_frame_camera(
+    frame: FrameSpec, scene: SceneData, hint: str = "", image: np.ndarray | None = None
+) -> None:
     """Check that the frame's camera can see its person in the scan, before any model runs:
     its centre inside the scan, gravity roughly image-up, the person box looking at scan
-    surfaces a person can stand among (`sahmr.scene.camera_checks`).
+    surfaces a person can stand among (`sahmr.scene.camera_checks`); then, for a scan with
+    faces, that the scan seen from the camera lines up with the image no worse than from its
+    inverse or the camera turned about the up axis (`sahmr.scene.image_alignment`).
 
     Args:
-        frame: The frame (camera and person box).
+        frame: The frame (camera, person box and image).
         scene: The scan.
         hint: Appended to the message (how to go on anyway).
+        image: (H, W, 3) uint8 image as loaded (un-mirrored), or None to read the frame's.
 
     Raises:
         CameraError: One line naming the camera and what fails; when the inverse matrix
-            passes, that the extrinsics look like camera-to-world.
+            passes, that the extrinsics look like camera-to-world; when an alternative camera
+            lines up with the image better, which.
+        InputError: The image cannot be read or does not fit the calibration.
     """
     from sahmr.scene.camera_checks import OddCameraError, check_camera_view
+    from sahmr.scene.image_alignment import ImageAlignmentError, check_image_alignment
 
     cam = frame.camera
     source = f"camera {cam.path}" if cam.path else f"camera of frame {frame.name}"
     try:
         check_camera_view(scene.points_world, cam.K, cam.T_w2c, frame.bbox, scene.up_axis, source)
     except OddCameraError as exc:
+        raise CameraError(f"{exc}{hint}") from None
+    caster = scene.raycaster()
+    if caster is None:
+        return
+    if image is None:
+        image = read_image(frame.image_path, mirrored=cam.mirrored_images)
+        check_image_size((image.shape[1], image.shape[0]), cam.image_size, cam.K)
+    try:
+        check_image_alignment(caster, image, cam.K, cam.T_w2c, frame.bbox, scene.up_axis, source)
+    except ImageAlignmentError as exc:
         raise CameraError(f"{exc}{hint}") from None
 
 
@@ -160,7 +178,8 @@ def prepare_frame(
 
     Checks, in order: image readable, image size vs calibration, bbox inside the image, the
     camera sees the scan, the bbox frustum holds scene points, the camera can see the person
-    in the scan (`check_frame_camera`, unless ``check_camera`` is false). Needs no model, so
+    in the scan and the scan seen from it lines up with the image (`check_frame_camera`, unless
+    ``check_camera`` is false). Needs no model, so
     bad input is reported before a checkpoint is loaded.
 
     Raises:
@@ -183,5 +202,5 @@ def prepare_frame(
     n = 0 if inputs.scene_points_cam is None else int(inputs.scene_points_cam.shape[0])
     check_frustum(n, bbox, FRUSTUM_NEAR_M, FRUSTUM_FAR_M)
     if check_camera:
-        check_frame_camera(frame, scene, " (check_camera=False goes on anyway)")
+        check_frame_camera(frame, scene, " (check_camera=False goes on anyway)", image)
     return PreparedFrame(image, inputs, dict(timer.seconds))

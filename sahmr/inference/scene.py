@@ -52,6 +52,7 @@ class SceneData:
     extent_m: float
     timings: dict[str, float] = field(default_factory=dict)
     _banks: dict[str, SceneBank] = field(default_factory=dict, repr=False)
+    _caster: Any = field(default=None, repr=False)
 
     @property
     def points_world(self) -> np.ndarray:
@@ -64,6 +65,17 @@ class SceneData:
         if key not in self._banks:
             self._banks[key] = SceneBank({self.name: self.points_world}, device)
         return self._banks[key]
+
+    def raycaster(self) -> Any:
+        """A `sahmr.geometry.raycast.MeshRaycaster` of the scan mesh (cached), or None for a
+        point cloud."""
+        if self.mesh is None:
+            return None
+        if self._caster is None:
+            from sahmr.geometry.raycast import MeshRaycaster
+
+            self._caster = MeshRaycaster(self.mesh.vertices, self.mesh.faces)
+        return self._caster
 
 
 def _downsample(scene: Any, voxel_size: float) -> Any:

@@ -1,5 +1,6 @@
 """The demo refuses wrong cameras of the bundled frames before any model runs (one line, exit
-2, nothing written); the bundled frames' own cameras pass."""
+2, nothing written), from the geometry or, where that passes, from the image; the bundled
+frames' own cameras pass (the demo's run on them: tests/cli/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sahmr.inference.camera_io import CameraSpec, load_camera, read_bbox_file, s
 from sahmr.inference.errors import CameraError
 from sahmr.inference.frames import FrameSpec, check_frame_camera
 from sahmr.inference.scene import load_scene_data
+from sahmr.scene.image_alignment import alternative_cameras
 from sahmr.synth.bundled import bundled_scene_dir
 
 VOXEL = "0.04"  # coarser than the demo's 2 cm: fast, and the checks hold at both
@@ -75,6 +77,39 @@ def test_demo_refuses_a_wrong_camera_before_any_work(case, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "inputs"]  # nothing written
 
 
+IMAGE_WRONG = {
+    # wrong cameras that pass the geometric checks: the image tells
+    "camera-to-world given": ("sit_sofa", _inverse,
+                              "its inverse (the extrinsics look like camera-to-world) lines up "
+                              "better"),
+    "turned 90 deg": ("stand", lambda T: alternative_cameras(T)["turned 90 deg"],
+                      "the camera turned 270 deg about the up axis lines up better"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_WRONG))
+def test_demo_refuses_a_camera_whose_scan_view_does_not_line_up_with_the_image(
+        case, tmp_path, capsys):
+    stem, wrong, message = IMAGE_WRONG[case]
+    demo = bundled_scene_dir("living_room") / "demo"
+    cam = load_camera(demo / f"{stem}.camera.json")
+    (tmp_path / "inputs").mkdir()
+    path = save_camera(tmp_path / "inputs" / "cam.json",
+                       CameraSpec(K=cam.K, T_w2c=wrong(cam.T_w2c), image_size=cam.image_size))
+    out = tmp_path / "out"
+    rc = main(["--image", str(demo / f"{stem}.jpg"), "--camera", str(path), "--bbox", "sidecar",
+               "--scene-voxel", VOXEL, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+               "-q", "--out", str(out)])
+    assert rc == EXIT_BAD_INPUT
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: camera {path}: the scan seen from this camera does not "
+                               "line up with the image (edge alignment "), lines[0]
+    assert message in lines[0], lines[0]
+    assert lines[0].endswith("; --force goes on anyway")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "inputs"]  # nothing written
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
@@ -92,6 +127,10 @@ def test_bundled_demo_cameras_pass_and_their_wrong_forms_do_not(scenes, scene, s
                   lambda T: _moved(T, [0.0, 6.0, 1.5])):  # behind a long wall
         bad = FrameSpec(stem, frame.image_path, CameraSpec(K=cam.K, T_w2c=wrong(cam.T_w2c)),
                         frame.bbox)
+        with pytest.raises(CameraError, match=f"^camera of frame {stem}: "):
+            check_frame_camera(bad, scenes[scene])
+    for T in alternative_cameras(cam.T_w2c).values():  # geometry passes some: not the image
+        bad = FrameSpec(stem, frame.image_path, CameraSpec(K=cam.K, T_w2c=T), frame.bbox)
         with pytest.raises(CameraError, match=f"^camera of frame {stem}: "):
             check_frame_camera(bad, scenes[scene])
 
