@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from sahmr.inference.errors import BBoxError, CameraError, MissingFileError, require_file
+from sahmr.scene.camera_checks import invert_extrinsics
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +160,6 @@ def _validate(K: np.ndarray, T_w2c: np.ndarray, where: str) -> None:
         raise CameraError(f"{where}: the extrinsic's last row must be [0, 0, 0, 1]")
 
 
-def _rigid_inverse(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
 def camera_from_dict(data: dict[str, Any], where: str = "camera") -> CameraSpec:
     """Parse the content of a sahmr camera file.
 
@@ -205,8 +199,8 @@ def camera_from_dict(data: dict[str, Any], where: str = "camera") -> CameraSpec:
     convention = str(data.get("convention", "opencv")).lower()
     if convention not in ("opencv", "opengl"):
         raise CameraError(f"{where}: convention must be 'opencv' or 'opengl', got {convention!r}")
-    _validate(K, T if has_w2c else _rigid_inverse(T), where)
-    T_w2c = T if has_w2c else _rigid_inverse(T)
+    _validate(K, T if has_w2c else invert_extrinsics(T), where)
+    T_w2c = T if has_w2c else invert_extrinsics(T)
     if convention == "opengl":  # camera axes x right, y up, z backwards -> OpenCV
         T_w2c = _OPENGL_TO_OPENCV @ T_w2c
     size = None
@@ -258,7 +252,7 @@ def _load_prox(path: Path, cam2world: str | Path | None) -> CameraSpec:
             T_c2w = _matrix(_read_structured(c2w_path), (4, 4), "cam2world", str(c2w_path))
     except (ValueError, KeyError, TypeError) as exc:
         raise CameraError(f"PROX calibration: {exc}") from exc
-    T_w2c = _rigid_inverse(T_c2w)
+    T_w2c = invert_extrinsics(T_c2w)
     _validate(K, T_w2c, str(c2w_path))
     return CameraSpec(K=K, T_w2c=T_w2c, image_size=None, dist=dist, source="prox",
                       mirrored_images=True, path=str(path))

@@ -55,6 +55,7 @@ __all__ = [
     "OddCameraError",
     "camera_view",
     "check_camera_view",
+    "invert_extrinsics",
     "root_placement_problem",
 ]
 
@@ -272,7 +273,8 @@ def camera_view(
     )
 
 
-def _inverse(T: np.ndarray) -> np.ndarray:
+def invert_extrinsics(T: np.ndarray) -> np.ndarray:
+    """The inverse of a rigid (4, 4) camera transform (world-to-camera <-> camera-to-world)."""
     R, t = T[:3, :3], T[:3, 3]
     out = np.eye(4)
     out[:3, :3] = R.T
@@ -309,7 +311,7 @@ def check_camera_view(
     if view.ok:
         return view
     T = np.asarray(T_w2c, dtype=np.float64)
-    if camera_view(points_world, K, _inverse(T), bbox, up_axis).ok:
+    if camera_view(points_world, K, invert_extrinsics(T), bbox, up_axis).ok:
         raise OddCameraError(
             f"{source}: the extrinsics look like camera-to-world "
             f"({', '.join(view.short_problems())}; their inverse passes these checks); pass "

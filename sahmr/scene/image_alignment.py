@@ -47,6 +47,7 @@ from PIL import Image
 from scipy import ndimage
 
 from sahmr.geometry.raycast import MeshRaycaster, pixel_rays
+from sahmr.scene.camera_checks import invert_extrinsics
 from sahmr.scene.orientation import up_vector
 
 __all__ = [
@@ -293,14 +294,6 @@ def alignment_score(
     return best / den
 
 
-def _inverse(T: np.ndarray) -> np.ndarray:
-    R, t = T[:3, :3], T[:3, 3]
-    out = np.eye(4)
-    out[:3, :3] = R.T
-    out[:3, 3] = -R.T @ t
-    return out
-
-
 def _turned(T: np.ndarray, up: np.ndarray, deg: float) -> np.ndarray:
     """The camera turned by ``deg`` about the world axis ``up`` through its centre."""
     a = math.radians(deg)
@@ -320,7 +313,8 @@ def alternative_cameras(T_w2c: np.ndarray, up_axis: str = "z") -> dict[str, np.n
     T = np.asarray(T_w2c, dtype=np.float64)
     up = up_vector(up_axis).astype(np.float64)
     return {
-        short: _inverse(T) if deg == 0.0 else _turned(T, up, deg) for short, _, deg in ALTERNATIVES
+        short: invert_extrinsics(T) if deg == 0.0 else _turned(T, up, deg)
+        for short, _, deg in ALTERNATIVES
     }
 
 
