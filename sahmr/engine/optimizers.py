@@ -4,6 +4,7 @@ factors) and the warm-up + cosine LR schedule."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -88,3 +89,30 @@ def parameter_groups(
     if not groups:
         groups = [{"params": [], "weight_decay": weight_decay}]
     return groups
+
+
+def clip_groups(
+    method: nn.Module, params: list[nn.Parameter], paths: Sequence[str]
+) -> list[list[nn.Parameter]]:
+    """``params`` split by submodule for separate gradient clipping
+    (`TrainerConfig.grad_clip_groups`): one list per path (its parameters, in ``params``
+    order), then one of the rest; empty lists dropped. No paths: one group.
+
+    Raises:
+        ValueError: If a path names no parameter of ``params``.
+    """
+    if not paths:
+        return [list(params)]
+    group_of: dict[int, int] = {}
+    for name, p in method.named_parameters():
+        for k, path in enumerate(paths):
+            if name == path or name.startswith(path + "."):
+                group_of[id(p)] = k
+                break
+    groups: list[list[nn.Parameter]] = [[] for _ in range(len(paths) + 1)]
+    for p in params:
+        groups[group_of.get(id(p), len(paths))].append(p)
+    empty = [path for path, g in zip(paths, groups) if not g]
+    if empty:
+        raise ValueError(f"trainer.grad_clip_groups: no trainable parameters under {empty}")
+    return [g for g in groups if g]

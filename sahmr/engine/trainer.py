@@ -60,7 +60,7 @@ from sahmr.engine.methods import (
     unwrap,
     wants_sample_keys,
 )
-from sahmr.engine.optimizers import WarmupCosine, parameter_groups
+from sahmr.engine.optimizers import WarmupCosine, clip_groups, parameter_groups
 from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
 from sahmr.geometry.cameras import project
@@ -189,6 +189,7 @@ class Trainer:
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.bf16 = bool(config.bf16 and self.device.type == "cuda")
         self.main_params = generator_parameters(method)
+        self.clip_groups = clip_groups(method, self.main_params, config.grad_clip_groups)
         params = parameter_groups(
             method,
             config.weight_decay,
@@ -437,11 +438,20 @@ class Trainer:
         return StepResult(output, loss_out, grad_norm.detach())
 
     def _clip(self, params: list[nn.Parameter]) -> Tensor:
-        """Clip to ``grad_clip`` (if set); the norm before clipping."""
+        """Clip to ``grad_clip`` (if set), per group of `clip_groups` when configured; the
+        global norm before clipping."""
         if not params:
             return torch.zeros((), device=self.device)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip else float("inf")
-        return nn.utils.clip_grad_norm_(params, max_norm)
+        if len(self.clip_groups) <= 1:
+            return nn.utils.clip_grad_norm_(params, max_norm)
+        with_grad = {id(p) for p in params}
+        norms = []
+        for group in self.clip_groups:
+            ps = [p for p in group if id(p) in with_grad]
+            if ps:
+                norms.append(nn.utils.clip_grad_norm_(ps, max_norm).float())
+        return torch.stack(norms).square().sum().sqrt()
 
     def discriminator_step(self, output: Any) -> LossOutput | None:
         """The adversarial prior's step: ``method.discriminator_step(output)`` (predictions
@@ -644,4 +654,3 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-

@@ -70,6 +70,11 @@ class TrainerConfig:
         lr_multipliers: ``{dotted submodule path: factor}``: that submodule's parameters
             train at ``factor * lr`` (same schedule), e.g. a freshly added head on a
             pretrained network; the longest matching path wins.
+        grad_clip_groups: Dotted submodule paths whose gradients are clipped to
+            ``grad_clip`` each on their own (the parameters under none of them form one more
+            group), e.g. ``[rcnet, mesh_net]`` when both train at once: RCNet's gradient norm
+            (tens) would otherwise set the clipping factor of the mesh network's step. Empty:
+            one global norm. The logged ``grad_norm`` is the global norm either way.
     """
 
     max_epochs: int = 1
@@ -107,6 +112,7 @@ class TrainerConfig:
     compile_submodules: tuple[str, ...] = ()
     sync_free_steps: bool = False
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    grad_clip_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -136,6 +142,7 @@ class TrainerConfig:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.disc_betas = tuple(float(b) for b in self.disc_betas)  # type: ignore[assignment]
         self.compile_submodules = tuple(str(p) for p in self.compile_submodules)
+        self.grad_clip_groups = tuple(str(p) for p in (self.grad_clip_groups or ()))
         multipliers = dict(self.lr_multipliers or {})
         for path, factor in multipliers.items():
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) \

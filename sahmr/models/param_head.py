@@ -49,6 +49,8 @@ class BodyParams:
         joints14_rel: Tensor (B, 14, 3) LSP joints (H36M-style regressor) minus the root joint.
         root_rest: Tensor (B, 3) root joint of the posed body before centring (= J0 of the
             shaped rest body; ``transl = root - root_rest`` places the body).
+        root_offset: Tensor (B, 3) camera-frame correction (metres) the head adds to the root
+            it was given (SA-HMR: RCNet's), or None when the head does not predict one.
     """
 
     betas: Tensor
@@ -57,6 +59,7 @@ class BodyParams:
     joints_rel: Tensor
     joints14_rel: Tensor
     root_rest: Tensor
+    root_offset: Tensor | None = None
 
     def smpl_params(self, root_cam: Tensor) -> dict[str, Tensor]:
         """SMPL-format parameters (smplx names, axis-angle) of the body placed at ``root_cam``.
@@ -88,7 +91,8 @@ class BodyHead(nn.Module):
     rotations the regressed 6-D residuals start from, posing and the forward pass.
 
     Subclasses implement `regress` ``(tokens (B, Q, C), xyz_rel (B, Q, 3)) -> (rotmats
-    (B, 24, 3, 3), betas (B, NB))``.
+    (B, 24, 3, 3), betas (B, NB))``; a head that also corrects the root it is placed at
+    overrides `regress_all`, which adds that offset.
 
     Args:
         body_model: A `sahmr.body.BodyModel` (any SMPL-format body).
@@ -137,8 +141,16 @@ class BodyHead(nn.Module):
 
     def forward(self, tokens: Tensor, xyz_rel: Tensor) -> BodyParams:
         """Parameters and posed body from the mesh query tokens (see `regress`)."""
+        rotmats, betas, root_offset = self.regress_all(tokens, xyz_rel)
+        body = self.pose_body(rotmats, betas)
+        body.root_offset = root_offset
+        return body
+
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(rotmats (B, 24, 3, 3), betas (B, NB), root offset (B, 3) or None)``; heads
+        without a root offset return None for it."""
         rotmats, betas = self.regress(tokens, xyz_rel)
-        return self.pose_body(rotmats, betas)
+        return rotmats, betas, None
 
 
 class ParametricBodyHead(BodyHead):
@@ -153,6 +165,8 @@ class ParametricBodyHead(BodyHead):
         num_heads: Attention heads.
         dropout: Dropout in the decoder.
         num_tokens: Q, given by the mesh network (unused: attention takes any count).
+        root_offset: Also regress a camera-frame root correction (metres) from one more
+            learned query; its output layer starts at zero (see `MLPBodyHead`).
     """
 
     def __init__(
@@ -165,6 +179,7 @@ class ParametricBodyHead(BodyHead):
         num_heads: int = 4,
         dropout: float = 0.0,
         num_tokens: int | None = None,
+        root_offset: bool = False,
     ) -> None:
         super().__init__(body_model=body_model)
         self.token_embed = nn.Sequential(nn.Linear(in_width + 3, width), nn.LayerNorm(width))
@@ -184,6 +199,11 @@ class ParametricBodyHead(BodyHead):
         for lin in (self.rot_out, self.betas_out):
             nn.init.normal_(lin.weight, std=1e-3)
             nn.init.zeros_(lin.bias)
+        self.root_query = nn.Parameter(torch.randn(1, width) * 0.02) if root_offset else None
+        self.root_out = nn.Linear(width, 3) if root_offset else None
+        if self.root_out is not None:
+            nn.init.zeros_(self.root_out.weight)
+            nn.init.zeros_(self.root_out.bias)
 
     def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
         """Rotations and shape from the mesh query tokens.
@@ -195,12 +215,24 @@ class ParametricBodyHead(BodyHead):
         Returns:
             ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
         """
+        rot, betas, _ = self.regress_all(tokens, xyz_rel)
+        return rot, betas
+
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`regress` plus the root offset (B, 3) float32 metres, or None without
+        ``root_offset``."""
         memory = self.token_embed(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
-        queries = self.queries.to(memory.dtype)[None].expand(memory.shape[0], -1, -1)
+        queries = self.queries
+        if self.root_query is not None:
+            queries = torch.cat([queries, self.root_query], dim=0)
+        queries = queries.to(memory.dtype)[None].expand(memory.shape[0], -1, -1)
         out = self.norm(self.decoder(queries, memory))
         rot = self.rotations(self.rot_out(out[:, : self.num_joints]))
         betas = self.betas_out(out[:, self.num_joints]).float()
-        return rot, betas
+        offset = None
+        if self.root_out is not None:
+            offset = self.root_out(out[:, self.num_joints + 1]).float()
+        return rot, betas, offset
 
 
 class MLPBodyHead(BodyHead):
@@ -217,6 +249,11 @@ class MLPBodyHead(BodyHead):
         num_tokens: Q mesh query tokens (given by the mesh network).
         token_dim: Channels per token after projection.
         hidden: Width of the MLP's hidden layers.
+        root_offset: Also regress a camera-frame correction (metres) of the root the body is
+            placed at, from the same MLP features (SA-HMR: the encoder has cross-attended the
+            contact points, expressed relative to RCNet's root, so the tokens see where the
+            body's contact regions sit against the scene). Its output layer starts at zero:
+            an SA-HMR trained without it predicts exactly as before.
     """
 
     def __init__(
@@ -227,6 +264,7 @@ class MLPBodyHead(BodyHead):
         num_tokens: int,
         token_dim: int = 8,
         hidden: int = 512,
+        root_offset: bool = False,
     ) -> None:
         super().__init__(body_model=body_model)
         self.num_tokens = int(num_tokens)
@@ -241,6 +279,10 @@ class MLPBodyHead(BodyHead):
         self.out = nn.Linear(hidden, self.num_joints * 6 + self.num_betas)
         nn.init.normal_(self.out.weight, std=1e-3)
         nn.init.zeros_(self.out.bias)
+        self.root_out = nn.Linear(hidden, 3) if root_offset else None
+        if self.root_out is not None:
+            nn.init.zeros_(self.root_out.weight)
+            nn.init.zeros_(self.root_out.bias)
 
     def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
         """Rotations and shape from the mesh query tokens.
@@ -255,9 +297,21 @@ class MLPBodyHead(BodyHead):
         Raises:
             ValueError: If Q differs from ``num_tokens``.
         """
+        rotmats, betas, _ = self.regress_all(tokens, xyz_rel)
+        return rotmats, betas
+
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`regress` plus the root offset: ``(rotmats (B, 24, 3, 3), betas (B, NB), offset
+        (B, 3) float32 metres, or None without ``root_offset``)``.
+
+        Raises:
+            ValueError: If Q differs from ``num_tokens``.
+        """
         if tokens.shape[1] != self.num_tokens:
             raise ValueError(f"{tokens.shape[1]} tokens, the head was built for {self.num_tokens}")
         feat = self.token_proj(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
-        out = self.out(self.mlp(feat.flatten(1))).float()
+        hidden = self.mlp(feat.flatten(1))
+        out = self.out(hidden).float()
         rot6d = out[:, : self.num_joints * 6].reshape(-1, self.num_joints, 6)
-        return self.rotations(rot6d), out[:, self.num_joints * 6 :]
+        offset = None if self.root_out is None else self.root_out(hidden).float()
+        return self.rotations(rot6d), out[:, self.num_joints * 6 :], offset

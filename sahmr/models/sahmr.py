@@ -4,7 +4,10 @@
 network (`sahmr.models.scene_mesh_net.SceneAwareMeshNet`): the root and contacts come from
 RCNet, or - in training with teacher forcing - from the ground truth (root plus Gaussian noise,
 contact points jittered, randomly dropped and capped per frame), so both networks can train at
-once. RCNet outputs enter the mesh network detached.
+once. RCNet outputs enter the mesh network detached. A parametric head built with ``root_offset``
+corrects the root the body is placed at (the mesh network has seen the contact points relative
+to it); ``root_cam`` of the output is then the corrected root and ``root_given_cam`` the one
+fed in.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class SAHMROutput:
         verts_rel_levels: Per mesh level, coarse -> fine, Tensor (B, V_l, 3), root-relative.
         joints14_from_verts_rel: Tensor (B, 14, 3) joints regressed from the full mesh.
         scene_recon: Tensor (P, 3) regressed contact points minus the root.
-        root_cam: Tensor (B, 3) root the mesh was placed at (RCNet's or noisy ground truth).
+        root_cam: Tensor (B, 3) root the mesh was placed at: the given root (RCNet's or noisy
+            ground truth) plus the head's root offset when it predicts one.
         verts_cam: Tensor (B, V, 3) absolute full mesh = ``verts_rel_levels[-1] + root_cam``.
         contact_points_cam: Tensor (P, 3) contact points fed to the mesh network.
         contact_point_region: Tensor (P,) int64 region 1..7 of each.
@@ -46,6 +50,8 @@ class SAHMROutput:
         body: The parametric body (root-relative, camera axes; placed at ``root_cam``), or
             None without a parametric head.
         faces: Tensor (F, 3) int64 faces of the full-resolution mesh.
+        root_given_cam: Tensor (B, 3) the root fed to the mesh network (before the head's
+            offset), or None when it equals ``root_cam``.
     """
 
     joints14_rel: Tensor
@@ -62,6 +68,7 @@ class SAHMROutput:
     rc: Any = None
     body: BodyParams | None = None
     faces: Tensor | None = None
+    root_given_cam: Tensor | None = None
 
     @property
     def verts_rel(self) -> Tensor:
@@ -209,6 +216,9 @@ class SAHMR(nn.Module):
         mesh = self.mesh_net(
             inputs.image, root, points, region, bidx, return_attention=return_attention
         )
+        given = None
+        if mesh.body is not None and mesh.body.root_offset is not None:
+            given, root = root, root + mesh.body.root_offset.to(root.dtype)
         return SAHMROutput(
             joints14_rel=mesh.joints14_rel,
             verts_rel_levels=mesh.verts_rel_levels,
@@ -224,6 +234,7 @@ class SAHMR(nn.Module):
             rc=rc,
             body=mesh.body,
             faces=self.mesh_net.faces,
+            root_given_cam=given,
         )
 
     def predict(self, inputs: FrameInputs) -> BodyPrediction:

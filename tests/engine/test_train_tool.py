@@ -182,8 +182,15 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
                 and not torch.equal(trained[k], start[k].float())]  # fmt: skip
     assert rc_moved  # RCNet is no longer frozen
     head = [k for k in trained if k.startswith("mesh_net.param_head.")]
-    assert head and all(k in start for k in head)  # the shipped model has the head
-    assert any(not torch.equal(trained[k], start[k].float()) for k in head)  # and it trains
+    # the shipped model has the head, all but its root offset (new: starts at zero and trains)
+    offset = [k for k in head if k.startswith("mesh_net.param_head.root_out.")]
+    assert sorted(offset) == [
+        "mesh_net.param_head.root_out.bias",
+        "mesh_net.param_head.root_out.weight",
+    ]
+    assert all(k in start for k in head if k not in offset)
+    assert any(not torch.equal(trained[k], start[k].float()) for k in head if k not in offset)
+    assert any(trained[k].abs().max() > 0 for k in offset)
     assert not any("body_model" in k for k in trained)
 
 
@@ -205,6 +212,7 @@ def test_every_trainer_field_is_overridable():
                 "trainer.sync_free_steps=true",
                 "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
                 "trainer.lr_multipliers={mesh_net.param_head:5.0}",
+                "trainer.grad_clip_groups=[rcnet,mesh_net]",
             ],
         )
     fields = {f.name for f in dataclasses.fields(TrainerConfig)}
@@ -213,3 +221,4 @@ def test_every_trainer_field_is_overridable():
     assert tc.sync_free_steps
     assert tc.compile_submodules == ("mesh_net.backbone", "mesh_net.upsampler")
     assert tc.lr_multipliers == {"mesh_net.param_head": 5.0}
+    assert tc.grad_clip_groups == ("rcnet", "mesh_net")

@@ -20,7 +20,7 @@ from sahmr.engine.data import (
     build_scene_bank,
     start_epoch,
 )
-from sahmr.engine.optimizers import WarmupCosine, lr_factor, parameter_groups
+from sahmr.engine.optimizers import WarmupCosine, clip_groups, lr_factor, parameter_groups
 from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import run_validation
 
@@ -60,6 +60,58 @@ def test_parameter_groups_scale_the_lr_of_named_submodules():
     assert lr_factor("header.weight", {"head": 2.0}) == 1.0  # a prefix of a name is not a path
     with pytest.raises(ValueError, match="no trainable parameters under"):
         parameter_groups(model, 0.5, lr=1e-3, lr_multipliers={"nothing": 2.0})
+
+
+def test_grad_clip_groups_clip_each_submodule_on_its_own():
+    """A large gradient in one submodule no longer shrinks the other's step: each group is
+    clipped to grad_clip alone, the reported norm is the global one before clipping."""
+    from types import SimpleNamespace
+
+    from sahmr.engine.trainer import Trainer
+
+    model = TinyMethod()
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = clip_groups(model, params, ["head"])
+    head_ids = {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in groups[0]} == head_ids
+    assert sorted(id(p) for g in groups for p in g) == sorted(id(p) for p in params)
+    assert clip_groups(model, params, []) == [params]
+    with pytest.raises(ValueError, match="grad_clip_groups"):
+        clip_groups(model, params, ["nothing"])
+
+    def grads(scale_head: float, scale_rest: float) -> dict[int, torch.Tensor]:
+        torch.manual_seed(0)
+        out = {}
+        for p in params:
+            g = torch.randn_like(p)
+            g = g / g.norm() * (scale_head if id(p) in head_ids else scale_rest)
+            out[id(p)] = g
+        return out
+
+    def clipped(paths: list[str]) -> tuple[float, dict[int, torch.Tensor]]:
+        for p in params:
+            p.grad = start[id(p)].clone()
+        fake = SimpleNamespace(cfg=SimpleNamespace(grad_clip=1.0), device=torch.device("cpu"),
+                               clip_groups=clip_groups(model, params, paths))  # fmt: skip
+        norm = Trainer._clip(fake, params)
+        return float(norm), {id(p): p.grad for p in params}
+
+    start = grads(scale_head=0.01, scale_rest=50.0)  # each parameter: one norm
+    rest = [p for p in params if id(p) not in head_ids]
+    n_head = sum(1 for p in params if id(p) in head_ids)
+    total = math.sqrt(n_head * 0.01**2 + len(rest) * 50.0**2)
+    norm, g = clipped(["head"])
+    assert norm == pytest.approx(total, rel=1e-5)
+    for p in params:
+        if id(p) in head_ids:  # under the limit: untouched
+            assert torch.equal(g[id(p)], start[id(p)])
+    rest_norm = torch.stack([g[id(p)].norm() for p in rest]).norm()
+    assert rest_norm.item() == pytest.approx(1.0, rel=1e-4)
+    norm, g = clipped([])  # one global norm: the head's step shrinks with the rest
+    assert norm == pytest.approx(total, rel=1e-5)
+    head_p = next(p for p in params if id(p) in head_ids)
+    ratio = (g[id(head_p)].norm() / start[id(head_p)].norm()).item()
+    assert ratio == pytest.approx(1.0 / total, rel=1e-3)
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "x", True])

@@ -18,7 +18,12 @@ from _mesh_net_cases import (
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.losses.mesh import MetroLoss, ParamTerms, SAHMRLoss, edge_length_l1, normal_error
-from sahmr.models.param_head import UPRIGHT_FACING_CAMERA, BodyParams
+from sahmr.models.param_head import (
+    UPRIGHT_FACING_CAMERA,
+    BodyParams,
+    MLPBodyHead,
+    ParametricBodyHead,
+)
 from sahmr.models.sahmr import SAHMR
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
@@ -83,6 +88,68 @@ def test_sahmr_places_the_parametric_body_at_rcnets_root(kind):
     assert (verts - pred.verts_cam).norm(dim=-1).max() < 1e-4
     joints = body()(**pred.params).joints[:, 0]
     assert torch.allclose(joints, root, atol=1e-5)
+
+
+def _offset_head(kind):
+    """Factory of a small head of ``kind`` that also regresses a root offset."""
+
+    def build(in_width: int, num_tokens: int | None = None):
+        if kind == "mlp":
+            return MLPBodyHead(body_model=body(), in_width=in_width, num_tokens=num_tokens,
+                               token_dim=2, hidden=32, root_offset=True)  # fmt: skip
+        return ParametricBodyHead(body_model=body(), in_width=in_width, width=16, num_layers=1,
+                                  num_heads=2, root_offset=True)  # fmt: skip
+
+    return build
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_root_offset_starts_at_zero_then_moves_the_body_onto_the_true_root(kind):
+    """RCNet's root 0.2 m off: the untrained offset keeps the body at RCNet's root (an older
+    model predicts as before); training the head on the placed-body loss moves the root
+    towards the truth, and the parameters still reproduce the placed body."""
+    inputs, targets = make_batch(contacts=(6, 3))
+    shift = torch.tensor([0.05, -0.1, 0.15])
+    bidx = targets.contact_batch_idx
+    rc = FakeRCNet(targets.root_cam + shift, targets.contact_points_cam,
+                   targets.contact_point_region, bidx)  # fmt: skip
+    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(seed=2, param_head=_offset_head(kind)),
+                  teacher_forcing=False)  # fmt: skip
+    pred = model.predict(inputs)
+    assert torch.equal(pred.root_cam, targets.root_cam + shift)
+    out = model(inputs)
+    assert torch.equal(out.root_given_cam, targets.root_cam + shift)
+    assert torch.equal(out.body.root_offset, torch.zeros(2, 3))
+
+    err0 = (pred.root_cam - targets.root_cam).norm(dim=-1).mean().item()
+    head = model.mesh_net.param_head
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    loss_fn = SAHMRLoss()
+    model.train()
+    for _ in range(80):
+        out = loss_fn(model(inputs, targets), targets)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    assert head.root_out.weight.grad is not None
+    pred = model.predict(inputs)
+    err = (pred.root_cam - targets.root_cam).norm(dim=-1).mean().item()
+    assert err < 0.5 * err0, (err0, err)
+    assert (_reposed(pred.params) - pred.verts_cam).norm(dim=-1).max() < 1e-4
+    assert torch.allclose(body()(**pred.params).joints[:, 0], pred.root_cam, atol=1e-5)
+
+
+def test_heads_without_root_offset_return_none_and_configs_enable_it_for_sahmr_only():
+    from hydra import compose, initialize_config_dir
+
+    head = tiny_mlp_head(in_width=8, num_tokens=445)
+    assert head.root_out is None
+    assert head(torch.randn(1, 445, 8), torch.randn(1, 445, 3)).root_offset is None
+    with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base=None):
+        sahmr = compose(overrides=["+model=sahmr_small", "+body=license_free"])
+        metro = compose(overrides=["+model=metro_small", "+body=license_free"])
+    assert sahmr.model.mesh_net.param_head.root_offset is True
+    assert metro.model.param_head.get("root_offset", False) is False
 
 
 def _perfect_body(targets) -> BodyParams:
