@@ -21,6 +21,15 @@ upsamplers, METRO's encoder) are compiled in place by the trainer (``trainer.com
 torch.compile); the sparse and scene parts (variable point counts) run eagerly. Writes
 ``train_benchmark.json`` and ``train_benchmark.md``
 under ``--out``; ``--docs`` also replaces the ``train-throughput`` section of that markdown file.
+
+With ``--profile``, each run then profiles ``--profile-steps`` more steps (torch.profiler, CPU +
+CUDA activities on a GPU) and reports where they spend their time: device and CPU time per part
+(the method's children and grandchildren, loss, backward, clipping, optimiser step; see
+`sahmr.benchmark.step_profile`) and the top 25 ops, under ``profile`` in the JSON and as tables
+in the markdown; ``--profile-trace`` also writes a chrome trace per run under ``--out``.
+
+    python tools/benchmark_train.py --data /data/synth --out /tmp/p --paths new \\
+        --methods sahmr_small_rcnet --seconds 5 --profile --profile-trace
 """
 
 from __future__ import annotations
@@ -83,6 +92,7 @@ class RunResult:
     seconds: float | None = None
     compiled: list[str] = field(default_factory=list)
     error: str | None = None
+    profile: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -115,6 +125,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-sync-free", dest="sync_free", action="store_false", default=True,
                    help="check each loss on the host (trainer.sync_free_steps=false)")  # fmt: skip
     p.add_argument("--docs", default=None, help="also replace this file's section " + SECTION)
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after each timed window, profile --profile-steps steps by part",
+    )
+    p.add_argument("--profile-steps", type=int, default=3, help="steps profiled (--profile)")
+    p.add_argument(
+        "--profile-trace",
+        action="store_true",
+        help="also write a chrome trace per run (gzipped when large; < 16 MiB)",
+    )
     p.add_argument("--smoke", action="store_true",
                    help="tiny CPU run: batch 2, 1 warm-up + 2 timed steps, no compile")  # fmt: skip
     return p.parse_args(argv)
@@ -144,8 +165,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     paths = [q for q in args.paths.split(",") if q]
     if not paths or any(q not in PATHS for q in paths):
         return f"--paths {args.paths!r}: expected a comma-separated subset of {list(PATHS)}"
-    for name in ("batch_size", "warmup", "min_steps", "workers", "decode_workers"):
-        low = 1 if name in ("batch_size", "min_steps") else 0
+    for name in ("batch_size", "warmup", "min_steps", "workers", "decode_workers", "profile_steps"):
+        low = 1 if name in ("batch_size", "min_steps", "profile_steps") else 0
         if getattr(args, name) < low:
             return f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
     for name in ("seconds", "data_seconds", "budget_minutes"):
@@ -343,6 +364,63 @@ def measure_training(
     result.gpu_busy_readings = len(busy.samples)
 
 
+TRACE_LIMIT = 16 * 2**20
+"""Largest chrome trace kept (bytes); a larger one is gzipped, and dropped if still larger."""
+
+
+def measure_profile(
+    trainer: Any, path: DataPath, prepare: Any, args: argparse.Namespace, device, out: Path,
+    name: str,
+) -> dict[str, Any]:  # fmt: skip
+    """``--profile-steps`` steps under `torch.profiler.profile`, time attributed by part
+    (`sahmr.benchmark.step_profile`); after the timed window, so the warm-up is done."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sahmr.benchmark.step_profile import StepRanges, summarize_profile
+
+    on_device = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
+    trainer.model.train()
+    sync(device)
+    with StepRanges(trainer) as ranges, profile(activities=activities) as prof:
+        for _ in range(args.profile_steps):
+            try:
+                with ranges.range("data"):
+                    step = prepare.step(path.next(), targets=True)
+                with ranges.range("train_step"):
+                    trainer.train_step(step)
+            finally:
+                ranges.close_all()
+        sync(device)
+    report = summarize_profile(prof, args.profile_steps, on_device=on_device)
+    report["wrapped_compiled"] = ranges.wrapped_compiled
+    report["skipped_inside_compiled"] = ranges.skipped
+    report["trace"] = None
+    if args.profile_trace:
+        report["trace"] = export_trace(prof, out / f"profile_{name}.json")
+    return report
+
+
+def export_trace(prof: Any, file: Path) -> str | None:
+    """The chrome trace under ``file`` (gzipped when over `TRACE_LIMIT`); its name or None."""
+    import gzip
+    import shutil
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(file))
+    if file.stat().st_size <= TRACE_LIMIT:
+        return file.name
+    packed = file.with_suffix(".json.gz")
+    with file.open("rb") as src, gzip.open(packed, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+    file.unlink()
+    if packed.stat().st_size <= TRACE_LIMIT:
+        return packed.name
+    logger.warning("%s: trace over %d MiB even gzipped; not kept", packed, TRACE_LIMIT >> 20)
+    packed.unlink()
+    return None
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -389,7 +467,60 @@ def markdown(report: dict[str, Any]) -> str:
         f"new: `loader=memory`, augmentation {not s['no_augment']} "
         f"({report['dataset']['new_note']}, built in {report['dataset']['new_setup_s']} s)."
     )
-    return f"{head}\n\n{table}\n"
+    profiles = [profile_markdown(r) for r in report["runs"] if r.get("profile")]
+    return "\n\n".join([head, table, *profiles]) + "\n"
+
+
+def profile_markdown(run: dict[str, Any]) -> str:
+    """A run's ``--profile`` tables: time per part (range) and the top ops."""
+    from sahmr.benchmark.timing import markdown_table
+
+    p = run["profile"]
+    dev = "cuda" in p["activities"]
+
+    def ms(v: float | None) -> str | None:
+        return None if v is None else f"{v:,.2f}"
+
+    rows = []
+    for name, r in p["ranges"].items():
+        share = None if r["share_pct"] is None else f"{r['share_pct']:.1f}"
+        cells = [f"`{name}`", f"{r['calls']:g}"]
+        if dev:
+            cells += [ms(r["device_ms_per_step"]), ms(r["backward_device_ms_per_step"])]
+        rows.append([*cells, ms(r["cpu_ms_per_step"]), share])
+    cols = (
+        ["part", "calls/step"]
+        + (["device ms/step", "its backward device ms/step"] if dev else [])
+        + ["CPU ms/step", "% of train_step"]
+    )
+    parts = markdown_table(cols, rows, align=["l"] + ["r"] * (len(cols) - 1))
+    key = "self_device_ms" if dev else "self_cpu_ms"
+    op_rows = [
+        [f"`{o['name'][:80]}`", f"{o['calls'] / p['steps']:g}", ms(o[key] / p["steps"]),
+         ms(o.get("device_ms", o["cpu_ms"]) / p["steps"])]
+        for o in p["ops"]
+    ]  # fmt: skip
+    kind = "device" if dev else "CPU"
+    ops = markdown_table(
+        ["op", "calls/step", f"self {kind} ms/step", f"{kind} ms/step (with children)"],
+        op_rows, align=["l", "r", "r", "r"],
+    )  # fmt: skip
+    total = (
+        f"all kernels {ms(p['device_ms_per_step'])} ms/step, " if p["device_ms_per_step"] else ""
+    )
+    notes = (
+        f"compiled, timed from outside: {', '.join(p['wrapped_compiled']) or '-'}; "
+        f"inside compiled (no range): {len(p['skipped_inside_compiled'])}"
+    )
+    trace = f"; trace `{p['trace']}`" if p.get("trace") else ""
+    return (
+        f"### Profile: {run['method']} / {run['path']}\n\n"
+        f"{p['steps']} steps profiled after the timed window ({', '.join(p['activities'])}): "
+        f"{total}wall {ms(p['wall_ms_per_step'])} ms/step; {notes}{trace}. Device time counts "
+        f"the kernels launched inside a part (backward kernels too, from autograd's thread); "
+        f"nested parts are also counted in their parents.\n\n{parts}\n\n"
+        f"Top {len(p['ops'])} ops by self {kind} time:\n\n{ops}"
+    )
 
 
 # ---------------------------------------------------------------------------- main
@@ -448,6 +579,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                             compiled.extend(compiled_paths(trainer.method))
                     result.data_samples_per_s = measure_data(path, prepare, args, device)
                     measure_training(trainer, path, prepare, args, device, result)
+                    if args.profile:
+                        result.profile = measure_profile(
+                            trainer, path, prepare, args, device, Path(args.out),
+                            f"{method}_{name}",
+                        )  # fmt: skip
                     logger.info(
                         "%s / %s: %.0f samples/s, GPU busy %s %%",
                         method, name, result.samples_per_s, result.gpu_busy_pct,
@@ -468,7 +604,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         k: getattr(args, k)
         for k in ("batch_size", "seconds", "warmup", "min_steps", "workers", "decode_workers",
                   "bf16", "fused", "compile", "sync_free", "no_augment", "smoke",
-                  "max_points_per_scene")
+                  "max_points_per_scene", "profile", "profile_steps")
     }  # fmt: skip
     settings["argv"] = " ".join(argv)
     new = data.get("new")

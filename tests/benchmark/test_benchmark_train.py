@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from sahmr.benchmark.utilization import BusySampler, parse_smi_percent, read_gpu_busy
 
@@ -56,6 +57,80 @@ def test_smoke_run_writes_json_markdown_and_the_docs_section(tool, dataset, tmp_
     text = docs.read_text()
     assert "old\n" not in text and "| rcnet_small | old |" in text and text.endswith("after\n")
     assert "rcnet_small" in capsys.readouterr().out
+
+
+def test_smoke_profile_reports_time_per_part_and_top_ops(tool, dataset, tmp_path):
+    out = tmp_path / "out"
+    rc = tool.main(["--data", str(dataset), "--out", str(out), "--smoke", "--profile",
+                    "--profile-steps", "1", "--methods", "sahmr_small_rcnet", "--paths", "new",
+                    "--batch-size", "4"])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "train_benchmark.json").read_text())
+    (run,) = report["runs"]
+    assert run["error"] is None and run["batch_size"] == 2  # --smoke caps the batch
+    p = run["profile"]
+    assert p["steps"] == 1 and p["activities"] == ["cpu"] and p["trace"] is None
+    ranges = p["ranges"]
+    for part in ("train_step", "forward", "loss", "backward", "clip", "optimizer", "data",
+                 "mesh_net", "mesh_net.backbone", "rcnet", "rcnet.backbone"):  # fmt: skip
+        assert ranges[part]["calls"] >= 1 and ranges[part]["cpu_ms"] > 0, part
+    step = ranges["train_step"]["cpu_ms"]
+    assert ranges["train_step"]["share_pct"] == pytest.approx(100.0)
+    phases = sum(ranges[k]["cpu_ms"] for k in ("forward", "loss", "backward", "clip", "optimizer"))
+    assert ranges["forward"]["cpu_ms"] >= ranges["mesh_net"]["cpu_ms"]
+    assert 0.5 * step < phases <= step * 1.001  # the phases fill most of the step, disjoint
+    assert len(p["ops"]) == 25 and all(o["self_cpu_ms"] >= 0 for o in p["ops"])
+    assert p["ops"][0]["self_cpu_ms"] > 0 and not p["ops"][0]["name"].startswith("bench:")
+    md = (out / "train_benchmark.md").read_text()
+    assert "### Profile: sahmr_small_rcnet / new" in md and "| `backward` |" in md
+
+
+def test_step_ranges_time_a_compiled_submodule_from_outside_and_clean_up():
+    from sahmr.benchmark.step_profile import StepRanges, summarize_profile
+
+    class Trainer:
+        def __init__(self) -> None:
+            self.method = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(
+                torch.nn.Linear(4, 4), torch.nn.ReLU()))  # fmt: skip
+            self.method[1]._compiled_call_impl = self.method[1]._call_impl  # as compile() does
+            self.loss = torch.nn.MSELoss()
+            self.optimizer = torch.optim.SGD(self.method.parameters(), lr=0.1)
+
+        def _clip(self, params):
+            return torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+        def train_step(self, x):
+            self.optimizer.zero_grad()
+            self.loss(self.method(x), torch.zeros(len(x), 4)).backward()
+            self._clip(list(self.method.parameters()))
+            self.optimizer.step()
+
+    trainer = Trainer()
+    with StepRanges(trainer) as ranges, torch.profiler.profile() as prof:
+        with ranges.range("train_step"):
+            trainer.train_step(torch.randn(5, 3))
+    assert ranges.parts == ["0", "1"] and ranges.wrapped_compiled == ["1"]
+    assert ranges.skipped == ["1.0", "1.1"]  # inside the compiled one: no hooks
+    assert not trainer.method[1]._forward_hooks and not trainer.method._forward_pre_hooks
+    assert trainer.method[1]._compiled_call_impl == trainer.method[1]._call_impl  # restored
+    assert "_clip" not in vars(trainer)
+    got = summarize_profile(prof, 1, on_device=False, top_ops=5)["ranges"]
+    assert {"train_step", "forward", "0", "1", "loss", "backward", "clip", "optimizer"} <= set(got)
+    assert len(got["0"]) and got["1"]["calls"] == 1
+
+
+def test_interval_attribution_against_a_plain_sum():
+    from sahmr.benchmark.step_profile import _prefix_sums, attribute, merge_intervals
+
+    gen = torch.Generator().manual_seed(0)
+    events = [(float(t), float(v)) for t, v in zip(torch.rand(200, generator=gen) * 100,
+                                                   torch.rand(200, generator=gen))]  # fmt: skip
+    spans = [(10.0, 30.0), (25.0, 40.0), (70.0, 71.5), (90.0, 95.0)]
+    merged = merge_intervals(spans)
+    assert merged == [(10.0, 40.0), (70.0, 71.5), (90.0, 95.0)]
+    times, cumulative = _prefix_sums(events)
+    slow = sum(v for t, v in events if any(a <= t < b for a, b in merged))
+    assert attribute(merged, times, cumulative) == pytest.approx(slow)
 
 
 @pytest.mark.parametrize(
