@@ -154,6 +154,29 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         ),
         Job("eval_splits", [PY, __file__, "--wait-for-splits", str(data)], kind="step"),
         Job(
+            # where a training step's device time goes, on this run's val frames, before the
+            # training takes the GPU (sahmr_small_rcnet: RCNet + mesh network, eager)
+            "profile",
+            [
+                PY,
+                "tools/benchmark_train.py",
+                f"--data={data}",
+                "--split=val",
+                f"--out={root / 'profile'}",
+                "--paths=new",
+                "--methods=sahmr_small_rcnet",
+                "--seconds=4",
+                "--warmup=3",
+                "--no-compile",
+                "--profile",
+                "--decode-workers=4",
+                "--budget-minutes=2",
+                "--max-points-per-scene=400000",
+            ],
+            after=["eval_splits"],
+            kind="step",
+        ),
+        Job(
             "gpu_util",
             [
                 "bash",
@@ -164,8 +187,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 "--query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader; "
                 "sleep 2; done",
             ],
-            after=["eval_splits"],
+            after=["eval_splits", "profile"],
             kind="step",
+            soft=True,
         ),
         Job(
             "train",
@@ -176,8 +200,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"{' || '.join(train_calls(a, data))}; rc=$?; "
                 f"pkill -f '[m]ake_dataset.py .*out_dir={data} '; exit $rc",
             ],
-            after=["eval_splits"],
+            after=["eval_splits", "profile"],
             needs=[SHIPPED],
+            soft=True,  # a failed profile does not hold the training back
         ),
         Job(
             "export",
@@ -258,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-workers", type=int, default=3)
     p.add_argument("--min-samples", type=int, default=4000, help="train samples before step 1")
     p.add_argument("--train-minutes", type=float, default=16.0)
-    p.add_argument("--max-steps", type=int, default=1600, help="also the LR schedule's length")
+    p.add_argument("--max-steps", type=int, default=1200, help="also the LR schedule's length")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument(
