@@ -103,7 +103,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "trainer.val_every_epochs=0",
         f"trainer.val_every_steps={a.val_every_steps}",
         "trainer.sync_free_steps=true",
-        "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]",
+        f"trainer.compile_submodules={a.compile}",
         "trainer.progress=false",
         "trainer.log_every=50",
         f"trainer.lr_multipliers={a.lr_multipliers}",
@@ -258,7 +258,15 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                     soft=name == "shipped",
                 )
             )
-    return jobs
+    skip = set()
+    if a.away_samples == 0:
+        skip |= {"data_away"}
+    if a.no_profile:
+        skip |= {"profile"}
+    kept = [j for j in jobs if j.name not in skip and not set(j.after) & skip - {"profile"}]
+    for j in kept:
+        j.after = [d for d in j.after if d not in skip]
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.94, 0.03, 0.03],
         metavar=("TRAIN", "VAL", "TEST"),
     )
-    p.add_argument("--away-samples", type=int, default=300)
+    p.add_argument("--away-samples", type=int, default=300, help="0: no away set")
     p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--away-workers", type=int, default=4)
     p.add_argument("--loader-workers", type=int, default=10)
@@ -298,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_e2e", help="training experiment")
     p.add_argument("--free-form", action="store_true", help="also score the free-form output")
+    p.add_argument("--no-profile", action="store_true", help="no step profile before training")
+    p.add_argument(
+        "--compile",
+        default="[mesh_net.backbone,mesh_net.upsampler]",
+        help="trainer.compile_submodules ([] for none: a short run saves the compile time)",
+    )
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
