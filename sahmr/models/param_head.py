@@ -90,9 +90,8 @@ class BodyHead(nn.Module):
     """What every parametric head shares: the body model (arrays not saved), the rest
     rotations the regressed 6-D residuals start from, posing and the forward pass.
 
-    Subclasses implement `regress` ``(tokens (B, Q, C), xyz_rel (B, Q, 3)) -> (rotmats
-    (B, 24, 3, 3), betas (B, NB))``; a head that also corrects the root it is placed at
-    overrides `regress_all`, which adds that offset.
+    Subclasses implement `regress_all` ``(tokens (B, Q, C), xyz_rel (B, Q, 3)) -> (rotmats
+    (B, 24, 3, 3), betas (B, NB), root offset (B, 3) or None)``; `regress` drops the offset.
 
     Args:
         body_model: A `sahmr.body.BodyModel` (any SMPL-format body).
@@ -109,9 +108,16 @@ class BodyHead(nn.Module):
         rest[0] = torch.tensor(UPRIGHT_FACING_CAMERA)
         self.register_buffer("rest_rot6d", matrix_to_rot6d(rest), persistent=False)
 
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """From the mesh query tokens (B, Q, C) and their regressed root-relative positions
+        (B, Q, 3), camera axes: ``(rotmats (B, 24, 3, 3), betas (B, NB), root offset (B, 3)
+        float32 metres, or None for a head without one)``."""
+        raise NotImplementedError
+
     def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
         """Rotations (B, 24, 3, 3) and shape (B, NB) from the mesh query tokens."""
-        raise NotImplementedError
+        rotmats, betas, _ = self.regress_all(tokens, xyz_rel)
+        return rotmats, betas
 
     def rotations(self, rot6d_residual: Tensor) -> Tensor:
         """Tensor (B, 24, 3, 3) from 6-D residuals (B, 24, 6) on the rest rotations."""
@@ -145,12 +151,6 @@ class BodyHead(nn.Module):
         body = self.pose_body(rotmats, betas)
         body.root_offset = root_offset
         return body
-
-    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(rotmats (B, 24, 3, 3), betas (B, NB), root offset (B, 3) or None)``; heads
-        without a root offset return None for it."""
-        rotmats, betas = self.regress(tokens, xyz_rel)
-        return rotmats, betas, None
 
 
 class ParametricBodyHead(BodyHead):
@@ -205,22 +205,17 @@ class ParametricBodyHead(BodyHead):
             nn.init.zeros_(self.root_out.weight)
             nn.init.zeros_(self.root_out.bias)
 
-    def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotations and shape from the mesh query tokens.
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Rotations, shape and root offset from the mesh query tokens.
 
         Args:
             tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
             xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
 
         Returns:
-            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
+            ``(rotmats (B, 24, 3, 3), betas (B, NB), offset (B, 3) float32 metres, or None
+            without ``root_offset``)``.
         """
-        rot, betas, _ = self.regress_all(tokens, xyz_rel)
-        return rot, betas
-
-    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """`regress` plus the root offset (B, 3) float32 metres, or None without
-        ``root_offset``."""
         memory = self.token_embed(torch.cat([tokens, xyz_rel.to(tokens.dtype)], dim=-1))
         queries = self.queries
         if self.root_query is not None:
@@ -284,25 +279,16 @@ class MLPBodyHead(BodyHead):
             nn.init.zeros_(self.root_out.weight)
             nn.init.zeros_(self.root_out.bias)
 
-    def regress(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotations and shape from the mesh query tokens.
+    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Rotations, shape and root offset from the mesh query tokens.
 
         Args:
             tokens: Tensor (B, Q, C) encoder outputs of the Q mesh query tokens.
             xyz_rel: Tensor (B, Q, 3) their regressed root-relative positions, camera axes.
 
         Returns:
-            ``(rotmats (B, 24, 3, 3), betas (B, NB))``.
-
-        Raises:
-            ValueError: If Q differs from ``num_tokens``.
-        """
-        rotmats, betas, _ = self.regress_all(tokens, xyz_rel)
-        return rotmats, betas
-
-    def regress_all(self, tokens: Tensor, xyz_rel: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """`regress` plus the root offset: ``(rotmats (B, 24, 3, 3), betas (B, NB), offset
-        (B, 3) float32 metres, or None without ``root_offset``)``.
+            ``(rotmats (B, 24, 3, 3), betas (B, NB), offset (B, 3) float32 metres, or None
+            without ``root_offset``)``.
 
         Raises:
             ValueError: If Q differs from ``num_tokens``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -18,12 +19,7 @@ from _mesh_net_cases import (
 
 from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.losses.mesh import MetroLoss, ParamTerms, SAHMRLoss, edge_length_l1, normal_error
-from sahmr.models.param_head import (
-    UPRIGHT_FACING_CAMERA,
-    BodyParams,
-    MLPBodyHead,
-    ParametricBodyHead,
-)
+from sahmr.models.param_head import UPRIGHT_FACING_CAMERA, BodyParams
 from sahmr.models.sahmr import SAHMR
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
@@ -92,15 +88,7 @@ def test_sahmr_places_the_parametric_body_at_rcnets_root(kind):
 
 def _offset_head(kind):
     """Factory of a small head of ``kind`` that also regresses a root offset."""
-
-    def build(in_width: int, num_tokens: int | None = None):
-        if kind == "mlp":
-            return MLPBodyHead(body_model=body(), in_width=in_width, num_tokens=num_tokens,
-                               token_dim=2, hidden=32, root_offset=True)  # fmt: skip
-        return ParametricBodyHead(body_model=body(), in_width=in_width, width=16, num_layers=1,
-                                  num_heads=2, root_offset=True)  # fmt: skip
-
-    return build
+    return functools.partial(HEADS[kind], root_offset=True)
 
 
 @pytest.mark.parametrize("kind", sorted(HEADS))

@@ -263,7 +263,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         skip |= {"data_away"}
     if a.no_profile:
         skip |= {"profile"}
-    kept = [j for j in jobs if j.name not in skip and not set(j.after) & skip - {"profile"}]
+    # jobs waiting for a dropped data set go too; those waiting for the profile just start
+    lost_inputs = skip - {"profile"}
+    kept = [j for j in jobs if j.name not in skip and not set(j.after) & lost_inputs]
     for j in kept:
         j.after = [d for d in j.after if d not in skip]
     return kept
