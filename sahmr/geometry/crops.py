@@ -98,6 +98,23 @@ def crop_camera(
     return A @ K
 
 
+def crop_side_m(K_crop: Tensor, depth: Tensor, out_size: int = DEFAULT_CROP_SIZE) -> Tensor:
+    """Metres the crop's side spans at camera depth ``depth`` (the crop's metric scale).
+
+    A person filling a fraction ``h`` of the crop at that depth is ``h * crop_side_m`` tall:
+    with the crop's intrinsics ``fx' = fx * S / s`` the side is ``S * depth / fx'`` metres.
+
+    Args:
+        K_crop: Tensor (B, 3, 3) crop intrinsics (:func:`crop_camera`).
+        depth: Tensor (B,) camera-frame z, metres (e.g. the root's).
+        out_size: Crop side S in pixels.
+
+    Returns:
+        Tensor (B,), metres.
+    """
+    return out_size * depth / K_crop[:, 0, 0]
+
+
 def crop_image(
     image: Tensor | np.ndarray,
     bbox: Tensor | tuple[Tensor, Tensor, Tensor],

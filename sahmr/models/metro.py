@@ -215,18 +215,26 @@ class MeshTokenNet(nn.Module):
         """Whether ``predict`` returns the parametric body (else the free-form vertices)."""
         return self.param_head is not None and not self.free_form_output
 
-    def body_params(self, tokens_out: Tensor, joints: Tensor, coarse: Tensor) -> BodyParams | None:
+    def body_params(
+        self,
+        tokens_out: Tensor,
+        joints: Tensor,
+        coarse: Tensor,
+        crop_side_m: Tensor | None = None,
+    ) -> BodyParams | None:
         """The parametric body from the encoded query tokens, or None without a head.
 
         Args:
             tokens_out: Tensor (B, J + Vc + G, C) encoder outputs.
             joints: Tensor (B, J, 3) regressed root-relative joints of the joint tokens.
             coarse: Tensor (B, Vc, 3) regressed root-relative coarse vertices.
+            crop_side_m: Tensor (B,) the crop's side in metres at the body's depth, for a
+                head built with ``crop_scale`` (`sahmr.models.param_head`).
         """
         if self.param_head is None:
             return None
         xyz = torch.cat([joints, coarse], dim=1)
-        return self.param_head(tokens_out[:, : self.num_queries], xyz)
+        return self.param_head(tokens_out[:, : self.num_queries], xyz, crop_side_m)
 
     def encode_image(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Backbone features of the crops.

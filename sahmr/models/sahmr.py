@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sahmr.geometry.crops import crop_side_m
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyParams
 from sahmr.models.scene_mesh_net import SceneAwareMeshNet, cap_per_frame
@@ -214,8 +215,10 @@ class SAHMR(nn.Module):
         else:
             raise ValueError("SA-HMR needs an RCNet (rcnet=None) or targets for its root/contacts")
         mesh = self.mesh_net(
-            inputs.image, root, points, region, bidx, return_attention=return_attention
-        )
+            inputs.image, root, points, region, bidx,
+            crop_side_m=crop_side_m(inputs.K_crop, root[:, 2], inputs.crop_size),
+            return_attention=return_attention,
+        )  # fmt: skip
         given = None
         if mesh.body is not None and mesh.body.root_offset is not None:
             given, root = root, root + mesh.body.root_offset.to(root.dtype)

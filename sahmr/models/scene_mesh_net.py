@@ -184,6 +184,7 @@ class SceneAwareMeshNet(MeshTokenNet):
         contact_point_region: Tensor,
         contact_batch_idx: Tensor,
         *,
+        crop_side_m: Tensor | None = None,
         return_attention: bool = False,
     ) -> SceneMeshOutput:
         """Regresses the root-relative mesh given the root and the contact scene points.
@@ -194,6 +195,8 @@ class SceneAwareMeshNet(MeshTokenNet):
             contact_points_cam: Tensor (P, 3) contact scene points, camera frame, packed.
             contact_point_region: Tensor (P,) int64 region 1..7 of each point.
             contact_batch_idx: Tensor (P,) int64 frame of each point (any order).
+            crop_side_m: Tensor (B,) metres the crop spans at the root's depth
+                (`sahmr.geometry.crops.crop_side_m`), for a head built with ``crop_scale``.
             return_attention: Also return the attention maps.
 
         Returns:
@@ -227,5 +230,5 @@ class SceneAwareMeshNet(MeshTokenNet):
             joints14_from_verts_rel=joints_reg,
             scene_recon=scene_recon,
             attention=attention,
-            body=self.body_params(mesh_out, joints, levels[0]),
+            body=self.body_params(mesh_out, joints, levels[0], crop_side_m),
         )

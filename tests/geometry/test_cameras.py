@@ -73,6 +73,21 @@ def test_crop_camera_maps_box_edges_to_crop_edges():
     torch.testing.assert_close(Kc[0, 0, 0], torch.tensor(1200.0))  # f * 200 / 100
 
 
+
+def test_crop_side_m_is_the_metric_width_the_crop_spans_at_a_depth():
+    from sahmr.geometry.crops import crop_side_m
+
+    K = make_K(600.0, 600.0, 320.0, 240.0)[None].double()
+    bbox = torch.tensor([[300.0, 200.0, 150.0]], dtype=torch.float64)  # cx, cy, side
+    Kc = crop_camera(K, bbox, out_size=224)
+    depth = torch.tensor([4.0], dtype=torch.float64)
+    side = crop_side_m(Kc, depth, 224)
+    torch.testing.assert_close(side, torch.tensor([1.0], dtype=torch.float64))  # 150 / 600 * 4
+    # slow reference: a segment of that length at that depth spans exactly the crop's 224 px
+    ends = torch.tensor([[[0.0, 0.0, 4.0], [1.0, 0.0, 4.0]]], dtype=torch.float64)
+    uv = project(Kc, ends)
+    torch.testing.assert_close(uv[0, 1, 0] - uv[0, 0, 0], torch.tensor(224.0, dtype=torch.float64))
+
 def _gaussian_image(H: int, W: int, u: float, v: float, sigma: float) -> torch.Tensor:
     ys, xs = torch.meshgrid(
         torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij"

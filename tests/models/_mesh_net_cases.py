@@ -42,18 +42,17 @@ class TinyBackbone(nn.Module):
         return self.conv(image)
 
 
-def tiny_head(
-    in_width: int, num_tokens: int | None = None, root_offset: bool = False
-) -> ParametricBodyHead:
-    """A small decoder head on the shipped body (the factory the mesh networks call)."""
+def tiny_head(in_width: int, num_tokens: int | None = None, **options) -> ParametricBodyHead:
+    """A small decoder head on the shipped body (the factory the mesh networks call);
+    ``options``: ``root_offset``, ``crop_scale``."""
     return ParametricBodyHead(body_model=body(), in_width=in_width, width=16, num_layers=1,
-                              num_heads=2, root_offset=root_offset)  # fmt: skip
+                              num_heads=2, **options)  # fmt: skip
 
 
-def tiny_mlp_head(in_width: int, num_tokens: int, root_offset: bool = False) -> MLPBodyHead:
-    """A small MLP head on the shipped body."""
+def tiny_mlp_head(in_width: int, num_tokens: int, **options) -> MLPBodyHead:
+    """A small MLP head on the shipped body; ``options`` as for `tiny_head`."""
     return MLPBodyHead(body_model=body(), in_width=in_width, num_tokens=num_tokens,
-                       token_dim=2, hidden=32, root_offset=root_offset)  # fmt: skip
+                       token_dim=2, hidden=32, **options)  # fmt: skip
 
 
 def tiny_metro(seed: int = 0, **kw) -> METRO:

@@ -249,3 +249,108 @@ def test_configs_build_parametric_models():
     assert model.param_head is not None and model.parametric
     assert instantiate(free.model).param_head is None
     assert isinstance(instantiate(cfg.loss).param_terms, ParamTerms)
+
+
+def _scale_head(kind):
+    """Factory of a small head of ``kind`` that reads the crop's metric scale."""
+    return functools.partial(HEADS[kind], crop_scale=True)
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_crop_scale_branch_starts_silent_and_requires_the_scale(kind):
+    head = _scale_head(kind)(in_width=8, num_tokens=445)
+    torch.manual_seed(0)
+    tokens, xyz = torch.randn(2, 445, 8), torch.randn(2, 445, 3) * 0.3
+    near = head(tokens, xyz, torch.tensor([1.0, 1.0]))
+    far = head(tokens, xyz, torch.tensor([3.0, 0.5]))
+    assert torch.equal(near.betas, far.betas) and torch.equal(near.rotmats, far.rotmats)
+    with pytest.raises(ValueError, match="crop_side_m"):
+        head(tokens, xyz)
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_crop_scale_lets_the_head_learn_a_size_the_crop_cannot_show(kind):
+    """The tokens carry nothing; the first shape coefficient follows the crop's metric side
+    (a taller person fills the same box at a larger side). Only the head that reads the side
+    learns it; the other can only predict the mean."""
+
+    def task(n: int, gen: torch.Generator):
+        side_m = 2.0 * torch.exp(torch.empty(n).uniform_(-0.4, 0.4, generator=gen))
+        target = 5.0 * torch.log(side_m / 2.0)  # in [-2, 2]
+        tokens = torch.randn(n, 445, 8, generator=gen)
+        return tokens, torch.randn(n, 445, 3, generator=gen) * 0.3, side_m, target
+
+    errors = {}
+    for crop_scale in (False, True):
+        torch.manual_seed(1)
+        head = HEADS[kind](in_width=8, num_tokens=445, crop_scale=crop_scale)
+        opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(150):
+            tokens, xyz, side_m, target = task(16, gen)
+            _, betas = head.regress(tokens, xyz, side_m)
+            loss = (betas[:, 0] - target).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        tokens, xyz, side_m, target = task(64, torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            _, betas = head.regress(tokens, xyz, side_m)
+        errors[crop_scale] = (betas[:, 0] - target).abs().mean().item()
+    assert errors[False] > 0.7, errors  # |target| averages 1: nothing learned from the crop
+    assert errors[True] < 0.25 * errors[False], errors
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_sahmr_gives_the_head_the_crop_side_at_the_placed_root(kind, monkeypatch):
+    """SA-HMR passes ``S * z_root / fx_crop``: doubling the crop's focal length halves it."""
+    inputs, _ = make_batch()
+    root = torch.tensor([[0.1, 0.2, 3.0], [-0.2, 0.0, 4.0]])
+    bidx = torch.tensor([0, 0, 1])
+    rc = FakeRCNet(root, root[bidx] + 0.1, torch.tensor([1, 2, 5]), bidx)
+    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(param_head=_scale_head(kind)))
+    head = model.mesh_net.param_head
+    seen = []
+    regress_all = head.regress_all
+    monkeypatch.setattr(head, "regress_all",
+                        lambda t, x, side=None: seen.append(side) or regress_all(t, x, side))  # fmt: skip
+    pred = model.predict(inputs)
+    expected = inputs.crop_size * root[:, 2] / inputs.K_crop[:, 0, 0]
+    torch.testing.assert_close(seen[-1], expected)
+    assert (_reposed(pred.params) - pred.verts_cam).norm(dim=-1).max() < 1e-4
+
+    # a trained branch: the body's shape now follows the crop's metric size
+    branch = head.scale_embed if kind == "decoder" else head.scale_net
+    torch.nn.init.normal_(branch[-1].weight, std=0.5)
+    zoomed = inputs.to("cpu")
+    zoomed.K_crop = inputs.K_crop.clone()
+    zoomed.K_crop[:, :2, :2] *= 2.0
+    a, b = model.predict(inputs), model.predict(zoomed)
+    torch.testing.assert_close(seen[-1], expected / 2)
+    assert not torch.allclose(a.params["betas"], b.params["betas"])
+
+
+def test_crop_scale_head_continues_a_checkpoint_without_it_unchanged(tmp_path):
+    """Weights of a head without the branch load into one with it (only the branch is
+    missing) and predict exactly as before; the SA-HMR small config reads the scale."""
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.engine.checkpoint import load_initial_weights, save_checkpoint
+
+    inputs, _ = make_batch()
+    root = torch.tensor([[0.1, 0.2, 3.0], [-0.2, 0.0, 4.0]])
+    bidx = torch.tensor([0, 0, 1])
+    rc = FakeRCNet(root, root[bidx] + 0.1, torch.tensor([1, 2, 5]), bidx)
+    old = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(seed=4, param_head=tiny_mlp_head))
+    path = save_checkpoint(tmp_path / "old.pt", model=old, config={"model": {}})
+    new = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(seed=5, param_head=_scale_head("mlp")))
+    report = load_initial_weights(new, path)
+    assert report["missing"] and all("scale_net" in k for k in report["missing"])
+    a, b = old.predict(inputs), new.predict(inputs)
+    assert torch.equal(a.verts_cam, b.verts_cam)
+
+    with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base=None):
+        sahmr = compose(overrides=["+model=sahmr_small", "+body=license_free"])
+        metro = compose(overrides=["+model=metro_small", "+body=license_free"])
+    assert sahmr.model.mesh_net.param_head.crop_scale is True
+    assert metro.model.param_head.get("crop_scale", False) is False
