@@ -1,0 +1,118 @@
+"""Refitting SA-HMR's parametric head on cached encoder outputs (sahmr.engine.head_refit)."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from _mesh_net_cases import FakeRCNet, make_batch, tiny_mesh_net, tiny_mlp_head
+
+from sahmr.engine.head_refit import (
+    HeadCache,
+    collect_head_inputs,
+    placed_vertex_error_mm,
+    refit_head,
+)
+from sahmr.models.sahmr import SAHMR
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _model_and_steps(shift=(0.05, -0.08, 0.12)):
+    """A tiny SA-HMR whose RCNet root is off by ``shift`` and two prepared steps."""
+    steps = []
+    for seed in (0, 1):
+        inputs, targets = make_batch(contacts=(4, 2), seed=seed)
+        steps.append(SimpleNamespace(inputs=inputs, frame_targets=targets))
+    t0 = steps[0].frame_targets
+    rc = FakeRCNet(t0.root_cam + torch.tensor(shift), t0.contact_points_cam,
+                   t0.contact_point_region, t0.contact_batch_idx)  # fmt: skip
+    head = functools.partial(tiny_mlp_head, root_offset=True, crop_scale=True)
+    model = SAHMR(rcnet=rc, mesh_net=tiny_mesh_net(seed=3, param_head=head), teacher_forcing=False)
+    return model, steps
+
+
+def test_cache_holds_what_the_head_reads_and_the_true_body():
+    model, steps = _model_and_steps()
+    cache = collect_head_inputs(model, steps[:1])
+    inputs, targets = steps[0].inputs, steps[0].frame_targets
+    assert len(cache) == 2
+    # the true body posed from the parameters is the stored one
+    placed_gt = cache.verts_rel + cache.root_cam[:, None]
+    assert (placed_gt - targets.verts_cam).norm(dim=-1).max() < 1e-4
+    # the head's inputs: RCNet's root and the crop side at its depth
+    given = model.rcnet.root
+    torch.testing.assert_close(cache.root_given_cam, given)
+    torch.testing.assert_close(cache.crop_side_m, inputs.crop_size * given[:, 2] / inputs.K_crop[:, 0, 0])
+    # the cache reproduces the model's own prediction error (slow reference: predict)
+    pred = model.predict(inputs)
+    err = 1000 * (pred.verts_cam - targets.verts_cam).norm(dim=-1).mean().item()
+    assert placed_vertex_error_mm(model.mesh_net.param_head, cache) == pytest.approx(err, rel=1e-3)
+
+
+def test_refit_lowers_the_placed_error_and_keeps_the_best_weights():
+    model, steps = _model_and_steps()
+    cache = collect_head_inputs(model, steps)
+    assert len(cache) == 4
+    head = model.mesh_net.param_head
+    frozen = {k: v.clone() for k, v in model.mesh_net.encoder.state_dict().items()}
+    report = refit_head(head, cache, cache, steps=120, batch_size=4, lr=3e-3, val_every=40)
+    assert report["best_val_mm"] < 0.7 * report["start_val_mm"], report
+    assert placed_vertex_error_mm(head, cache) == pytest.approx(report["best_val_mm"], rel=1e-5)
+    assert [r["step"] for r in report["history"]] == [40, 80, 120]
+    for k, v in model.mesh_net.encoder.state_dict().items():  # only the head moved
+        assert torch.equal(v, frozen[k])
+    # a diverging run (huge LR) does not replace the weights it started from
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    start = placed_vertex_error_mm(head, cache)
+    report = refit_head(head, cache, cache, steps=20, batch_size=4, lr=50.0, val_every=10)
+    if report["best_step"] == 0:
+        for k, v in head.state_dict().items():
+            assert torch.equal(v, before[k])
+    assert placed_vertex_error_mm(head, cache) <= start + 1e-6
+
+
+def test_cache_rows_and_cat_keep_frames_in_order():
+    model, steps = _model_and_steps()
+    a, b = (collect_head_inputs(model, [s]) for s in steps)
+    both = HeadCache.cat([a, b])
+    torch.testing.assert_close(both.rows(torch.tensor([2, 3])).verts_rel, b.verts_rel)
+    torch.testing.assert_close(both.rows(torch.tensor([0])).tokens, a.tokens[:1])
+
+
+def test_collect_refuses_frames_without_parameters():
+    model, steps = _model_and_steps()
+    steps[0].frame_targets.betas = None
+    with pytest.raises(ValueError, match="parameters"):
+        collect_head_inputs(model, steps[:1])
+
+
+@pytest.mark.parametrize("case", ["no_checkpoint", "no_dataset", "same_file"])
+def test_refit_tool_refuses_bad_inputs_in_one_line(case, tmp_path):
+    ckpt = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
+    args = {
+        "no_checkpoint": [str(tmp_path / "missing.pt"), str(tmp_path), str(tmp_path / "o.pt")],
+        "no_dataset": [str(ckpt), str(tmp_path), str(tmp_path / "o.pt")],
+        "same_file": [str(ckpt), str(tmp_path), str(ckpt)],
+    }[case]
+    if case == "same_file":
+        (tmp_path / "dataset.json").write_text("{}")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "refit_head.py"), *args],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()[-1]) > 0 and "error:" in proc.stderr
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_cache_saves_and_loads_without_unpickling(tmp_path):
+    model, steps = _model_and_steps()
+    cache = collect_head_inputs(model, steps[:1])
+    cache.save(tmp_path / "c.pt")
+    back = HeadCache.load(tmp_path / "c.pt")
+    for name in ("tokens", "verts_rel", "crop_side_m", "rotmats"):
+        assert torch.equal(getattr(back, name), getattr(cache, name))

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Refit an SA-HMR checkpoint's parametric head on frozen encoder outputs (CPU-friendly).
+
+    python3 tools/refit_head.py sahmr/checkpoints/sahmr_small.pt /data/synth refit.pt \
+        --train-frames 6000 --val-frames 600 --steps 3000
+    python3 tools/export_checkpoint.py refit.pt sahmr_small_refit.pt --int8
+
+Runs the whole model once per frame (RCNet's root and contacts, as at test time), caches
+what the head reads, then trains the head alone (`sahmr.engine.head_refit`) and keeps the
+weights best on the val split. ``--crop-scale`` (default) also gives the head the crop's
+metric scale (`sahmr.models.param_head`, ``crop_scale``) when the checkpoint was trained
+without it. Writes a training-format checkpoint (export it to ship) and ``<out>.json`` with
+the refit's history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def build(ckpt_path: Path, crop_scale: bool, device: torch.device):
+    """``(method, cfg, body)``: the checkpoint's SA-HMR, with the crop-scale input if asked
+    (its branch starts at zero: the model predicts as the checkpoint does)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sahmr.engine.checkpoint import checkpoint_config, float_state_dict, load_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = checkpoint_config(ckpt, ckpt_path)
+    if OmegaConf.select(cfg, "model.mesh_net.param_head") is None:
+        raise ValueError(f"{ckpt_path}: not an SA-HMR checkpoint with a parametric head")
+    if crop_scale:
+        OmegaConf.update(cfg, "model.mesh_net.param_head.crop_scale", True, force_add=True)
+    method = instantiate(cfg.model)
+    missing, unexpected = method.load_state_dict(float_state_dict(ckpt["model"]), strict=False)
+    foreign = [k for k in missing if ".scale_" not in k] + list(unexpected)
+    if foreign:
+        raise ValueError(f"{ckpt_path}: weights do not match the model: {foreign[:5]}")
+    body = instantiate(cfg.body)
+    return method.to(device).eval(), cfg, body
+
+
+def steps_of(data: Path, split: str, frames: int, cfg, body, device: torch.device, desc: str):
+    """Prepared steps of the first ``frames`` frames of ``split`` (a progress bar)."""
+    from torch.utils.data import Subset
+    from tqdm import tqdm
+
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+
+    dataset = SyntheticDataset(data, split)
+    n = min(frames, len(dataset))
+    if n == 0:
+        raise ValueError(f"{data}: the {split} split has no frames")
+    bank = build_scene_bank(dataset.scene_points, device,
+                            max_points_per_scene=cfg.get("max_points_per_scene"),
+                            seed=int(cfg.get("seed", 0)))  # fmt: skip
+    prep = StepPreparer(body.topology, device, bank)
+    settings = LoaderSettings(batch_size=16, num_workers=1)
+    loader = build_loader(Subset(dataset, range(n)), settings, train=False, device=device)
+    for batch in tqdm(loader, desc=desc, unit="batch"):
+        yield prep.step(batch, targets=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="SA-HMR checkpoint (exported or training)")
+    p.add_argument("data", type=Path, help="generated dataset (tools/make_dataset.py)")
+    p.add_argument("out", type=Path, help="refitted checkpoint (training format)")
+    p.add_argument("--train-frames", type=int, default=6000)
+    p.add_argument("--val-frames", type=int, default=600)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--betas-weight", type=float, default=0.3)
+    p.add_argument("--no-crop-scale", action="store_true", help="keep the head's inputs")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="folder for the cached head inputs: reused when present (same "
+                        "checkpoint, data and frame counts), written otherwise")  # fmt: skip
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if not a.checkpoint.is_file():
+        p.error(f"{a.checkpoint}: no such checkpoint file")
+    if not (a.data / "dataset.json").is_file():
+        p.error(f"{a.data}: not a generated dataset (no dataset.json)")
+    if a.out.resolve() == a.checkpoint.resolve():
+        p.error(f"out {a.out} is the input checkpoint: write to another file")
+    for name in ("train_frames", "val_frames", "steps", "batch"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+
+    from sahmr.engine.checkpoint import save_checkpoint
+    from sahmr.engine.head_refit import HeadCache, RefitWeights, collect_head_inputs, refit_head
+
+    torch.manual_seed(a.seed)
+    device = torch.device(a.device)
+    try:
+        method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device)
+        caches = {}
+        for split, frames in (("train", a.train_frames), ("val", a.val_frames)):
+            path = a.cache / f"{split}_{frames}.pt" if a.cache is not None else None
+            if path is not None and path.is_file():
+                caches[split] = HeadCache.load(path)
+                continue
+            steps = steps_of(a.data, split, frames, cfg, body, device, f"{split} frames")
+            caches[split] = collect_head_inputs(method, steps)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                caches[split].save(path)
+        train, val = caches["train"], caches["val"]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    head = method.mesh_net.param_head
+    report = refit_head(head, train, val, steps=a.steps, batch_size=a.batch, lr=a.lr,
+                        weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
+                        progress=True)  # fmt: skip
+    report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint))
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(a.out, model=method, config=cfg, step=report["best_step"],
+                    metrics={"refit_val_placed_mm": report["best_val_mm"]})  # fmt: skip
+    a.out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
