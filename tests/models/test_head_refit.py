@@ -48,7 +48,8 @@ def test_cache_holds_what_the_head_reads_and_the_true_body():
     # the head's inputs: RCNet's root and the crop side at its depth
     given = model.rcnet.root
     torch.testing.assert_close(cache.root_given_cam, given)
-    torch.testing.assert_close(cache.crop_side_m, inputs.crop_size * given[:, 2] / inputs.K_crop[:, 0, 0])
+    side_m = inputs.crop_size * given[:, 2] / inputs.K_crop[:, 0, 0]
+    torch.testing.assert_close(cache.crop_side_m, side_m)
     # the cache reproduces the model's own prediction error (slow reference: predict)
     pred = model.predict(inputs)
     err = 1000 * (pred.verts_cam - targets.verts_cam).norm(dim=-1).mean().item()

@@ -312,8 +312,12 @@ def test_sahmr_gives_the_head_the_crop_side_at_the_placed_root(kind, monkeypatch
     head = model.mesh_net.param_head
     seen = []
     regress_all = head.regress_all
-    monkeypatch.setattr(head, "regress_all",
-                        lambda t, x, side=None: seen.append(side) or regress_all(t, x, side))  # fmt: skip
+
+    def spy(tokens, xyz, side=None):
+        seen.append(side)
+        return regress_all(tokens, xyz, side)
+
+    monkeypatch.setattr(head, "regress_all", spy)
     pred = model.predict(inputs)
     expected = inputs.crop_size * root[:, 2] / inputs.K_crop[:, 0, 0]
     torch.testing.assert_close(seen[-1], expected)
