@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--betas-weight", type=float, default=0.3)
+    p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--no-crop-scale", action="store_true", help="keep the head's inputs")
     p.add_argument("--cache", type=Path, default=None,
                    help="folder for the cached head inputs: reused when present (same "
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.data}: not a generated dataset (no dataset.json)")
     if a.out.resolve() == a.checkpoint.resolve():
         p.error(f"out {a.out} is the input checkpoint: write to another file")
-    for name in ("train_frames", "val_frames", "steps", "batch"):
+    for name in ("train_frames", "val_frames", "steps", "batch", "val_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     head = method.mesh_net.param_head
     report = refit_head(head, train, val, steps=a.steps, batch_size=a.batch, lr=a.lr,
                         weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
+                        val_every=a.val_every,
                         progress=True)  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint))
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
