@@ -23,11 +23,11 @@ express the placement as ``transl_cam = root_cam - J0(betas)`` so that
 Scale: the crop is cut to the person's box, so the image alone cannot tell a tall person far
 away from a short one near by, and a head that reads only the crop learns mean-height bodies
 (the run-5 checkpoint's statures spread 2 cm against 8 cm in the data; given the true shape,
-its own poses scored 2.3 % edge-length error instead of 6.9 %: docs/results.md, runs 6 and 7). A head built
-with ``crop_scale`` also reads how many metres the crop spans at the depth the body is placed
-at (`sahmr.geometry.crops.crop_side_m`; SA-HMR: RCNet's root), from which the person's
-height in the crop gives their height in metres. Its branch starts at zero, so a checkpoint
-trained without it predicts exactly as before.
+its own poses scored 2.3 % edge-length error instead of 6.9 %: docs/results.md, runs 6-8).
+A head built with ``crop_scale`` also reads how many metres the crop spans at the depth
+the body is placed at (`sahmr.geometry.crops.crop_side_m`; SA-HMR: RCNet's root), from
+which the person's height in the crop gives their height in metres. Its branch starts at
+zero, so a checkpoint trained without it predicts exactly as before.
 """
 
 from __future__ import annotations
