@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sahmr.geometry.crops import crop_side_m
-from sahmr.geometry.rotations import axis_angle_to_matrix
+from sahmr.losses.mesh import target_rotmats
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
 
@@ -91,12 +90,6 @@ class HeadCache:
         )
 
 
-def target_rotmats_of(global_orient_cam: Tensor, body_pose: Tensor) -> Tensor:
-    """Tensor (B, 24, 3, 3) from axis-angle ``global_orient_cam`` (B, 3), ``body_pose`` (B, 69)."""
-    aa = torch.cat([global_orient_cam[:, None], body_pose.reshape(-1, 23, 3)], dim=1)
-    return axis_angle_to_matrix(aa.double()).float()
-
-
 def collect_head_inputs(model: nn.Module, steps: Iterable) -> HeadCache:
     """Runs SA-HMR on prepared steps and keeps its head's inputs and the ground truth.
 
@@ -117,8 +110,10 @@ def collect_head_inputs(model: nn.Module, steps: Iterable) -> HeadCache:
     seen: list[tuple[Tensor, ...]] = []
 
     def keep(_module: nn.Module, args: tuple) -> None:
-        tokens, xyz = args[0], args[1]
-        seen.append((tokens.detach().half().cpu(), xyz.detach().float().cpu()))
+        # (tokens, xyz_rel, crop_side_m): SA-HMR passes the crop side at the root it places at
+        tokens, xyz, side = args
+        seen.append((tokens.detach().half().cpu(), xyz.detach().float().cpu(),
+                     side.detach().float().cpu()))  # fmt: skip
 
     parts = []
     handle = head.register_forward_pre_hook(keep)
@@ -126,20 +121,19 @@ def collect_head_inputs(model: nn.Module, steps: Iterable) -> HeadCache:
         with eval_mode(model), torch.no_grad():
             for step in steps:
                 t = step.frame_targets
-                if t.betas is None or t.global_orient_cam is None or t.body_pose is None:
+                rotmats = target_rotmats(t)
+                if t.betas is None or rotmats is None:
                     raise ValueError("the frames carry no body parameters to refit on")
                 seen.clear()
                 out = model(step.inputs)
-                tokens, xyz = seen[-1]
+                tokens, xyz, side = seen[-1]
                 given = out.root_given_cam if out.root_given_cam is not None else out.root_cam
-                side = crop_side_m(step.inputs.K_crop, given[:, 2], step.inputs.crop_size)
-                rotmats = target_rotmats_of(t.global_orient_cam, t.body_pose)
                 gt = head.pose_body(rotmats, t.betas.float())
                 parts.append(
                     HeadCache(
                         tokens=tokens,
                         xyz_rel=xyz,
-                        crop_side_m=side.float().cpu(),
+                        crop_side_m=side,
                         root_given_cam=given.float().cpu(),
                         betas=t.betas.float().cpu(),
                         rotmats=rotmats.cpu(),
