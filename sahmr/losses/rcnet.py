@@ -148,6 +148,7 @@ def voxel_contact_labels(
         voxels.batch_idx,
         targets.contact_points_cam.to(voxels.centres_cam),
         targets.contact_batch_idx.to(labels.device),
+        max_distance=radius,
     )
     region = targets.contact_point_region.to(labels.device).long()
     hit = dist <= radius
