@@ -58,15 +58,18 @@ def nearest_in_frame(
     *,
     chunk_size: int = 8192,
     max_distance: float | None = None,
+    exact: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Nearest reference point of the same group (frame) for every query point.
 
     Brute force per group with ``torch.cdist`` in chunks of query points (no KD-tree). With
     ``max_distance``, a query point outside its group's reference bounding box grown by
-    ``max_distance`` is skipped (reported ``inf`` / -1): every distance ``<= max_distance`` is
-    still exact, and a training batch's voxels, mostly far from the few contact points of their
-    frame, cost a box test instead of a row of distances (the e2e step's top device op on an
-    H200 was this function's ``cdist``, 237 ms of 555; docs/benchmarks.md).
+    ``max_distance`` is skipped (reported ``inf`` / -1); every distance ``<= max_distance`` is
+    unchanged. ``exact=False`` (training labels) finds the nearest point by matrix-product
+    distances on coordinates centred on the group - a GEMM instead of the elementwise kernel,
+    which on an H200 was the e2e training step's top device op (237 ms of 555,
+    docs/benchmarks.md) - and reports that point's exact distance: only in a near-tie
+    (distances equal to ~1e-6 of the group's squared extent) may it pick another point.
 
     Args:
         query: Tensor of shape (Q, 3), metres.
@@ -76,6 +79,7 @@ def nearest_in_frame(
         ref_group: int64 Tensor of shape (R,).
         chunk_size: Query points per cdist call.
         max_distance: Only distances up to this (metres) are needed; None: all.
+        exact: False: the matrix-product search (above).
 
     Returns:
         ``(distance, index)``: Tensor (Q,) metres (``inf`` where the group holds no reference
@@ -88,39 +92,52 @@ def nearest_in_frame(
         return dist, index
     ref = ref.to(query.dtype)
     if max_distance is not None:
-        near = _near_group_box(query, query_group, ref, ref_group, max_distance)
+        groups, inverse = torch.unique(torch.cat([query_group, ref_group]), return_inverse=True)
+        q_gid, r_gid = inverse[: query.shape[0]], inverse[query.shape[0] :]
+        near = _near_group_box(query, q_gid, ref, r_gid, groups.shape[0], max_distance)
         rows = torch.nonzero(near).squeeze(1)
-        d_near, i_near = nearest_in_frame(
-            query[rows], query_group[rows], ref, ref_group, chunk_size=chunk_size
-        )
-        dist[rows] = d_near
-        index[rows] = i_near
-        return dist, index
+        q_rows_all = rows if rows.numel() < query.shape[0] else None
+        query_group = q_gid if q_rows_all is None else q_gid[rows]
+        ref_group = r_gid
+    else:
+        q_rows_all = None
+    gemm = not exact
     for g in torch.unique(query_group).tolist():
         r_rows = torch.nonzero(ref_group == g).squeeze(1)
         if r_rows.numel() == 0:
             continue
         q_rows = torch.nonzero(query_group == g).squeeze(1)
+        if q_rows_all is not None:
+            q_rows = q_rows_all[q_rows]
+        ref_g = ref[r_rows]
+        centre = ref_g.mean(dim=0) if gemm else None
         for start in range(0, q_rows.numel(), chunk_size):
             q = q_rows[start : start + chunk_size]
-            d = torch.cdist(query[q], ref[r_rows], compute_mode="donot_use_mm_for_euclid_dist")
-            dmin, arg = d.min(dim=1)
+            if gemm:
+                # matrix-product distances on coordinates centred on the group (fast; rounding
+                # ~1e-6 of the squared extent), then the chosen pair's distance exactly
+                d = torch.cdist(
+                    query[q] - centre, ref_g - centre, compute_mode="use_mm_for_euclid_dist"
+                )
+                arg = d.argmin(dim=1)
+                dmin = torch.linalg.vector_norm(query[q] - ref_g[arg], dim=1)
+            else:
+                d = torch.cdist(query[q], ref_g, compute_mode="donot_use_mm_for_euclid_dist")
+                dmin, arg = d.min(dim=1)
             dist[q] = dmin
             index[q] = r_rows[arg]
     return dist, index
 
 
 def _near_group_box(
-    query: Tensor, query_group: Tensor, ref: Tensor, ref_group: Tensor, margin: float
+    query: Tensor, q_gid: Tensor, ref: Tensor, r_gid: Tensor, num_groups: int, margin: float
 ) -> Tensor:
     """bool (Q,): query points inside the bounding box of their group's reference points grown
     by ``margin`` (a slightly larger box, so that rounding never drops a point at exactly
-    ``margin``); False where the group has no reference point. Vectorised, no loop."""
-    groups, inverse = torch.unique(torch.cat([query_group, ref_group]), return_inverse=True)
-    q_gid, r_gid = inverse[: query.shape[0]], inverse[query.shape[0] :]
-    shape = (groups.shape[0], 3)
+    ``margin``); False where the group has no reference point. Groups are dense ids
+    ``0..num_groups-1``. Vectorised, no loop."""
     idx = r_gid[:, None].expand(-1, 3)
-    inf = torch.full(shape, float("inf"), dtype=ref.dtype, device=ref.device)
+    inf = torch.full((num_groups, 3), float("inf"), dtype=ref.dtype, device=ref.device)
     lo = inf.scatter_reduce(0, idx, ref, reduce="amin")
     hi = (-inf).scatter_reduce(0, idx, ref, reduce="amax")
     pad = margin * (1 + 1e-4) + 1e-6

@@ -149,6 +149,7 @@ def voxel_contact_labels(
         targets.contact_points_cam.to(voxels.centres_cam),
         targets.contact_batch_idx.to(labels.device),
         max_distance=radius,
+        exact=False,  # labels: a near-tie between two contact points may go either way
     )
     region = targets.contact_point_region.to(labels.device).long()
     hit = dist <= radius
