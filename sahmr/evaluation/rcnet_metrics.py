@@ -65,11 +65,13 @@ def nearest_in_frame(
     Brute force per group with ``torch.cdist`` in chunks of query points (no KD-tree). With
     ``max_distance``, a query point outside its group's reference bounding box grown by
     ``max_distance`` is skipped (reported ``inf`` / -1); every distance ``<= max_distance`` is
-    unchanged. ``exact=False`` (training labels) finds the nearest point by matrix-product
-    distances on coordinates centred on the group - a GEMM instead of the elementwise kernel,
-    which on an H200 was the e2e training step's top device op (237 ms of 555,
-    docs/benchmarks.md) - and reports that point's exact distance: only in a near-tie
-    (distances equal to ~1e-6 of the group's squared extent) may it pick another point.
+    unchanged. ``exact=False`` (training labels) finds the nearest point by batched
+    matrix-product distances on coordinates centred on the group, all groups at once
+    (`_nearest_padded`) - GEMMs and no loop, where the exact search runs one elementwise kernel
+    per group and a host round trip each: on an H200 that was the e2e training step's top
+    device op (237 ms of 555, docs/benchmarks.md) - and reports that point's exact distance:
+    only in a near-tie (distances equal to ~1e-6 of the group's squared extent) may it pick
+    another point.
 
     Args:
         query: Tensor of shape (Q, 3), metres.
@@ -77,7 +79,8 @@ def nearest_in_frame(
             ``frame * 8 + region``).
         ref: Tensor of shape (R, 3), same frame and unit.
         ref_group: int64 Tensor of shape (R,).
-        chunk_size: Query points per cdist call.
+        chunk_size: Query points per cdist call (exact search); ``exact=False`` computes up
+            to ``chunk_size * 4096`` distances at once.
         max_distance: Only distances up to this (metres) are needed; None: all.
         exact: False: the matrix-product search (above).
 
@@ -91,39 +94,31 @@ def nearest_in_frame(
     if query.shape[0] == 0 or ref.shape[0] == 0:
         return dist, index
     ref = ref.to(query.dtype)
-    if max_distance is not None:
+    rows = None  # query rows searched (None: all)
+    if max_distance is not None or not exact:
         groups, inverse = torch.unique(torch.cat([query_group, ref_group]), return_inverse=True)
-        q_gid, r_gid = inverse[: query.shape[0]], inverse[query.shape[0] :]
-        near = _near_group_box(query, q_gid, ref, r_gid, groups.shape[0], max_distance)
-        rows = torch.nonzero(near).squeeze(1)
-        q_rows_all = rows if rows.numel() < query.shape[0] else None
-        query_group = q_gid if q_rows_all is None else q_gid[rows]
-        ref_group = r_gid
-    else:
-        q_rows_all = None
-    gemm = not exact
-    for g in torch.unique(query_group).tolist():
+        query_group, ref_group = inverse[: query.shape[0]], inverse[query.shape[0] :]
+        if max_distance is not None:
+            near = _near_group_box(query, query_group, ref, ref_group, len(groups), max_distance)
+            rows = torch.nonzero(near).squeeze(1)
+        if not exact:
+            sel = slice(None) if rows is None else rows
+            dist[sel], index[sel] = _nearest_padded(
+                query[sel], query_group[sel], ref, ref_group, len(groups), chunk_size * 4096
+            )
+            return dist, index
+    q_group = query_group if rows is None else query_group[rows]
+    for g in torch.unique(q_group).tolist():
         r_rows = torch.nonzero(ref_group == g).squeeze(1)
         if r_rows.numel() == 0:
             continue
-        q_rows = torch.nonzero(query_group == g).squeeze(1)
-        if q_rows_all is not None:
-            q_rows = q_rows_all[q_rows]
-        ref_g = ref[r_rows]
-        centre = ref_g.mean(dim=0) if gemm else None
+        q_rows = torch.nonzero(q_group == g).squeeze(1)
+        if rows is not None:
+            q_rows = rows[q_rows]
         for start in range(0, q_rows.numel(), chunk_size):
             q = q_rows[start : start + chunk_size]
-            if gemm:
-                # matrix-product distances on coordinates centred on the group (fast; rounding
-                # ~1e-6 of the squared extent), then the chosen pair's distance exactly
-                d = torch.cdist(
-                    query[q] - centre, ref_g - centre, compute_mode="use_mm_for_euclid_dist"
-                )
-                arg = d.argmin(dim=1)
-                dmin = torch.linalg.vector_norm(query[q] - ref_g[arg], dim=1)
-            else:
-                d = torch.cdist(query[q], ref_g, compute_mode="donot_use_mm_for_euclid_dist")
-                dmin, arg = d.min(dim=1)
+            d = torch.cdist(query[q], ref[r_rows], compute_mode="donot_use_mm_for_euclid_dist")
+            dmin, arg = d.min(dim=1)
             dist[q] = dmin
             index[q] = r_rows[arg]
     return dist, index
@@ -142,6 +137,59 @@ def _near_group_box(
     hi = (-inf).scatter_reduce(0, idx, ref, reduce="amax")
     pad = margin * (1 + 1e-4) + 1e-6
     return ((query >= lo[q_gid] - pad) & (query <= hi[q_gid] + pad)).all(dim=1)
+
+
+def _nearest_padded(
+    query: Tensor, q_gid: Tensor, ref: Tensor, r_gid: Tensor, num_groups: int, max_elems: int
+) -> tuple[Tensor, Tensor]:
+    """`nearest_in_frame`'s ``exact=False`` search without a loop over groups: queries and
+    references are laid out per (dense) group in padded (G, Qmax, 3) / (G, Rmax, 3) tensors,
+    centred on the group's reference mean, and searched by batched matrix-product distances in
+    chunks of groups of at most ``max_elems`` distances; the chosen point's distance is then
+    computed exactly. Two host round trips (the padded sizes), whatever the number of groups.
+
+    Returns:
+        ``(distance, index)`` (Q,) as `nearest_in_frame`.
+    """
+    device, dtype = query.device, query.dtype
+    q_count = torch.bincount(q_gid, minlength=num_groups)
+    r_count = torch.bincount(r_gid, minlength=num_groups)
+    q_max, r_max = (int(v) for v in torch.stack([q_count.max(), r_count.max()]).tolist())
+    dist = torch.full((query.shape[0],), float("inf"), dtype=dtype, device=device)
+    index = torch.full((query.shape[0],), -1, dtype=torch.int64, device=device)
+    if q_max == 0 or r_max == 0:
+        return dist, index
+
+    def slots(gid: Tensor, count: Tensor) -> Tensor:
+        """Position of every row within its group (rows of a group keep their order)."""
+        order = torch.argsort(gid, stable=True)
+        start = torch.cumsum(count, 0) - count
+        pos = torch.empty_like(gid)
+        pos[order] = torch.arange(gid.shape[0], device=device) - start[gid[order]]
+        return pos
+
+    q_pos, r_pos = slots(q_gid, q_count), slots(r_gid, r_count)
+    centre = torch.zeros(num_groups, 3, dtype=dtype, device=device).index_add_(0, r_gid, ref)
+    centre = centre / r_count.clamp_min(1)[:, None].to(dtype)
+    q_pad = torch.zeros(num_groups, q_max, 3, dtype=dtype, device=device)
+    r_pad = torch.zeros(num_groups, r_max, 3, dtype=dtype, device=device)
+    r_row = torch.full((num_groups, r_max), -1, dtype=torch.int64, device=device)
+    q_pad[q_gid, q_pos] = query - centre[q_gid]
+    r_pad[r_gid, r_pos] = ref - centre[r_gid]
+    r_row[r_gid, r_pos] = torch.arange(ref.shape[0], device=device)
+    arg = torch.zeros(num_groups, q_max, dtype=torch.int64, device=device)
+    step = max(1, max_elems // (q_max * r_max))
+    for g0 in range(0, num_groups, step):
+        sl = slice(g0, g0 + step)
+        d = torch.cdist(q_pad[sl], r_pad[sl], compute_mode="use_mm_for_euclid_dist")
+        d = d.masked_fill(r_row[sl, None, :] < 0, float("inf"))
+        arg[sl] = d.argmin(dim=2)
+    chosen = r_row[q_gid, arg[q_gid, q_pos]]  # -1: the group has no reference point
+    has = chosen >= 0
+    index = torch.where(has, chosen, index)
+    exact_d = torch.linalg.vector_norm(query - ref[chosen.clamp_min(0)], dim=1)
+    dist = torch.where(has, exact_d, dist)
+    return dist, index
 
 
 def contact_match_counts(

@@ -99,3 +99,24 @@ def test_matrix_product_search_matches_the_exact_one():
     within = p32[0] <= 0.5
     assert within.any()
     torch.testing.assert_close(f32[0][within], p32[0][within], rtol=0, atol=1e-6)
+
+
+def test_padded_search_in_chunks_empty_groups_and_ties():
+    """All groups at once or a group per chunk give the same answer; a group without
+    references answers inf / -1; a tie goes to the lowest reference row."""
+    from sahmr.evaluation.rcnet_metrics import _nearest_padded
+
+    query, qg = _cloud(150, 4, 10)
+    ref, rg = _cloud(40, 3, 11)  # group 3: no references
+    plain = nearest_in_frame(query, qg, ref, rg)
+    for max_elems in (10**9, 1):
+        d, i = _nearest_padded(query, qg, ref, rg, 4, max_elems)
+        torch.testing.assert_close(d, plain[0], rtol=0, atol=1e-12)
+        assert torch.equal(i, plain[1])
+    assert torch.isinf(d[qg == 3]).all() and (i[qg == 3] == -1).all()
+    twins = torch.tensor([[0.0, 0.0, 5.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    d, i = _nearest_padded(
+        torch.zeros(1, 3, dtype=torch.float64), torch.zeros(1, dtype=torch.int64), twins,
+        torch.zeros(3, dtype=torch.int64), 1, 10**6,
+    )
+    assert float(d) == 1.0 and int(i) == 1
