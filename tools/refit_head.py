@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 
-def build(ckpt_path: Path, crop_scale: bool, device: torch.device):
+def build(ckpt_path: Path, crop_scale: bool, device: torch.device, scene: bool = True):
     """``(method, cfg, body)``: the checkpoint's SA-HMR, with the crop-scale input if asked
-    (its branch starts at zero: the model predicts as the checkpoint does)."""
+    (its branch starts at zero: the model predicts as the checkpoint does); ``scene=False``:
+    the scene-less ablation (``model.scene_contacts: false``, stored with the result)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -37,6 +38,8 @@ def build(ckpt_path: Path, crop_scale: bool, device: torch.device):
         raise ValueError(f"{ckpt_path}: not an SA-HMR checkpoint with a parametric head")
     if crop_scale:
         OmegaConf.update(cfg, "model.mesh_net.param_head.crop_scale", True, force_add=True)
+    if not scene:
+        OmegaConf.update(cfg, "model.scene_contacts", False, force_add=True)
     method = instantiate(cfg.model)
     missing, unexpected = method.load_state_dict(float_state_dict(ckpt["model"]), strict=False)
     foreign = [k for k in missing if ".scale_" not in k] + list(unexpected)
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas-weight", type=float, default=0.3)
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--no-crop-scale", action="store_true", help="keep the head's inputs")
+    p.add_argument("--no-scene", action="store_true",
+                   help="the scene-less ablation: no contact reaches the mesh network (cached "
+                        "and refitted so, and stored in the result's config)")  # fmt: skip
     p.add_argument("--cache", type=Path, default=None,
                    help="folder for the cached head inputs: reused when present (same "
                         "checkpoint, data and frame counts), written otherwise")  # fmt: skip
@@ -103,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(a.seed)
     device = torch.device(a.device)
     try:
-        method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device)
+        method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device, not a.no_scene)
         caches = {}
         for split, frames in (("train", a.train_frames), ("val", a.val_frames)):
-            path = a.cache / f"{split}_{frames}.pt" if a.cache is not None else None
+            name = f"{split}_{frames}{'_noscene' if a.no_scene else ''}.pt"
+            path = a.cache / name if a.cache is not None else None
             if path is not None and path.is_file():
                 caches[split] = HeadCache.load(path)
                 continue

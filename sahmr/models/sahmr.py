@@ -103,6 +103,10 @@ class SAHMR(nn.Module):
         contact_jitter_m: Std of the Gaussian added to ground-truth contact points, metres.
         contact_drop: Probability of dropping each ground-truth contact point.
         freeze_rcnet: Keep RCNet in eval mode without gradients (``requires_grad`` off).
+        scene_contacts: False: the scene-less ablation - the mesh network never gets a contact
+            point (training or test; it attends to its null token only) while the root still
+            comes from RCNet (or the ground truth), so it differs from SA-HMR by the scene
+            alone (issue 18, "what the scene gives").
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class SAHMR(nn.Module):
         contact_jitter_m: float = 0.02,
         contact_drop: float = 0.2,
         freeze_rcnet: bool = True,
+        scene_contacts: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= contact_drop < 1.0:
@@ -126,6 +131,7 @@ class SAHMR(nn.Module):
         self.contact_jitter_m = float(contact_jitter_m)
         self.contact_drop = float(contact_drop)
         self.freeze_rcnet = bool(freeze_rcnet)
+        self.scene_contacts = bool(scene_contacts)
         if rcnet is not None and self.freeze_rcnet:
             rcnet.requires_grad_(False)
             rcnet.eval()
@@ -214,6 +220,9 @@ class SAHMR(nn.Module):
             root, points, region, bidx = self._from_rcnet(rc)
         else:
             raise ValueError("SA-HMR needs an RCNet (rcnet=None) or targets for its root/contacts")
+        if not self.scene_contacts:  # the scene-less ablation: no contact reaches the mesh net
+            points, region, bidx = points[:0], region[:0], bidx[:0]
+            gt_index = None if gt_index is None else gt_index[:0]
         mesh = self.mesh_net(
             inputs.image, root, points, region, bidx,
             crop_side_m=crop_side_m(inputs.K_crop, root[:, 2], inputs.crop_size),

@@ -117,3 +117,18 @@ def test_cache_saves_and_loads_without_unpickling(tmp_path):
     back = HeadCache.load(tmp_path / "c.pt")
     for name in ("tokens", "verts_rel", "crop_side_m", "rotmats"):
         assert torch.equal(getattr(back, name), getattr(cache, name))
+
+
+def test_refit_tool_builds_the_scene_less_ablation():
+    """``--no-scene``: the shipped model rebuilt with ``scene_contacts: false`` in the config
+    it stores, so the refitted checkpoint evaluates without contacts too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refit_head", REPO / "tools" / "refit_head.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    ckpt = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
+    method, cfg, _ = tool.build(ckpt, True, torch.device("cpu"), scene=False)
+    assert method.scene_contacts is False and cfg.model.scene_contacts is False
+    method, cfg, _ = tool.build(ckpt, True, torch.device("cpu"))
+    assert method.scene_contacts is True

@@ -201,6 +201,29 @@ def test_few_steps_reduce_loss_and_inputs_untouched():
     assert unchanged(inputs, snaps[0]) and unchanged(targets, snaps[1])
 
 
+def test_scene_less_ablation_gets_no_contacts():
+    """``scene_contacts=False``: no contact reaches the mesh network, in training (teacher
+    forcing) or from RCNet; the root is unchanged, the loss trains, the mesh differs from the
+    scene-aware model's with the same weights."""
+    inputs, targets = make_batch(contacts=(6, 2))
+    rc = _fake_rcnet()
+    net = tiny_mesh_net(seed=2)
+    plain = SAHMR(rcnet=rc, mesh_net=net, contact_drop=0.0)
+    blind = SAHMR(rcnet=rc, mesh_net=net, contact_drop=0.0, scene_contacts=False).train()
+    torch.manual_seed(0)
+    out = blind(inputs, targets)
+    assert out.contact_points_cam.shape == (0, 3) and out.contact_gt_index.numel() == 0
+    assert out.contact_batch_idx.numel() == 0 and out.contact_point_region.numel() == 0
+    loss = SAHMRLoss()(out, targets)
+    assert torch.isfinite(loss.total)
+    loss.total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    pred_blind, pred_plain = blind.predict(inputs), plain.predict(inputs)
+    assert pred_blind.contact_points_cam.shape[0] == 0
+    assert torch.equal(pred_blind.root_cam, rc.root) and torch.equal(pred_plain.root_cam, rc.root)
+    assert (pred_blind.verts_cam - pred_plain.verts_cam).abs().max() > 1e-4
+
+
 def test_configs_build():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -213,6 +236,11 @@ def test_configs_build():
                        "model.freeze_rcnet=false", "+body=license_free", "+loss=sahmr",
                        "+loss@loss.rcnet_loss=rcnet"]
         )  # fmt: skip
+        blind = compose(
+            config_name="train", overrides=["exp=sahmr_small_noscene", "init.weights=x.pt"]
+        )
+    assert blind.model.scene_contacts is False and blind.model.freeze_rcnet is True
+    assert blind.model.teacher_forcing is False
     assert joint.model.rcnet._target_ == "sahmr.models.rcnet.RCNet"
     assert joint.loss.rcnet_loss._target_ == "sahmr.losses.rcnet.RCNetLoss"
     model = instantiate(cfg.model)
