@@ -49,6 +49,24 @@ def build(ckpt_path: Path, crop_scale: bool, device: torch.device, scene: bool =
     return method.to(device).eval(), cfg, body
 
 
+def cache_plan(
+    train_frames: int, val_frames: int, scene: bool, no_scene_frames: int = 0
+) -> list[tuple[str, int, bool, str]]:
+    """What to cache: ``(split, frames, scene contacts on, cache file name)`` rows. With
+    ``no_scene_frames`` a scene-aware refit also sees that many train frames (and its val
+    frames again) without any contact point, as when RCNet finds none: the head learns to stay
+    sane there too, and the best step is chosen on both conditions."""
+    def name(split: str, frames: int, on: bool) -> str:
+        return f"{split}_{frames}{'' if on else '_noscene'}.pt"
+
+    plan = [(split, n, scene, name(split, n, scene))
+            for split, n in (("train", train_frames), ("val", val_frames))]  # fmt: skip
+    if no_scene_frames and scene:
+        plan += [(split, n, False, name(split, n, False))
+                 for split, n in (("train", no_scene_frames), ("val", val_frames))]  # fmt: skip
+    return plan
+
+
 def steps_of(data: Path, split: str, frames: int, cfg, body, device: torch.device, desc: str):
     """Prepared steps of the first ``frames`` frames of ``split`` (a progress bar)."""
     from torch.utils.data import Subset
@@ -84,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas-weight", type=float, default=0.3)
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--no-crop-scale", action="store_true", help="keep the head's inputs")
+    p.add_argument("--no-scene-frames", type=int, default=0,
+                   help="also train on this many train frames seen without contacts (their val "
+                        "frames join val): robustness when RCNet finds none")  # fmt: skip
     p.add_argument("--no-scene", action="store_true",
                    help="the scene-less ablation: no contact reaches the mesh network (cached "
                         "and refitted so, and stored in the result's config)")  # fmt: skip
@@ -99,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.data}: not a generated dataset (no dataset.json)")
     if a.out.resolve() == a.checkpoint.resolve():
         p.error(f"out {a.out} is the input checkpoint: write to another file")
+    if a.no_scene_frames < 0:
+        p.error("--no-scene-frames must be >= 0")
+    if a.no_scene_frames and a.no_scene:
+        p.error("--no-scene-frames is for a scene-aware refit; --no-scene already drops them all")
     for name in ("train_frames", "val_frames", "steps", "batch", "val_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -110,19 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(a.device)
     try:
         method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device, not a.no_scene)
-        caches = {}
-        for split, frames in (("train", a.train_frames), ("val", a.val_frames)):
-            name = f"{split}_{frames}{'_noscene' if a.no_scene else ''}.pt"
+        caches: dict[str, list] = {"train": [], "val": []}
+        for split, frames, scene, name in cache_plan(
+            a.train_frames, a.val_frames, not a.no_scene, a.no_scene_frames
+        ):
             path = a.cache / name if a.cache is not None else None
             if path is not None and path.is_file():
-                caches[split] = HeadCache.load(path)
+                caches[split].append(HeadCache.load(path))
                 continue
             steps = steps_of(a.data, split, frames, cfg, body, device, f"{split} frames")
-            caches[split] = collect_head_inputs(method, steps)
+            method.scene_contacts = scene  # the condition these frames are seen in
+            caches[split].append(collect_head_inputs(method, steps))
+            method.scene_contacts = not a.no_scene
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                caches[split].save(path)
-        train, val = caches["train"], caches["val"]
+                caches[split][-1].save(path)
+        train, val = (HeadCache.cat(caches[k]) for k in ("train", "val"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -131,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
                         val_every=a.val_every,
                         progress=True)  # fmt: skip
-    report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint))
+    report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
+                  no_scene_frames=a.no_scene_frames)
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(a.out, model=method, config=cfg, step=report["best_step"],

@@ -93,15 +93,17 @@ def test_collect_refuses_frames_without_parameters():
         collect_head_inputs(model, steps[:1])
 
 
-@pytest.mark.parametrize("case", ["no_checkpoint", "no_dataset", "same_file"])
+@pytest.mark.parametrize("case", ["no_checkpoint", "no_dataset", "same_file", "both_scene_flags"])
 def test_refit_tool_refuses_bad_inputs_in_one_line(case, tmp_path):
     ckpt = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
     args = {
         "no_checkpoint": [str(tmp_path / "missing.pt"), str(tmp_path), str(tmp_path / "o.pt")],
         "no_dataset": [str(ckpt), str(tmp_path), str(tmp_path / "o.pt")],
         "same_file": [str(ckpt), str(tmp_path), str(ckpt)],
+        "both_scene_flags": [str(ckpt), str(tmp_path), str(tmp_path / "o.pt"), "--no-scene",
+                             "--no-scene-frames", "10"],
     }[case]
-    if case == "same_file":
+    if case in ("same_file", "both_scene_flags"):
         (tmp_path / "dataset.json").write_text("{}")
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "refit_head.py"), *args],
                           capture_output=True, text=True)  # fmt: skip
@@ -132,3 +134,20 @@ def test_refit_tool_builds_the_scene_less_ablation():
     assert method.scene_contacts is False and cfg.model.scene_contacts is False
     method, cfg, _ = tool.build(ckpt, True, torch.device("cpu"))
     assert method.scene_contacts is True
+
+
+def test_refit_tool_cache_plan_mixes_conditions():
+    """``--no-scene-frames M``: M more train frames (and the val frames again) cached without
+    contacts, under their own file names; nothing extra for a plain or scene-less refit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refit_head", REPO / "tools" / "refit_head.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.cache_plan(7000, 600, True) == [
+        ("train", 7000, True, "train_7000.pt"), ("val", 600, True, "val_600.pt")]
+    assert tool.cache_plan(7000, 600, True, 3000) == [
+        ("train", 7000, True, "train_7000.pt"), ("val", 600, True, "val_600.pt"),
+        ("train", 3000, False, "train_3000_noscene.pt"), ("val", 600, False, "val_600_noscene.pt")]
+    assert tool.cache_plan(3000, 600, False, 0) == [
+        ("train", 3000, False, "train_3000_noscene.pt"), ("val", 600, False, "val_600_noscene.pt")]
