@@ -90,6 +90,10 @@ class SAHMR(nn.Module):
       ground truth, without noise outside training;
     * otherwise: ``rcnet(inputs)`` (detached), at most ``max_contacts`` per frame (the first).
 
+    In training, each frame also loses all of its contacts with probability
+    ``frame_contact_drop`` (either source), so the mesh network learns to place and pose a
+    body when RCNet finds no contact at test time.
+
     RCNet runs whenever its output feeds the mesh network, and also under teacher forcing when
     it is trainable (``freeze_rcnet=False``) so its own loss can be computed from ``rc``.
 
@@ -102,6 +106,8 @@ class SAHMR(nn.Module):
         root_noise_m: Std of the Gaussian added to the ground-truth root, metres.
         contact_jitter_m: Std of the Gaussian added to ground-truth contact points, metres.
         contact_drop: Probability of dropping each ground-truth contact point.
+        frame_contact_drop: Probability, in training, of removing every contact of a frame
+            (ground truth or RCNet's).
         freeze_rcnet: Keep RCNet in eval mode without gradients (``requires_grad`` off).
         scene_contacts: False: the scene-less ablation - the mesh network never gets a contact
             point (training or test; it attends to its null token only) while the root still
@@ -118,18 +124,21 @@ class SAHMR(nn.Module):
         root_noise_m: float = 0.05,
         contact_jitter_m: float = 0.02,
         contact_drop: float = 0.2,
+        frame_contact_drop: float = 0.0,
         freeze_rcnet: bool = True,
         scene_contacts: bool = True,
     ) -> None:
         super().__init__()
-        if not 0.0 <= contact_drop < 1.0:
-            raise ValueError(f"contact_drop must be in [0, 1), got {contact_drop}")
+        for name, p in (("contact_drop", contact_drop), ("frame_contact_drop", frame_contact_drop)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
         self.rcnet = rcnet
         self.mesh_net = mesh_net
         self.teacher_forcing = bool(teacher_forcing)
         self.root_noise_m = float(root_noise_m)
         self.contact_jitter_m = float(contact_jitter_m)
         self.contact_drop = float(contact_drop)
+        self.frame_contact_drop = float(frame_contact_drop)
         self.freeze_rcnet = bool(freeze_rcnet)
         self.scene_contacts = bool(scene_contacts)
         if rcnet is not None and self.freeze_rcnet:
@@ -223,6 +232,11 @@ class SAHMR(nn.Module):
         if not self.scene_contacts:  # the scene-less ablation: no contact reaches the mesh net
             points, region, bidx = points[:0], region[:0], bidx[:0]
             gt_index = None if gt_index is None else gt_index[:0]
+        elif self.training and self.frame_contact_drop > 0:
+            kept = torch.rand(root.shape[0], device=root.device) >= self.frame_contact_drop
+            keep = kept[bidx]
+            points, region, bidx = points[keep], region[keep], bidx[keep]
+            gt_index = None if gt_index is None else gt_index[keep]
         mesh = self.mesh_net(
             inputs.image, root, points, region, bidx,
             crop_side_m=crop_side_m(inputs.K_crop, root[:, 2], inputs.crop_size),

@@ -224,6 +224,41 @@ def test_scene_less_ablation_gets_no_contacts():
     assert (pred_blind.verts_cam - pred_plain.verts_cam).abs().max() > 1e-4
 
 
+def test_frame_contact_drop_removes_whole_frames_in_training_only():
+    """``frame_contact_drop``: in training a frame keeps all of its contacts or none (ground
+    truth or RCNet's); the ground-truth index follows; outside training nothing is dropped."""
+    B, counts = 6, (4, 3, 5, 2, 6, 3)
+    inputs, targets = make_batch(B=B, contacts=counts)
+    net = tiny_mesh_net(seed=3)
+    model = SAHMR(rcnet=None, mesh_net=net, contact_drop=0.0, contact_jitter_m=0.0,
+                  frame_contact_drop=0.5).train()  # fmt: skip
+    seen_kept, seen_dropped = set(), set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out = model(inputs, targets)
+        per_frame = torch.bincount(out.contact_batch_idx, minlength=B).tolist()
+        for b, n in enumerate(per_frame):
+            assert n in (0, counts[b])
+            (seen_kept if n else seen_dropped).add(b)
+        gt = out.contact_gt_index
+        assert torch.equal(targets.contact_batch_idx[gt], out.contact_batch_idx)
+        assert torch.equal(targets.contact_points_cam[gt], out.contact_points_cam)
+    assert seen_kept == seen_dropped == set(range(B))
+    rc = _fake_rcnet()
+    two_in, _ = make_batch(B=2, contacts=(3, 4))
+    fed = SAHMR(rcnet=rc, mesh_net=net, teacher_forcing=False, frame_contact_drop=0.5).train()
+    kept = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        n = torch.bincount(fed(two_in).contact_batch_idx, minlength=2).tolist()
+        assert n[0] in (0, 3) and n[1] in (0, 4)
+        kept.add(tuple(n))
+    assert len(kept) > 1
+    assert fed.predict(two_in).contact_points_cam.shape[0] == 7  # eval: nothing dropped
+    with pytest.raises(ValueError, match="frame_contact_drop"):
+        SAHMR(rcnet=None, mesh_net=net, frame_contact_drop=1.0)
+
+
 def test_configs_build():
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
