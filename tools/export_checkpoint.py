@@ -9,7 +9,9 @@ how the shipped checkpoint stays under 20 MB); loading expands them to float32.
 
 ``--rcnet`` merges an RCNet checkpoint into an SA-HMR one: its weights go under the ``rcnet.``
 prefix (replacing any there) and its model config becomes ``model.rcnet``, so
-`sahmr.engine.checkpoint.load_method` builds the whole pipeline. Prints the file size in MB.
+`sahmr.engine.checkpoint.load_method` builds the whole pipeline. ``--set KEY=VALUE`` changes the
+stored config (inference options such as ``model.rcnet.roi_refinements=2``); the section must
+exist in the config. Prints the file size in MB.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from sahmr.engine.checkpoint import (
     FORMAT,
@@ -30,12 +33,20 @@ from sahmr.engine.checkpoint import (
 from sahmr.engine.quantize import quantize_state
 
 RCNET_PREFIX = "rcnet."
+_MISSING = object()
 
 
 def export(
-    src: Path, dst: Path, *, rcnet: Path | None = None, fp16: bool = True, int8: bool = False
+    src: Path,
+    dst: Path,
+    *,
+    rcnet: Path | None = None,
+    fp16: bool = True,
+    int8: bool = False,
+    settings: list[str] | None = None,
 ) -> float:
-    """Write the exported checkpoint; returns its size in MB."""
+    """Write the exported checkpoint; returns its size in MB. ``settings``: ``KEY=VALUE``
+    changes of the stored config (existing keys only; the value parsed as YAML)."""
     ckpt = load_checkpoint(src)
     cfg = checkpoint_config(ckpt, src)
     state = dict(ckpt["model"])
@@ -52,6 +63,16 @@ def export(
         state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
         state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
         OmegaConf.update(cfg, "model.rcnet", rc_cfg.model, force_add=True)
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        parent = key.rpartition(".")[0]
+        if parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
+            raise ValueError(f"--set {key}: the checkpoint's config has no section {parent}")
+        # a new leaf (an option added after the checkpoint was trained) is added; a wrong
+        # name fails when the model is built from the config
+        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
     weights: dict = {"model": state}
     if int8:
         weights = quantize_state(state)
@@ -70,6 +91,7 @@ def export(
             "rcnet": str(rcnet or ""),
             "fp16": bool(fp16),
             "int8": bool(int8),
+            "settings": list(settings or []),
         },
     }
     atomic_torch_save(out, dst)
@@ -82,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", type=Path, help="exported file")
     p.add_argument("--rcnet", type=Path, default=None, help="RCNet checkpoint to merge in")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the stored config, e.g. model.rcnet.roi_refinements=2")
     p.add_argument(
         "--int8",
         action="store_true",
@@ -107,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except BadArgument as exc:
         p.error(str(exc))
     try:
-        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8)
+        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8,
+                    settings=args.settings)
     except ValueError as err:
         p.error(str(err))
     print(f"wrote {args.dst} ({mb:.2f} MB)")

@@ -398,6 +398,12 @@ class RCNet(nn.Module):
             root plus noise instead of the coarse root, so the sparse branch learns from
             step 0.
         roi_noise_std: Standard deviation of that noise per axis, metres.
+        roi_refinements: Further passes of the sparse branch when the ROI is not teacher-forced
+            (inference, or training without teacher forcing): each centres the anchors on the
+            previous pass's voted root and votes again; contacts come from the last pass. The
+            image-only coarse root is often 0.3-0.5 m off in depth, and the vote from an ROI
+            centred there is worse than from one centred near the body (docs/results.md,
+            run 12). 0: one pass, as trained.
     """
 
     def __init__(
@@ -414,8 +420,11 @@ class RCNet(nn.Module):
         max_contacts_per_frame: int = MAX_CONTACTS_PER_FRAME,
         teacher_forcing: bool = True,
         roi_noise_std: float = 0.1,
+        roi_refinements: int = 0,
     ) -> None:
         super().__init__()
+        if int(roi_refinements) < 0:
+            raise ValueError(f"roi_refinements must be >= 0, got {roi_refinements}")
         if not isinstance(neck, nn.Module):  # sizes derived from the built parts
             neck = neck(in_channels=int(backbone.out_channels))
         feat_c = int(neck.out_channels)
@@ -454,6 +463,7 @@ class RCNet(nn.Module):
         self.max_contacts_per_frame = int(max_contacts_per_frame)
         self.teacher_forcing = bool(teacher_forcing)
         self.roi_noise_std = float(roi_noise_std)
+        self.roi_refinements = int(roi_refinements)
         # Cubic grid per sample, centred on its anchor, one voxel of margin on each side.
         self.grid_size = math.ceil(2 * self.roi_radius / self.voxel_size - 1e-6) + 2
 
@@ -487,7 +497,8 @@ class RCNet(nn.Module):
         root_coarse = unproject(K_crop, uv[:, None, :], z[:, None])[:, 0]  # (B, 3)
 
         centre = root_coarse.detach()
-        if self.training and self.teacher_forcing and targets is not None:
+        forced = self.training and self.teacher_forcing and targets is not None
+        if forced:
             gt = targets.root_cam.to(centre)
             centre = gt + self.roi_noise_std * torch.randn_like(gt)
         anchors = ray_anchors(centre, self.anchor_offsets)  # (B, A, 3)
@@ -496,6 +507,13 @@ class RCNet(nn.Module):
         root, voted = vote_root(
             voxels.confidence, voxels.votes_cam, voxels.batch_idx, root_coarse
         )
+        for _ in range(0 if forced else self.roi_refinements):
+            # re-centre on the vote; a frame the new ROI finds empty keeps the previous root
+            centre = root.detach().to(centre.dtype)
+            anchors = ray_anchors(centre, self.anchor_offsets)
+            voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
+            root, again = vote_root(voxels.confidence, voxels.votes_cam, voxels.batch_idx, root)
+            voted = voted | again
         contacts = self._select_contacts(inputs, voxels, pair_rows, pair_voxel)
         return RCNetOutput(
             root_heatmap=root_hm,

@@ -122,6 +122,34 @@ def test_export_merges_an_rcnet_checkpoint(tmp_path, capsys):
     assert Path(dst).stat().st_size < Path(pipe_path).stat().st_size + Path(rc_path).stat().st_size
 
 
+def test_export_set_changes_the_stored_config(tmp_path, capsys):
+    """``--set KEY=VALUE``: the value (parsed as YAML) lands in the stored config and builds the
+    model; a new leaf in an existing section is added; a missing section or a bad item is one
+    error line (exit 2) and writes nothing."""
+    model = TinyMethod(hidden=4)
+    src = save_checkpoint(tmp_path / "c.pt", model=model, config=_config(hidden=4))
+    export = _tool("export_checkpoint")
+    dst = tmp_path / "set.pt"
+    assert export.main([str(src), str(dst), "--set", "model.dropout=0.25",
+                        "--set", "model.use_scene=false"]) == 0  # fmt: skip
+    ckpt = load_checkpoint(dst)
+    loaded, cfg = load_method(dst)
+    assert cfg.model.dropout == 0.25 and cfg.model.use_scene is False
+    assert loaded.drop.p == 0.25 and loaded.use_scene is False
+    assert ckpt["exported"]["settings"] == ["model.dropout=0.25", "model.use_scene=false"]
+    new_leaf = tmp_path / "leaf.pt"
+    assert export.main([str(src), str(new_leaf), "--set", "model.extra_option=3"]) == 0
+    assert load_checkpoint(new_leaf)["config"].count("extra_option: 3") == 1
+    capsys.readouterr()
+    for bad, why in (("modl.hidden=3", "no section modl"), ("model.hidden", "KEY=VALUE")):
+        out = tmp_path / "bad.pt"
+        with pytest.raises(SystemExit) as exc:
+            export.main([str(src), str(out), "--set", bad])
+        assert exc.value.code == 2 and not out.exists()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert why in err[-1]
+
+
 def test_initial_weights_rename_prefixes_and_cast(tmp_path):
     torch.manual_seed(2)
     pipe = engine_conftest.TinyPipeline()

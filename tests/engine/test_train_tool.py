@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import CONFIGS, compose_train, run_hydra_tool
 from conftest import load_tool as _tool
+from omegaconf import OmegaConf
 
 from sahmr.engine.checkpoint import load_checkpoint
 
@@ -181,6 +182,10 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
     rc_moved = [k for k in start if k.startswith("rcnet.") and start[k].is_floating_point()
                 and not torch.equal(trained[k], start[k].float())]  # fmt: skip
     assert rc_moved  # RCNet is no longer frozen
+    # ... and its ROI is centred on its own coarse root, as at test time (no teacher forcing)
+    resolved = OmegaConf.load(run / "config.yaml")
+    assert resolved.model.rcnet.teacher_forcing is False
+    assert resolved.model.teacher_forcing is False
     head = [k for k in trained if k.startswith("mesh_net.param_head.")]
     # the shipped model has the head, all but its root offset (new: starts at zero and trains)
     offset = [k for k in head if k.startswith("mesh_net.param_head.root_out.")]

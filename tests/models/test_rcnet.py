@@ -292,6 +292,37 @@ def test_teacher_forcing_centres_roi_on_gt(scene):
     torch.testing.assert_close(out.roi_centre_cam, out.root_coarse_cam)
 
 
+def test_roi_refinements_recentre_on_the_previous_vote(scene):
+    """``roi_refinements=r``: pass k+1 centres its anchors on pass k's voted root and votes
+    again from its own voxels (same weights); never under teacher forcing."""
+    inputs, targets, _ = scene
+    one, two = _model().eval(), _model(roi_refinements=1).eval()
+    three = _model(roi_refinements=2).eval()
+    with torch.no_grad():
+        first, second, third = one(inputs), two(inputs), three(inputs)
+    torch.testing.assert_close(second.roi_centre_cam, first.root_cam)
+    torch.testing.assert_close(second.anchors_cam, ray_anchors(first.root_cam, (0, -0.5, 0.5)))
+    torch.testing.assert_close(third.roi_centre_cam, second.root_cam)
+    torch.testing.assert_close(second.root_coarse_cam, first.root_coarse_cam)
+    vox = second.voxels
+    for b in range(2):  # the final root is the vote of the final pass's voxels
+        m = vox.batch_idx == b
+        w = torch.softmax(vox.confidence[m], 0)
+        ref = (w[:, None] * (vox.centres_cam[m] + vox.offset[m])).sum(0)
+        torch.testing.assert_close(second.root_cam[b], ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(second.root_cam, first.root_cam)
+    rows = second.contact_point_index  # contacts come from the last pass's voxels
+    torch.testing.assert_close(second.contact_points_cam, inputs.scene_points_cam[rows])
+    # teacher-forced training: one pass around the ground truth; without it, the refinement
+    forced = _model(roi_refinements=1, roi_noise_std=0.0).train()
+    torch.testing.assert_close(forced(inputs, targets).roi_centre_cam, targets.root_cam)
+    free = _model(roi_refinements=1, teacher_forcing=False).train()
+    out = free(inputs, targets)
+    assert not torch.allclose(out.roi_centre_cam, out.root_coarse_cam)
+    with pytest.raises(ValueError, match="roi_refinements"):
+        _model(roi_refinements=-1)
+
+
 def test_empty_roi_frames(scene):
     inputs, targets, region = scene
     from sahmr.losses.rcnet import RCNetLoss
