@@ -8,7 +8,7 @@ For every ``--every``-th frame of the split: the error of RCNet's image-only coa
 its depth part), of RCNet's vote, of the placed body's root (vote + the head's offset) for
 each ROI refinement count, and of the vote RCNet makes from an ROI centred on the ground-truth
 root (what the voter can do when the ROI is right). Prints a Markdown table per room and
-overall; ``--out`` also writes it as JSON (`sahmr.evaluation.root_diagnosis`).
+overall; ``--out`` also writes it as JSON (`sahmr.engine.root_diagnosis`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method
     from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
-    from sahmr.evaluation.root_diagnosis import diagnose_roots, markdown_table, summarise
+    from sahmr.engine.root_diagnosis import diagnose_roots, markdown_table, summarise
 
     device = torch.device(a.device)
     try:

@@ -1,4 +1,4 @@
-"""tools/diagnose_root.py and sahmr.evaluation.root_diagnosis: per-stage root errors."""
+"""tools/diagnose_root.py and sahmr.engine.root_diagnosis: per-stage root errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import load_tool
 
-from sahmr.evaluation.root_diagnosis import RootErrors, markdown_table, summarise
+from sahmr.engine.root_diagnosis import RootErrors, diagnose_roots, markdown_table, summarise
 
 
 def test_summarise_hand_numbers():
@@ -31,9 +31,9 @@ def test_summarise_hand_numbers():
 
 
 def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
-    """The tool's final root error (0 refinements) is the placed body's root error of
-    ``predict``; its GT-centred vote is RCNet's vote from an ROI at the ground truth; the
-    model's own option is left as it was."""
+    """The tool's final root error at 0 and 1 refinements is the placed body's root error of
+    ``predict`` with that option; its GT-centred vote is RCNet's vote from an ROI at the ground
+    truth; the library leaves the model's own option as it was."""
     from hydra.utils import instantiate
 
     from sahmr.data.synthetic import SyntheticDataset
@@ -53,6 +53,7 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
     assert report["refinements"] == [0, 1] and every["frames"] == 4
 
     model, cfg = load_method(shipped)
+    own = model.rcnet.roi_refinements  # the shipped config's choice
     data = SyntheticDataset(tiny_dataset, "val")
     bank = build_scene_bank(data.scene_points, torch.device("cpu"),
                             max_points_per_scene=cfg.get("max_points_per_scene"),
@@ -60,12 +61,15 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
     prep = StepPreparer(instantiate(cfg.body).topology, torch.device("cpu"), bank)
     loader = build_loader(data, LoaderSettings(batch_size=16, num_workers=0), train=False,
                           device=torch.device("cpu"))  # fmt: skip
-    final, at_gt = [], []
-    for batch in loader:
-        step = prep.step(batch, targets=True)
+    steps = [prep.step(batch, targets=True) for batch in loader]
+    final = {0: [], 1: []}
+    at_gt = []
+    for step in steps:
         gt = step.frame_targets.root_cam.double()
-        pred = model.predict(step.inputs)
-        final += ((pred.root_cam.double() - gt).norm(dim=-1) * 1000).tolist()
+        for r in final:
+            model.rcnet.roi_refinements = r
+            pred = model.predict(step.inputs)
+            final[r] += ((pred.root_cam.double() - gt).norm(dim=-1) * 1000).tolist()
         rc = model.rcnet
         rc.training, noise = True, rc.roi_noise_std
         rc.roi_noise_std = 0.0
@@ -73,20 +77,14 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
             vote = rc(step.inputs, step.frame_targets).root_cam.double()
         rc.training, rc.roi_noise_std = False, noise
         at_gt += ((vote - gt).norm(dim=-1) * 1000).tolist()
-    assert every["final_mm_r0"] == pytest.approx(sum(final) / 4, rel=1e-6)
+    for r in final:
+        assert every[f"final_mm_r{r}"] == pytest.approx(sum(final[r]) / 4, rel=1e-6)
     assert every["gt_roi_mm"] == pytest.approx(sum(at_gt) / 4, rel=1e-6)
-    assert model.rcnet.roi_refinements == 0
-
-
-def test_tool_bad_inputs(tiny_dataset, tmp_path, capsys):
-    tool = load_tool("diagnose_root")
-    for argv, why in (
-        ([str(tmp_path / "none.pt"), str(tiny_dataset)], "no such checkpoint"),
-        ([__file__, str(tmp_path)], "not a generated dataset"),
-        ([__file__, str(tiny_dataset), "--every", "0"], "--every must be >= 1"),
-        ([__file__, str(tiny_dataset), "--refinements", "-1"], "--refinements must be >= 0"),
-    ):
-        with pytest.raises(SystemExit) as exc:
-            tool.main(argv)
-        assert exc.value.code == 2
-        assert why in capsys.readouterr().err.strip().splitlines()[-1]
+    model.rcnet.roi_refinements = own
+    rows = diagnose_roots(model, steps, ["s"] * 4, refinements=(1, 0))
+    assert [r.final_mm for r in rows] == [
+        pytest.approx((a, b), rel=1e-6) for a, b in zip(final[1], final[0], strict=True)
+    ]
+    assert model.rcnet.roi_refinements == own and model.rcnet.roi_noise_std == noise
+    with pytest.raises(ValueError, match="scene ids"):
+        diagnose_roots(model, steps, ["s"] * 3)
