@@ -48,12 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from hydra.utils import instantiate
-    from torch.utils.data import Subset
-    from tqdm import tqdm
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method
-    from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+    from sahmr.engine.data import checkpoint_steps
     from sahmr.engine.root_diagnosis import diagnose_roots, markdown_table, summarise
 
     device = torch.device(a.device)
@@ -71,14 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.data}: the {a.split} split has no frames")
     scene_ids = [dataset[i].scene_id for i in index]
     body = instantiate(cfg.body)
-    bank = build_scene_bank(dataset.scene_points, device,
-                            max_points_per_scene=cfg.get("max_points_per_scene"),
-                            seed=int(cfg.get("seed", 0)))  # fmt: skip
-    prep = StepPreparer(body.topology, device, bank)
-    loader = build_loader(Subset(dataset, index), LoaderSettings(batch_size=a.batch, num_workers=1),
-                          train=False, device=device)  # fmt: skip
-    steps = (prep.step(batch, targets=True)
-             for batch in tqdm(loader, desc="root diagnosis", unit="batch"))  # fmt: skip
+    steps = checkpoint_steps(dataset, index, cfg, body.topology, device, batch_size=a.batch,
+                             desc="root diagnosis")  # fmt: skip
     rows = diagnose_roots(model, steps, scene_ids, refinements=a.refinements)
     summary = summarise(rows, a.refinements)
     print(f"{a.checkpoint}, {a.data} {a.split}: {len(rows)} frames (every {a.every}), root "

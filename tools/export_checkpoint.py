@@ -33,7 +33,6 @@ from sahmr.engine.checkpoint import (
 from sahmr.engine.quantize import quantize_state
 
 RCNET_PREFIX = "rcnet."
-_MISSING = object()
 
 
 def export(
@@ -46,7 +45,7 @@ def export(
     settings: list[str] | None = None,
 ) -> float:
     """Write the exported checkpoint; returns its size in MB. ``settings``: ``KEY=VALUE``
-    changes of the stored config (existing keys only; the value parsed as YAML)."""
+    changes of the stored config (in an existing section; the value parsed as YAML)."""
     ckpt = load_checkpoint(src)
     cfg = checkpoint_config(ckpt, src)
     state = dict(ckpt["model"])

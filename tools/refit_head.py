@@ -69,24 +69,14 @@ def cache_plan(
 
 def steps_of(data: Path, split: str, frames: int, cfg, body, device: torch.device, desc: str):
     """Prepared steps of the first ``frames`` frames of ``split`` (a progress bar)."""
-    from torch.utils.data import Subset
-    from tqdm import tqdm
-
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+    from sahmr.engine.data import checkpoint_steps
 
     dataset = SyntheticDataset(data, split)
     n = min(frames, len(dataset))
     if n == 0:
         raise ValueError(f"{data}: the {split} split has no frames")
-    bank = build_scene_bank(dataset.scene_points, device,
-                            max_points_per_scene=cfg.get("max_points_per_scene"),
-                            seed=int(cfg.get("seed", 0)))  # fmt: skip
-    prep = StepPreparer(body.topology, device, bank)
-    settings = LoaderSettings(batch_size=16, num_workers=1)
-    loader = build_loader(Subset(dataset, range(n)), settings, train=False, device=device)
-    for batch in tqdm(loader, desc=desc, unit="batch"):
-        yield prep.step(batch, targets=True)
+    yield from checkpoint_steps(dataset, range(n), cfg, body.topology, device, desc=desc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -445,3 +445,31 @@ class StepPreparer(TargetPreparer):
         """``(inputs, targets)`` of the batch."""
         step = self.step(batch, targets=True)
         return step.inputs, step.targets
+
+
+def checkpoint_steps(
+    dataset: Dataset,
+    indices: Sequence[int],
+    cfg: Any,
+    topology: Any,
+    device: torch.device,
+    *,
+    batch_size: int = 16,
+    desc: str = "frames",
+) -> Iterator[Step]:
+    """Prepared steps, targets included, of ``dataset``'s frames ``indices`` in order, with the
+    scene bank a checkpoint's config trains and predicts with (``max_points_per_scene``,
+    ``seed``); one loader worker, a progress bar. For CPU tools that run a checkpoint over part
+    of a generated split (``tools/refit_head.py``, ``tools/diagnose_root.py``)."""
+    from torch.utils.data import Subset
+    from tqdm import tqdm
+
+    bank = build_scene_bank(dataset.scene_points, device,
+                            max_points_per_scene=cfg.get("max_points_per_scene"),
+                            seed=int(cfg.get("seed", 0)))  # fmt: skip
+    prep = StepPreparer(topology, device, bank)
+    loader = build_loader(Subset(dataset, list(indices)),
+                          LoaderSettings(batch_size=batch_size, num_workers=1),
+                          train=False, device=device)  # fmt: skip
+    for batch in tqdm(loader, desc=desc, unit="batch"):
+        yield prep.step(batch, targets=True)

@@ -99,7 +99,7 @@ def diagnose_roots(
                     at_gt = rcnet(step.inputs, step.frame_targets)
                 finally:
                     rcnet.training = False
-                gt_roi = _mm(at_gt.root_cam, gt)
+                gt_roi, coarse_err = _mm(at_gt.root_cam, gt), _mm(coarse, gt)
                 depth_err = ((coarse[:, 2].double() - gt[:, 2].double()).abs() * 1000).tolist()
                 for b in range(gt.shape[0]):
                     i = len(rows)
@@ -109,7 +109,7 @@ def diagnose_roots(
                         RootErrors(
                             scene=str(scene_ids[i]),
                             depth_m=float(gt[b, 2]),
-                            coarse_mm=_mm(coarse[b : b + 1], gt[b : b + 1])[0],
+                            coarse_mm=coarse_err[b],
                             coarse_depth_mm=depth_err[b],
                             gt_roi_mm=gt_roi[b],
                             voted_mm=tuple(v[b] for v in voted),
