@@ -456,11 +456,13 @@ def checkpoint_steps(
     *,
     batch_size: int = 16,
     desc: str = "frames",
+    progress: bool = True,
 ) -> Iterator[Step]:
     """Prepared steps, targets included, of ``dataset``'s frames ``indices`` in order, with the
     scene bank a checkpoint's config trains and predicts with (``max_points_per_scene``,
-    ``seed``); one loader worker, a progress bar. For CPU tools that run a checkpoint over part
-    of a generated split (``tools/refit_head.py``, ``tools/diagnose_root.py``)."""
+    ``seed``); one loader worker, a progress bar unless ``progress`` is off. For CPU tools that
+    run a checkpoint over part of a generated split (``tools/refit_head.py``,
+    ``tools/diagnose_root.py``, ``tools/refit_voter.py``)."""
     from torch.utils.data import Subset
     from tqdm import tqdm
 
@@ -471,5 +473,5 @@ def checkpoint_steps(
     loader = build_loader(Subset(dataset, list(indices)),
                           LoaderSettings(batch_size=batch_size, num_workers=1),
                           train=False, device=device)  # fmt: skip
-    for batch in tqdm(loader, desc=desc, unit="batch"):
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         yield prep.step(batch, targets=True)

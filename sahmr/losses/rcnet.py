@@ -279,26 +279,35 @@ class RCNetLoss(nn.Module):
         d_gt = normalised_depth(root_gt[:, 2], K_crop, S)
         depth = (output.root_depth - d_gt).abs().mean()
 
-        vox = output.voxels
-        err = vox.votes_cam - root_gt[vox.batch_idx]  # (K, 3)
-        near = (vox.centres_cam - root_gt[vox.batch_idx]).norm(dim=-1) <= self.offset_radius
-        offset = _masked_mean(err.abs().sum(-1), near)
-
-        root = _masked_mean((output.root_cam - root_gt).norm(dim=-1), output.root_voted)
-
-        labels = voxel_contact_labels(vox, targets, self.contact_label_radius)
-        contact = focal_cross_entropy(
-            vox.contact_logits, labels, self.class_weight, self.contact_focal_gamma
-        )
-
         raw = {
             "heatmap": heatmap,
             "part_heatmap": part_heatmap,
             "depth": depth,
-            "offset": offset,
-            "root": root,
-            "contact": contact,
+            **self.vote_terms(output.voxels, output.root_cam, output.root_voted, targets),
         }
         terms = {k: self.weights[k] * v for k, v in raw.items()}
         total = torch.stack(list(terms.values())).sum()
         return LossOutput(total=total, terms=terms)
+
+    def vote_terms(
+        self, voxels: RCNetVoxels, root_cam: Tensor, root_voted: Tensor, targets: FrameTargets
+    ) -> dict[str, Tensor]:
+        """The sparse branch's terms ``offset``, ``root``, ``contact``, unweighted.
+
+        Args:
+            voxels: The voxels of one pass (`RCNetOutput.voxels`, `RoiVote.voxels`).
+            root_cam: (B, 3) the voted root.
+            root_voted: bool (B,) frames whose ROI held voxels.
+            targets: Camera-frame ground truth.
+        """
+        root_gt = targets.root_cam.to(root_cam)
+        err = voxels.votes_cam - root_gt[voxels.batch_idx]  # (K, 3)
+        near = (voxels.centres_cam - root_gt[voxels.batch_idx]).norm(dim=-1) <= self.offset_radius
+        labels = voxel_contact_labels(voxels, targets, self.contact_label_radius)
+        return {
+            "offset": _masked_mean(err.abs().sum(-1), near),
+            "root": _masked_mean((root_cam - root_gt).norm(dim=-1), root_voted),
+            "contact": focal_cross_entropy(
+                voxels.contact_logits, labels, self.class_weight, self.contact_focal_gamma
+            ),
+        }

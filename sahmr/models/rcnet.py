@@ -57,6 +57,7 @@ __all__ = [
     "RCNet",
     "RCNetOutput",
     "RCNetVoxels",
+    "RoiVote",
     "UpsampleNeck",
     "heatmap_pixel_centres",
     "normalised_depth",
@@ -331,6 +332,27 @@ class RCNetVoxels:
 
 
 @dataclass
+class RoiVote:
+    """One pass of RCNet's sparse branch (`RCNet.vote_from`).
+
+    Attributes:
+        anchors_cam: Tensor (B, A, 3), the ROI anchors.
+        voxels: `RCNetVoxels` of all ROI samples.
+        pair_rows: int64 Tensor (Q,), scene row of every (scene point, sample) ROI pair.
+        pair_voxel: int64 Tensor (Q,), its voxel.
+        root_cam: Tensor (B, 3), the voted root (the fallback where the ROI was empty).
+        voted: bool Tensor (B,), frames whose ROI held voxels.
+    """
+
+    anchors_cam: Tensor
+    voxels: RCNetVoxels
+    pair_rows: Tensor
+    pair_voxel: Tensor
+    root_cam: Tensor
+    voted: Tensor
+
+
+@dataclass
 class RCNetOutput:
     """What RCNet predicts for B frames (camera frame, metres).
 
@@ -486,35 +508,22 @@ class RCNet(nn.Module):
         """
         S = inputs.crop_size
         K_crop = inputs.K_crop
-        feats = self.backbone(inputs.image)  # (B, C_b, S/r, S/r)
-        fmap = self.neck(feats)  # (B, C, h, w)
-        heatmaps = self.heatmap_head(fmap)  # (B, 1 + 7, h, w)
-        root_hm, part_hm = heatmaps[:, :1], heatmaps[:, 1:]
-        raw = self.depth_head(feats).squeeze(-1).clamp(-_DEPTH_LOG_RANGE, _DEPTH_LOG_RANGE)
-        d = self.depth_prior * torch.exp(raw)  # (B,)
-        uv = soft_argmax_2d(root_hm, S)[:, 0]  # (B, 2)
-        z = d * K_crop[:, 0, 0] / S
-        root_coarse = unproject(K_crop, uv[:, None, :], z[:, None])[:, 0]  # (B, 3)
+        fmap, root_hm, part_hm, d, uv, root_coarse = self.image_stage(inputs)
 
         centre = root_coarse.detach()
         forced = self.training and self.teacher_forcing and targets is not None
         if forced:
             gt = targets.root_cam.to(centre)
             centre = gt + self.roi_noise_std * torch.randn_like(gt)
-        anchors = ray_anchors(centre, self.anchor_offsets)  # (B, A, 3)
-
-        voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
-        root, voted = vote_root(
-            voxels.confidence, voxels.votes_cam, voxels.batch_idx, root_coarse
-        )
+        vote = self.vote_from(inputs, fmap, centre, root_coarse)
         for _ in range(0 if forced else self.roi_refinements):
             # re-centre on the vote; a frame the new ROI finds empty keeps the previous root
-            centre = root.detach().to(centre.dtype)
-            anchors = ray_anchors(centre, self.anchor_offsets)
-            voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
-            root, again = vote_root(voxels.confidence, voxels.votes_cam, voxels.batch_idx, root)
-            voted = voted | again
-        contacts = self._select_contacts(inputs, voxels, pair_rows, pair_voxel)
+            centre = vote.root_cam.detach().to(centre.dtype)
+            again = self.vote_from(inputs, fmap, centre, vote.root_cam)
+            vote = RoiVote(again.anchors_cam, again.voxels, again.pair_rows, again.pair_voxel,
+                           again.root_cam, vote.voted | again.voted)  # fmt: skip
+        anchors, voxels, root, voted = vote.anchors_cam, vote.voxels, vote.root_cam, vote.voted
+        contacts = self._select_contacts(inputs, voxels, vote.pair_rows, vote.pair_voxel)
         return RCNetOutput(
             root_heatmap=root_hm,
             part_heatmaps=part_hm,
@@ -534,6 +543,45 @@ class RCNet(nn.Module):
             K_crop=K_crop,
             crop_size=S,
         )
+
+    def image_stage(
+        self, inputs: FrameInputs
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The image-only part: ``(fmap (B,C,h,w), root heatmap (B,1,h,w), part heatmaps
+        (B,7,h,w), normalised depth (B,), root crop pixel (B,2), coarse root (B,3) camera
+        frame)``."""
+        S = inputs.crop_size
+        K_crop = inputs.K_crop
+        feats = self.backbone(inputs.image)  # (B, C_b, S/r, S/r)
+        fmap = self.neck(feats)  # (B, C, h, w)
+        heatmaps = self.heatmap_head(fmap)  # (B, 1 + 7, h, w)
+        root_hm, part_hm = heatmaps[:, :1], heatmaps[:, 1:]
+        raw = self.depth_head(feats).squeeze(-1).clamp(-_DEPTH_LOG_RANGE, _DEPTH_LOG_RANGE)
+        d = self.depth_prior * torch.exp(raw)  # (B,)
+        uv = soft_argmax_2d(root_hm, S)[:, 0]  # (B, 2)
+        z = d * K_crop[:, 0, 0] / S
+        root_coarse = unproject(K_crop, uv[:, None, :], z[:, None])[:, 0]  # (B, 3)
+        return fmap, root_hm, part_hm, d, uv, root_coarse
+
+    def vote_from(
+        self, inputs: FrameInputs, fmap: Tensor, centre_cam: Tensor, fallback_cam: Tensor
+    ) -> RoiVote:
+        """One pass of the sparse branch from ROIs around ``centre_cam`` and its vote.
+
+        Args:
+            inputs: The frames (their scene points).
+            fmap: (B, C, h, w) neck feature map of the frames.
+            centre_cam: (B, 3) ROI centres (the anchors lie on the ray through them).
+            fallback_cam: (B, 3) root kept by frames whose ROI holds no scene point.
+
+        Returns:
+            `RoiVote`.
+        """
+        anchors = ray_anchors(centre_cam, self.anchor_offsets)  # (B, A, 3)
+        voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
+        root, voted = vote_root(voxels.confidence, voxels.votes_cam, voxels.batch_idx,
+                                fallback_cam)  # fmt: skip
+        return RoiVote(anchors, voxels, pair_rows, pair_voxel, root, voted)
 
     def _roi_pairs(self, inputs: FrameInputs, anchors: Tensor) -> tuple[Tensor, Tensor]:
         """(scene row, sample) pairs: row n is within roi_radius of anchor a of its frame."""

@@ -1,0 +1,220 @@
+"""Refit RCNet's voter for the ROIs it meets at test time (CPU-friendly).
+
+RCNet (`sahmr.models.rcnet`) centres its ROI on a coarse, image-only root and its sparse
+branch - the voter - votes the root from the scene voxels inside. Trained with ROI teacher
+forcing (the ROI around the ground-truth root plus 0.1 m of noise), the voter learns that the
+root lies near the ROI centre: every voxel is told ``anchor - voxel centre``, which is then
+nearly the answer. At test time the coarse root is ~0.4 m off in depth and the vote follows
+the ROI centre: from a ground-truth-centred ROI the shipped voter is 77 mm off, from its own
+coarse root 159 mm (`tools/diagnose_root.py`).
+
+`refit_voter` trains the voter alone (the sparse U-Net and its three voxel heads; the image
+stage and every BatchNorm's statistics stay frozen, so the model validated is the model
+saved) on ROIs centred as at test time: per frame, with probability ``coarse_fraction`` on the
+coarse root, otherwise on the ground-truth root moved by Gaussian noise - ``lateral_std`` per
+axis plus a shift along the viewing ray of standard deviation drawn uniformly from
+``[0, depth_std_max]`` (`training_centres`). Loss: RCNet's own sparse-branch terms
+(`sahmr.losses.rcnet.RCNetLoss.vote_terms`: offset, root, contact) with the checkpoint's
+weights. Validation: the root error of the whole RCNet with its ROI refinements, exactly as it
+predicts; the weights best there are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sahmr.models.modes import eval_mode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VOTER_MODULES", "VoterRefitSettings", "endless", "refit_voter", "training_centres",
+           "val_root_error_mm", "voter_parameters"]  # fmt: skip
+
+
+@dataclass
+class VoterRefitSettings:
+    """Options of `refit_voter` (see the module docstring).
+
+    Attributes:
+        steps: Optimiser steps (AdamW, cosine decay to 0 after a 5 % warm-up).
+        lr: Peak learning rate.
+        coarse_fraction: Share of training ROIs centred on the coarse root.
+        lateral_std: Noise of the other ROIs across all three axes, metres.
+        depth_std_max: Their extra noise along the viewing ray: standard deviation uniform in
+            ``[0, depth_std_max]`` per frame, metres.
+        val_every: Validate every this many steps.
+        seed: Seed of the ROI noise.
+    """
+
+    steps: int = 600
+    lr: float = 1e-4
+    coarse_fraction: float = 1.0 / 3.0
+    lateral_std: float = 0.1
+    depth_std_max: float = 0.4
+    val_every: int = 100
+    seed: int = 0
+
+
+VOTER_MODULES = ("unet", "confidence_head", "offset_head", "contact_head")
+"""RCNet's sub-modules that make the voter (the sparse U-Net and its voxel heads)."""
+
+
+def voter_parameters(rcnet: nn.Module) -> list[nn.Parameter]:
+    """The voter's parameters (`VOTER_MODULES`)."""
+    return [p for name in VOTER_MODULES for p in getattr(rcnet, name).parameters()]
+
+
+def training_centres(
+    root_gt_cam: Tensor,
+    root_coarse_cam: Tensor,
+    settings: VoterRefitSettings,
+    generator: torch.Generator,
+) -> Tensor:
+    """ROI centres for one training batch (module docstring).
+
+    Args:
+        root_gt_cam: (B, 3) ground-truth roots, camera frame.
+        root_coarse_cam: (B, 3) RCNet's coarse roots.
+        settings: ``coarse_fraction``, ``lateral_std``, ``depth_std_max``.
+        generator: CPU random generator.
+
+    Returns:
+        Tensor (B, 3), camera frame.
+    """
+    B = root_gt_cam.shape[0]
+    dtype = root_gt_cam.dtype
+
+    def draw(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator, dtype=dtype).to(root_gt_cam.device)
+
+    ray = root_gt_cam / root_gt_cam.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    depth_std = settings.depth_std_max * torch.rand(B, generator=generator, dtype=dtype)
+    shift = settings.lateral_std * draw(B, 3) + (depth_std.to(ray) * draw(B))[:, None] * ray
+    use_coarse = torch.rand(B, generator=generator) < settings.coarse_fraction
+    return torch.where(use_coarse.to(ray.device)[:, None], root_coarse_cam.to(ray),
+                       root_gt_cam + shift)  # fmt: skip
+
+
+@torch.no_grad()
+def val_root_error_mm(rcnet: nn.Module, steps: Sequence) -> float:
+    """Mean root error (mm) of RCNet as it predicts (its ``roi_refinements``) over prepared
+    steps (`sahmr.engine.data.Step` with targets)."""
+    total, count = 0.0, 0
+    with eval_mode(rcnet):
+        for step in steps:
+            out = rcnet(step.inputs)
+            err = (out.root_cam - step.targets.root_cam.to(out.root_cam)).norm(dim=-1)
+            total += float(err.sum())
+            count += err.numel()
+    return 1000.0 * total / max(count, 1)
+
+
+def refit_voter(
+    rcnet: nn.Module,
+    loss_fn: nn.Module,
+    train_steps: Iterator,
+    val_steps: Sequence | None,
+    settings: VoterRefitSettings | None = None,
+    *,
+    progress: bool = False,
+) -> dict:
+    """Train RCNet's voter in place (module docstring); keep the weights best on val.
+
+    Args:
+        rcnet: The RCNet of a checkpoint (any ``roi_refinements``; validation uses its own).
+        loss_fn: `sahmr.losses.rcnet.RCNetLoss` (its ``vote_terms`` and weights).
+        train_steps: Endless iterator of prepared training steps with targets.
+        val_steps: Prepared val steps (other rooms), or None (keep the last weights).
+        settings: `VoterRefitSettings`.
+        progress: Show a progress bar.
+
+    Returns:
+        ``{"history": [{"step", "loss", "offset", "root", "contact", "val_mm"}...],
+        "best_step", "best_val_mm", "start_val_mm"}``.
+    """
+    from tqdm import tqdm
+
+    settings = settings or VoterRefitSettings()
+    params = voter_parameters(rcnet)
+    trainable_before = [p for p in rcnet.parameters() if p.requires_grad]
+    for p in rcnet.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
+    warm = max(1, settings.steps // 20)
+
+    def factor(i: int) -> float:
+        if i < warm:
+            return (i + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, settings.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    gen = torch.Generator().manual_seed(settings.seed)
+    start = val_root_error_mm(rcnet, val_steps) if val_steps is not None else None
+    best = {"step": 0, "val_mm": start, "state": _copy_params(rcnet)}
+    logger.info("voter refit: val root error at the start %s mm", start)
+    history: list[dict] = []
+    running: dict[str, float] = {}
+    rcnet.eval()  # BatchNorm statistics frozen throughout
+    try:
+        for i in tqdm(range(settings.steps), desc="refit voter", disable=not progress):
+            step = next(train_steps)
+            inputs, targets = step.inputs, step.targets
+            with torch.no_grad():
+                fmap, *_, root_coarse = rcnet.image_stage(inputs)
+            centre = training_centres(targets.root_cam.to(root_coarse), root_coarse, settings,
+                                      gen)  # fmt: skip
+            vote = rcnet.vote_from(inputs, fmap, centre, root_coarse)
+            raw = loss_fn.vote_terms(vote.voxels, vote.root_cam, vote.voted, targets)
+            loss = sum(loss_fn.weights[k] * v for k, v in raw.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+            for k, v in {"loss": loss, **raw}.items():
+                running[k] = running.get(k, 0.0) + float(v.detach())
+            if (i + 1) % settings.val_every == 0 or i + 1 == settings.steps:
+                n = settings.val_every if (i + 1) % settings.val_every == 0 else (
+                    (i + 1) % settings.val_every)  # fmt: skip
+                row = {"step": i + 1, **{k: v / n for k, v in running.items()}}
+                running = {}
+                if val_steps is not None:
+                    row["val_mm"] = val_root_error_mm(rcnet, val_steps)
+                    if row["val_mm"] < best["val_mm"]:
+                        best = {"step": i + 1, "val_mm": row["val_mm"],
+                                "state": _copy_params(rcnet)}  # fmt: skip
+                history.append(row)
+                logger.info("voter refit step %d: %s", i + 1, row)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+        for p in trainable_before:
+            p.requires_grad_(True)
+    if val_steps is not None:
+        rcnet.load_state_dict(best["state"])
+    return {
+        "history": history,
+        "best_step": best["step"] if val_steps is not None else settings.steps,
+        "best_val_mm": best["val_mm"],
+        "start_val_mm": start,
+    }
+
+
+def endless(make_pass: Callable[[int], Iterable]) -> Iterator:
+    """Chain ``make_pass(epoch)`` iterables for epoch 0, 1, 2, ... forever."""
+    epoch = 0
+    while True:
+        yield from make_pass(epoch)
+        epoch += 1
+
+
+def _copy_params(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Refit an SA-HMR checkpoint's RCNet voter for test-time ROIs (CPU-friendly).
+
+    python3 tools/refit_voter.py sahmr/checkpoints/sahmr_small.pt /data/synth voter.pt \
+        --steps 600 --val-frames 160
+    python3 tools/refit_head.py voter.pt /data/synth refit.pt    # the head, for the new roots
+    python3 tools/export_checkpoint.py refit.pt sahmr_small_new.pt --int8
+
+Trains RCNet's sparse U-Net and voxel heads alone on ROIs centred where the coarse root puts
+them at test time (`sahmr.engine.voter_refit`), streaming the train split in a shuffled order,
+and keeps the weights whose root error (RCNet as it predicts, ROI refinements included) is
+best on the first ``--val-frames`` val frames. Writes a training-format checkpoint and
+``<out>.json`` with the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="SA-HMR checkpoint with an RCNet")
+    p.add_argument("data", type=Path, help="generated dataset (tools/make_dataset.py)")
+    p.add_argument("out", type=Path, help="refitted checkpoint (training format)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--coarse-fraction", type=float, default=1.0 / 3.0,
+                   help="share of training ROIs centred on the coarse root")  # fmt: skip
+    p.add_argument("--depth-std-max", type=float, default=0.4,
+                   help="other ROIs' noise along the viewing ray: std up to this, m")  # fmt: skip
+    p.add_argument("--val-frames", type=int, default=160)
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if not a.checkpoint.is_file():
+        p.error(f"{a.checkpoint}: no such checkpoint file")
+    if not (a.data / "dataset.json").is_file():
+        p.error(f"{a.data}: not a generated dataset (no dataset.json)")
+    if a.out.resolve() == a.checkpoint.resolve():
+        p.error(f"out {a.out} is the input checkpoint: write to another file")
+    for name in ("steps", "batch", "val_frames", "val_every"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0.0 <= a.coarse_fraction <= 1.0:
+        p.error("--coarse-fraction must be in [0, 1]")
+    if a.depth_std_max < 0 or a.lr <= 0:
+        p.error("--depth-std-max must be >= 0 and --lr > 0")
+
+    import logging
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.checkpoint import load_method, save_checkpoint
+    from sahmr.engine.data import checkpoint_steps
+    from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per validation
+    torch.manual_seed(a.seed)
+    device = torch.device(a.device)
+    try:
+        method, cfg = load_method(a.checkpoint, device)
+    except ValueError as err:
+        p.error(str(err))
+    rcnet = getattr(method, "rcnet", None)
+    if rcnet is None:
+        p.error(f"{a.checkpoint}: not an SA-HMR checkpoint with an RCNet")
+    loss_cfg = OmegaConf.select(cfg, "loss.rcnet_loss")
+    if loss_cfg is None:
+        p.error(f"{a.checkpoint}: its config has no loss.rcnet_loss")
+    body = instantiate(cfg.body)
+    loss_fn = instantiate(loss_cfg).to(device)
+    train_set, val_set = SyntheticDataset(a.data, "train"), SyntheticDataset(a.data, "val")
+    if len(train_set) == 0 or len(val_set) == 0:
+        p.error(f"{a.data}: the train and val splits need frames")
+    val_index = range(min(a.val_frames, len(val_set)))
+    val_steps = list(checkpoint_steps(val_set, val_index, cfg, body.topology, device,
+                                      batch_size=a.batch, desc="val frames"))  # fmt: skip
+
+    def one_pass(epoch: int):
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+            a.seed + epoch)).tolist()  # fmt: skip
+        return checkpoint_steps(train_set, order, cfg, body.topology, device,
+                                batch_size=a.batch, progress=False)  # fmt: skip
+
+    settings = VoterRefitSettings(steps=a.steps, lr=a.lr, coarse_fraction=a.coarse_fraction,
+                                  depth_std_max=a.depth_std_max, val_every=a.val_every,
+                                  seed=a.seed)  # fmt: skip
+    report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True)
+    report.update(val_frames=len(val_index), batch=a.batch, source=str(a.checkpoint),
+                  roi_refinements=rcnet.roi_refinements)  # fmt: skip
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(a.out, model=method, config=cfg, step=report["best_step"],
+                    metrics={"refit_val_root_mm": report["best_val_mm"]})  # fmt: skip
+    a.out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"wrote {a.out}; refit the head for its roots: python3 tools/refit_head.py {a.out} "
+          f"{a.data} OUT.pt")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
