@@ -219,7 +219,6 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
 def run(s: Settings) -> dict[str, Any]:
     """Run the model over the frames; write attention.json / attention.png; return the report."""
     from hydra.utils import instantiate
-    from torch.utils.data import Subset
     from tqdm import tqdm
 
     from sahmr.atomic_write import atomic_write_bytes
@@ -227,7 +226,7 @@ def run(s: Settings) -> dict[str, Any]:
     from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_checkpoint, load_method
-    from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
+    from sahmr.engine.data import checkpoint_steps
     from sahmr.engine.validation import write_json_atomic
     from sahmr.evaluation.attention import CrossAttentionReport, frame_rows
     from sahmr.models.sahmr import SAHMR
@@ -255,19 +254,8 @@ def run(s: Settings) -> dict[str, Any]:
         fail(f"--split {s.split}: no frames in {s.data_root}")
     if s.example_frame is not None and s.example_frame >= n:
         fail(f"--example-frame {s.example_frame}: only {n} frames are read")
-    bank = build_scene_bank(
-        frames.scene_points,
-        s.device,
-        max_points_per_scene=cfg.get("max_points_per_scene"),
-        seed=int(cfg.get("seed", 0)),
-    )
-    prepare = StepPreparer(body.topology, s.device, bank)
-    loader = build_loader(
-        Subset(frames, range(n)),
-        LoaderSettings(batch_size=s.batch_size, num_workers=0),
-        train=False,
-        device=s.device,
-    )
+    steps = checkpoint_steps(frames, range(n), cfg, body.topology, s.device,
+                             batch_size=s.batch_size, progress=False)  # fmt: skip
     net = method.mesh_net
     nj, nq = net.num_joints, net.num_queries
     token = J14_NAMES.index(s.token)
@@ -276,8 +264,7 @@ def run(s: Settings) -> dict[str, Any]:
     start = time.perf_counter()
     index = 0
     with tqdm(total=n, desc="attention", unit="frame", disable=not s.progress) as bar:
-        for batch in loader:
-            step = prepare.step(batch, targets=True)
+        for step in steps:
             with torch.no_grad():
                 out = method(step.inputs, return_attention=True)
             tg = step.frame_targets

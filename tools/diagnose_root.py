@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="JSON file for the table")
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
-    if not a.checkpoint.is_file():
-        p.error(f"{a.checkpoint}: no such checkpoint file")
-    if not (a.data / "dataset.json").is_file():
-        p.error(f"{a.data}: not a generated dataset (no dataset.json)")
+    from sahmr.cli.checks import checkpoint_data_problem
+
+    problem = checkpoint_data_problem(a.checkpoint, a.data)
+    if problem:
+        p.error(problem)
     for name in ("every", "batch"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be >= 1")

@@ -16,7 +16,6 @@ the refit's history.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -104,12 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if not a.checkpoint.is_file():
-        p.error(f"{a.checkpoint}: no such checkpoint file")
-    if not (a.data / "dataset.json").is_file():
-        p.error(f"{a.data}: not a generated dataset (no dataset.json)")
-    if a.out.resolve() == a.checkpoint.resolve():
-        p.error(f"out {a.out} is the input checkpoint: write to another file")
+    from sahmr.cli.checks import checkpoint_data_problem
+
+    problem = checkpoint_data_problem(a.checkpoint, a.data, a.out)
+    if problem:
+        p.error(problem)
     if a.no_scene_frames < 0:
         p.error("--no-scene-frames must be >= 0")
     if a.no_scene_frames and a.no_scene:
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    from sahmr.engine.checkpoint import save_checkpoint
+    from sahmr.engine.checkpoint import save_refit
     from sahmr.engine.head_refit import HeadCache, RefitWeights, collect_head_inputs, refit_head
 
     torch.manual_seed(a.seed)
@@ -151,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress=True)  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
                   no_scene_frames=a.no_scene_frames)
-    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(a.out, model=method, config=cfg, step=report["best_step"],
-                    metrics={"refit_val_placed_mm": report["best_val_mm"]})  # fmt: skip
-    a.out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    save_refit(a.out, method, cfg, report, "refit_val_placed_mm")
     print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
     return 0
 

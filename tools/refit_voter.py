@@ -16,7 +16,6 @@ best on the first ``--val-frames`` val frames. Writes a training-format checkpoi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -38,12 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if not a.checkpoint.is_file():
-        p.error(f"{a.checkpoint}: no such checkpoint file")
-    if not (a.data / "dataset.json").is_file():
-        p.error(f"{a.data}: not a generated dataset (no dataset.json)")
-    if a.out.resolve() == a.checkpoint.resolve():
-        p.error(f"out {a.out} is the input checkpoint: write to another file")
+    from sahmr.cli.checks import checkpoint_data_problem
+
+    problem = checkpoint_data_problem(a.checkpoint, a.data, a.out)
+    if problem:
+        p.error(problem)
     for name in ("steps", "batch", "val_frames", "val_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.checkpoint import load_method, save_checkpoint
+    from sahmr.engine.checkpoint import load_method, save_refit
     from sahmr.engine.data import checkpoint_steps
     from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
 
@@ -97,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True)
     report.update(val_frames=len(val_index), batch=a.batch, source=str(a.checkpoint),
                   roi_refinements=rcnet.roi_refinements)  # fmt: skip
-    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(a.out, model=method, config=cfg, step=report["best_step"],
-                    metrics={"refit_val_root_mm": report["best_val_mm"]})  # fmt: skip
-    a.out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    save_refit(a.out, method, cfg, report, "refit_val_root_mm")
     print(f"wrote {a.out}; refit the head for its roots: python3 tools/refit_head.py {a.out} "
           f"{a.data} OUT.pt")  # fmt: skip
     return 0

@@ -40,6 +40,7 @@ __all__ = [
     "check_int",
     "check_scan_file",
     "check_writable_folder",
+    "checkpoint_data_problem",
     "compose_for_checks",
     "fail",
     "image_file_problem",
@@ -230,6 +231,22 @@ def check_data_folder(path: str | Path, what: str) -> Path:
     if not path.is_dir():
         raise BadArgument(f"{_named(what, path)}: not a folder")
     return path
+
+
+def checkpoint_data_problem(
+    checkpoint: Path, data: Path, out: Path | None = None
+) -> str | None:
+    """The one-line problem with a CPU tool's ``checkpoint data [out]`` arguments
+    (``tools/refit_head.py``, ``tools/refit_voter.py``, ``tools/diagnose_root.py``), or None:
+    the checkpoint file must exist, ``data`` must be a generated dataset, ``out`` must not be
+    the checkpoint itself."""
+    if not Path(checkpoint).is_file():
+        return f"{checkpoint}: no such checkpoint file"
+    if not (Path(data) / "dataset.json").is_file():
+        return f"{data}: not a generated dataset (no dataset.json)"
+    if out is not None and Path(out).resolve() == Path(checkpoint).resolve():
+        return f"out {out} is the input checkpoint: write to another file"
+    return None
 
 
 def check_dataset_root(path: str | Path, what: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ reads it: nothing is unpickled by type.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import pickle
@@ -374,6 +375,20 @@ def load_initial_weights(
         len(unused),
     )
     return {"loaded": sorted(picked), "missing": missing, "unused": unused}
+
+
+def save_refit(path: str | Path, method: nn.Module, config: DictConfig, report: dict,
+               metric: str) -> None:  # fmt: skip
+    """Write a CPU refit's result (``tools/refit_head.py``, ``tools/refit_voter.py``): the
+    training-format checkpoint at ``path`` (step ``report["best_step"]``, ``metric`` =
+    ``report["best_val_mm"]``) and the whole report beside it as ``<path>.json``; print the
+    report without its history."""
+    path = Path(path)
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model=method, config=config, step=report["best_step"],
+                    metrics={metric: report["best_val_mm"]})  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 
 def load_method(
