@@ -98,6 +98,7 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.batch_size, "batch_size")
         check_int(cfg.num_workers, "num_workers", minimum=0)
         check_int(cfg.max_batches, "max_batches", allow_none=True)
+        check_int(cfg.get("frames"), "frames", allow_none=True)
         check_int(cfg.get("clip_length"), "clip_length", allow_none=True)
         check_float(cfg.sdf_voxel_size, "sdf_voxel_size")
         if str(cfg.get("joint_set", "smpl24")) not in JOINT_SETS:
@@ -180,6 +181,7 @@ def main(cfg: DictConfig) -> None:
         train=False,
         device=device,
         clip_length=clip_length,
+        items=cfg.get("frames"),
     )
     with_targets = cfg.with_targets
     if with_targets is None:

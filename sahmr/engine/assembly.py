@@ -187,6 +187,7 @@ def build_split_loader(
     info: DistInfo,
     *,
     train: bool,
+    items: int | None = None,
 ) -> tuple[DataLoader, StepPreparer]:
     """The loader of one split (training or validation) and the step preparer of its batches,
     with the split's own scene bank.
@@ -199,6 +200,7 @@ def build_split_loader(
         body: The training body (its topology).
         info: This process's place in the job (device, rank).
         train: Training (shuffled, resumable) or validation loader.
+        items: Validation only: that many items spread evenly over the split (None: all).
     """
     seed = int(cfg.seed)
     clip_length = cfg.get("clip_length")
@@ -218,6 +220,7 @@ def build_split_loader(
         world_size=info.world_size,
         device=info.device,
         clip_length=clip_length,
+        items=items,
     )
     return loader, prepare
 
@@ -278,8 +281,9 @@ def build_val_data(
     cfg: DictConfig, tcfg: TrainerConfig, body: Any, info: DistInfo
 ) -> ValData | None:
     """The validation loader, preparer and evaluator of ``cfg.data`` merged with
-    ``cfg.data_val`` (every frame once, clips without overlap); None when validation is off,
-    there is no ``data_val``, or the split is empty."""
+    ``cfg.data_val`` (every frame once, clips without overlap; with ``val_max_batches`` that
+    many batches of frames spread evenly over the split, so every room counts); None when
+    validation is off, there is no ``data_val``, or the split is empty."""
     if not ((tcfg.val_every_epochs or tcfg.val_every_steps) and cfg.get("data_val") is not None):
         return None
     frames = build_dataset(OmegaConf.merge(cfg.data, cfg.data_val))
@@ -290,7 +294,11 @@ def build_val_data(
     if len(val_set) == 0:
         logger.warning("the validation split is empty (of clips, in clip mode); skipped")
         return None
-    loader, prepare = build_split_loader(val_set, cfg, tcfg, body, info, train=False)
+    items = None  # val_max_batches: that many batches' worth of frames from every room
+    if tcfg.val_max_batches is not None:
+        items = tcfg.val_max_batches * tcfg.val_batch_size * info.world_size
+    loader, prepare = build_split_loader(val_set, cfg, tcfg, body, info, train=False,
+                                         items=items)  # fmt: skip
     evaluator = build_evaluator(
         body,
         frames,

@@ -97,12 +97,26 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self._skip)
 
 
+def spread_indices(length: int, count: int | None) -> list[int]:
+    """``count`` indices of ``range(length)`` spread evenly over it (all when ``count`` is None
+    or >= ``length``), ascending: item ``i`` is ``floor((i + 1/2) * length / count)``. A split
+    is written room by room, so its first frames come from a few rooms; spread ones from all."""
+    if count is None or count >= length:
+        return list(range(length))
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    return [(2 * i + 1) * length // (2 * count) for i in range(count)]
+
+
 class StridedSampler(Sampler[int]):
     """Every ``num_replicas``-th index from ``rank``, in order, without padding (evaluation:
-    each frame is scored exactly once over all ranks)."""
+    each frame is scored exactly once over all ranks); of ``spread_indices(length, items)``
+    when ``items`` is given."""
 
-    def __init__(self, length: int, *, num_replicas: int = 1, rank: int = 0) -> None:
-        self.indices = list(range(rank, length, num_replicas))
+    def __init__(
+        self, length: int, *, num_replicas: int = 1, rank: int = 0, items: int | None = None
+    ) -> None:
+        self.indices = spread_indices(length, items)[rank::num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -201,6 +215,7 @@ def build_loader(
     world_size: int = 1,
     device: torch.device | None = None,
     clip_length: int | None = None,
+    items: int | None = None,
 ) -> DataLoader:
     """A DataLoader collating `Batch`es, or `ClipBatch`es in clip mode (no scene points; see
     `SceneBank`).
@@ -219,10 +234,14 @@ def build_loader(
         device: Training device (pinning only for CUDA).
         clip_length: T in clip mode (``dataset`` must be a `ClipDataset` of that length),
             None in frame mode.
+        items: Evaluation only: that many items spread evenly over the dataset
+            (`spread_indices`), over all ranks; None: all.
 
     Raises:
         ValueError: The dataset does not match the data mode.
     """
+    if train and items is not None:
+        raise ValueError("items selects evaluation frames; a training loader takes them all")
     collate = _collate_fn(dataset, clip_length)
     n = len(dataset)  # type: ignore[arg-type]
     sampler: Sampler[int]
@@ -231,7 +250,7 @@ def build_loader(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
     else:
-        sampler = StridedSampler(n, num_replicas=world_size, rank=rank)
+        sampler = StridedSampler(n, num_replicas=world_size, rank=rank, items=items)
     workers = int(settings.num_workers)
     generator = torch.Generator()
     generator.manual_seed(epoch_seed(seed, 0))

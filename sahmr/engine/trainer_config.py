@@ -47,7 +47,8 @@ class TrainerConfig:
         val_every_steps: Also validate every this many optimiser steps (None/0: never), for
             runs whose epochs are not a useful unit (a training set still being written,
             whose early epochs last a few steps).
-        val_max_batches: Validation batches per rank (None: the whole split).
+        val_max_batches: Validation batches per rank (None: the whole split), of frames
+            spread evenly over the split (`sahmr.engine.data.spread_indices`).
         val_scene_metrics: Also score penetration/contact against the rooms' SDFs.
         val_with_targets: Validate with ``forward(inputs, targets)`` in eval mode instead of
             ``predict`` (SA-HMR's mesh network trained without RCNet: ground-truth root and

@@ -238,8 +238,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             if name == "free" and tag != "test":
                 continue
             extra = {
-                "val": ["max_batches=40", "scene_metrics=false"],
-                "test": [f"max_batches={a.test_batches}"],
+                # frames spread over the split (every room), batches of 32 (eval_cmd)
+                "val": ["frames=1280", "scene_metrics=false"],
+                "test": [f"frames={32 * a.test_batches}"],
                 "away": [],
             }[tag]
             jobs.append(
