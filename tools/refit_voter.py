@@ -21,6 +21,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sahmr.engine.voter_refit import CENTRINGS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="SA-HMR checkpoint with an RCNet")
     p.add_argument("data", type=Path, help="generated dataset (tools/make_dataset.py)")
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--centring", choices=CENTRINGS, default="mixed",
+                   help="mixed: coarse root or noisy truth; deployed: where the model's own "
+                        "refinements put the last ROI")  # fmt: skip
     p.add_argument("--coarse-fraction", type=float, default=1.0 / 3.0,
                    help="share of training ROIs centred on the coarse root")  # fmt: skip
     p.add_argument("--depth-std-max", type=float, default=0.4,
@@ -91,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = VoterRefitSettings(steps=a.steps, lr=a.lr, coarse_fraction=a.coarse_fraction,
                                   depth_std_max=a.depth_std_max, val_every=a.val_every,
-                                  seed=a.seed)  # fmt: skip
+                                  seed=a.seed, centring=a.centring)  # fmt: skip
     report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True)
     report.update(val_frames=len(val_index), batch=a.batch, source=str(a.checkpoint),
-                  roi_refinements=rcnet.roi_refinements)  # fmt: skip
+                  roi_refinements=rcnet.roi_refinements, centring=a.centring)  # fmt: skip
     save_refit(a.out, method, cfg, report, "refit_val_root_mm")
     print(f"wrote {a.out}; refit the head for its roots: python3 tools/refit_head.py {a.out} "
           f"{a.data} OUT.pt")  # fmt: skip

@@ -11,6 +11,7 @@ from conftest import load_tool
 from sahmr.engine.voter_refit import (
     VOTER_MODULES,
     VoterRefitSettings,
+    deployed_centres,
     endless,
     refit_voter,
     training_centres,
@@ -155,3 +156,28 @@ def test_tool_bad_input_is_one_line_exit_2(args, message, tiny_dataset, tmp_path
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_deployed_centres_are_where_rcnet_votes_from(shipped_rcnet_steps):
+    """The last ROI of RCNet's own forward, for 0 and 2 refinements."""
+    model, loss_fn, train, _ = shipped_rcnet_steps
+    rcnet, own = model.rcnet, model.rcnet.roi_refinements
+    for r in (0, 2):
+        rcnet.roi_refinements = r
+        with torch.no_grad():
+            out = rcnet(train[0].inputs)
+            fmap, *_, coarse = rcnet.image_stage(train[0].inputs)
+            centre = deployed_centres(rcnet, train[0].inputs, fmap, coarse)
+        assert torch.allclose(centre, out.roi_centre_cam, atol=1e-6)
+        if r == 0:
+            assert torch.equal(centre, coarse)
+    rcnet.roi_refinements = own
+    with pytest.raises(ValueError, match="centring"):
+        VoterRefitSettings(centring="ground_truth")
+    before = {k: v.clone() for k, v in rcnet.state_dict().items()}
+    settings = VoterRefitSettings(steps=1, lr=3e-3, centring="deployed")
+    report = refit_voter(rcnet, loss_fn, endless(lambda epoch: train), None, settings)
+    assert report["best_step"] == 1 and report["history"][0]["root"] > 0
+    assert any(not torch.equal(rcnet.state_dict()[k], before[k]) for k in before
+               if k.startswith("unet"))  # fmt: skip
+    rcnet.load_state_dict(before)
