@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.checkpoint import load_method, save_refit
+    from sahmr.engine.checkpoint import load_method, save_checkpoint, save_refit
     from sahmr.engine.data import checkpoint_steps
     from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
 
@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = VoterRefitSettings(steps=a.steps, lr=a.lr, coarse_fraction=a.coarse_fraction,
                                   depth_std_max=a.depth_std_max, val_every=a.val_every,
                                   seed=a.seed, centring=a.centring)  # fmt: skip
-    report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True)
+    def keep_best(row: dict) -> None:  # a stopped run still leaves its best weights
+        save_checkpoint(a.out, model=method, config=cfg, step=row["step"],
+                        metrics={"refit_val_root_mm": row["val_mm"]})  # fmt: skip
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True,
+                         on_best=keep_best)  # fmt: skip
     report.update(val_frames=len(val_index), batch=a.batch, source=str(a.checkpoint),
                   roi_refinements=rcnet.roi_refinements, centring=a.centring)  # fmt: skip
     save_refit(a.out, method, cfg, report, "refit_val_root_mm")

@@ -149,6 +149,7 @@ def refit_voter(
     settings: VoterRefitSettings | None = None,
     *,
     progress: bool = False,
+    on_best: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train RCNet's voter in place (module docstring); keep the weights best on val.
 
@@ -159,6 +160,8 @@ def refit_voter(
         val_steps: Prepared val steps (other rooms), or None (keep the last weights).
         settings: `VoterRefitSettings`.
         progress: Show a progress bar.
+        on_best: Called with the validation row each time val improves, while ``rcnet``
+            holds those weights (e.g. to save them: a stopped run keeps its best).
 
     Returns:
         ``{"history": [{"step", "loss", "offset", "root", "contact", "val_mm"}...],
@@ -220,6 +223,8 @@ def refit_voter(
                     if row["val_mm"] < best["val_mm"]:
                         best = {"step": i + 1, "val_mm": row["val_mm"],
                                 "state": _copy_params(rcnet)}  # fmt: skip
+                        if on_best is not None:
+                            on_best(row)
                 history.append(row)
                 logger.info("voter refit step %d: %s", i + 1, row)
     finally:

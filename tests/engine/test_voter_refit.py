@@ -80,7 +80,18 @@ def test_refit_trains_the_voter_only_and_keeps_the_best(shipped_rcnet_steps):
                    for n in voter_names)  # fmt: skip
 
     settings = VoterRefitSettings(steps=3, lr=3e-3, val_every=1, seed=1)
-    report = refit_voter(rcnet, loss_fn, endless(lambda epoch: train), val, settings)
+    calls = []
+
+    def on_best(row):  # called while the model holds the improved weights
+        calls.append((row["step"], row["val_mm"], val_root_error_mm(rcnet, val)))
+
+    report = refit_voter(rcnet, loss_fn, endless(lambda epoch: train), val, settings,
+                         on_best=on_best)  # fmt: skip
+    running = report["start_val_mm"]
+    for _step, val_mm, now in calls:
+        assert val_mm < running and now == pytest.approx(val_mm, rel=1e-6)
+        running = val_mm
+    assert [c[0] for c in calls][-1:] == ([report["best_step"]] if report["best_step"] else [])
     assert [row["step"] for row in report["history"]] == [1, 2, 3]
     assert all({"loss", "offset", "root", "contact", "val_mm"} <= set(r) for r in report["history"])
     vals = [report["start_val_mm"]] + [r["val_mm"] for r in report["history"]]
