@@ -20,7 +20,6 @@ stored vertices).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sahmr.engine.optimizers import WarmupCosine
 from sahmr.losses.mesh import target_rotmats
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
@@ -234,17 +234,10 @@ def refit_head(
     weights = weights or RefitWeights()
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    warm = max(1, steps // 20)
-
-    def factor(i: int) -> float:
-        if i < warm:
-            return (i + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(steps, max(1, steps // 20)))
     gen = torch.Generator().manual_seed(seed)
     start = placed_vertex_error_mm(head, val) if val is not None else None
-    best = {"step": 0, "val_mm": start, "state": _copy_state(head)}
+    best = {"step": 0, "val_mm": start, "state": copy_state(head)}
     history = []
     running = 0.0
     head.train()
@@ -263,7 +256,7 @@ def refit_head(
             if val is not None:
                 row["val_mm"] = placed_vertex_error_mm(head, val)
                 if best["val_mm"] is None or row["val_mm"] < best["val_mm"]:
-                    best = {"step": i + 1, "val_mm": row["val_mm"], "state": _copy_state(head)}
+                    best = {"step": i + 1, "val_mm": row["val_mm"], "state": copy_state(head)}
                 head.train()
             history.append(row)
             logger.info("refit step %d: %s", i + 1, row)
@@ -278,5 +271,6 @@ def refit_head(
     }
 
 
-def _copy_state(module: nn.Module) -> dict[str, Tensor]:
+def copy_state(module: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of ``module``'s state dict (the best weights a refit keeps)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}

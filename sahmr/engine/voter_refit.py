@@ -27,13 +27,14 @@ starting weights when no step beats them). `docs/results.md` (runs 14a-c) has wh
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from sahmr.engine.head_refit import copy_state
+from sahmr.engine.optimizers import WarmupCosine
 from sahmr.models.modes import eval_mode
 
 logger = logging.getLogger(__name__)
@@ -178,19 +179,14 @@ def refit_voter(
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-4)
     warm = max(1, settings.steps // 20)
-
-    def factor(i: int) -> float:
-        if i < warm:
-            return (i + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, settings.steps - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(settings.steps, warm))
     gen = torch.Generator().manual_seed(settings.seed)
     start = val_root_error_mm(rcnet, val_steps) if val_steps is not None else None
-    best = {"step": 0, "val_mm": start, "state": _copy_params(rcnet)}
+    best = {"step": 0, "val_mm": start, "state": copy_state(rcnet)}
     logger.info("voter refit: val root error at the start %s mm", start)
     history: list[dict] = []
     running: dict[str, float] = {}
+    seen = 0  # steps summed in running
     rcnet.eval()  # BatchNorm statistics frozen throughout
     try:
         for i in tqdm(range(settings.steps), desc="refit voter", disable=not progress):
@@ -213,16 +209,15 @@ def refit_voter(
             sched.step()
             for k, v in {"loss": loss, **raw}.items():
                 running[k] = running.get(k, 0.0) + float(v.detach())
+            seen += 1
             if (i + 1) % settings.val_every == 0 or i + 1 == settings.steps:
-                n = settings.val_every if (i + 1) % settings.val_every == 0 else (
-                    (i + 1) % settings.val_every)  # fmt: skip
-                row = {"step": i + 1, **{k: v / n for k, v in running.items()}}
-                running = {}
+                row = {"step": i + 1, **{k: v / seen for k, v in running.items()}}
+                running, seen = {}, 0
                 if val_steps is not None:
                     row["val_mm"] = val_root_error_mm(rcnet, val_steps)
                     if row["val_mm"] < best["val_mm"]:
                         best = {"step": i + 1, "val_mm": row["val_mm"],
-                                "state": _copy_params(rcnet)}  # fmt: skip
+                                "state": copy_state(rcnet)}  # fmt: skip
                         if on_best is not None:
                             on_best(row)
                 history.append(row)
@@ -248,7 +243,3 @@ def endless(make_pass: Callable[[int], Iterable]) -> Iterator:
     while True:
         yield from make_pass(epoch)
         epoch += 1
-
-
-def _copy_params(module: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -520,8 +520,7 @@ class RCNet(nn.Module):
             # re-centre on the vote; a frame the new ROI finds empty keeps the previous root
             centre = vote.root_cam.detach().to(centre.dtype)
             again = self.vote_from(inputs, fmap, centre, vote.root_cam)
-            vote = RoiVote(again.anchors_cam, again.voxels, again.pair_rows, again.pair_voxel,
-                           again.root_cam, vote.voted | again.voted)  # fmt: skip
+            vote = replace(again, voted=vote.voted | again.voted)
         anchors, voxels, root, voted = vote.anchors_cam, vote.voxels, vote.root_cam, vote.voted
         contacts = self._select_contacts(inputs, voxels, vote.pair_rows, vote.pair_voxel)
         return RCNetOutput(
