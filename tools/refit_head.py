@@ -7,7 +7,10 @@
 
 Runs the whole model once per frame (RCNet's root and contacts, as at test time), caches
 what the head reads, then trains the head alone (`sahmr.engine.head_refit`) and keeps the
-weights best on the val split. ``--crop-scale`` (default) also gives the head the crop's
+weights best on the val split (``--val-data``: another generated set's val split). The
+frames cached are spread evenly over each split (a split is written room by room: its first
+frames come from a few rooms). The checkpoint is written at every val improvement, so a
+stopped refit leaves its best weights. ``--crop-scale`` (default) also gives the head the crop's
 metric scale (`sahmr.models.param_head`, ``crop_scale``) when the checkpoint was trained
 without it. Writes a training-format checkpoint (export it to ship) and ``<out>.json`` with
 the refit's history.
@@ -55,6 +58,7 @@ def cache_plan(
     ``no_scene_frames`` a scene-aware refit also sees that many train frames (and its val
     frames again) without any contact point, as when RCNet finds none: the head learns to stay
     sane there too, and the best step is chosen on both conditions."""
+
     def name(split: str, frames: int, on: bool) -> str:
         return f"{split}_{frames}{'' if on else '_noscene'}.pt"
 
@@ -66,16 +70,31 @@ def cache_plan(
     return plan
 
 
-def steps_of(data: Path, split: str, frames: int, cfg, body, device: torch.device, desc: str):
-    """Prepared steps of the first ``frames`` frames of ``split`` (a progress bar)."""
-    from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.data import checkpoint_steps
+def cache_key(encoder: str, data: Path, split: str, frames: int, length: int,
+              scene: bool) -> dict:  # fmt: skip
+    """What a cache file holds (stored beside it as JSON; a cache is reused only when its key
+    matches): the encoder's weights (`encoder_digest`), the split of which dataset, which
+    frames (``frames`` spread over ``length``) and whether contacts were on."""
+    return {"encoder_sha256": encoder, "data": str(Path(data).resolve()), "split": split,
+            "frames": min(frames, length), "of": length, "scene": scene}  # fmt: skip
 
-    dataset = SyntheticDataset(data, split)
-    n = min(frames, len(dataset))
-    if n == 0:
-        raise ValueError(f"{data}: the {split} split has no frames")
-    yield from checkpoint_steps(dataset, range(n), cfg, body.topology, device, desc=desc)
+
+def read_key(path: Path) -> dict | None:
+    """The key stored beside the cache file ``path``, or None (none, or unreadable)."""
+    import json
+
+    try:
+        return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def steps_of(dataset, frames: int, cfg, body, device: torch.device, desc: str):
+    """Prepared steps of ``frames`` frames spread over ``dataset`` (a progress bar)."""
+    from sahmr.engine.data import checkpoint_steps, spread_indices
+
+    index = spread_indices(len(dataset), frames)
+    yield from checkpoint_steps(dataset, index, cfg, body.topology, device, desc=desc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", type=Path, help="SA-HMR checkpoint (exported or training)")
     p.add_argument("data", type=Path, help="generated dataset (tools/make_dataset.py)")
     p.add_argument("out", type=Path, help="refitted checkpoint (training format)")
+    p.add_argument(
+        "--val-data",
+        type=Path,
+        default=None,
+        help="take the val frames from this generated set's val split (default: data)",
+    )
     p.add_argument("--train-frames", type=int, default=6000)
     p.add_argument("--val-frames", type=int, default=600)
     p.add_argument("--steps", type=int, default=3000)
@@ -98,14 +123,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="the scene-less ablation: no contact reaches the mesh network (cached "
                         "and refitted so, and stored in the result's config)")  # fmt: skip
     p.add_argument("--cache", type=Path, default=None,
-                   help="folder for the cached head inputs: reused when present (same "
-                        "checkpoint, data and frame counts), written otherwise")  # fmt: skip
+                   help="folder for the cached head inputs: a file is reused when the key "
+                        "beside it matches (same encoder weights, data, frames, contacts), "
+                        "written otherwise")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     from sahmr.cli.checks import checkpoint_data_problem
 
-    problem = checkpoint_data_problem(a.checkpoint, a.data, a.out)
+    val_data = a.val_data or a.data
+    problem = checkpoint_data_problem(a.checkpoint, a.data, a.out) or checkpoint_data_problem(
+        a.checkpoint, val_data
+    )
     if problem:
         p.error(problem)
     if a.no_scene_frames < 0:
@@ -116,39 +145,64 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    from sahmr.engine.checkpoint import save_refit
-    from sahmr.engine.head_refit import HeadCache, RefitWeights, collect_head_inputs, refit_head
+    import json
+
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.checkpoint import save_checkpoint, save_refit
+    from sahmr.engine.head_refit import (
+        HeadCache,
+        RefitWeights,
+        collect_head_inputs,
+        encoder_digest,
+        refit_head,
+    )
 
     torch.manual_seed(a.seed)
     device = torch.device(a.device)
     try:
         method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device, not a.no_scene)
+        datasets = {"train": (a.data, SyntheticDataset(a.data, "train")),
+                    "val": (val_data, SyntheticDataset(val_data, "val"))}  # fmt: skip
+        for split, (root, dataset) in datasets.items():
+            if len(dataset) == 0:
+                raise ValueError(f"{root}: the {split} split has no frames")
+        encoder = encoder_digest(method)
         caches: dict[str, list] = {"train": [], "val": []}
         for split, frames, scene, name in cache_plan(
             a.train_frames, a.val_frames, not a.no_scene, a.no_scene_frames
         ):
+            root, dataset = datasets[split]
+            key = cache_key(encoder, root, split, frames, len(dataset), scene)
             path = a.cache / name if a.cache is not None else None
-            if path is not None and path.is_file():
+            if path is not None and path.is_file() and read_key(path) == key:
                 caches[split].append(HeadCache.load(path))
                 continue
-            steps = steps_of(a.data, split, frames, cfg, body, device, f"{split} frames")
+            steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames")
             method.scene_contacts = scene  # the condition these frames are seen in
             caches[split].append(collect_head_inputs(method, steps))
             method.scene_contacts = not a.no_scene
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 caches[split][-1].save(path)
+                path.with_suffix(".json").write_text(json.dumps(key, indent=1), encoding="utf-8")
         train, val = (HeadCache.cat(caches[k]) for k in ("train", "val"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     head = method.mesh_net.param_head
+
+    def keep_best(row: dict) -> None:  # a stopped refit still leaves its best weights
+        save_checkpoint(a.out, model=method, config=cfg, step=row["step"],
+                        metrics={"refit_val_placed_mm": row["val_mm"]})  # fmt: skip
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     report = refit_head(head, train, val, steps=a.steps, batch_size=a.batch, lr=a.lr,
                         weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
-                        val_every=a.val_every,
-                        progress=True)  # fmt: skip
+                        val_every=a.val_every, progress=True,
+                        on_best=keep_best)  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
-                  no_scene_frames=a.no_scene_frames)
+                  no_scene_frames=a.no_scene_frames, data=str(a.data),
+                  val_data=str(val_data))  # fmt: skip
     save_refit(a.out, method, cfg, report, "refit_val_placed_mm")
     print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
     return 0

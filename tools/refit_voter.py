@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method, save_checkpoint, save_refit
-    from sahmr.engine.data import checkpoint_steps
+    from sahmr.engine.data import checkpoint_steps, spread_indices
     from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per validation
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set, val_set = SyntheticDataset(a.data, "train"), SyntheticDataset(a.data, "val")
     if len(train_set) == 0 or len(val_set) == 0:
         p.error(f"{a.data}: the train and val splits need frames")
-    val_index = range(min(a.val_frames, len(val_set)))
+    val_index = spread_indices(len(val_set), a.val_frames)  # every room, not the first few
     val_steps = list(checkpoint_steps(val_set, val_index, cfg, body.topology, device,
                                       batch_size=a.batch, desc="val frames"))  # fmt: skip
 
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = VoterRefitSettings(steps=a.steps, lr=a.lr, coarse_fraction=a.coarse_fraction,
                                   depth_std_max=a.depth_std_max, val_every=a.val_every,
                                   seed=a.seed, centring=a.centring)  # fmt: skip
+
     def keep_best(row: dict) -> None:  # a stopped run still leaves its best weights
         save_checkpoint(a.out, model=method, config=cfg, step=row["step"],
                         metrics={"refit_val_root_mm": row["val_mm"]})  # fmt: skip

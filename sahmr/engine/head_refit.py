@@ -19,8 +19,9 @@ stored vertices).
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -209,6 +210,7 @@ def refit_head(
     val_every: int = 200,
     seed: int = 0,
     progress: bool = False,
+    on_best: Callable[[dict], None] | None = None,
 ) -> dict:
     """Trains ``head`` (its body model stays frozen) on cached frames; keeps the weights that
     scored best on ``val`` (placed-body vertex error), or the last without ``val``.
@@ -224,6 +226,8 @@ def refit_head(
         val_every: Validate every this many steps.
         seed: Seed of the batch order.
         progress: Show a progress bar.
+        on_best: Called with the validation row each time val improves, while ``head``
+            holds those weights (e.g. to save them: a stopped refit keeps its best).
 
     Returns:
         ``{"history": [{"step", "loss", "val_mm"}...], "best_step", "best_val_mm",
@@ -257,6 +261,8 @@ def refit_head(
                 row["val_mm"] = placed_vertex_error_mm(head, val)
                 if best["val_mm"] is None or row["val_mm"] < best["val_mm"]:
                     best = {"step": i + 1, "val_mm": row["val_mm"], "state": copy_state(head)}
+                    if on_best is not None:
+                        on_best(row)
                 head.train()
             history.append(row)
             logger.info("refit step %d: %s", i + 1, row)
@@ -269,6 +275,23 @@ def refit_head(
         "best_val_mm": best["val_mm"],
         "start_val_mm": start,
     }
+
+
+def encoder_digest(model: nn.Module, head_prefix: str = "mesh_net.param_head.") -> str:
+    """sha256 (hex) of every weight and buffer of ``model`` outside the head (names starting
+    with ``head_prefix``): what a head cache depends on. Two checkpoints that differ only in
+    their heads (a refit of a refit) share their caches; any other change rebuilds them."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        if name.startswith(head_prefix):
+            continue
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()
+        digest.update(name.encode())
+        digest.update(str(tuple(value.shape)).encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def copy_state(module: nn.Module) -> dict[str, Tensor]:

@@ -15,6 +15,7 @@ from _mesh_net_cases import FakeRCNet, make_batch, tiny_mesh_net, tiny_mlp_head
 from sahmr.engine.head_refit import (
     HeadCache,
     collect_head_inputs,
+    copy_state,
     placed_vertex_error_mm,
     refit_head,
 )
@@ -100,8 +101,14 @@ def test_refit_tool_refuses_bad_inputs_in_one_line(case, tmp_path):
         "no_checkpoint": [str(tmp_path / "missing.pt"), str(tmp_path), str(tmp_path / "o.pt")],
         "no_dataset": [str(ckpt), str(tmp_path), str(tmp_path / "o.pt")],
         "same_file": [str(ckpt), str(tmp_path), str(ckpt)],
-        "both_scene_flags": [str(ckpt), str(tmp_path), str(tmp_path / "o.pt"), "--no-scene",
-                             "--no-scene-frames", "10"],
+        "both_scene_flags": [
+            str(ckpt),
+            str(tmp_path),
+            str(tmp_path / "o.pt"),
+            "--no-scene",
+            "--no-scene-frames",
+            "10",
+        ],
     }[case]
     if case in ("same_file", "both_scene_flags"):
         (tmp_path / "dataset.json").write_text("{}")
@@ -145,9 +152,51 @@ def test_refit_tool_cache_plan_mixes_conditions():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.cache_plan(7000, 600, True) == [
-        ("train", 7000, True, "train_7000.pt"), ("val", 600, True, "val_600.pt")]
+        ("train", 7000, True, "train_7000.pt"),
+        ("val", 600, True, "val_600.pt"),
+    ]
     assert tool.cache_plan(7000, 600, True, 3000) == [
-        ("train", 7000, True, "train_7000.pt"), ("val", 600, True, "val_600.pt"),
-        ("train", 3000, False, "train_3000_noscene.pt"), ("val", 600, False, "val_600_noscene.pt")]
+        ("train", 7000, True, "train_7000.pt"),
+        ("val", 600, True, "val_600.pt"),
+        ("train", 3000, False, "train_3000_noscene.pt"),
+        ("val", 600, False, "val_600_noscene.pt"),
+    ]
     assert tool.cache_plan(3000, 600, False, 0) == [
-        ("train", 3000, False, "train_3000_noscene.pt"), ("val", 600, False, "val_600_noscene.pt")]
+        ("train", 3000, False, "train_3000_noscene.pt"),
+        ("val", 600, False, "val_600_noscene.pt"),
+    ]
+
+
+def test_encoder_digest_changes_with_the_encoder_not_the_head():
+    """A head cache depends on everything before the head: a refit of a refit reuses it, any
+    other change of weights rebuilds it."""
+    from sahmr.engine.head_refit import encoder_digest
+
+    model, _ = _model_and_steps()
+    start = encoder_digest(model)
+    with torch.no_grad():
+        next(model.mesh_net.param_head.parameters()).add_(1.0)
+    assert encoder_digest(model) == start
+    with torch.no_grad():
+        next(model.mesh_net.encoder.parameters()).add_(1e-3)
+    assert encoder_digest(model) != start
+
+
+def test_refit_reports_each_improvement_with_its_weights():
+    """``on_best`` sees every val improvement while the head holds those weights: the last
+    call's weights are the ones the refit keeps."""
+    model, steps = _model_and_steps()
+    cache = collect_head_inputs(model, steps)
+    head = model.mesh_net.param_head
+    seen = []
+    report = refit_head(head, cache, cache, steps=60, batch_size=4, lr=3e-3, val_every=10,
+                        on_best=lambda row: seen.append((row, copy_state(head))))  # fmt: skip
+    assert seen, "a refit that lowers the error reports at least one improvement"
+    errors = [row["val_mm"] for row, _ in seen]
+    assert errors == sorted(errors, reverse=True) and len(set(errors)) == len(errors)
+    assert seen[-1][0]["step"] == report["best_step"]
+    assert errors[-1] == pytest.approx(report["best_val_mm"])
+    for k, v in head.state_dict().items():
+        assert torch.equal(v, seen[-1][1][k])
+    improved = [r["step"] for r in report["history"] if r["val_mm"] in errors]
+    assert improved == [row["step"] for row, _ in seen]
