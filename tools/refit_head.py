@@ -70,25 +70,6 @@ def cache_plan(
     return plan
 
 
-def cache_key(encoder: str, data: Path, split: str, frames: int, length: int,
-              scene: bool) -> dict:  # fmt: skip
-    """What a cache file holds (stored beside it as JSON; a cache is reused only when its key
-    matches): the encoder's weights (`encoder_digest`), the split of which dataset, which
-    frames (``frames`` spread over ``length``) and whether contacts were on."""
-    return {"encoder_sha256": encoder, "data": str(Path(data).resolve()), "split": split,
-            "frames": min(frames, length), "of": length, "scene": scene}  # fmt: skip
-
-
-def read_key(path: Path) -> dict | None:
-    """The key stored beside the cache file ``path``, or None (none, or unreadable)."""
-    import json
-
-    try:
-        return json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def steps_of(dataset, frames: int, cfg, body, device: torch.device, desc: str):
     """Prepared steps of ``frames`` frames spread over ``dataset`` (a progress bar)."""
     from sahmr.engine.data import checkpoint_steps, spread_indices
@@ -145,16 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    import json
-
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import save_checkpoint, save_refit
     from sahmr.engine.head_refit import (
         HeadCache,
         RefitWeights,
+        cache_key,
         collect_head_inputs,
         encoder_digest,
+        read_cache_key,
         refit_head,
+        write_cache_key,
     )
 
     torch.manual_seed(a.seed)
@@ -174,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             root, dataset = datasets[split]
             key = cache_key(encoder, root, split, frames, len(dataset), scene)
             path = a.cache / name if a.cache is not None else None
-            if path is not None and path.is_file() and read_key(path) == key:
+            if path is not None and path.is_file() and read_cache_key(path) == key:
                 caches[split].append(HeadCache.load(path))
                 continue
             steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames")
@@ -184,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 caches[split][-1].save(path)
-                path.with_suffix(".json").write_text(json.dumps(key, indent=1), encoding="utf-8")
+                write_cache_key(path, key)
         train, val = (HeadCache.cat(caches[k]) for k in ("train", "val"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -20,6 +20,7 @@ stored vertices).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -292,6 +293,29 @@ def encoder_digest(model: nn.Module, head_prefix: str = "mesh_net.param_head.") 
         digest.update(str(tuple(value.shape)).encode())
         digest.update(value.contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def cache_key(
+    encoder: str, data: str | Path, split: str, frames: int, length: int, scene: bool
+) -> dict:
+    """What a cache file holds (`write_cache_key` stores it beside the file; a cache is reused
+    only when its key matches): the encoder's weights (`encoder_digest`), the split of which
+    dataset, which frames (``frames`` spread over ``length``) and whether contacts were on."""
+    return {"encoder_sha256": encoder, "data": str(Path(data).resolve()), "split": split,
+            "frames": min(frames, length), "of": length, "scene": scene}  # fmt: skip
+
+
+def write_cache_key(path: str | Path, key: dict) -> None:
+    """Store ``key`` beside the cache file ``path`` (``<path>.json``)."""
+    Path(path).with_suffix(".json").write_text(json.dumps(key, indent=1), encoding="utf-8")
+
+
+def read_cache_key(path: str | Path) -> dict | None:
+    """The key stored beside the cache file ``path``, or None (none, or unreadable)."""
+    try:
+        return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def copy_state(module: nn.Module) -> dict[str, Tensor]:

@@ -126,3 +126,31 @@ def test_bad_input_is_one_line_exit_2(args, message, shipped, tiny_dataset, tmp_
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_diagnose_shape_reads_the_caches_of_its_checkpoint_only(
+    shipped, tiny_dataset, tmp_path, capsys
+):
+    """tools/diagnose_shape.py on the caches refit_head wrote for the shipped checkpoint: the
+    decomposition and the probe come out; a cache of another encoder is refused (exit 2)."""
+    cache = tmp_path / "cache"
+    assert load_tool("refit_head").main([str(shipped), str(tiny_dataset), str(tmp_path / "r.pt"),
+                                         "--cache", str(cache), *ARGS]) == 0  # fmt: skip
+    tool = load_tool("diagnose_shape")
+    out = tmp_path / "shape.json"
+    assert tool.main([str(shipped), str(cache / "val_2.pt"), "--train-cache",
+                      str(cache / "train_4.pt"), "--json", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["val_frames"] == 2 and report["train_frames"] == 4
+    rows = report["edge_error_pct"]
+    assert 0 < rows["predicted"] < 50 and len(report["linear_probe"]["r2"]) == 10
+    assert "predicted pose, true betas[:3]" in rows
+    assert "edge-length error" in capsys.readouterr().out
+
+    key = json.loads((cache / "val_2.json").read_text())
+    key["encoder_sha256"] = "another encoder"
+    (cache / "val_2.json").write_text(json.dumps(key))
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([str(shipped), str(cache / "val_2.pt")])
+    assert exit_info.value.code == 2
+    assert "not a cache of this checkpoint's encoder" in capsys.readouterr().err
