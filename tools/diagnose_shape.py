@@ -10,6 +10,7 @@ this checkpoint's encoder: the key beside each file must match) and prints
 
 * the edge-length error (%) of the predicted body, and of bodies with the true shape, the true
   pose, the mean shape, or the true first k shape coefficients swapped in;
+* how much of each shape coefficient the head predicts (R^2 on the val frames);
 * with ``--train-cache``: how well a linear read-out of the frozen mesh tokens recovers each
   shape coefficient on the val frames (R^2): what a head refit could learn at best.
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.engine.checkpoint import load_method
     from sahmr.engine.head_refit import HeadCache, encoder_digest, read_cache_key
-    from sahmr.engine.shape_probe import edge_decomposition, linear_shape_probe
+    from sahmr.engine.shape_probe import edge_decomposition, head_shape_r2, linear_shape_probe
 
     try:
         method, _ = load_method(a.checkpoint)
@@ -64,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     val = HeadCache.load(a.val_cache)
     report: dict = {"checkpoint": str(a.checkpoint), "val_frames": len(val),
                     "edge_error_pct": edge_decomposition(head, val)}  # fmt: skip
+    report["head_r2"] = head_shape_r2(head, val)
     print(f"edge-length error (%) on {len(val)} val frames:")
     for name, value in report["edge_error_pct"].items():
         print(f"  {name:<34} {value:6.2f}")
+    print(
+        "the head's shape, R^2 per coefficient: " + " ".join(f"{v:.2f}" for v in report["head_r2"])
+    )
     if a.train_cache is not None:
         train = HeadCache.load(a.train_cache)
         probe = linear_shape_probe(train, val, ridge=a.ridge)

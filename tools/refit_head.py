@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
+    import logging
+
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import save_checkpoint, save_refit
     from sahmr.engine.head_refit import (
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         write_cache_key,
     )
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per validation
     torch.manual_seed(a.seed)
     device = torch.device(a.device)
     try:

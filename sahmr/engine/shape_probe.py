@@ -77,6 +77,22 @@ def edge_decomposition(
     return out
 
 
+def r2_per_coefficient(pred: Tensor, true: Tensor) -> list[float]:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` of each column of ``pred`` (N, K)
+    against ``true`` (N, K), in float64 (1: exact; 0: no better than ``true``'s own mean)."""
+    pred, true = pred.double(), true.double()
+    resid = ((pred - true) ** 2).sum(0)
+    total = ((true - true.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+    return (1.0 - resid / total).tolist()
+
+
+def head_shape_r2(head: BodyHead, cache: HeadCache) -> list[float]:
+    """R^2 of the head's own predicted shape coefficients on the cached frames."""
+    betas_p, _ = predict_cached(head, cache)
+    nb = min(betas_p.shape[1], cache.betas.shape[1])
+    return r2_per_coefficient(betas_p[:, :nb], cache.betas[:, :nb])
+
+
 def pooled_features(cache: HeadCache) -> Tensor:
     """(N, 2C + 1) float64: the mesh tokens' mean and max over the queries and
     ``log(crop_side_m / 2 m)`` (the crop's metric scale, as the head reads it)."""
@@ -104,10 +120,8 @@ def linear_shape_probe(train: HeadCache, val: HeadCache, ridge: float = 100.0) -
     gram = x_train.T @ x_train + ridge * torch.eye(x_train.shape[1], dtype=torch.float64)
     weights = torch.linalg.solve(gram, x_train.T @ (y_train - y_mean))
     pred = x_val @ weights + y_mean
-    resid = ((pred - y_val) ** 2).sum(0)
-    total = ((y_val - y_val.mean(0)) ** 2).sum(0).clamp_min(1e-12)
     return {
-        "r2": (1.0 - resid / total).tolist(),
+        "r2": r2_per_coefficient(pred, y_val),
         "l1": float((pred - y_val).abs().mean()),
         "l1_mean_shape": float((y_mean - y_val).abs().mean()),
         "betas": pred.float(),

@@ -144,7 +144,7 @@ def test_diagnose_shape_reads_the_caches_of_its_checkpoint_only(
     assert report["val_frames"] == 2 and report["train_frames"] == 4
     rows = report["edge_error_pct"]
     assert 0 < rows["predicted"] < 50 and len(report["linear_probe"]["r2"]) == 10
-    assert "predicted pose, true betas[:3]" in rows
+    assert "predicted pose, true betas[:3]" in rows and len(report["head_r2"]) == 10
     assert "edge-length error" in capsys.readouterr().out
 
     key = json.loads((cache / "val_2.json").read_text())

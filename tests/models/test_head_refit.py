@@ -272,3 +272,13 @@ def test_linear_shape_probe_finds_a_linear_code_and_not_noise():
     assert min(coded["r2"]) > 0.95 and coded["l1"] < 0.3 * coded["l1_mean_shape"]
     noise = linear_shape_probe(cache(400, False), cache(200, False), ridge=1.0)
     assert max(noise["r2"]) < 0.1 and noise["betas"].shape == (200, 4)
+
+
+def test_r2_per_coefficient_by_hand():
+    from sahmr.engine.shape_probe import r2_per_coefficient
+
+    true = torch.tensor([[1.0, 0.0], [2.0, 1.0], [4.0, 2.0]])
+    pred = torch.tensor([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])
+    # column 0: SS_res 1, SS_tot 42/9; column 1: the true mean, R^2 0
+    assert r2_per_coefficient(pred, true) == pytest.approx([1 - 9 / 42, 0.0])
+    assert r2_per_coefficient(true, true) == pytest.approx([1.0, 1.0])
