@@ -224,11 +224,12 @@ def test_edge_decomposition_rows_by_hand():
 
     prefix = torch.zeros_like(betas_p)
     prefix[:, :2] = cache.betas[:, :2]
-    assert rows["predicted"] == pytest.approx(by_hand(rot_p, betas_p), rel=1e-6)
-    assert rows["true pose, mean shape"] == pytest.approx(
-        by_hand(cache.rotmats, torch.zeros_like(betas_p)), rel=1e-6
-    )
-    assert rows["predicted pose, true betas[:2]"] == pytest.approx(by_hand(rot_p, prefix), rel=1e-6)
+    # percent; float32 posing in batches vs one by one differs by ~1e-4 % (a near-zero row
+    # such as the true pose with these frames' near-mean shape is all rounding)
+    close = functools.partial(pytest.approx, rel=1e-5, abs=1e-3)
+    assert rows["predicted"] == close(by_hand(rot_p, betas_p))
+    assert rows["true pose, mean shape"] == close(by_hand(cache.rotmats, torch.zeros_like(betas_p)))
+    assert rows["predicted pose, true betas[:2]"] == close(by_hand(rot_p, prefix))
     assert set(rows) == {
         "predicted",
         "predicted pose, true shape",
