@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.checkpoint import save_checkpoint, save_refit
+    from sahmr.engine.checkpoint import refit_saver, save_refit
     from sahmr.engine.head_refit import (
         HeadCache,
         RefitWeights,
@@ -176,19 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     head = method.mesh_net.param_head
 
-    def keep_best(row: dict) -> None:  # a stopped refit still leaves its best weights
-        save_checkpoint(a.out, model=method, config=cfg, step=row["step"],
-                        metrics={"refit_val_placed_mm": row["val_mm"]})  # fmt: skip
-
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+    metric = "refit_val_placed_mm"  # kept best, in each saved checkpoint
     report = refit_head(head, train, val, steps=a.steps, batch_size=a.batch, lr=a.lr,
                         weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
                         val_every=a.val_every, progress=True,
-                        on_best=keep_best)  # fmt: skip
+                        on_best=refit_saver(a.out, method, cfg, metric))  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
                   no_scene_frames=a.no_scene_frames, data=str(a.data),
                   val_data=str(val_data))  # fmt: skip
-    save_refit(a.out, method, cfg, report, "refit_val_placed_mm")
+    save_refit(a.out, method, cfg, report, metric)
     print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
     return 0
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.checkpoint import load_method, save_checkpoint, save_refit
+    from sahmr.engine.checkpoint import load_method, refit_saver, save_refit
     from sahmr.engine.data import checkpoint_steps, spread_indices
     from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
 
@@ -98,16 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                                   depth_std_max=a.depth_std_max, val_every=a.val_every,
                                   seed=a.seed, centring=a.centring)  # fmt: skip
 
-    def keep_best(row: dict) -> None:  # a stopped run still leaves its best weights
-        save_checkpoint(a.out, model=method, config=cfg, step=row["step"],
-                        metrics={"refit_val_root_mm": row["val_mm"]})  # fmt: skip
-
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+    metric = "refit_val_root_mm"  # kept best, in each saved checkpoint
     report = refit_voter(rcnet, loss_fn, endless(one_pass), val_steps, settings, progress=True,
-                         on_best=keep_best)  # fmt: skip
+                         on_best=refit_saver(a.out, method, cfg, metric))  # fmt: skip
     report.update(val_frames=len(val_index), batch=a.batch, source=str(a.checkpoint),
                   roi_refinements=rcnet.roi_refinements, centring=a.centring)  # fmt: skip
-    save_refit(a.out, method, cfg, report, "refit_val_root_mm")
+    save_refit(a.out, method, cfg, report, metric)
     print(f"wrote {a.out}; refit the head for its roots: python3 tools/refit_head.py {a.out} "
           f"{a.data} OUT.pt")  # fmt: skip
     return 0

@@ -27,7 +27,7 @@ import pickle
 import random
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +389,22 @@ def save_refit(path: str | Path, method: nn.Module, config: DictConfig, report: 
     save_checkpoint(path, model=method, config=config, step=report["best_step"],
                     metrics={metric: report["best_val_mm"]})  # fmt: skip
     path.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+
+
+def refit_saver(path: str | Path, method: nn.Module, config: DictConfig,
+                metric: str) -> Callable[[dict], None]:  # fmt: skip
+    """The ``on_best`` callback of a CPU refit (``tools/refit_head.py``,
+    ``tools/refit_voter.py``): each call writes the training-format checkpoint at ``path``
+    with the validation row's step and ``metric = row["val_mm"]``, so a stopped refit keeps
+    its best weights (`save_refit` writes the final result the same way)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(row: dict) -> None:
+        save_checkpoint(path, model=method, config=config, step=row["step"],
+                        metrics={metric: row["val_mm"]})  # fmt: skip
+
+    return save
 
 
 def load_method(

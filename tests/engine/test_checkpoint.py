@@ -178,3 +178,24 @@ def test_initial_weights_refuse_mismatches(tmp_path):
         load_initial_weights(TinyMethod(hidden=5), src)
     with pytest.raises(ValueError, match=r"no weights under prefix 'hmr\.'"):
         load_initial_weights(TinyMethod(hidden=4), src, source_prefix="hmr.")
+
+
+def test_refit_saver_writes_each_row_it_is_given(tmp_path):
+    """The refits' ``on_best``: each call (re)writes the checkpoint, in a folder it makes,
+    with that row's step, its metric and the weights the model holds at the call."""
+    from sahmr.engine.checkpoint import refit_saver
+
+    model = TinyMethod()
+    path = tmp_path / "new" / "refit.pt"
+    save = refit_saver(path, model, _config(), "refit_val_mm")
+    save({"step": 40, "val_mm": 12.5})
+    first = load_checkpoint(path)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save({"step": 80, "val_mm": 11.0})
+    second = load_checkpoint(path)
+    assert (first["step"], second["step"]) == (40, 80)
+    assert second["metrics"] == {"refit_val_mm": 11.0}
+    name = next(iter(model.state_dict()))
+    assert torch.equal(second["model"][name], model.state_dict()[name])
+    assert not torch.equal(first["model"][name], second["model"][name])
