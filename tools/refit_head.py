@@ -14,6 +14,13 @@ stopped refit leaves its best weights. ``--crop-scale`` (default) also gives the
 metric scale (`sahmr.models.param_head`, ``crop_scale``) when the checkpoint was trained
 without it. Writes a training-format checkpoint (export it to ship) and ``<out>.json`` with
 the refit's history.
+
+``--penetration W`` (> 0) adds the scene term (`sahmr.engine.head_refit`): every cached frame
+also keeps a crop of its room's SDF around its true root (read from the grid the generator
+stored in each room's folder, `sahmr.engine.head_refit.stored_or_built_sdf`; ``--crop-sdf
+exact``: the evaluator's 2 cm grid, built and cached in ``--sdf-cache``), and validation
+reports the crop's PenE beside the vertex error. A cache written without crops is completed
+(crops added from the frames' rooms and cameras; the network does not run again).
 """
 
 from __future__ import annotations
@@ -105,8 +112,18 @@ def main(argv: list[str] | None = None) -> int:
                         "and refitted so, and stored in the result's config)")  # fmt: skip
     p.add_argument("--cache", type=Path, default=None,
                    help="folder for the cached head inputs: a file is reused when the key "
-                        "beside it matches (same encoder weights, data, frames, contacts), "
-                        "written otherwise")  # fmt: skip
+                        "beside it matches (same encoder weights, data, frames, contacts; "
+                        "missing SDF crops are added), written otherwise")  # fmt: skip
+    p.add_argument("--penetration", type=float, default=0.0,
+                   help="weight of the scene penetration term (mean vertex depth in the "
+                        "room, metres); > 0 caches each frame's room SDF crop")  # fmt: skip
+    p.add_argument("--sdf-cache", type=Path, default=None,
+                   help="SDF grid cache folder of the rooms (default: $SAHMR_CACHE_DIR/sdf or "
+                        "~/.cache/sahmr/sdf, the evaluator's)")  # fmt: skip
+    p.add_argument("--crop-sdf", choices=("stored", "exact"), default="stored",
+                   help="room SDF the crops read: the generator's grid stored with each room "
+                        "(falls back to the evaluator's when a room has none) or always the "
+                        "evaluator's 2 cm grid (built on first use, ~15 s a room)")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -122,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--no-scene-frames must be >= 0")
     if a.no_scene_frames and a.no_scene:
         p.error("--no-scene-frames is for a scene-aware refit; --no-scene already drops them all")
+    if not a.penetration >= 0:  # also refuses nan
+        p.error("--penetration must be >= 0")
     for name in ("train_frames", "val_frames", "steps", "batch", "val_every"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -130,14 +149,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import refit_saver, save_refit
+    from sahmr.engine.data import spread_indices
     from sahmr.engine.head_refit import (
         HeadCache,
         RefitWeights,
+        RoomSDFCrops,
+        cache_action,
         cache_key,
         collect_head_inputs,
         encoder_digest,
+        frame_cameras,
         read_cache_key,
         refit_head,
+        stored_or_built_sdf,
+        with_sdf_crops,
         write_cache_key,
     )
 
@@ -152,24 +177,37 @@ def main(argv: list[str] | None = None) -> int:
             if len(dataset) == 0:
                 raise ValueError(f"{root}: the {split} split has no frames")
         encoder = encoder_digest(method)
+        loader = stored_or_built_sdf if a.crop_sdf == "stored" else None  # None: exact
+        rooms = {root: RoomSDFCrops(root / "rooms", cache_dir=a.sdf_cache, loader=loader)
+                 for root, _ in datasets.values()} if a.penetration > 0 else {}  # fmt: skip
         caches: dict[str, list] = {"train": [], "val": []}
         for split, frames, scene, name in cache_plan(
             a.train_frames, a.val_frames, not a.no_scene, a.no_scene_frames
         ):
             root, dataset = datasets[split]
-            key = cache_key(encoder, root, split, frames, len(dataset), scene)
+            crops = rooms.get(root)
+            key = cache_key(encoder, root, split, frames, len(dataset), scene,
+                            sdf_crop=crops is not None, crop_source=a.crop_sdf)  # fmt: skip
             path = a.cache / name if a.cache is not None else None
-            if path is not None and path.is_file() and read_cache_key(path) == key:
-                caches[split].append(HeadCache.load(path))
-                continue
-            steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames")
-            method.scene_contacts = scene  # the condition these frames are seen in
-            caches[split].append(collect_head_inputs(method, steps))
-            method.scene_contacts = not a.no_scene
-            if path is not None:
+            found = path is not None and path.is_file()
+            action = cache_action(read_cache_key(path) if found else None, key)
+            if action == "build":
+                steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames")
+                method.scene_contacts = scene  # the condition these frames are seen in
+                cache = collect_head_inputs(method, steps, crops)
+                method.scene_contacts = not a.no_scene
+            else:
+                cache = HeadCache.load(path)
+                if crops is None:
+                    cache.sdf_crop = None  # not asked for: no memory spent on them
+                elif action == "add_crops":
+                    index = spread_indices(len(dataset), frames)
+                    cache = with_sdf_crops(cache, *frame_cameras(dataset, index), crops)
+            if path is not None and action != "reuse":
                 path.parent.mkdir(parents=True, exist_ok=True)
-                caches[split][-1].save(path)
+                cache.save(path)
                 write_cache_key(path, key)
+            caches[split].append(cache)
         train, val = (HeadCache.cat(caches[k]) for k in ("train", "val"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -178,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
 
     metric = "refit_val_placed_mm"  # kept best, in each saved checkpoint
     report = refit_head(head, train, val, steps=a.steps, batch_size=a.batch, lr=a.lr,
-                        weights=RefitWeights(betas=a.betas_weight), seed=a.seed,
-                        val_every=a.val_every, progress=True,
+                        weights=RefitWeights(betas=a.betas_weight, penetration=a.penetration),
+                        seed=a.seed, val_every=a.val_every, progress=True,
                         on_best=refit_saver(a.out, method, cfg, metric))  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
-                  no_scene_frames=a.no_scene_frames, data=str(a.data),
-                  val_data=str(val_data))  # fmt: skip
+                  no_scene_frames=a.no_scene_frames, penetration=a.penetration,
+                  data=str(a.data), val_data=str(val_data))  # fmt: skip
     save_refit(a.out, method, cfg, report, metric)
     print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
     return 0

@@ -11,6 +11,7 @@ from conftest import load_tool
 
 import sahmr.engine.head_refit as head_refit
 from sahmr.engine.data import spread_indices
+from sahmr.engine.head_refit import read_cache_key as read_key
 
 ARGS = ["--train-frames", "4", "--val-frames", "2", "--steps", "2", "--batch", "2",
         "--val-every", "1", "--lr", "1e-3"]  # fmt: skip
@@ -27,9 +28,9 @@ def _counting(monkeypatch) -> list:
     calls = []
     real = head_refit.collect_head_inputs
 
-    def count(model, steps):
+    def count(model, steps, *args, **kwargs):
         calls.append(1)
-        return real(model, steps)
+        return real(model, steps, *args, **kwargs)
 
     monkeypatch.setattr(head_refit, "collect_head_inputs", count)
     return calls
@@ -117,6 +118,8 @@ def test_val_data_and_the_checkpoint_of_each_improvement(
     (["SHIPPED", "DATA", "OUT", "--val-data", "nowhere"], "not a generated dataset"),
     (["SHIPPED", "nowhere", "OUT"], "not a generated dataset"),
     (["SHIPPED", "DATA", "OUT", "--val-frames", "0"], "--val-frames must be >= 1"),
+    (["SHIPPED", "DATA", "OUT", "--penetration", "-0.5"], "--penetration must be >= 0"),
+    (["SHIPPED", "DATA", "OUT", "--penetration", "nan"], "--penetration must be >= 0"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2(args, message, shipped, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "refit.pt"
@@ -124,8 +127,140 @@ def test_bad_input_is_one_line_exit_2(args, message, shipped, tiny_dataset, tmp_
     with pytest.raises(SystemExit) as exit_info:
         load_tool("refit_head").main([names.get(x, x) for x in args])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].count("error:") == 1
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_penetration_adds_room_crops_to_matching_caches_without_the_network(
+    shipped, tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    """``--penetration``: caches written without crops get them (no network run), their keys
+    say so, validation reports the crop PenE; crops collected with the network on a fresh
+    cache are the same; each crop's centre node is the frame's room SDF at its true root."""
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.scene.sdf import load_or_build_sdf
+
+    tool = load_tool("refit_head")
+    cache, sdf, out = tmp_path / "cache", tmp_path / "sdf", tmp_path / "refit.pt"
+    pen = ["--penetration", "0.5", "--sdf-cache", str(sdf), "--crop-sdf", "exact"]
+    calls = _counting(monkeypatch)
+    assert tool.main([str(shipped), str(tiny_dataset), str(out), "--cache", str(cache), *ARGS]) == 0
+    assert len(calls) == 2
+    assert json.loads((cache / "val_2.json").read_text())["sdf_crop"] is None
+    assert head_refit.HeadCache.load(cache / "val_2.pt").sdf_crop is None
+
+    calls.clear()
+    assert tool.main([str(shipped), str(tiny_dataset), str(out), "--cache", str(cache),
+                      *ARGS, *pen]) == 0  # fmt: skip
+    assert calls == []  # the crops were added; the network did not run
+    nodes = head_refit.SDF_CROP_NODES
+    for name, frames in (("train_4", 4), ("val_2", 2)):
+        key = json.loads((cache / f"{name}.json").read_text())
+        assert key["sdf_crop"] == head_refit.sdf_crop_spec("exact") and key["frames"] == frames
+        crop = head_refit.HeadCache.load(cache / f"{name}.pt").sdf_crop
+        assert crop.shape == (frames, nodes, nodes, nodes) and crop.dtype == torch.float16
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["penetration"] == 0.5 and report["start_val_pene_mm"] >= 0
+    assert all("val_pene_mm" in row for row in report["history"])
+
+    # the centre node of each val crop: the frame's own room, read at its true root
+    val = SyntheticDataset(tiny_dataset, "val")
+    crop = head_refit.HeadCache.load(cache / "val_2.pt").sdf_crop
+    for row, index in enumerate(spread_indices(len(val), 2)):
+        sample = val[index]
+        grid = load_or_build_sdf(tiny_dataset / "rooms" / sample.scene_id / "mesh.ply",
+                                 cache_dir=sdf)  # fmt: skip
+        root_world = torch.as_tensor(sample.joints_world[0], dtype=torch.float64)
+        c = nodes // 2
+        assert float(crop[row, c, c, c]) == pytest.approx(float(grid.sample(root_world)),
+                                                          abs=1e-3)  # fmt: skip
+
+    # a fresh cache with --penetration: collected with the network, the same crops
+    calls.clear()
+    fresh = tmp_path / "fresh"
+    assert tool.main([str(shipped), str(tiny_dataset), str(out), "--cache", str(fresh),
+                      *ARGS, *pen]) == 0  # fmt: skip
+    assert len(calls) == 2
+    for name in ("train_4", "val_2"):
+        a, b = (head_refit.HeadCache.load(f / f"{name}.pt") for f in (fresh, cache))
+        torch.testing.assert_close(a.sdf_crop, b.sdf_crop, rtol=0, atol=1e-3)
+        assert read_key(fresh / f"{name}.pt") == read_key(cache / f"{name}.pt")
+    capsys.readouterr()
+
+
+def test_default_crops_read_the_grid_the_generator_stored_with_each_room(
+    shipped, tiny_dataset, tmp_path, monkeypatch
+):
+    """Without ``--crop-sdf``, crops read the grid stored in a room's folder (here the train
+    room's exact grid + 0.5 m, so its source shows), a room without one gets the evaluator's
+    grid (built once), the key says so, and asking for exact crops re-crops without the
+    network."""
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.scene.sdf import SDFGrid, load_or_build_sdf
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    rooms = data / "rooms"
+    (office,) = [r for r in rooms.iterdir() if not r.name.startswith("bundled")]
+    exact = {r.name: load_or_build_sdf(r / "mesh.ply", cache_dir=tmp_path / "prep")
+             for r in rooms.iterdir()}  # fmt: skip
+    g = exact[office.name]
+    SDFGrid(g.origin, g.voxel_size, g.values + 0.5).save(office / "placer_sdf_0400.npz")
+
+    tool = load_tool("refit_head")
+    cache, sdf, out = tmp_path / "cache", tmp_path / "sdf", tmp_path / "refit.pt"
+    calls = _counting(monkeypatch)
+    assert tool.main([str(shipped), str(data), str(out), "--cache", str(cache), *ARGS,
+                      "--penetration", "0.5", "--sdf-cache", str(sdf)]) == 0  # fmt: skip
+    assert len(calls) == 2
+    assert len(list(sdf.rglob("*.npz"))) == 1  # the bedroom's evaluator grid alone
+    c = head_refit.SDF_CROP_NODES // 2
+    for split, frames in (("train", 4), ("val", 2)):
+        key = json.loads((cache / f"{split}_{frames}.json").read_text())
+        assert key["sdf_crop"] == head_refit.sdf_crop_spec("stored")
+        dataset = SyntheticDataset(data, split)
+        crop = head_refit.HeadCache.load(cache / f"{split}_{frames}.pt").sdf_crop
+        for row, index in enumerate(spread_indices(len(dataset), frames)):
+            sample = dataset[index]
+            root_world = torch.as_tensor(sample.joints_world[0], dtype=torch.float64)
+            expected = float(exact[sample.scene_id].sample(root_world))
+            expected += 0.5 if sample.scene_id == office.name else 0.0
+            assert float(crop[row, c, c, c]) == pytest.approx(expected, abs=1e-3)
+
+    calls.clear()  # the same caches with exact crops: crops replaced, no network run
+    assert tool.main([str(shipped), str(data), str(out), "--cache", str(cache), *ARGS,
+                      "--penetration", "0.5", "--sdf-cache", str(sdf),
+                      "--crop-sdf", "exact"]) == 0  # fmt: skip
+    assert calls == []
+    assert json.loads((cache / "val_2.json").read_text())["sdf_crop"]["source"] == "exact"
+
+
+def test_stored_or_built_sdf_prefers_the_finest_stored_grid(tmp_path, monkeypatch):
+    """A room folder with two stored grids: the finer is read; with none, the evaluator's grid
+    is built (`load_or_build_sdf`, here a stand-in that records its call)."""
+    import numpy as np
+
+    import sahmr.scene.sdf as sdf_mod
+    from sahmr.scene.sdf import SDFGrid
+
+    room = tmp_path / "room"
+    room.mkdir()
+    mesh = room / "mesh.ply"
+    mesh.write_bytes(b"")
+    for pitch, value in ((0.04, 4.0), (0.025, 2.5)):
+        grid = SDFGrid(np.zeros(3, np.float32), pitch, np.full((3, 3, 3), value, np.float32))
+        grid.save(room / f"placer_sdf_{round(pitch * 1e4):04d}.npz")
+    got = head_refit.stored_or_built_sdf(mesh)
+    assert got.voxel_size == pytest.approx(0.025) and float(got.values.max()) == 2.5
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    built = []
+    monkeypatch.setattr(sdf_mod, "load_or_build_sdf",
+                        lambda path, **kw: built.append((path, kw)) or "grid")  # fmt: skip
+    assert head_refit.stored_or_built_sdf(bare / "mesh.ply", voxel_size=0.02) == "grid"
+    assert built == [(bare / "mesh.ply", {"voxel_size": 0.02, "cache_dir": None})]
 
 
 def test_diagnose_shape_reads_the_caches_of_its_checkpoint_only(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from _mesh_net_cases import FakeRCNet, make_batch, tiny_mesh_net, tiny_mlp_head
@@ -29,7 +30,8 @@ def _model_and_steps(shift=(0.05, -0.08, 0.12)):
     steps = []
     for seed in (0, 1):
         inputs, targets = make_batch(contacts=(4, 2), seed=seed)
-        steps.append(SimpleNamespace(inputs=inputs, frame_targets=targets))
+        frames = SimpleNamespace(scene_id=["room", "room"])  # the frames' room (scene name)
+        steps.append(SimpleNamespace(inputs=inputs, frame_targets=targets, frames=frames))
     t0 = steps[0].frame_targets
     rc = FakeRCNet(t0.root_cam + torch.tensor(shift), t0.contact_points_cam,
                    t0.contact_point_region, t0.contact_batch_idx)  # fmt: skip
@@ -283,3 +285,291 @@ def test_r2_per_coefficient_by_hand():
     # column 0: SS_res 1, SS_tot 42/9; column 1: the true mean, R^2 0
     assert r2_per_coefficient(pred, true) == pytest.approx([1 - 9 / 42, 0.0])
     assert r2_per_coefficient(true, true) == pytest.approx([1.0, 1.0])
+
+
+# ----------------------------------------------------------------- scene penetration term
+
+
+def _plane_grid(normal, offset: float, lo, hi, voxel: float = 0.1):
+    """`SDFGrid` of the half-space ``normal . p + offset >= 0`` (free) over the box
+    ``lo..hi`` (world, metres): its SDF is linear, so trilinear reads are exact."""
+    from sahmr.scene.sdf import SDFGrid
+
+    lo, normal = np.asarray(lo, np.float64), np.asarray(normal, np.float64)
+    n = np.round((np.asarray(hi) - lo) / voxel).astype(int) + 1
+    z, y, x = np.meshgrid(*(lo[a] + voxel * np.arange(n[a]) for a in (2, 1, 0)), indexing="ij")
+    values = normal[0] * x + normal[1] * y + normal[2] * z + offset  # (D, H, W)
+    return SDFGrid(lo.astype(np.float32), voxel, values.astype(np.float32))
+
+
+def _tilted_camera(seed: int = 0) -> torch.Tensor:
+    """T_w2c (4, 4) float64 of a camera at (2.5, -2, 1.6) m with a random rotation."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))  # fmt: skip
+    R = q * torch.sign(torch.diagonal(r))
+    R = R if torch.det(R) > 0 else -R
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3], T[:3, 3] = R, -R @ torch.tensor([2.5, -2.0, 1.6], dtype=torch.float64)
+    return T
+
+
+FLOOR_Z = 0.1  # world z up; the synthetic room is the half-space above this floor
+
+
+def _floor_scene(lo_z: float = -1.5):
+    """A floor room in world axes (grid down to ``lo_z``), a tilted camera, a true root."""
+    from sahmr.geometry.cameras import world_to_camera
+
+    grid = _plane_grid((0, 0, 1), -FLOOR_Z, (-3, -3, lo_z), (3, 3, 3.5))
+    T = _tilted_camera()
+    root_world = torch.tensor([[0.3, -0.2, 0.9]], dtype=torch.float64)
+    return grid, T, world_to_camera(T, root_world)
+
+
+def test_sdf_crop_read_with_grid_sample_is_the_room_sdf_at_each_point():
+    """Points around the root (camera frame, tilted camera): the crop read by `crop_sdf` equals
+    the slow reference, the room's grid at each point's world position (and the plane's
+    analytic value); points beyond the cube read OUTSIDE_CROP_SDF_M; the float16 crop the
+    cache stores agrees to float16 rounding."""
+    from sahmr.engine.head_refit import (
+        OUTSIDE_CROP_SDF_M,
+        SDF_CROP_NODES,
+        SDF_CROP_SPACING_M,
+        crop_sdf,
+        sdf_crop_cam,
+    )
+    from sahmr.geometry.cameras import camera_to_world
+
+    grid, T, root_cam = _floor_scene()
+    crop = sdf_crop_cam(grid, root_cam, T[None])
+    assert crop.shape == (1, *(SDF_CROP_NODES,) * 3) and crop.dtype == torch.float64
+    half = SDF_CROP_SPACING_M * (SDF_CROP_NODES - 1) / 2
+    gen = torch.Generator().manual_seed(1)
+    points = root_cam[:, None] + (torch.rand(1, 500, 3, generator=gen, dtype=torch.float64)
+                                  * 2 - 1) * 1.2 * half  # fmt: skip
+    inside = (points - root_cam[:, None]).abs().amax(-1) <= half
+    assert 100 < int(inside.sum()) < 500
+    sdf = crop_sdf(points, root_cam, crop)
+    world = camera_to_world(T[None], points)
+    reference = grid.sample(world)  # slow reference: the room itself at each point
+    # equal but for the room grid's float32 node values (a plane rounded to float32 is not
+    # exactly linear): 1e-6 m
+    torch.testing.assert_close(sdf[inside], reference[inside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(sdf[inside], world[..., 2][inside] - FLOOR_Z, rtol=0, atol=1e-6)
+    assert (sdf[~inside] == OUTSIDE_CROP_SDF_M).all()
+    assert (sdf[inside] < 0).any() and (sdf[inside] > 0).any()  # the floor crosses the cube
+    # the node on the root, and the stored float16 crop read in float32 (training's dtypes)
+    c = SDF_CROP_NODES // 2
+    assert float(crop[0, c, c, c]) == pytest.approx(0.9 - FLOOR_Z, abs=1e-6)
+    half_sdf = crop_sdf(points.float(), root_cam.float(), crop.half())
+    torch.testing.assert_close(half_sdf[inside], reference[inside].float(), rtol=1e-3, atol=2e-4)
+
+
+def test_sdf_crop_keeps_the_sign_beyond_the_room_grid():
+    """Crop nodes below the room's grid take the border value (still inside the floor), not
+    `SDFGrid.sample`'s positive distance-to-the-box continuation."""
+    from sahmr.engine.head_refit import crop_offsets_cam, sdf_crop_cam
+    from sahmr.geometry.cameras import camera_to_world
+
+    grid, T, root_cam = _floor_scene(lo_z=-0.3)
+    crop = sdf_crop_cam(grid, root_cam, T[None])[0]
+    nodes_world = camera_to_world(T, root_cam + crop_offsets_cam().reshape(-1, 3))
+    z = nodes_world[:, 2].reshape(crop.shape)
+    assert float(z.min()) < -1.0  # the cube reaches well below the grid
+    assert (crop[z < FLOOR_Z] < 0).all()
+    torch.testing.assert_close(crop, (z.clamp_min(-0.3) - FLOOR_Z), rtol=0, atol=1e-6)
+    assert float(grid.sample(nodes_world).max()) > 0.9 + 1.0  # what the plain lookup says
+
+
+def test_penetration_term_by_hand_and_its_gradient_lifts_the_body():
+    """Above the floor the term is 0; sunk by known depths it is their mean; its gradient on
+    a rigid shift of the body points down the floor normal, so descent lifts the body."""
+    from sahmr.engine.head_refit import scene_penetration, sdf_crop_cam
+    from sahmr.geometry.cameras import world_to_camera
+
+    grid, T, root_cam = _floor_scene()
+    crop = sdf_crop_cam(grid, root_cam, T[None]).float()
+    gen = torch.Generator().manual_seed(2)
+    # a body-sized cloud around the root, 1 cm above the floor at its lowest
+    cloud = torch.rand(1, 400, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [0.5, 0.4, 1.0], dtype=torch.float64)  # fmt: skip
+    cloud = cloud - cloud.mean(1, keepdim=True) + torch.tensor([0.3, -0.2, 0.9])
+    cloud[..., 2] += FLOOR_Z + 0.01 - cloud[..., 2].min()
+
+    def term(points_world: torch.Tensor) -> torch.Tensor:
+        return scene_penetration(world_to_camera(T, points_world).float(), root_cam.float(), crop)
+
+    assert float(term(cloud)) == 0.0
+    sink = 0.25
+    sunk = cloud - torch.tensor([0.0, 0.0, sink], dtype=torch.float64)
+    depth = (FLOOR_Z - sunk[..., 2]).clamp_min(0)  # by hand
+    assert 0 < float((depth > 0).float().mean()) < 1
+    assert float(term(sunk)) == pytest.approx(float(depth.mean()), abs=2e-6)
+
+    # gradient on a camera-frame shift of the sunk body: - grad is the floor's normal
+    shift = torch.zeros(3, requires_grad=True)
+    sunk_cam = world_to_camera(T, sunk).float()
+    scene_penetration(sunk_cam + shift, root_cam.float(), crop).sum().backward()
+    up_cam = T[:3, :3].float() @ torch.tensor([0.0, 0.0, 1.0])
+    fraction = float((depth > 0).float().mean())
+    torch.testing.assert_close(-shift.grad, fraction * up_cam, rtol=0, atol=1e-5)
+    with torch.no_grad():  # one descent step of 5 cm lifts it, and the term drops by that much
+        lifted = sunk_cam - 0.05 * shift.grad / shift.grad.norm()
+        after = scene_penetration(lifted, root_cam.float(), crop)
+    lifted_depth = (FLOOR_Z - sunk[..., 2] - 0.05).clamp_min(0)
+    assert float(after) == pytest.approx(float(lifted_depth.mean()), abs=2e-6)
+    assert float(after) < float(term(sunk))
+
+
+def _floor_crops(tmp_path, floor_y: float):
+    """`RoomSDFCrops` of a folder holding one room ``room`` whose SDF is a floor at camera
+    y = ``floor_y`` (the test frames' camera is the world: y down, free space above)."""
+    from sahmr.engine.head_refit import RoomSDFCrops
+
+    (tmp_path / "room.ply").write_bytes(b"")  # resolved by name; the loader builds the grid
+    grid = _plane_grid((0, -1, 0), floor_y, (-3, -3, 0), (3, 3, 6))
+    return RoomSDFCrops(tmp_path, loader=lambda path, **kw: grid), grid
+
+
+def test_collect_keeps_a_room_crop_around_each_true_root(tmp_path):
+    from sahmr.engine.head_refit import SDF_CROP_NODES, sdf_crop_cam
+
+    model, steps = _model_and_steps()
+    crops, grid = _floor_crops(tmp_path, 0.3)
+    cache = collect_head_inputs(model, steps, crops)
+    assert cache.sdf_crop.shape == (4, *(SDF_CROP_NODES,) * 3)
+    assert cache.sdf_crop.dtype == torch.float16
+    assert crops.loads == 1  # one room, loaded once for all frames
+    expected = sdf_crop_cam(grid, cache.root_cam, torch.eye(4).expand(4, 4, 4))
+    torch.testing.assert_close(cache.sdf_crop.double(), expected, rtol=1e-3, atol=1e-4)
+    c = SDF_CROP_NODES // 2
+    on_root = 0.3 - cache.root_cam[:, 1].double()  # the floor's distance below each root
+    torch.testing.assert_close(cache.sdf_crop[:, c, c, c].double(), on_root, rtol=1e-3, atol=1e-4)
+    assert collect_head_inputs(model, steps).sdf_crop is None
+    with pytest.raises(ValueError, match="not found"):
+        crops(["elsewhere"], torch.eye(4)[None], torch.zeros(1, 3))
+
+
+def test_penetration_weight_zero_or_no_crops_leaves_the_loss_as_before(tmp_path):
+    from dataclasses import replace
+
+    from sahmr.engine.head_refit import (
+        RefitWeights,
+        head_losses,
+        placed_bodies,
+        placed_vertices,
+        scene_penetration,
+    )
+
+    model, steps = _model_and_steps()
+    crops, _ = _floor_crops(tmp_path, 0.0)  # a floor through the pelvis: the legs sink
+    cache = collect_head_inputs(model, steps, crops)
+    plain = replace(cache, sdf_crop=None)
+    head = model.mesh_net.param_head.eval()
+    before = head_losses(head, plain, RefitWeights())
+    assert torch.equal(head_losses(head, cache, RefitWeights()), before)
+    assert torch.equal(head_losses(head, plain, RefitWeights(penetration=3.0)), before)
+    with torch.no_grad():
+        body, _ = placed_bodies(head, cache)
+        depth = scene_penetration(placed_vertices(body, cache), cache.root_cam, cache.sdf_crop)
+    assert float(depth.min()) > 0.01  # every frame's predicted body is partly below
+    weighted = head_losses(head, cache, RefitWeights(penetration=3.0)).detach()
+    assert float(weighted - before.detach()) == pytest.approx(3.0 * float(depth.mean()), rel=1e-5)
+
+
+def test_refit_with_a_penetration_weight_reports_the_crop_pene(tmp_path):
+    """History rows and the report carry the crop PenE of val (sum over vertices, mm); a
+    heavy weight ends with less of it than a refit without the term; the best step is still
+    the one of the lowest vertex error."""
+    from dataclasses import replace
+
+    from sahmr.engine.head_refit import RefitWeights, validation_scores
+    from sahmr.evaluation.metrics import MM_PER_M
+
+    model, steps = _model_and_steps()
+    crops, _ = _floor_crops(tmp_path, 0.0)
+    cache = collect_head_inputs(model, steps, crops)
+    head = model.mesh_net.param_head
+    start_state = copy_state(head)
+    scores = validation_scores(head, cache)
+    assert scores["val_pene_mm"] > 0
+    # the slow way: sum over the vertices of each frame's depth, mean over frames
+    from sahmr.engine.head_refit import crop_sdf, placed_bodies, placed_vertices
+
+    with torch.no_grad():
+        head.eval()
+        body, _ = placed_bodies(head, cache)
+        sdf = crop_sdf(placed_vertices(body, cache), cache.root_cam, cache.sdf_crop)
+        by_hand = float(torch.relu(-sdf).sum(dim=1).mean()) * MM_PER_M
+    assert scores["val_pene_mm"] == pytest.approx(by_hand, rel=1e-5)
+
+    ends = {}
+    for weight in (0.0, 30.0):
+        head.load_state_dict(start_state)
+        report = refit_head(head, cache, cache, steps=60, batch_size=4, lr=3e-3, val_every=20,
+                            weights=RefitWeights(penetration=weight))  # fmt: skip
+        assert all("val_pene_mm" in row for row in report["history"])
+        assert report["start_val_pene_mm"] == pytest.approx(scores["val_pene_mm"])
+        best = min(report["history"], key=lambda r: r["val_mm"])
+        if best["val_mm"] < report["start_val_mm"]:
+            assert report["best_step"] == best["step"]
+            assert report["best_val_pene_mm"] == pytest.approx(best["val_pene_mm"])
+        ends[weight] = report["history"][-1]["val_pene_mm"]
+    assert ends[30.0] < ends[0.0]
+    with pytest.raises(ValueError, match="SDF crops"):
+        refit_head(head, replace(cache, sdf_crop=None), steps=1,
+                   weights=RefitWeights(penetration=1.0))  # fmt: skip
+    with pytest.raises(ValueError, match=">= 0"):
+        refit_head(head, cache, steps=1, weights=RefitWeights(penetration=-1.0))
+
+
+def test_old_cache_without_crops_loads_and_crops_round_trip(tmp_path):
+    """A file saved before ``sdf_crop`` existed (no such key) loads with None; a cache with
+    crops saves and loads them; caches with and without crops do not mix."""
+    from dataclasses import asdict
+
+    model, steps = _model_and_steps()
+    crops, _ = _floor_crops(tmp_path, 0.3)
+    with_crops = collect_head_inputs(model, steps[:1], crops)
+    old = {k: v for k, v in asdict(with_crops).items() if k != "sdf_crop"}
+    torch.save(old, tmp_path / "old.pt")
+    back = HeadCache.load(tmp_path / "old.pt")
+    assert back.sdf_crop is None and torch.equal(back.verts_rel, with_crops.verts_rel)
+    with_crops.save(tmp_path / "new.pt")
+    back = HeadCache.load(tmp_path / "new.pt")
+    assert torch.equal(back.sdf_crop, with_crops.sdf_crop)
+    assert back.rows(torch.tensor([1])).sdf_crop.shape[0] == 1
+    with pytest.raises(ValueError, match="sdf_crop"):
+        HeadCache.cat([with_crops, HeadCache.load(tmp_path / "old.pt")])
+
+
+def test_cache_action_reuses_builds_or_only_adds_crops():
+    from sahmr.engine.head_refit import cache_action, cache_key
+
+    plain = cache_key("enc", "/d", "val", 2, 4, True)
+    cropped = cache_key("enc", "/d", "val", 2, 4, True, sdf_crop=True)
+    old = {k: v for k, v in plain.items() if k != "sdf_crop"}  # written before crops existed
+    assert cropped["sdf_crop"]["nodes"] == 33 and plain["sdf_crop"] is None
+    assert cache_action(None, plain) == "build"
+    assert cache_action(plain, plain) == cache_action(old, plain) == "reuse"
+    assert cache_action(cropped, plain) == "reuse"  # crops not asked for are dropped
+    assert cache_action(plain, cropped) == cache_action(old, cropped) == "add_crops"
+    assert cache_action(cropped, cropped) == "reuse"
+    assert cache_action({**cropped, "sdf_crop": {"nodes": 17}}, cropped) == "add_crops"
+    assert cache_action({**plain, "encoder_sha256": "other"}, cropped) == "build"
+
+
+def test_crops_added_later_are_the_collected_ones_and_frames_are_checked(tmp_path):
+    from dataclasses import replace
+
+    from sahmr.engine.head_refit import with_sdf_crops
+
+    model, steps = _model_and_steps()
+    crops, _ = _floor_crops(tmp_path, 0.3)
+    cache = collect_head_inputs(model, steps, crops)
+    names, cams = ["room"] * 4, torch.eye(4, dtype=torch.float64).expand(4, 4, 4)
+    added = with_sdf_crops(replace(cache, sdf_crop=None), names, cams, cache.root_cam, crops,
+                           batch_size=3)  # fmt: skip
+    assert torch.equal(added.sdf_crop, cache.sdf_crop)
+    with pytest.raises(ValueError, match="not the frames"):
+        with_sdf_crops(cache, names, cams, cache.root_cam + 0.01, crops)
