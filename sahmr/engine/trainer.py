@@ -578,6 +578,9 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         count = samples = 0
         t_window = time.monotonic()
+        if cfg.val_at_start and self.step == 0 and self.total_steps > 0:
+            self.validate()  # the weights this run continues: its curve's first point
+            validated_at = 0
         while self.epoch < cfg.max_epochs and self.step < self.total_steps:
             self.model.train()
             start_epoch(self.train_loader, self.seed, self.epoch, self.batch_in_epoch)

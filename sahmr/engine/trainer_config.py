@@ -47,6 +47,9 @@ class TrainerConfig:
         val_every_steps: Also validate every this many optimiser steps (None/0: never), for
             runs whose epochs are not a useful unit (a training set still being written,
             whose early epochs last a few steps).
+        val_at_start: Validate once before the first step of a run that starts at step 0
+            (a fine-tune from ``init.weights``): its curve then starts at the weights it
+            continues, and ``best.pt`` stays those weights unless a later validation beats them.
         val_max_batches: Validation batches per rank (None: the whole split), of frames
             spread evenly over the split (`sahmr.engine.data.spread_indices`).
         val_scene_metrics: Also score penetration/contact against the rooms' SDFs.
@@ -101,6 +104,7 @@ class TrainerConfig:
     ckpt_every: int | None = None
     val_every_epochs: int = 1
     val_every_steps: int | None = None
+    val_at_start: bool = False
     val_max_batches: int | None = None
     val_scene_metrics: bool = False
     val_with_targets: bool = False

@@ -225,6 +225,33 @@ def test_validation_every_n_steps(tiny_dataset, test_configs, tmp_path):
     assert val_steps == [2, 4, 5]
 
 
+def test_validation_at_start_scores_the_starting_weights_and_keeps_them_as_best(
+    tiny_dataset, test_configs, tmp_path
+):
+    """trainer.val_at_start: a validation at step 0 (the weights before any step), tracked for
+    best.pt; a resumed run (step > 0) does not validate again before training."""
+    extra = {"trainer.val_every_epochs": 0, "trainer.val_every_steps": 2, "trainer.max_steps": 2,
+             "trainer.val_at_start": True, "trainer.best_metric": "g_mpve",
+             "trainer.best_mode": "max"}  # fmt: skip
+    cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)
+    res = train_from_config(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r.get("split") == "val"]
+    assert [r["step"] for r in val] == [0, 2]
+    # best_mode max on an error: best.pt holds whichever step scored highest, step 0 included
+    best = max(val, key=lambda r: r["g_mpve"])
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == best["step"]
+    assert res.best == pytest.approx(best["g_mpve"])
+
+    extra.update({"trainer.max_steps": 4})
+    cfg = compose_train(
+        tiny_overrides(tiny_dataset, tmp_path, resume="true", **extra), test_configs
+    )
+    train_from_config(cfg)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("split") == "val"] == [0, 2, 4]
+
+
 def test_time_budget_stops_cleanly_and_resumes(tiny_dataset, test_configs, tmp_path):
     extra = {"trainer.max_minutes": 1e-6, "trainer.val_every_epochs": 0, "trainer.max_steps": 3}
     cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)

@@ -103,6 +103,9 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         # epochs of a set still being written last a few steps: validate on a step interval
         "trainer.val_every_epochs=0",
         f"trainer.val_every_steps={a.val_every_steps}",
+        # the shipped weights scored first on the same frames: the run's curve has its start
+        # (run 16's first point came 300 steps in) and best.pt keeps them unless beaten
+        "trainer.val_at_start=true",
         "trainer.sync_free_steps=true",
         f"trainer.compile_submodules={a.compile}",
         "trainer.progress=false",
