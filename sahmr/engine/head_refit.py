@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from sahmr.engine.optimizers import WarmupCosine
 from sahmr.evaluation.metrics import MM_PER_M, penetration
-from sahmr.geometry.cameras import camera_to_world
+from sahmr.geometry.cameras import camera_to_world, world_to_camera
 from sahmr.losses.mesh import target_rotmats
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyHead, BodyParams
@@ -649,8 +649,8 @@ def frame_cameras(dataset: Any, indices: Sequence[int]) -> tuple[list[str], Tens
         T = torch.as_tensor(sample.T_w2c, dtype=torch.float64)
         names.append(str(sample.scene_id))
         cams.append(T)
-        roots.append(T[:3, :3] @ torch.as_tensor(sample.joints_world, dtype=torch.float64)[0]
-                     + T[:3, 3])  # fmt: skip
+        pelvis_world = torch.as_tensor(sample.joints_world, dtype=torch.float64)[:1]
+        roots.append(world_to_camera(T, pelvis_world)[0])
     return names, torch.stack(cams), torch.stack(roots)
 
 
