@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--up-axis", default="z", help="gravity-up axis of --scene (z, y, -y...)")
+    p.add_argument("--ground", default="auto",
+                   help="solid ground under the scans: 'auto' (the height a scan's meta.json "
+                        "declares, as generated rooms do; none otherwise), 'none', or a height "
+                        "in metres along --up-axis below which every scan is solid (a floor "
+                        "scanned as a thin closed slab reads as free space under its middle)")
     p.add_argument("--force", action="store_true",
                    help="score even against a --scene whose normals face away from the room")
     p.add_argument("--allow-missing-shards", action="store_true",
@@ -110,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "numbers then differ from the complete dataset's)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def scan_ground(value: str, up_axis: str):
+    """``--ground``: ``"auto"``, None (``"none"``) or a `SolidGround` along ``up_axis``.
+
+    Raises:
+        ValueError: Neither auto, none nor a finite number.
+    """
+    from sahmr.scene.sdf import SolidGround
+
+    if value.lower() in ("auto", "none"):
+        return value.lower() if value.lower() == "auto" else None
+    try:
+        height = float(value)
+    except ValueError:
+        raise ValueError("must be auto, none or a height in metres") from None
+    return SolidGround(height, up_axis)  # refuses nan, inf and unknown axes
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -143,6 +165,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                         ("--voxel-size", args.voxel_size), ("--batch-size", args.batch_size)):
         if not (0 < value < float("inf")):  # also refuses nan
             parser.error(f"{flag} {value}: must be a positive finite number")
+    try:
+        args.ground = scan_ground(args.ground, args.up_axis)
+    except ValueError as exc:
+        parser.error(f"--ground {args.ground}: {exc}")
     for flag, path in (
         ("--gt-vertex-map", args.gt_vertex_map),
         ("--h36m-regressor", args.h36m_regressor),
@@ -255,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     scenes = None
     if args.scene is not None or args.scene_dir is not None:
         scenes = SceneSDFs(
-            args.scene, args.scene_dir, voxel_size=args.voxel_size, cache_dir=args.sdf_cache_dir
+            args.scene, args.scene_dir, voxel_size=args.voxel_size, cache_dir=args.sdf_cache_dir,
+            ground=args.ground,
         )
     else:
         logger.warning("no --scene/--scene-dir: penetration and contact metrics skipped")

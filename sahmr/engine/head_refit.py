@@ -238,19 +238,20 @@ def stored_or_built_sdf(
     body's vertices): the finest one is read, so 148 training rooms cost seconds instead of
     ~15 s each for the evaluator's 2 cm grid. Any other room gets the evaluator's grid
     (`sahmr.scene.sdf.load_or_build_sdf`, built and cached on first use). Both are finer than
-    the crop's 8 cm spacing.
+    the crop's 8 cm spacing, and both are joined with the solid ground the room's
+    ``meta.json`` declares (`sahmr.scene.sdf.declared_ground`).
 
     Args:
         mesh_path: The room's mesh (``rooms/<name>/mesh.ply``).
         voxel_size: Pitch of the evaluator's grid when one is built, metres.
         cache_dir: Its cache folder.
     """
-    from sahmr.scene.sdf import load_or_build_sdf
+    from sahmr.scene.sdf import load_or_build_sdf, resolve_ground
 
     # the 4-digit pitch in the names sorts the finest first
     stored = sorted(Path(mesh_path).parent.glob("placer_sdf_[0-9][0-9][0-9][0-9].npz"))
-    if stored:
-        return SDFGrid.load(stored[0])
+    if stored:  # grids stored before rooms declared their ground lack it
+        return SDFGrid.load(stored[0]).with_solid_ground(resolve_ground(mesh_path, "auto"))
     return load_or_build_sdf(mesh_path, voxel_size=voxel_size, cache_dir=cache_dir)
 
 
@@ -586,9 +587,11 @@ def encoder_digest(model: nn.Module, head_prefix: str = "mesh_net.param_head.") 
 
 def sdf_crop_spec(source: Literal["stored", "exact"] = "exact") -> dict:
     """What a cache's SDF crops are (stored in its key): nodes, spacing, the rooms' grids
-    (``"stored"``: `stored_or_built_sdf`; ``"exact"``: the evaluator's, of this pitch)."""
+    (``"stored"``: `stored_or_built_sdf`; ``"exact"``: the evaluator's, of this pitch), and
+    that they hold the rooms' declared solid ground (crops made before they did lack the key
+    and are remade)."""
     return {"nodes": SDF_CROP_NODES, "spacing_m": SDF_CROP_SPACING_M, "source": source,
-            "sdf_voxel_m": SDF_VOXEL_SIZE_M}  # fmt: skip
+            "sdf_voxel_m": SDF_VOXEL_SIZE_M, "ground": "declared"}  # fmt: skip
 
 
 def cache_key(

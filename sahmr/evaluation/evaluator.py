@@ -108,8 +108,12 @@ class SceneSDFs:
             (``.ply``, ``.obj``, ``.glb``, ``.off``) or ``<name>/mesh.*``, or None.
         voxel_size: SDF voxel size in metres.
         cache_dir: SDF cache folder passed to the loader.
-        loader: ``(mesh_path, voxel_size=..., cache_dir=...) -> SDFSampler``; default
-            ``sahmr.scene.sdf.load_scene_sdf`` (grid + exact mesh distances).
+        loader: ``(mesh_path, voxel_size=..., cache_dir=..., ground=...) -> SDFSampler``;
+            default ``sahmr.scene.sdf.load_scene_sdf`` (grid + exact mesh distances).
+        ground: The scans' solid ground (``sahmr.scene.sdf.resolve_ground``): ``"auto"`` (the
+            default: the ground each scan's ``meta.json`` declares, as generated rooms do;
+            none for a scan without one), ``"none"``, or a height in metres along the up
+            axis, for every scan.
     """
 
     MESH_EXTS = (".ply", ".obj", ".glb", ".off", ".stl")
@@ -122,8 +126,10 @@ class SceneSDFs:
         voxel_size: float = SDF_VOXEL_SIZE_M,
         cache_dir: str | Path | None = None,
         loader: SDFLoader | None = None,
+        ground: str | float | None = "auto",
     ) -> None:
         self.scene_mesh = Path(scene_mesh) if scene_mesh is not None else None
+        self.ground = ground
         self.scene_dir = Path(scene_dir) if scene_dir is not None else None
         self.voxel_size = voxel_size
         self.cache_dir = cache_dir
@@ -158,7 +164,7 @@ class SceneSDFs:
         if path not in self._cache:
             logger.info("loading the SDF of %s", path)
             self._cache[path] = self._loader(
-                path, voxel_size=self.voxel_size, cache_dir=self.cache_dir
+                path, voxel_size=self.voxel_size, cache_dir=self.cache_dir, ground=self.ground
             )
         return self._cache[path]
 

@@ -14,6 +14,16 @@ and the angle-weighted vertex normal on a vertex. Consequences, tested on an ope
   half its distance to the next surface; the sign follows the face orientation, so scans
   must have outward (room-facing) normals.
 
+Solid ground. A closed floor slab (a generated room's floor is 5 cm thick) is negative only
+down to half its thickness and positive again below it, so a body sunk 10 cm into the floor
+would read as floating in free space. A scan may therefore declare `SolidGround`: everything
+below a height along its up axis is solid. The scene's signed distance is then the union's,
+``min(sdf_mesh, height_along_up - ground_height)`` (exact outside both solids; inside, the
+deeper of the two depths, a lower bound of the union's depth). Grids built with a ground hold
+it in their values and apply it again at lookup (points below the grid), and the exact mesh
+distance applies it too. Generated rooms declare it in their ``meta.json``
+(`declared_ground`); any scan can, or a caller passes one.
+
 Grid layout. ``values`` has shape (D, H, W) = (nz, ny, nx), axis order z, y, x like
 spconv coordinates: ``values[k, j, i]`` is the SDF at the node
 ``origin + voxel_size * (i, j, k)`` (nodes, not cell centres). Sampling is trilinear
@@ -41,15 +51,19 @@ from sahmr.atomic_write import atomic_open
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "GROUND_KEY",
     "SDF_VOXEL_SIZE_M",
     "ExactSceneSDF",
     "MeshSignedDistance",
     "SDFGrid",
     "SDFLookup",
+    "SolidGround",
     "build_sdf_grid",
+    "declared_ground",
     "default_cache_dir",
     "load_or_build_sdf",
     "load_scene_sdf",
+    "resolve_ground",
     "trilinear_sdf",
 ]
 
@@ -58,6 +72,60 @@ SDF_VOXEL_SIZE_M = 0.02
 (evaluator, demo, fitting). The only place this number is written."""
 
 _FORMAT_VERSION = 1
+
+GROUND_KEY = "ground_z"
+"""Key of a scan's ``meta.json`` that declares its solid ground: the height (metres, along the
+scan's ``up_axis``, default z) below which everything is solid."""
+
+
+@dataclass(frozen=True)
+class SolidGround:
+    """Everything below ``height`` along ``up_axis`` is solid (the ground under a floor).
+
+    Attributes:
+        height: metres, along the up axis, in the scan (world) frame.
+        up_axis: the scan's gravity-up axis, one of ``sahmr.scene.io.UP_AXES``.
+    """
+
+    height: float
+    up_axis: str = "z"
+
+    def __post_init__(self) -> None:
+        if self.up_axis not in ("x", "y", "z", "-x", "-y", "-z"):
+            raise ValueError(f"up_axis must be one of x, y, z, -x, -y, -z; got {self.up_axis!r}")
+        if not np.isfinite(self.height):
+            raise ValueError(f"ground height must be finite, got {self.height}")
+
+    @property
+    def axis(self) -> int:
+        """Index (0, 1, 2) of the up axis."""
+        return "xyz".index(self.up_axis[-1])
+
+    @property
+    def sign(self) -> float:
+        """+1 for ``x``/``y``/``z``, -1 for ``-x``/``-y``/``-z``."""
+        return -1.0 if self.up_axis.startswith("-") else 1.0
+
+    def signed_distance(self, points):
+        """Signed distance (m) to the ground's solid, negative below it.
+
+        Args:
+            points: array or Tensor of shape (..., 3), world frame, metres.
+
+        Returns:
+            Array or Tensor of shape (...), the height above the ground (same type and dtype).
+        """
+        return self.sign * points[..., self.axis] - self.height
+
+
+def _with_ground(values, points, ground: SolidGround | None):
+    """``min(values, ground distance)`` of points (numpy or torch), or ``values`` unchanged."""
+    if ground is None:
+        return values
+    plane = ground.signed_distance(points)
+    if isinstance(values, Tensor):
+        return torch.minimum(values, plane.to(values.dtype))
+    return np.minimum(values, plane.astype(values.dtype, copy=False))
 
 
 @dataclass
@@ -69,11 +137,14 @@ class SDFGrid:
         voxel_size: node spacing, metres.
         values: float32 array of shape (D, H, W) = (nz, ny, nx), signed distance in metres;
             ``values[k, j, i]`` at ``origin + voxel_size * (i, j, k)``.
+        ground: the scan's `SolidGround`, or None. Set by :meth:`with_solid_ground`, which
+            also writes it into ``values``; lookups apply it again (points below the grid).
     """
 
     origin: np.ndarray
     voxel_size: float
     values: np.ndarray
+    ground: SolidGround | None = None
     _cell_min: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -84,23 +155,55 @@ class SDFGrid:
 
     def save(self, path: str | os.PathLike | IO[bytes]) -> None:
         """Write the grid to an ``.npz`` file or open binary file (no pickled objects)."""
+        ground = {}
+        if self.ground is not None:
+            ground = dict(ground_height=np.float64(self.ground.height),
+                          ground_up_axis=np.array(self.ground.up_axis))
         np.savez_compressed(
             path,
             origin=np.asarray(self.origin, np.float32),
             voxel_size=np.float32(self.voxel_size),
             values=np.asarray(self.values, np.float32),
             format_version=np.int32(_FORMAT_VERSION),
+            **ground,
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SDFGrid:
         """Read a grid written by :meth:`save` (``allow_pickle=False``)."""
         with np.load(path, allow_pickle=False) as data:
+            ground = None
+            if "ground_height" in data:
+                ground = SolidGround(float(data["ground_height"]), str(data["ground_up_axis"]))
             return cls(
                 origin=data["origin"].astype(np.float32),
                 voxel_size=float(data["voxel_size"]),
                 values=data["values"].astype(np.float32),
+                ground=ground,
             )
+
+    def with_solid_ground(self, ground: SolidGround | None) -> SDFGrid:
+        """This grid joined with a solid ground: ``min(values, height above the ground)`` at
+        every node, and the ground kept for lookups. ``None`` returns the grid itself;
+        applying the same ground twice changes nothing.
+
+        Args:
+            ground: The scan's `SolidGround`, or None.
+
+        Returns:
+            A new `SDFGrid` (or ``self`` when ``ground`` is None).
+        """
+        if ground is None:
+            return self
+        D, H, W = self.values.shape
+        axis = ground.axis
+        steps = np.arange((W, H, D)[axis], dtype=np.float64)
+        along = float(self.origin[axis]) + self.voxel_size * steps
+        shape = [1, 1, 1]
+        shape[2 - axis] = len(along)  # values are (z, y, x)
+        plane = (ground.sign * along - ground.height).reshape(shape)
+        values = np.minimum(self.values, plane).astype(np.float32)
+        return SDFGrid(np.asarray(self.origin, np.float32).copy(), self.voxel_size, values, ground)
 
     def to_torch(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """Return ``(values (1, 1, D, H, W), origin (3,))`` float32 tensors on a device."""
@@ -147,7 +250,7 @@ class SDFGrid:
         ).view(-1)
         if outside is not None:
             out = out + outside
-        return out.reshape(lead)
+        return _with_ground(out, flat, self.ground).reshape(lead)
 
 
     def cell_minimum(self, factor: int = 4) -> Tensor:
@@ -417,6 +520,7 @@ class _SignedDistance:
     exactly equidistant to two features that share no vertex (open scans, grid nodes lined
     up with a room's planes), the backends may break the tie differently and disagree on
     the sign (0.25 % of the nodes of a 5 cm grid of the test room, none at 3.7 cm).
+    With ``ground`` (`SolidGround`), the distance is the union's: ``min(mesh, ground)``.
     """
 
     def __init__(
@@ -426,7 +530,9 @@ class _SignedDistance:
         eps: float = 1e-4,
         backend: str = "auto",
         device: str | torch.device | None = None,
+        ground: SolidGround | None = None,
     ):
+        self.ground = ground
         self.faces = faces.astype(np.int64)
         self.face_n, self.vertex_n, self.edge_n = _pseudo_normals(vertices, self.faces)
         self.eps = eps
@@ -507,13 +613,15 @@ class _SignedDistance:
         diff = query - closest
         dist = np.linalg.norm(diff, axis=1)
         sign = np.where((diff * normal).sum(1) < 0, -1.0, 1.0)
-        return (sign * dist).astype(np.float32)
+        return _with_ground(sign * dist, np.asarray(query, np.float64), self.ground).astype(
+            np.float32
+        )
 
 
 MeshSignedDistance = _SignedDistance
 """Exact signed distance to a triangle mesh (closest point, pseudo-normal sign), as the grid
 nodes of :func:`build_sdf_grid` hold it: ``MeshSignedDistance(vertices, faces, backend=...,
-device=...)(points (P, 3), max_distance=None) -> (P,) float32``."""
+device=..., ground=None)(points (P, 3), max_distance=None) -> (P,) float32``."""
 
 
 class ExactSceneSDF:
@@ -530,6 +638,7 @@ class ExactSceneSDF:
     apart from the exact value.
 
     :meth:`sample` stays the plain differentiable grid lookup (for losses and fitting).
+    The grid's `SolidGround`, if any, joins the exact distances too.
 
     Args:
         grid: The scene's `SDFGrid`.
@@ -555,7 +664,7 @@ class ExactSceneSDF:
         self.band = 3.0 * grid.voxel_size if band is None else float(band)
         self._mesh_sd = MeshSignedDistance(
             np.asarray(vertices, np.float64), np.asarray(faces, np.int64), backend=backend,
-            device=device,
+            device=device, ground=grid.ground,
         )
         # trilinear error bound of a 1-Lipschitz field with exact nodes, plus the coarse pitch
         # of build_sdf_grid's far field, added to the culling radius of the exact queries
@@ -644,6 +753,7 @@ def load_scene_sdf(
     band: float | None = None,
     backend: str = "auto",
     device: str | torch.device | None = None,
+    ground: SolidGround | str | None = "auto",
 ) -> ExactSceneSDF:
     """A scan's cached SDF grid (:func:`load_or_build_sdf`) with its mesh, as `ExactSceneSDF`.
 
@@ -657,11 +767,13 @@ def load_scene_sdf(
         band: Default exact band, metres (default 3 grid cells).
         backend: Closest-point backend (see `ExactSceneSDF`).
         device: Device of the torch backend.
+        ground: The scan's solid ground (see :func:`resolve_ground`; default: the one its
+            ``meta.json`` declares, if any).
     """
     from sahmr.scene.io import SceneMesh, load_scene
 
     grid = load_or_build_sdf(
-        mesh_path, voxel_size, margin, cache_dir, up_axis=up_axis, scale=scale
+        mesh_path, voxel_size, margin, cache_dir, up_axis=up_axis, scale=scale, ground=ground
     )
     scene = load_scene(mesh_path, up_axis=up_axis, scale=scale)
     if not isinstance(scene, SceneMesh):
@@ -766,11 +878,13 @@ def load_or_build_sdf(
     *,
     up_axis: str = "z",
     scale: float = 1.0,
+    ground: SolidGround | str | None = "auto",
 ) -> SDFGrid:
     """Load a scan's SDF from the on-disk cache, or build and cache it.
 
     The cache key hashes the mesh file's bytes with every parameter, so an edited file or
-    a different pitch/margin/scale builds a new grid.
+    a different pitch/margin/scale builds a new grid. The cache holds the mesh's own
+    distances; the solid ground is joined after loading (:meth:`SDFGrid.with_solid_ground`).
 
     Args:
         mesh_path: a mesh file readable by :func:`sahmr.scene.io.load_scene`.
@@ -779,10 +893,26 @@ def load_or_build_sdf(
         cache_dir: cache folder; default :func:`default_cache_dir`.
         up_axis: passed to ``load_scene`` (metadata only).
         scale: passed to ``load_scene`` (file units to metres).
+        ground: ``"auto"`` (the ground the scan's ``meta.json`` declares, if any), None
+            (none) or a `SolidGround`; see :func:`resolve_ground`.
 
     Returns:
         SDFGrid.
     """
+    solid = resolve_ground(mesh_path, ground, up_axis=up_axis, scale=scale)
+    return _load_or_build_mesh_sdf(mesh_path, voxel_size, margin, cache_dir, up_axis, scale
+                                   ).with_solid_ground(solid)
+
+
+def _load_or_build_mesh_sdf(
+    mesh_path: str | os.PathLike,
+    voxel_size: float,
+    margin: float,
+    cache_dir: str | os.PathLike | None,
+    up_axis: str,
+    scale: float,
+) -> SDFGrid:
+    """:func:`load_or_build_sdf` without the ground: the cached grid of the mesh alone."""
     h = hashlib.sha256()
     with open(mesh_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -804,3 +934,96 @@ def load_or_build_sdf(
         grid.save(fh)
     logger.info("SDF cached: %s", path)
     return grid
+
+
+def declared_ground(mesh_path: str | os.PathLike) -> SolidGround | None:
+    """The solid ground a scan's metadata declares, or None.
+
+    The metadata is a JSON object in ``meta.json`` beside a mesh named ``mesh.*`` (a generated
+    room's folder, `sahmr.synth.rooms`), or ``<stem>.meta.json`` beside any mesh. It declares
+    the ground with :data:`GROUND_KEY` (metres along its ``up_axis``, default ``"z"``). Rooms
+    generated before that key existed (``generator: sahmr.synth.rooms``) have their floor top
+    at their floor surfaces' height, which is used instead.
+
+    Args:
+        mesh_path: The scan's mesh file.
+
+    Returns:
+        The `SolidGround`, or None when no metadata declares one.
+
+    Raises:
+        ValueError: The metadata is not valid JSON or declares an invalid ground.
+    """
+    import json
+
+    path = Path(mesh_path)
+    candidates = [path.with_name(f"{path.stem}.meta.json")]
+    if path.stem == "mesh":
+        candidates.insert(0, path.with_name("meta.json"))
+    for meta_path in candidates:
+        if not meta_path.is_file():
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{meta_path}: unreadable scan metadata ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path}: scan metadata must be a JSON object")
+        up_axis = str(meta.get("up_axis", "z"))
+        if GROUND_KEY in meta:
+            if meta[GROUND_KEY] is None:
+                return None
+            try:
+                height = float(meta[GROUND_KEY])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{meta_path}: {GROUND_KEY} must be a number or null") from exc
+            return SolidGround(height, up_axis)
+        if meta.get("generator") == "sahmr.synth.rooms":
+            floors = [s["center"][2] for o in meta.get("objects", [])
+                      if o.get("category") == "floor"
+                      for s in o.get("surfaces", []) if s.get("kind") == "floor"]  # fmt: skip
+            if floors:
+                return SolidGround(float(min(floors)), up_axis)
+        return None
+    return None
+
+
+def resolve_ground(
+    mesh_path: str | os.PathLike,
+    ground: SolidGround | str | float | None,
+    *,
+    up_axis: str = "z",
+    scale: float = 1.0,
+) -> SolidGround | None:
+    """The solid ground a caller asks for.
+
+    Args:
+        mesh_path: The scan's mesh file (read for ``"auto"``).
+        ground: ``"auto"``: the ground its metadata declares (:func:`declared_ground`), if
+            its up axis is ``up_axis`` and ``scale`` is 1 (metadata heights are metres in the
+            file's frame); ``None`` or ``"none"``: no ground; a number: that height along
+            ``up_axis``, metres; a `SolidGround`: itself.
+        up_axis: The scan's up axis as the caller loads it.
+        scale: The caller's file-units-to-metres factor.
+
+    Returns:
+        The `SolidGround`, or None.
+    """
+    if ground is None or (isinstance(ground, str) and ground.lower() == "none"):
+        return None
+    if isinstance(ground, SolidGround):
+        return ground
+    if isinstance(ground, str) and ground.lower() == "auto":
+        declared = declared_ground(mesh_path)
+        if declared is None:
+            return None
+        if declared.up_axis != up_axis or scale != 1.0:
+            logger.warning("%s: its metadata declares a ground along %s in file units; not used "
+                           "with up_axis=%s, scale=%g", mesh_path, declared.up_axis, up_axis, scale)
+            return None
+        return declared
+    try:
+        return SolidGround(float(ground), up_axis)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ground must be 'auto', 'none' or a height in metres, got {ground!r}"
+                         ) from exc

@@ -381,10 +381,14 @@ class Placer:
         self._body_to_room = torch.as_tensor(BODY_TO_ROOM, dtype=torch.float32, device=self.device)
 
     def _sdf_fast(self, points: Tensor) -> Tensor:
-        """SDF (m) at room-frame points (..., 3), differentiable in the points."""
-        return SDFLookup.apply(
+        """SDF (m) at room-frame points (..., 3), differentiable in the points; the room's
+        solid ground joins it below the grid too (where the lookup adds the distance to it)."""
+        d = SDFLookup.apply(
             points, self._sdf_values[0, 0], self._sdf_origin, float(self.sdf.voxel_size)
         )
+        if self.sdf.ground is None:
+            return d
+        return torch.minimum(d, self.sdf.ground.signed_distance(points).to(d.dtype))
 
     def _root_rotation(self, yaw: Tensor, root_delta: Tensor, root_body: Tensor) -> Tensor:
         """Room-frame root rotation ``Rz(yaw) @ B2R @ exp(delta) @ R_body`` (B, 3, 3)."""

@@ -71,7 +71,8 @@ class PlacementChecks:
         if self._exact is None:
             mesh = self.room.mesh
             self._exact = MeshSignedDistance(
-                np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces), device="cpu"
+                np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces), device="cpu",
+                ground=self.room.ground,
             )
         return self._exact
 

@@ -53,8 +53,10 @@ def build_placer_sdf(
 ) -> SDFGrid:
     """The SDF grid the :class:`Placer` refines and checks bodies on.
 
-    The room mesh is clipped to 2.4 m height (and to ``region_xy`` +- 1 m when given), and
-    the grid built by :func:`sahmr.scene.sdf.build_sdf_grid` with a 20 cm margin.
+    The room mesh is clipped to 2.4 m height (and to ``region_xy`` +- 1 m when given), the
+    grid built by :func:`sahmr.scene.sdf.build_sdf_grid` with a 20 cm margin and joined with
+    the room's solid ground (`Room.ground`: the floor slab alone is free space 2.5 cm below
+    its top).
 
     Args:
         room: the room (z up, metres).
@@ -76,5 +78,6 @@ def build_placer_sdf(
     mesh = clip_mesh_to_box(room.mesh, lo, hi)
     t0 = time.perf_counter()
     sdf = build_sdf_grid(mesh, voxel_size=voxel_size, margin=0.2, backend=backend, device=device)
+    sdf = sdf.with_solid_ground(room.ground)
     logger.info("placer SDF built in %.2f s", time.perf_counter() - t0)
     return sdf

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from sahmr.scene.sdf import GROUND_KEY, SolidGround
 from sahmr.synth.furniture import Surface, _round_list
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ MIN_WALKABLE_FRACTION = 0.35
 """Share of the floor that must stay reachable on foot from the door."""
 CELL_SIZE = 0.05
 """Occupancy grid resolution, metres."""
+GROUND_Z = 0.0
+"""Height (m) of every generated room's floor top. The floor is a closed 5 cm slab, so a scan's
+signed distance alone reads a point 3 cm or more below it as free space: the rooms declare
+the ground below this height solid (``meta.json`` key `sahmr.scene.sdf.GROUND_KEY`)."""
 
 FREE_OCCUPIED, FREE_UNREACHABLE, FREE_WALKABLE = 0, 1, 2
 """Values of :attr:`FreeSpace.grid`."""
@@ -261,6 +266,11 @@ class Room:
     generator_version: str = GENERATOR_VERSION
 
     @property
+    def ground(self) -> SolidGround:
+        """The solid ground under the floor (`GROUND_Z`), for every signed distance of the room."""
+        return SolidGround(GROUND_Z, self.up_axis)
+
+    @property
     def furniture(self) -> list[SceneObject]:
         """Objects that are neither floor, wall nor ceiling."""
         return [o for o in self.objects if o.category not in ("floor", "wall", "ceiling")]
@@ -298,6 +308,7 @@ class Room:
             "floor_size": _round_list(self.floor_size, 6),
             "wall_height": round(float(self.wall_height), 6),
             "has_ceiling": bool(self.has_ceiling),
+            GROUND_KEY: GROUND_Z,
             "extent": {"min": _round_list(b[0], 6), "max": _round_list(b[1], 6)},
             "num_vertices": len(self.mesh.vertices),
             "num_faces": len(self.mesh.faces),

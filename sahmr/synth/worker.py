@@ -196,7 +196,8 @@ def _room(state: WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, Place
                 path = write_placer_sdf(
                     Path(cfg.out_dir), scene_id, state.table[scene_id], cfg.sdf_voxel_size, "cpu"
                 )
-            sdf = SDFGrid.load(path)
+            # grids stored before rooms declared their ground lack it; joining it twice is a no-op
+            sdf = SDFGrid.load(path).with_solid_ground(room.ground)
         state.rooms[scene_id] = RoomCache(room, caster, sdf)
     cached = state.rooms[scene_id]
     placer = make_placer(

@@ -193,7 +193,8 @@ def test_default_crops_read_the_grid_the_generator_stored_with_each_room(
     shipped, tiny_dataset, tmp_path, monkeypatch
 ):
     """Without ``--crop-sdf``, crops read the grid stored in a room's folder (here the train
-    room's exact grid + 0.5 m, so its source shows), a room without one gets the evaluator's
+    room's exact grid + 0.5 m, so its source shows, joined with the room's declared ground
+    as every room grid is), a room without one gets the evaluator's
     grid (built once), the key says so, and asking for exact crops re-crops without the
     network."""
     from sahmr.data.synthetic import SyntheticDataset
@@ -225,7 +226,8 @@ def test_default_crops_read_the_grid_the_generator_stored_with_each_room(
             sample = dataset[index]
             root_world = torch.as_tensor(sample.joints_world[0], dtype=torch.float64)
             expected = float(exact[sample.scene_id].sample(root_world))
-            expected += 0.5 if sample.scene_id == office.name else 0.0
+            if sample.scene_id == office.name:  # the stored grid, joined with the ground
+                expected = min(expected + 0.5, float(root_world[2]))
             assert float(crop[row, c, c, c]) == pytest.approx(expected, abs=1e-3)
 
     calls.clear()  # the same caches with exact crops: crops replaced, no network run

@@ -233,3 +233,41 @@ def test_gt_contact_labels_and_scene_point_classes(tmp_path, body_model, rest_ve
     assert s["scene_contact_iou/class2"]["value"] == pytest.approx(1.0)
     assert s["scene_contact_iou"]["value"] == pytest.approx((0.5 + 1.0) / 2)
     assert np.isnan(s["scene_contact_iou/class3"]["value"])
+
+
+def test_cli_solid_ground_of_a_slab_floor(tmp_path, body_model, rest_vertices):
+    """A generated room's floor is a closed 5 cm slab: its SDF alone reads a vertex more
+    than 2.5 cm under the floor as free space. The room's declared ground (meta.json) makes
+    PenE the hand-computed depth under the floor plane; ``--ground none`` shows the defect."""
+    sink = 0.30  # the rest body's lowest vertex is 10 cm up: it goes 20 cm under the floor
+    gt, pred, room = tmp_path / "gt", tmp_path / "pred", tmp_path / "room"
+    for folder in (gt, pred, room):
+        folder.mkdir()
+    np.savez(gt / "f.npz", vertices=rest_vertices)
+    np.savez(pred / "f.npz", vertices=rest_vertices - np.array([0.0, 0.0, sink]))
+    slab = trimesh.creation.box(extents=(4.0, 4.0, 0.05))
+    slab.apply_translation((0.0, 0.0, -0.025))
+    # a cabinet in a corner, far from the body, so that the scan check's rays start above
+    # the floor (a lone slab is a solid object it cannot judge)
+    cabinet = trimesh.creation.box(extents=(0.3, 0.3, 1.0))
+    cabinet.apply_translation((1.7, 1.7, 0.5))
+    trimesh.util.concatenate([slab, cabinet]).export(room / "mesh.ply")
+    (room / "meta.json").write_text(json.dumps({"ground_z": 0.0, "up_axis": "z"}))
+    z = rest_vertices[:, 2] - sink
+    want = 1000.0 * float(np.clip(-z, 0, None).sum())  # depth under the floor plane, mm
+
+    def pene(*extra: str) -> float:
+        out = tmp_path / f"out{len(extra)}"
+        argv = ["--pred", str(pred), "--gt", str(gt), "--scene", str(room / "mesh.ply"),
+                "--out", str(out), "--no-progress", "--sdf-cache-dir", str(tmp_path / "cache"),
+                "--voxel-size", "0.04", *extra]  # fmt: skip
+        assert _run_cli(argv) == 0
+        return json.loads((out / "metrics.json").read_text())["metrics"]["pene"]["value"]
+
+    assert pene() == pytest.approx(want, rel=1e-5)  # exact distances where it penetrates
+    assert pene("--ground", "none") < 0.5 * want
+    assert pene("--ground", "0.0") == pytest.approx(want, rel=1e-5)
+    with pytest.raises(SystemExit) as exc:
+        _run_cli(["--pred", str(pred), "--gt", str(gt), "--scene", str(room / "mesh.ply"),
+                  "--out", str(tmp_path / "bad"), "--ground", "floor"])  # fmt: skip
+    assert exc.value.code == 2 and not (tmp_path / "bad").exists()

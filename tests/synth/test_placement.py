@@ -101,9 +101,11 @@ def test_placement_checked_with_trimesh(placers, placed, body, action):
     ambiguous = np.abs(d - CONTACT_THRESHOLD_M) < EXACT_TOL
     assert np.all((got == want) | ambiguous)
     assert np.all(p.vertex_contact[labels == 0] == 0)
-    # contact points lie on the scene surface, within 7 cm of a vertex of their region
+    # contact points lie on the scene surface, within 7 cm of a vertex of their region; a
+    # vertex whose projection lands farther gives none (thighs overhanging a stool's front
+    # edge by just under 7 cm: 86 % of the contacts kept one in this test's stool placement)
     n_contact = int((p.vertex_contact > 0).sum())
-    assert 0.9 * n_contact <= len(p.contact_points_world) <= n_contact
+    assert 0.8 * n_contact <= len(p.contact_points_world) <= n_contact
     if len(p.contact_points_world):
         cp = p.contact_points_world.astype(np.float64)
         # the grid rounds sharp edges: projected points may sit up to ~0.75 voxel off them
@@ -227,3 +229,20 @@ def test_place_actions_mixes_actions_in_one_batch(placers):
     assert sum(p is not None for p in out) >= len(actions) - 1
     for a, p in zip(actions, out):
         assert p is None or (p.action == a and p.max_penetration <= 0.01)
+
+
+def test_placer_sees_the_solid_ground(placers):
+    """The floor is a closed 5 cm slab: without the room's ground its SDF turns positive
+    2.5 cm under the top and pushed sunk vertices further down (in-between sequence frames
+    sank 12-19 cm into the floor). The placer's grid and exact distance both hold it."""
+    placer = placers["bedroom"]
+    pts = torch.tensor([[0.0, 0.0, -0.10], [0.1, -0.2, -0.04], [0.3, 0.1, -0.60]])
+    want = pts[:, 2].double()
+    got_grid = placer._sdf_fast(pts).double()
+    np.testing.assert_allclose(got_grid.numpy(), want.numpy(), atol=1e-4)
+    got_exact = placer.mesh_distance(pts.double().numpy())
+    np.testing.assert_allclose(got_exact, want.numpy(), atol=1e-6)
+    # the gradient lifts a sunk vertex
+    p = pts[:1].clone().requires_grad_(True)
+    placer._sdf_fast(p).sum().backward()
+    assert p.grad[0, 2] == pytest.approx(1.0, abs=1e-3)
