@@ -249,10 +249,22 @@ class EvaluationResult:
         """Frames scored."""
         return len(self.per_frame)
 
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Metric name -> ``{"value", "unit", "count"}``.
+    def _spread(self, name: str) -> dict[str, float]:
+        """``{"median", "p90"}`` over frames of a per-frame metric (NaN rows left out), or {}."""
+        values = np.array([float(r[name]) for r in self.per_frame
+                           if r.get(name) is not None], np.float64)  # fmt: skip
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return {}
+        return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
 
-        ``count`` is the number of frames behind the value. Contact precision / recall / F1
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Metric name -> ``{"value", "unit", "count"[, "median", "p90"]}``.
+
+        ``count`` is the number of frames behind the value (the mean over frames). Metrics
+        scored per frame also give the ``median`` and 90th percentile (``p90``) over frames:
+        PenE in particular is heavy-tailed (one body placed under the ground can hold most of
+        a split's mean). Contact precision / recall / F1
         are micro-averaged from counts summed over frames; their ``count`` is the number of
         frames on which the value is defined (something predicted for precision, something
         labelled for recall, either for F1). Undefined values are NaN (null in JSON), never 1.
@@ -278,6 +290,7 @@ class EvaluationResult:
                     "value": acc.mean(name),
                     "unit": self.units[name],
                     "count": int(acc.count(name)),
+                    **self._spread(name),
                 }
         keys = ("precision", "recall", "f1")
         if "contact_tp" in acc:

@@ -137,14 +137,16 @@ def write_plots(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
 
 def summary_table(result: EvaluationResult) -> str:
     """A plain-text table of the headline metrics (for a tool to print)."""
-    lines = [f"{'metric':<24} {'value':>12}  unit", "-" * 60]
+    def shown(value: float | None) -> str:
+        return "undefined" if value is None or not np.isfinite(value) else f"{value:12.3f}"
+
+    lines = [f"{'metric':<24} {'mean':>12} {'median':>12}  unit", "-" * 72]
     for name, entry in result.summary().items():
         if "/" in name:
             continue
-        value = entry["value"]
-        shown = "undefined" if value is None or not np.isfinite(value) else f"{value:12.3f}"
-        lines.append(f"{name:<24} {shown:>12}  {entry['unit']}")
-    lines.append("-" * 60)
+        median = shown(entry["median"]) if "median" in entry else "-"
+        lines.append(f"{name:<24} {shown(entry['value']):>12} {median:>12}  {entry['unit']}")
+    lines.append("-" * 72)
     lines.append(
         f"frames scored {result.num_frames}, missing {len(result.missing)}, "
         f"failed {len(result.failed)}"

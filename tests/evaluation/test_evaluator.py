@@ -61,6 +61,13 @@ def test_evaluator_offsets_and_penetration(tmp_path, body_model, rest_vertices):
     summary = result.summary()
     assert summary["g_mpve"]["value"] == pytest.approx((50.0 + 150.0) / 2, abs=1e-3)
     assert summary["g_mpve"]["count"] == 2
+    # the spread over the two frames: median = mean of two, p90 = 50 + 0.9 * (150 - 50)
+    assert summary["g_mpve"]["median"] == pytest.approx(100.0, abs=1e-3)
+    assert summary["g_mpve"]["p90"] == pytest.approx(140.0, abs=1e-3)
+    pene_b = _expected_sunk_pene_mm(rest_vertices)
+    assert summary["pene"]["median"] == pytest.approx(pene_b / 2, rel=1e-6)
+    assert summary["pene"]["p90"] == pytest.approx(0.9 * pene_b, rel=1e-6)
+    assert "median" not in summary["contact_f1"]  # micro-averaged: no per-frame spread
     # GT labels derived from the GT mesh: the soles hover 10 cm above the floor, beyond the
     # 7 cm contact distance, so nothing is in contact: recall is undefined (NaN, no frame
     # defines it), never 1; prediction b (sunk) claims its feet, so precision is defined: 0.
