@@ -211,6 +211,7 @@ def main(cfg: DictConfig) -> None:
         gather_frames=True,
         on_prediction=writer if predicts else None,
         with_targets=bool(with_targets),
+        settle_on_ground=bool(cfg.get("settle_on_ground", False)),
     )
     report: dict = {"frames": result.frames}
     if result.evaluation is not None:
@@ -225,6 +226,8 @@ def main(cfg: DictConfig) -> None:
         seconds_per_frame=result.seconds_per_frame,
         method_metrics=result.method_summary(),
         contact_perturbation=dataclasses.asdict(perturbation),
+        settle_on_ground=bool(cfg.get("settle_on_ground", False)),
+        settled_frames=result.settled_frames,
     )
     write_json_atomic(report, out / "metrics.json")
     if result.evaluation is not None:

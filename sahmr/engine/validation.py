@@ -45,6 +45,7 @@ from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reduction import Accumulator
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction
+from sahmr.scene.ground import settle_on_ground as settle_ground
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class ValidationResult:
             all ranks); their medians join `method_summary` as ``<name>_median``.
         frames: Frames run (over all ranks).
         seconds: Wall time of the method's forward/predict calls (over all ranks).
+        settled_frames: Bodies slid back onto their scene's ground (``settle_on_ground``;
+            over all ranks).
     """
 
     evaluation: EvaluationResult | None = None
@@ -90,6 +93,7 @@ class ValidationResult:
     method_per_frame: dict[str, list[float]] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
+    settled_frames: int = 0
 
     @property
     def seconds_per_frame(self) -> float:
@@ -187,6 +191,7 @@ def run_validation(
     gather_frames: bool = False,
     on_prediction: PredictionCallback | None = None,
     with_targets: bool = False,
+    settle_on_ground: bool = False,
 ) -> ValidationResult:
     """Run a method over a split (or its first ``max_batches`` batches) and score it.
 
@@ -208,6 +213,9 @@ def run_validation(
             score its ``verts_cam`` / ``root_cam`` (see `prediction_from_output`): for a
             network whose ``predict`` needs parts not trained yet, e.g. SA-HMR's mesh network
             without RCNet (ground-truth root and contacts).
+        settle_on_ground: Bodies whose centre lies under their scene's solid ground are slid
+            back onto it along the camera ray before they are scored and written
+            (`sahmr.scene.ground.settle_on_ground`; grounds from the evaluator's scenes).
 
     Returns:
         The `ValidationResult`, reduced over ranks.
@@ -263,6 +271,10 @@ def run_validation(
                     row = result.method_per_frame.setdefault(name, [])
                     row.extend(float(v) for v in values.detach().double().cpu().reshape(-1))
             if pred is not None:
+                if settle_on_ground and evaluator is not None and evaluator.scenes is not None:
+                    grounds = [evaluator.scenes.ground_of(s) for s in step.frames.scene_id]
+                    pred, shift = settle_ground(pred, step.frames.T_w2c, grounds)
+                    result.settled_frames += int((shift.abs().sum(dim=1) > 0).sum())
                 _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
             bar.update(1)
     bar.close()
@@ -304,8 +316,10 @@ def _score_predictions(
 
 def _reduce(result: ValidationResult, frames: int, seconds: float, gather_frames: bool) -> None:
     """Sum counts over ranks (in place)."""
-    counts = all_reduce_sum(torch.tensor([float(frames), seconds], dtype=torch.float64))
+    counts = all_reduce_sum(torch.tensor([float(frames), seconds, float(result.settled_frames)],
+                                         dtype=torch.float64))  # fmt: skip
     result.frames, result.seconds = int(counts[0].item()), float(counts[1].item())
+    result.settled_frames = int(counts[2].item())
     result.method_metrics.all_reduce()
     if is_dist() and result.method_per_frame:
         merged: dict[str, list[float]] = {}

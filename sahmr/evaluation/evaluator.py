@@ -135,6 +135,7 @@ class SceneSDFs:
         self.cache_dir = cache_dir
         self._loader = loader or _default_sdf_loader
         self._cache: dict[Path, SDFSampler] = {}
+        self._grounds: dict[Path, Any] = {}
 
     def resolve(self, scene_name: str | None) -> Path:
         """The mesh file for a frame's scene name.
@@ -157,6 +158,16 @@ class SceneSDFs:
             if candidate.is_file():
                 return candidate
         raise FrameError(f"scene {scene_name!r} not found in {self.scene_dir}")
+
+    def ground_of(self, scene_name: str | None) -> Any:
+        """The solid ground of a frame's scene (``sahmr.scene.sdf.resolve_ground`` of the
+        ``ground`` setting), or None; read without building the SDF."""
+        from sahmr.scene.sdf import resolve_ground
+
+        path = self.resolve(scene_name)
+        if path not in self._grounds:
+            self._grounds[path] = resolve_ground(path, self.ground)
+        return self._grounds[path]
 
     def get(self, scene_name: str | None) -> SDFSampler:
         """The SDF of a frame's scene."""

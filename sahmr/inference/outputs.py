@@ -509,6 +509,7 @@ def write_frame_outputs(
                   "extent_m": round(scene.extent_m, 3), "points": len(scene.points)},
         "frustum_points": result.frustum_points,
         "root_world": np.round(result.root_world, 4).tolist(),
+        "ground_shift_m": round(result.ground_shift_m, 4),  # slid back onto the ground
         "has_smpl_params": result.params_world is not None,
         "body_params": {
             "source": result.params_source,

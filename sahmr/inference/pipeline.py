@@ -80,6 +80,9 @@ class FramePrediction:
             the method's own vertices, mm (the fit's vertex error when fitted), or None.
         verts_method_world: (V, 3) the method's own vertices, world frame, when the body
             written is the parameters' mesh; None otherwise.
+        ground_shift_m: How far the body was slid back onto the scan's solid ground along
+            the camera ray (`sahmr.scene.ground`; 0 when its centre was above the ground or
+            the scan declares none), metres.
     """
 
     name: str
@@ -103,6 +106,7 @@ class FramePrediction:
     params_source: str | None = None
     method_mesh_distance_mm: float | None = None
     verts_method_world: np.ndarray | None = None
+    ground_shift_m: float = 0.0
 
 
 _PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
@@ -256,6 +260,8 @@ class InferencePipeline:
         self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
+        self._ground: Any = None
+        self._ground_read = False
 
     @property
     def device(self) -> torch.device:
@@ -280,6 +286,18 @@ class InferencePipeline:
             )
             self.sdf_seconds = time.perf_counter() - start
         return self._sdf
+
+    def ground(self) -> Any:
+        """The solid ground the scan's metadata declares (`sahmr.scene.sdf.declared_ground`),
+        or None; read once."""
+        if not self._ground_read:
+            from sahmr.scene.sdf import resolve_ground
+
+            self._ground_read = True
+            if self.scene.path is not None:
+                self._ground = resolve_ground(self.scene.path, "auto",
+                                              up_axis=self.scene.up_axis, scale=self.scene.scale)
+        return self._ground
 
     def run(self, frame: FrameSpec, prepared: PreparedFrame | None = None) -> FramePrediction:
         """Predict the body of one frame and everything derived from it.
@@ -317,6 +335,13 @@ class InferencePipeline:
                 pred = self.refiner.refine(pred, inputs, sdf, kp, kw)
             params_source = f"{params_source}+scene_fit"
         pred = pred.to("cpu")
+        ground_shift_m = 0.0
+        ground = self.ground()
+        if ground is not None:
+            from sahmr.scene.ground import settle_on_ground
+
+            pred, shift = settle_on_ground(pred, inputs.T_w2c.cpu(), [ground])
+            ground_shift_m = float(shift[0].norm())
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()
             verts_cam = pred.verts_cam.double()
@@ -373,6 +398,7 @@ class InferencePipeline:
             timings=dict(timer.seconds),
             params_source=params_source if params_cam is not None else None,
             method_mesh_distance_mm=distance_mm,
+            ground_shift_m=ground_shift_m,
             verts_method_world=verts_method_world,
         )
 

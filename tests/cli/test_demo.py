@@ -88,6 +88,7 @@ def test_single_image_happy_path(common, tmp_path, capsys):
         assert summary["timings_s"][stage] >= 0
     assert {"load_method", "downsample_scene"} <= set(summary["shared_timings_s"])
     assert summary["penetration"]["pen_count"] >= 0 and "pene_mm" in summary["penetration"]
+    assert summary["ground_shift_m"] >= 0.0  # slid back onto the living room's floor, if under
     assert summary["gt_errors"]["g_mpve_mm"] > 0  # the bundled frame's ground truth is scored
     with np.load(out / "body_params.npz", allow_pickle=False) as z:
         V = z["vertices"].shape[0]

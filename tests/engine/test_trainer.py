@@ -337,3 +337,43 @@ def test_crop_grid_draws_points_where_they_project():
     assert tuple(tile0[20, 10]) == (40, 200, 60)  # GT green at (u=10, v=20)
     assert tuple(tile0[8, 25]) == (230, 40, 40)  # prediction red at (u=25, v=8)
     assert tuple(tile0[0, 0]) == (100, 100, 100)
+
+
+class SunkTinyMethod(TinyMethod):
+    """TinyMethod with every body pushed 3 m down in the world (under the room's floor)."""
+
+    def predict(self, inputs):
+        pred = super().predict(inputs)
+        down_world = torch.tensor([0.0, 0.0, -3.0]).expand(inputs.T_w2c.shape[0], 3)
+        return pred.translated(torch.einsum("bij,bj->bi", inputs.T_w2c[:, :3, :3], down_world))
+
+
+@pytest.mark.parametrize("settle", [False, True])
+def test_validation_settles_bodies_under_the_ground(tiny_dataset, tmp_path, settle):
+    """``settle_on_ground``: bodies under the rooms' declared ground are slid back onto it
+    before they are scored and written (sahmr.scene.ground; tested in detail there)."""
+    from sahmr.body import BodyModel
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+
+    body = BodyModel()
+    val = SyntheticDataset(tiny_dataset, "val")
+    device = torch.device("cpu")
+    prepare = StepPreparer(body.topology, device,
+                           build_scene_bank(val.scene_points, device, max_points_per_scene=20000))
+    loader = build_loader(val, LoaderSettings(batch_size=3), train=False)
+    scenes = SceneSDFs(scene_dir=tiny_dataset / "rooms", voxel_size=0.1, cache_dir=tmp_path)
+    lowest = {}
+    res = run_validation(SunkTinyMethod().eval(), loader, prepare, split="val",
+                         evaluator=Evaluator(body, scenes), settle_on_ground=settle,
+                         on_prediction=lambda name, frame, *_: lowest.update(
+                             {name: float(frame.vertices[:, 2].min())}))  # fmt: skip
+    assert len(lowest) == 4
+    if settle:
+        assert res.settled_frames == 4
+        assert max(abs(z) for z in lowest.values()) < 1e-4  # resting on the floor top, z = 0
+        # what is left is furniture or walls where it landed, not metres under the floor
+        assert all(r["pene"] < 1e5 for r in res.evaluation.per_frame)
+    else:
+        assert res.settled_frames == 0 and max(lowest.values()) < -1.0
+        assert all(r["pene"] > 1e6 for r in res.evaluation.per_frame)  # 6,890 vertices, ~2.5 m
