@@ -117,23 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def scan_ground(value: str, up_axis: str):
-    """``--ground``: ``"auto"``, None (``"none"``) or a `SolidGround` along ``up_axis``.
-
-    Raises:
-        ValueError: Neither auto, none nor a finite number.
-    """
-    from sahmr.scene.sdf import SolidGround
-
-    if value.lower() in ("auto", "none"):
-        return value.lower() if value.lower() == "auto" else None
-    try:
-        height = float(value)
-    except ValueError:
-        raise ValueError("must be auto, none or a height in metres") from None
-    return SolidGround(height, up_axis)  # refuses nan, inf and unknown axes
-
-
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject bad arguments before anything is written (exits with code 2)."""
     for flag, path in (("--pred", args.pred), ("--gt", args.gt), ("--gt-dataset", args.gt_dataset)):
@@ -165,8 +148,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                         ("--voxel-size", args.voxel_size), ("--batch-size", args.batch_size)):
         if not (0 < value < float("inf")):  # also refuses nan
             parser.error(f"{flag} {value}: must be a positive finite number")
+    from sahmr.scene.sdf import parse_ground
+
     try:
-        args.ground = scan_ground(args.ground, args.up_axis)
+        args.ground = parse_ground(args.ground, args.up_axis)  # refuses nan, inf, unknown axes
     except ValueError as exc:
         parser.error(f"--ground {args.ground}: {exc}")
     for flag, path in (

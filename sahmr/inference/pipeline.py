@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -260,8 +261,6 @@ class InferencePipeline:
         self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
-        self._ground: Any = None
-        self._ground_read = False
 
     @property
     def device(self) -> torch.device:
@@ -287,17 +286,16 @@ class InferencePipeline:
             self.sdf_seconds = time.perf_counter() - start
         return self._sdf
 
+    @cached_property
     def ground(self) -> Any:
         """The solid ground the scan's metadata declares (`sahmr.scene.sdf.declared_ground`),
         or None; read once."""
-        if not self._ground_read:
-            from sahmr.scene.sdf import resolve_ground
+        if self.scene.path is None:
+            return None
+        from sahmr.scene.sdf import resolve_ground
 
-            self._ground_read = True
-            if self.scene.path is not None:
-                self._ground = resolve_ground(self.scene.path, "auto",
-                                              up_axis=self.scene.up_axis, scale=self.scene.scale)
-        return self._ground
+        return resolve_ground(self.scene.path, "auto", up_axis=self.scene.up_axis,
+                              scale=self.scene.scale)  # fmt: skip
 
     def run(self, frame: FrameSpec, prepared: PreparedFrame | None = None) -> FramePrediction:
         """Predict the body of one frame and everything derived from it.
@@ -336,7 +334,7 @@ class InferencePipeline:
             params_source = f"{params_source}+scene_fit"
         pred = pred.to("cpu")
         ground_shift_m = 0.0
-        ground = self.ground()
+        ground = self.ground
         if ground is not None:
             from sahmr.scene.ground import settle_on_ground
 

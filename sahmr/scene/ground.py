@@ -20,23 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from sahmr.geometry.cameras import invert_rigid
 from sahmr.records import BodyPrediction
+from sahmr.scene.orientation import up_vector
 from sahmr.scene.sdf import SolidGround
 
 __all__ = ["MAX_RAY_FRACTION", "ground_shift", "settle_on_ground"]
 
 MAX_RAY_FRACTION = 0.9
 """Largest share of the camera-to-centre distance a body is slid towards the camera."""
-
-
-def _up(ground: SolidGround, like: Tensor) -> Tensor:
-    up = torch.zeros(3, dtype=like.dtype, device=like.device)
-    up[ground.axis] = ground.sign
-    return up
 
 
 def ground_shift(
@@ -55,25 +51,25 @@ def ground_shift(
     """
     if len(grounds) != vertices_world.shape[0]:
         raise ValueError(f"{len(grounds)} grounds for {vertices_world.shape[0]} bodies")
-    shift = torch.zeros(vertices_world.shape[0], 3, dtype=vertices_world.dtype,
-                        device=vertices_world.device)  # fmt: skip
-    for b, ground in enumerate(grounds):
-        if ground is None:
-            continue
-        verts = vertices_world[b]
-        centre = verts.mean(dim=0)
-        if float(ground.signed_distance(centre)) >= 0.0:
-            continue
-        lowest = float(ground.signed_distance(verts).min())  # < 0
-        cam = camera_world[b].to(verts)
-        climb = float(ground.signed_distance(cam) - ground.signed_distance(centre))
-        fraction = 0.0
-        if float(ground.signed_distance(cam)) > 0.0:  # the ray rises from the centre
-            fraction = min(-lowest / climb, MAX_RAY_FRACTION)
-        along = fraction * (cam - centre)
-        rest = -lowest - fraction * climb  # still under the ground after the slide
-        shift[b] = along + max(rest, 0.0) * _up(ground, verts)
-    return shift
+    kw = dict(dtype=vertices_world.dtype, device=vertices_world.device)
+    # per frame: the ground's up vector (zero without a ground) and height
+    up = torch.as_tensor(np.stack([up_vector(g.up_axis) if g is not None else np.zeros(3)
+                                   for g in grounds]), **kw)  # fmt: skip
+    height = torch.tensor([g.height if g is not None else 0.0 for g in grounds], **kw)
+    has_ground = torch.tensor([g is not None for g in grounds], device=vertices_world.device)
+    centre = vertices_world.mean(dim=1)  # (B, 3)
+    cam = camera_world.to(**kw)
+    h_centre = (centre * up).sum(-1) - height
+    h_cam = (cam * up).sum(-1) - height
+    lowest = ((vertices_world * up[:, None]).sum(-1) - height[:, None]).amin(dim=1)  # (B,)
+    climb = h_cam - h_centre
+    # slide towards the camera while the ray rises from the centre, at most MAX_RAY_FRACTION
+    fraction = torch.where(h_cam > 0, (-lowest / climb).clamp(max=MAX_RAY_FRACTION),
+                           torch.zeros_like(climb))  # fmt: skip
+    rest = (-lowest - fraction * climb).clamp(min=0.0)  # still under the ground: lift
+    shift = fraction[:, None] * (cam - centre) + rest[:, None] * up
+    moving = has_ground & (h_centre < 0)
+    return torch.where(moving[:, None], shift, torch.zeros_like(shift))
 
 
 def settle_on_ground(

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sahmr.atomic_write import atomic_open
+from sahmr.scene.io import UP_AXES
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ __all__ = [
     "default_cache_dir",
     "load_or_build_sdf",
     "load_scene_sdf",
+    "parse_ground",
     "resolve_ground",
     "trilinear_sdf",
 ]
@@ -91,8 +93,8 @@ class SolidGround:
     up_axis: str = "z"
 
     def __post_init__(self) -> None:
-        if self.up_axis not in ("x", "y", "z", "-x", "-y", "-z"):
-            raise ValueError(f"up_axis must be one of x, y, z, -x, -y, -z; got {self.up_axis!r}")
+        if self.up_axis not in UP_AXES:
+            raise ValueError(f"up_axis must be one of {', '.join(UP_AXES)}; got {self.up_axis!r}")
         if not np.isfinite(self.height):
             raise ValueError(f"ground height must be finite, got {self.height}")
 
@@ -1009,19 +1011,38 @@ def resolve_ground(
     Returns:
         The `SolidGround`, or None.
     """
+    parsed = parse_ground(ground, up_axis)
+    if parsed != "auto":
+        return parsed
+    declared = declared_ground(mesh_path)
+    if declared is None:
+        return None
+    if declared.up_axis != up_axis or scale != 1.0:
+        logger.warning("%s: its metadata declares a ground along %s in file units; not used "
+                       "with up_axis=%s, scale=%g", mesh_path, declared.up_axis, up_axis, scale)
+        return None
+    return declared
+
+
+def parse_ground(
+    ground: SolidGround | str | float | None, up_axis: str = "z"
+) -> SolidGround | str | None:
+    """A ground setting as given (config, command line): ``"auto"``, None or a `SolidGround`.
+
+    Args:
+        ground: ``"auto"``, ``None`` / ``"none"``, a height in metres along ``up_axis`` (number
+            or text), or a `SolidGround`.
+        up_axis: The scan's up axis, for a height.
+
+    Raises:
+        ValueError: Anything else (a NaN or infinite height included).
+    """
     if ground is None or (isinstance(ground, str) and ground.lower() == "none"):
         return None
     if isinstance(ground, SolidGround):
         return ground
     if isinstance(ground, str) and ground.lower() == "auto":
-        declared = declared_ground(mesh_path)
-        if declared is None:
-            return None
-        if declared.up_axis != up_axis or scale != 1.0:
-            logger.warning("%s: its metadata declares a ground along %s in file units; not used "
-                           "with up_axis=%s, scale=%g", mesh_path, declared.up_axis, up_axis, scale)
-            return None
-        return declared
+        return "auto"
     try:
         return SolidGround(float(ground), up_axis)
     except (TypeError, ValueError) as exc:
