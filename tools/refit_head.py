@@ -77,12 +77,14 @@ def cache_plan(
     return plan
 
 
-def steps_of(dataset, frames: int, cfg, body, device: torch.device, desc: str):
+def steps_of(dataset, frames: int, cfg, body, device: torch.device, desc: str,
+             batch_size: int = 16, workers: int = 1):  # fmt: skip
     """Prepared steps of ``frames`` frames spread over ``dataset`` (a progress bar)."""
     from sahmr.engine.data import checkpoint_steps, spread_indices
 
     index = spread_indices(len(dataset), frames)
-    yield from checkpoint_steps(dataset, index, cfg, body.topology, device, desc=desc)
+    yield from checkpoint_steps(dataset, index, cfg, body.topology, device, desc=desc,
+                                batch_size=batch_size, num_workers=workers)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="room SDF the crops read: the generator's grid stored with each room "
                         "(falls back to the evaluator's when a room has none) or always the "
                         "evaluator's 2 cm grid (built on first use, ~15 s a room)")  # fmt: skip
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu",
+                   help="where the network runs and the head trains (cuda: the whole cache is "
+                        "held on the GPU)")  # fmt: skip
+    p.add_argument("--cache-batch", type=int, default=16,
+                   help="frames per forward pass while caching")
+    p.add_argument("--loader-workers", type=int, default=1,
+                   help="loader processes while caching (1 suits 2 cores; a GPU machine: 8+)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     from sahmr.cli.checks import checkpoint_data_problem
@@ -141,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--no-scene-frames is for a scene-aware refit; --no-scene already drops them all")
     if not a.penetration >= 0:  # also refuses nan
         p.error("--penetration must be >= 0")
-    for name in ("train_frames", "val_frames", "steps", "batch", "val_every"):
+    for name in ("train_frames", "val_frames", "steps", "batch", "val_every", "cache_batch",
+                 "loader_workers"):  # fmt: skip
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
@@ -192,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             found = path is not None and path.is_file()
             action = cache_action(read_cache_key(path) if found else None, key)
             if action == "build":
-                steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames")
+                steps = steps_of(dataset, frames, cfg, body, device, f"{split} frames",
+                                 a.cache_batch, a.loader_workers)  # fmt: skip
                 method.scene_contacts = scene  # the condition these frames are seen in
                 cache = collect_head_inputs(method, steps, crops)
                 method.scene_contacts = not a.no_scene
@@ -208,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                 cache.save(path)
                 write_cache_key(path, key)
             caches[split].append(cache)
-        train, val = (HeadCache.cat(caches[k]) for k in ("train", "val"))
+        # the head trains where it runs: on a GPU every batch is an index into device memory
+        train, val = (HeadCache.cat(caches[k]).to(device) for k in ("train", "val"))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

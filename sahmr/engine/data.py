@@ -474,13 +474,15 @@ def checkpoint_steps(
     device: torch.device,
     *,
     batch_size: int = 16,
+    num_workers: int = 1,
     desc: str = "frames",
     progress: bool = True,
 ) -> Iterator[Step]:
     """Prepared steps, targets included, of ``dataset``'s frames ``indices`` in order, with the
     scene bank a checkpoint's config trains and predicts with (``max_points_per_scene``,
-    ``seed``); one loader worker, a progress bar unless ``progress`` is off. For CPU tools that
-    run a checkpoint over part of a generated split (``tools/refit_head.py``,
+    ``seed``); ``num_workers`` loader workers (one suits a 2-core CPU; a GPU machine's cores
+    keep its device fed), a progress bar unless ``progress`` is off. For tools that run a
+    checkpoint over part of a generated split (``tools/refit_head.py``,
     ``tools/diagnose_root.py``, ``tools/refit_voter.py``)."""
     from torch.utils.data import Subset
     from tqdm import tqdm
@@ -490,7 +492,7 @@ def checkpoint_steps(
                             seed=int(cfg.get("seed", 0)))  # fmt: skip
     prep = StepPreparer(topology, device, bank)
     loader = build_loader(Subset(dataset, list(indices)),
-                          LoaderSettings(batch_size=batch_size, num_workers=1),
+                          LoaderSettings(batch_size=batch_size, num_workers=num_workers),
                           train=False, device=device)  # fmt: skip
     for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         yield prep.step(batch, targets=True)

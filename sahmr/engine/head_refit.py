@@ -116,6 +116,12 @@ class HeadCache:
         return HeadCache(**{f.name: None if (v := getattr(self, f.name)) is None else v[index]
                             for f in fields(self)})  # fmt: skip
 
+    def to(self, device: torch.device | str) -> HeadCache:
+        """The same frames with every tensor on ``device`` (dtypes kept): a refit on a GPU
+        holds its whole cache there and indexes batches without host copies."""
+        return HeadCache(**{f.name: None if (v := getattr(self, f.name)) is None
+                            else v.to(device) for f in fields(self)})  # fmt: skip
+
     def save(self, path: str | Path) -> None:
         """Writes the tensors atomically (a dict of tensors: loads with ``weights_only``); a
         field that is None is left out."""

@@ -17,7 +17,13 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    them (``loader=memory``); the generator is stopped when training ends;
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`); ``--free-form`` also
    scores a copy whose config returns the free-form vertices (same weights);
-4. scores of the new and the shipped checkpoints on val, test and the away set.
+4. ``refit`` (``--refit-train-frames N`` > 0): the trained network's parametric head refitted
+   on the GPU (``tools/refit_head.py --device cuda``) on its own frozen encoder outputs for N
+   fresh train frames, with RCNet's roots and contacts as at test time and the scene
+   penetration term; ``export_refit`` ships it int8 like ``export``. Every CPU head refit
+   since run 7 gained on the network it refitted, while the GPU runs that trained the whole
+   network lost to them: this puts both in one lease;
+5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set.
 
     setsid python3 tools/gpu/parametric_run.py --root outputs/gpu > outputs/gpu.log 2>&1 &
     python3 tools/gpu/parametric_run.py --root outputs/gpu --status
@@ -126,6 +132,57 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     return [shlex.join(memory), shlex.join(loader)]
 
 
+REFIT_TRAINING = "refit.pt"
+"""The refitted network, training format (``tools/refit_head.py``'s output; its report beside
+it as ``refit.json``)."""
+
+REFIT_EXPORT = "sahmr_small_refit.pt"
+"""The refitted network exported int8, as it would ship."""
+
+
+def refit_jobs(a: argparse.Namespace, data: Path, best_mem: Path, best_dl: Path) -> list[Job]:
+    """``refit`` (the trained network's head refitted on the GPU, `tools/refit_head.py`) and
+    ``export_refit`` (int8). The refit starts from the training's best-on-val weights (the
+    shipped ones when the training never beat them: then it is a refit of the shipped head on
+    this lease's fresh rooms)."""
+    out = a.root / REFIT_TRAINING
+    refit = [
+        PY,
+        "tools/refit_head.py",
+        "$src",
+        str(data),
+        str(out),
+        f"--device={a.refit_device}",
+        f"--train-frames={a.refit_train_frames}",
+        f"--val-frames={a.refit_val_frames}",
+        f"--steps={a.refit_steps}",
+        f"--batch={a.refit_batch}",
+        f"--lr={a.refit_lr}",
+        f"--val-every={a.refit_val_every}",
+        f"--penetration={a.refit_penetration}",
+        f"--betas-weight={a.betas_weight}",
+        f"--cache-batch={a.refit_cache_batch}",
+        f"--loader-workers={a.refit_loader_workers}",
+    ]
+    # the source is chosen when the job starts (the DataLoader path's run exists only if the
+    # in-memory one failed); "$src" is the one word left unquoted
+    script = shlex.join(refit).replace("'$src'", '"$src"')
+    return [
+        Job(
+            "refit",
+            ["bash", "-c", f"src={best_dl}; [ -f $src ] || src={best_mem}; {script}"],
+            after=["train"],
+            kind="train",
+        ),
+        Job(
+            "export_refit",
+            [PY, "tools/export_checkpoint.py", str(out), str(a.root / REFIT_EXPORT), "--int8"],
+            after=["refit"],
+            kind="step",
+        ),
+    ]
+
+
 def build_jobs(a: argparse.Namespace) -> list[Job]:
     root, data, away = a.root, a.root / "data", a.root / "data_away"
     best_mem = root / "runs" / "sahmr_param" / "checkpoints" / "best.pt"
@@ -221,6 +278,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         ),
     ]
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
+    if a.refit_train_frames > 0:
+        jobs += refit_jobs(a, data, best_mem, best_dl)
+        scored["refit"] = (root / REFIT_EXPORT, "export_refit")
     if a.free_form:
         jobs.append(
             Job(
@@ -276,7 +336,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     return kept
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (`main`'s)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--root", type=Path, default=REPO / "outputs" / "gpu")
     p.add_argument("--status", action="store_true", help="print the status and exit")
@@ -319,10 +380,29 @@ def main(argv: list[str] | None = None) -> int:
         default="[mesh_net.backbone,mesh_net.upsampler]",
         help="trainer.compile_submodules ([] for none: a short run saves the compile time)",
     )
+    p.add_argument("--refit-train-frames", type=int, default=0,
+                   help="> 0: refit the trained head on the GPU on this many fresh train frames")
+    p.add_argument("--refit-val-frames", type=int, default=768)
+    p.add_argument("--refit-steps", type=int, default=3000)
+    p.add_argument("--refit-batch", type=int, default=256)
+    p.add_argument("--refit-lr", type=float, default=1e-4)
+    p.add_argument("--refit-val-every", type=int, default=100)
+    p.add_argument("--refit-penetration", type=float, default=30.0,
+                   help="the scene term's weight (run 18: 30)")
+    p.add_argument("--refit-cache-batch", type=int, default=64)
+    p.add_argument("--refit-loader-workers", type=int, default=8)
+    p.add_argument("--refit-device", default="cuda", help="cpu: a smoke run off the GPU")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
+    if a.refit_train_frames < 0:
+        p.error("--refit-train-frames must be >= 0")
     if a.free_form_copy:
         free_form_copy(*a.free_form_copy)
         return 0
@@ -337,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     a.root.mkdir(parents=True, exist_ok=True)
     code = run(a, build_jobs(a))
     final = collect(a.root).parent
-    for name in ("sahmr_small_param.pt",):
+    for name in ("sahmr_small_param.pt", REFIT_EXPORT, "refit.json"):
         if (a.root / name).is_file():
             shutil.copy2(a.root / name, final / name)
     return code

@@ -1,0 +1,107 @@
+"""The GPU lease's head refit (`tools/gpu/parametric_run.py --refit-train-frames`): the cache
+moved to the refit's device, batched caching with several loader workers, and the job graph
+that refits the trained network and scores it beside the others."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import fields
+
+import torch
+from conftest import load_tool
+
+from sahmr.engine.head_refit import HeadCache
+
+
+def _cache(frames: int = 3, crops: bool = True) -> HeadCache:
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    return HeadCache(
+        tokens=r(frames, 5, 4).half(),
+        xyz_rel=r(frames, 5, 3),
+        crop_side_m=r(frames).abs(),
+        root_given_cam=r(frames, 3),
+        betas=r(frames, 10),
+        rotmats=r(frames, 24, 3, 3),
+        root_cam=r(frames, 3),
+        verts_rel=r(frames, 7, 3),
+        joints14_rel=r(frames, 14, 3),
+        sdf_crop=r(frames, 3, 3, 3).half() if crops else None,
+    )
+
+
+def test_head_cache_to_moves_every_tensor_and_keeps_its_dtype():
+    for crops in (True, False):
+        cache = _cache(crops=crops)
+        moved = cache.to("meta")  # a device other than the CPU, available everywhere
+        for f in fields(HeadCache):
+            before, after = getattr(cache, f.name), getattr(moved, f.name)
+            if before is None:
+                assert after is None
+                continue
+            assert after.device.type == "meta"
+            assert after.dtype == before.dtype and after.shape == before.shape
+        back = cache.to("cpu")
+        for f in fields(HeadCache):
+            if getattr(cache, f.name) is not None:
+                assert torch.equal(getattr(back, f.name), getattr(cache, f.name))
+
+
+def test_caching_in_batches_with_several_workers_gives_the_same_cache(tiny_dataset, tmp_path):
+    """What the GPU lease passes (``--cache-batch``, ``--loader-workers``) changes how frames
+    are grouped and loaded, not what the head reads."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    tool = load_tool("refit_head")
+    shipped = bundled_checkpoint("sahmr")
+    args = ["--train-frames", "4", "--val-frames", "2", "--steps", "1", "--batch", "2",
+            "--val-every", "1"]  # fmt: skip
+    caches = {}
+    for name, extra in (("one", []), ("batched", ["--cache-batch", "3", "--loader-workers", "2"])):
+        out, cache = tmp_path / f"{name}.pt", tmp_path / f"cache_{name}"
+        assert tool.main([str(shipped), str(tiny_dataset), str(out), "--cache", str(cache),
+                          *args, *extra]) == 0  # fmt: skip
+        caches[name] = HeadCache.load(cache / "train_4.pt")
+    for f in fields(HeadCache):
+        a, b = getattr(caches["one"], f.name), getattr(caches["batched"], f.name)
+        assert (a is None) == (b is None), f.name
+        if a is not None:
+            torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=1e-3, msg=f.name)
+
+
+def _jobs(tmp_path, monkeypatch, *argv):
+    tool = load_tool("gpu/parametric_run")
+    monkeypatch.setattr(tool, "PY", "echo")  # the commands print themselves instead of running
+    a = tool.parser().parse_args(["--root", str(tmp_path), *argv])
+    a.root = a.root.resolve()
+    return {j.name: j for j in tool.build_jobs(a)}, tool
+
+
+def test_no_refit_jobs_unless_asked(tmp_path, monkeypatch):
+    jobs, _ = _jobs(tmp_path, monkeypatch)
+    assert not [n for n in jobs if "refit" in n]
+
+
+def test_refit_jobs_follow_the_training_and_are_scored_like_the_others(tmp_path, monkeypatch):
+    jobs, tool = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "5000",
+                       "--refit-penetration", "20")  # fmt: skip
+    assert jobs["refit"].after == ["train"]
+    assert jobs["export_refit"].after == ["refit"]
+    for tag in ("val", "test", "away"):
+        ev = jobs[f"eval_refit_{tag}"]
+        assert "export_refit" in ev.after and not ev.soft
+        assert f"checkpoint={tmp_path / tool.REFIT_EXPORT}" in ev.cmd
+    assert str(tmp_path / tool.REFIT_TRAINING) in jobs["export_refit"].cmd
+
+    # the refit starts from the in-memory run's best weights, or the DataLoader run's if that
+    # one exists (the in-memory path failed)
+    runs = tmp_path / "runs"
+    for run in ("sahmr_param", "sahmr_param_dl"):
+        best = runs / run / "checkpoints" / "best.pt"
+        best.parent.mkdir(parents=True)
+        best.touch()
+        shown = subprocess.run(jobs["refit"].cmd, capture_output=True, text=True, check=True)
+        words = shown.stdout.split()
+        assert words[:2] == ["tools/refit_head.py", str(best)]
+        assert "--train-frames=5000" in words and "--penetration=20.0" in words
+        assert "--device=cuda" in words
