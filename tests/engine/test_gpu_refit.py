@@ -105,3 +105,19 @@ def test_refit_jobs_follow_the_training_and_are_scored_like_the_others(tmp_path,
         assert words[:2] == ["tools/refit_head.py", str(best)]
         assert "--train-frames=5000" in words and "--penetration=20.0" in words
         assert "--device=cuda" in words
+
+
+def test_refuses_to_start_without_embreex(tmp_path, monkeypatch, capsys):
+    """Run 20 lost its lease to a generator without Embree: one line, exit 2, nothing written."""
+    import pytest
+
+    import sahmr.geometry.raycast as raycast
+
+    tool = load_tool("gpu/parametric_run")
+    monkeypatch.setattr(raycast, "fast_raycast_available", lambda: False)
+    root = tmp_path / "lease"
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--root", str(root)])
+    assert exc.value.code == 2
+    assert "embreex is not installed" in capsys.readouterr().err
+    assert not root.exists()

@@ -395,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
+    p.add_argument("--allow-slow-raycast", action="store_true",
+                   help="start even without embreex (the generator then crawls: run 20)")
     return p
 
 
@@ -414,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         status = a.root / "status.json"
         print(status.read_text() if status.is_file() else "no status yet")
         return 0
+    from sahmr.geometry.raycast import fast_raycast_available
+
+    if not (fast_raycast_available() or a.allow_slow_raycast):
+        p.error("embreex is not installed: the generator would fall back to trimesh's slow ray "
+                "tracer and write no shard in the lease (install it as the README's GPU "
+                "section says, or pass --allow-slow-raycast)")  # fmt: skip
     a.root.mkdir(parents=True, exist_ok=True)
     code = run(a, build_jobs(a))
     final = collect(a.root).parent
