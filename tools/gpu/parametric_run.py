@@ -388,7 +388,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-lr", type=float, default=1e-4)
     p.add_argument("--refit-val-every", type=int, default=100)
     p.add_argument("--refit-penetration", type=float, default=30.0,
-                   help="the scene term's weight (run 18: 30)")
+                   help="the scene term's weight (runs 18 and 19: 30)")
     p.add_argument("--refit-cache-batch", type=int, default=64)
     p.add_argument("--refit-loader-workers", type=int, default=8)
     p.add_argument("--refit-device", default="cuda", help="cpu: a smoke run off the GPU")
