@@ -19,6 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
+DEFAULT_RCNET_LOSS = Path(__file__).resolve().parents[1] / "configs" / "loss" / "rcnet.yaml"
+"""The RCNet loss a checkpoint trained with RCNet frozen (no ``loss.rcnet_loss`` stored) refits
+its voter with."""
+
 
 def main(argv: list[str] | None = None) -> int:
     from sahmr.engine.voter_refit import CENTRINGS
@@ -59,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method, refit_saver, save_refit
     from sahmr.engine.data import checkpoint_steps, spread_indices
-    from sahmr.engine.voter_refit import VoterRefitSettings, endless, refit_voter
+    from sahmr.engine.voter_refit import (
+        VoterRefitSettings,
+        endless,
+        rcnet_loss_config,
+        refit_voter,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per validation
     torch.manual_seed(a.seed)
@@ -76,11 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     rcnet = getattr(method, "rcnet", None)
     if rcnet is None:
         p.error(f"{a.checkpoint}: not an SA-HMR checkpoint with an RCNet")
-    loss_cfg = OmegaConf.select(cfg, "loss.rcnet_loss")
-    if loss_cfg is None:
-        p.error(f"{a.checkpoint}: its config has no loss.rcnet_loss")
     body = instantiate(cfg.body)
-    loss_fn = instantiate(loss_cfg).to(device)
+    # a checkpoint trained with RCNet frozen stores no RCNet loss: the repository's default
+    loss_fn = instantiate(rcnet_loss_config(cfg, DEFAULT_RCNET_LOSS)).to(device)
     train_set, val_set = SyntheticDataset(a.data, "train"), SyntheticDataset(a.data, "val")
     if len(train_set) == 0 or len(val_set) == 0:
         p.error(f"{a.data}: the train and val splits need frames")

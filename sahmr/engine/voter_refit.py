@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +40,28 @@ from sahmr.engine.optimizers import WarmupCosine
 from sahmr.models.modes import eval_mode
 
 logger = logging.getLogger(__name__)
+
+
+def rcnet_loss_config(cfg: Any, default: str | Path) -> Any:
+    """The RCNet loss config a voter refit trains with (instantiate it).
+
+    A checkpoint trained with RCNet inside the loss stores ``loss.rcnet_loss``; one whose RCNet
+    was frozen (``exp=sahmr_small_finetune``, e.g. the shipped run 19) stores none, and then
+    ``default`` is used (a YAML file such as the repository's ``configs/loss/rcnet.yaml``) with
+    its ``${body}`` read from the checkpoint's own body.
+
+    Args:
+        cfg: The checkpoint's config (`sahmr.engine.checkpoint.checkpoint_config`).
+        default: The RCNet loss YAML to fall back on.
+    """
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.select(cfg, "loss.rcnet_loss")
+    if own is not None:
+        return own
+    root = OmegaConf.create({"body": OmegaConf.to_container(cfg.body, resolve=True),
+                             "rcnet_loss": OmegaConf.load(default)})  # fmt: skip
+    return root.rcnet_loss
 
 __all__ = ["CENTRINGS", "VOTER_MODULES", "VoterRefitSettings", "deployed_centres", "endless",
            "refit_voter", "training_centres", "val_root_error_mm", "voter_parameters"]  # fmt: skip

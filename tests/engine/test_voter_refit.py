@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-from conftest import load_tool
+from conftest import REPO, load_tool
 
 from sahmr.engine.voter_refit import (
     VOTER_MODULES,
     VoterRefitSettings,
     deployed_centres,
     endless,
+    rcnet_loss_config,
     refit_voter,
     training_centres,
     val_root_error_mm,
@@ -64,7 +65,7 @@ def shipped_rcnet_steps(tiny_dataset):
         return list(checkpoint_steps(data, range(len(data)), cfg, topology, cpu, batch_size=4,
                                      progress=False))  # fmt: skip
 
-    loss_fn = instantiate(cfg.loss.rcnet_loss)
+    loss_fn = instantiate(rcnet_loss_config(cfg, REPO / "configs" / "loss" / "rcnet.yaml"))
     return model, loss_fn, steps("train"), steps("val")
 
 
@@ -192,3 +193,23 @@ def test_deployed_centres_are_where_rcnet_votes_from(shipped_rcnet_steps):
     assert any(not torch.equal(rcnet.state_dict()[k], before[k]) for k in before
                if k.startswith("unet"))  # fmt: skip
     rcnet.load_state_dict(before)
+
+
+def test_rcnet_loss_config_is_the_checkpoints_own_or_the_default_with_its_body():
+    """A checkpoint fine-tuned with RCNet frozen (the shipped run 19) stores no RCNet loss; its
+    voter refit then trains with the repository's default, built on the checkpoint's body."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sahmr.losses.rcnet import RCNetLoss
+
+    default = REPO / "configs" / "loss" / "rcnet.yaml"
+    body = dict(OmegaConf.load(REPO / "configs" / "body" / "license_free.yaml"))
+    frozen = OmegaConf.create({"body": body, "loss": {"mesh": 1.0}})
+    picked = rcnet_loss_config(frozen, default)
+    assert picked._target_ == "sahmr.losses.rcnet.RCNetLoss"
+    assert OmegaConf.to_container(picked.vertex_region.body, resolve=True) == body
+    assert picked.offset_weight == OmegaConf.load(default).offset_weight
+    own = OmegaConf.create({"body": body, "loss": {"rcnet_loss": {"_target_": "x.Y", "w": 2.0}}})
+    assert rcnet_loss_config(own, default) == own.loss.rcnet_loss
+    assert isinstance(instantiate(rcnet_loss_config(frozen, default)), RCNetLoss)
