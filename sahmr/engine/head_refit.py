@@ -111,16 +111,19 @@ class HeadCache:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> HeadCache:
+        """A cache of ``fn`` applied to every tensor (a field that is None stays None)."""
+        return HeadCache(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v)
+                            for f in fields(self)})  # fmt: skip
+
     def rows(self, index: Tensor) -> HeadCache:
         """The frames ``index`` (a copy)."""
-        return HeadCache(**{f.name: None if (v := getattr(self, f.name)) is None else v[index]
-                            for f in fields(self)})  # fmt: skip
+        return self._map(lambda v: v[index])
 
     def to(self, device: torch.device | str) -> HeadCache:
         """The same frames with every tensor on ``device`` (dtypes kept): a refit on a GPU
         holds its whole cache there and indexes batches without host copies."""
-        return HeadCache(**{f.name: None if (v := getattr(self, f.name)) is None
-                            else v.to(device) for f in fields(self)})  # fmt: skip
+        return self._map(lambda v: v.to(device))
 
     def save(self, path: str | Path) -> None:
         """Writes the tensors atomically (a dict of tensors: loads with ``weights_only``); a

@@ -64,7 +64,8 @@ def rcnet_loss_config(cfg: Any, default: str | Path) -> Any:
     return root.rcnet_loss
 
 __all__ = ["CENTRINGS", "VOTER_MODULES", "VoterRefitSettings", "deployed_centres", "endless",
-           "refit_voter", "training_centres", "val_root_error_mm", "voter_parameters"]  # fmt: skip
+           "rcnet_loss_config", "refit_voter", "training_centres", "val_root_error_mm",
+           "voter_parameters"]  # fmt: skip
 
 
 @dataclass

@@ -132,6 +132,12 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     return [shlex.join(memory), shlex.join(loader)]
 
 
+def pick_best(best_mem: Path, best_dl: Path) -> str:
+    """Shell words that set ``$src`` to the training's best weights when the job starts: the
+    DataLoader path's run exists only if the in-memory one failed, so it wins when present."""
+    return f"src={best_dl}; [ -f $src ] || src={best_mem};"
+
+
 REFIT_TRAINING = "refit.pt"
 """The refitted network, training format (``tools/refit_head.py``'s output; its report beside
 it as ``refit.json``)."""
@@ -164,13 +170,11 @@ def refit_jobs(a: argparse.Namespace, data: Path, best_mem: Path, best_dl: Path)
         f"--cache-batch={a.refit_cache_batch}",
         f"--loader-workers={a.refit_loader_workers}",
     ]
-    # the source is chosen when the job starts (the DataLoader path's run exists only if the
-    # in-memory one failed); "$src" is the one word left unquoted
-    script = shlex.join(refit).replace("'$src'", '"$src"')
+    script = shlex.join(refit).replace("'$src'", '"$src"')  # the one word left unquoted
     return [
         Job(
             "refit",
-            ["bash", "-c", f"src={best_dl}; [ -f $src ] || src={best_mem}; {script}"],
+            ["bash", "-c", f"{pick_best(best_mem, best_dl)} {script}"],
             after=["train"],
             kind="train",
         ),
@@ -270,7 +274,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             [
                 "bash",
                 "-c",
-                f"src={best_dl}; [ -f $src ] || src={best_mem}; "
+                f"{pick_best(best_mem, best_dl)} "
                 f"{PY} tools/export_checkpoint.py $src {new} --int8",
             ],
             after=["train"],
