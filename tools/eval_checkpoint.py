@@ -108,6 +108,7 @@ def check_inputs(cfg: DictConfig) -> None:
             raise BadArgument(f"protocol={cfg.protocol}: must be one of {', '.join(PROTOCOLS)}")
         check_writable_folder(cfg.out, "out=")
         contact_perturbation(cfg)
+        scene_slide_cost(cfg)
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
         if synthetic and not cfg.get("allow_missing_shards", False):
@@ -117,6 +118,26 @@ def check_inputs(cfg: DictConfig) -> None:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???
         fail(f"config: {exc}")
+
+
+def scene_slide_cost(cfg: DictConfig) -> float | None:
+    """The price of the slide out of the scan (``scene_slide``, ``scene_slide_cost``; null:
+    `sahmr.scene.ray_slide.SLIDE_COST`), or None when it is off. Raises `BadArgument`."""
+    from sahmr.cli.checks import BadArgument
+    from sahmr.scene.ray_slide import SLIDE_COST
+
+    if not bool(cfg.get("scene_slide", False)):
+        return None
+    value = cfg.get("scene_slide_cost")
+    if value is None:
+        return SLIDE_COST
+    try:
+        cost = float(value)
+    except (TypeError, ValueError):
+        cost = float("nan")
+    if not cost >= 0:
+        raise BadArgument(f"scene_slide_cost={value}: must be a number >= 0 (or null)")
+    return cost
 
 
 def contact_perturbation(cfg: DictConfig) -> ContactPerturbation:
@@ -199,6 +220,7 @@ def main(cfg: DictConfig) -> None:
             protocol=str(cfg.get("protocol", "default")),
         )
     writer = PredictionWriter(out / "predictions") if cfg.save_predictions else None
+    slide_cost = scene_slide_cost(cfg)
     result = run_validation(
         method,
         loader,
@@ -212,6 +234,7 @@ def main(cfg: DictConfig) -> None:
         on_prediction=writer if predicts else None,
         with_targets=bool(with_targets),
         settle_on_ground=bool(cfg.get("settle_on_ground", False)),
+        scene_slide_cost=slide_cost,
     )
     report: dict = {"frames": result.frames}
     if result.evaluation is not None:
@@ -228,6 +251,8 @@ def main(cfg: DictConfig) -> None:
         contact_perturbation=dataclasses.asdict(perturbation),
         settle_on_ground=bool(cfg.get("settle_on_ground", False)),
         settled_frames=result.settled_frames,
+        scene_slide_cost=slide_cost,
+        slid_frames=result.slid_frames,
     )
     write_json_atomic(report, out / "metrics.json")
     if result.evaluation is not None:

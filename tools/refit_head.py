@@ -77,6 +77,15 @@ def cache_plan(
     return plan
 
 
+def extra_cache_name(root: Path, frames: int, scene: bool) -> str:
+    """Cache file name of an ``--extra-train`` set's frames: the main set's train name with
+    a digest of the set's resolved path, so sets of the same size do not share a file."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:10]
+    return f"train_{frames}_{digest}{'' if scene else '_noscene'}.pt"
+
+
 def steps_of(dataset, frames: int, cfg, body, device: torch.device, desc: str,
              batch_size: int = 16, workers: int = 1):  # fmt: skip
     """Prepared steps of ``frames`` frames spread over ``dataset`` (a progress bar)."""
@@ -106,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas-weight", type=float, default=0.3)
     p.add_argument("--val-every", type=int, default=200, help="validate every N steps")
     p.add_argument("--no-crop-scale", action="store_true", help="keep the head's inputs")
+    p.add_argument("--extra-train", nargs=2, action="append", default=[],
+                   metavar=("DATA", "FRAMES"),
+                   help="also train on FRAMES frames spread over DATA's train split "
+                        "(repeatable), e.g. a set generated away from the defaults "
+                        "(configs/make_dataset_away.yaml with a train split) to weigh the "
+                        "range's edges more than the main set does")  # fmt: skip
     p.add_argument("--no-scene-frames", type=int, default=0,
                    help="also train on this many train frames seen without contacts (their val "
                         "frames join val): robustness when RCNet finds none")  # fmt: skip
@@ -141,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     problem = checkpoint_data_problem(a.checkpoint, a.data, a.out) or checkpoint_data_problem(
         a.checkpoint, val_data
     )
+    extras = []
+    for root, frames in a.extra_train:
+        if not frames.isdigit() or int(frames) < 1:
+            p.error(f"--extra-train {root} {frames}: FRAMES must be a whole number >= 1")
+        problem = problem or checkpoint_data_problem(a.checkpoint, Path(root))
+        extras.append((Path(root), int(frames)))
     if problem:
         p.error(problem)
     if a.no_scene_frames < 0:
@@ -182,18 +203,24 @@ def main(argv: list[str] | None = None) -> int:
         method, cfg, body = build(a.checkpoint, not a.no_crop_scale, device, not a.no_scene)
         datasets = {"train": (a.data, SyntheticDataset(a.data, "train")),
                     "val": (val_data, SyntheticDataset(val_data, "val"))}  # fmt: skip
-        for split, (root, dataset) in datasets.items():
+        # (dataset, split, frames, contacts on, cache file name) for every cache
+        plan = [(row[0], *row) for row in cache_plan(a.train_frames, a.val_frames,
+                                                     not a.no_scene, a.no_scene_frames)]
+        for i, (root, frames) in enumerate(extras):
+            datasets[f"extra{i}"] = (root, SyntheticDataset(root, "train"))
+            plan.append((f"extra{i}", "train", frames, not a.no_scene,
+                         extra_cache_name(root, frames, not a.no_scene)))  # fmt: skip
+        for source, (root, dataset) in datasets.items():
             if len(dataset) == 0:
+                split = "val" if source == "val" else "train"
                 raise ValueError(f"{root}: the {split} split has no frames")
         encoder = encoder_digest(method)
         loader = stored_or_built_sdf if a.crop_sdf == "stored" else None  # None: exact
         rooms = {root: RoomSDFCrops(root / "rooms", cache_dir=a.sdf_cache, loader=loader)
                  for root, _ in datasets.values()} if a.penetration > 0 else {}  # fmt: skip
         caches: dict[str, list] = {"train": [], "val": []}
-        for split, frames, scene, name in cache_plan(
-            a.train_frames, a.val_frames, not a.no_scene, a.no_scene_frames
-        ):
-            root, dataset = datasets[split]
+        for source, split, frames, scene, name in plan:
+            root, dataset = datasets[source]
             crops = rooms.get(root)
             key = cache_key(encoder, root, split, frames, len(dataset), scene,
                             sdf_crop=crops is not None, crop_source=a.crop_sdf)  # fmt: skip
@@ -232,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                         on_best=refit_saver(a.out, method, cfg, metric))  # fmt: skip
     report.update(train_frames=len(train), val_frames=len(val), source=str(a.checkpoint),
                   no_scene_frames=a.no_scene_frames, penetration=a.penetration,
-                  data=str(a.data), val_data=str(val_data))  # fmt: skip
+                  data=str(a.data), val_data=str(val_data),
+                  extra_train=[{"data": str(root), "frames": n} for root, n in extras])  # fmt: skip
     save_refit(a.out, method, cfg, report, metric)
     print(f"wrote {a.out}; ship it with: python3 tools/export_checkpoint.py {a.out} OUT.pt --int8")
     return 0

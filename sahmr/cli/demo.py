@@ -34,6 +34,7 @@ import torch
 
 from sahmr.inference.errors import InputError, MissingFileError
 from sahmr.scene.points import SCENE_VOXEL_SIZE_M
+from sahmr.scene.ray_slide import SLIDE_COST
 from sahmr.scene.sdf import SDF_VOXEL_SIZE_M
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "first); --method optimisation is hmr + --refine")
     m.add_argument("--fit-iterations", type=int, default=40,
                    help="Adam steps per scene-fitting stage")
+    m.add_argument("--scene-slide-cost", type=float, default=SLIDE_COST,
+                   help="slide each body along its camera ray to where it penetrates the scan "
+                        "least, when that removes at least this many mm of penetration (summed "
+                        "over vertices) per mm of slide (sahmr.scene.ray_slide; needs the SDF)")
+    m.add_argument("--no-scene-slide", action="store_true",
+                   help="leave each body where the method put it (only the ground settle)")
     m.add_argument("--checkpoint", type=Path, default=None,
                    help="sahmr checkpoint (.pt) (default: the shipped one of --method)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
@@ -417,6 +424,7 @@ def run(args: argparse.Namespace) -> int:
         sdf_cache_dir=None if args.cache_dir is None else args.cache_dir / "sdf",
         refiner=refiner,
         check_camera=False,  # checked above (or --force)
+        scene_slide_cost=None if args.no_scene_slide else args.scene_slide_cost,
     )
     faces = np.asarray(body.faces, np.int64)
     header = {
@@ -550,6 +558,8 @@ def check_numbers(args: argparse.Namespace) -> None:
                          "pixels")  # fmt: skip
     if not 0 <= args.views <= MAX_VIEWS:
         raise InputError(f"--views {args.views}: must be in 0..{MAX_VIEWS}")
+    if not (math.isfinite(args.scene_slide_cost) and args.scene_slide_cost >= 0):
+        raise InputError(f"--scene-slide-cost {args.scene_slide_cost:g}: must be a number >= 0")
     if not 1 <= args.fit_iterations <= MAX_FIT_ITERATIONS:
         raise InputError(f"--fit-iterations {args.fit_iterations}: must be in "
                          f"1..{MAX_FIT_ITERATIONS}")  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -46,6 +46,7 @@ from sahmr.evaluation.reduction import Accumulator
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction
 from sahmr.scene.ground import settle_on_ground as settle_ground
+from sahmr.scene.ray_slide import slide_out_of_scene
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class ValidationResult:
         seconds: Wall time of the method's forward/predict calls (over all ranks).
         settled_frames: Bodies slid back onto their scene's ground (``settle_on_ground``;
             over all ranks).
+        slid_frames: Bodies slid along their camera ray out of the scan (``scene_slide_cost``;
+            over all ranks).
     """
 
     evaluation: EvaluationResult | None = None
@@ -94,6 +97,7 @@ class ValidationResult:
     frames: int = 0
     seconds: float = 0.0
     settled_frames: int = 0
+    slid_frames: int = 0
 
     @property
     def seconds_per_frame(self) -> float:
@@ -192,6 +196,7 @@ def run_validation(
     on_prediction: PredictionCallback | None = None,
     with_targets: bool = False,
     settle_on_ground: bool = False,
+    scene_slide_cost: float | None = None,
 ) -> ValidationResult:
     """Run a method over a split (or its first ``max_batches`` batches) and score it.
 
@@ -216,6 +221,9 @@ def run_validation(
         settle_on_ground: Bodies whose centre lies under their scene's solid ground are slid
             back onto it along the camera ray before they are scored and written
             (`sahmr.scene.ground.settle_on_ground`; grounds from the evaluator's scenes).
+        scene_slide_cost: Not None: then each body slides along its camera ray to where it
+            penetrates its scene least at this price (mm of PenE per mm of slide;
+            `sahmr.scene.ray_slide.slide_out_of_scene`; SDFs from the evaluator's scenes).
 
     Returns:
         The `ValidationResult`, reduced over ranks.
@@ -271,15 +279,29 @@ def run_validation(
                     row = result.method_per_frame.setdefault(name, [])
                     row.extend(float(v) for v in values.detach().double().cpu().reshape(-1))
             if pred is not None:
-                if settle_on_ground and evaluator is not None and evaluator.scenes is not None:
-                    grounds = [evaluator.scenes.ground_of(s) for s in step.frames.scene_id]
+                scenes = evaluator.scenes if evaluator is not None else None
+                if settle_on_ground and scenes is not None:
+                    grounds = [scenes.ground_of(s) for s in step.frames.scene_id]
                     pred, shift = settle_ground(pred, step.frames.T_w2c, grounds)
                     result.settled_frames += int((shift.abs().sum(dim=1) > 0).sum())
+                if scene_slide_cost is not None and scenes is not None:
+                    sdfs = [sdf_callable(scenes.get(s)) for s in step.frames.scene_id]
+                    pred, shift = slide_out_of_scene(pred, step.frames.T_w2c, sdfs,
+                                                     slide_cost=scene_slide_cost)  # fmt: skip
+                    result.slid_frames += int((shift.abs().sum(dim=1) > 0).sum())
                 _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
             bar.update(1)
     bar.close()
     _reduce(result, frames, seconds, gather_frames)
     return result
+
+
+def sdf_callable(sampler: Any) -> Callable[[Tensor], Tensor] | None:
+    """An evaluator scene's SDF (`sahmr.evaluation.evaluator.SDFSampler`, its grid lookup) as
+    ``points (N, 3) -> (N,)`` on the points' device, or None without one."""
+    if sampler is None:
+        return None
+    return lambda points: sampler.sample(points.detach().float().cpu()).to(points.device)
 
 
 def _score_predictions(
@@ -316,10 +338,10 @@ def _score_predictions(
 
 def _reduce(result: ValidationResult, frames: int, seconds: float, gather_frames: bool) -> None:
     """Sum counts over ranks (in place)."""
-    counts = all_reduce_sum(torch.tensor([float(frames), seconds, float(result.settled_frames)],
-                                         dtype=torch.float64))  # fmt: skip
+    counts = all_reduce_sum(torch.tensor([float(frames), seconds, float(result.settled_frames),
+                                          float(result.slid_frames)], dtype=torch.float64))
     result.frames, result.seconds = int(counts[0].item()), float(counts[1].item())
-    result.settled_frames = int(counts[2].item())
+    result.settled_frames, result.slid_frames = int(counts[2].item()), int(counts[3].item())
     result.method_metrics.all_reduce()
     if is_dist() and result.method_per_frame:
         merged: dict[str, list[float]] = {}

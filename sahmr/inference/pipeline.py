@@ -84,6 +84,9 @@ class FramePrediction:
         ground_shift_m: How far the body was slid back onto the scan's solid ground along
             the camera ray (`sahmr.scene.ground`; 0 when its centre was above the ground or
             the scan declares none), metres.
+        scene_slide_m: How far the body was slid along its camera ray out of the scan
+            (`sahmr.scene.ray_slide`; 0 when it was left where predicted, or the slide is
+            off), metres.
     """
 
     name: str
@@ -108,6 +111,7 @@ class FramePrediction:
     method_mesh_distance_mm: float | None = None
     verts_method_world: np.ndarray | None = None
     ground_shift_m: float = 0.0
+    scene_slide_m: float = 0.0
 
 
 _PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
@@ -225,6 +229,9 @@ class InferencePipeline:
         fit_iterations: Iterations of that fit (default: the fitter's).
         check_camera: Check each frame's camera against the scan before predicting
             (`check_frame_camera`); false when the caller has checked (or goes on anyway).
+        scene_slide_cost: Not None: after the ground settle, slide each body along its
+            camera ray to where it penetrates the scan least at this price (mm of PenE per mm
+            of slide; `sahmr.scene.ray_slide`); needs the SDF (a mesh scan, ``penetration``).
     """
 
     def __init__(
@@ -242,6 +249,7 @@ class InferencePipeline:
         fit_body: bool = True,
         fit_iterations: int | None = None,
         check_camera: bool = True,
+        scene_slide_cost: float | None = None,
     ) -> None:
         self.method = method
         self.scene = scene
@@ -258,6 +266,7 @@ class InferencePipeline:
         self.fit_body = fit_body
         self.fit_iterations = fit_iterations
         self.check_camera = check_camera
+        self.scene_slide_cost = scene_slide_cost
         self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
@@ -340,6 +349,18 @@ class InferencePipeline:
 
             pred, shift = settle_on_ground(pred, inputs.T_w2c.cpu(), [ground])
             ground_shift_m = float(shift[0].norm())
+        scene_slide_m = 0.0
+        if self.scene_slide_cost is not None:
+            with timer("sdf_load"):
+                sdf = self.sdf()
+            if sdf is not None:
+                from sahmr.scene.ray_slide import slide_out_of_scene
+
+                with timer("scene_slide"):
+                    pred, shift = slide_out_of_scene(pred, inputs.T_w2c.cpu(),
+                                                     [lambda x: sdf.sample(x.float())],
+                                                     slide_cost=self.scene_slide_cost)  # fmt: skip
+                scene_slide_m = float(shift[0].norm())
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()
             verts_cam = pred.verts_cam.double()
@@ -397,6 +418,7 @@ class InferencePipeline:
             params_source=params_source if params_cam is not None else None,
             method_mesh_distance_mm=distance_mm,
             ground_shift_m=ground_shift_m,
+            scene_slide_m=scene_slide_m,
             verts_method_world=verts_method_world,
         )
 

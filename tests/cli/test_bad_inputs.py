@@ -135,6 +135,10 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
         "out under a file": ({"out": file_in_the_way(t)}, "is a file, not a folder"),
         "unknown key": ({"no_such_key": 1}, "bad override"),
         "unknown joint set": ({"joint_set": "bogus"}, "joint_set=bogus: must be one of"),
+        "negative slide cost": ({"scene_slide": "true", "scene_slide_cost": -2},
+                                "scene_slide_cost=-2: must be a number >= 0"),
+        "text slide cost": ({"scene_slide": "true", "scene_slide_cost": "far"},
+                            "scene_slide_cost=far: must be a number >= 0"),
         "corrupt shard": ({}, "1 shard(s) of split test are missing or unreadable"),
         "missing shard": ({}, "1 shard(s) of split test are missing or unreadable "
                               "(shards/test-0.tar)"),
@@ -158,7 +162,7 @@ EVAL_CASES = ["crafted checkpoint", "pickled checkpoint", "garbage checkpoint",
               "unknown split", "zero batch", "negative batch", "text batch", "fraction batch",
               "negative workers", "zero voxel", "nan voxel", "unknown device", "out under a file",
               "unknown key", "cuda without CUDA", "missing shard", "unknown joint set",
-              "corrupt shard"]  # fmt: skip
+              "negative slide cost", "text slide cost", "corrupt shard"]  # fmt: skip
 
 
 def _one_error_line(err: str, message: str) -> str:
@@ -952,6 +956,8 @@ DEMO_NUMBERS = {
     "endless views": (["--views", "100000"], "--views 100000: must be in 0..36"),
     "endless fit": (["--fit-iterations", "1000000000"], "--fit-iterations 1000000000: must be"),
     "negative fit iterations": (["--fit-iterations", "-1"], "--fit-iterations -1"),
+    "negative slide cost": (["--scene-slide-cost", "-1"], "--scene-slide-cost -1: must be"),
+    "nan slide cost": (["--scene-slide-cost", "nan"], "--scene-slide-cost nan: must be"),
 }
 
 

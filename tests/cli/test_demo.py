@@ -229,3 +229,35 @@ def test_tool_script_help():
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--help"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
     assert res.returncode == 0 and "--camera" in res.stdout and "--bbox" in res.stdout
+
+
+def test_scene_slide_moves_the_whole_body_along_its_ray(common, tmp_path, capsys):
+    """By default each body slides along its camera ray out of the scan where that pays
+    (`sahmr.scene.ray_slide`): the body written with the slide is the one without it moved
+    rigidly by ``scene_slide_m``, along the ray through its centre, and its parameters move
+    with it; ``--no-scene-slide`` leaves it."""
+    outs = {}
+    for flag in ([], ["--no-scene-slide"], ["--scene-slide-cost", "0"]):
+        out = tmp_path / f"out{len(outs)}"
+        rc = main([*common, *FORCE, "--image", str(DEMO / "stand.jpg"), "--out", str(out), *flag])
+        assert rc == EXIT_OK, capsys.readouterr().err
+        summary = json.loads((out / "summary.json").read_text())
+        with np.load(out / "body_params.npz", allow_pickle=False) as z:
+            outs[tuple(flag)] = (summary, z["vertices"].astype(np.float64), z["transl"].copy(),
+                                 z["T_w2c"].copy())  # fmt: skip
+    still, v0, transl0, T = outs[("--no-scene-slide",)]
+    assert still["scene_slide_m"] == 0.0 and "scene_slide" not in still["timings_s"]
+    camera = -T[:3, :3].T @ T[:3, 3]
+    ray = v0.mean(0) - camera
+    ray /= np.linalg.norm(ray)
+    for flag in ((), ("--scene-slide-cost", "0")):
+        summary, v, transl, _ = outs[flag]
+        assert "scene_slide" in summary["timings_s"]
+        shift = (v - v0).mean(0)
+        np.testing.assert_allclose(v - v0, np.broadcast_to(shift, v.shape), atol=1e-4)
+        assert np.linalg.norm(shift) == pytest.approx(summary["scene_slide_m"], abs=1e-4)
+        np.testing.assert_allclose(shift, ray * (shift @ ray), atol=1e-4)  # along the ray
+        np.testing.assert_allclose(transl - transl0, shift, atol=1e-4)
+    # at no price the least-penetrating place wins: never more penetration than left alone
+    free = outs[("--scene-slide-cost", "0")][0]
+    assert free["penetration"]["pene_mm"] <= still["penetration"]["pene_mm"] + 1e-6

@@ -114,12 +114,43 @@ def test_val_data_and_the_checkpoint_of_each_improvement(
     capsys.readouterr()
 
 
+def test_extra_train_sets_join_the_training_under_their_own_caches(
+    shipped, tiny_dataset, tmp_path, capsys
+):
+    """``--extra-train DATA N``: N frames spread over another set's train split are cached
+    under their own key and file (not the main set's, even at the same size) and trained on
+    with the main set's frames; val is untouched."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset, other)
+    tool = load_tool("refit_head")
+    cache, out = tmp_path / "cache", tmp_path / "refit.pt"
+    args = [str(shipped), str(tiny_dataset), str(out), "--cache", str(cache), *ARGS,
+            "--extra-train", str(other), "4"]  # fmt: skip
+    assert tool.main(args) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["train_frames"] == 8 and report["val_frames"] == 2
+    assert report["extra_train"] == [{"data": str(other), "frames": 4}]
+    name = tool.extra_cache_name(other, 4, True)
+    assert name != "train_4.pt" and name == tool.extra_cache_name(other / "." , 4, True)
+    key = json.loads((cache / name).with_suffix(".json").read_text())
+    assert key["data"] == str(other.resolve()) and key["split"] == "train" and key["of"] == 8
+    main_key = json.loads((cache / "train_4.json").read_text())
+    assert main_key["data"] == str(tiny_dataset.resolve())
+    # the same frames of another copy: the cached head inputs match the main set's
+    torch.testing.assert_close(head_refit.HeadCache.load(cache / name).root_cam,
+                               head_refit.HeadCache.load(cache / "train_4.pt").root_cam)
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("args, message", [
     (["SHIPPED", "DATA", "OUT", "--val-data", "nowhere"], "not a generated dataset"),
     (["SHIPPED", "nowhere", "OUT"], "not a generated dataset"),
     (["SHIPPED", "DATA", "OUT", "--val-frames", "0"], "--val-frames must be >= 1"),
     (["SHIPPED", "DATA", "OUT", "--penetration", "-0.5"], "--penetration must be >= 0"),
     (["SHIPPED", "DATA", "OUT", "--penetration", "nan"], "--penetration must be >= 0"),
+    (["SHIPPED", "DATA", "OUT", "--extra-train", "nowhere", "3"], "not a generated dataset"),
+    (["SHIPPED", "DATA", "OUT", "--extra-train", "DATA", "0"], "FRAMES must be a whole number"),
+    (["SHIPPED", "DATA", "OUT", "--extra-train", "DATA", "many"], "FRAMES must be a whole number"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2(args, message, shipped, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "refit.pt"

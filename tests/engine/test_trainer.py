@@ -377,3 +377,55 @@ def test_validation_settles_bodies_under_the_ground(tiny_dataset, tmp_path, sett
     else:
         assert res.settled_frames == 0 and max(lowest.values()) < -1.0
         assert all(r["pene"] > 1e6 for r in res.evaluation.per_frame)  # 6,890 vertices, ~2.5 m
+
+
+class SlightlySunkTinyMethod(SunkTinyMethod):
+    """TinyMethod with every body pushed 15 cm down in the world (partly into the floor)."""
+
+    def predict(self, inputs):
+        pred = TinyMethod.predict(self, inputs)
+        down_world = torch.tensor([0.0, 0.0, -0.15]).expand(inputs.T_w2c.shape[0], 3)
+        return pred.translated(torch.einsum("bij,bj->bi", inputs.T_w2c[:, :3, :3], down_world))
+
+
+def test_validation_slides_bodies_out_of_the_scene(tiny_dataset, tmp_path):
+    """``scene_slide_cost``: each body is slid along its camera ray by
+    `sahmr.scene.ray_slide.ray_slide` (tested in detail there) on its scene's SDF before it is
+    scored and written; the slide never adds penetration; off, nothing moves."""
+    from sahmr.body import BodyModel
+    from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.validation import sdf_callable
+    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+    from sahmr.scene.ray_slide import ray_slide
+
+    body = BodyModel()
+    val = SyntheticDataset(tiny_dataset, "val")
+    device = torch.device("cpu")
+    prepare = StepPreparer(body.topology, device,
+                           build_scene_bank(val.scene_points, device, max_points_per_scene=20000))
+    loader = build_loader(val, LoaderSettings(batch_size=3), train=False)
+    scenes = SceneSDFs(scene_dir=tiny_dataset / "rooms", voxel_size=0.1, cache_dir=tmp_path)
+    runs, method = {}, SlightlySunkTinyMethod().eval()  # one set of random weights for both
+    for cost in (None, 1.0):
+        frames = {}
+        res = run_validation(method, loader, prepare, split="val",
+                             evaluator=Evaluator(body, scenes), scene_slide_cost=cost,
+                             on_prediction=lambda name, frame, *_, f=frames: f.update(
+                                 {name: frame.vertices.copy()}))  # fmt: skip
+        runs[cost] = (res, frames)
+    (kept, kept_frames), (slid, slid_frames) = runs[None], runs[1.0]
+    assert kept.slid_frames == 0 and 1 <= slid.slid_frames <= 4
+    moved = 0
+    for i, name in enumerate(sorted(kept_frames)):
+        v = torch.as_tensor(kept_frames[name], dtype=torch.float64)
+        sample = val[i]
+        T = torch.as_tensor(np.asarray(sample.T_w2c), dtype=torch.float64)
+        camera = -T[:3, :3].T @ T[:3, 3]
+        expected = ray_slide(v, camera, sdf_callable(scenes.get(sample.scene_id)), slide_cost=1.0)
+        shift = torch.as_tensor(slid_frames[name], dtype=torch.float64) - v
+        torch.testing.assert_close(shift, expected.shift_world.expand_as(shift), atol=1e-5, rtol=0)
+        moved += expected.slide_m != 0
+    assert moved == slid.slid_frames
+    pene = {k: [r["pene"] for r in runs[k][0].evaluation.per_frame] for k in runs}
+    assert all(after <= before + 1e-6 for before, after in zip(pene[None], pene[1.0], strict=True))
+    assert sum(pene[1.0]) < sum(pene[None])
