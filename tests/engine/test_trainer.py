@@ -348,13 +348,12 @@ class SunkTinyMethod(TinyMethod):
         return pred.translated(torch.einsum("bij,bj->bi", inputs.T_w2c[:, :3, :3], down_world))
 
 
-@pytest.mark.parametrize("settle", [False, True])
-def test_validation_settles_bodies_under_the_ground(tiny_dataset, tmp_path, settle):
-    """``settle_on_ground``: bodies under the rooms' declared ground are slid back onto it
-    before they are scored and written (sahmr.scene.ground; tested in detail there)."""
+def _scored_val_split(tiny_dataset, tmp_path):
+    """``(body, val dataset, its loader, step preparer, the rooms' SDFs)`` for validations
+    scored against the rooms."""
     from sahmr.body import BodyModel
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+    from sahmr.evaluation.evaluator import SceneSDFs
 
     body = BodyModel()
     val = SyntheticDataset(tiny_dataset, "val")
@@ -363,6 +362,16 @@ def test_validation_settles_bodies_under_the_ground(tiny_dataset, tmp_path, sett
                            build_scene_bank(val.scene_points, device, max_points_per_scene=20000))
     loader = build_loader(val, LoaderSettings(batch_size=3), train=False)
     scenes = SceneSDFs(scene_dir=tiny_dataset / "rooms", voxel_size=0.1, cache_dir=tmp_path)
+    return body, val, loader, prepare, scenes
+
+
+@pytest.mark.parametrize("settle", [False, True])
+def test_validation_settles_bodies_under_the_ground(tiny_dataset, tmp_path, settle):
+    """``settle_on_ground``: bodies under the rooms' declared ground are slid back onto it
+    before they are scored and written (sahmr.scene.ground; tested in detail there)."""
+    from sahmr.evaluation.evaluator import Evaluator
+
+    body, _val, loader, prepare, scenes = _scored_val_split(tiny_dataset, tmp_path)
     lowest = {}
     res = run_validation(SunkTinyMethod().eval(), loader, prepare, split="val",
                          evaluator=Evaluator(body, scenes), settle_on_ground=settle,
@@ -392,19 +401,11 @@ def test_validation_slides_bodies_out_of_the_scene(tiny_dataset, tmp_path):
     """``scene_slide_cost``: each body is slid along its camera ray by
     `sahmr.scene.ray_slide.ray_slide` (tested in detail there) on its scene's SDF before it is
     scored and written; the slide never adds penetration; off, nothing moves."""
-    from sahmr.body import BodyModel
-    from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.validation import sdf_callable
-    from sahmr.evaluation.evaluator import Evaluator, SceneSDFs
+    from sahmr.evaluation.evaluator import Evaluator
     from sahmr.scene.ray_slide import ray_slide
 
-    body = BodyModel()
-    val = SyntheticDataset(tiny_dataset, "val")
-    device = torch.device("cpu")
-    prepare = StepPreparer(body.topology, device,
-                           build_scene_bank(val.scene_points, device, max_points_per_scene=20000))
-    loader = build_loader(val, LoaderSettings(batch_size=3), train=False)
-    scenes = SceneSDFs(scene_dir=tiny_dataset / "rooms", voxel_size=0.1, cache_dir=tmp_path)
+    body, val, loader, prepare, scenes = _scored_val_split(tiny_dataset, tmp_path)
     runs, method = {}, SlightlySunkTinyMethod().eval()  # one set of random weights for both
     for cost in (None, 1.0):
         frames = {}
