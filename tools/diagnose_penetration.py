@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sahmr.scene.ray_slide import MAX_SLIDE_M, SLIDE_COST, SLIDE_STEP_M
+from sahmr.scene.ray_slide import MAX_SLIDE_M, SLIDE_COST, SLIDE_STEP_M, sampler_sdf
 
 PENE_BANDS_MM = (0.0, 10.0, 100.0, 1000.0, 5000.0, math.inf)
 """Edges of the PenE bands the report groups frames by, mm summed over vertices."""
@@ -63,11 +63,6 @@ def band_of(pene_mm: float) -> str:
         if lo <= pene_mm < hi:
             return f"[{lo:g}, {hi:g})"
     raise ValueError(f"PenE {pene_mm} outside every band")
-
-
-def grid_sdf(grid):
-    """``points (N, 3) -> signed distance (N,)`` of an `sahmr.scene.sdf.SDFGrid`."""
-    return lambda points: grid.sample(points.float())
 
 
 def world_error_mm(vertices_world: torch.Tensor, target_world: torch.Tensor) -> float:
@@ -147,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             if frame.vertices is None:
                 failed.append({"name": name, "reason": "parameters only, no vertices"})
                 continue
-            truth = gt.load(name)
-            sample = dataset[int(name.rsplit("-", 1)[1])]
+            sample = dataset[int(name.rsplit("-", 1)[1])]  # truth, camera and room: one read
+            if sample.vertices_world is None:
+                failed.append({"name": name, "reason": "the dataset row holds no vertices"})
+                continue
             grid = grids.get(sample.scene_id)
             if grid is None:
                 mesh = gt.scene_dir() / sample.scene_id / "mesh.ply"
@@ -156,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             T_w2c = torch.as_tensor(np.asarray(sample.T_w2c), dtype=torch.float64)
             camera_world = invert_rigid(T_w2c[None])[0, :3, 3]
             v = torch.as_tensor(frame.vertices, dtype=torch.float64)
-            slide = ray_slide(v, camera_world, grid_sdf(grid), max_slide_m=a.max_slide,
+            slide = ray_slide(v, camera_world, sampler_sdf(grid), max_slide_m=a.max_slide,
                               step_m=a.step, slide_cost=a.slide_cost)  # fmt: skip
             slid = v + slide.shift_world
-            target = torch.as_tensor(truth.vertices, dtype=torch.float64)
+            target = torch.as_tensor(np.asarray(sample.vertices_world), dtype=torch.float64)
             rows.append({"name": name, "scene": sample.scene_id, "slide_m": slide.slide_m,
                          "pene_mm": slide.pene_mm, "pene_slid_mm": slide.pene_slid_mm,
                          "g_mpve_mm": world_error_mm(v, target),

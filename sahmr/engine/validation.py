@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -46,7 +46,7 @@ from sahmr.evaluation.reduction import Accumulator
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction
 from sahmr.scene.ground import settle_on_ground as settle_ground
-from sahmr.scene.ray_slide import slide_out_of_scene
+from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def run_validation(
                     pred, shift = settle_ground(pred, step.frames.T_w2c, grounds)
                     result.settled_frames += int((shift.abs().sum(dim=1) > 0).sum())
                 if scene_slide_cost is not None and scenes is not None:
-                    sdfs = [sdf_callable(scenes.get(s)) for s in step.frames.scene_id]
+                    sdfs = [sampler_sdf(scenes.get(s)) for s in step.frames.scene_id]
                     pred, shift = slide_out_of_scene(pred, step.frames.T_w2c, sdfs,
                                                      slide_cost=scene_slide_cost)  # fmt: skip
                     result.slid_frames += int((shift.abs().sum(dim=1) > 0).sum())
@@ -294,14 +294,6 @@ def run_validation(
     bar.close()
     _reduce(result, frames, seconds, gather_frames)
     return result
-
-
-def sdf_callable(sampler: Any) -> Callable[[Tensor], Tensor] | None:
-    """An evaluator scene's SDF (`sahmr.evaluation.evaluator.SDFSampler`, its grid lookup) as
-    ``points (N, 3) -> (N,)`` on the points' device, or None without one."""
-    if sampler is None:
-        return None
-    return lambda points: sampler.sample(points.detach().float().cpu()).to(points.device)
 
 
 def _score_predictions(

@@ -354,11 +354,11 @@ class InferencePipeline:
             with timer("sdf_load"):
                 sdf = self.sdf()
             if sdf is not None:
-                from sahmr.scene.ray_slide import slide_out_of_scene
+                from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 
                 with timer("scene_slide"):
                     pred, shift = slide_out_of_scene(pred, inputs.T_w2c.cpu(),
-                                                     [lambda x: sdf.sample(x.float())],
+                                                     [sampler_sdf(sdf)],
                                                      slide_cost=self.scene_slide_cost)  # fmt: skip
                 scene_slide_m = float(shift[0].norm())
         with timer("to_world"):

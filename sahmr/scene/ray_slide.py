@@ -12,8 +12,9 @@ how many mm of PenE one mm of slide must remove to be worth it. Among equal cost
 slide wins, so a body that penetrates nothing stays where it was.
 
 Measured on held-out rooms (docs/results.md, 2026-12-05 (d)): at a low price the slide removes
-most penetration but moves bodies that were right (the penetration of a sitting body is
-mostly its pose); at `SLIDE_COST` it removes the placement part and nothing else.
+most penetration but moves bodies that were right (most deep penetration is pose: hands
+through the wall a person touches, knees through the floor); at `SLIDE_COST` it takes the
+placement part and leaves the world error as it was.
 
 Units metres, world frame = the scan, ``T_w2c`` world -> camera (OpenCV).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +37,7 @@ __all__ = [
     "SLIDE_STEP_M",
     "RaySlide",
     "ray_slide",
+    "sampler_sdf",
     "slide_offsets",
     "slide_out_of_scene",
 ]
@@ -50,6 +53,14 @@ SLIDE_STEP_M = 0.01
 
 SDF = Callable[[Tensor], Tensor]
 """Signed distance of points (N, 3) -> (N,), metres, negative inside the scene."""
+
+
+def sampler_sdf(sampler: Any) -> SDF | None:
+    """A scene SDF object with ``sample(points)`` (`sahmr.scene.sdf.SDFGrid`, the evaluator's
+    `ExactSceneSDF`: its grid lookup) as an `SDF` on the points' device, or None for None."""
+    if sampler is None:
+        return None
+    return lambda points: sampler.sample(points.detach().float().cpu()).to(points.device)
 
 
 def slide_offsets(max_slide_m: float, step_m: float) -> Tensor:

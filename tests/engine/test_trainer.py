@@ -401,9 +401,8 @@ def test_validation_slides_bodies_out_of_the_scene(tiny_dataset, tmp_path):
     """``scene_slide_cost``: each body is slid along its camera ray by
     `sahmr.scene.ray_slide.ray_slide` (tested in detail there) on its scene's SDF before it is
     scored and written; the slide never adds penetration; off, nothing moves."""
-    from sahmr.engine.validation import sdf_callable
     from sahmr.evaluation.evaluator import Evaluator
-    from sahmr.scene.ray_slide import ray_slide
+    from sahmr.scene.ray_slide import ray_slide, sampler_sdf
 
     body, val, loader, prepare, scenes = _scored_val_split(tiny_dataset, tmp_path)
     runs, method = {}, SlightlySunkTinyMethod().eval()  # one set of random weights for both
@@ -422,7 +421,7 @@ def test_validation_slides_bodies_out_of_the_scene(tiny_dataset, tmp_path):
         sample = val[i]
         T = torch.as_tensor(np.asarray(sample.T_w2c), dtype=torch.float64)
         camera = -T[:3, :3].T @ T[:3, 3]
-        expected = ray_slide(v, camera, sdf_callable(scenes.get(sample.scene_id)), slide_cost=1.0)
+        expected = ray_slide(v, camera, sampler_sdf(scenes.get(sample.scene_id)), slide_cost=1.0)
         shift = torch.as_tensor(slid_frames[name], dtype=torch.float64) - v
         torch.testing.assert_close(shift, expected.shift_world.expand_as(shift), atol=1e-5, rtol=0)
         moved += expected.slide_m != 0
