@@ -107,6 +107,19 @@ def test_refit_jobs_follow_the_training_and_are_scored_like_the_others(tmp_path,
         assert "--device=cuda" in words
 
 
+def test_new_scores_val_keeps_the_trained_network_off_test_and_away(tmp_path, monkeypatch):
+    """``--new-scores val``: the refit and the shipped weights are scored everywhere, the
+    trained network on val alone."""
+    every, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100")
+    val_only, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100", "--new-scores", "val")
+    assert {f"eval_new_{t}" for t in ("val", "test", "away")} <= set(every)
+    assert "eval_new_val" in val_only
+    assert not {"eval_new_test", "eval_new_away"} & set(val_only)
+    for name in ("refit", "shipped"):
+        assert {f"eval_{name}_{t}" for t in ("val", "test", "away")} <= set(val_only)
+    assert set(every) - set(val_only) == {"eval_new_test", "eval_new_away"}
+
+
 def test_refuses_to_start_without_embreex(tmp_path, monkeypatch, capsys):
     """Run 20 lost its lease to a generator without Embree: one line, exit 2, nothing written."""
     import pytest

@@ -304,6 +304,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         for name, (ckpt, dep) in scored.items():
             if name == "free" and tag != "test":
                 continue
+            if name == "new" and tag != "val" and a.new_scores == "val":
+                continue
             extra = {
                 # frames spread over the split (every room), batches of 32 (eval_cmd)
                 "val": ["frames=1280", "scene_metrics=false"],
@@ -377,6 +379,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every-steps", type=int, default=250, help="validate every N steps")
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_e2e", help="training experiment")
+    p.add_argument(
+        "--new-scores",
+        choices=("all", "val"),
+        default="all",
+        help="val: the trained network scored on val alone (a lease that refits its head ships "
+        "the refit or nothing; its test and away scores cost minutes)",
+    )
     p.add_argument("--free-form", action="store_true", help="also score the free-form output")
     p.add_argument("--no-profile", action="store_true", help="no step profile before training")
     p.add_argument(
