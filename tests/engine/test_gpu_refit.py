@@ -93,18 +93,29 @@ def test_refit_jobs_follow_the_training_and_are_scored_like_the_others(tmp_path,
         assert f"checkpoint={tmp_path / tool.REFIT_EXPORT}" in ev.cmd
     assert str(tmp_path / tool.REFIT_TRAINING) in jobs["export_refit"].cmd
 
-    # the refit starts from the in-memory run's best weights, or the DataLoader run's if that
-    # one exists (the in-memory path failed)
+    # the refit starts from the in-memory run's last weights (the trained encoder), or the
+    # DataLoader run's if that one exists (the in-memory path failed); the best-on-val weights
+    # beside them are not taken
     runs = tmp_path / "runs"
     for run in ("sahmr_param", "sahmr_param_dl"):
-        best = runs / run / "checkpoints" / "best.pt"
-        best.parent.mkdir(parents=True)
-        best.touch()
+        for name in ("best.pt", "last.pt"):
+            (runs / run / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (runs / run / "checkpoints" / name).touch()
         shown = subprocess.run(jobs["refit"].cmd, capture_output=True, text=True, check=True)
         words = shown.stdout.split()
-        assert words[:2] == ["tools/refit_head.py", str(best)]
+        assert words[:2] == ["tools/refit_head.py", str(runs / run / "checkpoints" / "last.pt")]
         assert "--train-frames=5000" in words and "--penetration=20.0" in words
         assert "--device=cuda" in words
+
+
+def test_refit_from_best_takes_the_best_on_val_weights(tmp_path, monkeypatch):
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100", "--refit-from", "best")
+    best = tmp_path / "runs" / "sahmr_param" / "checkpoints" / "best.pt"
+    best.parent.mkdir(parents=True)
+    best.touch()
+    (best.parent / "last.pt").touch()
+    shown = subprocess.run(jobs["refit"].cmd, capture_output=True, text=True, check=True)
+    assert shown.stdout.split()[:2] == ["tools/refit_head.py", str(best)]
 
 
 def test_new_scores_val_keeps_the_trained_network_off_test_and_away(tmp_path, monkeypatch):

@@ -132,10 +132,11 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     return [shlex.join(memory), shlex.join(loader)]
 
 
-def pick_best(best_mem: Path, best_dl: Path) -> str:
-    """Shell words that set ``$src`` to the training's best weights when the job starts: the
-    DataLoader path's run exists only if the in-memory one failed, so it wins when present."""
-    return f"src={best_dl}; [ -f $src ] || src={best_mem};"
+def pick_weights(in_memory: Path, data_loader: Path) -> str:
+    """Shell words that set ``$src`` to one of the training's checkpoints when the job starts:
+    the DataLoader path's run exists only if the in-memory one failed, so it wins when
+    present."""
+    return f"src={data_loader}; [ -f $src ] || src={in_memory};"
 
 
 REFIT_TRAINING = "refit.pt"
@@ -146,11 +147,17 @@ REFIT_EXPORT = "sahmr_small_refit.pt"
 """The refitted network exported int8, as it would ship."""
 
 
-def refit_jobs(a: argparse.Namespace, data: Path, best_mem: Path, best_dl: Path) -> list[Job]:
+def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     """``refit`` (the trained network's head refitted on the GPU, `tools/refit_head.py`) and
-    ``export_refit`` (int8). The refit starts from the training's best-on-val weights (the
-    shipped ones when the training never beat them: then it is a refit of the shipped head on
-    this lease's fresh rooms)."""
+    ``export_refit`` (int8). ``--refit-from last`` (default) refits the network as the training
+    left it: run 19 found the GPU-trained encoder better while its head lost, so the encoder at
+    the end of its schedule is the one to keep. ``best`` refits the best-on-val weights, which
+    are the shipped ones whenever the training never beat them (``val_at_start``): run 23's refit
+    became a refit of the shipped head on fresh rooms that way."""
+    run_dir = a.root / "runs"
+    name = f"{a.refit_from}.pt"
+    src_mem = run_dir / "sahmr_param" / "checkpoints" / name
+    src_dl = run_dir / "sahmr_param_dl" / "checkpoints" / name
     out = a.root / REFIT_TRAINING
     refit = [
         PY,
@@ -174,7 +181,7 @@ def refit_jobs(a: argparse.Namespace, data: Path, best_mem: Path, best_dl: Path)
     return [
         Job(
             "refit",
-            ["bash", "-c", f"{pick_best(best_mem, best_dl)} {script}"],
+            ["bash", "-c", f"{pick_weights(src_mem, src_dl)} {script}"],
             after=["train"],
             kind="train",
         ),
@@ -274,7 +281,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             [
                 "bash",
                 "-c",
-                f"{pick_best(best_mem, best_dl)} "
+                f"{pick_weights(best_mem, best_dl)} "
                 f"{PY} tools/export_checkpoint.py $src {new} --int8",
             ],
             after=["train"],
@@ -283,7 +290,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     ]
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
-        jobs += refit_jobs(a, data, best_mem, best_dl)
+        jobs += refit_jobs(a, data)
         scored["refit"] = (root / REFIT_EXPORT, "export_refit")
     if a.free_form:
         jobs.append(
@@ -395,6 +402,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--refit-train-frames", type=int, default=0,
                    help="> 0: refit the trained head on the GPU on this many fresh train frames")
+    p.add_argument(
+        "--refit-from",
+        choices=("last", "best"),
+        default="last",
+        help="the training's weights whose head is refitted: last (the trained encoder) or "
+        "best on val (the shipped weights when the training never beat them)",
+    )
     p.add_argument("--refit-val-frames", type=int, default=768)
     p.add_argument("--refit-steps", type=int, default=3000)
     p.add_argument("--refit-batch", type=int, default=256)
