@@ -131,6 +131,16 @@ def test_new_scores_val_keeps_the_trained_network_off_test_and_away(tmp_path, mo
     assert set(every) - set(val_only) == {"eval_new_test", "eval_new_away"}
 
 
+def test_the_shipped_model_is_scored_after_the_training_unless_asked(tmp_path, monkeypatch):
+    after, _ = _jobs(tmp_path, monkeypatch)
+    beside, _ = _jobs(tmp_path, monkeypatch, "--shipped-scores", "beside")
+    for tag in ("val", "test", "away"):
+        assert "train" in after[f"eval_shipped_{tag}"].after
+        assert "train" not in beside[f"eval_shipped_{tag}"].after
+        assert after[f"eval_shipped_{tag}"].soft  # a failed training does not cancel them
+    assert after["eval_shipped_away"].after == ["data_away", "train"]
+
+
 def test_refuses_to_start_without_embreex(tmp_path, monkeypatch, capsys):
     """Run 20 lost its lease to a generator without Embree: one line, exit 2, nothing written."""
     import pytest

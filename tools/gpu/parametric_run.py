@@ -23,7 +23,10 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    penetration term; ``export_refit`` ships it int8 like ``export``. Every CPU head refit
    since run 7 gained on the network it refitted, while the GPU runs that trained the whole
    network lost to them: this puts both in one lease;
-5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set.
+5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set;
+   the shipped checkpoint's once the training has ended (``--shipped-scores beside``: during
+   it, as up to run 23, where they shared the GPU and the cores with the training and the
+   generator); ``--new-scores val`` scores the trained network on val alone.
 
     setsid python3 tools/gpu/parametric_run.py --root outputs/gpu > outputs/gpu.log 2>&1 &
     python3 tools/gpu/parametric_run.py --root outputs/gpu --status
@@ -330,7 +333,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                         "bf16=true",
                         *extra,
                     ),
-                    after=deps + ([dep] if dep else []),
+                    after=deps
+                    + ([dep] if dep else [])
+                    + (["train"] if name == "shipped" and a.shipped_scores == "after" else []),
                     needs=[ckpt],
                     kind="eval",
                     soft=name == "shipped",
@@ -386,6 +391,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every-steps", type=int, default=250, help="validate every N steps")
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_e2e", help="training experiment")
+    p.add_argument(
+        "--shipped-scores",
+        choices=("after", "beside"),
+        default="after",
+        help="when the shipped checkpoint is scored: after the training (default), or beside it "
+        "(run 23: its three scorings shared the GPU and the cores with the training and the "
+        "generator for 13 of its 14 minutes)",
+    )
     p.add_argument(
         "--new-scores",
         choices=("all", "val"),
