@@ -162,16 +162,14 @@ class BodyPrediction:
     def translated(self, shift_cam: Tensor) -> BodyPrediction:
         """A copy with each frame's body moved rigidly by ``shift_cam``.
 
-        Vertices, joints, root, contact points and the parameters' ``transl`` (an SMPL body's
-        vertices move with it one to one) all move together.
+        Vertices, joints, root and the parameters' ``transl`` (an SMPL body's vertices move
+        with it one to one) move together. The predicted scene contact points stay: they are
+        points of the scan (where the method thinks the body touches it), not of the body.
 
         Args:
             shift_cam: Tensor (B, 3), camera frame, metres.
         """
         shift = shift_cam.to(self.verts_cam)
-        points = self.contact_points_cam
-        if points is not None and self.contact_batch_idx is not None and points.shape[0]:
-            points = points + shift.to(points)[self.contact_batch_idx]
         params = self.params
         if params is not None and "transl" in params:
             params = {**params, "transl": params["transl"] + shift.to(params["transl"])}
@@ -179,7 +177,7 @@ class BodyPrediction:
             verts_cam=self.verts_cam + shift[:, None],
             joints_cam=self.joints_cam + shift.to(self.joints_cam)[:, None],
             root_cam=self.root_cam + shift.to(self.root_cam),
-            contact_points_cam=points,
+            contact_points_cam=self.contact_points_cam,
             contact_point_region=self.contact_point_region,
             contact_batch_idx=self.contact_batch_idx,
             params=params,

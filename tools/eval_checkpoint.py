@@ -7,7 +7,8 @@ Writes to ``out``: ``metrics.json`` / ``per_frame.csv`` / PNG plots as
 ``tools/score_predictions.py`` does (sahmr.evaluation.reports), with the method's own metrics
 (e.g. RCNet root error and contact scores) and seconds per frame added to ``metrics.json``;
 with ``save_predictions``, ``predictions/<split>-<index:06d>.npz`` (world-frame ``vertices``,
-``scene``) that
+``scene``, and for a method that predicts scene contacts, e.g. SA-HMR's RCNet, their
+``contact_points_world`` (P, 3) and ``contact_point_region`` (P,) 1..7) that
 ``tools/score_predictions.py --pred out/predictions --gt-dataset DATA --split SPLIT`` re-scores.
 
 Temporal methods (a checkpoint trained with ``clip_length: T``, e.g. exp=vibe) are evaluated on
@@ -50,7 +51,8 @@ logger = logging.getLogger("eval")
 
 
 class PredictionWriter:
-    """Writes each predicted frame as ``<folder>/<name>.npz`` (world vertices, scene)."""
+    """Writes each predicted frame as ``<folder>/<name>.npz`` (world vertices, scene, and the
+    frame's extras: a method's predicted scene contacts in the world frame)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -61,6 +63,7 @@ class PredictionWriter:
             self.folder / f"{name}.npz",
             vertices=np.asarray(frame.vertices, dtype=np.float32),
             scene=np.asarray(frame.scene or ""),
+            **frame.extras,  # e.g. the predicted scene contacts (world frame)
         )
 
 

@@ -12,14 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from sahmr.data.sample import Sample
-from sahmr.data.shards import DATASET_FORMAT, ShardReader, decode_depth_mm, decode_image
+from sahmr.data.shards import (
+    DATASET_FORMAT,
+    FIXED_FIELDS,
+    OPTIONAL_FIELDS,
+    STRING_FIELDS,
+    ShardReader,
+    decode_depth_mm,
+    decode_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +145,44 @@ class SyntheticDataset(Dataset):
                 self._readers.pop(next(iter(self._readers))).close()
             self._readers[k] = ShardReader(self.shard_paths[k])
         return self._readers[k]
+
+    def columns(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Whole columns of the split in index order, without decoding any image.
+
+        Args:
+            names: Members of `sahmr.data.shards.FIXED_FIELDS` or `OPTIONAL_FIELDS` (the
+                latter filled with their default for shards written before them).
+
+        Returns:
+            ``{name: (N, *row_shape)}``, row ``i`` being `__getitem__(i)`'s.
+
+        Raises:
+            KeyError: A name that is neither.
+        """
+        unknown = [n for n in names if n not in FIXED_FIELDS and n not in OPTIONAL_FIELDS]
+        if unknown:
+            raise KeyError(f"not a per-row column: {', '.join(unknown)}")
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for k in range(len(self.shard_paths)):
+            rows = self._index[self._index[:, 0] == k, 1]
+            reader = self._reader(k)
+            for n in names:
+                if n in OPTIONAL_FIELDS and not reader.has(n):
+                    dtype, default = OPTIONAL_FIELDS[n]
+                    parts[n].append(np.full(len(rows), default, dtype=dtype))
+                else:
+                    parts[n].append(np.asarray(reader.array(n))[rows])
+        return {n: np.concatenate(p) if p else np.zeros((0,)) for n, p in parts.items()}
+
+    def strings(self, name: str) -> list[str]:
+        """A `sahmr.data.shards.STRING_FIELDS` column of the split in index order."""
+        if name not in STRING_FIELDS:
+            raise KeyError(f"not a string column: {name}")
+        out: list[str] = []
+        for k in range(len(self.shard_paths)):
+            values = self._reader(k).header["strings"][name]
+            out.extend(values[int(r)] for r in self._index[self._index[:, 0] == k, 1])
+        return out
 
     def __getitem__(self, idx: int) -> Sample:
         k, r = (int(x) for x in self._index[idx])

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -43,6 +43,7 @@ from sahmr.engine.methods import (
 from sahmr.evaluation.evaluator import EvaluationResult, Evaluator
 from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reduction import Accumulator
+from sahmr.geometry.cameras import invert_rigid, transform_points
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction
 from sahmr.scene.ground import settle_on_ground as settle_ground
@@ -296,6 +297,31 @@ def run_validation(
     return result
 
 
+def predicted_contacts_world(
+    pred: BodyPrediction, T_w2c: Tensor
+) -> dict[str, list[np.ndarray]] | None:
+    """A prediction's scene contact points per frame, world frame (None without them).
+
+    Returns:
+        ``{"contact_points_world": [(P_i, 3) float32], "contact_point_region": [(P_i,)
+        int64]}``, one entry per frame of the batch (P_i = 0 for a frame without contacts).
+    """
+    if pred.contact_points_cam is None or pred.contact_batch_idx is None:
+        return None
+    T_c2w = invert_rigid(T_w2c.to(pred.contact_points_cam.device, torch.float64))
+    frame_of = pred.contact_batch_idx
+    points = pred.contact_points_cam.detach().to(torch.float64)
+    regions = pred.contact_point_region
+    out: dict[str, list[np.ndarray]] = {"contact_points_world": [], "contact_point_region": []}
+    for i in range(T_w2c.shape[0]):
+        mine = frame_of == i
+        world = transform_points(T_c2w[i], points[mine])
+        out["contact_points_world"].append(world.cpu().numpy().astype(np.float32))
+        region = regions[mine] if regions is not None else torch.zeros(int(mine.sum()))
+        out["contact_point_region"].append(region.cpu().numpy().astype(np.int64))
+    return out
+
+
 def _score_predictions(
     pred: BodyPrediction,
     batch: Any,
@@ -305,9 +331,12 @@ def _score_predictions(
     on_prediction: PredictionCallback | None,
 ) -> None:
     vertices_world = pred.vertices_world(batch.T_w2c).detach().to(torch.float64).cpu().numpy()
+    contacts = predicted_contacts_world(pred, batch.T_w2c)
     pred_frames, gt_frames = {}, {}
     for i, name in enumerate(names):
         frame = BodyFrame(name=name, vertices=vertices_world[i], scene=batch.scene_id[i])
+        if contacts is not None:
+            frame.extras = {k: v[i] for k, v in contacts.items()}
         pred_frames[name] = frame
         if on_prediction is not None:
             on_prediction(name, frame, pred, i)

@@ -52,6 +52,8 @@ class BodyFrame:
         contact: Optional bool array of shape (V,), contact labels (ground truth).
         scene: Optional scene name.
         scene_contact_labels: Optional int array (N,), contact class 0..7 per scene point.
+        extras: Further per-frame arrays a writer keeps beside the body (e.g. a method's
+            predicted ``contact_points_world`` (P, 3) and ``contact_point_region`` (P,)).
     """
 
     name: str

@@ -90,3 +90,27 @@ def test_contact_sheet_draws_labelled_tiles(root):
     assert (tile != s.crop).any()
     with pytest.raises(ValueError):
         dataset_contact_sheet(root, "val")
+
+
+def test_columns_and_strings_match_the_samples_row_by_row(root):
+    """The whole-column read (no image decoded) against the slow reference: every sample."""
+    train = SyntheticDataset(root, "train")
+    names = ["T_w2c", "betas", "joints_world", "bbox", "occlusion", "height", "occluder"]
+    cols = train.columns(names)
+    assert all(cols[n].shape[0] == len(train) for n in names)
+    actions = train.strings("action")
+    scenes = train.strings("scene_id")
+    for i in range(len(train)):
+        s = train[i]
+        np.testing.assert_array_equal(cols["T_w2c"][i], s.T_w2c)
+        np.testing.assert_array_equal(cols["betas"][i], s.betas)
+        np.testing.assert_array_equal(cols["joints_world"][i], s.joints_world)
+        np.testing.assert_array_equal(cols["bbox"][i], s.bbox)
+        assert cols["occlusion"][i] == pytest.approx(s.occlusion)
+        assert actions[i] == s.action and scenes[i] == s.scene_id
+        row = ShardReader(root / "shards" / s.extra["shard"]).row(s.extra["row"])
+        assert cols["height"][i] == row["height"] and cols["occluder"][i] == row["occluder"]
+    with pytest.raises(KeyError, match="not a per-row column"):
+        train.columns(["crop"])
+    with pytest.raises(KeyError, match="not a string column"):
+        train.strings("betas")

@@ -110,12 +110,14 @@ def test_settle_moves_every_part_of_the_prediction_in_the_camera_frame():
     shift_cam = out.verts_cam - pred.verts_cam
     pairs = [(out.joints_cam, pred.joints_cam),
              (out.root_cam[:, None], pred.root_cam[:, None]),
-             (out.contact_points_cam[None], pred.contact_points_cam[None]),
              (out.params["transl"][:, None], pred.params["transl"][:, None])]  # fmt: skip
     for moved, orig in pairs:
         want = shift_cam[:, :1].expand_as(moved)
         np.testing.assert_allclose((moved - orig).numpy(), want.numpy(), atol=1e-5)
     assert torch.equal(out.params["betas"], pred.params["betas"])
+    # the predicted scene contacts are points of the scan: they stay where they were
+    assert torch.equal(out.contact_points_cam, pred.contact_points_cam)
+    assert torch.equal(out.contact_batch_idx, pred.contact_batch_idx)
     # the world shift is along the ray from the camera centre through the body's centre
     cam = invert_rigid(T)[0, :3, 3]
     ray = verts_world[0].mean(0) - cam
