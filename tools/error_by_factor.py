@@ -136,7 +136,9 @@ def plot(rep: dict, metric: str, labels: list[str], path: Path) -> None:
             ys = [g["methods"][lab][metric] for g in groups]
             ax.bar(x + (k - (len(labels) - 1) / 2) * width,
                    [np.nan if y is None else y for y in ys], width, label=lab)  # fmt: skip
-        ax.set_xticks(x, [f"{g['bin']}\n({g['frames']})" for g in groups], fontsize=7)
+        crowded = len(groups) > 7  # many named groups (actions): slanted labels
+        ax.set_xticks(x, [f"{g['bin']}\n({g['frames']})" for g in groups], fontsize=7,
+                      rotation=40 if crowded else 0, ha="right" if crowded else "center")  # fmt: skip
         unit = f" ({rep[name]['unit']})" if rep[name]["unit"] else ""
         ax.set_title(f"{name}{unit}", fontsize=9)
         ax.set_ylabel(metric, fontsize=8)
