@@ -138,7 +138,8 @@ def plot(rep: dict, metric: str, labels: list[str], path: Path) -> None:
                    [np.nan if y is None else y for y in ys], width, label=lab)  # fmt: skip
         crowded = len(groups) > 7  # many named groups (actions): slanted labels
         ax.set_xticks(x, [f"{g['bin']}\n({g['frames']})" for g in groups], fontsize=7,
-                      rotation=40 if crowded else 0, ha="right" if crowded else "center")  # fmt: skip
+                      rotation=40 if crowded else 0,
+                      ha="right" if crowded else "center")  # fmt: skip
         unit = f" ({rep[name]['unit']})" if rep[name]["unit"] else ""
         ax.set_title(f"{name}{unit}", fontsize=9)
         ax.set_ylabel(metric, fontsize=8)
