@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import torch
+from conftest import load_tool
 
 from sahmr.engine.validation import predicted_contacts_world
 from sahmr.records import BodyPrediction
@@ -64,8 +65,6 @@ def test_a_slid_body_leaves_its_contacts_on_the_scan():
 
 
 def test_the_prediction_writer_keeps_the_contacts(tmp_path):
-    from conftest import load_tool
-
     from sahmr.evaluation.readers import BodyFrame, FolderReader
 
     writer = load_tool("eval_checkpoint").PredictionWriter(tmp_path / "pred")
