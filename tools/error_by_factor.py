@@ -177,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.atomic_write import atomic_write_json
     from sahmr.data.synthetic import SyntheticDataset
+    from sahmr.engine.validation import frame_name
     from sahmr.evaluation.factors import dataset_factors
 
     dataset = SyntheticDataset(a.gt_dataset, a.split)
-    names = [f"{a.split}-{i:06d}" for i in range(len(dataset))]  # the evaluator's frame names
+    names = [frame_name(a.split, i) for i in range(len(dataset))]  # the evaluator's names
     known = set(names)
     for label, rows in per_frame.items():
         unknown = sorted(set(rows) - known)

@@ -331,7 +331,8 @@ def _score_predictions(
     on_prediction: PredictionCallback | None,
 ) -> None:
     vertices_world = pred.vertices_world(batch.T_w2c).detach().to(torch.float64).cpu().numpy()
-    contacts = predicted_contacts_world(pred, batch.T_w2c)
+    # only a writer keeps them (the evaluator scores bodies)
+    contacts = predicted_contacts_world(pred, batch.T_w2c) if on_prediction is not None else None
     pred_frames, gt_frames = {}, {}
     for i, name in enumerate(names):
         frame = BodyFrame(name=name, vertices=vertices_world[i], scene=batch.scene_id[i])

@@ -150,8 +150,9 @@ def slide_out_of_scene(
     max_slide_m: float = MAX_SLIDE_M,
     step_m: float = SLIDE_STEP_M,
 ) -> tuple[BodyPrediction, Tensor]:
-    """`ray_slide` applied to each body of a prediction (every part moves together: the
-    vertices, joints, root, contact points and the parameters' translation).
+    """`ray_slide` applied to each body of a prediction (`BodyPrediction.translated`: the
+    vertices, joints, root and the parameters' translation move together; the predicted scene
+    contact points stay on the scan).
 
     Args:
         pred: The method's prediction (camera frame).
