@@ -77,9 +77,11 @@ def _jobs(tmp_path, monkeypatch, *argv):
     return {j.name: j for j in tool.build_jobs(a)}, tool
 
 
-def test_no_refit_jobs_unless_asked(tmp_path, monkeypatch):
-    jobs, _ = _jobs(tmp_path, monkeypatch)
-    assert not [n for n in jobs if "refit" in n]
+def test_the_refit_is_on_by_default_and_zero_frames_turn_it_off(tmp_path, monkeypatch):
+    default, _ = _jobs(tmp_path, monkeypatch)
+    off, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "0")
+    assert {"refit", "export_refit", "eval_refit_val"} <= set(default)
+    assert not [n for n in off if "refit" in n]
 
 
 def test_refit_jobs_follow_the_training_and_are_scored_like_the_others(tmp_path, monkeypatch):
@@ -119,10 +121,10 @@ def test_refit_from_best_takes_the_best_on_val_weights(tmp_path, monkeypatch):
 
 
 def test_new_scores_val_keeps_the_trained_network_off_test_and_away(tmp_path, monkeypatch):
-    """``--new-scores val``: the refit and the shipped weights are scored everywhere, the
-    trained network on val alone."""
-    every, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100")
-    val_only, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100", "--new-scores", "val")
+    """By default (``--new-scores val``) the refit and the shipped weights are scored everywhere,
+    the trained network on val alone; ``--new-scores all`` scores it everywhere too."""
+    every, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100", "--new-scores", "all")
+    val_only, _ = _jobs(tmp_path, monkeypatch, "--refit-train-frames", "100")  # the default
     assert {f"eval_new_{t}" for t in ("val", "test", "away")} <= set(every)
     assert "eval_new_val" in val_only
     assert not {"eval_new_test", "eval_new_away"} & set(val_only)
