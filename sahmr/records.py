@@ -18,7 +18,13 @@ from torch import Tensor
 
 from sahmr.geometry.cameras import invert_rigid, transform_points
 
-__all__ = ["BodyPrediction", "FrameInputs", "FrameTargets", "LossOutput"]
+__all__ = ["BodyPrediction", "FrameInputs", "FrameTargets", "LossOutput", "frame_name"]
+
+
+def frame_name(split: str, index: int) -> str:
+    """Name of dataset frame ``index`` of ``split`` (``test-000012``): the name predictions are
+    saved and scored under (`sahmr.engine.validation`, `sahmr.evaluation.readers`, the tools)."""
+    return f"{split}-{index:06d}"
 
 
 def _move(obj, device: torch.device | str, non_blocking: bool = False):

@@ -230,6 +230,7 @@ def run(s: Settings) -> dict[str, Any]:
     from sahmr.engine.validation import write_json_atomic
     from sahmr.evaluation.attention import CrossAttentionReport, frame_rows
     from sahmr.models.sahmr import SAHMR
+    from sahmr.records import frame_name
     from sahmr.viz.attention import cross_attention_figure
     from sahmr.viz.summaries import denormalize_images
 
@@ -286,7 +287,7 @@ def run(s: Settings) -> dict[str, Any]:
                 rows = [
                     frame_rows(c[b], valid, key_xyz, positions, fraction=s.fraction) for c in cross
                 ]
-                name = f"{s.split}-{index:06d}"
+                name = frame_name(s.split, index)
                 report.add(name, rows)
                 if s.example_frame is not None:
                     wanted = index == s.example_frame

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from sahmr.detect.metrics import box_iou, box_size, joint_errors, summarise
     from sahmr.detect.people import people_from_landmarks
     from sahmr.detect.runtime import MEDIAPIPE_VERSION, run_pose
+    from sahmr.records import frame_name
 
     frame_mode = args.image == "frame"
     if args.tile_grid is None:
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(len(rows))
     bar.close()
 
-    names = np.asarray([f"{args.split}-{i:06d}" for i in indices])
+    names = np.asarray([frame_name(args.split, i) for i in indices])
     print(f"{args.split}: a person found in {found.sum()} of {N} {args.image}s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

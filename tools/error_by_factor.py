@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sahmr.atomic_write import atomic_write_json
     from sahmr.data.synthetic import SyntheticDataset
-    from sahmr.engine.validation import frame_name
     from sahmr.evaluation.factors import dataset_factors
+    from sahmr.records import frame_name
 
     dataset = SyntheticDataset(a.gt_dataset, a.split)
     names = [frame_name(a.split, i) for i in range(len(dataset))]  # the evaluator's names

@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from sahmr.evaluation.readers import FolderReader, SyntheticSplitReader
     from sahmr.evaluation.reports import summary_table, write_reports
     from sahmr.geometry.cameras import invert_rigid, project, transform_points
+    from sahmr.records import frame_name
     from sahmr.scene.frontend import crop_intrinsics
 
     if args.device == "auto":
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keypoints_file is not None:
         try:
             kp_file = KeypointFile(args.keypoints_file, args.keypoint_set, args.split)
-            kp_file.check_covers([f"{args.split}-{i:06d}" for i in indices])
+            kp_file.check_covers([frame_name(args.split, i) for i in indices])
         except SystemExit as exc:
             parser.error(str(exc))
     no_person: list[str] = []
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = [dataset[i] for i in idx]
         det = None
         if args.keypoints == "detector":
-            names_b = [f"{args.split}-{i:06d}" for i in idx]
+            names_b = [frame_name(args.split, i) for i in idx]
             if kp_file is not None:
                 det = kp_file.get(names_b)
             else:
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         world = fitter.to_world(result.params, T_w2c)
         vertices_world = transform_points(invert_rigid(T_w2c), result.vertices)
         for k, i in enumerate(idx):
-            name = f"{args.split}-{i:06d}"
+            name = frame_name(args.split, i)
             np.savez(
                 pred_dir / f"{name}.npz",
                 vertices=vertices_world[k].cpu().numpy().astype(np.float32),

@@ -45,7 +45,7 @@ from sahmr.evaluation.readers import BodyFrame
 from sahmr.evaluation.reduction import Accumulator
 from sahmr.geometry.cameras import invert_rigid, transform_points
 from sahmr.models.modes import eval_mode
-from sahmr.records import BodyPrediction
+from sahmr.records import BodyPrediction, frame_name
 from sahmr.scene.ground import settle_on_ground as settle_ground
 from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 
@@ -68,11 +68,6 @@ class MemoryReader:
     def load(self, name: str) -> BodyFrame:
         """One frame (KeyError when absent)."""
         return self._frames[name]
-
-
-def frame_name(split: str, index: int) -> str:
-    """Name of dataset frame ``index`` of ``split`` (``test-000012``)."""
-    return f"{split}-{index:06d}"
 
 
 @dataclass

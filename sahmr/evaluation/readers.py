@@ -219,11 +219,12 @@ class SyntheticSplitReader:
 
     def __init__(self, root: str | Path, split: str = "test") -> None:
         from sahmr.data.synthetic import SyntheticDataset
+        from sahmr.records import frame_name
 
         self.root = Path(root)
         self.split = split
         self._dataset = SyntheticDataset(self.root, split)
-        self._names = [f"{split}-{i:06d}" for i in range(len(self._dataset))]
+        self._names = [frame_name(split, i) for i in range(len(self._dataset))]
         self._index = {n: i for i, n in enumerate(self._names)}
 
     def scene_dir(self) -> Path:
