@@ -380,7 +380,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-minutes", type=float, default=14.0)
     p.add_argument("--max-steps", type=int, default=2000, help="also the LR schedule's length")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-4)  # runs 16, 23, 25 (run 12: 2e-4 e2e lost)
+    p.add_argument("--lr", type=float, default=1e-4)  # runs 16, 23, 25 (run 9: 2e-4 e2e lost)
     p.add_argument(
         "--lr-multipliers",
         default="{mesh_net.param_head:1.5}",
