@@ -1,7 +1,7 @@
 """The baselines in the shared engine: adversarial priors (HMR, VIBE), sample keys (SPIN), clips
 (VIBE), through tools/train.py and tools/eval_checkpoint.py on tiny configurations.
 
-The engine-level checks run on `conftest.TinyAdversarialMethod` (a discriminator, a second
+The engine-level checks run on `engine_testkit.TinyAdversarialMethod` (a discriminator, a second
 optimiser, keys remembered in its state dict); the real methods run a few CPU steps with
 ResNet-18 and narrow heads.
 """
@@ -12,11 +12,19 @@ import io
 import json
 import sys
 
-import conftest as engine_conftest
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, TOOLS, compose_train, run_hydra_tool, run_tool, tiny_overrides
+from engine_testkit import (
+    CONFIGS,
+    TOOLS,
+    TinyAdversarialMethod,
+    TinyMethod,
+    compose_train,
+    run_hydra_tool,
+    run_tool,
+    tiny_overrides,
+)
 
 from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint, load_method
@@ -120,9 +128,6 @@ def test_baseline_experiments_compose(exp, tmp_path):
 
 
 def test_methods_protocols_are_duck_typed():
-    TinyAdversarialMethod = engine_conftest.TinyAdversarialMethod
-    TinyMethod = engine_conftest.TinyMethod
-
     plain, adv = TinyMethod(), TinyAdversarialMethod()
     assert not has_discriminator(plain) and not wants_sample_keys(plain)
     assert discriminator_parameters(plain) == []

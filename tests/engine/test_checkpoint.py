@@ -6,11 +6,10 @@ import importlib.util
 import random
 from pathlib import Path
 
-import conftest as engine_conftest
 import numpy as np
 import pytest
 import torch
-from conftest import TOOLS, TinyMethod
+from engine_testkit import TOOLS, TinyMethod, TinyPipeline
 from omegaconf import OmegaConf
 
 from sahmr.engine.checkpoint import (
@@ -30,7 +29,7 @@ def _tool(name: str):
     return module
 
 
-def _config(target: str = "engine_conftest.TinyMethod", **model) -> str:
+def _config(target: str = "engine_testkit.TinyMethod", **model) -> str:
     return OmegaConf.to_yaml(OmegaConf.create({"model": {"_target_": target, **model}}))
 
 
@@ -104,11 +103,9 @@ def test_export_merges_an_rcnet_checkpoint(tmp_path, capsys):
     torch.manual_seed(1)
     rc = TinyMethod(hidden=4)
     rc_path = save_checkpoint(tmp_path / "rc.pt", model=rc, config=_config(hidden=4))
-    TinyPipeline = engine_conftest.TinyPipeline
-
     pipe = TinyPipeline()
     pipe_path = save_checkpoint(
-        tmp_path / "p.pt", model=pipe, config=_config("engine_conftest.TinyPipeline", rcnet=None)
+        tmp_path / "p.pt", model=pipe, config=_config("engine_testkit.TinyPipeline", rcnet=None)
     )
     dst = tmp_path / "merged.pt"
     assert _tool("export_checkpoint").main([str(pipe_path), str(dst), "--rcnet", str(rc_path)]) == 0
@@ -152,7 +149,7 @@ def test_export_set_changes_the_stored_config(tmp_path, capsys):
 
 def test_initial_weights_rename_prefixes_and_cast(tmp_path):
     torch.manual_seed(2)
-    pipe = engine_conftest.TinyPipeline()
+    pipe = TinyPipeline()
     pipe.rcnet = TinyMethod(hidden=4)
     src = save_checkpoint(tmp_path / "p.pt", model=pipe.half(), config=_config(hidden=4))
     fresh = TinyMethod(hidden=4)
@@ -165,7 +162,7 @@ def test_initial_weights_rename_prefixes_and_cast(tmp_path):
 
     # The other way round: an RCNet run's weights placed under "rcnet." of a pipeline.
     rc_path = save_checkpoint(tmp_path / "rc.pt", model=TinyMethod(hidden=4), config=_config())
-    target = engine_conftest.TinyPipeline()
+    target = TinyPipeline()
     target.rcnet = TinyMethod(hidden=4)
     report = load_initial_weights(target, rc_path, target_prefix="rcnet.")
     assert report["loaded"] and all(k.startswith("rcnet.") for k in report["loaded"])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TOOLS, run_tool, tiny_overrides
+from engine_testkit import TOOLS, run_tool, tiny_overrides
 
 from sahmr.engine.checkpoint import load_checkpoint
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_tool
+from engine_testkit import load_tool
 
 SHIFT_M = 0.4
 

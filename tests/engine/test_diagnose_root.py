@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_tool
+from engine_testkit import load_tool
 
 from sahmr.engine.root_diagnosis import RootErrors, diagnose_roots, markdown_table, summarise
 

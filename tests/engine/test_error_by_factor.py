@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import load_tool
+from engine_testkit import load_tool
 
 from sahmr.evaluation.factors import FACTORS, bin_errors, camera_factors, dataset_factors
 

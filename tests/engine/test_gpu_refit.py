@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import fields
 
 import torch
-from conftest import load_tool
+from engine_testkit import load_tool
 
 from sahmr.engine.head_refit import HeadCache
 

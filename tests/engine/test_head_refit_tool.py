@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import load_tool
+from engine_testkit import load_tool
 
 import sahmr.engine.head_refit as head_refit
 from sahmr.engine.data import spread_indices

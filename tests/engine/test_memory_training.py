@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_train, run_hydra_tool, tiny_overrides
+from engine_testkit import compose_train, run_hydra_tool, tiny_overrides
 
 from sahmr.body.model import BodyModel
 from sahmr.data.collate import collate_samples
@@ -100,7 +100,7 @@ def test_memory_path_rejects_clip_mode(tiny_dataset, test_configs, tmp_path):
 def test_sync_free_steps_match_fused_steps_and_skip_non_finite_on_cuda(tiny_dataset, tmp_path):
     import dataclasses
 
-    from conftest import TinyLoss, TinyMethod
+    from engine_testkit import TinyLoss, TinyMethod
 
     from sahmr.engine.memory_data import build_memory_data
     from sahmr.engine.trainer import Trainer

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import torch
-from conftest import load_tool
+from engine_testkit import load_tool
 
 from sahmr.engine.validation import predicted_contacts_world
 from sahmr.records import BodyPrediction

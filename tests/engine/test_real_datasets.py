@@ -13,7 +13,7 @@ import json
 import fake_real_datasets as fake
 import numpy as np
 import pytest
-from engine_conftest import run_hydra_tool  # tests/engine/conftest.py, by its unique name
+from engine_testkit import run_hydra_tool
 
 from sahmr.data.prox import ProxDataset
 from sahmr.data.rich import RichDataset

@@ -6,7 +6,7 @@ import csv
 from itertools import pairwise
 
 import pytest
-from conftest import run_hydra_tool
+from engine_testkit import run_hydra_tool
 
 from sahmr.engine.data import LoaderSettings, StridedSampler, build_loader, spread_indices
 

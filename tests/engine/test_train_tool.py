@@ -12,8 +12,8 @@ import json
 
 import pytest
 import torch
-from conftest import CONFIGS, compose_train, run_hydra_tool
-from conftest import load_tool as _tool
+from engine_testkit import CONFIGS, compose_train, run_hydra_tool
+from engine_testkit import load_tool as _tool
 from omegaconf import OmegaConf
 
 from sahmr.engine.checkpoint import load_checkpoint

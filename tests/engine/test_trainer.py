@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TinyMethod, compose_train, tiny_overrides
+from engine_testkit import TinyMethod, compose_train, tiny_overrides
 
 from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, load_tool
+from engine_testkit import REPO, load_tool
 
 from sahmr.engine.voter_refit import (
     VOTER_MODULES,
