@@ -59,6 +59,7 @@ __all__ = [
     "RCNetVoxels",
     "RoiVote",
     "UpsampleNeck",
+    "frame_evidence",
     "heatmap_pixel_centres",
     "normalised_depth",
     "ray_anchors",
@@ -221,6 +222,27 @@ def vote_root(
         0, b, weight[:, None] * votes
     )
     return torch.where(voted[:, None], root, fallback), voted
+
+
+def frame_evidence(confidence: Tensor, batch_idx: Tensor, num_frames: int) -> Tensor:
+    """How much scene evidence a frame's ROI holds: the log-sum-exp of its voxels' confidence
+    logits (the log of the softmax denominator of `vote_root`), -inf for a frame without voxels.
+
+    Args:
+        confidence: Tensor (K,), voxel confidence logits.
+        batch_idx: int64 Tensor (K,), frame of each voxel.
+        num_frames: B.
+
+    Returns:
+        float32 Tensor (B,).
+    """
+    conf = confidence.detach().float()
+    b = batch_idx.long()
+    top = torch.full((num_frames,), -torch.inf, dtype=conf.dtype, device=conf.device)
+    top = top.scatter_reduce(0, b, conf, reduce="amax", include_self=True)
+    total = torch.zeros(num_frames, dtype=conf.dtype, device=conf.device)
+    total = total.index_add(0, b, torch.exp(conf - top[b]))
+    return torch.where(total > 0, top + torch.log(total.clamp_min(1e-30)), top)
 
 
 def top_k_per_frame(score: Tensor, batch_idx: Tensor, k: int) -> Tensor:
@@ -426,6 +448,16 @@ class RCNet(nn.Module):
             image-only coarse root is often 0.3-0.5 m off in depth, and the vote from an ROI
             centred there is worse than from one centred near the body (docs/results.md,
             run 12). 0: one pass, as trained.
+        depth_hypotheses: Scales of the coarse root's depth (along its camera ray) from which
+            the sparse branch votes again at inference, each followed by ``roi_refinements``
+            passes (e.g. ``[0.6, 0.8, 1.25, 1.6]``; empty: none, the default). The image-only
+            depth is the scale/depth ambiguity of one image: a far, tall person read as a near,
+            short one puts the ROI metres off, and refinements do not walk that far. A frame
+            keeps the vote of the ROI it already had unless another hypothesis's scene
+            evidence (`frame_evidence` of its last pass) is larger by at least
+            ``depth_hypothesis_margin``; then that hypothesis's last pass (root and contacts)
+            replaces it. Never in training.
+        depth_hypothesis_margin: That margin, in logits of the voxel confidence.
     """
 
     def __init__(
@@ -443,10 +475,19 @@ class RCNet(nn.Module):
         teacher_forcing: bool = True,
         roi_noise_std: float = 0.1,
         roi_refinements: int = 0,
+        depth_hypotheses: Sequence[float] = (),
+        depth_hypothesis_margin: float = 2.0,
     ) -> None:
         super().__init__()
         if int(roi_refinements) < 0:
             raise ValueError(f"roi_refinements must be >= 0, got {roi_refinements}")
+        hypotheses = tuple(float(f) for f in depth_hypotheses)
+        if any(not math.isfinite(f) or f <= 0 for f in hypotheses):
+            raise ValueError(f"depth_hypotheses must be positive scales, got {list(hypotheses)}")
+        if not math.isfinite(float(depth_hypothesis_margin)):
+            raise ValueError(
+                f"depth_hypothesis_margin must be finite, got {depth_hypothesis_margin}"
+            )
         if not isinstance(neck, nn.Module):  # sizes derived from the built parts
             neck = neck(in_channels=int(backbone.out_channels))
         feat_c = int(neck.out_channels)
@@ -486,6 +527,8 @@ class RCNet(nn.Module):
         self.teacher_forcing = bool(teacher_forcing)
         self.roi_noise_std = float(roi_noise_std)
         self.roi_refinements = int(roi_refinements)
+        self.depth_hypotheses = tuple(f for f in hypotheses if f != 1.0)
+        self.depth_hypothesis_margin = float(depth_hypothesis_margin)
         # Cubic grid per sample, centred on its anchor, one voxel of margin on each side.
         self.grid_size = math.ceil(2 * self.roi_radius / self.voxel_size - 1e-6) + 2
 
@@ -515,12 +558,12 @@ class RCNet(nn.Module):
         if forced:
             gt = targets.root_cam.to(centre)
             centre = gt + self.roi_noise_std * torch.randn_like(gt)
-        vote = self.vote_from(inputs, fmap, centre, root_coarse)
-        for _ in range(0 if forced else self.roi_refinements):
-            # re-centre on the vote; a frame the new ROI finds empty keeps the previous root
-            centre = vote.root_cam.detach().to(centre.dtype)
-            again = self.vote_from(inputs, fmap, centre, vote.root_cam)
-            vote = replace(again, voted=vote.voted | again.voted)
+        refinements = 0 if forced else self.roi_refinements
+        vote, centre, fallback = self._refined_vote(inputs, fmap, centre, root_coarse, refinements)
+        if self.depth_hypotheses and not self.training:
+            vote, centre = self._depth_search(
+                inputs, fmap, root_coarse.detach(), vote, centre, fallback
+            )
         anchors, voxels, root, voted = vote.anchors_cam, vote.voxels, vote.root_cam, vote.voted
         contacts = self._select_contacts(inputs, voxels, vote.pair_rows, vote.pair_voxel)
         return RCNetOutput(
@@ -581,6 +624,66 @@ class RCNet(nn.Module):
         root, voted = vote_root(voxels.confidence, voxels.votes_cam, voxels.batch_idx,
                                 fallback_cam)  # fmt: skip
         return RoiVote(anchors, voxels, pair_rows, pair_voxel, root, voted)
+
+    def _refined_vote(
+        self, inputs: FrameInputs, fmap: Tensor, centre: Tensor, fallback: Tensor, passes: int
+    ) -> tuple[RoiVote, Tensor, Tensor]:
+        """A vote from ROIs around ``centre``, then ``passes`` more, each re-centred on the
+        previous vote (a frame the new ROI finds empty keeps the previous root).
+
+        Returns:
+            ``(vote, centre (B, 3), fallback (B, 3))``: the last pass's vote, and the centre
+            and fallback it was made with (`_depth_search` repeats a pass from them).
+        """
+        vote = self.vote_from(inputs, fmap, centre, fallback)
+        for _ in range(passes):
+            fallback = vote.root_cam
+            centre = vote.root_cam.detach().to(centre.dtype)
+            again = self.vote_from(inputs, fmap, centre, fallback)
+            vote = replace(again, voted=vote.voted | again.voted)
+        return vote, centre, fallback
+
+    @torch.no_grad()
+    def _depth_search(
+        self,
+        inputs: FrameInputs,
+        fmap: Tensor,
+        root_coarse: Tensor,
+        vote: RoiVote,
+        centre: Tensor,
+        fallback: Tensor,
+    ) -> tuple[RoiVote, Tensor]:
+        """Votes from ROIs at ``depth_hypotheses`` x the coarse depth; each frame takes the
+        hypothesis with the most scene evidence if it beats its own vote's by the margin.
+
+        Returns:
+            ``(vote, centre)``: the kept or replaced vote, and the centre of its last pass.
+        """
+        B = root_coarse.shape[0]
+        best = frame_evidence(vote.voxels.confidence, vote.voxels.batch_idx, B)
+        own = best + self.depth_hypothesis_margin
+        centre_pick, fallback_pick, voted_pick = centre.clone(), fallback.clone(), vote.voted
+        switched = torch.zeros(B, dtype=torch.bool, device=root_coarse.device)
+        for scale in self.depth_hypotheses:
+            start = root_coarse * scale  # the same camera ray, another depth
+            alt, alt_centre, alt_fallback = self._refined_vote(
+                inputs, fmap, start.to(centre.dtype), start, self.roi_refinements
+            )
+            evidence = frame_evidence(alt.voxels.confidence, alt.voxels.batch_idx, B)
+            take = (evidence >= own) & (evidence > best)
+            if bool(take.any()):
+                best = torch.where(take, evidence, best)
+                centre_pick = torch.where(take[:, None], alt_centre, centre_pick)
+                fallback_pick = torch.where(take[:, None], alt_fallback.to(fallback_pick),
+                                            fallback_pick)  # fmt: skip
+                voted_pick = torch.where(take, alt.voted, voted_pick)
+                switched |= take
+        if not bool(switched.any()):
+            return vote, centre
+        # every frame's last pass again, from the centre it was made with: the same vote and
+        # contacts for the frames kept, the chosen hypothesis's for the others
+        final = self.vote_from(inputs, fmap, centre_pick, fallback_pick)
+        return replace(final, voted=final.voted | voted_pick), centre_pick
 
     def _roi_pairs(self, inputs: FrameInputs, anchors: Tensor) -> tuple[Tensor, Tensor]:
         """(scene row, sample) pairs: row n is within roi_radius of anchor a of its frame."""

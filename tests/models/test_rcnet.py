@@ -22,6 +22,7 @@ from sahmr.models.rcnet import (
     NUM_PARTS,
     RCNet,
     UpsampleNeck,
+    frame_evidence,
     heatmap_pixel_centres,
     ray_anchors,
     sample_feature_map,
@@ -321,6 +322,91 @@ def test_roi_refinements_recentre_on_the_previous_vote(scene):
     assert not torch.allclose(out.roi_centre_cam, out.root_coarse_cam)
     with pytest.raises(ValueError, match="roi_refinements"):
         _model(roi_refinements=-1)
+
+
+def test_frame_evidence_against_a_loop():
+    g = torch.Generator().manual_seed(1)
+    conf = torch.randn(9, generator=g) * 5
+    frame = torch.tensor([0, 2, 2, 0, 2, 2, 0, 2, 0])
+    got = frame_evidence(conf, frame, 4)
+    for b in (0, 2):
+        torch.testing.assert_close(got[b], torch.logsumexp(conf[frame == b], 0))
+    assert got[1] == -torch.inf and got[3] == -torch.inf  # frames without voxels
+    # stable for large logits (the softmax denominator of vote_root, in log space)
+    torch.testing.assert_close(frame_evidence(conf + 500, frame, 4)[0], got[0] + 500)
+
+
+def _votes_from(model, inputs, start, passes):
+    """A slow reference: one frame's vote from ``start`` and ``passes`` re-centred passes."""
+    with torch.no_grad():
+        fmap = model.image_stage(inputs)[0]
+        vote = model.vote_from(inputs, fmap, start, start)
+        for _ in range(passes):
+            vote = model.vote_from(inputs, fmap, vote.root_cam, vote.root_cam)
+    evidence = frame_evidence(vote.voxels.confidence, vote.voxels.batch_idx, start.shape[0])
+    return vote.root_cam, evidence
+
+
+def test_depth_hypotheses_pick_the_most_evident_roi(scene):
+    """``depth_hypotheses``: every frame votes again from ROIs at other depths on its coarse
+    root's ray and keeps the hypothesis with the most evidence if it beats its own by the
+    margin (the choice checked against separate votes, frame by frame)."""
+    inputs, targets, _ = scene
+    scales = (0.5, 2.0)
+    base = _model(roi_refinements=1).eval()
+    with torch.no_grad():
+        coarse = base(inputs).root_coarse_cam
+    # frame 0 gets a dense block of scene points twice as far along its ray: more voxels, more
+    # evidence there than around its own ROI
+    g = torch.arange(-0.3, 0.3 + 1e-6, 0.04)
+    block = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    inputs = _replace(
+        inputs,
+        scene_points_cam=torch.cat([inputs.scene_points_cam, block + 2.0 * coarse[0]]),
+        scene_batch_idx=torch.cat([inputs.scene_batch_idx,
+                                   torch.zeros(len(block), dtype=inputs.scene_batch_idx.dtype)]),
+    )  # fmt: skip
+    with torch.no_grad():
+        plain = base(inputs)
+    roots, evidence = zip(*[_votes_from(base, inputs, coarse * f, 1) for f in (1.0, *scales)],
+                          strict=True)  # fmt: skip
+    roots, evidence = torch.stack(roots), torch.stack(evidence)  # (H, B, 3), (H, B)
+    torch.testing.assert_close(roots[0], plain.root_cam)
+    assert evidence[2, 0] > evidence[0, 0] + 0.25 and evidence[0, 1] >= evidence[1:, 1].max()
+    for margin in (-1e6, 0.0, 0.25, 1e6):
+        model = _model(roi_refinements=1, depth_hypotheses=(1.0, *scales),
+                       depth_hypothesis_margin=margin).eval()  # fmt: skip
+        assert model.depth_hypotheses == scales  # 1.0 is the ROI it already has
+        with torch.no_grad():
+            out = model(inputs)
+        for b in range(2):
+            best = int(evidence[1:, b].argmax()) + 1
+            gain = evidence[best, b] - evidence[0, b]
+            beats = bool(gain >= margin and gain > 0)
+            torch.testing.assert_close(out.root_cam[b], roots[best if beats else 0, b],
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+        switched = margin < 1e6
+        assert torch.allclose(out.root_cam[0], roots[2, 0], atol=1e-5) == switched
+        # contacts come from the chosen pass's voxels, as without the search
+        torch.testing.assert_close(out.contact_points_cam,
+                                   inputs.scene_points_cam[out.contact_point_index])  # fmt: skip
+        if not switched:  # the plain model's output, contacts included
+            torch.testing.assert_close(out.root_cam, plain.root_cam)
+            torch.testing.assert_close(out.contact_point_index, plain.contact_point_index)
+        else:  # frame 1 keeps its own vote and contacts
+            keep = plain.contact_batch_idx == 1
+            torch.testing.assert_close(out.contact_point_index[out.contact_batch_idx == 1],
+                                       plain.contact_point_index[keep])  # fmt: skip
+    # never in training
+    trained = _model(roi_refinements=1, teacher_forcing=False, depth_hypotheses=scales,
+                     depth_hypothesis_margin=-1e6).train()  # fmt: skip
+    twin = _model(roi_refinements=1, teacher_forcing=False).train()
+    torch.testing.assert_close(trained(inputs, targets).root_cam, twin(inputs, targets).root_cam)
+    for bad in ((0.0,), (-1.0,), (float("nan"),)):
+        with pytest.raises(ValueError, match="depth_hypotheses"):
+            _model(depth_hypotheses=bad)
+    with pytest.raises(ValueError, match="margin"):
+        _model(depth_hypothesis_margin=float("inf"))
 
 
 def test_empty_roi_frames(scene):
