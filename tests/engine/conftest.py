@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_testkit import TEST_TARGETS, TRAIN_SAMPLES, VAL_SAMPLES, write_test_configs
+from engine_testkit import TEST_TARGETS, TRAIN_SAMPLES, VAL_SAMPLES, load_tool, write_test_configs
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,19 @@ def subprocess_configs(tmp_path_factory) -> Path:
     """Extra configs for subprocess runs (``engine_testkit`` targets too: `subprocess_env` puts
     ``tests/engine`` on PYTHONPATH)."""
     return write_test_configs(tmp_path_factory.mktemp("engine_cfg_sub"))
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoint(tmp_path_factory) -> Path:
+    """The shipped SA-HMR checkpoint with RCNet's depth search turned off in its config (the
+    same int8 weights). The tools tested with it (caching, refits, evaluation loops) work the
+    same either way, and the search costs about 4x per ``predict`` on the CPU; it is tested
+    in ``tests/models/test_rcnet.py``, the shipped file as it is in ``tests/cli`` and
+    ``tests/inference``."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    out = tmp_path_factory.mktemp("shipped") / "sahmr_small_no_search.pt"
+    load_tool("export_checkpoint").export(
+        bundled_checkpoint("sahmr"), out, int8=True, settings=["model.rcnet.depth_hypotheses=[]"]
+    )
+    return out

@@ -30,7 +30,7 @@ def test_summarise_hand_numbers():
     assert text.count("\n") == 4 and "| all | 3 | 4.0 | 300.0 |" in text
 
 
-def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
+def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys, shipped_checkpoint):
     """The tool's final root error at 0 and 1 refinements is the placed body's root error of
     ``predict`` with that option; its GT-centred vote is RCNet's vote from an ROI at the ground
     truth; the library leaves the model's own option as it was."""
@@ -39,9 +39,8 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys):
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method
     from sahmr.engine.data import LoaderSettings, StepPreparer, build_loader, build_scene_bank
-    from sahmr.inference.method import bundled_checkpoint
 
-    shipped = bundled_checkpoint("sahmr")
+    shipped = shipped_checkpoint
     out = tmp_path / "root.json"
     tool = load_tool("diagnose_root")
     assert tool.main([str(shipped), str(tiny_dataset), "--split", "val", "--every", "1",

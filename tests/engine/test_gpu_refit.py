@@ -47,13 +47,13 @@ def test_head_cache_to_moves_every_tensor_and_keeps_its_dtype():
                 assert torch.equal(getattr(back, f.name), getattr(cache, f.name))
 
 
-def test_caching_in_batches_with_several_workers_gives_the_same_cache(tiny_dataset, tmp_path):
+def test_caching_in_batches_with_several_workers_gives_the_same_cache(
+    tiny_dataset, tmp_path, shipped_checkpoint
+):
     """What the GPU lease passes (``--cache-batch``, ``--loader-workers``) changes how frames
     are grouped and loaded, not what the head reads."""
-    from sahmr.inference.method import bundled_checkpoint
-
     tool = load_tool("refit_head")
-    shipped = bundled_checkpoint("sahmr")
+    shipped = shipped_checkpoint
     args = ["--train-frames", "4", "--val-frames", "2", "--steps", "1", "--batch", "2",
             "--val-every", "1"]  # fmt: skip
     caches = {}

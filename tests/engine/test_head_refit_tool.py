@@ -18,10 +18,8 @@ ARGS = ["--train-frames", "4", "--val-frames", "2", "--steps", "2", "--batch", "
 
 
 @pytest.fixture()
-def shipped():
-    from sahmr.inference.method import bundled_checkpoint
-
-    return bundled_checkpoint("sahmr")
+def shipped(shipped_checkpoint):
+    return shipped_checkpoint
 
 
 def _counting(monkeypatch) -> list:

@@ -48,15 +48,14 @@ def test_a_training_loader_refuses_items(tiny_dataset):
                      items=2)  # fmt: skip
 
 
-def test_eval_tool_scores_the_spread_frames_under_their_own_names(tiny_dataset, tmp_path,
-                                                                   monkeypatch):  # fmt: skip
+def test_eval_tool_scores_the_spread_frames_under_their_own_names(
+    tiny_dataset, tmp_path, monkeypatch, shipped_checkpoint
+):
     """``frames=3`` of the 4 val frames: frames 0, 2, 3, each scored under its dataset name."""
-    from sahmr.inference.method import bundled_checkpoint
-
     out = tmp_path / "eval"
     run_hydra_tool(
         "eval_checkpoint",
-        [f"checkpoint={bundled_checkpoint('sahmr')}", f"data.root={tiny_dataset}", "split=val",
+        [f"checkpoint={shipped_checkpoint}", f"data.root={tiny_dataset}", "split=val",
          f"out={out}", "device=cpu", "num_workers=0", "batch_size=2", "frames=3",
          "scene_metrics=false", "progress=false"],
         monkeypatch,
@@ -67,7 +66,7 @@ def test_eval_tool_scores_the_spread_frames_under_their_own_names(tiny_dataset, 
     whole = tmp_path / "whole"
     run_hydra_tool(
         "eval_checkpoint",
-        [f"checkpoint={bundled_checkpoint('sahmr')}", f"data.root={tiny_dataset}", "split=val",
+        [f"checkpoint={shipped_checkpoint}", f"data.root={tiny_dataset}", "split=val",
          f"out={whole}", "device=cpu", "num_workers=0", "batch_size=2", "scene_metrics=false",
          "progress=false"],
         monkeypatch,

@@ -47,16 +47,15 @@ def test_training_centres_by_hand():
 
 
 @pytest.fixture(scope="module")
-def shipped_rcnet_steps(tiny_dataset):
+def shipped_rcnet_steps(tiny_dataset, shipped_checkpoint):
     """The shipped SA-HMR, its RCNet loss, and prepared train/val steps of the tiny set."""
     from hydra.utils import instantiate
 
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.engine.checkpoint import load_method
     from sahmr.engine.data import checkpoint_steps
-    from sahmr.inference.method import bundled_checkpoint
 
-    model, cfg = load_method(bundled_checkpoint("sahmr"))
+    model, cfg = load_method(shipped_checkpoint)
     topology = instantiate(cfg.body).topology
     cpu = torch.device("cpu")
 
@@ -128,11 +127,12 @@ def test_val_error_is_the_placed_vote_of_rcnet(shipped_rcnet_steps):
     assert val_root_error_mm(model.rcnet, val) == pytest.approx(sum(errs) / len(errs), rel=1e-5)
 
 
-def test_tool_writes_a_checkpoint_with_only_the_voter_changed(tiny_dataset, tmp_path, capsys):
+def test_tool_writes_a_checkpoint_with_only_the_voter_changed(
+    tiny_dataset, tmp_path, capsys, shipped_checkpoint
+):
     from sahmr.engine.checkpoint import load_method
-    from sahmr.inference.method import bundled_checkpoint
 
-    shipped = bundled_checkpoint("sahmr")
+    shipped = shipped_checkpoint
     tool = load_tool("refit_voter")
     out = tmp_path / "voter.pt"
     assert tool.main([str(shipped), str(tiny_dataset), str(out), "--steps", "2", "--batch", "4",
