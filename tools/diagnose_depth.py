@@ -18,7 +18,6 @@ summary. Exit codes: 0 done, 2 bad arguments or unreadable inputs (nothing writt
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -48,8 +47,11 @@ def parser() -> argparse.ArgumentParser:
 
 def load_inputs(pred_dir: Path, data: Path, split: str) -> dict[str, np.ndarray | list]:
     """Predictions, ground truth, cameras, boxes and grounds of the predicted frames."""
+    import torch
+
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.evaluation.evaluator import SceneSDFs
+    from sahmr.geometry.cameras import invert_rigid
     from sahmr.records import frame_name
 
     if not pred_dir.is_dir():
@@ -91,7 +93,7 @@ def load_inputs(pred_dir: Path, data: Path, split: str) -> dict[str, np.ndarray 
         pred=np.stack(pred), gt=np.stack(gt), T=T,
         K=np.asarray(cols["K"], dtype=np.float64)[rows],
         bbox=np.asarray(cols["bbox"], dtype=np.float64)[rows],
-        camera=-np.einsum("nji,nj->ni", T[:, :3, :3], T[:, :3, 3]),  # -R^T t
+        camera=invert_rigid(torch.from_numpy(T))[:, :3, 3].numpy(),
         ground=np.asarray(ground), up_axis=up_axes.pop(),
     )  # fmt: skip
 
@@ -144,19 +146,11 @@ def report(inputs: dict) -> tuple[dict, list[dict]]:
 
 
 def write(out: Path, summary: dict, rows: list[dict]) -> None:
+    from sahmr.evaluation.reports import write_rows_csv
+
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "depth.json", json.dumps(summary, indent=2) + "\n")
-    lines: list[str] = []
-
-    class _Sink:
-        def write(self, s: str) -> None:
-            lines.append(s)
-
-    w = csv.DictWriter(_Sink(), fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()}
-                for r in rows)  # fmt: skip
-    atomic_write_text(out / "per_frame.csv", "".join(lines))
+    write_rows_csv(rows, out / "per_frame.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

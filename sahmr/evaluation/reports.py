@@ -62,14 +62,19 @@ def _nan_to_none(obj: Any) -> Any:
 
 def write_per_frame_csv(result: EvaluationResult, path: str | Path) -> Path:
     """Write ``per_frame.csv``: one row per scored frame, columns in first-seen order."""
+    return write_rows_csv(result.per_frame, path)
+
+
+def write_rows_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write one CSV row per dict (columns in first-seen order, floats as ``%.6g``), atomically."""
     path = Path(path)
     columns: list[str] = []
-    for row in result.per_frame:
+    for row in rows:
         columns += [k for k in row if k not in columns]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns or ["name"], restval="")
     writer.writeheader()
-    for row in result.per_frame:
+    for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_bytes(path, buf.getvalue().encode())
     return path
