@@ -191,6 +191,12 @@ def sample_feature_map(
     return out
 
 
+def _frame_max(values: Tensor, batch_idx: Tensor, num_frames: int) -> Tensor:
+    """Per-frame maximum of ``values`` (K,) (detached; -inf for a frame without any), (B,)."""
+    top = torch.full((num_frames,), -torch.inf, dtype=values.dtype, device=values.device)
+    return top.scatter_reduce(0, batch_idx, values.detach(), reduce="amax", include_self=True)
+
+
 def vote_root(
     confidence: Tensor, votes: Tensor, batch_idx: Tensor, fallback: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -213,8 +219,7 @@ def vote_root(
     # The vote is a weighted mean of positions in metres: always float32, also under bf16
     # autocast (heads may emit bf16).
     confidence, votes, fallback = confidence.float(), votes.float(), fallback.float()
-    top = torch.full((B,), -torch.inf, dtype=confidence.dtype, device=confidence.device)
-    top = top.scatter_reduce(0, b, confidence.detach(), reduce="amax", include_self=True)
+    top = _frame_max(confidence, b, B)
     e = torch.exp(confidence - top[b])
     denom = torch.zeros(B, dtype=e.dtype, device=e.device).index_add(0, b, e)
     weight = e / denom[b]
@@ -238,8 +243,7 @@ def frame_evidence(confidence: Tensor, batch_idx: Tensor, num_frames: int) -> Te
     """
     conf = confidence.detach().float()
     b = batch_idx.long()
-    top = torch.full((num_frames,), -torch.inf, dtype=conf.dtype, device=conf.device)
-    top = top.scatter_reduce(0, b, conf, reduce="amax", include_self=True)
+    top = _frame_max(conf, b, num_frames)
     total = torch.zeros(num_frames, dtype=conf.dtype, device=conf.device)
     total = total.index_add(0, b, torch.exp(conf - top[b]))
     return torch.where(total > 0, top + torch.log(total.clamp_min(1e-30)), top)
