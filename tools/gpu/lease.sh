@@ -20,6 +20,8 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+run=/tmp/run   # the campaign's root on the lent machine (its /tmp; nothing of the repo's)
+log=$run.log
 
 poll() {
     local limit=$1 final=${2:-0} t0 elapsed
@@ -28,23 +30,23 @@ poll() {
         sleep 20
         elapsed=$(( $(date +%s) - t0 ))
         echo "--- $(date +%T) +${elapsed}s"
-        tail -n 4 /tmp/run.log
-        ls /tmp/run/runs/*/metrics.jsonl >/dev/null 2>&1 \
-            && tail -n 1 /tmp/run/runs/*/metrics.jsonl | cut -c1-300
-        grep -q "campaign ended" /tmp/run.log && { final=collect; break; }
+        tail -n 4 "$log"
+        ls "$run"/runs/*/metrics.jsonl >/dev/null 2>&1 \
+            && tail -n 1 "$run"/runs/*/metrics.jsonl | cut -c1-300
+        grep -q "campaign ended" "$log" && { final=collect; break; }
         [ "$elapsed" -ge "$limit" ] && break
     done
     echo "=== campaign log (tail)"
-    tail -n 60 /tmp/run.log
+    tail -n 60 "$log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
     if [ "$final" = collect ]; then
         (cd /tmp/tree && PYTHONPATH=/tmp/site:/tmp/tree python3 -c "import sys; from pathlib import Path; \
-sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('/tmp/run'))")
-        cp /tmp/run/final/results.tgz "$OUT/"
+sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
+        cp "$run/final/results.tgz" "$OUT/"
         for f in sahmr_small_refit.pt sahmr_small_param.pt refit.json; do
-            [ -f "/tmp/run/$f" ] && cp "/tmp/run/$f" "$OUT/"
+            [ -f "$run/$f" ] && cp "$run/$f" "$OUT/"
         done
-        cp /tmp/run.log "$OUT/campaign_stdout.log"
+        cp "$log" "$OUT/campaign_stdout.log"
     fi
     ls -la "$OUT"
 }
@@ -57,7 +59,7 @@ start() {
         [[ $v =~ $num ]] || { echo "lease.sh: '$v' is not a number of minutes/seconds" >&2; exit 2; }
     done
     steps=$(python3 -c "print(int($train_min * 66))")
-    local cmd=(python3 tools/gpu/parametric_run.py --root /tmp/run --train-minutes "$train_min"
+    local cmd=(python3 tools/gpu/parametric_run.py --root "$run" --train-minutes "$train_min"
                --max-steps "$steps" --max-minutes "$max_min" --no-profile "$@")
     if [ "${LEASE_DRY_RUN:-0}" = 1 ]; then
         echo "${cmd[*]}"
@@ -72,7 +74,7 @@ start() {
     export PYTHONPATH=/tmp/site:/tmp/tree
     python3 -c "from sahmr.geometry.raycast import fast_raycast_available as f; \
 import spconv, smplx; print('embree', f())" || exit 4
-    setsid nohup "${cmd[@]}" > /tmp/run.log 2>&1 < /dev/null &
+    setsid nohup "${cmd[@]}" > "$log" 2>&1 < /dev/null &
     sleep 5
     poll "$poll_s"
 }
