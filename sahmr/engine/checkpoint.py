@@ -5,7 +5,11 @@ A checkpoint is one ``torch.save`` dict::
     format    "sahmr.checkpoint"
     version   1
     config    the resolved hydra config as YAML text
-    model     state_dict of the (unwrapped) method; float16 in exported files
+    model     state_dict of the (unwrapped) method; float16 in exported files. A run that keeps
+              a weight average (``trainer.ema_decay``) stores the average here: the weights
+              it validated, which every reader (export, evaluation, ``init.weights``) takes
+    model_trained   that run's weights as the optimiser left them (resuming it only; absent
+              otherwise and in exported files)
     optimizer, scheduler   state dicts (absent in exported files)
     discriminator_optimizer, discriminator_scheduler   the adversarial prior's second
               optimiser and its schedule (methods with a discriminator; absent otherwise)
@@ -174,6 +178,7 @@ def save_checkpoint(
     *,
     model: nn.Module | Mapping[str, torch.Tensor],
     config: str | DictConfig,
+    trained_model: nn.Module | Mapping[str, torch.Tensor] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     discriminator_optimizer: torch.optim.Optimizer | None = None,
@@ -191,6 +196,8 @@ def save_checkpoint(
         path: Target file (``.pt``).
         model: The method (unwrapped, not DDP) or its state dict.
         config: The resolved config (YAML text, or a DictConfig that is resolved here).
+        trained_model: With a weight average in ``model``: the weights the optimiser moves
+            (stored as ``model_trained``, for resuming).
         optimizer: Optional optimizer whose state is saved.
         scheduler: Optional LR scheduler whose state is saved.
         discriminator_optimizer: Optional second optimiser (an adversarial prior's).
@@ -220,6 +227,10 @@ def save_checkpoint(
         "batch_in_epoch": int(batch_in_epoch),
         "metrics": dict(metrics or {}),
     }
+    if trained_model is not None:
+        trained = trained_model.state_dict() if isinstance(trained_model, nn.Module) \
+            else dict(trained_model)  # fmt: skip
+        ckpt["model_trained"] = {k: v.detach().cpu() for k, v in trained.items()}
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:

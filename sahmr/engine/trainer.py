@@ -8,13 +8,15 @@ forward takes ``sample_keys`` (SPIN) get one key per frame. Logs scalars and cro
 TensorBoard; validates at epoch end through
 the shared evaluator (`sahmr.engine.validation`); writes ``checkpoints/last.pt`` atomically
 every ``ckpt_every`` steps, at every epoch end and when it stops (step limit, time budget), and
-``best.pt`` when the tracked validation metric improves.
+``best.pt`` when the tracked validation metric improves. With ``ema_decay`` a moving average
+of the weights (`sahmr.engine.weight_average`) is what validation scores and checkpoints store
+as ``model``; the trained weights travel beside it for resuming.
 
 Resuming is bit-identical on CPU: the checkpoint holds model (with any state a method keeps in
-its state dict, e.g. SPIN's fits dictionary), both optimizers and schedulers, every RNG
-state and the position (epoch, batches consumed); the data order is a function of
-``(seed, epoch)`` only and the consumed batches are skipped (`sahmr.engine.data`). Validation
-and image summaries fork the RNG states, so they never change the training trajectory.
+its state dict, e.g. SPIN's fits dictionary) and its weight average, both optimizers and
+schedulers, every RNG state and the position (epoch, batches consumed); the data order is a
+function of ``(seed, epoch)`` only and the consumed batches are skipped (`sahmr.engine.data`).
+Validation and image summaries fork the RNG states, so they never change the training trajectory.
 
 The loop's settings are `sahmr.engine.trainer_config.TrainerConfig`, its parameter groups and
 LR schedule `sahmr.engine.optimizers`; `sahmr.engine.assembly.train_from_config` builds
@@ -27,6 +29,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,7 @@ from sahmr.engine.methods import (
 from sahmr.engine.optimizers import WarmupCosine, clip_groups, parameter_groups
 from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
+from sahmr.engine.weight_average import WeightAverage
 from sahmr.geometry.cameras import project
 from sahmr.records import LossOutput
 
@@ -201,6 +205,8 @@ class Trainer:
             raise ValueError("the method has no trainable parameters")
         fused = True if (config.fused_optimizer and self.device.type == "cuda") else None
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, fused=fused)
+        # the weights validated and saved as `model` (trainer.ema_decay; None: the trained ones)
+        self.ema = WeightAverage(method, config.ema_decay) if config.ema_decay is not None else None
         self._skipped: Tensor | None = None  # non-finite steps the device skipped (sync-free)
         self.sample_keys = wants_sample_keys(method)
         self.disc_optimizer: torch.optim.Optimizer | None = None
@@ -258,7 +264,8 @@ class Trainer:
         if self.dist.is_main:
             path = save_checkpoint(
                 self.ckpt_dir / name,
-                model=self.method,
+                model=self.method if self.ema is None else self.ema.state_dict(),
+                trained_model=self.method if self.ema is not None else None,
                 config=self.config_yaml,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
@@ -278,7 +285,17 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Load model, optimizers, schedulers, RNG and position from a checkpoint."""
         ckpt = load_checkpoint(path, map_location="cpu")
-        self.method.load_state_dict(ckpt["model"])
+        # `model` holds the average when the run kept one; the optimiser's weights beside it
+        self.method.load_state_dict(ckpt.get("model_trained", ckpt["model"]))
+        if self.ema is not None:
+            if "model_trained" in ckpt:
+                self.ema.load_state_dict(ckpt["model"])
+            else:
+                logger.warning("%s holds no weight average: it starts at its weights", path)
+                self.ema = WeightAverage(self.method, self.ema.decay)
+        elif "model_trained" in ckpt:
+            logger.warning("%s was saved with a weight average (trainer.ema_decay) that this run "
+                           "does not keep: training continues from its trained weights", path)
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "scheduler" in ckpt:
@@ -415,9 +432,15 @@ class Trainer:
         total.backward()
         grad_norm = self._clip([p for p in self.main_params if p.grad is not None])
         self.optimizer.step()
+        self._average()
         self.scheduler.step()
         disc_loss = self.discriminator_step(output) if self.disc_optimizer is not None else None
         return StepResult(output, loss_out, grad_norm.detach(), disc_loss)
+
+    def _average(self) -> None:
+        """Move the weight average (``trainer.ema_decay``) towards the weights just stepped."""
+        if self.ema is not None:
+            self.ema.update(self.method)
 
     @property
     def _sync_free(self) -> bool:
@@ -433,6 +456,7 @@ class Trainer:
         bad = ~torch.isfinite(grad_norm)
         self.optimizer.found_inf = bad.float()  # read by the fused kernel: skip on the device
         self.optimizer.step()
+        self._average()  # a skipped step left the weights as they were: the average follows
         self.scheduler.step()
         self._skipped = bad.long() if self._skipped is None else self._skipped + bad.long()
         return StepResult(output, loss_out, grad_norm.detach())
@@ -489,18 +513,21 @@ class Trainer:
         if self.val_loader is None:
             return None
         rng = capture_rng_state()
+        # the weights saved as `model` are the ones scored: the average when there is one
+        averaged = self.ema.applied(self.method) if self.ema is not None else nullcontext()
         try:
-            result = run_validation(
-                self.model,
-                self.val_loader,
-                self.val_prepare,
-                split=self.val_split,
-                evaluator=self.evaluator,
-                max_batches=self.cfg.val_max_batches,
-                bf16=self.bf16,
-                progress=self.cfg.progress and self.dist.is_main,
-                with_targets=self.cfg.val_with_targets,
-            )
+            with averaged:
+                result = run_validation(
+                    self.model,
+                    self.val_loader,
+                    self.val_prepare,
+                    split=self.val_split,
+                    evaluator=self.evaluator,
+                    max_batches=self.cfg.val_max_batches,
+                    bf16=self.bf16,
+                    progress=self.cfg.progress and self.dist.is_main,
+                    with_targets=self.cfg.val_with_targets,
+                )
         finally:
             restore_rng_state(rng)
         scalars = result.scalars()

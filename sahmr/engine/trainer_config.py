@@ -79,6 +79,10 @@ class TrainerConfig:
             group), e.g. ``[rcnet, mesh_net]`` when both train at once: RCNet's gradient norm
             (tens) would otherwise set the clipping factor of the mesh network's step. Empty:
             one global norm. The logged ``grad_norm`` is the global norm either way.
+        ema_decay: Keep an exponential moving average of the weights with this decay per
+            step, in [0, 1) (`sahmr.engine.weight_average`); validation scores it and
+            checkpoints store it as ``model`` (``best.pt`` and exports are the average).
+            None: no average, the trained weights are validated and saved.
     """
 
     max_epochs: int = 1
@@ -118,6 +122,7 @@ class TrainerConfig:
     sync_free_steps: bool = False
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     grad_clip_groups: tuple[str, ...] = ()
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -142,6 +147,13 @@ class TrainerConfig:
             ):
                 raise ValueError(f"trainer.{name}={value!r}: must be a finite number "
                                  f"{'> 0' if positive else '>= 0'}")  # fmt: skip
+        if self.ema_decay is not None and (
+            isinstance(self.ema_decay, bool)
+            or not isinstance(self.ema_decay, (int, float))
+            or not 0.0 <= self.ema_decay < 1.0
+        ):
+            raise ValueError(f"trainer.ema_decay={self.ema_decay!r}: must be a number in [0, 1) "
+                             "or null")  # fmt: skip
         if self.max_epochs < 1 and not self.max_steps:
             raise ValueError("need max_epochs >= 1 or max_steps")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
