@@ -617,12 +617,17 @@ class RCNet(nn.Module):
         Args:
             inputs: The frames (their scene points).
             fmap: (B, C, h, w) neck feature map of the frames.
-            centre_cam: (B, 3) ROI centres (the anchors lie on the ray through them).
-            fallback_cam: (B, 3) root kept by frames whose ROI holds no scene point.
+            centre_cam: (B, 3) ROI centres (the anchors lie on the ray through them); or
+                (H * B, 3): H ROIs per frame voted on each on its own (set h of frame b at row
+                ``h * B + b``), as H separate calls would.
+            fallback_cam: Like ``centre_cam``: root kept where the ROI holds no scene point.
 
         Returns:
-            `RoiVote`.
+            `RoiVote` (of the B or H * B ROI sets).
         """
+        if centre_cam.shape[0] % inputs.K_crop.shape[0]:
+            raise ValueError(f"{centre_cam.shape[0]} ROI centres for {inputs.K_crop.shape[0]} "
+                             "frames: need a multiple")  # fmt: skip
         anchors = ray_anchors(centre_cam, self.anchor_offsets)  # (B, A, 3)
         voxels, pair_rows, pair_voxel = self._sparse_branch(inputs, fmap, anchors)
         root, voted = vote_root(voxels.confidence, voxels.votes_cam, voxels.batch_idx,
@@ -668,20 +673,25 @@ class RCNet(nn.Module):
         own = best + self.depth_hypothesis_margin
         centre_pick, fallback_pick, voted_pick = centre.clone(), fallback.clone(), vote.voted
         switched = torch.zeros(B, dtype=torch.bool, device=root_coarse.device)
-        for scale in self.depth_hypotheses:
-            start = root_coarse * scale  # the same camera ray, another depth
-            alt, alt_centre, alt_fallback = self._refined_vote(
-                inputs, fmap, start.to(centre.dtype), start, self.roi_refinements
-            )
-            evidence = frame_evidence(alt.voxels.confidence, alt.voxels.batch_idx, B)
-            take = (evidence >= own) & (evidence > best)
-            if bool(take.any()):
-                best = torch.where(take, evidence, best)
-                centre_pick = torch.where(take[:, None], alt_centre, centre_pick)
-                fallback_pick = torch.where(take[:, None], alt_fallback.to(fallback_pick),
-                                            fallback_pick)  # fmt: skip
-                voted_pick = torch.where(take, alt.voted, voted_pick)
-                switched |= take
+        # every hypothesis of every frame in one batch of H x B ROI sets (hypothesis-major):
+        # the same votes as H separate passes (tests/models/test_rcnet.py), H times fewer calls
+        H = len(self.depth_hypotheses)
+        scales = root_coarse.new_tensor(self.depth_hypotheses)
+        start = (scales[:, None, None] * root_coarse[None]).reshape(H * B, 3)  # same rays
+        alt, alt_centre, alt_fallback = self._refined_vote(
+            inputs, fmap, start.to(centre.dtype), start, self.roi_refinements
+        )
+        evidence = frame_evidence(alt.voxels.confidence, alt.voxels.batch_idx, H * B)
+        evidence, alt_voted = evidence.reshape(H, B), alt.voted.reshape(H, B)
+        alt_centre, alt_fallback = alt_centre.reshape(H, B, 3), alt_fallback.reshape(H, B, 3)
+        for h in range(H):  # in the configured order: ties go to the earlier hypothesis
+            take = (evidence[h] >= own) & (evidence[h] > best)
+            best = torch.where(take, evidence[h], best)
+            centre_pick = torch.where(take[:, None], alt_centre[h], centre_pick)
+            fallback_pick = torch.where(take[:, None], alt_fallback[h].to(fallback_pick),
+                                        fallback_pick)  # fmt: skip
+            voted_pick = torch.where(take, alt_voted[h], voted_pick)
+            switched |= take
         if not bool(switched.any()):
             return vote, centre
         # every frame's last pass again, from the centre it was made with: the same vote and
@@ -690,18 +700,25 @@ class RCNet(nn.Module):
         return replace(final, voted=final.voted | voted_pick), centre_pick
 
     def _roi_pairs(self, inputs: FrameInputs, anchors: Tensor) -> tuple[Tensor, Tensor]:
-        """(scene row, sample) pairs: row n is within roi_radius of anchor a of its frame."""
+        """(scene row, sample) pairs: row n is within roi_radius of anchor a of its frame.
+
+        ``anchors`` (H * B, A, 3) may hold H sets of ROIs for the B frames (set h of frame b
+        at row ``h * B + b``, `_depth_search`); sample ``(h * B + b) * A + a``.
+        """
         pts, bidx = inputs.scene_points_cam, inputs.scene_batch_idx
         empty = torch.zeros(0, dtype=torch.int64, device=anchors.device)
         if pts is None or bidx is None or pts.shape[0] == 0:
             return empty, empty
+        B = inputs.K_crop.shape[0]
         A = anchors.shape[1]
         rows, samples = [], []
-        for a in range(A):
-            r = torch.nonzero(roi_select(pts, bidx, anchors[:, a : a + 1], self.roi_radius))
-            r = r.squeeze(1)
-            rows.append(r)
-            samples.append(bidx[r].long() * A + a)
+        for h in range(anchors.shape[0] // B):
+            own = anchors[h * B : (h + 1) * B]
+            for a in range(A):
+                r = torch.nonzero(roi_select(pts, bidx, own[:, a : a + 1], self.roi_radius))
+                r = r.squeeze(1)
+                rows.append(r)
+                samples.append((bidx[r].long() + h * B) * A + a)
         return torch.cat(rows), torch.cat(samples)
 
     def _voxel_heads(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -712,6 +729,10 @@ class RCNet(nn.Module):
         self, inputs: FrameInputs, fmap: Tensor, anchors: Tensor
     ) -> tuple[RCNetVoxels, Tensor, Tensor]:
         """Voxelise the ROI samples, run the U-Net and the voxel heads.
+
+        ``anchors`` (B, A, 3), or (H * B, A, 3) for H sets of ROIs per frame (`_roi_pairs`):
+        the voxels' ``batch_idx`` is then the set ``h * B + b``, their image features frame
+        b's.
 
         Returns:
             ``(voxels, pair_rows, pair_voxel)``: the voxels, and for every (scene row, sample)
@@ -749,10 +770,11 @@ class RCNet(nn.Module):
             batch_size=B * A,
         )
         sample_idx = grid.coords[:, 0].long()
-        frame = sample_idx // A
+        frame = sample_idx // A  # the ROI set (the frame itself unless H > 1)
+        image = frame % inputs.K_crop.shape[0]  # the frame whose crop and features it reads
         centres = grid.centres  # (K, 3) camera frame
-        uv = project(inputs.K_crop[frame], centres[:, None, :])[:, 0]  # (K, 2) crop pixels
-        image_feat = sample_feature_map(fmap.float(), uv, frame, inputs.crop_size)  # (K, C)
+        uv = project(inputs.K_crop[image], centres[:, None, :])[:, 0]  # (K, 2) crop pixels
+        image_feat = sample_feature_map(fmap.float(), uv, image, inputs.crop_size)  # (K, C)
         rel = anchors.reshape(B * A, 3)[sample_idx].float() - centres
         with torch.autocast(fmap.device.type, enabled=False):
             x = grid.tensor.replace_feature(torch.cat([rel, image_feat], dim=1))

@@ -409,6 +409,37 @@ def test_depth_hypotheses_pick_the_most_evident_roi(scene):
         _model(depth_hypothesis_margin=float("inf"))
 
 
+def test_several_roi_sets_per_frame_vote_as_separate_passes(scene):
+    """`RCNet.vote_from` with H x B centres (the depth search's one batched pass) gives each ROI
+    set the vote, fallback and evidence that H separate passes give, an empty ROI included."""
+    inputs, _, _ = scene
+    model = _model().eval()
+    with torch.no_grad():
+        fmap, *_, coarse = model.image_stage(inputs)
+        B = coarse.shape[0]
+        far = coarse * 40.0  # an ROI far beyond every scene point: no voxel, the fallback
+        sets = [coarse, coarse * 0.7, far]
+        centres = torch.cat(sets)
+        together = model.vote_from(inputs, fmap, centres, centres + 1.0)
+        evidence = frame_evidence(together.voxels.confidence, together.voxels.batch_idx,
+                                  len(sets) * B)  # fmt: skip
+        for h, c in enumerate(sets):
+            alone = model.vote_from(inputs, fmap, c, c + 1.0)
+            rows = slice(h * B, (h + 1) * B)
+            torch.testing.assert_close(together.root_cam[rows], alone.root_cam,
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+            assert torch.equal(together.voted[rows], alone.voted)
+            torch.testing.assert_close(
+                evidence[rows],
+                frame_evidence(alone.voxels.confidence, alone.voxels.batch_idx, B),
+                rtol=1e-5, atol=1e-5,
+            )  # fmt: skip
+        assert together.voted[: 2 * B].all() and not together.voted[2 * B :].any()
+        torch.testing.assert_close(together.root_cam[2 * B :], far + 1.0)
+        with pytest.raises(ValueError, match="multiple"):
+            model.vote_from(inputs, fmap, centres[: B + 1], centres[: B + 1])
+
+
 def test_empty_roi_frames(scene):
     inputs, targets, region = scene
     from sahmr.losses.rcnet import RCNetLoss
