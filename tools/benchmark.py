@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", action="append", default=[], metavar="METHOD=PATH")
     p.add_argument("--override", action="append", default=[], metavar="METHOD:KEY=VALUE",
                    help="hydra override of one method's config, e.g. "
-                        "sahmr_small:model.mesh_net.encoder.num_layers=1")
+                        "sahmr_small:model.mesh_net.encoder.num_layers=1; with --checkpoint a "
+                        "KEY=VALUE change of its stored config (as export_checkpoint.py --set), "
+                        "e.g. sahmr_small:model.rcnet.depth_hypotheses=[]")
     p.add_argument("--tiny", action="store_true", help="smoke-test sizes (not the methods')")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=50)

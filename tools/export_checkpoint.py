@@ -20,12 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from sahmr.engine.checkpoint import (
     FORMAT,
     VERSION,
+    apply_settings,
     atomic_torch_save,
     checkpoint_config,
     load_checkpoint,
@@ -62,16 +62,7 @@ def export(
         state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
         state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
         OmegaConf.update(cfg, "model.rcnet", rc_cfg.model, force_add=True)
-    for item in settings or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        parent = key.rpartition(".")[0]
-        if parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
-            raise ValueError(f"--set {key}: the checkpoint's config has no section {parent}")
-        # a new leaf (an option added after the checkpoint was trained) is added; a wrong
-        # name fails when the model is built from the config
-        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
+    apply_settings(cfg, settings or [])
     weights: dict = {"model": state}
     if int8:
         weights = quantize_state(state)

@@ -94,7 +94,8 @@ def build_method(
     if checkpoint is not None:
         from sahmr.engine.checkpoint import load_method
 
-        model, _ = load_method(checkpoint, device)
+        # overrides change the checkpoint's stored config (tools/export_checkpoint.py --set)
+        model, _ = load_method(checkpoint, device, settings=extra)
     else:
         from hydra.utils import instantiate
 

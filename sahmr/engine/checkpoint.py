@@ -31,7 +31,7 @@ import pickle
 import random
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -418,8 +418,36 @@ def refit_saver(path: str | Path, method: nn.Module, config: DictConfig,
     return save
 
 
+def apply_settings(cfg: DictConfig, settings: Sequence[str], flag: str = "--set") -> None:
+    """Change a checkpoint's stored config in place by ``KEY=VALUE`` items (the value parsed as
+    YAML), e.g. ``model.rcnet.roi_refinements=2``: an inference option stored with the weights
+    (``tools/export_checkpoint.py --set``) or tried without storing it (`load_method`).
+
+    A new leaf in an existing section is added (an option added after the checkpoint was
+    trained; a wrong name fails when the model is built from the config).
+
+    Raises:
+        ValueError: An item that is not ``KEY=VALUE``, or a key whose section the config lacks
+            (one line naming ``flag`` and the item).
+    """
+    import yaml
+
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        parent = key.rpartition(".")[0]
+        if parent and not isinstance(OmegaConf.select(cfg, parent, default=None), DictConfig):
+            raise ValueError(f"{flag} {key}: the checkpoint's config has no section {parent}")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), force_add=True)
+
+
 def load_method(
-    path: str | Path, device: str | torch.device = "cpu", *, strict: bool = True
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    strict: bool = True,
+    settings: Sequence[str] = (),
 ) -> tuple[nn.Module, DictConfig]:
     """Build the checkpoint's method from its config (``cfg.model``) and load its weights.
 
@@ -427,6 +455,8 @@ def load_method(
         path: A training checkpoint or an exported (fp16) one.
         device: Where the method goes.
         strict: Passed to ``load_state_dict``.
+        settings: ``KEY=VALUE`` changes of the stored config before the method is built
+            (`apply_settings`), e.g. ``model.rcnet.depth_hypotheses=[]``; the file is unchanged.
 
     Returns:
         ``(method in eval mode on device, config)``.
@@ -437,6 +467,9 @@ def load_method(
     cfg = checkpoint_config(ckpt, path)  # refuses foreign _target_s before instantiate
     if "model" not in cfg:
         raise ValueError(f"{path}: the checkpoint's config has no model")
+    if settings:
+        apply_settings(cfg, settings, flag="setting")
+        check_stored_config(cfg, path)  # a setting may not bring a foreign _target_ in either
     method = instantiate(cfg.model)
     method.load_state_dict(float_state_dict(ckpt["model"]), strict=strict)
     method.to(device).eval()

@@ -13,6 +13,7 @@ from engine_testkit import TOOLS, TinyMethod, TinyPipeline
 from omegaconf import OmegaConf
 
 from sahmr.engine.checkpoint import (
+    UnsafeConfigError,
     capture_rng_state,
     load_checkpoint,
     load_initial_weights,
@@ -145,6 +146,36 @@ def test_export_set_changes_the_stored_config(tmp_path, capsys):
         assert exc.value.code == 2 and not out.exists()
         err = capsys.readouterr().err.strip().splitlines()
         assert why in err[-1]
+
+
+def test_load_method_with_settings_changes_only_the_built_method(tmp_path):
+    """``load_method(..., settings=[...])``: the method is built from the changed config (as
+    ``--set`` would store it), the file is untouched; bad items and foreign targets refused."""
+    model = TinyMethod(hidden=4)
+    src = save_checkpoint(tmp_path / "c.pt", model=model, config=_config(hidden=4))
+    before = src.read_bytes()
+    loaded, cfg = load_method(src, settings=["model.dropout=0.25", "model.use_scene=false"])
+    assert loaded.drop.p == 0.25 and loaded.use_scene is False and cfg.model.dropout == 0.25
+    torch.testing.assert_close(loaded.head.weight, model.head.weight.detach())
+    assert src.read_bytes() == before
+    assert load_method(src)[0].drop.p == model.drop.p
+    with pytest.raises(ValueError, match=r"setting modl\.hidden: the checkpoint.s config has no"):
+        load_method(src, settings=["modl.hidden=3"])
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        load_method(src, settings=["model.hidden"])
+    with pytest.raises(UnsafeConfigError):
+        load_method(src, settings=["model._target_=os.system"])
+
+
+def test_benchmark_overrides_reach_a_checkpoint_model(tmp_path):
+    """``tools/benchmark.py --checkpoint M=PATH --override M:KEY=VALUE``: the override changes
+    the checkpoint's stored config before the model is built (it was silently dropped)."""
+    from sahmr.benchmark.methods import build_method
+
+    src = save_checkpoint(tmp_path / "c.pt", model=TinyMethod(hidden=4), config=_config(hidden=4))
+    model = build_method("sahmr_small", tiny=False, extra=["model.dropout=0.4"], checkpoint=src,
+                         device=torch.device("cpu"), config_dir=tmp_path)  # fmt: skip
+    assert isinstance(model, TinyMethod) and model.drop.p == 0.4 and not model.training
 
 
 def test_initial_weights_rename_prefixes_and_cast(tmp_path):
