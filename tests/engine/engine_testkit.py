@@ -310,3 +310,23 @@ def tiny_overrides(dataset: Path, out: Path, **extra: object) -> list[str]:
     }
     base.update({k: str(v) for k, v in extra.items()})
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def train_straight_and_resumed(
+    dataset: Path, configs: Path, root: Path, extra: dict, *, stop_at: int, on_trainer=None
+) -> tuple[dict, dict]:
+    """Train one tiny run twice: straight through (``root/straight``, ``on_trainer`` called on
+    its trainer) and stopped after ``stop_at`` steps then resumed (``root/split``); returns
+    both ``last.pt`` checkpoints ``(straight, resumed)``, whose runs reached their step limit."""
+    from sahmr.engine.assembly import train_from_config
+    from sahmr.engine.checkpoint import load_checkpoint
+
+    straight, split = root / "straight", root / "split"
+    cfg = compose_train(tiny_overrides(dataset, straight, **extra), configs)
+    steps = train_from_config(cfg, on_trainer=on_trainer).step
+    cfg = compose_train(tiny_overrides(dataset, split, **extra), configs)
+    assert train_from_config(cfg, until_step=stop_at).stopped == "interrupted"
+    cfg = compose_train(tiny_overrides(dataset, split, resume="true", **extra), configs)
+    assert train_from_config(cfg).step == steps
+    return (load_checkpoint(straight / "checkpoints" / "last.pt"),
+            load_checkpoint(split / "checkpoints" / "last.pt"))  # fmt: skip

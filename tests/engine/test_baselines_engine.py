@@ -24,9 +24,9 @@ from engine_testkit import (
     run_hydra_tool,
     run_tool,
     tiny_overrides,
+    train_straight_and_resumed,
 )
 
-from sahmr.engine.assembly import train_from_config
 from sahmr.engine.checkpoint import load_checkpoint, load_method
 from sahmr.engine.data import (
     LoaderSettings,
@@ -156,18 +156,9 @@ def test_adversarial_keyed_method_resumes_bit_identically(tiny_dataset, test_con
         assert main == {id(p) for p in model.generator_parameters()} and not main & disc
         seen["init_disc"] = [p.detach().clone() for p in model.discriminator.parameters()]
 
-    straight = tmp_path / "straight"
-    cfg = compose_train(tiny_overrides(tiny_dataset, straight, **extra), test_configs)
-    assert train_from_config(cfg, on_trainer=check_optimisers).step == 8
-
-    split = tmp_path / "split"
-    cfg = compose_train(tiny_overrides(tiny_dataset, split, **extra), test_configs)
-    assert train_from_config(cfg, until_step=3).stopped == "interrupted"
-    cfg = compose_train(tiny_overrides(tiny_dataset, split, resume="true", **extra), test_configs)
-    assert train_from_config(cfg).step == 8
-
-    a = load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = load_checkpoint(split / "checkpoints" / "last.pt")
+    a, b = train_straight_and_resumed(tiny_dataset, test_configs, tmp_path, extra, stop_at=3,
+                                      on_trainer=check_optimisers)  # fmt: skip
+    assert a["step"] == b["step"] == 8
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -192,7 +183,7 @@ def test_adversarial_keyed_method_resumes_bit_identically(tiny_dataset, test_con
     keys = bytes(a["model"]["_extra_state"].numpy().tobytes()).decode().split("\n")
     assert sorted(keys) == sorted(expected) and len(set(expected)) == len(train)
     # discriminator terms are logged next to the main ones
-    records = _train_records(straight)
+    records = _train_records(tmp_path / "straight")
     assert len(records) == 8
     assert all({"loss", "adversarial", "disc_loss", "disc_real", "disc_fake"} <= set(r)
                for r in records)  # fmt: skip

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from engine_testkit import compose_train, tiny_overrides
+from engine_testkit import compose_train, tiny_overrides, train_straight_and_resumed
 from torch import nn
 
 from sahmr.engine.assembly import train_from_config
@@ -172,15 +172,9 @@ def test_trainer_validates_saves_and_exports_the_average(tiny_dataset, test_conf
 
 def test_resuming_continues_the_average_bit_identically(tiny_dataset, test_configs, tmp_path):
     extra = {**RUN, "trainer.ema_decay": 0.7}
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    train_from_config(compose_train(tiny_overrides(tiny_dataset, straight, **extra), test_configs))
-    cfg = compose_train(tiny_overrides(tiny_dataset, split, **extra), test_configs)
-    assert train_from_config(cfg, until_step=2).stopped == "interrupted"
-    cfg = compose_train(tiny_overrides(tiny_dataset, split, resume="true", **extra), test_configs)
-    assert train_from_config(cfg).step == 4
-    a = load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = load_checkpoint(split / "checkpoints" / "last.pt")
+    a, b = train_straight_and_resumed(tiny_dataset, test_configs, tmp_path, extra, stop_at=2)
+    assert a["step"] == b["step"] == 4
     for key in ("model", "model_trained"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
-    assert _val_rows(straight)[-1] == _val_rows(split)[-1]
+    assert _val_rows(tmp_path / "straight")[-1] == _val_rows(tmp_path / "split")[-1]
