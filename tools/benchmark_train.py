@@ -14,8 +14,10 @@ data path alone (batches prepared per second without the model).
     python tools/benchmark_train.py --data /data/synth --out /tmp/b --smoke   # CPU, seconds
 
 Methods (``--methods``): ``sahmr_small_rcnet`` (SA-HMR small with RCNet inside, trained
-jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its loss added),
-``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``, ``metro_small``. With
+jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its loss added; its
+ROI teacher-forced, one sparse pass), ``sahmr_small_e2e`` (the leases' end-to-end recipe,
+exp=sahmr_small_e2e: no teacher forcing, the ROI refined twice as at test time, random
+weights), ``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``, ``metro_small``. With
 ``--compile`` (default on CUDA) the static-shape submodules (2-D backbones, necks, image heads,
 upsamplers, METRO's encoder) are compiled in place by the trainer (``trainer.compile_submodules``,
 torch.compile); the sparse and scene parts (variable point counts) run eagerly. Writes
@@ -58,6 +60,8 @@ METHODS: dict[str, list[str]] = {
         "exp=sahmr_small", "+model@model.rcnet=rcnet_small", "model.freeze_rcnet=false",
         "+loss@loss.rcnet_loss=rcnet",
     ],
+    # the lease's end-to-end recipe: RCNet without teacher forcing, its ROI refined twice
+    "sahmr_small_e2e": ["exp=sahmr_small_e2e"],
     "sahmr_small": ["exp=sahmr_small"],
     "rcnet_small": ["exp=rcnet_small"],
     "metro_small": ["exp=metro_small"],

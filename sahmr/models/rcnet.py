@@ -640,16 +640,29 @@ class RCNet(nn.Module):
         """A vote from ROIs around ``centre``, then ``passes`` more, each re-centred on the
         previous vote (a frame the new ROI finds empty keeps the previous root).
 
+        Only the last pass is differentiated. The passes before it only choose where the last
+        ROI sits (their roots are detached centres), so they run without autograd: with
+        gradients on, their sparse U-Net backward ran on zeros everywhere except frames whose
+        last ROI held no scene point, which now keep the earlier root without its gradient (a
+        frame that never voted still passes its gradient to ``fallback``, the coarse root).
+
         Returns:
             ``(vote, centre (B, 3), fallback (B, 3))``: the last pass's vote, and the centre
             and fallback it was made with (`_depth_search` repeats a pass from them).
         """
-        vote = self.vote_from(inputs, fmap, centre, fallback)
-        for _ in range(passes):
-            fallback = vote.root_cam
-            centre = vote.root_cam.detach().to(centre.dtype)
-            again = self.vote_from(inputs, fmap, centre, fallback)
-            vote = replace(again, voted=vote.voted | again.voted)
+        grad = torch.is_grad_enabled()
+        first_fallback = fallback
+        vote = None
+        for k in range(passes + 1):
+            if vote is not None:
+                # the previous root where a pass voted; else the original fallback, with its
+                # gradient (the same values as the previous pass's root_cam)
+                fallback = torch.where(vote.voted[:, None], vote.root_cam.detach(),
+                                       first_fallback)  # fmt: skip
+                centre = vote.root_cam.detach().to(centre.dtype)
+            with torch.set_grad_enabled(grad and k == passes):
+                again = self.vote_from(inputs, fmap, centre, fallback)
+            vote = again if vote is None else replace(again, voted=vote.voted | again.voted)
         return vote, centre, fallback
 
     @torch.no_grad()

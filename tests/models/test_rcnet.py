@@ -7,7 +7,9 @@ license-free body stands on the floor in its rest pose, seen by a camera 3.5 m a
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -322,6 +324,74 @@ def test_roi_refinements_recentre_on_the_previous_vote(scene):
     assert not torch.allclose(out.roi_centre_cam, out.root_coarse_cam)
     with pytest.raises(ValueError, match="roi_refinements"):
         _model(roi_refinements=-1)
+
+
+def _all_passes_differentiated(model, inputs, fmap, centre, fallback, passes):
+    """The slow reference of `RCNet._refined_vote`: every pass with autograd, each fallback the
+    previous pass's root (as before only the last pass was differentiated)."""
+    vote = model.vote_from(inputs, fmap, centre, fallback)
+    for _ in range(passes):
+        fallback = vote.root_cam
+        centre = vote.root_cam.detach().to(centre.dtype)
+        again = model.vote_from(inputs, fmap, centre, fallback)
+        vote = dataclasses.replace(again, voted=vote.voted | again.voted)
+    return vote, centre, fallback
+
+
+def test_only_the_last_refinement_pass_is_differentiated(scene, monkeypatch):
+    """Training without teacher forcing (the end-to-end recipe, two refinements): the passes
+    before the last run without autograd, and the loss, the outputs and every gradient are
+    those of differentiating all passes (their gradients were zeros)."""
+    from sahmr.losses.rcnet import RCNetLoss
+
+    inputs, targets, region = scene
+    loss_fn = RCNetLoss(vertex_region=region)
+    results = []
+    for reference in (False, True):
+        model = _model(roi_refinements=2, teacher_forcing=False).train()
+        if reference:
+            monkeypatch.setattr(model, "_refined_vote", types.MethodType(
+                _all_passes_differentiated, model))  # fmt: skip
+        torch.manual_seed(3)
+        out = model(inputs, targets)
+        loss = loss_fn(out, targets).total
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, loss.detach(), grads, model.state_dict()))
+    (fast, fast_loss, fast_grads, fast_state), (ref, ref_loss, ref_grads, ref_state) = results
+    assert fast.root_voted.all()  # every frame voted in its last pass: gradients are equal
+    torch.testing.assert_close(fast.root_cam, ref.root_cam, rtol=0, atol=0)
+    torch.testing.assert_close(fast_loss, ref_loss, rtol=0, atol=0)
+    assert fast_grads.keys() == ref_grads.keys()
+    assert any(n.startswith("unet.") for n in fast_grads)
+    for n, g in fast_grads.items():
+        torch.testing.assert_close(g, ref_grads[n], rtol=1e-6, atol=1e-8, msg=n)
+    for n, v in fast_state.items():  # BatchNorm statistics moved by every pass, as before
+        torch.testing.assert_close(v, ref_state[n], rtol=0, atol=0, msg=n)
+
+    # which passes record a graph: the last only with gradients on, none without
+    model = _model(roi_refinements=2, teacher_forcing=False).train()
+    modes: list[bool] = []
+    vote_from = model.vote_from
+
+    def recording(*args, **kwargs):
+        modes.append(torch.is_grad_enabled())
+        return vote_from(*args, **kwargs)
+
+    monkeypatch.setattr(model, "vote_from", recording)
+    model(inputs, targets)
+    assert modes == [False, False, True]
+    modes.clear()
+    with torch.no_grad():
+        model(inputs, targets)
+    assert modes == [False, False, False]
+    # a frame no pass could vote for keeps the coarse root and its gradient
+    far = _replace(inputs, scene_points_cam=inputs.scene_points_cam + 100.0)
+    out = model(far, targets)
+    assert not out.root_voted.any()
+    out.root_cam.sum().backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.depth_head.parameters()
+               if p.grad is not None) > 0  # fmt: skip
 
 
 def test_frame_evidence_against_a_loop():
