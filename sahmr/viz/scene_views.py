@@ -20,6 +20,7 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from sahmr.body.constants import CONTACT_REGION_NAMES
+from sahmr.scene.orientation import up_vector  # re-exported: the viewpoints use it
 from sahmr.viz.colors import (
     BODY_COLOR,
     REGION_COLORS,
@@ -43,17 +44,6 @@ __all__ = [
     "render_scene_views",
     "up_vector",
 ]
-
-_AXES = {"x": 0, "y": 1, "z": 2}
-
-
-def up_vector(up_axis: str) -> np.ndarray:
-    """(3,) unit world vector of an up-axis name (``"z"``, ``"-y"``...)."""
-    sign = -1.0 if up_axis.startswith("-") else 1.0
-    v = np.zeros(3)
-    v[_AXES[up_axis.lstrip("+-")]] = sign
-    return v
-
 
 @dataclass
 class ViewCamera:
