@@ -157,3 +157,10 @@ def test_refuses_to_start_without_embreex(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 2
     assert "embreex is not installed" in capsys.readouterr().err
     assert not root.exists()
+
+
+def test_the_step_profile_times_the_recipe_the_lease_trains(tmp_path, monkeypatch):
+    default, _ = _jobs(tmp_path, monkeypatch)
+    e2e, _ = _jobs(tmp_path, monkeypatch, "--exp", "sahmr_small_e2e")
+    assert "--methods=sahmr_small_rcnet" in default["profile"].cmd
+    assert "--methods=sahmr_small_e2e" in e2e["profile"].cmd

@@ -231,7 +231,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         Job("eval_splits", [PY, __file__, "--wait-for-splits", str(data)], kind="step"),
         Job(
             # where a training step's device time goes, on this run's val frames, before the
-            # training takes the GPU (sahmr_small_rcnet: RCNet + mesh network, eager)
+            # training takes the GPU (RCNet + mesh network, eager; with --exp sahmr_small_e2e
+            # the benchmark's sahmr_small_e2e, the recipe this lease trains)
             "profile",
             [
                 PY,
@@ -240,7 +241,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 "--split=val",
                 f"--out={root / 'profile'}",
                 "--paths=new",
-                "--methods=sahmr_small_rcnet",
+                "--methods=" + ("sahmr_small_e2e" if a.exp == "sahmr_small_e2e"
+                                else "sahmr_small_rcnet"),
                 "--seconds=4",
                 "--warmup=3",
                 "--no-compile",
