@@ -640,11 +640,11 @@ class RCNet(nn.Module):
         """A vote from ROIs around ``centre``, then ``passes`` more, each re-centred on the
         previous vote (a frame the new ROI finds empty keeps the previous root).
 
-        Only the last pass is differentiated. The passes before it only choose where the last
-        ROI sits (their roots are detached centres), so they run without autograd: with
-        gradients on, their sparse U-Net backward ran on zeros everywhere except frames whose
-        last ROI held no scene point, which now keep the earlier root without its gradient (a
-        frame that never voted still passes its gradient to ``fallback``, the coarse root).
+        Only the last pass is differentiated. The passes before it only decide where the last
+        ROI sits (their roots become detached centres), so they run without autograd; with it,
+        their sparse U-Net backward ran on zero gradients. A frame whose last ROI holds no
+        scene point keeps the previous root, without its gradient; a frame that never voted
+        keeps ``fallback`` (the coarse root), with its gradient.
 
         Returns:
             ``(vote, centre (B, 3), fallback (B, 3))``: the last pass's vote, and the centre
