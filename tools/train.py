@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from sahmr.data.smplx_targets import BodyMismatchError
 from sahmr.engine.assembly import train_from_config
+from sahmr.engine.optimizers import SubmodulePathError
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -128,6 +129,10 @@ def main(cfg: DictConfig) -> None:
         from sahmr.cli.checks import fail
 
         fail(f"data: {exc}")
+    except SubmodulePathError as exc:  # e.g. trainer.frozen_batchnorm=[a_typo]
+        from sahmr.cli.checks import fail
+
+        fail(str(exc))
     if main_rank:
         print(
             json.dumps(

@@ -139,9 +139,6 @@ def _train(
         )
     seed_everything(seed + info.rank)
     text = config_yaml(cfg)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(text, encoding="utf-8")
 
     body = _instantiate(cfg.body)
     loader, prepare = build_train_data(cfg, tcfg, body, info)
@@ -164,6 +161,9 @@ def _train(
         val_split=val.split if val is not None else "val",
         body_hash=body.content_hash,
     )
+    if info.is_main:  # only once the trainer accepted every setting: a bad one writes nothing
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(text, encoding="utf-8")
     if resume:
         if last.is_file():
             trainer.resume(last)

@@ -10,6 +10,12 @@ from typing import Any
 from torch import nn
 
 
+class SubmodulePathError(ValueError):
+    """A trainer setting names a submodule path the method lacks, or one without what the
+    setting needs (``lr_multipliers``, ``grad_clip_groups``, ``frozen_batchnorm``): a bad
+    input, which tools/train.py reports in one line."""
+
+
 class WarmupCosine:
     """LR factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor``.
 
@@ -58,7 +64,7 @@ def parameter_groups(
         lr_multipliers: ``{submodule path: factor}`` (`lr_factor`).
 
     Raises:
-        ValueError: If a multiplier's path matches no trainable parameter.
+        SubmodulePathError: If a multiplier's path matches no trainable parameter.
     """
     multipliers = dict(lr_multipliers or {})
     if multipliers and lr is None:
@@ -74,7 +80,9 @@ def parameter_groups(
         buckets.setdefault((factor, p.ndim >= 2), []).append(p)
     unused = sorted(set(multipliers) - used)
     if unused:
-        raise ValueError(f"trainer.lr_multipliers: no trainable parameters under {unused}")
+        raise SubmodulePathError(
+            f"trainer.lr_multipliers: no trainable parameters under {unused}"
+        )
     groups = []
     for factor in sorted({f for f, _ in buckets}):
         for decayed in (True, False):
@@ -99,7 +107,7 @@ def clip_groups(
     order), then one of the rest; empty lists dropped. No paths: one group.
 
     Raises:
-        ValueError: If a path names no parameter of ``params``.
+        SubmodulePathError: If a path names no parameter of ``params``.
     """
     if not paths:
         return [list(params)]
@@ -114,5 +122,35 @@ def clip_groups(
         groups[group_of.get(id(p), len(paths))].append(p)
     empty = [path for path, g in zip(paths, groups) if not g]
     if empty:
-        raise ValueError(f"trainer.grad_clip_groups: no trainable parameters under {empty}")
+        raise SubmodulePathError(
+            f"trainer.grad_clip_groups: no trainable parameters under {empty}"
+        )
     return [g for g in groups if g]
+
+
+def freeze_batchnorm(method: nn.Module, paths: Sequence[str]) -> int:
+    """Put every BatchNorm layer under the submodules ``paths`` in eval mode
+    (`TrainerConfig.frozen_batchnorm`): the forward normalises with the running statistics
+    and leaves them as they are; the affine weights keep their gradients. Call it after each
+    ``method.train()``.
+
+    Returns:
+        The number of BatchNorm layers frozen.
+
+    Raises:
+        SubmodulePathError: If a path names no submodule, or a submodule without BatchNorm
+            layers.
+    """
+    frozen = 0
+    for path in paths:
+        try:
+            module = method.get_submodule(path)
+        except AttributeError:
+            raise SubmodulePathError(f"trainer.frozen_batchnorm: no submodule {path!r}") from None
+        norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise SubmodulePathError(f"trainer.frozen_batchnorm: {path!r} has no BatchNorm layer")
+        for m in norms:
+            m.eval()
+        frozen += len(norms)
+    return frozen

@@ -63,7 +63,12 @@ from sahmr.engine.methods import (
     unwrap,
     wants_sample_keys,
 )
-from sahmr.engine.optimizers import WarmupCosine, clip_groups, parameter_groups
+from sahmr.engine.optimizers import (
+    WarmupCosine,
+    clip_groups,
+    freeze_batchnorm,
+    parameter_groups,
+)
 from sahmr.engine.trainer_config import TrainerConfig
 from sahmr.engine.validation import ValidationResult, prediction_from_output, run_validation
 from sahmr.engine.weight_average import WeightAverage
@@ -194,6 +199,10 @@ class Trainer:
         self.bf16 = bool(config.bf16 and self.device.type == "cuda")
         self.main_params = generator_parameters(method)
         self.clip_groups = clip_groups(method, self.main_params, config.grad_clip_groups)
+        if config.frozen_batchnorm:  # checked here, applied after every model.train()
+            n = freeze_batchnorm(method, config.frozen_batchnorm)
+            logger.info("BatchNorm frozen (eval mode) in %s: %d layers",
+                        ", ".join(config.frozen_batchnorm), n)  # fmt: skip
         params = parameter_groups(
             method,
             config.weight_decay,
@@ -610,6 +619,7 @@ class Trainer:
             validated_at = 0
         while self.epoch < cfg.max_epochs and self.step < self.total_steps:
             self.model.train()
+            freeze_batchnorm(self.method, self.cfg.frozen_batchnorm)
             start_epoch(self.train_loader, self.seed, self.epoch, self.batch_in_epoch)
             stop = False
             for batch in self.train_loader:

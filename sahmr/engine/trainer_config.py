@@ -83,6 +83,12 @@ class TrainerConfig:
             step, in [0, 1) (`sahmr.engine.weight_average`); validation scores it and
             checkpoints store it as ``model`` (``best.pt`` and exports are the average).
             None: no average, the trained weights are validated and saved.
+        frozen_batchnorm: Dotted submodule paths whose BatchNorm layers stay in eval mode
+            while the rest trains: their running statistics are used and never updated,
+            their affine weights still train (`sahmr.engine.optimizers.freeze_batchnorm`).
+            For a fine-tune at small per-GPU batches: with batch statistics the step on the
+            shipped model points up its validation error (docs/results.md, 2026-12-06 (n)).
+            Empty: every BatchNorm trains as usual.
     """
 
     max_epochs: int = 1
@@ -123,6 +129,7 @@ class TrainerConfig:
     lr_multipliers: dict[str, float] = field(default_factory=dict)
     grad_clip_groups: tuple[str, ...] = ()
     ema_decay: float | None = None
+    frozen_batchnorm: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -160,6 +167,7 @@ class TrainerConfig:
         self.disc_betas = tuple(float(b) for b in self.disc_betas)  # type: ignore[assignment]
         self.compile_submodules = tuple(str(p) for p in self.compile_submodules)
         self.grad_clip_groups = tuple(str(p) for p in (self.grad_clip_groups or ()))
+        self.frozen_batchnorm = tuple(str(p) for p in (self.frozen_batchnorm or ()))
         multipliers = dict(self.lr_multipliers or {})
         for path, factor in multipliers.items():
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
