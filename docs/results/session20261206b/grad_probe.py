@@ -9,34 +9,14 @@ weights: gradients (mesh network only, RCNet frozen, no depth search) of
   tr_param    - the parametric terms of that loss alone, train mode;
 and the first-order change of val_metric (mm) for an SGD step and an Adam-like first step
 (sign of the gradient) of each, at the same lr, per part of the network."""
-import sys
-
-import numpy as np
 import torch
 from hydra.utils import instantiate
+from probe_setup import load_probe, placed_distance_mm
 
-from sahmr.data.synthetic import SyntheticDataset
-from sahmr.engine.checkpoint import load_method
-from sahmr.engine.data import checkpoint_steps
-
-ckpt, data = sys.argv[1], sys.argv[2]
-n_frames = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-cpu = torch.device("cpu")
-torch.manual_seed(0)
-model, cfg = load_method(ckpt, cpu)
-model.rcnet.depth_hypotheses = ()
-for p in model.rcnet.parameters():
-    p.requires_grad_(False)
-params = {n: p for n, p in model.mesh_net.named_parameters() if p.requires_grad}
+probe = load_probe()
+model, cfg, params = probe.model, probe.cfg, probe.params
+n_frames = probe.frames
 loss_fn = instantiate(cfg.loss)
-topology = instantiate(cfg.body).topology
-
-
-def steps(split):
-    ds = SyntheticDataset(data, split)
-    idx = np.linspace(0, len(ds) - 1, n_frames).round().astype(int).tolist()
-    return list(checkpoint_steps(ds, idx, cfg, topology, cpu, batch_size=16, desc=split,
-                                 progress=False))
 
 
 def set_mode(train):
@@ -46,8 +26,7 @@ def set_mode(train):
 
 
 def grad_of(fn, batches, train):
-    for p in params.values():
-        p.grad = None
+    probe.zero_grad()
     total = 0.0
     for st in batches:
         set_mode(train)
@@ -60,8 +39,7 @@ def grad_of(fn, batches, train):
 
 
 def metric(out, st):
-    body = out.body.verts_rel + out.root_cam[:, None]
-    return (body - st.frame_targets.verts_cam.to(body)).norm(dim=-1).mean() * 1000.0
+    return placed_distance_mm(out, st)
 
 
 def full_loss(out, st):
@@ -73,7 +51,7 @@ def param_loss(out, st):
     return sum(v for k, v in lo.terms.items() if k.startswith("param_"))
 
 
-val_b, tr_b = steps("val"), steps("train")
+val_b, tr_b = probe.steps("val"), probe.steps("train")
 g = {}
 g["val_metric"], v0 = grad_of(metric, val_b, False)
 g["tr_metric"], _ = grad_of(metric, tr_b, False)

@@ -1,39 +1,19 @@
 """The val metric's own gradient on train frames under each forward mode of the mesh network:
 which mode's gradient points down the val error (eval-mode metric on val frames)?"""
-import sys
-
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from probe_setup import load_probe, placed_distance_mm
 from torch import nn
 
-from sahmr.data.synthetic import SyntheticDataset
-from sahmr.engine.checkpoint import load_method
-from sahmr.engine.data import checkpoint_steps
-
-ckpt, data = sys.argv[1], sys.argv[2]
-n_frames = int(sys.argv[3]) if len(sys.argv) > 3 else 64
-cpu = torch.device("cpu")
-model, cfg = load_method(ckpt, cpu)
-model.rcnet.depth_hypotheses = ()
-for p in model.rcnet.parameters():
-    p.requires_grad_(False)
+probe = load_probe()
+model, params = probe.model, probe.params
 BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 for m in model.modules():
     if isinstance(m, BN):
         m.momentum = 0.0
-params = {n: p for n, p in model.mesh_net.named_parameters() if p.requires_grad}
-topology = instantiate(cfg.body).topology
 mesh = model.mesh_net
 ratio = mesh.mask_ratio if hasattr(mesh, "mask_ratio") else None
 print("mask ratio", ratio)
-
-
-def steps(split):
-    ds = SyntheticDataset(data, split)
-    idx = np.linspace(0, len(ds) - 1, n_frames).round().astype(int).tolist()
-    return list(checkpoint_steps(ds, idx, cfg, topology, cpu, batch_size=16, desc=split,
-                                 progress=False))
 
 
 def set_mode(mode):
@@ -57,21 +37,17 @@ def set_mode(mode):
 
 def grad(batches, mode, seed=0):
     torch.manual_seed(seed)
-    for p in params.values():
-        p.grad = None
+    probe.zero_grad()
     tot = 0.0
     for st in batches:
         set_mode(mode)
-        out = model(st.inputs)
-        body = out.body.verts_rel + out.root_cam[:, None]
-        v = (body - st.frame_targets.verts_cam.to(body)).norm(dim=-1).mean() * 1000.0 / len(batches)
+        v = placed_distance_mm(model(st.inputs), st) / len(batches)
         v.backward()
         tot += float(v.detach())
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                      for p in params.values()]), tot
+    return probe.grad_vector(), tot
 
 
-val_b, tr_b = steps("val"), steps("train")
+val_b, tr_b = probe.steps("val"), probe.steps("train")
 gv, v0 = grad(val_b, "eval")
 print(f"val metric {v0:.1f} mm")
 names = list(params)
