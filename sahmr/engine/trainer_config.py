@@ -86,8 +86,9 @@ class TrainerConfig:
         frozen_batchnorm: Dotted submodule paths whose BatchNorm layers stay in eval mode
             while the rest trains: their running statistics are used and never updated,
             their affine weights still train (`sahmr.engine.optimizers.freeze_batchnorm`).
-            For a fine-tune at small per-GPU batches: with batch statistics the step on the
-            shipped model points up its validation error (docs/results.md, 2026-12-06 (n)).
+            For a fine-tune of a model whose head was fitted on running statistics: batch
+            statistics make its first steps less favourable for the validation error
+            (docs/results.md, 2026-12-06 (n)).
             Empty: every BatchNorm trains as usual.
     """
 
