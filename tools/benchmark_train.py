@@ -18,10 +18,10 @@ jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its los
 ROI teacher-forced, one sparse pass), ``sahmr_small_e2e`` (the leases' end-to-end recipe,
 exp=sahmr_small_e2e: no teacher forcing, the ROI refined twice as at test time, random
 weights), ``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``,
-``metro_small``. With
-``--compile`` (default on CUDA) the static-shape submodules (2-D backbones, necks, image heads,
-upsamplers, METRO's encoder) are compiled in place by the trainer (``trainer.compile_submodules``,
-torch.compile); the sparse and scene parts (variable point counts) run eagerly. Writes
+``metro_small``. With ``--compile`` (default on CUDA) the static-shape submodules (2-D
+backbones, necks, image heads, upsamplers, METRO's encoder) are compiled in place by the trainer
+(``trainer.compile_submodules``, torch.compile); the sparse and scene parts (variable point
+counts) run eagerly. Writes
 ``train_benchmark.json`` and ``train_benchmark.md``
 under ``--out``; ``--docs`` also replaces the ``train-throughput`` section of that markdown file.
 

@@ -172,10 +172,6 @@ def test_smi_parsing_and_cpu_reading():
     assert read_gpu_busy("cpu") is None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
-
-
 def test_the_e2e_method_is_the_leases_recipe(tool):
     """``sahmr_small_e2e`` times what the leases train: RCNet trained with the mesh network, no
     teacher forcing, its ROI refined twice; ``sahmr_small_rcnet`` keeps the teacher-forced ROI."""
@@ -185,3 +181,7 @@ def test_the_e2e_method_is_the_leases_recipe(tool):
     assert e2e.model.rcnet.teacher_forcing is False
     assert e2e.model.rcnet.roi_refinements == 2
     assert joint.model.rcnet.teacher_forcing is True
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__]))
