@@ -164,3 +164,19 @@ def test_the_step_profile_times_the_recipe_the_lease_trains(tmp_path, monkeypatc
     e2e, _ = _jobs(tmp_path, monkeypatch, "--exp", "sahmr_small_e2e")
     assert "--methods=sahmr_small_rcnet" in default["profile"].cmd
     assert "--methods=sahmr_small_e2e" in e2e["profile"].cmd
+
+
+def test_the_last_weights_are_exported_beside_the_best(tmp_path, monkeypatch):
+    """Run 29's best-on-val weights were from step 250 while its mesh network kept improving
+    to the end: the lease brings the last weights back too (int8, unscored there)."""
+    jobs, tool = _jobs(tmp_path, monkeypatch)
+    job = jobs["export_last"]
+    assert job.after == ["train"] and job.soft
+    assert not [j for j in jobs.values() if "export_last" in j.after]  # nothing waits for it
+    ckpts = tmp_path / "runs" / "sahmr_param" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("best.pt", "last.pt"):
+        (ckpts / name).touch()
+    shown = subprocess.run(job.cmd, capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["tools/export_checkpoint.py", str(ckpts / "last.pt"),
+                     str(tmp_path / tool.LAST_EXPORT), "--int8"]  # fmt: skip

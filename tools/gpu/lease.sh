@@ -6,7 +6,8 @@
 #          detaches `tools/gpu/parametric_run.py --root /tmp/run` there and polls it;
 #   poll:  (every later call) keeps the machine warm while the campaign runs and prints its
 #          progress; with `collect` (or once the campaign has ended) it gathers the results
-#          into $OUT: results.tgz, the new checkpoints, refit.json, the campaign's stdout.
+#          into $OUT: results.tgz, the new checkpoints (best on val, the training's last
+#          weights, the refit), refit.json, the campaign's stdout.
 #
 #   bash tools/gpu/lease.sh start TRAIN_MIN MAX_MIN POLL_S [parametric_run.py arguments...]
 #   bash /tmp/tree/tools/gpu/lease.sh poll POLL_S [collect]
@@ -43,7 +44,7 @@ poll() {
         (cd /tmp/tree && PYTHONPATH=/tmp/site:/tmp/tree python3 -c "import sys; from pathlib import Path; \
 sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
         cp "$run/final/results.tgz" "$OUT/"
-        for f in sahmr_small_refit.pt sahmr_small_param.pt refit.json; do
+        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt refit.json; do
             [ -f "$run/$f" ] && cp "$run/$f" "$OUT/"
         done
         cp "$log" "$OUT/campaign_stdout.log"

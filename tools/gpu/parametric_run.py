@@ -16,14 +16,18 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    once val and test are on disk and streams the training shards while the generator still
    writes them (``loader=memory``); the generator is stopped when training ends;
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`); ``--free-form`` also
-   scores a copy whose config returns the free-form vertices (same weights);
+   scores a copy whose config returns the free-form vertices (same weights); ``export_last``:
+   the weights the training ended with, int8, brought back unscored (run 29's best-on-val was
+   step 250 while its mesh network kept improving to the last step, and those weights stayed
+   on the lent machine);
 4. ``refit`` (``--refit-train-frames N``, 8,000 by default; 0: none): the head of the
    network the training left refitted on the GPU (``tools/refit_head.py --device cuda``) on
    its own frozen encoder outputs for N fresh train frames, with RCNet's roots and contacts
    as at test time and the scene penetration term; ``export_refit`` ships it int8 like
-   ``export``. Every lease's training has ended worse than its start on val, and every
-   refit of the network it left has beaten the start (runs 16 -> 19 on the CPU, run 25 in
-   one lease): the refit is what ships;
+   ``export``. Every lease's training up to run 26 ended worse than its start on val, and
+   every refit of the network it left beat the start (runs 16 -> 19 on the CPU, run 25 in
+   one lease): the refit is what shipped. Run 29 (frozen BatchNorm, no query masking) ended
+   level with its start, and its refit gained nothing;
 5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set;
    the shipped checkpoint's once the training has ended (``--shipped-scores beside``: during
    it, as up to run 23, where they shared the GPU and the cores with the training and the
@@ -149,6 +153,9 @@ it as ``refit.json``)."""
 
 REFIT_EXPORT = "sahmr_small_refit.pt"
 """The refitted network exported int8, as it would ship."""
+
+LAST_EXPORT = "sahmr_small_last.pt"
+"""The training's last weights exported int8 (``export_last``; scored off the lent machine)."""
 
 
 def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
@@ -294,6 +301,21 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             kind="step",
         ),
     ]
+    last_mem, last_dl = best_mem.with_name("last.pt"), best_dl.with_name("last.pt")
+    jobs.append(
+        Job(
+            "export_last",
+            [
+                "bash",
+                "-c",
+                f"{pick_weights(last_mem, last_dl)} "
+                f"{PY} tools/export_checkpoint.py $src {root / LAST_EXPORT} --int8",
+            ],
+            after=["train"],
+            kind="step",
+            soft=True,  # a training that failed late still leaves its last.pt
+        )
+    )
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
         jobs += refit_jobs(a, data)
@@ -469,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     a.root.mkdir(parents=True, exist_ok=True)
     code = run(a, build_jobs(a))
     final = collect(a.root).parent
-    for name in ("sahmr_small_param.pt", REFIT_EXPORT, "refit.json"):
+    for name in ("sahmr_small_param.pt", REFIT_EXPORT, LAST_EXPORT, "refit.json"):
         if (a.root / name).is_file():
             shutil.copy2(a.root / name, final / name)
     return code
