@@ -140,11 +140,27 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     return [shlex.join(memory), shlex.join(loader)]
 
 
-def pick_weights(in_memory: Path, data_loader: Path) -> str:
-    """Shell words that set ``$src`` to one of the training's checkpoints when the job starts:
-    the DataLoader path's run exists only if the in-memory one failed, so it wins when
-    present."""
+def pick_weights(root: Path, name: str) -> str:
+    """Shell words that set ``$src`` to the training's checkpoint ``name`` (``best.pt``,
+    ``last.pt``) when the job starts: the DataLoader path's run exists only if the in-memory
+    one failed, so it wins when present."""
+    runs = root / "runs"
+    in_memory = runs / "sahmr_param" / "checkpoints" / name
+    data_loader = runs / "sahmr_param_dl" / "checkpoints" / name
     return f"src={data_loader}; [ -f $src ] || src={in_memory};"
+
+
+def export_job(job: str, root: Path, name: str, dest: Path, soft: bool = False) -> Job:
+    """The job ``job``: exports the training's checkpoint ``name`` int8 to ``dest`` once the
+    training has ended."""
+    export = f"{PY} tools/export_checkpoint.py $src {dest} --int8"
+    return Job(
+        job,
+        ["bash", "-c", f"{pick_weights(root, name)} {export}"],
+        after=["train"],
+        kind="step",
+        soft=soft,
+    )
 
 
 REFIT_TRAINING = "refit.pt"
@@ -165,10 +181,6 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     the end of its schedule is the one to keep. ``best`` refits the best-on-val weights, which
     are the shipped ones whenever the training never beat them (``val_at_start``): run 23's refit
     became a refit of the shipped head on fresh rooms that way."""
-    run_dir = a.root / "runs"
-    name = f"{a.refit_from}.pt"
-    src_mem = run_dir / "sahmr_param" / "checkpoints" / name
-    src_dl = run_dir / "sahmr_param_dl" / "checkpoints" / name
     out = a.root / REFIT_TRAINING
     refit = [
         PY,
@@ -192,7 +204,7 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     return [
         Job(
             "refit",
-            ["bash", "-c", f"{pick_weights(src_mem, src_dl)} {script}"],
+            ["bash", "-c", f"{pick_weights(a.root, f'{a.refit_from}.pt')} {script}"],
             after=["train"],
             kind="train",
         ),
@@ -207,8 +219,6 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
 
 def build_jobs(a: argparse.Namespace) -> list[Job]:
     root, data, away = a.root, a.root / "data", a.root / "data_away"
-    best_mem = root / "runs" / "sahmr_param" / "checkpoints" / "best.pt"
-    best_dl = root / "runs" / "sahmr_param_dl" / "checkpoints" / "best.pt"
     new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
     ev = root / "eval"
     gen = [
@@ -289,33 +299,10 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             needs=[SHIPPED],
             soft=True,  # a failed profile does not hold the training back
         ),
-        Job(
-            "export",
-            [
-                "bash",
-                "-c",
-                f"{pick_weights(best_mem, best_dl)} "
-                f"{PY} tools/export_checkpoint.py $src {new} --int8",
-            ],
-            after=["train"],
-            kind="step",
-        ),
+        export_job("export", root, "best.pt", new),
+        # soft: a training that failed late still leaves its last.pt
+        export_job("export_last", root, "last.pt", root / LAST_EXPORT, soft=True),
     ]
-    last_mem, last_dl = best_mem.with_name("last.pt"), best_dl.with_name("last.pt")
-    jobs.append(
-        Job(
-            "export_last",
-            [
-                "bash",
-                "-c",
-                f"{pick_weights(last_mem, last_dl)} "
-                f"{PY} tools/export_checkpoint.py $src {root / LAST_EXPORT} --int8",
-            ],
-            after=["train"],
-            kind="step",
-            soft=True,  # a training that failed late still leaves its last.pt
-        )
-    )
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
         jobs += refit_jobs(a, data)
