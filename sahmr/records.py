@@ -11,14 +11,21 @@ Frames follow docs/design.md: world = the scan, camera = OpenCV, metres, ``T_w2c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 
 import torch
 from torch import Tensor
 
 from sahmr.geometry.cameras import invert_rigid, transform_points
 
-__all__ = ["BodyPrediction", "FrameInputs", "FrameTargets", "LossOutput", "frame_name"]
+__all__ = [
+    "BodyPrediction",
+    "FrameInputs",
+    "FrameTargets",
+    "LossOutput",
+    "RootContacts",
+    "frame_name",
+]
 
 
 def frame_name(split: str, index: int) -> str:
@@ -28,16 +35,41 @@ def frame_name(split: str, index: int) -> str:
 
 
 def _move(obj, device: torch.device | str, non_blocking: bool = False):
-    """Copy of a dataclass with every Tensor field (and Tensors in list fields) moved."""
+    """Copy of a dataclass with every Tensor field (and Tensors in list fields, and nested
+    dataclass records) moved."""
     moved = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
         if isinstance(v, Tensor):
             v = v.to(device, non_blocking=non_blocking)
+        elif is_dataclass(v) and not isinstance(v, type):
+            v = _move(v, device, non_blocking)
         elif isinstance(v, list) and v and isinstance(v[0], Tensor):
             v = [t.to(device, non_blocking=non_blocking) for t in v]
         moved[f.name] = v
     return type(obj)(**moved)
+
+
+@dataclass
+class RootContacts:
+    """A root and scene contacts of B frames, camera frame, metres: what SA-HMR's mesh network
+    is given (by RCNet at test time).
+
+    Attributes:
+        root_cam: Tensor (B, 3) root (pelvis).
+        contact_points_cam: Tensor (P, 3) contact scene points, packed over the batch.
+        contact_point_region: Tensor (P,) int64 body region 1..7 of each point.
+        contact_batch_idx: Tensor (P,) int64 frame of each point.
+    """
+
+    root_cam: Tensor
+    contact_points_cam: Tensor
+    contact_point_region: Tensor
+    contact_batch_idx: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> RootContacts:
+        """A copy with every tensor on ``device``."""
+        return _move(self, device, non_blocking)
 
 
 @dataclass
@@ -55,6 +87,9 @@ class FrameInputs:
             that frame's camera frame, packed over the batch (sorted by frame); None for
             image-only methods.
         scene_batch_idx: Tensor (N,) int64 frame of each scene point, or None.
+        rcnet_given: A frozen RCNet's `RootContacts` of these frames computed beforehand
+            (`sahmr.engine.rcnet_store`: once per training sample), used by SA-HMR instead of
+            running RCNet; None (the default) runs it.
     """
 
     image: Tensor
@@ -64,6 +99,7 @@ class FrameInputs:
     T_w2c: Tensor
     scene_points_cam: Tensor | None = None
     scene_batch_idx: Tensor | None = None
+    rcnet_given: RootContacts | None = None
 
     @property
     def batch_size(self) -> int:

@@ -17,13 +17,17 @@ Methods (``--methods``): ``sahmr_small_rcnet`` (SA-HMR small with RCNet inside, 
 jointly: exp=sahmr_small +model@model.rcnet=rcnet_small, RCNet unfrozen, its loss added; its
 ROI teacher-forced, one sparse pass), ``sahmr_small_e2e`` (the leases' end-to-end recipe,
 exp=sahmr_small_e2e: no teacher forcing, the ROI refined twice as at test time, random
-weights), ``sahmr_small`` (the mesh network, teacher-forced), ``rcnet_small``,
-``metro_small``. With ``--compile`` (default on CUDA) the static-shape submodules (2-D
-backbones, necks, image heads, upsamplers, METRO's encoder) are compiled in place by the trainer
-(``trainer.compile_submodules``, torch.compile); the sparse and scene parts (variable point
-counts) run eagerly. Writes
-``train_benchmark.json`` and ``train_benchmark.md``
-under ``--out``; ``--docs`` also replaces the ``train-throughput`` section of that markdown file.
+weights), ``sahmr_small_finetune`` (stage two from the shipped weights: the frozen RCNet
+votes, refines and searches as at test time in every step) and ``sahmr_small_finetune_once``
+(the same with ``loader.rcnet_once``: RCNet's outputs computed once per sample before the
+timed window, at the rate reported as ``store_frames_per_s``, then served from
+`sahmr.engine.rcnet_store`; in-memory path only), ``sahmr_small`` (the mesh network,
+teacher-forced), ``rcnet_small``, ``metro_small``. With ``--compile`` (default on CUDA) the
+static-shape submodules (2-D backbones, necks, image heads, upsamplers, METRO's encoder) are
+compiled in place by the trainer (``trainer.compile_submodules``, torch.compile); the sparse
+and scene parts (variable point counts) run eagerly. Writes ``train_benchmark.json`` and
+``train_benchmark.md`` under ``--out``; ``--docs`` also replaces the ``train-throughput``
+section of that markdown file.
 
 With ``--profile``, each run then profiles ``--profile-steps`` more steps (torch.profiler, CPU +
 CUDA activities on a GPU) and reports where they spend their time: device and CPU time per part
@@ -63,6 +67,13 @@ METHODS: dict[str, list[str]] = {
     ],
     # the lease's end-to-end recipe: RCNet without teacher forcing, its ROI refined twice
     "sahmr_small_e2e": ["exp=sahmr_small_e2e"],
+    # stage two from the shipped weights: the frozen RCNet votes (and searches) in every step,
+    # or (_once) once per sample, its outputs stored (loader.rcnet_once, sahmr.engine.rcnet_store)
+    "sahmr_small_finetune": ["exp=sahmr_small_finetune", "init.weights=SHIPPED"],
+    "sahmr_small_finetune_once": [
+        "exp=sahmr_small_finetune", "init.weights=SHIPPED", "loader=memory",
+        "loader.rcnet_once=true",
+    ],
     "sahmr_small": ["exp=sahmr_small"],
     "rcnet_small": ["exp=rcnet_small"],
     "metro_small": ["exp=metro_small"],
@@ -98,6 +109,7 @@ class RunResult:
     compiled: list[str] = field(default_factory=list)
     error: str | None = None
     profile: dict[str, Any] | None = None
+    store_frames_per_s: float | None = None
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -322,12 +334,41 @@ def build_trainer(cfg: Any, args: argparse.Namespace, path: DataPath, device, ou
         compile_submodules=COMPILE_PATHS if args.compile else (), sync_free_steps=args.sync_free,
     )  # fmt: skip
     tcfg = TrainerConfig.from_mapping({k: v for k, v in settings.items()})
-    method = instantiate(cfg.model).to(device)
+    method = instantiate(cfg.model)
+    init = cfg.get("init")
+    if init is not None and init.get("weights"):
+        from sahmr.engine.checkpoint import load_initial_weights
+        from sahmr.inference.method import bundled_checkpoint
+
+        weights = str(init.weights)
+        load_initial_weights(method, bundled_checkpoint("sahmr") if weights == "SHIPPED"
+                             else weights)  # fmt: skip
+    method = method.to(device)
     loss = instantiate(cfg.loss).to(device)
     return Trainer(
         method=method, loss=loss, config=tcfg, train_loader=path.loader,
         prepare=path.prepare_scene, output_dir=out, dist=DistInfo(device=device),
     )  # fmt: skip
+
+
+def rcnet_once(cfg: Any) -> bool:
+    """Whether the method's config stores a frozen RCNet's outputs (``loader.rcnet_once``)."""
+    return bool(cfg.get("loader") is not None and cfg.loader.get("rcnet_once", False))
+
+
+def fill_store(trainer: Any, path: DataPath, prepare: Any, device: torch.device) -> float:
+    """Attaches a `sahmr.engine.rcnet_store.RCNetStore` to ``prepare`` and fills it with every
+    cached sample (batches of the training batch size); frames/s of the filling."""
+    if not hasattr(prepare, "use_rcnet_store"):
+        raise ValueError("loader.rcnet_once runs on the in-memory path only (--paths new)")
+    store = prepare.use_rcnet_store(trainer.method)
+    n, B = len(prepare.stream.cache), trainer.cfg.batch_size
+    sync(device)
+    t0 = time.perf_counter()
+    for lo in range(0, n, B):
+        store.given(torch.arange(lo, min(n, lo + B)), prepare.plain_inputs)
+    sync(device)
+    return n / (time.perf_counter() - t0)
 
 
 def compiled_paths(method: torch.nn.Module) -> list[str]:
@@ -452,12 +493,13 @@ def markdown(report: dict[str, Any]) -> str:
         rows.append([
             r["method"], r["path"], r["batch_size"], f(r["samples_per_s"]), gain,
             f(r["gpu_busy_pct"]), f(r["step_ms"], 1), f(r["data_samples_per_s"]),
-            ", ".join(r["compiled"]) or "-", r["error"] or "",
+            f(r.get("store_frames_per_s")) or "-", ", ".join(r["compiled"]) or "-",
+            r["error"] or "",
         ])  # fmt: skip
     table = markdown_table(
         ["method", "data path", "batch", "samples/s", "vs old", "GPU busy %", "step ms",
-         "data only samples/s", "compiled", "error"],
-        rows, align=["l", "l", "r", "r", "r", "r", "r", "r", "l", "l"],
+         "data only samples/s", "RCNet stored, frames/s", "compiled", "error"],
+        rows, align=["l", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l"],
     )  # fmt: skip
     head = (
         f"Measured {env['date']} on {env.get('device_name')} (torch {env['torch']}, CUDA "
@@ -583,6 +625,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                         if args.compile:
                             compiled.extend(compiled_paths(trainer.method))
                     result.data_samples_per_s = measure_data(path, prepare, args, device)
+                    if rcnet_once(cfg):
+                        result.store_frames_per_s = fill_store(trainer, path, prepare, device)
                     measure_training(trainer, path, prepare, args, device, result)
                     if args.profile:
                         result.profile = measure_profile(
@@ -596,6 +640,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 except Exception as err:  # one failed run (e.g. out of memory) is reported
                     logger.exception("%s / %s failed", method, name)
                     result.error = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                finally:
+                    if hasattr(prepare, "rcnet_store"):
+                        prepare.rcnet_store = None  # the next method's runs compute their own
                 took = time.perf_counter() - t_run
                 if name == paths[0]:
                     first_run_s = max(first_run_s, took)

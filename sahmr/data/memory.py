@@ -100,6 +100,9 @@ class MemoryDataConfig:
         frustum_chunk: Point-frame pairs tested at once by the frustum crop (memory about
             6 bytes each: one plane's distances and the masks).
         augment: Device augmentation settings (`sahmr.data.augment.AugmentConfig`), or None.
+        rcnet_once: A frozen RCNet (stage two of SA-HMR) runs once per sample, on its crop
+            without augmentation, and later steps reuse its root and contacts
+            (`sahmr.engine.rcnet_store`).
     """
 
     storage: str = "auto"
@@ -109,6 +112,7 @@ class MemoryDataConfig:
     wait_minutes: float = 60.0
     frustum_chunk: int = 2**27
     augment: Any = None
+    rcnet_once: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGES:
@@ -519,8 +523,21 @@ def contact_gather_index(offsets: Tensor, indices: Tensor) -> tuple[Tensor, Tens
         ``(rows, batch_idx)``: Tensors (P,) int64 (CPU), sample i's rows in order.
     """
     starts = offsets[indices]
-    counts = offsets[indices + 1] - starts
-    batch_idx = torch.repeat_interleave(torch.arange(indices.shape[0]), counts)
+    return packed_rows(starts, offsets[indices + 1] - starts)
+
+
+def packed_rows(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows ``starts[b] .. starts[b] + counts[b] - 1`` of every slot b, slot after slot, and
+    each row's slot.
+
+    Args:
+        starts: Tensor (B,) int64 CPU first row of each slot.
+        counts: Tensor (B,) int64 CPU rows of each slot.
+
+    Returns:
+        ``(rows, batch_idx)``: Tensors (P,) int64 (CPU), P = ``counts.sum()``.
+    """
+    batch_idx = torch.repeat_interleave(torch.arange(starts.shape[0]), counts)
     first = torch.cumsum(counts, 0) - counts  # first packed position of each slot
     rows = torch.arange(int(counts.sum())) - first[batch_idx] + starts[batch_idx]
     return rows, batch_idx

@@ -144,6 +144,8 @@ def _train(
     loader, prepare = build_train_data(cfg, tcfg, body, info)
     val = build_val_data(cfg, tcfg, body, info)
     method = build_method(cfg, body, info.device, resuming=resume and last.is_file())
+    if cfg.get("loader") is not None and cfg.loader.get("rcnet_once", False):
+        prepare.use_rcnet_store(method)  # a frozen RCNet's outputs, once per sample
     loss = _instantiate(cfg.loss).to(info.device)
     trainer = Trainer(
         method=method,

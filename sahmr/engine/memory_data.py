@@ -6,7 +6,9 @@ Chosen by the run config's ``loader`` group (``loader=memory``; absent: the Data
 samples, yielding Tensors (B,) of sample indices; `MemoryStepPreparer` turns them into the same
 `Step` (`FrameInputs`, `FrameTargets`, frame `Batch`) the DataLoader path gives, with crops,
 geometry and scene points already on the device, optional augmentation
-(`sahmr.data.augment`) and the frustum crop of `sahmr.data.memory.SceneStore`.
+(`sahmr.data.augment`) and the frustum crop of `sahmr.data.memory.SceneStore`. With
+``loader.rcnet_once`` a frozen RCNet's outputs come from `sahmr.engine.rcnet_store` (computed
+once per sample).
 
 While the generator is still writing the dataset, every epoch starts by taking the shards
 decoded since the last one (`ShardStream.refresh`): epochs grow, so set ``trainer.max_steps``
@@ -35,6 +37,7 @@ from sahmr.data.memory import (
 )
 from sahmr.engine.data import ResumableSampler, Step, TargetPreparer
 from sahmr.engine.distributed import all_gather_objects, is_dist
+from sahmr.engine.rcnet_store import RCNetStore
 from sahmr.records import FrameInputs, FrameTargets
 
 logger = logging.getLogger(__name__)
@@ -154,7 +157,21 @@ class MemoryStepPreparer(TargetPreparer):
         self.stream = stream
         self.augment = augment
         self.needs_scene = needs_scene
+        self.rcnet_store: RCNetStore | None = None
         self._stage = PinnedStager()
+
+    def use_rcnet_store(self, model: Any) -> RCNetStore:
+        """Serve ``model``'s frozen RCNet outputs from a per-sample store from now on
+        (`sahmr.engine.rcnet_store`); the store."""
+        if not self.needs_scene:
+            raise ValueError("loader.rcnet_once needs scene points (RCNet votes from them)")
+        self.rcnet_store = RCNetStore(model, self.device)
+        return self.rcnet_store
+
+    def plain_inputs(self, indices: Tensor) -> FrameInputs:
+        """`FrameInputs` of samples ``indices`` without augmentation (the test-time input)."""
+        frames = gather_batch(self.stream.cache, indices, self.device, stager=self._stage)
+        return self.frame_inputs(frames, self.stream.cache.scene[indices.detach().cpu()])
 
     def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
         """The (augmented) frame `Batch` of ``indices`` and each frame's scene index (CPU)."""
@@ -173,6 +190,8 @@ class MemoryStepPreparer(TargetPreparer):
         """The `Step` of a batch of sample indices (targets unless ``targets`` is False)."""
         frames, frame_scene = self.frames(indices)
         inputs = self.frame_inputs(frames, frame_scene)
+        if self.rcnet_store is not None:
+            inputs.rcnet_given = self.rcnet_store.given(indices, self.plain_inputs)
         f_targets = self.frame_targets(frames) if targets is not False else None
         return Step(
             inputs=inputs,

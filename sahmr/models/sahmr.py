@@ -12,7 +12,7 @@ fed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyParams
 from sahmr.models.scene_mesh_net import SceneAwareMeshNet, cap_per_frame
 from sahmr.models.transformer import SceneAwareAttention
-from sahmr.records import BodyPrediction, FrameInputs, FrameTargets
+from sahmr.records import BodyPrediction, FrameInputs, FrameTargets, RootContacts
 
 # ------------------------------------------------------------------------------------------
 # Full method
@@ -88,6 +88,8 @@ class SAHMR(nn.Module):
       subset), jittered by N(0, ``contact_jitter_m``^2) per axis;
     * ``rcnet`` None and targets given (e.g. validating a mesh network trained alone): the
       ground truth, without noise outside training;
+    * ``inputs.rcnet_given`` set (a frozen RCNet's output stored beforehand,
+      `rcnet_root_contacts`): that, without running RCNet;
     * otherwise: ``rcnet(inputs)`` (detached), at most ``max_contacts`` per frame (the first).
 
     In training, each frame also loses all of its contacts with probability
@@ -194,6 +196,23 @@ class SAHMR(nn.Module):
             bidx[keep],
         )
 
+    def rcnet_root_contacts(self, inputs: FrameInputs) -> RootContacts:
+        """What the frozen RCNet gives the mesh network for ``inputs`` (no gradients): its
+        root and its contacts, capped at the mesh network's ``max_contacts`` per frame, as
+        ``forward`` uses them without teacher forcing.
+
+        Computed once per training sample, they stand in for RCNet in later steps
+        (``FrameInputs.rcnet_given``; `sahmr.engine.rcnet_store`).
+
+        Raises:
+            ValueError: Without an RCNet, or with one that trains (its output would change).
+        """
+        if self.rcnet is None or not self.freeze_rcnet:
+            raise ValueError("stored RCNet outputs need a frozen RCNet (model.freeze_rcnet=true)")
+        with torch.no_grad():
+            rc = self.rcnet(replace(inputs, rcnet_given=None))
+        return RootContacts(*self._from_rcnet(rc))
+
     # ---------------------------------------------------------------- API
 
     def forward(
@@ -219,12 +238,19 @@ class SAHMR(nn.Module):
         use_gt = targets is not None and (
             self.rcnet is None or (self.training and self.teacher_forcing)
         )
+        given = inputs.rcnet_given
+        if given is not None and not self.freeze_rcnet:
+            raise ValueError("inputs.rcnet_given stands in for a frozen RCNet only: this "
+                             "model trains its RCNet (freeze_rcnet=False)")  # fmt: skip
         rc = None
-        if self.rcnet is not None and (not use_gt or not self.freeze_rcnet):
+        if self.rcnet is not None and given is None and (not use_gt or not self.freeze_rcnet):
             rc = self._run_rcnet(inputs, targets)
         gt_index = None
         if use_gt:
             root, points, region, bidx, gt_index = self._ground_truth(targets)
+        elif given is not None:
+            root, points = given.root_cam, given.contact_points_cam
+            region, bidx = given.contact_point_region, given.contact_batch_idx
         elif rc is not None:
             root, points, region, bidx = self._from_rcnet(rc)
         else:

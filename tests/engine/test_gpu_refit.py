@@ -180,3 +180,23 @@ def test_the_last_weights_are_exported_beside_the_best(tmp_path, monkeypatch):
     shown = subprocess.run(job.cmd, capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["tools/export_checkpoint.py", str(ckpts / "last.pt"),
                      str(tmp_path / tool.LAST_EXPORT), "--int8"]  # fmt: skip
+
+
+def test_rcnet_once_stores_the_frozen_rcnet_in_the_in_memory_call_only(tmp_path, monkeypatch):
+    """``--rcnet-once``: the in-memory training call sets ``loader.rcnet_once=true`` and
+    composes; the DataLoader fallback (no ``loader`` group) does not get it."""
+    import shlex
+
+    from engine_testkit import CONFIGS
+    from hydra import compose, initialize_config_dir
+
+    tool = load_tool("gpu/parametric_run")
+    args = tool.parser().parse_args(["--root", str(tmp_path), "--rcnet-once"])
+    memory, fallback = (shlex.split(c) for c in tool.train_calls(args, tmp_path / "data"))
+    assert "loader.rcnet_once=true" in memory and "loader.rcnet_once=true" not in fallback
+    plain = tool.train_calls(tool.parser().parse_args(["--root", str(tmp_path)]),
+                             tmp_path / "data")  # fmt: skip
+    assert "loader.rcnet_once" not in plain[0]
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=memory[2:])
+    assert cfg.loader.rcnet_once is True and cfg.model.freeze_rcnet is True

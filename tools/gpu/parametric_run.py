@@ -135,6 +135,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "loader=memory",
         f"loader.min_samples={a.min_samples}",
         f"loader.decode_workers={a.decode_workers}",
+        *(["loader.rcnet_once=true"] if a.rcnet_once else []),
     ]
     loader = [*common, "exp_name=sahmr_param_dl"]
     return [shlex.join(memory), shlex.join(loader)]
@@ -447,6 +448,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-device", default="cuda", help="cpu: a smoke run off the GPU")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
     p.add_argument("--train-extra", nargs="*", default=[])
+    p.add_argument("--rcnet-once", action="store_true",
+                   help="the frozen RCNet runs once per training sample, its outputs stored "
+                   "(loader.rcnet_once; in-memory path only, exp=sahmr_small_finetune)")
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
     p.add_argument("--allow-slow-raycast", action="store_true",
                    help="start even without embreex (the generator then crawls: run 20)")

@@ -1,0 +1,195 @@
+"""A frozen RCNet's outputs stored once per sample (`sahmr.engine.rcnet_store`,
+``loader.rcnet_once``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from engine_testkit import compose_train
+
+from sahmr.body.model import BodyModel
+from sahmr.data.augment import AugmentConfig
+from sahmr.data.memory import MemoryDataConfig, ShardStream
+from sahmr.engine.assembly import train_from_config
+from sahmr.engine.memory_data import MemoryStepPreparer
+from sahmr.engine.rcnet_store import RCNetStore
+from sahmr.records import RootContacts
+
+
+class _FakeSAHMR:
+    """Outputs that depend on the sample index only: sample i has i % 4 contact points."""
+
+    rcnet = object()
+    freeze_rcnet = True
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    @staticmethod
+    def output_of(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = i % 4
+        root = torch.tensor([i, -i, 2.0 * i])
+        pts = torch.arange(3 * n, dtype=torch.float32).reshape(n, 3) + 100.0 * i
+        reg = torch.arange(1, n + 1) % 7 + 1
+        return root, pts, reg
+
+    def rcnet_root_contacts(self, inputs: torch.Tensor) -> RootContacts:
+        ids = inputs.tolist()  # the fake "inputs" are the sample indices themselves
+        self.calls.append(ids)
+        outs = [self.output_of(i) for i in ids]
+        # frames' points interleaved (not grouped by frame), as nothing promises grouping
+        bidx = torch.cat([torch.full((o[1].shape[0],), m) for m, o in enumerate(outs)]).long()
+        pts = torch.cat([o[1] for o in outs])
+        reg = torch.cat([o[2] for o in outs])
+        perm = torch.randperm(bidx.numel())
+        return RootContacts(torch.stack([o[0] for o in outs]), pts[perm], reg[perm], bidx[perm])
+
+
+def _reference(indices: list[int]) -> RootContacts:
+    """The slow, obvious answer: per sample, in batch order."""
+    outs = [_FakeSAHMR.output_of(i) for i in indices]
+    return RootContacts(
+        root_cam=torch.stack([o[0] for o in outs]),
+        contact_points_cam=torch.cat([o[1] for o in outs]),
+        contact_point_region=torch.cat([o[2] for o in outs]),
+        contact_batch_idx=torch.cat(
+            [torch.full((o[1].shape[0],), b) for b, o in enumerate(outs)]
+        ).long(),
+    )
+
+
+def _sorted_within_frames(rc: RootContacts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and regions ordered by (frame, point value): compare regardless of the order
+    inside a frame."""
+    key = rc.contact_batch_idx.double() * 1e7 + rc.contact_points_cam[:, 0].double()
+    order = torch.argsort(key)
+    return rc.contact_points_cam[order], rc.contact_point_region[order]
+
+
+def test_store_serves_what_was_computed_and_computes_each_sample_once():
+    torch.manual_seed(0)
+    model = _FakeSAHMR()
+    store = RCNetStore(model, "cpu")
+    batches = [[5, 1, 6, 2], [1, 9, 5, 0], [13, 2, 9, 7, 6], [0, 1, 2, 5, 6, 7, 9, 13]]
+    for batch in batches:
+        got = store.given(torch.tensor(batch), lambda idx: idx)
+        want = _reference(batch)
+        torch.testing.assert_close(got.root_cam, want.root_cam)
+        assert torch.equal(got.contact_batch_idx, want.contact_batch_idx)
+        for a, b in zip(_sorted_within_frames(got), _sorted_within_frames(want), strict=True):
+            torch.testing.assert_close(a, b, check_dtype=False)
+        assert got.contact_point_region.dtype == torch.int64
+    # only the samples not seen before were computed, each once
+    assert model.calls == [[1, 2, 5, 6], [0, 9], [7, 13]]
+    assert store.computed == len(store) == 8 and store.served == sum(map(len, batches))
+    assert store.used == sum(i % 4 for i in {0, 1, 2, 5, 6, 7, 9, 13})
+
+
+def test_store_refuses_a_model_without_a_frozen_rcnet():
+    class Trains(_FakeSAHMR):
+        freeze_rcnet = False
+
+    with pytest.raises(ValueError, match="frozen RCNet"):
+        RCNetStore(Trains(), "cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from sahmr.engine.checkpoint import load_method
+    from sahmr.inference.method import bundled_checkpoint
+
+    model, _ = load_method(bundled_checkpoint("sahmr"), device="cpu")
+    assert model.rcnet is not None and model.freeze_rcnet
+    return model
+
+
+def test_stored_outputs_are_rcnet_on_the_unaugmented_crop_and_give_the_same_body(
+    tiny_dataset, shipped_model
+):
+    """With the store, the step's `rcnet_given` is RCNet's output on the crop without
+    augmentation, and the model given it returns the body it returns when it runs RCNet
+    itself on that crop."""
+    body = BodyModel()
+    cpu = torch.device("cpu")
+    stream = ShardStream(tiny_dataset, "train", cpu, MemoryDataConfig(decode_workers=0),
+                         max_points_per_scene=20000)  # fmt: skip
+    stream.refresh()
+    plain = MemoryStepPreparer(stream, body.topology, cpu)
+    augmented = MemoryStepPreparer(stream, body.topology, cpu, augment=AugmentConfig())
+    store = augmented.use_rcnet_store(shipped_model)
+    idx = torch.tensor([3, 0, 6, 1])
+    torch.manual_seed(1)
+    step = augmented.step(idx)
+    given = step.inputs.rcnet_given
+    assert given is not None and store.computed == 4
+    assert not torch.equal(step.inputs.image, plain.step(idx).inputs.image)  # augmented crop
+
+    inputs = plain.step(idx).inputs
+    want = shipped_model.rcnet_root_contacts(inputs)
+    torch.testing.assert_close(given.root_cam, want.root_cam)
+    assert torch.equal(given.contact_batch_idx, want.contact_batch_idx)
+    assert want.contact_batch_idx.numel() > 0  # the shipped RCNet finds contacts here
+    torch.testing.assert_close(given.contact_points_cam, want.contact_points_cam)
+    assert torch.equal(given.contact_point_region, want.contact_point_region)
+
+    shipped_model.eval()
+    with torch.no_grad():
+        ran = shipped_model(inputs)
+        served = shipped_model(replace(inputs, rcnet_given=given))
+    assert ran.rc is not None and served.rc is None  # RCNet did not run
+    torch.testing.assert_close(served.root_cam, ran.root_cam)
+    torch.testing.assert_close(served.verts_cam, ran.verts_cam)
+
+
+def test_a_trainable_rcnet_refuses_given_outputs(shipped_model):
+    given = RootContacts(torch.zeros(1, 3), torch.zeros(0, 3), torch.zeros(0).long(),
+                         torch.zeros(0).long())  # fmt: skip
+    shipped_model.freeze_rcnet = False
+    try:
+        with pytest.raises(ValueError, match="frozen RCNet"):
+            shipped_model.rcnet_root_contacts(None)
+        from sahmr.records import FrameInputs
+
+        inputs = FrameInputs(image=torch.zeros(1, 3, 224, 224), K_crop=torch.eye(3)[None],
+                             K=torch.eye(3)[None], bbox=torch.zeros(1, 4),
+                             T_w2c=torch.eye(4)[None], rcnet_given=given)  # fmt: skip
+        with pytest.raises(ValueError, match="frozen RCNet"):
+            shipped_model(inputs)
+    finally:
+        shipped_model.freeze_rcnet = True
+
+
+def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
+    """exp=sahmr_small_finetune with loader.rcnet_once: the store is attached, RCNet ran once
+    per sample seen, and the mesh network trained."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    seen = {}
+    cfg = compose_train([
+        "exp=sahmr_small_finetune", f"init.weights={bundled_checkpoint('sahmr')}",
+        "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
+        f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
+        "trainer.max_steps=3", "trainer.max_epochs=5", "trainer.batch_size=4",
+        "trainer.val_every_epochs=0",
+        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
+    ], test_configs)  # fmt: skip
+    result = train_from_config(cfg, on_trainer=lambda t: seen.update(prepare=t.prepare))
+    assert result.step == 3
+    store = seen["prepare"].rcnet_store
+    assert isinstance(store, RCNetStore)
+    assert store.served == 12 and store.computed == 8  # 8 train samples, 3 batches of 4
+
+
+def test_rcnet_once_with_a_trained_rcnet_is_one_clear_error(tiny_dataset, test_configs, tmp_path):
+    from sahmr.inference.method import bundled_checkpoint
+
+    cfg = compose_train([
+        "exp=sahmr_small_e2e", f"init.weights={bundled_checkpoint('sahmr')}", "trainer=tiny",
+        "device=cpu", f"data.root={tiny_dataset}", f"paths.output_dir={tmp_path / 'run'}",
+        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
+    ], test_configs)  # fmt: skip
+    with pytest.raises(ValueError, match="frozen RCNet"):
+        train_from_config(cfg)
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written
