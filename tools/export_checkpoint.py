@@ -5,7 +5,10 @@ python tools/export_checkpoint.py outputs/sahmr_small/checkpoints/best.pt sahmr_
 
 Optimizer, scheduler and RNG states are dropped. ``--int8`` stores weight matrices and kernels
 as int8 with per-output-channel scales (`sahmr.engine.quantize`; about half the float16 size,
-how the shipped checkpoint stays under 20 MB); loading expands them to float32.
+how the shipped checkpoint stays under 20 MB); loading expands them to float32. ``--fp16-under
+PATH`` keeps a part in float16 inside such an export (``--int8-under`` a part of that part in
+int8 again): a fine-tune at a small LR moves most weights by less than an int8 step, and only
+float16 keeps those moves.
 
 ``--rcnet`` merges an RCNet checkpoint into an SA-HMR one: its weights go under the ``rcnet.``
 prefix (replacing any there) and its model config becomes ``model.rcnet``, so
@@ -43,9 +46,12 @@ def export(
     fp16: bool = True,
     int8: bool = False,
     settings: list[str] | None = None,
+    precisions: dict[str, str] | None = None,
 ) -> float:
     """Write the exported checkpoint; returns its size in MB. ``settings``: ``KEY=VALUE``
-    changes of the stored config (in an existing section; the value parsed as YAML)."""
+    changes of the stored config (in an existing section; the value parsed as YAML);
+    ``precisions``: with ``int8``, submodule paths kept in float16 or int8
+    (`sahmr.engine.quantize.quantize_state`)."""
     ckpt = load_checkpoint(src)
     cfg = checkpoint_config(ckpt, src)
     state = dict(ckpt["model"])
@@ -65,7 +71,7 @@ def export(
     apply_settings(cfg, settings or [])
     weights: dict = {"model": state}
     if int8:
-        weights = quantize_state(state)
+        weights = quantize_state(state, precisions=precisions)
     elif fp16:
         weights["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     out = {
@@ -81,6 +87,7 @@ def export(
             "rcnet": str(rcnet or ""),
             "fp16": bool(fp16),
             "int8": bool(int8),
+            "precisions": dict(precisions or {}),
             "settings": list(settings or []),
         },
     }
@@ -101,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="int8 weight matrices with per-channel scales (shipping size)",
     )
+    p.add_argument("--fp16-under", action="append", default=[], metavar="PATH",
+                   help="with --int8: keep the weights under this submodule path in float16 "
+                   "(what a fine-tune at a small LR moved), e.g. mesh_net")  # fmt: skip
+    p.add_argument("--int8-under", action="append", default=[], metavar="PATH",
+                   help="with --int8: int8 under this path even inside an --fp16-under one "
+                   "(the longest path decides), e.g. mesh_net.encoder")  # fmt: skip
     args = p.parse_args(argv)
     for path in (args.src, args.rcnet):
         if path is not None and not path.is_file():
@@ -108,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{path}: {what}")
     if args.fp32 and args.int8:
         p.error("--fp32 and --int8 exclude each other")
+    if (args.fp16_under or args.int8_under) and not args.int8:
+        p.error("--fp16-under / --int8-under choose precisions inside an --int8 export")
+    precisions = {path: "fp16" for path in args.fp16_under}
+    precisions.update({path: "int8" for path in args.int8_under})
     for flag, path in (("src", args.src), ("--rcnet", args.rcnet)):
         if path is not None and args.dst.exists() and args.dst.resolve() == path.resolve():
             p.error(f"dst {args.dst} is the {flag} checkpoint: the export would replace it "
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     try:
         mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8,
-                    settings=args.settings)
+                    settings=args.settings, precisions=precisions)
     except ValueError as err:
         p.error(str(err))
     print(f"wrote {args.dst} ({mb:.2f} MB)")

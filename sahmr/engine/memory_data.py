@@ -181,15 +181,19 @@ class MemoryStepPreparer(TargetPreparer):
         frame_scene = self.stream.cache.scene[indices.detach().cpu()]  # (B,) on the CPU
         return frames, frame_scene
 
-    def frame_inputs(self, frames: Batch, frame_scene: Tensor) -> FrameInputs:
-        """`FrameInputs` of a gathered batch."""
-        scenes = self.stream.scenes if self.needs_scene else None
+    def frame_inputs(
+        self, frames: Batch, frame_scene: Tensor, *, scene: bool = True
+    ) -> FrameInputs:
+        """`FrameInputs` of a gathered batch (without scene points unless ``scene`` and
+        ``needs_scene``)."""
+        scenes = self.stream.scenes if self.needs_scene and scene else None
         return build_frame_inputs(frames, scenes, frame_scene)
 
     def step(self, indices: Tensor, *, targets: bool | None = True) -> Step:
         """The `Step` of a batch of sample indices (targets unless ``targets`` is False)."""
         frames, frame_scene = self.frames(indices)
-        inputs = self.frame_inputs(frames, frame_scene)
+        # with RCNet's outputs stored, nothing in the step reads scene points: no frustum cut
+        inputs = self.frame_inputs(frames, frame_scene, scene=self.rcnet_store is None)
         if self.rcnet_store is not None:
             inputs.rcnet_given = self.rcnet_store.given(indices, self.plain_inputs)
         f_targets = self.frame_targets(frames) if targets is not False else None

@@ -4,15 +4,18 @@ factors) and the warm-up + cosine LR schedule."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from torch import nn
+
+T = TypeVar("T")
 
 
 class SubmodulePathError(ValueError):
     """A trainer setting names a submodule path the method lacks, or one without what the
-    setting needs (``lr_multipliers``, ``grad_clip_groups``, ``frozen_batchnorm``): a bad
+    setting needs (``lr_multipliers``, ``grad_clip_groups``, ``frozen_batchnorm``,
+    ``frozen_parameters``): a bad
     input, which tools/train.py reports in one line."""
 
 
@@ -35,14 +38,50 @@ class WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def under_path(name: str, path: str) -> bool:
+    """Whether the dotted name ``name`` lies under the submodule path ``path`` (``"a.b"``
+    holds ``a.b`` and ``a.b.c``, not ``a.bc``)."""
+    return name == path or name.startswith(path + ".")
+
+
+def longest_path_value(name: str, values: Mapping[str, T]) -> T | None:
+    """The value of the longest submodule path of ``values`` that holds ``name`` (None when
+    none does)."""
+    best, best_len = None, -1
+    for path, value in values.items():
+        if under_path(name, path) and len(path) > best_len:
+            best, best_len = value, len(path)
+    return best
+
+
 def lr_factor(name: str, multipliers: dict[str, float]) -> float:
     """The LR factor of parameter ``name``: the longest submodule path of ``multipliers``
     that contains it (1.0 when none does)."""
-    best, best_len = 1.0, -1
-    for path, factor in multipliers.items():
-        if (name == path or name.startswith(path + ".")) and len(path) > best_len:
-            best, best_len = factor, len(path)
-    return best
+    factor = longest_path_value(name, multipliers)
+    return 1.0 if factor is None else factor
+
+
+def freeze_parameters(method: nn.Module, paths: Sequence[str]) -> int:
+    """Turn off the gradients of every parameter under the submodules ``paths``
+    (`TrainerConfig.frozen_parameters`): they keep their values, and the optimiser never
+    sees them.
+
+    Returns:
+        The number of parameter entries frozen.
+
+    Raises:
+        SubmodulePathError: If a path holds no parameter.
+    """
+    frozen = 0
+    named = list(method.named_parameters())
+    for path in paths:
+        params = [p for name, p in named if under_path(name, path)]
+        if not params:
+            raise SubmodulePathError(f"trainer.frozen_parameters: no parameter under {path!r}")
+        for p in params:
+            p.requires_grad_(False)
+        frozen += sum(p.numel() for p in params)
+    return frozen
 
 
 def parameter_groups(
@@ -76,7 +115,7 @@ def parameter_groups(
         if not p.requires_grad or (keep is not None and id(p) not in keep):
             continue
         factor = lr_factor(name, multipliers)
-        used.update(k for k in multipliers if name == k or name.startswith(k + "."))
+        used.update(k for k in multipliers if under_path(name, k))
         buckets.setdefault((factor, p.ndim >= 2), []).append(p)
     unused = sorted(set(multipliers) - used)
     if unused:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sahmr.engine.optimizers import longest_path_value, under_path
+
 INT8_MAX = 127
 DEFAULT_MIN_NUMEL = 4096
 """Smallest weight stored as int8 (smaller ones cost little and are kept in float16)."""
@@ -45,23 +47,48 @@ def dequantize_weight(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
 
 
+PRECISIONS = ("int8", "fp16")
+
+
 def quantize_state(
-    state: Mapping[str, Tensor], *, min_numel: int = DEFAULT_MIN_NUMEL
+    state: Mapping[str, Tensor],
+    *,
+    min_numel: int = DEFAULT_MIN_NUMEL,
+    precisions: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Tensor]]:
     """Split a state dict into float16 tensors and int8 weights.
+
+    Int8 keeps about 1/127 of a channel's largest weight: a fine-tune at a small learning
+    rate moves most weights by less than that, so re-quantising it drops those moves and adds
+    fresh rounding error wherever a channel's scale changed (docs/results.md, run 30).
+    ``precisions`` keeps such parts in float16.
 
     Args:
         state: Name -> Tensor.
         min_numel: Smallest floating tensor (2+ dimensions) stored as int8.
+        precisions: ``{submodule path: "int8" | "fp16"}``; the longest path holding a tensor
+            decides (`sahmr.engine.optimizers.longest_path_value`), tensors under none
+            follow the size rule (int8).
 
     Returns:
         ``{"model": ..., "model_int8": ..., "model_int8_scale": ...}`` (see the module doc).
+
+    Raises:
+        ValueError: An unknown precision, or a path that holds no tensor of ``state``.
     """
+    precisions = dict(precisions or {})
+    bad = {k: v for k, v in precisions.items() if v not in PRECISIONS}
+    if bad:
+        raise ValueError(f"precisions must be one of {PRECISIONS}, got {bad}")
+    unused = [p for p in precisions if not any(under_path(n, p) for n in state)]
+    if unused:
+        raise ValueError(f"no tensor under {unused}")
     plain: dict[str, Tensor] = {}
     q8: dict[str, Tensor] = {}
     scales: dict[str, Tensor] = {}
     for name, value in state.items():
-        if value.is_floating_point() and value.dim() >= 2 and value.numel() >= min_numel:
+        big = value.is_floating_point() and value.dim() >= 2 and value.numel() >= min_numel
+        if big and longest_path_value(name, precisions) != "fp16":
             q8[name], scale = quantize_weight(value)
             scales[name] = scale.half()
         elif value.is_floating_point():

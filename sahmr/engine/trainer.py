@@ -67,6 +67,7 @@ from sahmr.engine.optimizers import (
     WarmupCosine,
     clip_groups,
     freeze_batchnorm,
+    freeze_parameters,
     parameter_groups,
 )
 from sahmr.engine.trainer_config import TrainerConfig
@@ -197,6 +198,9 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.bf16 = bool(config.bf16 and self.device.type == "cuda")
+        if config.frozen_parameters:
+            n = freeze_parameters(method, config.frozen_parameters)
+            logger.info("parameters frozen in %s: %d", ", ".join(config.frozen_parameters), n)
         self.main_params = generator_parameters(method)
         self.clip_groups = clip_groups(method, self.main_params, config.grad_clip_groups)
         if config.frozen_batchnorm:  # checked here, applied after every model.train()

@@ -90,6 +90,10 @@ class TrainerConfig:
             statistics make its first steps less favourable for the validation error
             (docs/results.md, 2026-12-06 (n)).
             Empty: every BatchNorm trains as usual.
+        frozen_parameters: Dotted submodule paths whose parameters do not train
+            (`sahmr.engine.optimizers.freeze_parameters`): e.g. a part the shipped checkpoint
+            stores in int8, where a small-LR fine-tune's moves would not survive the export
+            (docs/results.md, run 30). Empty: everything the method trains, trains.
     """
 
     max_epochs: int = 1
@@ -131,6 +135,7 @@ class TrainerConfig:
     grad_clip_groups: tuple[str, ...] = ()
     ema_decay: float | None = None
     frozen_batchnorm: tuple[str, ...] = ()
+    frozen_parameters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.best_mode not in ("min", "max"):
@@ -169,6 +174,7 @@ class TrainerConfig:
         self.compile_submodules = tuple(str(p) for p in self.compile_submodules)
         self.grad_clip_groups = tuple(str(p) for p in (self.grad_clip_groups or ()))
         self.frozen_batchnorm = tuple(str(p) for p in (self.frozen_batchnorm or ()))
+        self.frozen_parameters = tuple(str(p) for p in (self.frozen_parameters or ()))
         multipliers = dict(self.lr_multipliers or {})
         for path, factor in multipliers.items():
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) \

@@ -99,7 +99,8 @@ def test_trainer_refuses_a_path_without_batchnorm(tiny_dataset, test_configs, tm
 
 
 @pytest.mark.parametrize("setting", ["trainer.frozen_batchnorm=[conv]",
-                                     "trainer.grad_clip_groups=[nope]"])  # fmt: skip
+                                     "trainer.grad_clip_groups=[nope]",
+                                     "trainer.frozen_parameters=[nope]"])  # fmt: skip
 def test_train_tool_reports_a_bad_submodule_path_in_one_line(
     setting, tiny_dataset, test_configs, tmp_path, monkeypatch, capsys
 ):

@@ -179,7 +179,12 @@ def test_the_last_weights_are_exported_beside_the_best(tmp_path, monkeypatch):
         (ckpts / name).touch()
     shown = subprocess.run(job.cmd, capture_output=True, text=True, check=True).stdout.split()
     assert shown == ["tools/export_checkpoint.py", str(ckpts / "last.pt"),
-                     str(tmp_path / tool.LAST_EXPORT), "--int8"]  # fmt: skip
+                     str(tmp_path / tool.LAST_EXPORT), "--int8", "--fp16-under=mesh_net",
+                     "--int8-under=mesh_net.encoder"]  # fmt: skip
+    # every export keeps the fine-tuned parts in float16 (run 30), the refit's too
+    refit, _ = _jobs(tmp_path, monkeypatch, "--export-fp16-under", "mesh_net.param_head",
+                     "--export-int8-under")  # fmt: skip
+    assert refit["export_refit"].cmd[-2:] == ["--int8", "--fp16-under=mesh_net.param_head"]
 
 
 def test_rcnet_once_stores_the_frozen_rcnet_in_the_in_memory_call_only(tmp_path, monkeypatch):

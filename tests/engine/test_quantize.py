@@ -84,3 +84,54 @@ def test_exported_int8_checkpoint_is_smaller_and_predicts_like_the_original(tmp_
         net.load_state_dict({k: v.float() for k, v in state.items()})
     out = net(x)
     assert ((out - ref).norm() / ref.norm()).item() < 0.02
+
+
+def test_precisions_keep_a_small_fine_tune_that_int8_drops():
+    """A fine-tune's small moves (a tenth of an int8 step) vanish in an int8 re-export and
+    survive under an fp16 path; the longest path decides, and an unchanged int8 tensor
+    re-quantises to itself."""
+    torch.manual_seed(0)
+    start = {
+        "net.a.weight": torch.randn(64, 128),
+        "net.enc.weight": torch.randn(64, 128),
+        "other.weight": torch.randn(64, 128),
+    }
+    shipped = expand_int8({"format": "x", **quantize_state(start)})["model"]  # on the grid
+    step = shipped["net.a.weight"].abs().amax(dim=1, keepdim=True) / 127
+    moved = dict(shipped)
+    # every weight but the channel's largest moves a tenth of a step (scales unchanged)
+    nudge = 0.1 * step * torch.sign(torch.randn(64, 128))
+    top = shipped["net.a.weight"].abs() == shipped["net.a.weight"].abs().amax(1, keepdim=True)
+    moved["net.a.weight"] = shipped["net.a.weight"] + torch.where(top, 0.0, nudge)
+
+    plain = expand_int8({"format": "x", **quantize_state(moved)})["model"]
+    assert torch.equal(plain["net.a.weight"], shipped["net.a.weight"])  # the move is gone
+
+    precisions = {"net": "fp16", "net.enc": "int8"}
+    mixed = quantize_state(moved, precisions=precisions)
+    assert set(mixed["model_int8"]) == {"net.enc.weight", "other.weight"}
+    back = expand_int8({"format": "x", **mixed})["model"]
+    err = (back["net.a.weight"] - moved["net.a.weight"]).abs()
+    assert (err <= 1e-3 * moved["net.a.weight"].abs() + 1e-6).all()  # float16 keeps the move
+    for name in ("net.enc.weight", "other.weight"):  # untouched: re-quantised to themselves
+        assert torch.equal(back[name], shipped[name])
+    with pytest.raises(ValueError, match="precisions must be one of"):
+        quantize_state(moved, precisions={"net": "fp8"})
+    with pytest.raises(ValueError, match="no tensor under"):
+        quantize_state(moved, precisions={"nett": "fp16"})
+
+
+def test_export_tool_keeps_fp16_under_a_path(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.Linear(64, 128))
+    src = save_checkpoint(tmp_path / "c.pt", model=net, config="model: {}\n")
+    tool = _export_tool()
+    dst = tmp_path / "mixed.pt"
+    assert tool.main([str(src), str(dst), "--int8", "--fp16-under", "0"]) == 0
+    raw = torch.load(dst, weights_only=True)
+    assert set(raw["model_int8"]) == {"1.weight"}
+    assert raw["model"]["0.weight"].dtype == torch.float16
+    assert raw["exported"]["precisions"] == {"0": "fp16"}
+    with pytest.raises(SystemExit):
+        tool.main([str(src), str(tmp_path / "x.pt"), "--fp16-under", "0"])  # needs --int8
+    assert not (tmp_path / "x.pt").exists()

@@ -124,6 +124,7 @@ def test_stored_outputs_are_rcnet_on_the_unaugmented_crop_and_give_the_same_body
     step = augmented.step(idx)
     given = step.inputs.rcnet_given
     assert given is not None and store.computed == 4
+    assert step.inputs.scene_points_cam is None  # the step reads none: no frustum cut
     assert not torch.equal(step.inputs.image, plain.step(idx).inputs.image)  # augmented crop
 
     inputs = plain.step(idx).inputs

@@ -7,7 +7,8 @@
 #   poll:  (every later call) keeps the machine warm while the campaign runs and prints its
 #          progress; with `collect` (or once the campaign has ended) it gathers the results
 #          into $OUT: results.tgz, the new checkpoints (best on val, the training's last
-#          weights, the refit), refit.json, the campaign's stdout.
+#          weights, the refit; one over 15 MiB comes in pieces: join them with
+#          `cat F.part* > F`), lease_logs.tgz (the campaign's stdout, refit.json).
 #
 #   bash tools/gpu/lease.sh start TRAIN_MIN MAX_MIN POLL_S [parametric_run.py arguments...]
 #   bash /tmp/tree/tools/gpu/lease.sh poll POLL_S [collect]
@@ -44,10 +45,18 @@ poll() {
         (cd /tmp/tree && PYTHONPATH=/tmp/site:/tmp/tree python3 -c "import sys; from pathlib import Path; \
 sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
         cp "$run/final/results.tgz" "$OUT/"
-        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt refit.json; do
-            [ -f "$run/$f" ] && cp "$run/$f" "$OUT/"
+        # a file comes back whole up to 16 MiB: larger checkpoints (float16 parts) in pieces
+        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt; do
+            [ -f "$run/$f" ] || continue
+            if [ "$(stat -c %s "$run/$f")" -gt $((15 * 1024 * 1024)) ]; then
+                split -b 15M -d "$run/$f" "$OUT/$f.part"
+            else
+                cp "$run/$f" "$OUT/"
+            fi
         done
-        cp "$log" "$OUT/campaign_stdout.log"
+        cp "$log" "$run/campaign_stdout.log"
+        tar -C "$run" -czf "$OUT/lease_logs.tgz" campaign_stdout.log \
+            $( [ -f "$run/refit.json" ] && echo refit.json )
     fi
     ls -la "$OUT"
 }

@@ -151,10 +151,24 @@ def pick_weights(root: Path, name: str) -> str:
     return f"src={data_loader}; [ -f $src ] || src={in_memory};"
 
 
-def export_job(job: str, root: Path, name: str, dest: Path, soft: bool = False) -> Job:
-    """The job ``job``: exports the training's checkpoint ``name`` int8 to ``dest`` once the
-    training has ended."""
-    export = f"{PY} tools/export_checkpoint.py $src {dest} --int8"
+def export_flags(a: argparse.Namespace) -> list[str]:
+    """``tools/export_checkpoint.py`` flags of every export: int8, with the parts the lease
+    fine-tunes in float16 (``--export-fp16-under``; run 30: an int8 re-export drops a small-LR
+    fine-tune's moves, most of them under a tenth of an int8 step)."""
+    return [
+        "--int8",
+        *(f"--fp16-under={path}" for path in a.export_fp16_under),
+        *(f"--int8-under={path}" for path in a.export_int8_under),
+    ]
+
+
+def export_job(
+    job: str, root: Path, name: str, dest: Path, flags: list[str], soft: bool = False
+) -> Job:
+    """The job ``job``: exports the training's checkpoint ``name`` to ``dest`` (``flags``)
+    once the training has ended."""
+    export = shlex.join([PY, "tools/export_checkpoint.py", "__SRC__", str(dest), *flags])
+    export = export.replace("__SRC__", '"$src"', 1)
     return Job(
         job,
         ["bash", "-c", f"{pick_weights(root, name)} {export}"],
@@ -211,7 +225,13 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
         ),
         Job(
             "export_refit",
-            [PY, "tools/export_checkpoint.py", str(out), str(a.root / REFIT_EXPORT), "--int8"],
+            [
+                PY,
+                "tools/export_checkpoint.py",
+                str(out),
+                str(a.root / REFIT_EXPORT),
+                *export_flags(a),
+            ],
             after=["refit"],
             kind="step",
         ),
@@ -300,9 +320,9 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             needs=[SHIPPED],
             soft=True,  # a failed profile does not hold the training back
         ),
-        export_job("export", root, "best.pt", new),
+        export_job("export", root, "best.pt", new, export_flags(a)),
         # soft: a training that failed late still leaves its last.pt
-        export_job("export_last", root, "last.pt", root / LAST_EXPORT, soft=True),
+        export_job("export_last", root, "last.pt", root / LAST_EXPORT, export_flags(a), soft=True),
     ]
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
@@ -447,6 +467,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-loader-workers", type=int, default=8)
     p.add_argument("--refit-device", default="cuda", help="cpu: a smoke run off the GPU")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
+    p.add_argument("--export-fp16-under", nargs="*", default=["mesh_net"],
+                   help="submodule paths exported in float16 (what the lease fine-tunes)")
+    p.add_argument("--export-int8-under", nargs="*", default=["mesh_net.encoder"],
+                   help="paths inside those exported int8 again (freeze them in training: "
+                   "an int8 export drops small moves); the checkpoint stays under 20 MB")
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--rcnet-once", action="store_true",
                    help="the frozen RCNet runs once per training sample, its outputs stored "
