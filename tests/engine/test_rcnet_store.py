@@ -163,8 +163,10 @@ def test_a_trainable_rcnet_refuses_given_outputs(shipped_model):
 
 
 def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
-    """exp=sahmr_small_finetune with loader.rcnet_once: the store is attached, RCNet ran once
-    per sample seen, and the mesh network trained."""
+    """The next lease's recipe: exp=sahmr_small_finetune with loader.rcnet_once and the
+    encoder frozen. The store is attached, RCNet ran once per sample seen, the encoder kept
+    its weights and the rest of the mesh network trained."""
+    from sahmr.engine.checkpoint import load_checkpoint
     from sahmr.inference.method import bundled_checkpoint
 
     seen = {}
@@ -173,14 +175,27 @@ def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
         "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
         f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
         "trainer.max_steps=3", "trainer.max_epochs=5", "trainer.batch_size=4",
-        "trainer.val_every_epochs=0",
+        "trainer.val_every_epochs=0", "trainer.frozen_parameters=[mesh_net.encoder]",
+        "trainer.frozen_batchnorm=[mesh_net]",
         "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
     ], test_configs)  # fmt: skip
-    result = train_from_config(cfg, on_trainer=lambda t: seen.update(prepare=t.prepare))
+
+    def grab(trainer):
+        seen["prepare"] = trainer.prepare
+        seen["start"] = {k: v.clone() for k, v in trainer.method.state_dict().items()}
+
+    result = train_from_config(cfg, on_trainer=grab)
     assert result.step == 3
     store = seen["prepare"].rcnet_store
     assert isinstance(store, RCNetStore)
     assert store.served == 12 and store.computed == 8  # 8 train samples, 3 batches of 4
+    end = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    start = seen["start"]
+    encoder = [k for k in start if k.startswith("mesh_net.encoder.")]
+    assert encoder and all(torch.equal(end[k], start[k]) for k in encoder)
+    head = [k for k in start if k.startswith("mesh_net.param_head.")
+            and start[k].is_floating_point() and not torch.equal(end[k], start[k])]  # fmt: skip
+    assert head  # the head trained
 
 
 def test_rcnet_once_with_a_trained_rcnet_is_one_clear_error(tiny_dataset, test_configs, tmp_path):

@@ -15,7 +15,12 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    '{mesh_net.param_head:2.0,rcnet:0.5}'`` trains RCNet with it (runs 9 and 12). It starts
    once val and test are on disk and streams the training shards while the generator still
    writes them (``loader=memory``); the generator is stopped when training ends;
-3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`); ``--free-form`` also
+3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`) but for the parts under
+   ``--export-fp16-under`` (the mesh network) in float16, and those under
+   ``--export-int8-under`` (its encoder, to be frozen in training:
+   ``trainer.frozen_parameters``) int8 again: 18.6 MB. Run 30's all-int8 export dropped the
+   fine-tune's moves (most under a tenth of an int8 step) and re-rounded every channel whose
+   scale had changed; ``--free-form`` also
    scores a copy whose config returns the free-form vertices (same weights); ``export_last``:
    the weights the training ended with, int8, brought back unscored (run 29's best-on-val was
    step 250 while its mesh network kept improving to the last step, and those weights stayed
