@@ -1,5 +1,5 @@
 """The trainer's optimiser parts: AdamW parameter groups (weight decay and per-submodule LR
-factors) and the warm-up + cosine LR schedule."""
+factors), frozen submodules and the warm-up + cosine LR schedule."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ T = TypeVar("T")
 class SubmodulePathError(ValueError):
     """A trainer setting names a submodule path the method lacks, or one without what the
     setting needs (``lr_multipliers``, ``grad_clip_groups``, ``frozen_batchnorm``,
-    ``frozen_parameters``): a bad
-    input, which tools/train.py reports in one line."""
+    ``frozen_parameters``): a bad input, which tools/train.py reports in one line."""
 
 
 class WarmupCosine:
