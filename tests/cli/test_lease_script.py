@@ -49,3 +49,34 @@ def test_bad_arguments_exit_2_with_one_line(args):
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
     assert out.stdout == ""
+
+
+def test_collect_brings_a_large_checkpoint_back_in_pieces(tmp_path):
+    """`poll ... collect` gathers what the device returns: at most 8 files of at most 16 MiB,
+    so a float16 checkpoint over 15 MiB comes in pieces that join back to the file."""
+    run, out = tmp_path / "run", tmp_path / "out"
+    (run / "eval" / "new_val").mkdir(parents=True)
+    (run / "eval" / "new_val" / "metrics.json").write_text("{}")
+    (run / "runs" / "sahmr_param").mkdir(parents=True)
+    (run / "runs" / "sahmr_param" / "metrics.jsonl").write_text('{"step": 1}\n')
+    big = os.urandom(19 * 2**20)  # the mixed-precision export's size
+    (run / "sahmr_small_param.pt").write_bytes(big)
+    (run / "sahmr_small_last.pt").write_bytes(b"small")
+    (tmp_path / "run.log").write_text("[00:00:00] campaign ended\n")
+    out.mkdir()
+    env = {**os.environ, "LEASE_RUN": str(run), "LEASE_POLL_S": "0", "OUT": str(out)}
+    done = subprocess.run(["bash", str(SCRIPT), "poll", "0", "collect"], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["lease_logs.tgz", "results.tgz", "sahmr_small_last.pt",
+                     "sahmr_small_param.pt.part00", "sahmr_small_param.pt.part01"]  # fmt: skip
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    joined = b"".join((out / f).read_bytes() for f in files if f.startswith("sahmr_small_param"))
+    assert joined == big
+    import tarfile
+
+    with tarfile.open(out / "lease_logs.tgz") as tar:
+        assert tar.getnames() == ["campaign_stdout.log"]
+    with tarfile.open(out / "results.tgz") as tar:
+        assert "eval/new_val/metrics.json" in tar.getnames()

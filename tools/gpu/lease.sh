@@ -22,14 +22,16 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-run=/tmp/run   # the campaign's root on the lent machine (its /tmp; nothing of the repo's)
+# the campaign's root on the lent machine (its /tmp; nothing of the repo's); LEASE_RUN and
+# LEASE_POLL_S (seconds between looks) only for tests
+run=${LEASE_RUN:-/tmp/run}
 log=$run.log
 
 poll() {
     local limit=$1 final=${2:-0} t0 elapsed
     t0=$(date +%s)
     while :; do
-        sleep 20
+        sleep "${LEASE_POLL_S:-20}"
         elapsed=$(( $(date +%s) - t0 ))
         echo "--- $(date +%T) +${elapsed}s"
         tail -n 4 "$log"
@@ -40,9 +42,11 @@ poll() {
     done
     echo "=== campaign log (tail)"
     tail -n 60 "$log"
-    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+    command -v nvidia-smi > /dev/null \
+        && nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
     if [ "$final" = collect ]; then
-        (cd /tmp/tree && PYTHONPATH=/tmp/site:/tmp/tree python3 -c "import sys; from pathlib import Path; \
+        # $repo: /tmp/tree on the lent machine (poll runs the frozen copy's script)
+        (cd "$repo" && PYTHONPATH="/tmp/site:$repo" python3 -c "import sys; from pathlib import Path; \
 sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
         cp "$run/final/results.tgz" "$OUT/"
         # a file comes back whole up to 16 MiB: larger checkpoints (float16 parts) in pieces
