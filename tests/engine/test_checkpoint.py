@@ -227,3 +227,14 @@ def test_refit_saver_writes_each_row_it_is_given(tmp_path):
     name = next(iter(model.state_dict()))
     assert torch.equal(second["model"][name], model.state_dict()[name])
     assert not torch.equal(first["model"][name], second["model"][name])
+
+
+def test_shipped_checkpoint_travels_with_the_gpu_bundle():
+    """The shipped file stays within 20 MB (it travels with the spconv bundle to the GPU
+    machine) whatever precision mix it is exported with, and holds no pickled objects."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    path = bundled_checkpoint("sahmr")
+    assert path.stat().st_size <= 20e6
+    raw = torch.load(path, weights_only=True, map_location="cpu")
+    assert raw["format"] == "sahmr.checkpoint"
