@@ -80,3 +80,30 @@ def test_collect_brings_a_large_checkpoint_back_in_pieces(tmp_path):
         assert tar.getnames() == ["campaign_stdout.log"]
     with tarfile.open(out / "results.tgz") as tar:
         assert "eval/new_val/metrics.json" in tar.getnames()
+
+
+STASH = SCRIPT.parent / "stash.sh"
+
+
+def _stash(root, stash, *args):
+    env = {**os.environ, "STASH_ROOT": str(root), "STASH_DIR": str(stash)}
+    return subprocess.run(["bash", str(STASH), *args], capture_output=True, text=True, env=env,
+                          timeout=60)  # fmt: skip
+
+
+def test_stash_moves_what_the_install_call_does_not_need_and_puts_it_back(tmp_path):
+    root, stash = tmp_path / "repo", tmp_path / "stash"
+    ckpt = root / "sahmr" / "checkpoints" / "sahmr_small.pt"
+    img = root / "docs" / "img" / "a.png"
+    for path, data in ((ckpt, b"weights"), (img, b"png")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    assert _stash(root, stash, "out").returncode == 0
+    assert not ckpt.exists() and not img.parent.exists()
+    again = _stash(root, stash, "out")  # a second stash would lose the first
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert _stash(root, stash, "in").returncode == 0
+    assert ckpt.read_bytes() == b"weights" and img.read_bytes() == b"png"
+    assert not stash.exists()
+    assert _stash(root, stash, "in").returncode == 2  # nothing stashed
+    assert _stash(root, stash, "sideways").returncode == 2

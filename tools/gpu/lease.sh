@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU lease after the README's first install call (`bash .gpu/install.sh`, carrying .gpu):
+# One GPU lease after the README's first install call (`bash .gpu/install.sh`, carrying .gpu;
+# slim the tree for it with `bash tools/gpu/stash.sh out`, and `stash.sh in` after it):
 #
 #   start: (second call, carrying .whl) installs the extra wheels into /tmp/site, copies the
 #          tree to /tmp/tree (the lease runs from a frozen copy: later calls carry other trees),
@@ -75,6 +76,10 @@ start() {
     steps=$(python3 -c "print(int($train_min * 66))")
     local cmd=(python3 tools/gpu/parametric_run.py --root "$run" --train-minutes "$train_min"
                --max-steps "$steps" --max-minutes "$max_min" --no-profile "$@")
+    if [ ! -f "$repo/sahmr/checkpoints/sahmr_small.pt" ]; then
+        echo "lease.sh: no shipped checkpoint in the tree: run 'bash tools/gpu/stash.sh in'" >&2
+        exit 2
+    fi
     if [ "${LEASE_DRY_RUN:-0}" = 1 ]; then
         echo "${cmd[*]}"
         return 0
