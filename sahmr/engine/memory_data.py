@@ -170,13 +170,13 @@ class MemoryStepPreparer(TargetPreparer):
 
     def plain_inputs(self, indices: Tensor) -> FrameInputs:
         """`FrameInputs` of samples ``indices`` without augmentation (the test-time input)."""
-        frames = gather_batch(self.stream.cache, indices, self.device, stager=self._stage)
-        return self.frame_inputs(frames, self.stream.cache.scene[indices.detach().cpu()])
+        return self.frame_inputs(*self.frames(indices, augment=False))
 
-    def frames(self, indices: Tensor) -> tuple[Batch, Tensor]:
-        """The (augmented) frame `Batch` of ``indices`` and each frame's scene index (CPU)."""
+    def frames(self, indices: Tensor, *, augment: bool = True) -> tuple[Batch, Tensor]:
+        """The frame `Batch` of ``indices`` (augmented when ``augment`` and the preparer
+        augments) and each frame's scene index (CPU)."""
         frames = gather_batch(self.stream.cache, indices, self.device, stager=self._stage)
-        if self.augment is not None:
+        if augment and self.augment is not None:
             frames.crop, frames.bbox = augment_crops(frames.crop, frames.bbox, self.augment)
         frame_scene = self.stream.cache.scene[indices.detach().cpu()]  # (B,) on the CPU
         return frames, frame_scene

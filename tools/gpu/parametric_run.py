@@ -191,7 +191,8 @@ REFIT_EXPORT = "sahmr_small_refit.pt"
 """The refitted network exported int8, as it would ship."""
 
 LAST_EXPORT = "sahmr_small_last.pt"
-"""The training's last weights exported int8 (``export_last``; scored off the lent machine)."""
+"""The training's last weights, exported as the others (``export_last``; brought back, scored
+off the lent machine)."""
 
 
 def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
