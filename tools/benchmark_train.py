@@ -20,7 +20,8 @@ exp=sahmr_small_e2e: no teacher forcing, the ROI refined twice as at test time, 
 weights), ``sahmr_small_finetune`` (stage two from the shipped weights: the frozen RCNet
 votes, refines and searches as at test time in every step) and ``sahmr_small_finetune_once``
 (the same with ``loader.rcnet_once``: RCNet's outputs computed once per sample before the
-timed window, at the rate reported as ``store_frames_per_s``, then served from
+timed window (at the training step's precision), at the rate reported as
+``store_frames_per_s`` (after one warm-up batch), then served from
 `sahmr.engine.rcnet_store`; in-memory path only), ``sahmr_small`` (the mesh network,
 teacher-forced), ``rcnet_small``, ``metro_small``. With ``--compile`` (default on CUDA) the
 static-shape submodules (2-D backbones, necks, image heads, upsamplers, METRO's encoder) are
@@ -357,18 +358,24 @@ def rcnet_once(cfg: Any) -> bool:
 
 
 def fill_store(trainer: Any, path: DataPath, prepare: Any, device: torch.device) -> float:
-    """Attaches a `sahmr.engine.rcnet_store.RCNetStore` to ``prepare`` and fills it with every
-    cached sample (batches of the training batch size); frames/s of the filling."""
+    """Attaches a `sahmr.engine.rcnet_store.RCNetStore` to ``prepare`` (RCNet at the training
+    step's precision) and fills it with every cached sample, in batches of the training batch
+    size; frames/s of the filling after its first batch (RCNet's warm-up: kernel choices and
+    allocations), or of the whole filling when there is only one batch."""
     if not hasattr(prepare, "use_rcnet_store"):
         raise ValueError("loader.rcnet_once runs on the in-memory path only (--paths new)")
-    store = prepare.use_rcnet_store(trainer.method)
+    store = prepare.use_rcnet_store(trainer.method, bf16=trainer.bf16)
     n, B = len(prepare.stream.cache), trainer.cfg.batch_size
+    starts = list(range(0, n, B))
+    if len(starts) > 1:  # warm-up, untimed
+        store.given(torch.arange(0, B), prepare.plain_inputs)
+        starts = starts[1:]
     sync(device)
     t0 = time.perf_counter()
-    for lo in range(0, n, B):
+    for lo in starts:
         store.given(torch.arange(lo, min(n, lo + B)), prepare.plain_inputs)
     sync(device)
-    return n / (time.perf_counter() - t0)
+    return (n - starts[0]) / (time.perf_counter() - t0)
 
 
 def compiled_paths(method: torch.nn.Module) -> list[str]:

@@ -145,7 +145,8 @@ def _train(
     val = build_val_data(cfg, tcfg, body, info)
     method = build_method(cfg, body, info.device, resuming=resume and last.is_file())
     if cfg.get("loader") is not None and cfg.loader.get("rcnet_once", False):
-        prepare.use_rcnet_store(method)  # a frozen RCNet's outputs, once per sample
+        # a frozen RCNet's outputs, once per sample, at the step's precision
+        prepare.use_rcnet_store(method, bf16=tcfg.autocast_bf16(info.device))
     loss = _instantiate(cfg.loss).to(info.device)
     trainer = Trainer(
         method=method,

@@ -160,12 +160,13 @@ class MemoryStepPreparer(TargetPreparer):
         self.rcnet_store: RCNetStore | None = None
         self._stage = PinnedStager()
 
-    def use_rcnet_store(self, model: Any) -> RCNetStore:
+    def use_rcnet_store(self, model: Any, *, bf16: bool = False) -> RCNetStore:
         """Serve ``model``'s frozen RCNet outputs from a per-sample store from now on
-        (`sahmr.engine.rcnet_store`); the store."""
+        (`sahmr.engine.rcnet_store`; ``bf16``: RCNet fills it under the training step's
+        autocast); the store."""
         if not self.needs_scene:
             raise ValueError("loader.rcnet_once needs scene points (RCNet votes from them)")
-        self.rcnet_store = RCNetStore(model, self.device)
+        self.rcnet_store = RCNetStore(model, self.device, bf16=bf16)
         return self.rcnet_store
 
     def plain_inputs(self, indices: Tensor) -> FrameInputs:

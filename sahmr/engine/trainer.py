@@ -197,7 +197,7 @@ class Trainer:
         self.config_yaml = config_yaml
         self.output_dir = Path(output_dir)
         self.ckpt_dir = self.output_dir / "checkpoints"
-        self.bf16 = bool(config.bf16 and self.device.type == "cuda")
+        self.bf16 = config.autocast_bf16(self.device)
         if config.frozen_parameters:
             n = freeze_parameters(method, config.frozen_parameters)
             logger.info("parameters frozen in %s: %d", ", ".join(config.frozen_parameters), n)

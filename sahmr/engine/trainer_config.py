@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sahmr.engine.data import LoaderSettings
@@ -193,6 +194,12 @@ class TrainerConfig:
         if unknown:
             raise ValueError(f"unknown trainer settings {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+    def autocast_bf16(self, device: torch.device | str) -> bool:
+        """Whether the model runs under bfloat16 autocast on ``device`` (``bf16`` on CUDA;
+        always fp32 elsewhere): the training step, and what stands in for its parts (a stored
+        RCNet's outputs, `sahmr.engine.rcnet_store`)."""
+        return bool(self.bf16 and torch.device(device).type == "cuda")
 
     def loader(self, *, train: bool) -> LoaderSettings:
         """DataLoader settings for the training or validation loader."""

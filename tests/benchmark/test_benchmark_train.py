@@ -185,3 +185,31 @@ def test_the_e2e_method_is_the_leases_recipe(tool):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_fill_store_fills_every_sample_once_at_the_steps_precision(tool):
+    """``fill_store`` attaches the store with the trainer's precision and computes every
+    cached sample once: the untimed warm-up batch first, the timed rest after it."""
+    from types import SimpleNamespace
+
+    calls: list[tuple[list[int], bool]] = []
+
+    class Store:
+        def given(self, indices, plain_inputs):
+            calls.append((indices.tolist(), self.bf16))
+
+    class Prepare:
+        stream = SimpleNamespace(cache=list(range(10)))
+
+        def plain_inputs(self, indices):  # never called by this fake store
+            raise AssertionError
+
+        def use_rcnet_store(self, model, *, bf16):
+            self.store = Store()
+            self.store.bf16 = bf16
+            return self.store
+
+    trainer = SimpleNamespace(method=object(), bf16=True, cfg=SimpleNamespace(batch_size=4))
+    rate = tool.fill_store(trainer, None, Prepare(), torch.device("cpu"))
+    assert rate > 0
+    assert calls == [([0, 1, 2, 3], True), ([4, 5, 6, 7], True), ([8, 9], True)]

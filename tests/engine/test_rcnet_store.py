@@ -87,6 +87,35 @@ def test_store_serves_what_was_computed_and_computes_each_sample_once():
     assert store.used == sum(i % 4 for i in {0, 1, 2, 5, 6, 7, 9, 13})
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_store_fills_at_the_training_steps_precision(bf16):
+    """RCNet fills the store under the step's bfloat16 autocast when asked (the trainer asks
+    on CUDA), and in float32 otherwise; what it stores is float32 either way."""
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    class Records(_FakeSAHMR):
+        def rcnet_root_contacts(self, inputs):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            return super().rcnet_root_contacts(inputs)
+
+    store = RCNetStore(Records(), "cpu", bf16=bf16)
+    got = store.given(torch.tensor([3, 1]), lambda idx: idx)
+    assert [enabled for enabled, _ in seen] == [bf16]  # one fill, autocast as asked
+    if bf16:
+        assert seen[0][1] == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu")  # the autocast ends with the filling
+    assert got.root_cam.dtype == torch.float32
+    assert torch.equal(got.root_cam, _reference([3, 1]).root_cam)
+
+
+def test_training_config_autocasts_on_cuda_only():
+    from sahmr.engine.trainer_config import TrainerConfig
+
+    assert TrainerConfig(bf16=True).autocast_bf16("cuda:0")
+    assert not TrainerConfig(bf16=True).autocast_bf16("cpu")
+    assert not TrainerConfig(bf16=False).autocast_bf16(torch.device("cuda"))
+
+
 def test_store_refuses_a_model_without_a_frozen_rcnet():
     class Trains(_FakeSAHMR):
         freeze_rcnet = False
