@@ -13,8 +13,9 @@ give the frame at test time), and serves the stored output in later steps throug
 Chosen by ``loader.rcnet_once=true`` (`sahmr.data.memory.MemoryDataConfig`), for a model whose
 RCNet is frozen; validation runs RCNet as ``predict`` does. RCNet fills the store under the
 training step's autocast (``bf16``): the precision it would run at inside the step, and the one
-the GPU evaluation runs it at. (Filling in float32 made each new sample cost an H100 about
-five times what the same passes cost inside a bf16 step: 58 against about 290 frames/s.)
+the GPU evaluation runs it at. (Filling in float32, before 2026-12-06, an H100 computed 58
+frames/s, against about 290 for the same passes inside a bf16 step; how much of that gap the
+precision explains is not measured yet: docs/benchmarks.md.)
 
 Storage on the training device: roots (N, 3) float32 and the contact points packed in the
 order they were computed (float32 points, int8 regions); which rows belong to which sample

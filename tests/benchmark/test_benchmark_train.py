@@ -183,10 +183,6 @@ def test_the_e2e_method_is_the_leases_recipe(tool):
     assert joint.model.rcnet.teacher_forcing is True
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
-
-
 def test_fill_store_fills_every_sample_once_at_the_steps_precision(tool):
     """``fill_store`` attaches the store with the trainer's precision and computes every
     cached sample once: the untimed warm-up batch first, the timed rest after it."""
@@ -213,3 +209,7 @@ def test_fill_store_fills_every_sample_once_at_the_steps_precision(tool):
     rate = tool.fill_store(trainer, None, Prepare(), torch.device("cpu"))
     assert rate > 0
     assert calls == [([0, 1, 2, 3], True), ([4, 5, 6, 7], True), ([8, 9], True)]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__]))
