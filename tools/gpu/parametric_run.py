@@ -18,13 +18,13 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`) but for the parts under
    ``--export-fp16-under`` (the mesh network) in float16, and those under
    ``--export-int8-under`` (its encoder, to be frozen in training:
-   ``trainer.frozen_parameters``) int8 again: 18.6 MB. Run 30's all-int8 export dropped the
-   fine-tune's moves (most under a tenth of an int8 step) and re-rounded every channel whose
-   scale had changed; ``--free-form`` also
-   scores a copy whose config returns the free-form vertices (same weights); ``export_last``:
-   the weights the training ended with, int8, brought back unscored (run 29's best-on-val was
-   step 250 while its mesh network kept improving to the last step, and those weights stayed
-   on the lent machine);
+   ``trainer.frozen_parameters``) int8 again: 19.5 MB (18.6 MiB). Run 30's all-int8 export
+   dropped the fine-tune's moves (most under a tenth of an int8 step) and re-rounded every
+   channel whose scale had changed; ``--free-form`` also scores a copy whose config returns
+   the free-form vertices (same weights); ``export_last``: the weights the training ended
+   with, exported the same way, brought back unscored (run 29's best-on-val was step 250
+   while its mesh network kept improving to the last step, and those weights stayed on the
+   lent machine);
 4. ``refit`` (``--refit-train-frames N``, 8,000 by default; 0: none): the head of the
    network the training left refitted on the GPU (``tools/refit_head.py --device cuda``) on
    its own frozen encoder outputs for N fresh train frames, with RCNet's roots and contacts

@@ -3,8 +3,9 @@
 #
 # Everything one device call carries must fit in 64 MiB: the working tree plus its carry.
 # .gpu (the bundle, ~43 MB) leaves room for a tree of ~23.7 MB, and a shipped checkpoint
-# in float16 parts (18.6 MiB) does not fit beside it. The install call needs neither the
-# checkpoint nor the docs' pictures; the lease's start call, which carries only .whl, does.
+# in float16 parts (run 31's: 19.5 MB, 18.6 MiB) does not fit beside it. The install call
+# needs neither the checkpoint nor the docs' pictures; the lease's start call, which carries
+# only .whl, does.
 #
 #   bash tools/gpu/stash.sh out   # before call 1 (bash .gpu/install.sh, carry .gpu)
 #   bash tools/gpu/stash.sh in    # before call 2 (lease.sh start, carry .whl)
