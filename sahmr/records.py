@@ -12,6 +12,7 @@ Frames follow docs/design.md: world = the scan, camera = OpenCV, metres, ``T_w2c
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -138,6 +139,9 @@ class FrameTargets:
             None (the world-frame SMPL root rotation composed with ``T_w2c``).
         body_pose: Tensor (B, 69) axis-angle, or None.
         T_w2c: Tensor (B, 4, 4), copied from the batch for world-frame losses/metrics.
+        scene_sdf: Each frame's room SDF (`sahmr.scene.sdf_store.FrameSDFs`, world frame) for
+            a scene penetration term, or None (the in-memory loader with
+            ``loader.scene_sdf=true`` sets it).
     """
 
     verts_cam: Tensor
@@ -155,6 +159,7 @@ class FrameTargets:
     global_orient_cam: Tensor | None
     body_pose: Tensor | None
     T_w2c: Tensor
+    scene_sdf: Any = None
 
     @property
     def batch_size(self) -> int:

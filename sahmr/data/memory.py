@@ -36,7 +36,7 @@ import threading
 import time
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from sahmr.data.shards import DATASET_FORMAT
 from sahmr.records import FrameInputs
 from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M, crop_intrinsics, normalize_crop
 from sahmr.scene.frustum import _frustum_planes_world
+from sahmr.scene.sdf_store import SceneSDFStore
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,11 @@ class MemoryDataConfig:
         rcnet_once: A frozen RCNet (stage two of SA-HMR) runs once per sample, on its crop
             without augmentation, and later steps reuse its root and contacts
             (`sahmr.engine.rcnet_store`).
+        scene_sdf: Also hold every room's SDF grid on the device (`sahmr.scene.sdf_store`)
+            and give each step's targets their rooms (``FrameTargets.scene_sdf``) for a scene
+            penetration term (``loss.param_terms.penetration``). The grid is the one the
+            generator placed the bodies against (``rooms/<id>/placer_sdf_*.npz``, with the
+            room's solid ground), read in background threads as the rooms' shards arrive.
     """
 
     storage: str = "auto"
@@ -113,6 +119,7 @@ class MemoryDataConfig:
     frustum_chunk: int = 2**27
     augment: Any = None
     rcnet_once: bool = False
+    scene_sdf: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGES:
@@ -713,6 +720,15 @@ class ShardStream:
         cache_device, pin = resolve_storage(self.config.storage, self.device)
         self.cache = SampleCache(sum(p.num_samples for p in self.plan), cache_device, pin=pin)
         self.scenes = SceneStore(self.device, chunk=self.config.frustum_chunk)
+        self.sdfs: SceneSDFStore | None = None
+        self._sdf_loads: dict[str, Future] = {}
+        self._sdf_lock = threading.Lock()
+        self._sdf_pool: ThreadPoolExecutor | None = None
+        if self.config.scene_sdf:
+            if not needs_scene:
+                raise ValueError("loader.scene_sdf needs the rooms (needs_scene=true)")
+            self.sdfs = SceneSDFStore(self.device)
+            self._sdf_pool = ThreadPoolExecutor(2, thread_name_prefix="room-sdf")
         self._state = _StreamState()
         self._pending: dict[int, DecodedShard] = {}
         self.loaded: set[int] = set()
@@ -765,6 +781,8 @@ class ShardStream:
 
         def done(f: Future, k: int = k) -> None:
             err = f.exception()
+            if err is None:
+                self._prefetch_sdfs(f.result().scene_id)
             self._state.done.put((k, None if err else f.result(), err))
 
         fut.add_done_callback(done)
@@ -788,11 +806,31 @@ class ShardStream:
         pts = SceneIndex(self.root, [scene_id])[scene_id]
         return subsample_points(pts, self.max_points_per_scene, scene_id, self.seed)
 
+    def _prefetch_sdfs(self, scene_ids: Sequence[str]) -> None:
+        """Start reading the SDF grids of rooms not seen yet (background threads)."""
+        if self._sdf_pool is None:
+            return
+        from sahmr.engine.head_refit import stored_or_built_sdf
+
+        with self._sdf_lock:
+            for sid in dict.fromkeys(scene_ids):
+                if sid not in self._sdf_loads:
+                    mesh = self.root / "rooms" / sid / "mesh.ply"
+                    self._sdf_loads[sid] = self._sdf_pool.submit(stored_or_built_sdf, mesh)
+
     def _append(self, k: int, shard: DecodedShard) -> None:
         scene_index = []
+        if self.sdfs is not None:
+            self._prefetch_sdfs(shard.scene_id)  # no-op for rooms already asked for
         for sid in shard.scene_id:
             if self.needs_scene and sid not in self.scenes:
                 self.scenes.add(sid, self._scene_points(sid))
+            if self.sdfs is not None and sid not in self.sdfs:
+                with self._sdf_lock:
+                    load = self._sdf_loads[sid]
+                self.sdfs.add(sid, load.result())
+                if self.needs_scene and self.sdfs.index(sid) != self.scenes.index(sid):
+                    raise RuntimeError(f"room {sid}: SDF and scene-point stores disagree")
             scene_index.append(self.scenes.index(sid) if self.needs_scene else 0)
         self.cache.append(shard, scene_index)
         self.loaded.add(k)
@@ -902,6 +940,9 @@ class ShardStream:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._sdf_pool is not None:
+            self._sdf_pool.shutdown(wait=False)  # pending reads are waited for in _append
+            self._sdf_pool = None
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         try:

@@ -198,6 +198,8 @@ class MemoryStepPreparer(TargetPreparer):
         if self.rcnet_store is not None:
             inputs.rcnet_given = self.rcnet_store.given(indices, self.plain_inputs)
         f_targets = self.frame_targets(frames) if targets is not False else None
+        if f_targets is not None and self.stream.sdfs is not None:
+            f_targets.scene_sdf = self.stream.sdfs.frames(frame_scene)
         return Step(
             inputs=inputs,
             targets=f_targets,

@@ -29,6 +29,10 @@ With a parametric head (``output.body`` not None), `ParamTerms` adds:
 * ``param_verts_abs`` (SA-HMR): mean Euclidean distance of the placed body's vertices to the
   ground truth - a distance, so the camera-frame and world-frame terms are the same number;
 * ``param_joints2d`` (METRO): weak-perspective projections of the body's J14 joints;
+* ``scene_penetration`` (SA-HMR, optional): the mean over frames and vertices of
+  ``relu(-sdf)`` (metres) of the placed body in its room (``targets.scene_sdf``, the
+  generator's grid of the room, `sahmr.scene.sdf_store`): vertices inside the scan pull out,
+  vertices outside add nothing (the ground truth's contacts sit at ``sdf`` about 0);
 * ``edge`` / ``normal`` on the free-form full mesh: edge-length error in metres (absolute:
   a relative error divides by the body's sub-millimetre sliver edges and explodes - it did,
   in the first GPU run) and ``1 - cos`` between predicted and ground-truth face normals over
@@ -47,6 +51,7 @@ from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.models.metro import crop_to_normalized, weak_perspective
 from sahmr.models.param_head import BodyParams
 from sahmr.records import FrameTargets, LossOutput
+from sahmr.scene.sdf_store import cam_to_world, sample_frames
 
 
 def _l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -142,6 +147,8 @@ class ParamTerms(nn.Module):
         joints2d: Weight of its 2-D J14 term (METRO).
         edge: Weight of the free-form mesh's edge-length error (metres).
         normal: Weight of the free-form mesh's face-normal term.
+        penetration: Weight of the placed body's mean depth in the room (per metre; SA-HMR,
+            needs ``targets.scene_sdf``: ``loader.scene_sdf=true``). 0: off.
     """
 
     def __init__(
@@ -155,8 +162,12 @@ class ParamTerms(nn.Module):
         joints2d: float = 0.5,
         edge: float = 1.0,
         normal: float = 0.02,
+        penetration: float = 0.0,
     ) -> None:
         super().__init__()
+        if penetration < 0:
+            raise ValueError(f"penetration weight must be >= 0, got {penetration}")
+        self.penetration = float(penetration)
         self.rot, self.betas = float(rot), float(betas)
         self.verts, self.joints3d = float(verts), float(joints3d)
         self.verts_abs, self.joints2d = float(verts_abs), float(joints2d)
@@ -205,11 +216,29 @@ class ParamTerms(nn.Module):
             placed = body.verts_rel + root_used[:, None].to(body.verts_rel)
             dist = (placed.float() - targets.verts_cam.float()).norm(dim=-1)
             terms["param_verts_abs"] = self.verts_abs * dist.mean()
+            if self.penetration > 0:
+                depth = scene_depth(placed.float(), targets)
+                terms["scene_penetration"] = self.penetration * depth.mean()
         if cam is not None and crop_size is not None:
             gt2d = crop_to_normalized(targets.joints14_2d_crop, crop_size)
             pred2d = weak_perspective(body.joints14_rel, cam)
             terms["param_joints2d"] = self.joints2d * _l1(pred2d, gt2d)
         return terms
+
+
+def scene_depth(verts_cam: Tensor, targets: FrameTargets) -> Tensor:
+    """Tensor (B, V): depth (metres, ``relu(-sdf)``) of camera-frame vertices (B, V, 3) in
+    each frame's room (``targets.scene_sdf`` and ``targets.T_w2c``).
+
+    Raises:
+        ValueError: The targets carry no rooms (train with ``loader.scene_sdf=true``).
+    """
+    if targets.scene_sdf is None:
+        raise ValueError("the scene penetration term needs each frame's room: train with "
+                         "loader=memory and loader.scene_sdf=true")  # fmt: skip
+    with torch.autocast(verts_cam.device.type, enabled=False):  # world metres need float32
+        verts_world = cam_to_world(verts_cam.float(), targets.T_w2c.to(verts_cam.device))
+        return torch.relu(-sample_frames(verts_world, targets.scene_sdf))
 
 
 def _total(terms: dict[str, Tensor]) -> LossOutput:

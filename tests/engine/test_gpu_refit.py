@@ -188,20 +188,25 @@ def test_the_last_weights_are_exported_beside_the_best(tmp_path, monkeypatch):
 
 
 def test_rcnet_once_stores_the_frozen_rcnet_in_the_in_memory_call_only(tmp_path, monkeypatch):
-    """``--rcnet-once``: the in-memory training call sets ``loader.rcnet_once=true`` and
-    composes; the DataLoader fallback (no ``loader`` group) does not get it."""
+    """``--rcnet-once`` and ``--scene-penetration``: the in-memory training call sets
+    ``loader.rcnet_once=true`` (and the rooms' grids with the penetration weight) and composes;
+    the DataLoader fallback (no ``loader`` group) gets neither."""
     import shlex
 
     from engine_testkit import CONFIGS
     from hydra import compose, initialize_config_dir
 
     tool = load_tool("gpu/parametric_run")
-    args = tool.parser().parse_args(["--root", str(tmp_path), "--rcnet-once"])
+    args = tool.parser().parse_args(["--root", str(tmp_path), "--rcnet-once",
+                                     "--scene-penetration", "30"])  # fmt: skip
     memory, fallback = (shlex.split(c) for c in tool.train_calls(args, tmp_path / "data"))
     assert "loader.rcnet_once=true" in memory and "loader.rcnet_once=true" not in fallback
+    assert "loader.scene_sdf=true" in memory and not any("scene_sdf" in w for w in fallback)
+    assert not any("penetration" in w for w in fallback)
     plain = tool.train_calls(tool.parser().parse_args(["--root", str(tmp_path)]),
                              tmp_path / "data")  # fmt: skip
-    assert "loader.rcnet_once" not in plain[0]
+    assert "loader.rcnet_once" not in plain[0] and "scene_sdf" not in plain[0]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=memory[2:])
     assert cfg.loader.rcnet_once is True and cfg.model.freeze_rcnet is True
+    assert cfg.loader.scene_sdf is True and cfg.loss.param_terms.penetration == 30.0

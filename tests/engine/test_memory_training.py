@@ -77,17 +77,68 @@ def test_resume_continues_the_same_memory_run(tiny_dataset, test_configs, tmp_pa
         assert torch.equal(a[k], b[k]), k
 
 
+def _with_placer_grids(dataset, out):
+    """A copy of a dataset whose rooms hold a coarse (10 cm) placer SDF grid, as the contact
+    placer leaves them (the tiny dataset's standing placer writes none)."""
+    import shutil
+
+    import trimesh
+
+    from sahmr.scene.sdf import build_sdf_grid
+
+    shutil.copytree(dataset, out)
+    for room in sorted((out / "rooms").iterdir()):
+        mesh = trimesh.load(room / "mesh.ply", force="mesh", process=False)
+        build_sdf_grid(mesh, voxel_size=0.1).save(room / "placer_sdf_1000.npz")
+    return out
+
+
+def test_steps_carry_each_frames_room_sdf(tiny_dataset, tmp_path):
+    """loader.scene_sdf: every step's targets name their frames' rooms; the one-pass lookup at
+    the true vertices gives what each room's own grid (ground joined) gives."""
+    from sahmr.engine.head_refit import stored_or_built_sdf
+    from sahmr.scene.sdf_store import cam_to_world, sample_frames
+
+    root = _with_placer_grids(tiny_dataset, tmp_path / "ds")
+    body = BodyModel()
+    cpu = torch.device("cpu")
+    stream = ShardStream(root, "train", cpu, MemoryDataConfig(decode_workers=0, scene_sdf=True))
+    stream.refresh()
+    idx = torch.tensor([5, 1, 6, 2])
+    step = MemoryStepPreparer(stream, body.topology, cpu).step(idx)
+    t = step.targets
+    assert t.scene_sdf is not None and len(stream.sdfs) == len(stream.scenes)
+    verts_world = cam_to_world(t.verts_cam.double(), t.T_w2c.double())
+    got = sample_frames(verts_world, t.scene_sdf)
+    for i, k in enumerate(idx.tolist()):
+        sid = stream.scenes.scene_ids[int(stream.cache.scene[k])]
+        grid = stored_or_built_sdf(root / "rooms" / sid / "mesh.ply")
+        torch.testing.assert_close(got[i], grid.sample(verts_world[i]), atol=2e-3, rtol=0)
+    assert got.amin() > -0.1  # the generated bodies stand on the floor, not in it
+    with pytest.raises(ValueError, match="needs_scene"):
+        ShardStream(root, "train", cpu, MemoryDataConfig(decode_workers=0, scene_sdf=True),
+                    needs_scene=False)  # fmt: skip
+
+
 def test_train_tool_sahmr_small_with_memory_data(tiny_dataset, tmp_path, monkeypatch):
-    """tools/train.py exp=sahmr_small ... loader=memory: two steps of the real method."""
+    """tools/train.py exp=sahmr_small ... loader=memory: two steps of the real method, with the
+    scene penetration term on the rooms' grids (loader.scene_sdf)."""
+    import json
+
+    root = _with_placer_grids(tiny_dataset, tmp_path / "ds")
     run = tmp_path / "run"
     over = [
-        "exp=sahmr_small", "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
+        "exp=sahmr_small", "trainer=tiny", "device=cpu", f"data.root={root}",
         f"paths.output_dir={run}", "max_points_per_scene=20000", "trainer.max_steps=2",
         "trainer.batch_size=2", "trainer.val_batch_size=2", *MEMORY,
+        "loader.scene_sdf=true", "loss.param_terms.penetration=30",
     ]  # fmt: skip
     run_hydra_tool("train", over, monkeypatch)
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["metrics"]["last"]["frames"] == 2
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logged if r["split"] == "train"]
+    assert len(train) == 2 and all(r["scene_penetration"] >= 0 for r in train)
 
 
 def test_memory_path_rejects_clip_mode(tiny_dataset, test_configs, tmp_path):

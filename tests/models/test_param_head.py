@@ -358,3 +358,55 @@ def test_crop_scale_head_continues_a_checkpoint_without_it_unchanged(tmp_path):
         metro = compose(overrides=["+model=metro_small", "+body=license_free"])
     assert sahmr.model.mesh_net.param_head.crop_scale is True
     assert metro.model.param_head.get("crop_scale", False) is False
+
+
+def test_scene_penetration_is_the_placed_bodys_mean_depth_in_its_room():
+    """A room whose SDF is a floor plane (linear: trilinear lookups are exact up to the float16
+    nodes): the term is the weight times the mean of ``relu(plane height - vertex height)``
+    over frames and vertices, the body placed at the root used, in the world frame."""
+    import numpy as np
+
+    from sahmr.scene.sdf import SDFGrid
+    from sahmr.scene.sdf_store import SceneSDFStore, cam_to_world
+
+    _, targets = make_batch()
+    g = torch.Generator().manual_seed(1)
+    yaw = torch.rand(targets.batch_size, generator=g) * 6.0
+    T = torch.eye(4).repeat(targets.batch_size, 1, 1)  # cameras looking along world y
+    T[:, :3, :3] = axis_angle_to_matrix(torch.stack([yaw * 0, yaw * 0, yaw], -1)) @ torch.tensor(
+        [[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]]
+    )
+    T[:, :3, 3] = torch.tensor([0.2, 1.5, -0.3])
+    targets.T_w2c = T
+    placed_world = cam_to_world(targets.verts_cam.double(), T.double())
+    lo = placed_world.reshape(-1, 3).amin(0) - 0.5
+    hi = placed_world.reshape(-1, 3).amax(0) + 0.5
+    floor = float(placed_world[..., 2].median())  # about half the vertices below it
+    voxel = 0.05
+    n = ((hi - lo) / voxel).ceil().long() + 1
+    z = lo[2].item() + voxel * np.arange(int(n[2]))
+    values = np.broadcast_to((z - floor)[:, None, None], (int(n[2]), int(n[1]), int(n[0])))
+    store = SceneSDFStore()
+    store.add("room", SDFGrid(lo.numpy().astype(np.float32), voxel, values.astype(np.float32)))
+    targets.scene_sdf = store.frames(torch.zeros(targets.batch_size, dtype=torch.long))
+
+    class Out:
+        pass
+
+    Out.body = _perfect_body(targets)
+    Out.faces = None
+    terms = ParamTerms(penetration=30.0)(Out, targets, root_used=targets.root_cam)
+    want = 30.0 * torch.relu(floor - placed_world[..., 2]).mean()
+    assert want > 1.0
+    assert terms["scene_penetration"].item() == pytest.approx(want.item(), abs=2e-3)
+    # the term's gradient lifts the body out of the floor (the root moves up in the world)
+    root = targets.root_cam.clone().requires_grad_(True)
+    ParamTerms(penetration=30.0)(Out, targets, root_used=root)["scene_penetration"].backward()
+    up_world = (root.grad[:, None] @ T[:, :3, :3].double().float()).squeeze(1)[:, 2]
+    assert (up_world < 0).all()  # descending the loss raises the body
+    assert "scene_penetration" not in ParamTerms()(Out, targets, root_used=targets.root_cam)
+    targets.scene_sdf = None
+    with pytest.raises(ValueError, match="scene_sdf"):
+        ParamTerms(penetration=1.0)(Out, targets, root_used=targets.root_cam)
+    with pytest.raises(ValueError, match=">= 0"):
+        ParamTerms(penetration=-1.0)

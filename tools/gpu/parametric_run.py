@@ -141,6 +141,9 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         f"loader.min_samples={a.min_samples}",
         f"loader.decode_workers={a.decode_workers}",
         *(["loader.rcnet_once=true"] if a.rcnet_once else []),
+        # the rooms' grids ride the in-memory path only: the fallback trains without the term
+        *(["loader.scene_sdf=true", f"loss.param_terms.penetration={a.scene_penetration}"]
+          if a.scene_penetration > 0 else []),
     ]
     loader = [*common, "exp_name=sahmr_param_dl"]
     return [shlex.join(memory), shlex.join(loader)]
@@ -479,6 +482,8 @@ def parser() -> argparse.ArgumentParser:
                    help="paths inside those exported int8 again (freeze them in training: "
                    "an int8 export drops small moves); the checkpoint stays under 20 MB")
     p.add_argument("--train-extra", nargs="*", default=[])
+    p.add_argument("--scene-penetration", type=float, default=0.0,
+                   help="loss.param_terms.penetration on the rooms' SDF grids (0: off)")
     p.add_argument("--rcnet-once", action="store_true",
                    help="the frozen RCNet runs once per training sample, its outputs stored "
                    "(loader.rcnet_once; in-memory path only, exp=sahmr_small_finetune)")
