@@ -17,7 +17,7 @@ the refit's history.
 
 ``--penetration W`` (> 0) adds the scene term (`sahmr.engine.head_refit`): every cached frame
 also keeps a crop of its room's SDF around its true root (read from the grid the generator
-stored in each room's folder, `sahmr.engine.head_refit.stored_or_built_sdf`; ``--crop-sdf
+stored in each room's folder, `sahmr.scene.sdf_store.stored_or_built_sdf`; ``--crop-sdf
 exact``: the evaluator's 2 cm grid, built and cached in ``--sdf-cache``), and validation
 reports the crop's PenE beside the vertex error. A cache written without crops is completed
 (crops added from the frames' rooms and cameras; the network does not run again).
@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         frame_cameras,
         read_cache_key,
         refit_head,
-        stored_or_built_sdf,
         with_sdf_crops,
         write_cache_key,
     )
+    from sahmr.scene.sdf_store import stored_or_built_sdf
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per validation
     torch.manual_seed(a.seed)

@@ -50,7 +50,7 @@ from sahmr.data.shards import DATASET_FORMAT
 from sahmr.records import FrameInputs
 from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M, crop_intrinsics, normalize_crop
 from sahmr.scene.frustum import _frustum_planes_world
-from sahmr.scene.sdf_store import SceneSDFStore
+from sahmr.scene.sdf_store import SceneSDFStore, stored_or_built_sdf
 
 logger = logging.getLogger(__name__)
 
@@ -810,8 +810,6 @@ class ShardStream:
         """Start reading the SDF grids of rooms not seen yet (background threads)."""
         if self._sdf_pool is None:
             return
-        from sahmr.engine.head_refit import stored_or_built_sdf
-
         with self._sdf_lock:
             for sid in dict.fromkeys(scene_ids):
                 if sid not in self._sdf_loads:

@@ -234,36 +234,6 @@ def crop_sdf(points_cam: Tensor, root_cam: Tensor, crop: Tensor) -> Tensor:
     return torch.where(inside, values, torch.full_like(values, OUTSIDE_CROP_SDF_M))
 
 
-def stored_or_built_sdf(
-    mesh_path: str | Path,
-    *,
-    voxel_size: float = SDF_VOXEL_SIZE_M,
-    cache_dir: str | Path | None = None,
-) -> SDFGrid:
-    """A room's SDF grid for the crops, read where the generator left one.
-
-    A generated room's folder holds the contact placer's grid (``placer_sdf_<pitch in 0.1
-    mm>.npz``, `sahmr.synth.room_store.sdf_cache_path`; the whole room up to 2.4 m, above any
-    body's vertices): the finest one is read, so 148 training rooms cost seconds instead of
-    ~15 s each for the evaluator's 2 cm grid. Any other room gets the evaluator's grid
-    (`sahmr.scene.sdf.load_or_build_sdf`, built and cached on first use). Both are finer than
-    the crop's 8 cm spacing, and both are joined with the solid ground the room's
-    ``meta.json`` declares (`sahmr.scene.sdf.declared_ground`).
-
-    Args:
-        mesh_path: The room's mesh (``rooms/<name>/mesh.ply``).
-        voxel_size: Pitch of the evaluator's grid when one is built, metres.
-        cache_dir: Its cache folder.
-    """
-    from sahmr.scene.sdf import load_or_build_sdf, resolve_ground
-
-    # the 4-digit pitch in the names sorts the finest first
-    stored = sorted(Path(mesh_path).parent.glob("placer_sdf_[0-9][0-9][0-9][0-9].npz"))
-    if stored:  # grids stored before rooms declared their ground lack it
-        return SDFGrid.load(stored[0]).with_solid_ground(resolve_ground(mesh_path, "auto"))
-    return load_or_build_sdf(mesh_path, voxel_size=voxel_size, cache_dir=cache_dir)
-
-
 class RoomSDFCrops:
     """`SDFCropSource` of the rooms of one scene folder (resolved by frame scene name as the
     evaluator does, `sahmr.evaluation.evaluator.SceneSDFs`), one room's grid held at a time:
@@ -596,7 +566,8 @@ def encoder_digest(model: nn.Module, head_prefix: str = "mesh_net.param_head.") 
 
 def sdf_crop_spec(source: Literal["stored", "exact"] = "exact") -> dict:
     """What a cache's SDF crops are (stored in its key): nodes, spacing, the rooms' grids
-    (``"stored"``: `stored_or_built_sdf`; ``"exact"``: the evaluator's, of this pitch), and
+    (``"stored"``: `sahmr.scene.sdf_store.stored_or_built_sdf`; ``"exact"``: the evaluator's,
+    of this pitch), and
     that they hold the rooms' declared solid ground (crops made before they did lack the key
     and are remade)."""
     return {"nodes": SDF_CROP_NODES, "spacing_m": SDF_CROP_SPACING_M, "source": source,

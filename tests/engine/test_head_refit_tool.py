@@ -274,6 +274,7 @@ def test_stored_or_built_sdf_prefers_the_finest_stored_grid(tmp_path, monkeypatc
 
     import sahmr.scene.sdf as sdf_mod
     from sahmr.scene.sdf import SDFGrid
+    from sahmr.scene.sdf_store import stored_or_built_sdf
 
     room = tmp_path / "room"
     room.mkdir()
@@ -282,7 +283,7 @@ def test_stored_or_built_sdf_prefers_the_finest_stored_grid(tmp_path, monkeypatc
     for pitch, value in ((0.04, 4.0), (0.025, 2.5)):
         grid = SDFGrid(np.zeros(3, np.float32), pitch, np.full((3, 3, 3), value, np.float32))
         grid.save(room / f"placer_sdf_{round(pitch * 1e4):04d}.npz")
-    got = head_refit.stored_or_built_sdf(mesh)
+    got = stored_or_built_sdf(mesh)
     assert got.voxel_size == pytest.approx(0.025) and float(got.values.max()) == 2.5
 
     bare = tmp_path / "bare"
@@ -290,7 +291,7 @@ def test_stored_or_built_sdf_prefers_the_finest_stored_grid(tmp_path, monkeypatc
     built = []
     monkeypatch.setattr(sdf_mod, "load_or_build_sdf",
                         lambda path, **kw: built.append((path, kw)) or "grid")  # fmt: skip
-    assert head_refit.stored_or_built_sdf(bare / "mesh.ply", voxel_size=0.02) == "grid"
+    assert stored_or_built_sdf(bare / "mesh.ply", voxel_size=0.02) == "grid"
     assert built == [(bare / "mesh.ply", {"voxel_size": 0.02, "cache_dir": None})]
 
 

@@ -96,8 +96,7 @@ def _with_placer_grids(dataset, out):
 def test_steps_carry_each_frames_room_sdf(tiny_dataset, tmp_path):
     """loader.scene_sdf: every step's targets name their frames' rooms; the one-pass lookup at
     the true vertices gives what each room's own grid (ground joined) gives."""
-    from sahmr.engine.head_refit import stored_or_built_sdf
-    from sahmr.scene.sdf_store import cam_to_world, sample_frames
+    from sahmr.scene.sdf_store import cam_to_world, sample_frames, stored_or_built_sdf
 
     root = _with_placer_grids(tiny_dataset, tmp_path / "ds")
     body = BodyModel()
