@@ -50,6 +50,7 @@ from sahmr.data.shards import DATASET_FORMAT
 from sahmr.records import FrameInputs
 from sahmr.scene.frontend import FRUSTUM_FAR_M, FRUSTUM_NEAR_M, crop_intrinsics, normalize_crop
 from sahmr.scene.frustum import _frustum_planes_world
+from sahmr.scene.room_index import RoomIndex
 from sahmr.scene.sdf_store import SceneSDFStore, stored_or_built_sdf
 
 logger = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ def subsample_points(
     return points[np.sort(rng.choice(points.shape[0], int(max_points), replace=False))]
 
 
-class SceneStore:
+class SceneStore(RoomIndex):
     """Scene points of every room held once on a device, concatenated with per-room offsets.
 
     Args:
@@ -408,25 +409,14 @@ class SceneStore:
     """
 
     def __init__(self, device: torch.device | str = "cpu", *, chunk: int = 2**27) -> None:
+        super().__init__()
         self.device = torch.device(device)
         self.chunk = int(chunk)
-        self.scene_ids: list[str] = []
-        self._index: dict[str, int] = {}
         self._host: list[Tensor] = []
         self.points = torch.zeros(0, 3, device=self.device)
         self.offsets: list[int] = [0]
         self._dirty = False
         self._stage = PinnedStager()
-
-    def __len__(self) -> int:
-        return len(self.scene_ids)
-
-    def __contains__(self, scene_id: str) -> bool:
-        return scene_id in self._index
-
-    def index(self, scene_id: str) -> int:
-        """Index of a scene (KeyError when absent)."""
-        return self._index[scene_id]
 
     def add(self, scene_id: str, points_world: np.ndarray | Tensor) -> int:
         """Add a scene's (N, 3) world-frame points (no-op when present); its index."""
@@ -435,11 +425,10 @@ class SceneStore:
         pts = torch.as_tensor(np.asarray(points_world), dtype=torch.float32)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise ValueError(f"scene {scene_id!r}: points must be (N, 3), got {tuple(pts.shape)}")
-        self._index[scene_id] = len(self.scene_ids)
-        self.scene_ids.append(scene_id)
+        index = self._register(scene_id)
         self._host.append(pts)
         self._dirty = True
-        return self._index[scene_id]
+        return index
 
     def _pack(self) -> None:
         if not self._dirty:

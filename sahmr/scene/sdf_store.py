@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sahmr.scene.room_index import RoomIndex
 from sahmr.scene.sdf import SDF_VOXEL_SIZE_M, SDFGrid, resolve_ground
 
 NO_GROUND_M = 1.0e6
@@ -57,7 +58,7 @@ class FrameSDFs:
         return int(self.base.shape[0])
 
 
-class SceneSDFStore:
+class SceneSDFStore(RoomIndex):
     """SDF grids of rooms (world frame) on one device, indexed like `sahmr.data.memory.SceneStore`.
 
     Args:
@@ -65,23 +66,12 @@ class SceneSDFStore:
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
+        super().__init__()
         self.device = torch.device(device)
-        self.scene_ids: list[str] = []
-        self._index: dict[str, int] = {}
         self._host: list[Tensor] = []
         self._meta: list[tuple[list[int], list[float], float, list[float], float]] = []
         self.values = torch.zeros(0, dtype=torch.float16, device=self.device)
         self._dirty = False
-
-    def __len__(self) -> int:
-        return len(self.scene_ids)
-
-    def __contains__(self, scene_id: str) -> bool:
-        return scene_id in self._index
-
-    def index(self, scene_id: str) -> int:
-        """Index of a room (KeyError when absent)."""
-        return self._index[scene_id]
 
     @property
     def nbytes(self) -> int:
@@ -101,8 +91,7 @@ class SceneSDFStore:
             normal[grid.ground.axis] = grid.ground.sign
             height = float(grid.ground.height)
             values = grid.with_solid_ground(grid.ground).values  # nodes below the ground too
-        self._index[scene_id] = len(self.scene_ids)
-        self.scene_ids.append(scene_id)
+        index = self._register(scene_id)
         self._host.append(
             torch.from_numpy(np.ascontiguousarray(values, np.float32)).half().reshape(-1)
         )
@@ -110,7 +99,7 @@ class SceneSDFStore:
         origin = [float(o) for o in np.asarray(grid.origin, np.float64)]
         self._meta.append(([W, H, D], origin, float(grid.voxel_size), normal, height))
         self._dirty = True
-        return self._index[scene_id]
+        return index
 
     def _pack(self) -> None:
         if not self._dirty:
