@@ -801,7 +801,7 @@ class ShardStream:
             return
         with self._sdf_lock:
             for sid in dict.fromkeys(scene_ids):
-                if sid not in self._sdf_loads:
+                if sid not in self._sdf_loads and sid not in self.sdfs:
                     mesh = self.root / "rooms" / sid / "mesh.ply"
                     self._sdf_loads[sid] = self._sdf_pool.submit(stored_or_built_sdf, mesh)
 
@@ -816,6 +816,8 @@ class ShardStream:
                 with self._sdf_lock:
                     load = self._sdf_loads[sid]
                 self.sdfs.add(sid, load.result())
+                with self._sdf_lock:  # stored: the read grid is let go
+                    del self._sdf_loads[sid]
                 if self.needs_scene and self.sdfs.index(sid) != self.scenes.index(sid):
                     raise RuntimeError(f"room {sid}: SDF and scene-point stores disagree")
             scene_index.append(self.scenes.index(sid) if self.needs_scene else 0)

@@ -567,9 +567,8 @@ def encoder_digest(model: nn.Module, head_prefix: str = "mesh_net.param_head.") 
 def sdf_crop_spec(source: Literal["stored", "exact"] = "exact") -> dict:
     """What a cache's SDF crops are (stored in its key): nodes, spacing, the rooms' grids
     (``"stored"``: `sahmr.scene.sdf_store.stored_or_built_sdf`; ``"exact"``: the evaluator's,
-    of this pitch), and
-    that they hold the rooms' declared solid ground (crops made before they did lack the key
-    and are remade)."""
+    of this pitch), and that they hold the rooms' declared solid ground (crops made before
+    they did lack the key and are remade)."""
     return {"nodes": SDF_CROP_NODES, "spacing_m": SDF_CROP_SPACING_M, "source": source,
             "sdf_voxel_m": SDF_VOXEL_SIZE_M, "ground": "declared"}  # fmt: skip
 
