@@ -13,9 +13,9 @@ give the frame at test time), and serves the stored output in later steps throug
 Chosen by ``loader.rcnet_once=true`` (`sahmr.data.memory.MemoryDataConfig`), for a model whose
 RCNet is frozen; validation runs RCNet as ``predict`` does. RCNet fills the store under the
 training step's autocast (``bf16``): the precision it would run at inside the step, and the one
-the GPU evaluation runs it at. (Filling in float32, before 2026-12-06, an H100 computed 58
-frames/s, against about 290 for the same passes inside a bf16 step; how much of that gap the
-precision explains is not measured yet: docs/benchmarks.md.)
+the GPU evaluation runs it at. (On an H100 the fill ran at about 69 new frames/s in float32
+(run 31) and about 92 in bf16 (run 32), against about 290 for the same passes inside a bf16
+step: precision explains little of that gap, docs/benchmarks.md.)
 
 Storage on the training device: roots (N, 3) float32 and the contact points packed in the
 order they were computed (float32 points, int8 regions); which rows belong to which sample

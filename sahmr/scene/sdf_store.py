@@ -87,10 +87,9 @@ class SceneSDFStore(RoomIndex):
             raise ValueError(f"room {scene_id!r}: an SDF grid needs >= 2 nodes per axis, "
                              f"got shape {values.shape}")  # fmt: skip
         normal, height = [0.0, 0.0, 0.0], -NO_GROUND_M
-        if grid.ground is not None:
+        if grid.ground is not None:  # set by with_solid_ground, which joined it to the nodes
             normal[grid.ground.axis] = grid.ground.sign
             height = float(grid.ground.height)
-            values = grid.with_solid_ground(grid.ground).values  # nodes below the ground too
         index = self._register(scene_id)
         self._host.append(
             torch.from_numpy(np.ascontiguousarray(values, np.float32)).half().reshape(-1)
@@ -106,16 +105,15 @@ class SceneSDFStore(RoomIndex):
             return
         self.values = torch.cat(self._host).to(self.device)
         sizes = [int(v.numel()) for v in self._host]
-        self._base = torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], dtype=torch.int64)
-        self._dims = torch.tensor([m[0] for m in self._meta], dtype=torch.int64)
-        self._origin = torch.tensor([m[1] for m in self._meta], dtype=torch.float64)
-        self._voxel = torch.tensor([m[2] for m in self._meta], dtype=torch.float64)
-        self._normal = torch.tensor([m[3] for m in self._meta], dtype=torch.float64)
-        self._height = torch.tensor([m[4] for m in self._meta], dtype=torch.float64)
+        base = [0, *np.cumsum(sizes)[:-1].tolist()]
+        dims, origin, voxel, normal, height = zip(*self._meta)
+        # per room, in FrameSDFs' order after values: base, dims, origin, voxel, ground
         self._per_room = [
-            t.to(self.device)
-            for t in (self._base, self._dims, self._origin, self._voxel, self._normal, self._height)
-        ]
+            torch.tensor(base, dtype=torch.int64, device=self.device),
+            torch.tensor(dims, dtype=torch.int64, device=self.device),
+            *(torch.tensor(v, dtype=torch.float64, device=self.device)
+              for v in (origin, voxel, normal, height)),
+        ]  # fmt: skip
         self._dirty = False
 
     def frames(self, scene_index: Tensor) -> FrameSDFs:
