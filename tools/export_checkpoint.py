@@ -14,9 +14,7 @@ float16 keeps those moves.
 prefix (replacing any there) and its model config becomes ``model.rcnet``, so
 `sahmr.engine.checkpoint.load_method` builds the whole pipeline. ``--set KEY=VALUE`` changes the
 stored config (inference options such as ``model.rcnet.roi_refinements=2``); the section must
-exist in the config. ``--shape-net`` merges a shape-net checkpoint (``tools/train_shape_net.py``)
-into an SA-HMR one the same way (weights under ``shape_net.``, config ``model.shape_net``): the
-exported model poses its body with the shape net's coefficients. Prints the file size in MB.
+exist in the config. Prints the file size in MB.
 """
 
 from __future__ import annotations
@@ -38,28 +36,6 @@ from sahmr.engine.checkpoint import (
 from sahmr.engine.quantize import quantize_state
 
 RCNET_PREFIX = "rcnet."
-SHAPE_NET_PREFIX = "shape_net."
-SAHMR_TARGET = "sahmr.models.sahmr.SAHMR"
-SHAPE_NET_TARGET = "sahmr.models.shape_net.CropShapeNet"
-
-
-def merge_part(cfg, state: dict, part: Path, key: str, wanted: str | None, flag: str) -> None:
-    """Put the checkpoint ``part``'s weights under ``<key>.`` in ``state`` (replacing any
-    there) and its model config at ``model.<key>`` of ``cfg``, in place.
-
-    Raises:
-        ValueError: ``part`` holds another model than ``wanted`` (when given).
-    """
-    ckpt = load_checkpoint(part)
-    part_cfg = checkpoint_config(ckpt, part)
-    held = OmegaConf.select(part_cfg, "model._target_")
-    if wanted is not None and held != wanted:
-        raise ValueError(f"{flag} {part}: holds a {held} model, not {wanted}")
-    prefix = key + "."
-    for k in [k for k in state if k.startswith(prefix)]:
-        del state[k]
-    state.update({prefix + k: v for k, v in ckpt["model"].items()})
-    OmegaConf.update(cfg, f"model.{key}", part_cfg.model, force_add=True)
 
 
 def export(
@@ -67,7 +43,6 @@ def export(
     dst: Path,
     *,
     rcnet: Path | None = None,
-    shape_net: Path | None = None,
     fp16: bool = True,
     int8: bool = False,
     settings: list[str] | None = None,
@@ -81,16 +56,18 @@ def export(
     cfg = checkpoint_config(ckpt, src)
     state = dict(ckpt["model"])
     if rcnet is not None:
+        rc = load_checkpoint(rcnet)
+        rc_cfg = checkpoint_config(rc, rcnet)
         if "rcnet" not in cfg.model:
             raise ValueError(f"{src}: its model ({OmegaConf.select(cfg, 'model._target_')}) "
                              "takes no rcnet")  # fmt: skip
         wanted = OmegaConf.select(cfg, "model.rcnet._target_")  # None: left to be merged in
-        merge_part(cfg, state, rcnet, RCNET_PREFIX[:-1], wanted, "--rcnet")
-    if shape_net is not None:
-        if OmegaConf.select(cfg, "model._target_") != SAHMR_TARGET:
-            raise ValueError(f"{src}: its model ({OmegaConf.select(cfg, 'model._target_')}) "
-                             "takes no shape net (SA-HMR does)")  # fmt: skip
-        merge_part(cfg, state, shape_net, SHAPE_NET_PREFIX[:-1], SHAPE_NET_TARGET, "--shape-net")
+        if wanted is not None and OmegaConf.select(rc_cfg, "model._target_") != wanted:
+            raise ValueError(f"--rcnet {rcnet}: holds a "
+                             f"{OmegaConf.select(rc_cfg, 'model._target_')} model, not {wanted}")
+        state = {k: v for k, v in state.items() if not k.startswith(RCNET_PREFIX)}
+        state.update({RCNET_PREFIX + k: v for k, v in rc["model"].items()})
+        OmegaConf.update(cfg, "model.rcnet", rc_cfg.model, force_add=True)
     apply_settings(cfg, settings or [])
     weights: dict = {"model": state}
     if int8:
@@ -108,7 +85,6 @@ def export(
         "exported": {
             "source": str(src),
             "rcnet": str(rcnet or ""),
-            "shape_net": str(shape_net or ""),
             "fp16": bool(fp16),
             "int8": bool(int8),
             "precisions": dict(precisions or {}),
@@ -124,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="training checkpoint (last.pt / best.pt)")
     p.add_argument("dst", type=Path, help="exported file")
     p.add_argument("--rcnet", type=Path, default=None, help="RCNet checkpoint to merge in")
-    p.add_argument("--shape-net", type=Path, default=None,
-                   help="shape-net checkpoint to merge into an SA-HMR one")  # fmt: skip
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="change the stored config, e.g. model.rcnet.roi_refinements=2")
@@ -141,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --int8: int8 under this path even inside an --fp16-under one "
                    "(the longest path decides), e.g. mesh_net.encoder")  # fmt: skip
     args = p.parse_args(argv)
-    for path in (args.src, args.rcnet, args.shape_net):
+    for path in (args.src, args.rcnet):
         if path is not None and not path.is_file():
             what = "a folder, not a checkpoint file" if path.is_dir() else "no such file"
             p.error(f"{path}: {what}")
@@ -151,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--fp16-under / --int8-under choose precisions inside an --int8 export")
     precisions = {path: "fp16" for path in args.fp16_under}
     precisions.update({path: "int8" for path in args.int8_under})
-    parts = (("src", args.src), ("--rcnet", args.rcnet), ("--shape-net", args.shape_net))
-    for flag, path in parts:
+    for flag, path in (("src", args.src), ("--rcnet", args.rcnet)):
         if path is not None and args.dst.exists() and args.dst.resolve() == path.resolve():
             p.error(f"dst {args.dst} is the {flag} checkpoint: the export would replace it "
                     "(and its optimizer state); write to another file")  # fmt: skip
@@ -165,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except BadArgument as exc:
         p.error(str(exc))
     try:
-        mb = export(args.src, args.dst, rcnet=args.rcnet, shape_net=args.shape_net,
-                    fp16=not args.fp32, int8=args.int8, settings=args.settings,
-                    precisions=precisions)  # fmt: skip
+        mb = export(args.src, args.dst, rcnet=args.rcnet, fp16=not args.fp32, int8=args.int8,
+                    settings=args.settings, precisions=precisions)
     except ValueError as err:
         p.error(str(err))
     print(f"wrote {args.dst} ({mb:.2f} MB)")

@@ -86,7 +86,6 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "sahmr.models.rcnet.RCNet",
         "sahmr.models.rcnet.UpsampleNeck",
         "sahmr.models.sahmr.SAHMR",
-        "sahmr.models.shape_net.CropShapeNet",
         "sahmr.models.scene_mesh_net.SceneAwareMeshNet",
         "sahmr.models.sparse_unet.SparseUNet",
         "sahmr.models.spin.FitsDict",

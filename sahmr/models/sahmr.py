@@ -115,11 +115,6 @@ class SAHMR(nn.Module):
             point (training or test; it attends to its null token only) while the root still
             comes from RCNet (or the ground truth), so it differs from SA-HMR by the scene
             alone (issue 18, "what the scene gives").
-        shape_net: A shape network (`sahmr.models.shape_net.CropShapeNet`) whose coefficients
-            replace the parametric head's: the body is posed with the head's rotations and
-            the shape net's betas, read from the crop and the crop's metric side at the root
-            the mesh network was given. Always frozen (trained on its own,
-            ``tools/train_shape_net.py``); None: the head's betas.
     """
 
     def __init__(
@@ -134,7 +129,6 @@ class SAHMR(nn.Module):
         frame_contact_drop: float = 0.0,
         freeze_rcnet: bool = True,
         scene_contacts: bool = True,
-        shape_net: nn.Module | None = None,
     ) -> None:
         super().__init__()
         for name, p in (("contact_drop", contact_drop), ("frame_contact_drop", frame_contact_drop)):
@@ -152,32 +146,13 @@ class SAHMR(nn.Module):
         if rcnet is not None and self.freeze_rcnet:
             rcnet.requires_grad_(False)
             rcnet.eval()
-        self.shape_net = shape_net
-        if shape_net is not None:
-            if getattr(mesh_net, "param_head", None) is None:
-                raise ValueError("a shape_net sets the parametric body's shape: the mesh "
-                                 "network has no parametric head")  # fmt: skip
-            shape_net.requires_grad_(False)
-            shape_net.eval()
 
     def train(self, mode: bool = True) -> SAHMR:
-        """Sets the mode; a frozen RCNet and the shape net stay in eval mode."""
+        """Sets the mode; a frozen RCNet stays in eval mode."""
         super().train(mode)
         if self.rcnet is not None and self.freeze_rcnet:
             self.rcnet.eval()
-        if self.shape_net is not None:
-            self.shape_net.eval()
         return self
-
-    def _reshaped(self, body: BodyParams, image: Tensor, side_m: Tensor) -> BodyParams:
-        """``body`` posed again with the shape net's betas (its rotations and root offset
-        kept)."""
-        with torch.no_grad():
-            betas = self.shape_net(image, side_m)
-        head = self.mesh_net.param_head
-        out = head.pose_body(body.rotmats, betas[:, : head.num_betas].to(body.betas.dtype))
-        out.root_offset = body.root_offset
-        return out
 
     # ---------------------------------------------------------------- sources of root/contacts
 
@@ -288,17 +263,14 @@ class SAHMR(nn.Module):
             keep = kept[bidx]
             points, region, bidx = points[keep], region[keep], bidx[keep]
             gt_index = None if gt_index is None else gt_index[keep]
-        side_m = crop_side_m(inputs.K_crop, root[:, 2], inputs.crop_size)
         mesh = self.mesh_net(
             inputs.image, root, points, region, bidx,
-            crop_side_m=side_m, return_attention=return_attention,
+            crop_side_m=crop_side_m(inputs.K_crop, root[:, 2], inputs.crop_size),
+            return_attention=return_attention,
         )  # fmt: skip
-        body = mesh.body
-        if body is not None and self.shape_net is not None:
-            body = self._reshaped(body, inputs.image, side_m)
         given = None
-        if body is not None and body.root_offset is not None:
-            given, root = root, root + body.root_offset.to(root.dtype)
+        if mesh.body is not None and mesh.body.root_offset is not None:
+            given, root = root, root + mesh.body.root_offset.to(root.dtype)
         return SAHMROutput(
             joints14_rel=mesh.joints14_rel,
             verts_rel_levels=mesh.verts_rel_levels,
@@ -312,7 +284,7 @@ class SAHMR(nn.Module):
             contact_gt_index=gt_index,
             attention=mesh.attention,
             rc=rc,
-            body=body,
+            body=mesh.body,
             faces=self.mesh_net.faces,
             root_given_cam=given,
         )
