@@ -227,6 +227,42 @@ def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
     assert head  # the head trained
 
 
+def test_rcnet_once_trains_the_scene_less_ablation(tiny_dataset, test_configs, tmp_path):
+    """The next lease's comparison (docs/results.md, section (s)): exp=sahmr_small_noscene on
+    the stored-RCNet path. RCNet's stored contacts never reach the mesh network: a step's
+    forward pass hands it none, and the run saves the ablation's config."""
+    from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+    from sahmr.inference.method import bundled_checkpoint
+
+    seen = {}
+    cfg = compose_train([
+        "exp=sahmr_small_noscene", f"init.weights={bundled_checkpoint('sahmr')}",
+        "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
+        f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
+        "trainer.max_steps=2", "trainer.max_epochs=5", "trainer.batch_size=4",
+        "trainer.val_every_epochs=0", "trainer.frozen_batchnorm=[mesh_net]",
+        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
+    ], test_configs)  # fmt: skip
+
+    handed = []  # contact points handed to the mesh network, per forward pass
+
+    def grab(trainer):
+        seen["trainer"] = trainer
+        trainer.method.mesh_net.register_forward_pre_hook(
+            lambda _module, args: handed.append(int(args[2].shape[0]))
+        )
+
+    result = train_from_config(cfg, on_trainer=grab)
+    assert result.step == 2
+    trainer = seen["trainer"]
+    store = trainer.prepare.rcnet_store
+    assert store.computed == 8 and store.used > 0  # RCNet found contacts and they were stored
+    assert trainer.method.scene_contacts is False
+    assert len(handed) >= 2 and set(handed) == {0}
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert checkpoint_config(load_checkpoint(ckpt), ckpt).model.scene_contacts is False
+
+
 def test_rcnet_once_with_a_trained_rcnet_is_one_clear_error(tiny_dataset, test_configs, tmp_path):
     from sahmr.inference.method import bundled_checkpoint
 
