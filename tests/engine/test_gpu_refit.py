@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import fields
+from pathlib import Path
 
+import pytest
 import torch
 from engine_testkit import load_tool
 
@@ -210,3 +212,68 @@ def test_rcnet_once_stores_the_frozen_rcnet_in_the_in_memory_call_only(tmp_path,
         cfg = compose("train", overrides=memory[2:])
     assert cfg.loader.rcnet_once is True and cfg.model.freeze_rcnet is True
     assert cfg.loader.scene_sdf is True and cfg.loss.param_terms.penetration == 30.0
+
+
+def _override(cmd: list[str], key: str) -> str | None:
+    """The value of ``key=...`` in a command line, or None."""
+    found = [c.split("=", 1)[1] for c in cmd if c.startswith(key + "=")]
+    return found[-1] if found else None
+
+
+def _planned_rooms(cmd: list[str]) -> dict:
+    """The room table the generator would plan from a data job's overrides (hydra-composed
+    as tools/make_dataset.py composes them)."""
+    from hydra import compose, initialize_config_dir
+
+    from sahmr.synth.plan import config_from_mapping, scene_table
+
+    args = cmd[cmd.index("tools/make_dataset.py") + 1 :]
+    name = "make_dataset"
+    if "--config-name" in args:
+        i = args.index("--config-name")
+        name, args = args[i + 1], args[:i] + args[i + 2 :]
+    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = config_from_mapping(compose(config_name=name, overrides=args))
+    return scene_table(cfg)
+
+
+def test_every_lease_draws_fresh_train_rooms_and_frames(tmp_path, monkeypatch):
+    """Up to run 33 every lease generated the same set (seed 0, train rooms 100-139): each
+    trained on the same frames. The default now draws a seed; val and test keep their rooms."""
+    jobs, tool = _jobs(tmp_path, monkeypatch, "--data-seed", "7")
+    data = jobs["data"].cmd
+    assert _override(data, "seed") == "7"
+    assert _override(data, "splits.train.seed_range") == "[1280,1320]"
+    assert _override(jobs["data_away"].cmd, "seed") == "8"
+    table = _planned_rooms(data)  # plans without the disjointness error
+    by_split = {}
+    for rec in table.values():
+        by_split.setdefault(rec["split"], set()).add(rec["seed"])
+    assert by_split["train"] == set(range(1280, 1320))
+    assert by_split["val"] == set(range(140, 145))
+    assert {500, 501, 502} <= by_split["test"]
+    # seed 0: the generator's defaults, exactly the earlier leases' set
+    zero, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "0")
+    assert _override(zero["data"].cmd, "seed") is None
+    assert _override(zero["data"].cmd, "splits.train.seed_range") is None
+    assert _override(zero["data_away"].cmd, "seed") is None
+    # no seed given: one is drawn, in range, and the jobs carry it
+    monkeypatch.setattr(tool.time, "time", lambda: 1_796_000_000.0)
+    drawn = tool.parser().parse_args(["--root", str(tmp_path)])
+    jobs = {j.name: j for j in tool.build_jobs(drawn)}
+    assert 1 <= drawn.data_seed < tool.DATA_SEED_LIMIT
+    assert _override(jobs["data"].cmd, "seed") == str(drawn.data_seed)
+    # the largest seed keeps the train rooms apart from the rest too
+    top, _ = _jobs(tmp_path, monkeypatch, "--data-seed", str(tool.DATA_SEED_LIMIT - 1))
+    train_lo = int(_override(top["data"].cmd, "splits.train.seed_range")[1:].split(",")[0])
+    assert train_lo > 503
+
+
+def test_a_data_seed_out_of_range_is_one_clear_error(tmp_path, capsys):
+    tool = load_tool("gpu/parametric_run")
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--root", str(tmp_path / "lease"), "--data-seed", "-1"])
+    assert exc.value.code == 2
+    assert "--data-seed must be in" in capsys.readouterr().err
+    assert not (tmp_path / "lease").exists()

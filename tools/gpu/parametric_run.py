@@ -6,7 +6,13 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
 
 1. ``data``: a fresh generated set (rooms split train/val/test by room; val and test shards
    written first), ``data_away``: a held-out set away from the generator's defaults (extreme
-   shapes, low/high/far cameras, occluders);
+   shapes, low/high/far cameras, occluders). Fresh means another set every lease:
+   ``--data-seed S`` (default: drawn from the clock and written to the campaign's log) seeds
+   the bodies, cameras and poses of both sets (the away set with S + 1) and gives the train
+   split 40 rooms of its own per kind (room seeds ``TRAIN_ROOM_BASE + 40 S`` onwards); the
+   val and test rooms stay the config's, so every lease scores on the same held-out rooms
+   (other frames). ``--data-seed 0`` is the set every lease up to run 33 generated: the
+   generator's defaults, the same frames each time;
 2. ``train``: by default ``exp=sahmr_small_finetune`` - the mesh network trained on a frozen
    RCNet's roots and contacts (two ROI refinements, as the shipped model predicts), lr 1e-4
    with the parametric head at 1.5x, shape term 0.5, from the shipped weights
@@ -49,6 +55,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,6 +63,11 @@ from campaign import PY, REPO, Job, collect, eval_cmd, run
 
 SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
 AWAY_OVERRIDES = ("--config-name", "make_dataset_away")  # configs/make_dataset_away.yaml
+TRAIN_ROOMS_PER_KIND = 40  # configs/make_dataset.yaml's train seed_range [100, 140)
+TRAIN_ROOM_BASE = 1000
+"""First train room seed of a lease with ``--data-seed`` S > 0 is ``TRAIN_ROOM_BASE + 40 S``:
+above every seed configs/make_dataset.yaml and sahmr.synth.bundled give val, test and the
+bundled rooms (1-3, 100-145, 500-503), so the splits stay disjoint."""
 # The generator runs beside the training at a lower CPU priority: at equal priority its
 # workers time-sliced the training's main process (222-301 samples/s vs 470-730 alone).
 NICE = ["nice", "-n", "15"]
@@ -247,7 +259,18 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     ]
 
 
+def data_seed_overrides(seed: int) -> list[str]:
+    """``tools/make_dataset.py`` overrides of a lease's main set for ``--data-seed`` (none for
+    0: the generator's defaults)."""
+    if seed == 0:
+        return []
+    lo = TRAIN_ROOM_BASE + TRAIN_ROOMS_PER_KIND * seed
+    return [f"seed={seed}", f"splits.train.seed_range=[{lo},{lo + TRAIN_ROOMS_PER_KIND}]"]
+
+
 def build_jobs(a: argparse.Namespace) -> list[Job]:
+    if a.data_seed is None:
+        a.data_seed = fresh_data_seed()
     root, data, away = a.root, a.root / "data", a.root / "data_away"
     new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
     ev = root / "eval"
@@ -261,6 +284,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         "sdf_voxel_size=0.04",
     ]
     splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
+    splits += data_seed_overrides(a.data_seed)
     gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
     jobs = [
         Job("data", [*gen_cmd, *splits], kind="train"),  # runs beside the training
@@ -272,6 +296,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"num_samples={a.away_samples}",
                 f"workers={a.away_workers}",
                 *a.away_overrides,
+                *([f"seed={a.data_seed + 1}"] if a.data_seed else []),
             ],
             kind="train",
         ),
@@ -396,6 +421,14 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     return kept
 
 
+DATA_SEED_LIMIT = 100_000
+
+
+def fresh_data_seed() -> int:
+    """A data seed in [1, DATA_SEED_LIMIT) from the clock (one lease's minute)."""
+    return 1 + int(time.time() // 60) % (DATA_SEED_LIMIT - 1)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line (`main`'s)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -412,6 +445,10 @@ def parser() -> argparse.ArgumentParser:
         default=[0.97, 0.015, 0.015],  # run 25: 6 val rooms (0.01 gave run 23 only 4)
         metavar=("TRAIN", "VAL", "TEST"),
     )
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="seed of the lease's data (train rooms, bodies, cameras); default: "
+                   "drawn from the clock; 0: the generator's defaults (the same set as every "
+                   "lease up to run 33)")  # fmt: skip
     p.add_argument("--away-samples", type=int, default=300, help="0: no away set")
     p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--away-workers", type=int, default=4)
@@ -498,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.refit_train_frames < 0:
         p.error("--refit-train-frames must be >= 0")
+    if a.data_seed is not None and not 0 <= a.data_seed < DATA_SEED_LIMIT:
+        p.error(f"--data-seed must be in [0, {DATA_SEED_LIMIT})")
     if a.free_form_copy:
         free_form_copy(*a.free_form_copy)
         return 0
@@ -516,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
                 "tracer and write no shard in the lease (install it as the README's GPU "
                 "section says, or pass --allow-slow-raycast)")  # fmt: skip
     a.root.mkdir(parents=True, exist_ok=True)
-    code = run(a, build_jobs(a))
+    jobs = build_jobs(a)  # draws the data seed unless given
+    print(f"data seed {a.data_seed} (rerun this lease's data with --data-seed {a.data_seed})",
+          flush=True)  # fmt: skip
+    code = run(a, jobs)
     final = collect(a.root).parent
     for name in ("sahmr_small_param.pt", REFIT_EXPORT, LAST_EXPORT, "refit.json"):
         if (a.root / name).is_file():
