@@ -40,6 +40,16 @@ def test_start_passes_further_arguments_to_the_campaign():
     assert cmd[cmd.index("--max-steps") + 1] == "594"
 
 
+@pytest.mark.parametrize("given", [["--max-steps", "780"], ["--max-steps=780"]])
+def test_a_recipe_that_names_its_schedule_length_keeps_it_once(given):
+    out = _run("start", "12", "21.5", "500", "--lr", "2e-5", *given)
+    assert out.returncode == 0, out.stderr
+    cmd = shlex.split(out.stdout.strip())
+    named = [c for c in cmd if c.startswith("--max-steps")]
+    assert named == given[:1]
+    assert cmd[-len(given) :] == given
+
+
 @pytest.mark.parametrize(
     "args",
     [(), ("launch",), ("start", "11", "21.5"), ("start", "x", "21.5", "530"), ("poll",)],

@@ -16,7 +16,8 @@
 #
 # parametric_run.py's defaults are the recipe that shipped the current checkpoint; start adds
 # --train-minutes TRAIN_MIN, --max-steps (TRAIN_MIN x 66, run 25's pace: the LR schedule's
-# length), --max-minutes MAX_MIN and --no-profile. Example (run 25):
+# length; not when the arguments name their own), --max-minutes MAX_MIN and --no-profile.
+# Example (run 25):
 #   bash tools/gpu/lease.sh start 11 21.5 530
 # A poll call must return before the device tool's per-call limit (600 s): POLL_S <= 540.
 # LEASE_DRY_RUN=1: start prints the campaign's command line and does nothing else.
@@ -73,9 +74,13 @@ start() {
     for v in "$train_min" "$max_min" "$poll_s"; do
         [[ $v =~ $num ]] || { echo "lease.sh: '$v' is not a number of minutes/seconds" >&2; exit 2; }
     done
-    steps=$(python3 -c "print(int($train_min * 66))")
+    steps=(--max-steps "$(python3 -c "print(int($train_min * 66))")")
+    local arg
+    for arg in "$@"; do  # a recipe that names its schedule's length keeps it, once
+        [[ $arg == --max-steps || $arg == --max-steps=* ]] && steps=()
+    done
     local cmd=(python3 tools/gpu/parametric_run.py --root "$run" --train-minutes "$train_min"
-               --max-steps "$steps" --max-minutes "$max_min" --no-profile "$@")
+               "${steps[@]}" --max-minutes "$max_min" --no-profile "$@")
     if [ ! -f "$repo/sahmr/checkpoints/sahmr_small.pt" ]; then
         echo "lease.sh: no shipped checkpoint in the tree: run 'bash tools/gpu/stash.sh in'" >&2
         exit 2
