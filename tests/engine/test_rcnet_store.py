@@ -191,23 +191,31 @@ def test_a_trainable_rcnet_refuses_given_outputs(shipped_model):
         shipped_model.freeze_rcnet = True
 
 
+def _stored_rcnet_recipe(exp: str, data, tmp_path) -> list[str]:
+    """Overrides of a two-step CPU run of ``exp`` from the shipped weights on the
+    stored-RCNet in-memory path, BatchNorm frozen (the lease recipes' shape)."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    return [
+        f"exp={exp}", f"init.weights={bundled_checkpoint('sahmr')}",
+        "trainer=tiny", "device=cpu", f"data.root={data}",
+        f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
+        "trainer.max_steps=2", "trainer.max_epochs=5", "trainer.batch_size=4",
+        "trainer.val_every_epochs=0", "trainer.frozen_batchnorm=[mesh_net]",
+        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
+    ]  # fmt: skip
+
+
 def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
     """The next lease's recipe: exp=sahmr_small_finetune with loader.rcnet_once and the
     encoder frozen. The store is attached, RCNet ran once per sample seen, the encoder kept
     its weights and the rest of the mesh network trained."""
     from sahmr.engine.checkpoint import load_checkpoint
-    from sahmr.inference.method import bundled_checkpoint
 
     seen = {}
-    cfg = compose_train([
-        "exp=sahmr_small_finetune", f"init.weights={bundled_checkpoint('sahmr')}",
-        "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
-        f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
-        "trainer.max_steps=2", "trainer.max_epochs=5", "trainer.batch_size=4",
-        "trainer.val_every_epochs=0", "trainer.frozen_parameters=[mesh_net.encoder]",
-        "trainer.frozen_batchnorm=[mesh_net]",
-        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
-    ], test_configs)  # fmt: skip
+    frozen = ["trainer.frozen_parameters=[mesh_net.encoder]"]
+    recipe = _stored_rcnet_recipe("sahmr_small_finetune", tiny_dataset, tmp_path)
+    cfg = compose_train(recipe + frozen, test_configs)
 
     def grab(trainer):
         seen["prepare"] = trainer.prepare
@@ -232,17 +240,10 @@ def test_rcnet_once_trains_the_scene_less_ablation(tiny_dataset, test_configs, t
     the stored-RCNet path. RCNet's stored contacts never reach the mesh network: a step's
     forward pass hands it none, and the run saves the ablation's config."""
     from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
-    from sahmr.inference.method import bundled_checkpoint
 
     seen = {}
-    cfg = compose_train([
-        "exp=sahmr_small_noscene", f"init.weights={bundled_checkpoint('sahmr')}",
-        "trainer=tiny", "device=cpu", f"data.root={tiny_dataset}",
-        f"paths.output_dir={tmp_path / 'run'}", "max_points_per_scene=20000",
-        "trainer.max_steps=2", "trainer.max_epochs=5", "trainer.batch_size=4",
-        "trainer.val_every_epochs=0", "trainer.frozen_batchnorm=[mesh_net]",
-        "loader=memory", "loader.decode_workers=0", "loader.rcnet_once=true",
-    ], test_configs)  # fmt: skip
+    cfg = compose_train(_stored_rcnet_recipe("sahmr_small_noscene", tiny_dataset, tmp_path),
+                        test_configs)  # fmt: skip
 
     handed = []  # contact points handed to the mesh network, per forward pass
 
