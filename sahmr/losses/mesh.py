@@ -47,11 +47,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sahmr.geometry.cameras import camera_to_world
 from sahmr.geometry.rotations import axis_angle_to_matrix
 from sahmr.models.metro import crop_to_normalized, weak_perspective
 from sahmr.models.param_head import BodyParams
 from sahmr.records import FrameTargets, LossOutput
-from sahmr.scene.sdf_store import cam_to_world, sample_frames
+from sahmr.scene.sdf_store import sample_frames
 
 
 def _l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -237,7 +238,8 @@ def scene_depth(verts_cam: Tensor, targets: FrameTargets) -> Tensor:
         raise ValueError("the scene penetration term needs each frame's room: train with "
                          "loader=memory and loader.scene_sdf=true")  # fmt: skip
     with torch.autocast(verts_cam.device.type, enabled=False):  # world metres need float32
-        verts_world = cam_to_world(verts_cam.float(), targets.T_w2c.to(verts_cam.device))
+        verts = verts_cam.float()
+        verts_world = camera_to_world(targets.T_w2c.to(verts.device, verts.dtype), verts)
         return torch.relu(-sample_frames(verts_world, targets.scene_sdf))
 
 

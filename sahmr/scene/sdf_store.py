@@ -210,17 +210,10 @@ def stored_or_built_sdf(
     return sdf.load_or_build_sdf(mesh_path, voxel_size=voxel_size, cache_dir=cache_dir)
 
 
-def cam_to_world(points_cam: Tensor, T_w2c: Tensor) -> Tensor:
-    """(B, N, 3) camera-frame points -> world frame, given (B, 4, 4) world-to-camera poses."""
-    R, t = T_w2c[:, :3, :3].to(points_cam.dtype), T_w2c[:, :3, 3].to(points_cam.dtype)
-    return (points_cam - t[:, None]) @ R  # R^T (x - t), row vectors
-
-
 __all__ = [
     "NO_GROUND_M",
     "FrameSDFs",
     "SceneSDFStore",
-    "cam_to_world",
     "sample_frames",
     "stored_or_built_sdf",
 ]

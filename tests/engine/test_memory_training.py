@@ -96,7 +96,8 @@ def _with_placer_grids(dataset, out):
 def test_steps_carry_each_frames_room_sdf(tiny_dataset, tmp_path):
     """loader.scene_sdf: every step's targets name their frames' rooms; the one-pass lookup at
     the true vertices gives what each room's own grid (ground joined) gives."""
-    from sahmr.scene.sdf_store import cam_to_world, sample_frames, stored_or_built_sdf
+    from sahmr.geometry.cameras import camera_to_world
+    from sahmr.scene.sdf_store import sample_frames, stored_or_built_sdf
 
     root = _with_placer_grids(tiny_dataset, tmp_path / "ds")
     body = BodyModel()
@@ -107,7 +108,7 @@ def test_steps_carry_each_frames_room_sdf(tiny_dataset, tmp_path):
     step = MemoryStepPreparer(stream, body.topology, cpu).step(idx)
     t = step.targets
     assert t.scene_sdf is not None and len(stream.sdfs) == len(stream.scenes)
-    verts_world = cam_to_world(t.verts_cam.double(), t.T_w2c.double())
+    verts_world = camera_to_world(t.T_w2c.double(), t.verts_cam.double())
     got = sample_frames(verts_world, t.scene_sdf)
     for i, k in enumerate(idx.tolist()):
         sid = stream.scenes.scene_ids[int(stream.cache.scene[k])]

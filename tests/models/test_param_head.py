@@ -366,8 +366,9 @@ def test_scene_penetration_is_the_placed_bodys_mean_depth_in_its_room():
     over frames and vertices, the body placed at the root used, in the world frame."""
     import numpy as np
 
+    from sahmr.geometry.cameras import camera_to_world
     from sahmr.scene.sdf import SDFGrid
-    from sahmr.scene.sdf_store import SceneSDFStore, cam_to_world
+    from sahmr.scene.sdf_store import SceneSDFStore
 
     _, targets = make_batch()
     g = torch.Generator().manual_seed(1)
@@ -378,7 +379,7 @@ def test_scene_penetration_is_the_placed_bodys_mean_depth_in_its_room():
     )
     T[:, :3, 3] = torch.tensor([0.2, 1.5, -0.3])
     targets.T_w2c = T
-    placed_world = cam_to_world(targets.verts_cam.double(), T.double())
+    placed_world = camera_to_world(T.double(), targets.verts_cam.double())
     lo = placed_world.reshape(-1, 3).amin(0) - 0.5
     hi = placed_world.reshape(-1, 3).amax(0) + 0.5
     floor = float(placed_world[..., 2].median())  # about half the vertices below it

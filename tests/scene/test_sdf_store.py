@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sahmr.geometry.cameras import transform_points
+from sahmr.geometry.cameras import camera_to_world, transform_points
 from sahmr.scene.sdf import SDFGrid, SolidGround
-from sahmr.scene.sdf_store import SceneSDFStore, cam_to_world, sample_frames
+from sahmr.scene.sdf_store import SceneSDFStore, sample_frames
 
 
 def _grid(seed: int, shape=(5, 7, 6), ground: SolidGround | None = None) -> SDFGrid:
@@ -100,7 +100,7 @@ def test_bad_rooms_and_indices_are_refused():
         store.frames(torch.tensor([0, 1]))
 
 
-def test_cam_to_world_inverts_the_camera_pose():
+def test_camera_to_world_inverts_batched_poses_as_the_term_uses_it():
     rng = np.random.default_rng(6)
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     T = torch.eye(4, dtype=torch.float64)
@@ -108,4 +108,4 @@ def test_cam_to_world_inverts_the_camera_pose():
     T[:3, 3] = torch.tensor([0.3, -1.0, 2.0])
     pts_world = torch.from_numpy(rng.normal(size=(1, 20, 3)))
     pts_cam = transform_points(T, pts_world[0])[None]
-    torch.testing.assert_close(cam_to_world(pts_cam, T[None]), pts_world)
+    torch.testing.assert_close(camera_to_world(T[None], pts_cam), pts_world)
