@@ -5,6 +5,7 @@ that refits the trained network and scores it beside the others."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -277,3 +278,21 @@ def test_a_data_seed_out_of_range_is_one_clear_error(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--data-seed must be in" in capsys.readouterr().err
     assert not (tmp_path / "lease").exists()
+
+
+def test_the_generator_commands_parse_on_hydras_command_line(tmp_path, monkeypatch):
+    """The first seeded lease's away set failed: ``--config-name`` stood between overrides,
+    and hydra's command line rejected the seed after it. Both generator jobs go through
+    ``tools/make_dataset.py --cfg job``, which parses and composes without generating."""
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "7")
+    repo = Path(__file__).resolve().parents[2]
+    for name, seed in (("data", "7"), ("data_away", "8")):
+        cmd = jobs[name].cmd
+        args = cmd[cmd.index("tools/make_dataset.py") + 1 :]
+        done = subprocess.run(
+            [sys.executable, "tools/make_dataset.py", *args, "--cfg", "job"],
+            cwd=repo, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, f"{name}: {done.stderr[-600:]}"
+        assert f"seed: {seed}" in done.stdout.splitlines()
+        assert not Path(_override(cmd, "out_dir")).exists()  # composed, nothing written

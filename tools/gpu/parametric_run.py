@@ -274,15 +274,12 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     root, data, away = a.root, a.root / "data", a.root / "data_away"
     new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
     ev = root / "eval"
-    gen = [
-        *ONE_THREAD,
-        *NICE,
-        PY,
-        "tools/make_dataset.py",
-        f"samples_per_shard={a.samples_per_shard}",
-        "resume=true",
-        "sdf_voxel_size=0.04",
-    ]
+    # hydra's command line takes its flags (--config-name) before the overrides: a flag
+    # between overrides leaves the ones after it unrecognised (the away set of the first
+    # seeded lease, 2026-12-06, failed so)
+    gen_tool = [*ONE_THREAD, *NICE, PY, "tools/make_dataset.py"]
+    gen_common = [f"samples_per_shard={a.samples_per_shard}", "resume=true", "sdf_voxel_size=0.04"]
+    gen = [*gen_tool, *gen_common]
     splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
     splits += data_seed_overrides(a.data_seed)
     gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
@@ -291,11 +288,12 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         Job(
             "data_away",
             [
-                *gen,
+                *gen_tool,
+                *a.away_overrides,
+                *gen_common,
                 f"out_dir={away}",
                 f"num_samples={a.away_samples}",
                 f"workers={a.away_workers}",
-                *a.away_overrides,
                 *([f"seed={a.data_seed + 1}"] if a.data_seed else []),
             ],
             kind="train",
