@@ -4,6 +4,7 @@ that refits the trained network and scores it beside the others."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from dataclasses import fields
@@ -241,7 +242,7 @@ def _planned_rooms(cmd: list[str]) -> dict:
 
 def test_every_lease_draws_fresh_train_rooms_and_frames(tmp_path, monkeypatch):
     """Up to run 33 every lease generated the same set (seed 0, train rooms 100-139): each
-    trained on the same frames. The default now draws a seed; val and test keep their rooms."""
+    trained on the same frames. The default now draws a seed; val and test keep their room pools."""
     jobs, tool = _jobs(tmp_path, monkeypatch, "--data-seed", "7")
     data = jobs["data"].cmd
     assert _override(data, "seed") == "7"
@@ -296,3 +297,72 @@ def test_the_generator_commands_parse_on_hydras_command_line(tmp_path, monkeypat
         assert done.returncode == 0, f"{name}: {done.stderr[-600:]}"
         assert f"seed: {seed}" in done.stdout.splitlines()
         assert not Path(_override(cmd, "out_dir")).exists()  # composed, nothing written
+
+
+def _train_overrides(tool, a) -> list[str]:
+    """The in-memory training command's hydra overrides (`train_calls`' first command)."""
+    words = shlex.split(tool.train_calls(a, a.root / "data")[0])
+    return words[words.index("tools/train.py") + 1 :]
+
+
+def _compose_train(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+@pytest.mark.parametrize("exp", ["metro_small", "hmr"])
+def test_a_baseline_lease_trains_from_random_weights_and_scores_beside_sahmr(
+    tmp_path, monkeypatch, exp
+):
+    """Issue 18's comparison table needs METRO + PnP and HMR + PnP retrained on a lease: the
+    same data and scoring as SA-HMR's, none of SA-HMR's own steps, and a training command
+    whose every override and submodule path exists for that method."""
+    from hydra.utils import instantiate
+
+    jobs, tool = _jobs(tmp_path, monkeypatch, "--exp", exp, "--data-seed", "5")
+    a = tool.parser().parse_args(["--root", str(tmp_path), "--exp", exp, "--data-seed", "5"])
+    tool.apply_exp_defaults(a)
+    overrides = _train_overrides(tool, a)
+    assert f"exp={exp}" in overrides
+    assert not [o for o in overrides if o.startswith(("init.weights", "loader.rcnet_once"))]
+    assert "trainer.lr_multipliers={}" in overrides
+    assert ("loss.param_terms.betas=0.5" in overrides) == (exp == "metro_small")
+    assert not {"profile", "refit", "export_last"} & set(jobs)
+    assert jobs["train"].needs == []  # no shipped weights needed to start
+    export = jobs["export"].cmd[-1]
+    assert f"{tmp_path / (exp + '.pt')}" in export and "--int8" not in export
+    for tag in ("val", "test", "away"):  # both scored on the same frames
+        assert {f"eval_new_{tag}", f"eval_shipped_{tag}"} <= set(jobs)
+    assert _override(jobs["data"].cmd, "seed") == "5"
+    # the command composes (every key exists) and its compiled submodules are the method's
+    cfg = _compose_train(overrides[:])
+    assert cfg.exp_name == "sahmr_param" and not cfg.get("init", {}).get("weights")
+    method = instantiate(cfg.model)
+    for path in cfg.trainer.compile_submodules:
+        method.get_submodule(path)  # AttributeError: the trainer would skip it silently
+
+
+def test_the_sahmr_lease_keeps_its_defaults_and_baselines_refuse_sahmr_steps(
+    tmp_path, monkeypatch, capsys
+):
+    jobs, tool = _jobs(tmp_path, monkeypatch)
+    a = tool.parser().parse_args(["--root", str(tmp_path)])
+    tool.apply_exp_defaults(a)
+    overrides = _train_overrides(tool, a)
+    assert f"init.weights={tool.SHIPPED}" in overrides
+    assert "trainer.lr_multipliers={mesh_net.param_head:1.5}" in overrides
+    assert "trainer.compile_submodules=[mesh_net.backbone,mesh_net.upsampler]" in overrides
+    assert {"refit", "export_last"} <= set(jobs)
+    assert "--int8" in jobs["export"].cmd[-1]
+    assert "sahmr_small_param.pt" in jobs["export"].cmd[-1]
+    cfg = _compose_train(overrides)
+    assert cfg.loss.param_terms.betas == 0.5
+    for bad in (["--rcnet-once"], ["--scene-penetration", "30"], ["--refit-train-frames", "10"]):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(["--root", str(tmp_path / "x"), "--exp", "hmr", *bad])
+        assert exc.value.code == 2
+        assert "image-only" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -52,7 +52,7 @@ poll() {
 sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
         cp "$run/final/results.tgz" "$OUT/"
         # a file comes back whole up to 16 MiB: larger checkpoints (float16 parts) in pieces
-        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt; do
+        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt metro_small.pt hmr.pt; do
             [ -f "$run/$f" ] || continue
             if [ "$(stat -c %s "$run/$f")" -gt $((15 * 1024 * 1024)) ]; then
                 split -b 15M -d "$run/$f" "$OUT/$f.part"

@@ -10,9 +10,11 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    ``--data-seed S`` (default: drawn from the clock and written to the campaign's log) seeds
    the bodies, cameras and poses of both sets (the away set with S + 1) and gives the train
    split 40 rooms of its own per kind (room seeds ``TRAIN_ROOM_BASE + 40 S`` onwards); the
-   val and test rooms stay the config's, so every lease scores on the same held-out rooms
-   (other frames). ``--data-seed 0`` is the set every lease up to run 33 generated: the
-   generator's defaults, the same frames each time;
+   val and test room pools stay the config's, so every lease scores on held-out rooms; the
+   seed picks which of them its shards are set in (one room per shard: at the default sizes up
+   to 6 of the 30 val rooms and 6 of the 24 test rooms; runs 33 and 34 shared one test
+   room). ``--data-seed 0`` is the set every lease up to run 33 generated: the generator's
+   defaults, the same frames each time;
 2. ``train``: by default ``exp=sahmr_small_finetune`` - the mesh network trained on a frozen
    RCNet's roots and contacts (two ROI refinements, as the shipped model predicts), lr 1e-4
    with the parametric head at 1.5x, shape term 0.5, from the shipped weights
@@ -62,6 +64,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from campaign import PY, REPO, Job, collect, eval_cmd, run
 
 SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
+BASELINE_DEFAULTS = {
+    # image-only baselines (issue 18's comparison table), trained from random weights (no
+    # checkpoint of theirs survives: docs/results.md) and placed in the room by PnP; the
+    # module paths are those of `sahmr.models.metro.METRO` and `sahmr.models.hmr.HMR`
+    "metro_small": {"compile": "[backbone,upsampler]", "betas": True},
+    "hmr": {"compile": "[backbone]", "betas": False},  # configs/loss/hmr.yaml: no param_terms
+}
+"""``--exp`` values trained as baselines: no init weights, no RCNet, no head refit, no step
+profile, exported in float16 whole; the shipped SA-HMR is scored on the same frames."""
+SAHMR_DEFAULTS = {
+    "compile": "[mesh_net.backbone,mesh_net.upsampler]",
+    "lr_multipliers": "{mesh_net.param_head:1.5}",
+    "export_fp16_under": ["mesh_net"],
+    "export_int8_under": ["mesh_net.encoder"],
+    "refit_train_frames": 8000,
+    "new_scores": "val",
+}
+
+
+def is_baseline(a: argparse.Namespace) -> bool:
+    return a.exp in BASELINE_DEFAULTS
+
+
+def apply_exp_defaults(a: argparse.Namespace) -> None:
+    """Fills the options left unset (None) with the experiment's defaults; a baseline refuses
+    what only SA-HMR has (`main` reports the ValueError in one line)."""
+    if is_baseline(a):
+        if a.rcnet_once or a.scene_penetration > 0 or (a.refit_train_frames or 0) > 0:
+            raise ValueError(f"--exp {a.exp} is image-only: no --rcnet-once, "
+                             "--scene-penetration or --refit-train-frames")  # fmt: skip
+        base = BASELINE_DEFAULTS[a.exp]
+        fill = {"compile": base["compile"], "lr_multipliers": "{}", "export_fp16_under": [],
+                "export_int8_under": [], "refit_train_frames": 0, "new_scores": "all"}  # fmt: skip
+        a.no_profile = True  # the profile times SA-HMR's step
+    else:
+        fill = SAHMR_DEFAULTS
+    for key, value in fill.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+
+
+def export_names(a: argparse.Namespace) -> tuple[str, str]:
+    """File names of the exported best-on-val and last weights (a baseline's last is not
+    exported)."""
+    if is_baseline(a):
+        return f"{a.exp}.pt", f"{a.exp}_last.pt"
+    return "sahmr_small_param.pt", LAST_EXPORT
 AWAY_OVERRIDES = ("--config-name", "make_dataset_away")  # configs/make_dataset_away.yaml
 TRAIN_ROOMS_PER_KIND = 40  # configs/make_dataset.yaml's train seed_range [100, 140)
 TRAIN_ROOM_BASE = 1000
@@ -121,7 +170,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "tools/train.py",
         f"exp={a.exp}",
         f"data.root={data}",
-        f"init.weights={SHIPPED}",
+        *([] if is_baseline(a) else [f"init.weights={SHIPPED}"]),
         "resume=true",
         f"trainer.max_minutes={a.train_minutes}",
         f"trainer.max_steps={a.max_steps}",
@@ -142,7 +191,8 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "trainer.progress=false",
         "trainer.log_every=50",
         f"trainer.lr_multipliers={a.lr_multipliers}",
-        f"loss.param_terms.betas={a.betas_weight}",
+        *([] if is_baseline(a) and not BASELINE_DEFAULTS[a.exp]["betas"]
+          else [f"loss.param_terms.betas={a.betas_weight}"]),
         "max_points_per_scene=400000",
         *a.train_extra,
     ]
@@ -174,7 +224,9 @@ def pick_weights(root: Path, name: str) -> str:
 def export_flags(a: argparse.Namespace) -> list[str]:
     """``tools/export_checkpoint.py`` flags of every export: int8, with the parts the lease
     fine-tunes in float16 (``--export-fp16-under``; run 30: an int8 re-export drops a small-LR
-    fine-tune's moves, most of them under a tenth of an int8 step)."""
+    fine-tune's moves, most of them under a tenth of an int8 step); a baseline in float16."""
+    if is_baseline(a):
+        return []
     return [
         "--int8",
         *(f"--fp16-under={path}" for path in a.export_fp16_under),
@@ -269,10 +321,12 @@ def data_seed_overrides(seed: int) -> list[str]:
 
 
 def build_jobs(a: argparse.Namespace) -> list[Job]:
+    apply_exp_defaults(a)
     if a.data_seed is None:
         a.data_seed = fresh_data_seed()
     root, data, away = a.root, a.root / "data", a.root / "data_away"
-    new, free = root / "sahmr_small_param.pt", root / "sahmr_small_param_free.pt"
+    new_name, last_name = export_names(a)
+    new, free = root / new_name, root / "sahmr_small_param_free.pt"
     ev = root / "eval"
     # hydra's command line takes its flags (--config-name) before the overrides: a flag
     # between overrides leaves the ones after it unrecognised (the away set of the first
@@ -349,12 +403,12 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"pkill -f '[m]ake_dataset.py .*out_dir={data} '; exit $rc",
             ],
             after=["eval_splits", "profile"],
-            needs=[SHIPPED],
+            needs=[] if is_baseline(a) else [SHIPPED],
             soft=True,  # a failed profile does not hold the training back
         ),
         export_job("export", root, "best.pt", new, export_flags(a)),
         # soft: a training that failed late still leaves its last.pt
-        export_job("export_last", root, "last.pt", root / LAST_EXPORT, export_flags(a), soft=True),
+        export_job("export_last", root, "last.pt", root / last_name, export_flags(a), soft=True),
     ]
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
@@ -411,6 +465,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
         skip |= {"data_away"}
     if a.no_profile:
         skip |= {"profile"}
+    if is_baseline(a):
+        skip |= {"export_last"}  # best-on-val only: HMR's float16 file alone is 4 parts
     # jobs waiting for a dropped data set go too; those waiting for the profile just start
     lost_inputs = skip - {"profile"}
     kept = [j for j in jobs if j.name not in skip and not set(j.after) & lost_inputs]
@@ -459,15 +515,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)  # runs 16, 23, 25 (run 9: 2e-4 e2e lost)
     p.add_argument(
         "--lr-multipliers",
-        default="{mesh_net.param_head:1.5}",
-        help="trainer.lr_multipliers (a frozen RCNet takes none)",
+        default=None,
+        help="trainer.lr_multipliers (a frozen RCNet takes none; default: SA-HMR "
+        "{mesh_net.param_head:1.5}, a baseline {})",
     )
     p.add_argument("--betas-weight", type=float, default=0.5, help="loss.param_terms.betas")
     p.add_argument("--warmup", type=int, default=150)
     p.add_argument("--val-batches", type=int, default=12, help="val batches of 64 per check")
     p.add_argument("--val-every-steps", type=int, default=250, help="validate every N steps")
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
-    p.add_argument("--exp", default="sahmr_small_finetune", help="training experiment")
+    p.add_argument("--exp", default="sahmr_small_finetune",
+                   help="training experiment: SA-HMR's (from the shipped weights) or a baseline "
+                   f"from random weights ({', '.join(BASELINE_DEFAULTS)})")  # fmt: skip
     p.add_argument(
         "--shipped-scores",
         choices=("after", "beside"),
@@ -479,20 +538,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--new-scores",
         choices=("all", "val"),
-        default="val",
+        default=None,
         help="val: the trained network scored on val alone (a lease that refits its head ships "
-        "the refit or nothing; its test and away scores cost minutes)",
+        "the refit or nothing; its test and away scores cost minutes); default: val, a "
+        "baseline all",
     )
     p.add_argument("--free-form", action="store_true", help="also score the free-form output")
     p.add_argument("--no-profile", action="store_true", help="no step profile before training")
     p.add_argument(
         "--compile",
-        default="[mesh_net.backbone,mesh_net.upsampler]",
-        help="trainer.compile_submodules ([] for none: a short run saves the compile time)",
+        default=None,
+        help="trainer.compile_submodules ([] for none: a short run saves the compile time; "
+        "default: the experiment's backbone and upsampler)",
     )
-    p.add_argument("--refit-train-frames", type=int, default=8000,
+    p.add_argument("--refit-train-frames", type=int, default=None,
                    help="refit the trained network's head on the GPU on this many fresh train "
-                   "frames (0: no refit)")
+                   "frames (0: no refit; default 8,000, a baseline 0)")
     p.add_argument(
         "--refit-from",
         choices=("last", "best"),
@@ -511,9 +572,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-loader-workers", type=int, default=8)
     p.add_argument("--refit-device", default="cuda", help="cpu: a smoke run off the GPU")
     p.add_argument("--away-overrides", nargs="*", default=list(AWAY_OVERRIDES))
-    p.add_argument("--export-fp16-under", nargs="*", default=["mesh_net"],
+    p.add_argument("--export-fp16-under", nargs="*", default=None,
                    help="submodule paths exported in float16 (what the lease fine-tunes)")
-    p.add_argument("--export-int8-under", nargs="*", default=["mesh_net.encoder"],
+    p.add_argument("--export-int8-under", nargs="*", default=None,
                    help="paths inside those exported int8 again (freeze them in training: "
                    "an int8 export drops small moves); the checkpoint stays under 20 MB")
     p.add_argument("--train-extra", nargs="*", default=[])
@@ -531,8 +592,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
-    if a.refit_train_frames < 0:
+    if a.refit_train_frames is not None and a.refit_train_frames < 0:
         p.error("--refit-train-frames must be >= 0")
+    try:
+        apply_exp_defaults(a)
+    except ValueError as err:
+        p.error(str(err))
     if a.data_seed is not None and not 0 <= a.data_seed < DATA_SEED_LIMIT:
         p.error(f"--data-seed must be in [0, {DATA_SEED_LIMIT})")
     if a.free_form_copy:
@@ -558,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)  # fmt: skip
     code = run(a, jobs)
     final = collect(a.root).parent
-    for name in ("sahmr_small_param.pt", REFIT_EXPORT, LAST_EXPORT, "refit.json"):
+    for name in (*export_names(a), REFIT_EXPORT, "refit.json"):
         if (a.root / name).is_file():
             shutil.copy2(a.root / name, final / name)
     return code
