@@ -67,8 +67,9 @@ SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
 BASELINE_DEFAULTS = {
     # image-only baselines (issue 18's comparison table), trained from random weights (no
     # checkpoint of theirs survives: docs/results.md) and placed in the room by PnP; the
-    # module paths are those of `sahmr.models.metro.METRO` and `sahmr.models.hmr.HMR`
-    "metro_small": {"compile": "[backbone,upsampler]", "betas": True},
+    # module paths are those of `sahmr.models.metro.METRO` and `sahmr.models.hmr.HMR`, METRO
+    # compiled as in docs/benchmarks.md's fastest row (2,139 samples/s on an H200)
+    "metro_small": {"compile": "[backbone,encoder,upsampler,cam_head]", "betas": True},
     "hmr": {"compile": "[backbone]", "betas": False},  # configs/loss/hmr.yaml: no param_terms
 }
 """``--exp`` values trained as baselines: no init weights, no RCNet, no head refit, no step
