@@ -44,6 +44,9 @@ def check_inputs(cfg: DictConfig) -> None:
         check_int(cfg.num_samples, "num_samples")
         check_int(cfg.seed, "seed", minimum=0)
         check_int(cfg.samples_per_shard, "samples_per_shard")
+        for name, split in (cfg.get("splits") or {}).items():
+            if split.get("samples_per_shard") is not None:
+                check_int(split.samples_per_shard, f"splits.{name}.samples_per_shard")
         check_int(cfg.workers, "workers", minimum=0)
         check_int(cfg.crop_size, "crop_size", minimum=16)
         check_int(cfg.views_per_body, "views_per_body")

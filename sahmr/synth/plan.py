@@ -49,6 +49,9 @@ class SplitSpec:
         seeds: Generated room seeds; every (kind, seed) pair is one room.
         seed_range: Optional ``[start, stop)`` appended to ``seeds``.
         bundled: Bundled scene names (`sahmr.synth.bundled.BUNDLED_SCENES`).
+        samples_per_shard: Shard size of this split; None: the dataset's
+            (`GenerationConfig.samples_per_shard`). Each shard is set in one room, so smaller
+            shards spread a small val or test split over more of its rooms.
     """
 
     fraction: float
@@ -56,6 +59,7 @@ class SplitSpec:
     seeds: list[int] = field(default_factory=list)
     seed_range: list[int] | None = None
     bundled: list[str] = field(default_factory=list)
+    samples_per_shard: int | None = None
 
     def __post_init__(self) -> None:
         from sahmr.synth.bundled import BUNDLED_SCENES
@@ -81,6 +85,10 @@ class SplitSpec:
             seeds += [s for s in range(lo, hi) if s not in seeds]
         self.seeds, self.seed_range = seeds, None
         self.kinds, self.bundled = list(self.kinds), list(self.bundled)
+        if self.samples_per_shard is not None:
+            size = self.samples_per_shard
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"samples_per_shard {size!r}: must be an integer >= 1 or null")
 
 
 @dataclass(kw_only=True)
@@ -196,6 +204,9 @@ class GenerationConfig:
             d.pop("sequence_frames")
         if self.sdf_voxel_size == 0.025:  # ... and before the SDF pitch was configurable
             d.pop("sdf_voxel_size")
+        for split in d["splits"].values():  # ... and before splits had their own shard size
+            if split["samples_per_shard"] is None:
+                split.pop("samples_per_shard")
         return d
 
     def content_hash(self) -> str:
@@ -326,8 +337,9 @@ def plan_shards(cfg: GenerationConfig) -> list[ShardPlan]:
         scenes = tuple(sid for sid, rec in table.items() if rec["split"] == split)
         if n > 0 and not scenes:
             raise ValueError(f"split {split!r} has samples but no rooms")
-        for k in range(math.ceil(n / cfg.samples_per_shard)):
-            size = min(cfg.samples_per_shard, n - k * cfg.samples_per_shard)
+        per_shard = spec.samples_per_shard or cfg.samples_per_shard
+        for k in range(math.ceil(n / per_shard)):
+            size = min(per_shard, n - k * per_shard)
             shards.append(ShardPlan(len(shards), split, size, scenes))
     return shards
 

@@ -587,6 +587,10 @@ MAKE_DATASET_CASES = {
     "negative samples": ({"num_samples": -10}, "num_samples=-10: must be >= 1"),
     "text samples": ({"num_samples": "lots"}, "num_samples='lots': not an integer"),
     "zero per shard": ({"samples_per_shard": 0}, "samples_per_shard=0: must be >= 1"),
+    "zero per val shard": (
+        {"splits.val.samples_per_shard": 0},
+        "splits.val.samples_per_shard=0: must be >= 1",
+    ),
     "negative workers": ({"workers": -2}, "workers=-2: must be >= 0"),
     "bad shard spec": ({"shard": "3/2"}, "shard=3/2"),
     "text shard spec": ({"shard": "half"}, "shard=half"),

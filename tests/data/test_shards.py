@@ -27,7 +27,7 @@ from sahmr.data.shards import (
     write_shard_atomic,
 )
 from sahmr.synth.generate import generate
-from sahmr.synth.plan import GenerationConfig, plan_shards, scene_table
+from sahmr.synth.plan import GenerationConfig, plan_shards, scene_table, shard_scene_id
 
 
 def _random_row(rng: np.random.Generator, i: int, num_verts: int = 50) -> dict:
@@ -181,6 +181,36 @@ def test_plan_and_disjoint_rooms(reference):
     with pytest.raises(ValueError, match="disjoint"):  # bundled bedroom is (bedroom, 2)
         scene_table(_cfg(root, splits={"train": dict(fraction=1, kinds=["bedroom"], seeds=[2]),
                                        "test": dict(fraction=1, bundled=["bedroom"])}))  # fmt: skip
+
+
+def test_a_split_can_have_its_own_shard_size(tmp_path):
+    """One shard is set in one room: smaller val and test shards spread a small split over
+    more rooms (a GPU lease's 1,280 val frames sat in 6 of 30 rooms). Unset, nothing moves:
+    neither the plan nor the hash of datasets made before."""
+    splits = {
+        "train": dict(fraction=2, kinds=["bedroom"], seeds=[100]),
+        "test": dict(fraction=1, kinds=["gym", "office"], seeds=[500, 501, 502]),
+    }
+    base = _cfg(tmp_path, splits=splits)
+    unset = {**splits, "train": {**splits["train"], "samples_per_shard": None}}
+    same = _cfg(tmp_path, splits=unset)
+    assert same.content_hash() == base.content_hash()
+    assert "samples_per_shard" not in base.content_dict()["splits"]["test"]
+    assert [p.num_samples for p in plan_shards(base)] == [3, 3, 2, 3, 1]
+    split_sized = _cfg(
+        tmp_path, splits={**splits, "test": {**splits["test"], "samples_per_shard": 1}}
+    )
+    plans = plan_shards(split_sized)
+    assert [(p.split, p.num_samples) for p in plans] == [("train", 3)] * 2 + [("train", 2)] + [
+        ("test", 1)
+    ] * 4
+    assert [p.index for p in plans] == list(range(7))
+    assert split_sized.content_hash() != base.content_hash()
+    rooms = {shard_scene_id(split_sized, p) for p in plans if p.split == "test"}
+    assert len(rooms) > 1  # seed 7 draws more than one of the six rooms
+    for bad in (0, -2, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="samples_per_shard"):
+            _cfg(tmp_path, splits={**splits, "test": {**splits["test"], "samples_per_shard": bad}})
 
 
 def test_resume_skips_done_shards_and_matches(reference, tmp_path):

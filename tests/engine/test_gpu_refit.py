@@ -366,3 +366,29 @@ def test_the_sahmr_lease_keeps_its_defaults_and_baselines_refuse_sahmr_steps(
         assert exc.value.code == 2
         assert "image-only" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_lease_sets_its_val_and_test_frames_in_many_rooms(tmp_path, monkeypatch):
+    """Runs 33 and 34 scored 960 test frames from 5 rooms each (one room per 250-frame shard)
+    and the shipped file moved by 10 mm between them; 50-frame val and test shards spread the
+    same frames over about three times as many rooms."""
+    from sahmr.synth.plan import config_from_mapping, plan_shards, shard_scene_id
+
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "7")
+    data = jobs["data"].cmd
+    assert _override(data, "splits.val.samples_per_shard") == "50"
+    assert _override(jobs["data_away"].cmd, "splits.test.samples_per_shard") == "50"
+    args = data[data.index("tools/make_dataset.py") + 1 :]
+    from hydra import compose, initialize_config_dir
+
+    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        cfg = config_from_mapping(compose(config_name="make_dataset", overrides=args))
+    plans = plan_shards(cfg)
+    for split, shards, least_rooms in (("val", 30, 15), ("test", 30, 12)):
+        mine = [p for p in plans if p.split == split]
+        assert len(mine) == shards and {p.num_samples for p in mine} == {50}
+        assert len({shard_scene_id(cfg, p) for p in mine}) >= least_rooms
+    assert {p.num_samples for p in plans if p.split == "train"} == {250}
+    off, _ = _jobs(tmp_path, monkeypatch, "--eval-shard-samples", "0")
+    assert _override(off["data"].cmd, "splits.val.samples_per_shard") is None

@@ -11,9 +11,11 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    the bodies, cameras and poses of both sets (the away set with S + 1) and gives the train
    split 40 rooms of its own per kind (room seeds ``TRAIN_ROOM_BASE + 40 S`` onwards); the
    val and test room pools stay the config's, so every lease scores on held-out rooms; the
-   seed picks which of them its shards are set in (one room per shard: at the default sizes up
-   to 6 of the 30 val rooms and 6 of the 24 test rooms; runs 33 and 34 shared one test
-   room). ``--data-seed 0`` is the set every lease up to run 33 generated: the generator's
+   seed picks which of them its shards are set in. One shard is set in one room: at 250
+   frames a shard, runs 33 and 34 scored 960 test frames from 5 of the 24 test rooms each
+   (one room in common), so val and test (and the away set) are written in shards of
+   ``--eval-shard-samples`` (50: about 19 of the 30 val rooms and 17 of the test rooms).
+   ``--data-seed 0`` is the set every lease up to run 33 generated: the generator's
    defaults, the same frames each time;
 2. ``train``: by default ``exp=sahmr_small_finetune`` - the mesh network trained on a frozen
    RCNet's roots and contacts (two ROI refinements, as the shipped model predicts), lr 1e-4
@@ -337,6 +339,10 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     gen = [*gen_tool, *gen_common]
     splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
     splits += data_seed_overrides(a.data_seed)
+    # one room per shard: small val and test shards set the scored frames in more rooms
+    held_out = [f"splits.{k}.samples_per_shard={a.eval_shard_samples}" for k in ("val", "test")]
+    held_out = held_out if a.eval_shard_samples > 0 else []
+    splits += held_out
     gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
     jobs = [
         Job("data", [*gen_cmd, *splits], kind="train"),  # runs beside the training
@@ -349,6 +355,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"out_dir={away}",
                 f"num_samples={a.away_samples}",
                 f"workers={a.away_workers}",
+                *held_out[1:],  # the away set is a test split alone
                 *([f"seed={a.data_seed + 1}"] if a.data_seed else []),
             ],
             kind="train",
@@ -504,6 +511,10 @@ def parser() -> argparse.ArgumentParser:
                    help="seed of the lease's data (train rooms, bodies, cameras); default: "
                    "drawn from the clock; 0: the generator's defaults (the same set as every "
                    "lease up to run 33)")  # fmt: skip
+    p.add_argument("--eval-shard-samples", type=int, default=50,
+                   help="shard size of the val and test splits (and the away set): one room "
+                   "per shard, so at 50 the 1,280 val frames are set in about 19 of the 30 val "
+                   "rooms, against 6 at the dataset's 250; 0: the dataset's")  # fmt: skip
     p.add_argument("--away-samples", type=int, default=300, help="0: no away set")
     p.add_argument("--gen-workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--away-workers", type=int, default=4)
@@ -601,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     if a.data_seed is not None and not 0 <= a.data_seed < DATA_SEED_LIMIT:
         p.error(f"--data-seed must be in [0, {DATA_SEED_LIMIT})")
+    if a.eval_shard_samples < 0:
+        p.error("--eval-shard-samples must be >= 0")
     if a.free_form_copy:
         free_form_copy(*a.free_form_copy)
         return 0
