@@ -85,35 +85,6 @@ SAHMR_DEFAULTS = {
     "new_scores": "val",
 }
 
-
-def is_baseline(a: argparse.Namespace) -> bool:
-    return a.exp in BASELINE_DEFAULTS
-
-
-def apply_exp_defaults(a: argparse.Namespace) -> None:
-    """Fills the options left unset (None) with the experiment's defaults; a baseline refuses
-    what only SA-HMR has (`main` reports the ValueError in one line)."""
-    if is_baseline(a):
-        if a.rcnet_once or a.scene_penetration > 0 or (a.refit_train_frames or 0) > 0:
-            raise ValueError(f"--exp {a.exp} is image-only: no --rcnet-once, "
-                             "--scene-penetration or --refit-train-frames")  # fmt: skip
-        base = BASELINE_DEFAULTS[a.exp]
-        fill = {"compile": base["compile"], "lr_multipliers": "{}", "export_fp16_under": [],
-                "export_int8_under": [], "refit_train_frames": 0, "new_scores": "all"}  # fmt: skip
-        a.no_profile = True  # the profile times SA-HMR's step
-    else:
-        fill = SAHMR_DEFAULTS
-    for key, value in fill.items():
-        if getattr(a, key) is None:
-            setattr(a, key, value)
-
-
-def export_names(a: argparse.Namespace) -> tuple[str, str]:
-    """File names of the exported best-on-val and last weights (a baseline's last is not
-    exported)."""
-    if is_baseline(a):
-        return f"{a.exp}.pt", f"{a.exp}_last.pt"
-    return "sahmr_small_param.pt", LAST_EXPORT
 AWAY_OVERRIDES = ("--config-name", "make_dataset_away")  # configs/make_dataset_away.yaml
 TRAIN_ROOMS_PER_KIND = 40  # configs/make_dataset.yaml's train seed_range [100, 140)
 TRAIN_ROOM_BASE = 1000
@@ -163,6 +134,36 @@ def wait_for_splits(data: Path, splits: list[str], poll_s: float = 5.0) -> None:
             if not any(missing_shards(data, meta, split) for split in splits):
                 return
         time.sleep(poll_s)
+
+
+def is_baseline(a: argparse.Namespace) -> bool:
+    return a.exp in BASELINE_DEFAULTS
+
+
+def apply_exp_defaults(a: argparse.Namespace) -> None:
+    """Fills the options left unset (None) with the experiment's defaults; a baseline refuses
+    what only SA-HMR has (`main` reports the ValueError in one line)."""
+    if is_baseline(a):
+        if a.rcnet_once or a.scene_penetration > 0 or (a.refit_train_frames or 0) > 0:
+            raise ValueError(f"--exp {a.exp} is image-only: no --rcnet-once, "
+                             "--scene-penetration or --refit-train-frames")  # fmt: skip
+        base = BASELINE_DEFAULTS[a.exp]
+        fill = {"compile": base["compile"], "lr_multipliers": "{}", "export_fp16_under": [],
+                "export_int8_under": [], "refit_train_frames": 0, "new_scores": "all"}  # fmt: skip
+        a.no_profile = True  # the profile times SA-HMR's step
+    else:
+        fill = SAHMR_DEFAULTS
+    for key, value in fill.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+
+
+def export_names(a: argparse.Namespace) -> tuple[str, str]:
+    """File names of the exported best-on-val and last weights (a baseline's last is not
+    exported)."""
+    if is_baseline(a):
+        return f"{a.exp}.pt", f"{a.exp}_last.pt"
+    return "sahmr_small_param.pt", LAST_EXPORT
 
 
 def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
@@ -561,7 +562,7 @@ def parser() -> argparse.ArgumentParser:
         "--compile",
         default=None,
         help="trainer.compile_submodules ([] for none: a short run saves the compile time; "
-        "default: the experiment's backbone and upsampler)",
+        "default: the experiment's static-shape parts)",
     )
     p.add_argument("--refit-train-frames", type=int, default=None,
                    help="refit the trained network's head on the GPU on this many fresh train "
