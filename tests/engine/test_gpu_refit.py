@@ -339,7 +339,8 @@ def test_a_baseline_lease_trains_from_random_weights_and_scores_beside_sahmr(
     assert _override(jobs["data"].cmd, "seed") == "5"
     # the command composes (every key exists) and its compiled submodules are the method's
     cfg = _compose_train(overrides[:])
-    assert cfg.exp_name == "sahmr_param" and not cfg.get("init", {}).get("weights")
+    assert cfg.exp_name == f"{exp}_run" and not cfg.get("init", {}).get("weights")
+    assert f"runs/{exp}_run/checkpoints/best.pt" in jobs["export"].cmd[-1]
     method = instantiate(cfg.model)
     for path in cfg.trainer.compile_submodules:
         method.get_submodule(path)  # AttributeError: the trainer would skip it silently

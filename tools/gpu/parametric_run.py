@@ -158,6 +158,12 @@ def apply_exp_defaults(a: argparse.Namespace) -> None:
             setattr(a, key, value)
 
 
+def run_name(a: argparse.Namespace) -> str:
+    """The training's run folder under ``<root>/runs`` (its DataLoader fallback adds
+    ``_dl``)."""
+    return f"{a.exp}_run" if is_baseline(a) else "sahmr_param"
+
+
 def export_names(a: argparse.Namespace) -> tuple[str, str]:
     """File names of the exported best-on-val and last weights (a baseline's last is not
     exported)."""
@@ -202,7 +208,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
     ]
     memory = [
         *common,
-        "exp_name=sahmr_param",
+        f"exp_name={run_name(a)}",
         "loader=memory",
         f"loader.min_samples={a.min_samples}",
         f"loader.decode_workers={a.decode_workers}",
@@ -211,17 +217,17 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         *(["loader.scene_sdf=true", f"loss.param_terms.penetration={a.scene_penetration}"]
           if a.scene_penetration > 0 else []),
     ]
-    loader = [*common, "exp_name=sahmr_param_dl"]
+    loader = [*common, f"exp_name={run_name(a)}_dl"]
     return [shlex.join(memory), shlex.join(loader)]
 
 
-def pick_weights(root: Path, name: str) -> str:
+def pick_weights(root: Path, name: str, run: str = "sahmr_param") -> str:
     """Shell words that set ``$src`` to the training's checkpoint ``name`` (``best.pt``,
     ``last.pt``) when the job starts: the DataLoader path's run exists only if the in-memory
     one failed, so it wins when present."""
     runs = root / "runs"
-    in_memory = runs / "sahmr_param" / "checkpoints" / name
-    data_loader = runs / "sahmr_param_dl" / "checkpoints" / name
+    in_memory = runs / run / "checkpoints" / name
+    data_loader = runs / f"{run}_dl" / "checkpoints" / name
     return f"src={data_loader}; [ -f $src ] || src={in_memory};"
 
 
@@ -239,15 +245,21 @@ def export_flags(a: argparse.Namespace) -> list[str]:
 
 
 def export_job(
-    job: str, root: Path, name: str, dest: Path, flags: list[str], soft: bool = False
+    job: str,
+    root: Path,
+    name: str,
+    dest: Path,
+    flags: list[str],
+    soft: bool = False,
+    run: str = "sahmr_param",
 ) -> Job:
-    """The job ``job``: exports the training's checkpoint ``name`` to ``dest`` (``flags``)
-    once the training has ended."""
+    """The job ``job``: exports checkpoint ``name`` of the training ``run`` to ``dest``
+    (``flags``) once the training has ended."""
     export = shlex.join([PY, "tools/export_checkpoint.py", "__SRC__", str(dest), *flags])
     export = export.replace("__SRC__", '"$src"', 1)
     return Job(
         job,
-        ["bash", "-c", f"{pick_weights(root, name)} {export}"],
+        ["bash", "-c", f"{pick_weights(root, name, run)} {export}"],
         after=["train"],
         kind="step",
         soft=soft,
@@ -415,9 +427,11 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             needs=[] if is_baseline(a) else [SHIPPED],
             soft=True,  # a failed profile does not hold the training back
         ),
-        export_job("export", root, "best.pt", new, export_flags(a)),
+        export_job("export", root, "best.pt", new, export_flags(a), run=run_name(a)),
         # soft: a training that failed late still leaves its last.pt
-        export_job("export_last", root, "last.pt", root / last_name, export_flags(a), soft=True),
+        export_job(
+            "export_last", root, "last.pt", root / last_name, export_flags(a), True, run_name(a)
+        ),
     ]
     scored = {"new": (new, "export"), "shipped": (SHIPPED, None)}
     if a.refit_train_frames > 0:
