@@ -274,8 +274,7 @@ def test_make_dataset_via_hydra_compose(tmp_path):
 
 
 def test_generated_rows_carry_stature_and_occluders(tmp_path):
-    from synth_helpers import body_model
-
+    from sahmr.body import BodyModel
     from sahmr.synth.render_sample import MASK_OCCLUDED, MASK_VISIBLE
     from sahmr.synth.shapes import StatureMeter
 
@@ -288,7 +287,7 @@ def test_generated_rows_carry_stature_and_occluders(tmp_path):
     )
     summary = generate(cfg, progress=False)
     reader = ShardReader(tmp_path / "shards" / shard_name(0))
-    meter = StatureMeter(body_model())
+    meter = StatureMeter(BodyModel())  # the license-free body the generator used
     occluded, hidden = 0, 0
     for i in range(len(reader)):
         row = reader.row(i)
