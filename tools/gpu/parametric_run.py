@@ -22,7 +22,10 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    with the parametric head at 1.5x, shape term 0.5, from the shipped weights
    (``init.weights``), a fresh optimiser with a 150-step warm-up (runs 16, 23 and 25,
    docs/results.md); ``--exp sahmr_small_e2e --lr 5e-5 --lr-multipliers
-   '{mesh_net.param_head:2.0,rcnet:0.5}'`` trains RCNet with it (runs 9 and 12). It starts
+   '{mesh_net.param_head:2.0,rcnet:0.5}'`` trains RCNet with it (runs 9 and 12);
+   ``--exp metro_small`` or ``--exp hmr`` trains that image-only baseline from random weights
+   instead (`BASELINE_DEFAULTS`: no RCNet store, head refit or step profile; exported whole
+   in float16, scored beside the shipped SA-HMR on the same frames). It starts
    once val and test are on disk and streams the training shards while the generator still
    writes them (``loader=memory``); the generator is stopped when training ends;
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`) but for the parts under
