@@ -222,22 +222,28 @@ def _override(cmd: list[str], key: str) -> str | None:
     return found[-1] if found else None
 
 
-def _planned_rooms(cmd: list[str]) -> dict:
-    """The room table the generator would plan from a data job's overrides (hydra-composed
-    as tools/make_dataset.py composes them)."""
+def _generation_config(cmd: list[str]):
+    """The `GenerationConfig` a data job's command gives (hydra-composed as
+    tools/make_dataset.py composes it)."""
+    from engine_testkit import CONFIGS
     from hydra import compose, initialize_config_dir
 
-    from sahmr.synth.plan import config_from_mapping, scene_table
+    from sahmr.synth.plan import config_from_mapping
 
     args = cmd[cmd.index("tools/make_dataset.py") + 1 :]
     name = "make_dataset"
     if "--config-name" in args:
         i = args.index("--config-name")
         name, args = args[i + 1], args[:i] + args[i + 2 :]
-    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        cfg = config_from_mapping(compose(config_name=name, overrides=args))
-    return scene_table(cfg)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return config_from_mapping(compose(config_name=name, overrides=args))
+
+
+def _planned_rooms(cmd: list[str]) -> dict:
+    """The room table the generator would plan from a data job's command."""
+    from sahmr.synth.plan import scene_table
+
+    return scene_table(_generation_config(cmd))
 
 
 def test_every_lease_draws_fresh_train_rooms_and_frames(tmp_path, monkeypatch):
@@ -306,10 +312,10 @@ def _train_overrides(tool, a) -> list[str]:
 
 
 def _compose_train(overrides: list[str]):
+    from engine_testkit import CONFIGS
     from hydra import compose, initialize_config_dir
 
-    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 
@@ -373,18 +379,13 @@ def test_a_lease_sets_its_val_and_test_frames_in_many_rooms(tmp_path, monkeypatc
     """Runs 33 and 34 scored 960 test frames from 5 rooms each (one room per 250-frame shard)
     and the shipped file moved by 10 mm between them; 50-frame val and test shards spread the
     same frames over about three times as many rooms."""
-    from sahmr.synth.plan import config_from_mapping, plan_shards, shard_scene_id
+    from sahmr.synth.plan import plan_shards, shard_scene_id
 
     jobs, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "7")
     data = jobs["data"].cmd
     assert _override(data, "splits.val.samples_per_shard") == "50"
     assert _override(jobs["data_away"].cmd, "splits.test.samples_per_shard") == "50"
-    args = data[data.index("tools/make_dataset.py") + 1 :]
-    from hydra import compose, initialize_config_dir
-
-    config_dir = str(Path(__file__).resolve().parents[2] / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        cfg = config_from_mapping(compose(config_name="make_dataset", overrides=args))
+    cfg = _generation_config(data)
     plans = plan_shards(cfg)
     for split, shards, least_rooms in (("val", 30, 15), ("test", 30, 12)):
         mine = [p for p in plans if p.split == split]

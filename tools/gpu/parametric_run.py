@@ -339,6 +339,15 @@ def data_seed_overrides(seed: int) -> list[str]:
     return [f"seed={seed}", f"splits.train.seed_range=[{lo},{lo + TRAIN_ROOMS_PER_KIND}]"]
 
 
+def eval_shard_overrides(a: argparse.Namespace, *splits: str) -> list[str]:
+    """``tools/make_dataset.py`` overrides that write ``splits`` in ``--eval-shard-samples``
+    shards (none for 0). One shard is set in one room, so small val and test shards set the
+    scored frames in more rooms."""
+    if a.eval_shard_samples <= 0:
+        return []
+    return [f"splits.{k}.samples_per_shard={a.eval_shard_samples}" for k in splits]
+
+
 def build_jobs(a: argparse.Namespace) -> list[Job]:
     apply_exp_defaults(a)
     if a.data_seed is None:
@@ -355,10 +364,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     gen = [*gen_tool, *gen_common]
     splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
     splits += data_seed_overrides(a.data_seed)
-    # one room per shard: small val and test shards set the scored frames in more rooms
-    held_out = [f"splits.{k}.samples_per_shard={a.eval_shard_samples}" for k in ("val", "test")]
-    held_out = held_out if a.eval_shard_samples > 0 else []
-    splits += held_out
+    splits += eval_shard_overrides(a, "val", "test")
     gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
     jobs = [
         Job("data", [*gen_cmd, *splits], kind="train"),  # runs beside the training
@@ -371,7 +377,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"out_dir={away}",
                 f"num_samples={a.away_samples}",
                 f"workers={a.away_workers}",
-                *held_out[1:],  # the away set is a test split alone
+                *eval_shard_overrides(a, "test"),  # the away set is a test split alone
                 *([f"seed={a.data_seed + 1}"] if a.data_seed else []),
             ],
             kind="train",
