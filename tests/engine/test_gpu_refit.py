@@ -328,18 +328,20 @@ def test_a_baseline_lease_trains_from_random_weights_and_scores_beside_sahmr(
     whose every override and submodule path exists for that method."""
     from hydra.utils import instantiate
 
-    jobs, tool = _jobs(tmp_path, monkeypatch, "--exp", exp, "--data-seed", "5")
-    a = tool.parser().parse_args(["--root", str(tmp_path), "--exp", exp, "--data-seed", "5"])
+    argv = ("--exp", exp, "--data-seed", "5", "--from-scratch")
+    jobs, tool = _jobs(tmp_path, monkeypatch, *argv)
+    a = tool.parser().parse_args(["--root", str(tmp_path), *argv])
     tool.apply_exp_defaults(a)
     overrides = _train_overrides(tool, a)
     assert f"exp={exp}" in overrides
     assert not [o for o in overrides if o.startswith(("init.weights", "loader.rcnet_once"))]
     assert "trainer.lr_multipliers={}" in overrides
     assert ("loss.param_terms.betas=0.5" in overrides) == (exp == "metro_small")
-    assert not {"profile", "refit", "export_last"} & set(jobs)
+    assert not {"profile", "refit", "export_last", "eval_shipped_baseline_val"} & set(jobs)
     assert jobs["train"].needs == []  # no shipped weights needed to start
     export = jobs["export"].cmd[-1]
-    assert f"{tmp_path / (exp + '.pt')}" in export and "--int8" not in export
+    assert f"{tmp_path / (exp + '.pt')}" in export
+    assert ("--int8" in export) == (exp == "metro_small")  # METRO ships int8, 7.2 MB
     for tag in ("val", "test", "away"):  # both scored on the same frames
         assert {f"eval_new_{tag}", f"eval_shipped_{tag}"} <= set(jobs)
     assert _override(jobs["data"].cmd, "seed") == "5"
@@ -350,6 +352,37 @@ def test_a_baseline_lease_trains_from_random_weights_and_scores_beside_sahmr(
     method = instantiate(cfg.model)
     for path in cfg.trainer.compile_submodules:
         method.get_submodule(path)  # AttributeError: the trainer would skip it silently
+
+
+def test_a_baseline_lease_continues_its_shipped_checkpoint(tmp_path, monkeypatch):
+    """A lease's METRO saw 289,280 samples (run 35) where SA-HMR's lineage saw about a million:
+    the next lease continues the shipped file rather than starting over, scores it on the same
+    val frames as the new one (it ships only if beaten), and a baseline with no shipped file
+    still starts from random weights."""
+    tool = load_tool("gpu/parametric_run")
+    shipped = tmp_path / "checkpoints"
+    shipped.mkdir()
+    (shipped / "metro_small.pt").write_bytes(b"weights")  # no hmr.pt
+    monkeypatch.setattr(tool, "shipped_baseline", lambda exp: shipped / f"{exp}.pt")
+    monkeypatch.setattr(tool, "PY", "echo")
+
+    def plan(*argv):
+        a = tool.parser().parse_args(["--root", str(tmp_path / "run"), "--data-seed", "5", *argv])
+        jobs = {j.name: j for j in tool.build_jobs(a)}
+        return jobs, _train_overrides(tool, a)
+
+    jobs, overrides = plan("--exp", "metro_small")
+    assert f"init.weights={shipped / 'metro_small.pt'}" in overrides
+    assert jobs["train"].needs == [shipped / "metro_small.pt"]
+    ev = jobs["eval_shipped_baseline_val"]
+    assert f"checkpoint={shipped / 'metro_small.pt'}" in ev.cmd and ev.soft
+    assert "train" in ev.after  # the lent GPU trains first (--shipped-scores after)
+    assert not [n for n in jobs if n.startswith("eval_shipped_baseline_") and n != ev.name]
+    jobs, overrides = plan("--exp", "metro_small", "--from-scratch")
+    assert not [o for o in overrides if o.startswith("init.weights")]
+    assert "eval_shipped_baseline_val" not in jobs
+    jobs, overrides = plan("--exp", "hmr")
+    assert not [o for o in overrides if o.startswith("init.weights")] and jobs["train"].needs == []
 
 
 def test_the_sahmr_lease_keeps_its_defaults_and_baselines_refuse_sahmr_steps(

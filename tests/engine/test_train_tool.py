@@ -133,6 +133,32 @@ def test_train_and_eval_tools_metro_small(tiny_dataset, tmp_path, monkeypatch):
     assert metrics["method"] == "METRO" and metrics["metrics"]["mpjpe"]["value"] > 0
 
 
+def test_the_shipped_metro_baseline_is_trained_small_and_weights_only(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """``--method metro`` has weights (run 35, int8): a safe file that travels beside the
+    shipped SA-HMR, and a trained network, not random weights. Random METRO small scores an
+    MPJPE of about 410 mm (run 35's step 0), the shipped one 131 on held-out test rooms; on
+    the bundled bedroom's 4 standing frames it must stay far below the first."""
+    from sahmr.inference.method import bundled_checkpoint
+
+    path = bundled_checkpoint("metro")
+    assert path.name == "metro_small.pt" and path.stat().st_size <= 10e6
+    raw = torch.load(path, weights_only=True, map_location="cpu")
+    assert raw["format"] == "sahmr.checkpoint"
+    out = tmp_path / "eval"
+    run_hydra_tool(
+        "eval_checkpoint",
+        [f"checkpoint={path}", f"data.root={tiny_dataset}", "split=val", f"out={out}",
+         "device=cpu", "num_workers=0", "batch_size=4", "scene_metrics=false",
+         "progress=false"],
+        monkeypatch,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "METRO" and metrics["frames"] == 4
+    assert metrics["metrics"]["mpjpe"]["value"] < 250.0  # shipped 115, random weights 396
+
+
 def test_configs_folder_is_the_tools_folder():
     assert (CONFIGS / "train.yaml").is_file() and (CONFIGS / "eval.yaml").is_file()
 

@@ -2,10 +2,10 @@
 # Slims the working tree for the lease's first call, which carries the spconv bundle.
 #
 # Everything one device call carries must fit in 64 MiB: the working tree plus its carry.
-# .gpu (the bundle, ~43 MB) leaves room for a tree of ~23.7 MB, and a shipped checkpoint
-# in float16 parts (run 31's: 19.5 MB, 18.6 MiB) does not fit beside it. The install call
-# needs neither the checkpoint nor the docs' pictures; the lease's start call, which carries
-# only .whl, does.
+# .gpu (the bundle, ~43 MB) leaves room for a tree of ~23.7 MB, and the shipped checkpoints
+# (SA-HMR run 31: 19.5 MB; METRO small run 35: 7.2 MB) do not fit beside it. The install call
+# needs neither the checkpoints nor the docs' pictures; the lease's start call, which carries
+# only .whl (15 MB), does.
 #
 #   bash tools/gpu/stash.sh out   # before call 1 (bash .gpu/install.sh, carry .gpu)
 #   bash tools/gpu/stash.sh in    # before call 2 (lease.sh start, carry .whl)
@@ -17,7 +17,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=${STASH_ROOT:-$(cd "$here/../.." && pwd)}
 stash=${STASH_DIR:-/tmp/sahmr_stash}
-items=(sahmr/checkpoints/sahmr_small.pt docs/img)
+items=(sahmr/checkpoints docs/img)  # the shipped checkpoints (SA-HMR, METRO) and pictures
 
 case "${1:-}" in
     out)
