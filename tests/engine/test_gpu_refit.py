@@ -427,3 +427,46 @@ def test_a_lease_sets_its_val_and_test_frames_in_many_rooms(tmp_path, monkeypatc
     assert {p.num_samples for p in plans if p.split == "train"} == {250}
     off, _ = _jobs(tmp_path, monkeypatch, "--eval-shard-samples", "0")
     assert _override(off["data"].cmd, "splits.val.samples_per_shard") is None
+
+
+def test_the_scoring_sdfs_are_built_beside_the_training(tiny_dataset, tmp_path, monkeypatch):
+    """Run 35's first test scoring spent 4.4 minutes building its rooms' SDF grids after the
+    training, and the lease ended before the next scoring. The lease now builds them while it
+    trains (``warm_sdfs``), and `tools/eval_checkpoint.py` with scene metrics must then find
+    every grid it needs in the cache: building one is an error here."""
+    from engine_testkit import run_hydra_tool
+
+    import sahmr.scene.sdf as sdf
+    from sahmr.inference.method import bundled_checkpoint
+
+    tool = load_tool("gpu/parametric_run")
+    jobs, _ = _jobs(tmp_path / "plan", monkeypatch)
+    assert jobs["warm_sdfs"].after == ["eval_splits"] and jobs["warm_sdfs"].soft
+    assert jobs["warm_sdfs_away"].after == ["data_away"]
+    assert "--warm-sdfs" in jobs["warm_sdfs"].cmd and "nice" in jobs["warm_sdfs"].cmd
+    no_away, _ = _jobs(tmp_path / "plan2", monkeypatch, "--away-samples", "0")
+    assert "warm_sdfs_away" not in no_away and "warm_sdfs" in no_away
+
+    monkeypatch.setenv("SAHMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert tool.split_rooms(tiny_dataset, "val") == ["bundled_bedroom"]
+    repo = Path(tool.__file__).resolve().parents[2]
+    done = subprocess.run(  # the job's own command line, its process pool included
+        [sys.executable, "tools/gpu/parametric_run.py", "--warm-sdfs", str(tiny_dataset), "val"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-600:]
+    assert "SDF grids of 1 rooms ready" in done.stdout
+    assert len(list((tmp_path / "cache" / "sdf").glob("*.npz"))) == 1
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("the scoring built an SDF grid the lease had built")
+
+    monkeypatch.setattr(sdf, "build_sdf_grid", no_building)
+    out = tmp_path / "eval"
+    run_hydra_tool(
+        "eval_checkpoint",
+        [f"checkpoint={bundled_checkpoint('metro')}", f"data.root={tiny_dataset}", "split=val",
+         f"out={out}", "device=cpu", "num_workers=0", "batch_size=4", "progress=false"],
+        monkeypatch,
+    )  # fmt: skip
+    assert "pene" in (out / "metrics.json").read_text()
