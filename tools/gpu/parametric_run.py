@@ -313,7 +313,8 @@ def pick_weights(root: Path, name: str, run: str = "sahmr_param") -> str:
 def export_flags(a: argparse.Namespace) -> list[str]:
     """``tools/export_checkpoint.py`` flags of every export: int8, with the parts the lease
     fine-tunes in float16 (``--export-fp16-under``; run 30: an int8 re-export drops a small-LR
-    fine-tune's moves, most of them under a tenth of an int8 step); a baseline in float16."""
+    fine-tune's moves, most of them under a tenth of an int8 step); a baseline whole, int8 or
+    float16 as `BASELINE_DEFAULTS` says."""
     if is_baseline(a):
         return ["--int8"] if BASELINE_DEFAULTS[a.exp]["int8"] else []
     return [
@@ -660,7 +661,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-batches", type=int, default=30, help="test batches of 32 scored")
     p.add_argument("--exp", default="sahmr_small_finetune",
                    help="training experiment: SA-HMR's (from the shipped weights) or a baseline "
-                   f"from random weights ({', '.join(BASELINE_DEFAULTS)})")  # fmt: skip
+                   f"({', '.join(BASELINE_DEFAULTS)}: from its shipped weights if any, else "
+                   "random ones)")  # fmt: skip
     p.add_argument("--from-scratch", action="store_true",
                    help="a baseline starts from random weights even when one is shipped "
                    "(default: it continues its shipped checkpoint, sahmr/checkpoints/<exp>.pt)")
