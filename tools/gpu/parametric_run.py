@@ -157,13 +157,11 @@ def wait_for_splits(data: Path, splits: list[str], poll_s: float = 5.0) -> None:
 
 
 def split_rooms(data: Path, split: str) -> list[str]:
-    """The rooms a split's written shards use (``dataset.json``'s scenes of that split whose
-    folder is on disk, as `sahmr.data.synthetic.SyntheticDataset` reads them)."""
-    import json
+    """The rooms a split's written shards use (`sahmr.data.synthetic.SyntheticDataset`'s
+    scene index, which loads nothing until asked)."""
+    from sahmr.data.synthetic import SyntheticDataset
 
-    meta = json.loads((data / "dataset.json").read_text(encoding="utf-8"))
-    return sorted(name for name, rec in meta["scenes"].items()
-                  if rec["split"] == split and (data / "rooms" / name).is_dir())  # fmt: skip
+    return sorted(SyntheticDataset(data, split).scene_points)
 
 
 def _warm_one(rooms: Path, name: str, voxel_size: float) -> str:
@@ -201,7 +199,7 @@ def is_baseline(a: argparse.Namespace) -> bool:
 def shipped_baseline(exp: str) -> Path:
     """Where a baseline's shipped checkpoint lies (``sahmr/checkpoints/<exp>.pt``, the file
     `sahmr.inference.method.bundled_checkpoint` finds for ``--method metro``)."""
-    return REPO / "sahmr" / "checkpoints" / f"{exp}.pt"
+    return SHIPPED.with_name(f"{exp}.pt")
 
 
 def baseline_init(a: argparse.Namespace) -> Path | None:
@@ -524,7 +522,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 f"pkill -f '[m]ake_dataset.py .*out_dir={data} '; exit $rc",
             ],
             after=["eval_splits", "profile"],
-            needs=[init] if (init := start_weights(a)) else [],
+            needs=[start] if (start := start_weights(a)) else [],
             soft=True,  # a failed profile does not hold the training back
         ),
         export_job("export", root, "best.pt", new, export_flags(a), run=run_name(a)),
@@ -533,13 +531,15 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             "export_last", root, "last.pt", root / last_name, export_flags(a), True, run_name(a)
         ),
     ]
-    scored = {"new": (new, "export")}
-    if baseline_init(a):  # the baseline it continues, on the same val frames (the ship rule)
-        scored["shipped_baseline"] = (baseline_init(a), None)
-    scored["shipped"] = (SHIPPED, None)
+    # what is scored: checkpoint, the job that writes it, and where (val, test, away)
+    every = ("val", "test", "away")
+    scored = {"new": (new, "export", ("val",) if a.new_scores == "val" else every)}
+    if continued := baseline_init(a):  # the baseline it continues, on the same val frames
+        scored["shipped_baseline"] = (continued, None, ("val",))  # (the ship rule)
+    scored["shipped"] = (SHIPPED, None, every)
     if a.refit_train_frames > 0:
         jobs += refit_jobs(a, data)
-        scored["refit"] = (root / REFIT_EXPORT, "export_refit")
+        scored["refit"] = (root / REFIT_EXPORT, "export_refit", every)
     if a.free_form:
         jobs.append(
             Job(
@@ -549,17 +549,15 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 kind="step",
             )
         )
-        scored["free"] = (free, "free_copy")
+        scored["free"] = (free, "free_copy", ("test",))
     for split, dataset, deps in (
         ("val", data, ["eval_splits"]),
         ("test", data, ["eval_splits"]),
         ("test", away, ["data_away"]),
     ):
         tag = "away" if dataset == away else split
-        for name, (ckpt, dep) in scored.items():
-            if (name == "free" and tag != "test") or (name == "shipped_baseline" and tag != "val"):
-                continue
-            if name == "new" and tag != "val" and a.new_scores == "val":
+        for name, (ckpt, dep, tags) in scored.items():
+            if tag not in tags:
                 continue
             extra = {
                 # frames spread over the split (every room), batches of 32 (eval_cmd)
