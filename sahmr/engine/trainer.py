@@ -564,8 +564,18 @@ class Trainer:
         return result
 
     def _window_log(
-        self, sums: dict[str, Tensor], count: int, samples: int, dt: float, grad_norm: Tensor
+        self,
+        sums: dict[str, Tensor],
+        count: int,
+        samples: int,
+        dt: float,
+        grad_norm: Tensor,
+        wait_s: float = 0.0,
     ) -> None:
+        """Log one window of steps: the mean of each loss term, the LR, the last gradient
+        norm, samples/s and ``data_wait``, the fraction of the window's wall time the host
+        spent waiting for the loader's next batch (near 1: the input limits the pace; near 0:
+        the steps do)."""
         if self._skipped is not None:
             skipped = int(self._skipped.item())
             self._skipped = None
@@ -582,15 +592,17 @@ class Trainer:
         scalars["lr"] = float(self.scheduler.get_last_lr()[0])
         scalars["grad_norm"] = float(grad_norm.float().item())
         scalars["samples_per_s"] = samples * self.dist.world_size / max(dt, 1e-9)
+        scalars["data_wait"] = min(1.0, wait_s / max(dt, 1e-9))
         self._log_scalars("train", scalars, self.step)
         self._log_jsonl({"split": "train", "epoch": self.epoch, "step": self.step, **scalars})
         logger.info(
-            "step %d/%d loss %.4g lr %.3g %.1f samples/s",
+            "step %d/%d loss %.4g lr %.3g %.1f samples/s, %.0f %% waiting for data",
             self.step,
             self.total_steps,
             scalars.get("loss", float("nan")),
             scalars["lr"],
             scalars["samples_per_s"],
+            100.0 * scalars["data_wait"],
         )
 
     def fit(self, *, until_step: int | None = None) -> FitResult:
@@ -617,6 +629,7 @@ class Trainer:
         )
         sums: dict[str, Tensor] = {}
         count = samples = 0
+        wait_s = 0.0  # seconds of the window the host waited for the loader's next batch
         t_window = time.monotonic()
         if cfg.val_at_start and self.step == 0 and self.total_steps > 0:
             self.validate()  # the weights this run continues: its curve's first point
@@ -626,7 +639,13 @@ class Trainer:
             freeze_batchnorm(self.method, self.cfg.frozen_batchnorm)
             start_epoch(self.train_loader, self.seed, self.epoch, self.batch_in_epoch)
             stop = False
-            for batch in self.train_loader:
+            batches = iter(self.train_loader)
+            while True:
+                t_wait = time.monotonic()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                wait_s += time.monotonic() - t_wait
                 step = self.prepare.step(batch, targets=True)
                 res = self.train_step(step)
                 self.step += 1
@@ -639,9 +658,10 @@ class Trainer:
                 samples += step.num_frames
                 if cfg.log_every and self.step % cfg.log_every == 0:
                     self._window_log(
-                        sums, count, samples, time.monotonic() - t_window, res.grad_norm
+                        sums, count, samples, time.monotonic() - t_window, res.grad_norm, wait_s
                     )
                     sums, count, samples, t_window = {}, 0, 0, time.monotonic()
+                    wait_s = 0.0
                 if cfg.image_every and self.step % cfg.image_every == 0:
                     self._log_images(step, res.output)
                 if cfg.val_every_steps and self.step % cfg.val_every_steps == 0:

@@ -429,3 +429,53 @@ def test_validation_slides_bodies_out_of_the_scene(tiny_dataset, tmp_path):
     pene = {k: [r["pene"] for r in runs[k][0].evaluation.per_frame] for k in runs}
     assert all(after <= before + 1e-6 for before, after in zip(pene[None], pene[1.0], strict=True))
     assert sum(pene[1.0]) < sum(pene[None])
+
+
+class _SlowLoader:
+    """A train loader that sleeps before each batch: a stand-in for a starved input path."""
+
+    def __init__(self, loader, delay_s: float) -> None:
+        self._loader, self._delay_s = loader, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        import time
+
+        for batch in self._loader:
+            time.sleep(self._delay_s)
+            yield batch
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.25])
+def test_the_train_log_says_how_long_the_steps_waited_for_data(
+    tiny_dataset, test_configs, tmp_path, monkeypatch, delay_s
+):
+    """``data_wait`` is the fraction of a log window spent waiting for the next batch: about
+    the delay's share of the window when the loader sleeps before each batch, small when
+    it does not."""
+    from sahmr.engine import trainer as trainer_mod
+
+    init = trainer_mod.Trainer.__init__
+
+    def slowed(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.train_loader = _SlowLoader(self.train_loader, delay_s)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "__init__", slowed)
+    extra = {"trainer.max_steps": 4, "trainer.log_every": 2, "trainer.val_every_epochs": 0}
+    cfg = compose_train(tiny_overrides(tiny_dataset, tmp_path, **extra), test_configs)
+    train_from_config(cfg)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    train = [r for r in map(json.loads, lines) if r.get("split") == "train"]
+    assert [r["step"] for r in train] == [2, 4]
+    for r in train:
+        assert 0.0 <= r["data_wait"] <= 1.0
+        if delay_s:  # two sleeps of 0.25 s in a window of tiny steps
+            assert r["data_wait"] > 0.5, r
+        else:
+            assert r["data_wait"] < 0.5, r
