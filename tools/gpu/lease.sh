@@ -51,9 +51,12 @@ poll() {
         (cd "$repo" && PYTHONPATH="/tmp/site:$repo" python3 -c "import sys; from pathlib import Path; \
 sys.path.insert(0, 'tools/gpu'); from campaign import collect; collect(Path('$run'))")
         cp "$run/final/results.tgz" "$OUT/"
-        # a file comes back whole up to 16 MiB: larger checkpoints (float16 parts) in pieces
-        for f in sahmr_small_refit.pt sahmr_small_param.pt sahmr_small_last.pt metro_small.pt hmr.pt; do
-            [ -f "$run/$f" ] || continue
+        # every file the run exported (parametric_run.py's export_names, REFIT_EXPORT) lies
+        # in the run's folder; one comes back whole up to 16 MiB, a larger one in pieces
+        for path in "$run"/*.pt; do
+            [ -f "$path" ] || continue
+            f=$(basename "$path")
+            [ "$f" = refit.pt ] && continue  # REFIT_TRAINING: its export is the refit's file
             if [ "$(stat -c %s "$run/$f")" -gt $((15 * 1024 * 1024)) ]; then
                 split -b 15M -d "$run/$f" "$OUT/$f.part"
             else
