@@ -32,6 +32,7 @@ from sahmr.body.constants import (
     SMPL_JOINT_INDEX,
 )
 from sahmr.body.io import content_hash, load_body_model_data
+from sahmr.body.kinematics import KinematicTree
 from sahmr.body.topology import BodyTopology, body_axes, rest_joints
 
 logger = logging.getLogger(__name__)
@@ -249,6 +250,9 @@ class BodyModel(smplx.SMPL):
             "j_regressor_h36m": j_regressor_h36m,
         }
         self._allow_pickle = allow_pickle
+        # the chain walked by tree level on device indices: no host reads (smplx's reads
+        # ``parents[i]`` once per joint)
+        self.kinematic_tree = KinematicTree(self.parents.tolist())
 
     @property
     def num_vertices(self) -> int:
@@ -347,6 +351,8 @@ class BodyModel(smplx.SMPL):
                 if body_pose is None
                 else self._as_rotmats(body_pose, batch, num_body)
             )
+            full_pose = torch.cat([go, bp], dim=1)  # (B, 24, 3, 3)
+            rot_mats = full_pose
         else:
             go = (
                 ref.new_zeros(batch, 3)
@@ -358,21 +364,42 @@ class BodyModel(smplx.SMPL):
                 if body_pose is None
                 else body_pose.reshape(batch, num_body * 3)
             )
-        out = super().forward(
-            betas=betas,
-            global_orient=go,
-            body_pose=bp,
-            transl=transl,
-            pose2rot=not rotmat,
-            return_full_pose=return_full_pose,
-        )
-        vertices = out.vertices
+            full_pose = torch.cat([go, bp], dim=1)  # (B, 72)
+            rot_mats = batch_rodrigues(full_pose.reshape(-1, 3)).reshape(batch, -1, 3, 3)
+        vertices, joints = self._skin(betas, rot_mats)
+        joints = self.vertex_joint_selector(vertices, joints)  # + smplx's landmark vertices
+        vertices = vertices + transl[:, None]
+        joints = joints + transl[:, None]
         joints_h36m = torch.einsum("jv,bvc->bjc", self._h36m_regressor(), vertices)
         return BodyOutput(
             vertices=vertices,
-            joints=out.joints[:, :NUM_SMPL_JOINTS],
+            joints=joints[:, :NUM_SMPL_JOINTS],
             joints_h36m=joints_h36m,
             joints14=joints_h36m[:, list(H36M_TO_J14)],
-            landmarks=out.joints[:, NUM_SMPL_JOINTS:],
-            full_pose=out.full_pose,
+            landmarks=joints[:, NUM_SMPL_JOINTS:],
+            full_pose=full_pose if return_full_pose else None,
         )
+
+    def _skin(self, betas: torch.Tensor, rot_mats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`smplx.lbs.lbs` from rotation matrices, its kinematic chain walked by
+        `sahmr.body.kinematics.KinematicTree` (no host synchronisation on a GPU).
+
+        Args:
+            betas: Tensor of shape (B, num_betas).
+            rot_mats: Tensor of shape (B, 24, 3, 3), root then joints relative to parents.
+
+        Returns:
+            ``(vertices (B, V, 3), joints (B, 24, 3))``, model frame, no translation.
+        """
+        batch = rot_mats.shape[0]
+        v_shaped = self.v_template + torch.einsum("bl,mkl->bmk", betas, self.shapedirs)
+        rest = torch.einsum("bik,ji->bjk", v_shaped, self.J_regressor)
+        eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
+        pose_feature = (rot_mats[:, 1:] - eye).reshape(batch, -1)
+        v_posed = v_shaped + torch.matmul(pose_feature, self.posedirs).view(batch, -1, 3)
+        joints, transforms = self.kinematic_tree(rot_mats, rest)
+        per_vertex = torch.matmul(self.lbs_weights, transforms.reshape(batch, -1, 16))
+        per_vertex = per_vertex.view(batch, -1, 4, 4)  # (B, V, 4, 4)
+        ones = v_posed.new_ones((*v_posed.shape[:-1], 1))
+        homogeneous = torch.cat([v_posed, ones], dim=-1)[..., None]
+        return torch.matmul(per_vertex, homogeneous)[:, :, :3, 0], joints

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.body.constants import NUM_SMPL_JOINTS
+from sahmr.body.kinematics import KinematicTree
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from sahmr.optim.smplify import SMPLParams
 
@@ -98,17 +99,6 @@ class _Posed:
     per_joint: Tensor  # (N, V, 24, 3) A_m x_v, without transl
 
 
-def _tree_levels(parents: list[int]) -> list[Tensor]:
-    """Joint indices grouped by depth in the tree (root level first, root excluded)."""
-    depth = [0] * len(parents)
-    for j in range(1, len(parents)):
-        depth[j] = depth[parents[j]] + 1
-    return [
-        torch.tensor([j for j in range(1, len(parents)) if depth[j] == d], dtype=torch.long)
-        for d in range(1, max(depth) + 1)
-    ]
-
-
 class VertexFitter(nn.Module):
     """Fits SMPL-format parameters to batches of vertices of one body model's topology.
 
@@ -154,10 +144,7 @@ class VertexFitter(nn.Module):
         self.initial_damping = float(initial_damping)
         self.max_abs_beta = None if max_abs_beta is None else float(max_abs_beta)
         self.parents_list = parents
-        self._level_names = []
-        for d, idx in enumerate(_tree_levels(parents)):  # buffers: no host copies per step
-            self.register_buffer(f"level{d}", idx, persistent=False)
-            self._level_names.append(f"level{d}")
+        self.kinematic_tree = KinematicTree(parents)  # device indices: no host copies
         v_template = body_model.v_template.to(f32)
         shapedirs = body_model.shapedirs.to(f32)
         self.register_buffer("v_template", v_template.clone())
@@ -209,15 +196,8 @@ class VertexFitter(nn.Module):
         Returns:
             ``(rot_world (N, 24, 3, 3), joints (N, 24, 3))``, without translation.
         """
-        rot_world = rot_local.clone()
-        joints = rest_joints.clone()
-        for name in self._level_names:
-            idx = getattr(self, name)
-            par = self.parents[idx]
-            rot_world[:, idx] = rot_world[:, par] @ rot_local[:, idx]
-            bone = (rest_joints[:, idx] - rest_joints[:, par])[..., None]
-            joints[:, idx] = joints[:, par] + (rot_world[:, par] @ bone)[..., 0]
-        return rot_world, joints
+        joints, transforms = self.kinematic_tree(rot_local, rest_joints)
+        return transforms[..., :3, :3], joints
 
     def pose_body(self, rot_local: Tensor, betas: Tensor, transl: Tensor) -> _Posed:
         """The mesh of the parameters (smplx's linear blend skinning) plus Jacobian parts.

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 import torch
-from smplx.lbs import batch_rigid_transform
 from torch import Tensor, nn
 
 from sahmr.body.constants import H36M_JOINT_NAMES, H36M_TO_J14, SMPL_JOINT_NAMES
+from sahmr.body.kinematics import KinematicTree
 from sahmr.geometry.cameras import invert_rigid, project
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from sahmr.optim.priors import GaussianMixturePrior, bent_joint_penalty, shape_prior
@@ -226,7 +226,7 @@ class BodyJoints(nn.Module):
         self.register_buffer(
             "j_shapedirs", torch.einsum("jv,vck->jck", reg, body_model.shapedirs.double()).float()
         )
-        self.register_buffer("parents", body_model.parents.clone())
+        self.kinematic_tree = KinematicTree(body_model.parents.tolist())  # no host reads
 
     def forward(self, betas: Tensor, global_orient: Tensor, body_pose: Tensor, transl: Tensor):
         """Posed joints.
@@ -250,7 +250,7 @@ class BodyJoints(nn.Module):
             else axis_angle_to_matrix(body_pose.reshape(B, -1, 3))
         )
         rot = torch.cat([go.reshape(B, 1, 3, 3), bp], dim=1)
-        posed, _ = batch_rigid_transform(rot, rest, self.parents, dtype=rest.dtype)
+        posed, _ = self.kinematic_tree(rot, rest)
         return posed + transl[:, None, :]
 
 
