@@ -1,5 +1,5 @@
 """tools/benchmark_train.py with the body model's kinematic chain walked by smplx again (its
-``parents[i]`` host reads: 23 per body forward): the "before" arm of the A/B in README.md.
+``parents[i]`` host reads: 23 per body forward): the "before" arm of the A/B (ab.sh).
 
     python3 docs/results/body_sync/smplx_chain.py [tools/benchmark_train.py arguments]
 """
@@ -19,7 +19,13 @@ def smplx_skin(self, betas, rot_mats):
                          self.J_regressor, self.parents, self.lbs_weights, pose2rot=False)
 
 
-body_model.BodyModel._skin = smplx_skin
-tool = Path(__file__).resolve().parents[3] / "tools" / "benchmark_train.py"
-sys.argv = [str(tool), *sys.argv[1:]]
-runpy.run_path(str(tool), run_name="__main__")
+def use_smplx_chain() -> None:
+    """Every `BodyModel` skins through smplx's joint-by-joint chain from now on."""
+    body_model.BodyModel._skin = smplx_skin
+
+
+if __name__ == "__main__":
+    use_smplx_chain()
+    tool = Path(__file__).resolve().parents[3] / "tools" / "benchmark_train.py"
+    sys.argv = [str(tool), *sys.argv[1:]]
+    runpy.run_path(str(tool), run_name="__main__")
