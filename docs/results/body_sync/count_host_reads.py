@@ -15,17 +15,16 @@ from __future__ import annotations
 import collections
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 
+from sahmr.benchmark.host_reads import count_host_reads
+
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark_train as bt  # noqa: E402
-
-READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")
 
 
 class _FusedAdamW(torch.optim.AdamW):
@@ -49,42 +48,20 @@ def count(data: str, split: str, method: str) -> collections.Counter:
     path = bt.build_new_path(args, body.topology, device)
     cfg = bt.compose([*bt.METHODS[method], *base])
     prepare = path.prepare_scene if cfg.get("needs_scene", True) else path.prepare_plain
-    import sahmr.engine.trainer as trainer_module
-
-    hits: collections.Counter = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
-        real = trainer_module.torch.optim.AdamW
-        trainer_module.torch.optim.AdamW = _FusedAdamW
+        real = torch.optim.AdamW  # the trainer builds its optimizer as torch.optim.AdamW(...)
+        torch.optim.AdamW = _FusedAdamW
         try:
             trainer = bt.build_trainer(cfg, args, path, device, Path(tmp))
         finally:
-            trainer_module.torch.optim.AdamW = real
+            torch.optim.AdamW = real
         assert trainer._sync_free, "the trainer should step without host synchronisation"
         trainer.model.train()
         for _ in range(2):
             trainer.train_step(prepare.step(path.next(), targets=True))
         step = prepare.step(path.next(), targets=True)
-        saved = {name: getattr(torch.Tensor, name) for name in READS}
-
-        def counting(name):
-            method_ = saved[name]
-
-            def counted(tensor, *a, **k):
-                ours = [f for f in traceback.extract_stack()[:-1] if str(REPO) in f.filename]
-                where = " <- ".join(f"{Path(f.filename).relative_to(REPO)}:{f.lineno}"
-                                    for f in ours[::-1][:3])  # fmt: skip
-                hits[(name, where)] += 1
-                return method_(tensor, *a, **k)
-
-            return counted
-
-        for name in READS:
-            setattr(torch.Tensor, name, counting(name))
-        try:
+        with count_host_reads() as hits:
             trainer.train_step(step)
-        finally:
-            for name, method_ in saved.items():
-                setattr(torch.Tensor, name, method_)
     return hits
 
 
