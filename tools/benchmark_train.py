@@ -38,6 +38,14 @@ in the markdown; ``--profile-trace`` also writes a chrome trace per run under ``
 
     python tools/benchmark_train.py --data /data/synth --out /tmp/p --paths new \\
         --methods sahmr_small_rcnet --seconds 5 --profile --profile-trace
+
+A lease trains beside the dataset generator's workers (one per free core, nice 15). With
+``--cpu-load N``, N memory-streaming processes at nice 15 (`sahmr.benchmark.cpu_load`) run
+through every measurement, so the same tool tells how much of a method's pace survives that
+company (a short step is paced by the host thread that launches it):
+
+    python tools/benchmark_train.py --data /data/synth --out /tmp/c --paths new \\
+        --methods metro_small --cpu-load 15
 """
 
 from __future__ import annotations
@@ -154,6 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also write a chrome trace per run (gzipped when large; < 16 MiB)",
     )
+    p.add_argument("--cpu-load", type=int, default=0,
+                   help="memory-streaming processes at nice 15 beside every run (a lease's "
+                   "generator workers)")  # fmt: skip
     p.add_argument("--smoke", action="store_true",
                    help="tiny CPU run: batch 2, 1 warm-up + 2 timed steps, no compile")  # fmt: skip
     return p.parse_args(argv)
@@ -183,7 +194,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     paths = [q for q in args.paths.split(",") if q]
     if not paths or any(q not in PATHS for q in paths):
         return f"--paths {args.paths!r}: expected a comma-separated subset of {list(PATHS)}"
-    for name in ("batch_size", "warmup", "min_steps", "workers", "decode_workers", "profile_steps"):
+    for name in ("batch_size", "warmup", "min_steps", "workers", "decode_workers", "profile_steps",
+                 "cpu_load"):
         low = 1 if name in ("batch_size", "min_steps", "profile_steps") else 0
         if getattr(args, name) < low:
             return f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
@@ -521,6 +533,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"new: `loader=memory`, augmentation {not s['no_augment']} "
         f"({report['dataset']['new_note']}, built in {report['dataset']['new_setup_s']} s)."
     )
+    if s.get("cpu_load"):
+        head += (
+            f" Beside every run: {s['cpu_load']} memory-streaming processes at nice 15 "
+            "(`--cpu-load`, a lease's generator workers)."
+        )
     profiles = [profile_markdown(r) for r in report["runs"] if r.get("profile")]
     return "\n\n".join([head, table, *profiles]) + "\n"
 
@@ -583,6 +600,7 @@ def profile_markdown(run: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from hydra.utils import instantiate
 
+    from sahmr.benchmark.cpu_load import CpuLoad
     from sahmr.benchmark.timing import environment_info
 
     t_start = time.perf_counter()
@@ -609,7 +627,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     budget_s = 60.0 * args.budget_minutes
     per_run_s = args.seconds + args.data_seconds + 10.0  # grows to the longest run seen
     first_run_s = per_run_s
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, CpuLoad(args.cpu_load):
         for method in methods:
             cfg = compose([*METHODS[method], *base])
             needs_scene = bool(cfg.get("needs_scene", True))
@@ -663,7 +681,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         k: getattr(args, k)
         for k in ("batch_size", "seconds", "warmup", "min_steps", "workers", "decode_workers",
                   "bf16", "fused", "compile", "sync_free", "no_augment", "smoke",
-                  "max_points_per_scene", "profile", "profile_steps")
+                  "max_points_per_scene", "profile", "profile_steps", "cpu_load")
     }  # fmt: skip
     settings["argv"] = " ".join(argv)
     new = data.get("new")

@@ -59,6 +59,16 @@ def test_smoke_run_writes_json_markdown_and_the_docs_section(tool, dataset, tmp_
     assert "rcnet_small" in capsys.readouterr().out
 
 
+def test_smoke_run_beside_a_cpu_load_says_so(tool, dataset, tmp_path):
+    out = tmp_path / "out"
+    rc = tool.main(["--data", str(dataset), "--out", str(out), "--smoke", "--paths", "new",
+                    "--methods", "metro_small", "--cpu-load", "1"])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "train_benchmark.json").read_text())
+    assert report["settings"]["cpu_load"] == 1 and report["runs"][0]["error"] is None
+    assert "1 memory-streaming processes at nice 15" in (out / "train_benchmark.md").read_text()
+
+
 def test_smoke_profile_reports_time_per_part_and_top_ops(tool, dataset, tmp_path):
     out = tmp_path / "out"
     rc = tool.main(["--data", str(dataset), "--out", str(out), "--smoke", "--profile",
@@ -141,6 +151,7 @@ def test_interval_attribution_against_a_plain_sum():
         (["--batch-size", "0"], "--batch-size"),
         (["--seconds", "0"], "--seconds"),
         (["--device", "tpu"], "--device"),
+        (["--cpu-load", "-1"], "--cpu-load"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(tool, dataset, tmp_path, capsys, args, words):
