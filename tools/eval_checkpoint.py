@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -112,6 +113,8 @@ def check_inputs(cfg: DictConfig) -> None:
         check_writable_folder(cfg.out, "out=")
         contact_perturbation(cfg)
         scene_slide_cost(cfg)
+        if cfg.get("scene_depenetrate", False) and not cfg.scene_metrics:
+            raise BadArgument("scene_depenetrate=true needs scene_metrics=true (the rooms' SDFs)")
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
         if synthetic and not cfg.get("allow_missing_shards", False):
@@ -121,6 +124,16 @@ def check_inputs(cfg: DictConfig) -> None:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???
         fail(f"config: {exc}")
+
+
+def depenetrator(cfg: DictConfig, body_model: Any):
+    """``scene_depenetrate``: the joints of each penetrating body bent out of its scan, last
+    (`sahmr.scene.depenetrate.Depenetrator`), or None."""
+    if not cfg.get("scene_depenetrate", False):
+        return None
+    from sahmr.scene.depenetrate import Depenetrator
+
+    return Depenetrator(body_model)
 
 
 def scene_slide_cost(cfg: DictConfig) -> float | None:
@@ -238,6 +251,7 @@ def main(cfg: DictConfig) -> None:
         with_targets=bool(with_targets),
         settle_on_ground=bool(cfg.get("settle_on_ground", False)),
         scene_slide_cost=slide_cost,
+        depenetrator=depenetrator(cfg, body.to(device)),
     )
     report: dict = {"frames": result.frames}
     if result.evaluation is not None:
@@ -256,6 +270,8 @@ def main(cfg: DictConfig) -> None:
         settled_frames=result.settled_frames,
         scene_slide_cost=slide_cost,
         slid_frames=result.slid_frames,
+        scene_depenetrate=bool(cfg.get("scene_depenetrate", False)),
+        depenetrated_frames=result.depenetrated_frames,
     )
     write_json_atomic(report, out / "metrics.json")
     if result.evaluation is not None:

@@ -52,6 +52,11 @@ from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 logger = logging.getLogger(__name__)
 
 PredictionCallback = Callable[[str, BodyFrame, BodyPrediction, int], None]
+Depenetrate = Callable[
+    [BodyPrediction, Tensor, list[Callable[[Tensor], Tensor] | None]],
+    tuple[BodyPrediction, Tensor],
+]
+"""``(pred, T_w2c, sdfs) -> (pred, changed (B,))``: `sahmr.scene.depenetrate.Depenetrator`."""
 """``(name, predicted world frame, batch prediction, row in batch)`` for each frame."""
 
 
@@ -85,6 +90,8 @@ class ValidationResult:
             over all ranks).
         slid_frames: Bodies slid along their camera ray out of the scan (``scene_slide_cost``;
             over all ranks).
+        depenetrated_frames: Bodies whose joints were bent out of the scan (``depenetrator``;
+            over all ranks).
     """
 
     evaluation: EvaluationResult | None = None
@@ -94,6 +101,7 @@ class ValidationResult:
     seconds: float = 0.0
     settled_frames: int = 0
     slid_frames: int = 0
+    depenetrated_frames: int = 0
 
     @property
     def seconds_per_frame(self) -> float:
@@ -193,6 +201,7 @@ def run_validation(
     with_targets: bool = False,
     settle_on_ground: bool = False,
     scene_slide_cost: float | None = None,
+    depenetrator: Depenetrate | None = None,
 ) -> ValidationResult:
     """Run a method over a split (or its first ``max_batches`` batches) and score it.
 
@@ -220,6 +229,9 @@ def run_validation(
         scene_slide_cost: Not None: then each body slides along its camera ray to where it
             penetrates its scene least at this price (mm of PenE per mm of slide;
             `sahmr.scene.ray_slide.slide_out_of_scene`; SDFs from the evaluator's scenes).
+        depenetrator: Not None: last, ``(pred, T_w2c, sdfs) -> (pred, changed)`` bends each
+            penetrating body's joints out of its scene (`sahmr.scene.depenetrate.Depenetrator`;
+            differentiable SDFs from the evaluator's scenes).
 
     Returns:
         The `ValidationResult`, reduced over ranks.
@@ -285,6 +297,10 @@ def run_validation(
                     pred, shift = slide_out_of_scene(pred, step.frames.T_w2c, sdfs,
                                                      slide_cost=scene_slide_cost)  # fmt: skip
                     result.slid_frames += int((shift.abs().sum(dim=1) > 0).sum())
+                if depenetrator is not None and scenes is not None:
+                    sdfs = [_grid_sdf(scenes.get(s)) for s in step.frames.scene_id]
+                    pred, changed = depenetrator(pred, step.frames.T_w2c, sdfs)
+                    result.depenetrated_frames += int(changed.sum())
                 _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
             bar.update(1)
     bar.close()
@@ -315,6 +331,13 @@ def predicted_contacts_world(
         region = regions[mine] if regions is not None else torch.zeros(int(mine.sum()))
         out["contact_point_region"].append(region.cpu().numpy().astype(np.int64))
     return out
+
+
+def _grid_sdf(sampler: Any) -> Callable[[Tensor], Tensor] | None:
+    """A scene's SDF lookup, differentiable in the points (float32 on their device), or None."""
+    if sampler is None:
+        return None
+    return lambda points: sampler.sample(points.float())
 
 
 def _score_predictions(
@@ -356,9 +379,11 @@ def _score_predictions(
 def _reduce(result: ValidationResult, frames: int, seconds: float, gather_frames: bool) -> None:
     """Sum counts over ranks (in place)."""
     counts = all_reduce_sum(torch.tensor([float(frames), seconds, float(result.settled_frames),
-                                          float(result.slid_frames)], dtype=torch.float64))
+                                          float(result.slid_frames),
+                                          float(result.depenetrated_frames)], dtype=torch.float64))
     result.frames, result.seconds = int(counts[0].item()), float(counts[1].item())
     result.settled_frames, result.slid_frames = int(counts[2].item()), int(counts[3].item())
+    result.depenetrated_frames = int(counts[4].item())
     result.method_metrics.all_reduce()
     if is_dist() and result.method_per_frame:
         merged: dict[str, list[float]] = {}

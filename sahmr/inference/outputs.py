@@ -511,6 +511,7 @@ def write_frame_outputs(
         "root_world": np.round(result.root_world, 4).tolist(),
         "ground_shift_m": round(result.ground_shift_m, 4),  # slid back onto the ground
         "scene_slide_m": round(result.scene_slide_m, 4),  # slid along the ray out of the scan
+        "depenetrated": result.depenetrated,  # joints bent out of the scan (--depenetrate)
         "has_smpl_params": result.params_world is not None,
         "body_params": {
             "source": result.params_source,

@@ -87,6 +87,8 @@ class FramePrediction:
         scene_slide_m: How far the body was slid along its camera ray out of the scan
             (`sahmr.scene.ray_slide`; 0 when it was left where predicted, or the slide is
             off), metres.
+        depenetrated: Whether the body's joints were bent out of the scan
+            (`sahmr.scene.depenetrate`; only with ``depenetrate``).
     """
 
     name: str
@@ -112,6 +114,7 @@ class FramePrediction:
     verts_method_world: np.ndarray | None = None
     ground_shift_m: float = 0.0
     scene_slide_m: float = 0.0
+    depenetrated: bool = False
 
 
 _PARAM_KEYS = ("betas", "global_orient", "body_pose", "transl")
@@ -232,6 +235,9 @@ class InferencePipeline:
         scene_slide_cost: Not None: after the ground settle, slide each body along its
             camera ray to where it penetrates the scan least at this price (mm of PenE per mm
             of slide; `sahmr.scene.ray_slide`); needs the SDF (a mesh scan, ``penetration``).
+        depenetrate: Last, bend the joints of a body still deeper than 1 cm in the scan out
+            of it (pose only: `sahmr.scene.depenetrate`); needs the SDF and body-model
+            parameters.
     """
 
     def __init__(
@@ -250,6 +256,7 @@ class InferencePipeline:
         fit_iterations: int | None = None,
         check_camera: bool = True,
         scene_slide_cost: float | None = None,
+        depenetrate: bool = False,
     ) -> None:
         self.method = method
         self.scene = scene
@@ -267,6 +274,7 @@ class InferencePipeline:
         self.fit_iterations = fit_iterations
         self.check_camera = check_camera
         self.scene_slide_cost = scene_slide_cost
+        self.depenetrate = depenetrate
         self._fitter: nn.Module | None = None
         self.sdf_seconds = 0.0
         self.sdf_note = ""
@@ -361,6 +369,18 @@ class InferencePipeline:
                                                      [sampler_sdf(sdf)],
                                                      slide_cost=self.scene_slide_cost)  # fmt: skip
                 scene_slide_m = float(shift[0].norm())
+        depenetrated = False
+        if self.depenetrate and _has_params(pred.params):
+            with timer("sdf_load"):
+                sdf = self.sdf()
+            if sdf is not None:
+                from sahmr.scene.depenetrate import depenetrate
+
+                on = next(self.body.buffers()).device
+                sdfs = [lambda p: sdf.sample(p.float())]
+                with timer("depenetrate"):
+                    pred, changed = depenetrate(pred.to(on), inputs.T_w2c.to(on), sdfs, self.body)
+                depenetrated = bool(changed[0])
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()
             verts_cam = pred.verts_cam.double()
@@ -419,6 +439,7 @@ class InferencePipeline:
             method_mesh_distance_mm=distance_mm,
             ground_shift_m=ground_shift_m,
             scene_slide_m=scene_slide_m,
+            depenetrated=depenetrated,
             verts_method_world=verts_method_world,
         )
 

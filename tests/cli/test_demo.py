@@ -261,3 +261,28 @@ def test_scene_slide_moves_the_whole_body_along_its_ray(common, tmp_path, capsys
     # at no price the least-penetrating place wins: never more penetration than left alone
     free = outs[("--scene-slide-cost", "0")][0]
     assert free["penetration"]["pene_mm"] <= still["penetration"]["pene_mm"] + 1e-6
+
+
+def test_depenetrate_bends_joints_only_and_never_adds_penetration(common, tmp_path, capsys):
+    """``--depenetrate`` (`sahmr.scene.depenetrate`, tested in detail there): the body's root
+    rotation, translation and shape are those without it; only ``body_pose`` may change, and
+    the penetration never grows; the summary says whether it acted. The shipped SA-HMR, whose
+    seated body on this frame sinks its thighs into the sofa (PenE 358 mm)."""
+    cache = common[common.index("--cache-dir") + 1]
+    shipped = ["--cache-dir", cache, "--view-size", "160", "120", "-q", "--bbox", "sidecar"]
+    outs = {}
+    for flag in ([], ["--depenetrate"]):
+        out = tmp_path / f"out{len(outs)}"
+        rc = main([*shipped, *FORCE, "--image", str(DEMO / "sit_sofa.jpg"), "--out", str(out),
+                   *flag])  # fmt: skip
+        assert rc == EXIT_OK, capsys.readouterr().err
+        summary = json.loads((out / "summary.json").read_text())
+        with np.load(out / "body_params.npz", allow_pickle=False) as z:
+            outs[bool(flag)] = (summary, {k: z[k].copy() for k in z.files})
+    (plain, p0), (bent, p1) = outs[False], outs[True]
+    assert plain["depenetrated"] is False and bent["depenetrated"] is True
+    for key in ("betas", "global_orient", "transl"):
+        np.testing.assert_allclose(p1[key], p0[key], atol=1e-6)
+    assert not np.allclose(p1["body_pose"], p0["body_pose"])
+    assert "depenetrate" in bent["timings_s"] and "depenetrate" not in plain["timings_s"]
+    assert bent["penetration"]["pene_mm"] < 0.5 * plain["penetration"]["pene_mm"]

@@ -479,3 +479,41 @@ def test_the_train_log_says_how_long_the_steps_waited_for_data(
             assert r["data_wait"] > 0.5, r
         else:
             assert r["data_wait"] < 0.5, r
+
+
+def test_validation_depenetrates_last_and_counts_the_bodies(tiny_dataset, tmp_path):
+    """``depenetrator``: called after the slide with each frame's differentiable scene SDF;
+    what it returns is what is scored and written, and the bodies it changed are counted."""
+    from sahmr.evaluation.evaluator import Evaluator
+
+    body, _val, loader, prepare, scenes = _scored_val_split(tiny_dataset, tmp_path)
+    method = SlightlySunkTinyMethod().eval()
+    calls = []
+
+    def lift(pred, T_w2c, sdfs):
+        calls.append(len(sdfs))
+        for s in sdfs:  # points -> metres, with a gradient (validation runs without grad)
+            pts = torch.zeros(5, 3, requires_grad=True)
+            with torch.enable_grad():
+                s(pts).sum().backward()
+            assert pts.grad is not None
+        up_world = torch.tensor([0.0, 0.0, 0.05]).expand(T_w2c.shape[0], 3)
+        shifted = pred.translated(torch.einsum("bij,bj->bi", T_w2c[:, :3, :3].to(pred.verts_cam),
+                                               up_world.to(pred.verts_cam)))  # fmt: skip
+        return shifted, torch.ones(T_w2c.shape[0], dtype=torch.bool)
+
+    runs = {}
+    for dep in (None, lift):
+        frames = {}
+        res = run_validation(method, loader, prepare, split="val",
+                             evaluator=Evaluator(body, scenes), scene_slide_cost=1.0,
+                             depenetrator=dep,
+                             on_prediction=lambda name, frame, *_, f=frames: f.update(
+                                 {name: frame.vertices.copy()}))  # fmt: skip
+        runs[dep is not None] = (res, frames)
+    (plain, plain_frames), (lifted, lifted_frames) = runs[False], runs[True]
+    assert plain.depenetrated_frames == 0 and lifted.depenetrated_frames == 4
+    assert sum(calls) == 4 and plain.slid_frames == lifted.slid_frames
+    for name, v in plain_frames.items():
+        np.testing.assert_allclose(lifted_frames[name] - v, np.broadcast_to([0, 0, 0.05], v.shape),
+                                   atol=1e-5)  # fmt: skip
