@@ -46,6 +46,7 @@ from sahmr.evaluation.reduction import Accumulator
 from sahmr.geometry.cameras import invert_rigid, transform_points
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction, frame_name
+from sahmr.scene.depenetrate import grid_sdf
 from sahmr.scene.ground import settle_on_ground as settle_ground
 from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 
@@ -298,7 +299,7 @@ def run_validation(
                                                      slide_cost=scene_slide_cost)  # fmt: skip
                     result.slid_frames += int((shift.abs().sum(dim=1) > 0).sum())
                 if depenetrator is not None and scenes is not None:
-                    sdfs = [_grid_sdf(scenes.get(s)) for s in step.frames.scene_id]
+                    sdfs = [grid_sdf(scenes.get(s)) for s in step.frames.scene_id]
                     pred, changed = depenetrator(pred, step.frames.T_w2c, sdfs)
                     result.depenetrated_frames += int(changed.sum())
                 _score_predictions(pred, step.frames, names, evaluator, result, on_prediction)
@@ -331,13 +332,6 @@ def predicted_contacts_world(
         region = regions[mine] if regions is not None else torch.zeros(int(mine.sum()))
         out["contact_point_region"].append(region.cpu().numpy().astype(np.int64))
     return out
-
-
-def _grid_sdf(sampler: Any) -> Callable[[Tensor], Tensor] | None:
-    """A scene's SDF lookup, differentiable in the points (float32 on their device), or None."""
-    if sampler is None:
-        return None
-    return lambda points: sampler.sample(points.float())
 
 
 def _score_predictions(

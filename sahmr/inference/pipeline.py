@@ -374,12 +374,12 @@ class InferencePipeline:
             with timer("sdf_load"):
                 sdf = self.sdf()
             if sdf is not None:
-                from sahmr.scene.depenetrate import depenetrate
+                from sahmr.scene.depenetrate import depenetrate, grid_sdf
 
                 on = next(self.body.buffers()).device
-                sdfs = [lambda p: sdf.sample(p.float())]
                 with timer("depenetrate"):
-                    pred, changed = depenetrate(pred.to(on), inputs.T_w2c.to(on), sdfs, self.body)
+                    pred, changed = depenetrate(pred.to(on), inputs.T_w2c.to(on),
+                                                [grid_sdf(sdf)], self.body)  # fmt: skip
                 depenetrated = bool(changed[0])
         with timer("to_world"):
             T = inputs.T_w2c.cpu().double()

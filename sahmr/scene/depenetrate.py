@@ -28,14 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sahmr.geometry.cameras import invert_rigid
+from sahmr.geometry.cameras import invert_rigid, transform_points
 from sahmr.records import BodyPrediction
 
-__all__ = ["DepenetrateConfig", "Depenetrator", "depenetrate", "penetration_mm"]
+__all__ = ["DepenetrateConfig", "Depenetrator", "depenetrate", "grid_sdf"]
 
 SDF = Callable[[Tensor], Tensor]
 """Signed distance of world points (N, 3) -> (N,), metres, negative inside; differentiable."""
@@ -66,9 +67,13 @@ class DepenetrateConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
-def penetration_mm(sdf_values: Tensor) -> Tensor:
-    """PenE of signed distances (..., V) in metres: the summed depth inside, mm, (...)."""
-    return (-sdf_values).clamp(min=0).sum(-1) * 1000.0
+def grid_sdf(sampler: Any) -> SDF | None:
+    """A scene SDF object's ``sample`` (`sahmr.scene.sdf.SDFGrid`, the evaluator's
+    `ExactSceneSDF`: its grid lookup) as a differentiable `SDF` in float32 on the points'
+    device, or None for None (`sahmr.scene.ray_slide.sampler_sdf` is the detached twin)."""
+    if sampler is None:
+        return None
+    return lambda points: sampler.sample(points.float())
 
 
 def _posed(body_model: nn.Module, params: dict[str, Tensor], body_pose: Tensor):
@@ -110,10 +115,8 @@ def depenetrate(
     if pred.params is None or all(s is None for s in sdfs):
         return pred, changed
     device = pred.verts_cam.device
-    T = T_w2c.to(device=device, dtype=torch.float32)
-    T_c2w = invert_rigid(T)
-    verts_world = torch.einsum("bij,bvj->bvi", T_c2w[:, :3, :3], pred.verts_cam.float())
-    verts_world = verts_world + T_c2w[:, None, :3, 3]
+    T_c2w = invert_rigid(T_w2c.to(device=device, dtype=torch.float32))
+    verts_world = transform_points(T_c2w, pred.verts_cam.float())
     with torch.no_grad():
         for b, sdf in enumerate(sdfs):
             if sdf is not None:
@@ -125,10 +128,10 @@ def depenetrate(
     sel = torch.tensor(idx, device=device)
     params = {k: v[sel].detach().float() for k, v in pred.params.items()}
     pose0 = params["body_pose"].reshape(len(idx), -1)
-    R, t = T_c2w[sel, :3, :3], T_c2w[sel, None, :3, 3]
+    to_world = T_c2w[sel]
     with torch.no_grad():
         v_start, j_start = _posed(body_model, params, pose0)
-        v0_world = torch.einsum("bij,bvj->bvi", R, v_start) + t
+        v0_world = transform_points(to_world, v_start)
     pose = pose0.clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
         [pose], lr=1.0, max_iter=cfg.iterations, line_search_fn="strong_wolfe"
@@ -137,7 +140,7 @@ def depenetrate(
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
         v, _ = _posed(body_model, params, pose)
-        v_world = torch.einsum("bij,bvj->bvi", R, v) + t
+        v_world = transform_points(to_world, v)
         depth = torch.stack(
             [(-sdfs[b](v_world[k])).clamp(min=0) for k, b in enumerate(idx)]
         )  # (K, V)

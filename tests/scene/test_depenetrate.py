@@ -9,8 +9,14 @@ import torch
 
 from sahmr.body import BodyModel
 from sahmr.body.model import license_free_model_path
+from sahmr.evaluation.metrics import penetration
 from sahmr.records import BodyPrediction
-from sahmr.scene.depenetrate import DepenetrateConfig, Depenetrator, depenetrate, penetration_mm
+from sahmr.scene.depenetrate import DepenetrateConfig, Depenetrator, depenetrate
+
+
+def penetration_mm(sdf_values: torch.Tensor) -> torch.Tensor:
+    """The evaluator's PenE (mm) of one body's signed distances (V,)."""
+    return penetration(sdf_values[None])["pene"][0]
 
 WALL_X = 0.75
 """A wall at x = 0.75 m (world = camera frame here); the rest pose's hands reach about 0.9 m."""
