@@ -319,6 +319,26 @@ def _compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
+def test_depenetrate_scores_bend_the_shipped_bodies_on_test_and_away(tmp_path, monkeypatch):
+    """``--depenetrate-scores`` adds the shipped SA-HMR scored with the opt-in limb bending on
+    the test and away frames the plain scorings use (same data, checkpoint and frame count),
+    for HMR's lease as for SA-HMR's; without it there is no such scoring."""
+    plain, _ = _jobs(tmp_path, monkeypatch, "--exp", "hmr")
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--exp", "hmr", "--depenetrate-scores")
+    assert not [n for n in plain if "depenetrated" in n]
+    added = {n for n in jobs if "depenetrated" in n}
+    assert added == {"eval_shipped_depenetrated_test", "eval_shipped_depenetrated_away"}
+    for tag in ("test", "away"):
+        bent, base = jobs[f"eval_shipped_depenetrated_{tag}"], jobs[f"eval_shipped_{tag}"]
+        assert _override(bent.cmd, "scene_depenetrate") == "true"
+        assert _override(base.cmd, "scene_depenetrate") is None
+        assert _override(bent.cmd, "scene_metrics") is None  # on: the rooms' SDFs are needed
+        for key in ("checkpoint", "data.root", "split", "frames"):
+            assert _override(bent.cmd, key) == _override(base.cmd, key), key
+        assert bent.after == base.after and bent.soft
+        assert _override(bent.cmd, "out").endswith(f"shipped_depenetrated_{tag}")
+
+
 @pytest.mark.parametrize("exp", ["metro_small", "hmr"])
 def test_a_baseline_lease_trains_from_random_weights_and_scores_beside_sahmr(
     tmp_path, monkeypatch, exp

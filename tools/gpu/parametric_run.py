@@ -537,6 +537,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     if continued := baseline_init(a):  # the baseline it continues, on the same val frames
         scored["shipped_baseline"] = (continued, None, ("val",))  # (the ship rule)
     scored["shipped"] = (SHIPPED, None, every)
+    if a.depenetrate_scores:  # the opt-in limb bending (sahmr.scene.depenetrate), confirmed
+        scored["shipped_depenetrated"] = (SHIPPED, None, ("test", "away"))
     if a.refit_train_frames > 0:
         jobs += refit_jobs(a, data)
         scored["refit"] = (root / REFIT_EXPORT, "export_refit", every)
@@ -565,6 +567,8 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                 "test": [f"frames={32 * a.test_batches}"],
                 "away": [],
             }[tag]
+            if name.endswith("_depenetrated"):
+                extra = [*extra, "scene_depenetrate=true"]
             jobs.append(
                 Job(
                     f"eval_{name}_{tag}",
@@ -681,6 +685,9 @@ def parser() -> argparse.ArgumentParser:
         "baseline all",
     )
     p.add_argument("--free-form", action="store_true", help="also score the free-form output")
+    p.add_argument("--depenetrate-scores", action="store_true",
+                   help="also score the shipped SA-HMR on test and away with its penetrating "
+                   "bodies' joints bent out of the scan (scene_depenetrate=true)")  # fmt: skip
     p.add_argument("--no-profile", action="store_true", help="no step profile before training")
     p.add_argument(
         "--compile",
