@@ -113,8 +113,8 @@ def check_inputs(cfg: DictConfig) -> None:
         check_writable_folder(cfg.out, "out=")
         contact_perturbation(cfg)
         scene_slide_cost(cfg)
-        if cfg.get("scene_depenetrate", False) and not cfg.scene_metrics:
-            raise BadArgument("scene_depenetrate=true needs scene_metrics=true (the rooms' SDFs)")
+        if not isinstance(cfg.get("scene_depenetrate", True), bool):
+            raise BadArgument(f"scene_depenetrate={cfg.scene_depenetrate}: must be true or false")
         if cfg.save_predictions:
             check_writable_folder(Path(cfg.out) / "predictions", "out=")
         if synthetic and not cfg.get("allow_missing_shards", False):
@@ -127,9 +127,10 @@ def check_inputs(cfg: DictConfig) -> None:
 
 
 def depenetrator(cfg: DictConfig, body_model: Any):
-    """``scene_depenetrate``: the joints of each penetrating body bent out of its scan, last
-    (`sahmr.scene.depenetrate.Depenetrator`), or None."""
-    if not cfg.get("scene_depenetrate", False):
+    """``scene_depenetrate`` (on by default): the joints of each penetrating body bent out of
+    its scan, last (`sahmr.scene.depenetrate.Depenetrator`); None when it is off or the rooms'
+    SDFs are not loaded (``scene_metrics=false``: skipped, like the slide)."""
+    if not (cfg.get("scene_depenetrate", True) and cfg.get("scene_metrics", False)):
         return None
     from sahmr.scene.depenetrate import Depenetrator
 
@@ -237,6 +238,7 @@ def main(cfg: DictConfig) -> None:
         )
     writer = PredictionWriter(out / "predictions") if cfg.save_predictions else None
     slide_cost = scene_slide_cost(cfg)
+    bender = depenetrator(cfg, body.to(device))
     result = run_validation(
         method,
         loader,
@@ -251,7 +253,7 @@ def main(cfg: DictConfig) -> None:
         with_targets=bool(with_targets),
         settle_on_ground=bool(cfg.get("settle_on_ground", False)),
         scene_slide_cost=slide_cost,
-        depenetrator=depenetrator(cfg, body.to(device)),
+        depenetrator=bender,
     )
     report: dict = {"frames": result.frames}
     if result.evaluation is not None:
@@ -270,7 +272,7 @@ def main(cfg: DictConfig) -> None:
         settled_frames=result.settled_frames,
         scene_slide_cost=slide_cost,
         slid_frames=result.slid_frames,
-        scene_depenetrate=bool(cfg.get("scene_depenetrate", False)),
+        scene_depenetrate=bender is not None,  # as applied (needs the rooms' SDFs)
         depenetrated_frames=result.depenetrated_frames,
     )
     write_json_atomic(report, out / "metrics.json")

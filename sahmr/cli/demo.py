@@ -103,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "over vertices) per mm of slide (sahmr.scene.ray_slide; needs the SDF)")
     m.add_argument("--no-scene-slide", action="store_true",
                    help="leave each body where the method put it (only the ground settle)")
-    m.add_argument("--depenetrate", action="store_true",
+    m.add_argument("--depenetrate", action=argparse.BooleanOptionalAction, default=True,
                    help="last, bend the joints of a body still more than 1 cm inside the scan "
                         "out of it (pose only; root, translation and shape kept; "
-                        "sahmr.scene.depenetrate; needs the SDF and body parameters)")
+                        "sahmr.scene.depenetrate; needs the SDF and body parameters; on by "
+                        "default)")
     m.add_argument("--checkpoint", type=Path, default=None,
                    help="sahmr checkpoint (.pt) (default: the shipped one of --method)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")

@@ -139,9 +139,8 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
                                 "scene_slide_cost=-2: must be a number >= 0"),
         "text slide cost": ({"scene_slide": "true", "scene_slide_cost": "far"},
                             "scene_slide_cost=far: must be a number >= 0"),
-        "depenetrate without scene metrics": (
-            {"scene_depenetrate": "true", "scene_metrics": "false"},
-            "scene_depenetrate=true needs scene_metrics=true"),
+        "depenetrate not a switch": ({"scene_depenetrate": "maybe"},
+                                     "scene_depenetrate=maybe: must be true or false"),
         "corrupt shard": ({}, "1 shard(s) of split test are missing or unreadable"),
         "missing shard": ({}, "1 shard(s) of split test are missing or unreadable "
                               "(shards/test-0.tar)"),

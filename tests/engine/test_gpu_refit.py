@@ -319,24 +319,24 @@ def _compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def test_depenetrate_scores_bend_the_shipped_bodies_on_test_and_away(tmp_path, monkeypatch):
-    """``--depenetrate-scores`` adds the shipped SA-HMR scored with the opt-in limb bending on
-    the test and away frames the plain scorings use (same data, checkpoint and frame count),
-    for HMR's lease as for SA-HMR's; without it there is no such scoring."""
+def test_plain_scores_score_the_shipped_bodies_unbent_on_test_and_away(tmp_path, monkeypatch):
+    """The evaluator bends penetrating bodies' joints out of the scan by default since
+    2026-12-07; ``--plain-scores`` adds the shipped SA-HMR scored without it (as every earlier
+    lease scored) on the test and away frames the default scorings use (same data, checkpoint
+    and frame count), for HMR's lease as for SA-HMR's; without it there is no such scoring."""
     plain, _ = _jobs(tmp_path, monkeypatch, "--exp", "hmr")
-    jobs, _ = _jobs(tmp_path, monkeypatch, "--exp", "hmr", "--depenetrate-scores")
-    assert not [n for n in plain if "depenetrated" in n]
-    added = {n for n in jobs if "depenetrated" in n}
-    assert added == {"eval_shipped_depenetrated_test", "eval_shipped_depenetrated_away"}
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--exp", "hmr", "--plain-scores")
+    assert not [n for n in plain if n.endswith("_plain_test") or n.endswith("_plain_away")]
+    added = set(jobs) - set(plain)
+    assert added == {"eval_shipped_plain_test", "eval_shipped_plain_away"}
     for tag in ("test", "away"):
-        bent, base = jobs[f"eval_shipped_depenetrated_{tag}"], jobs[f"eval_shipped_{tag}"]
-        assert _override(bent.cmd, "scene_depenetrate") == "true"
-        assert _override(base.cmd, "scene_depenetrate") is None
-        assert _override(bent.cmd, "scene_metrics") is None  # on: the rooms' SDFs are needed
-        for key in ("checkpoint", "data.root", "split", "frames"):
-            assert _override(bent.cmd, key) == _override(base.cmd, key), key
-        assert bent.after == base.after and bent.soft
-        assert _override(bent.cmd, "out").endswith(f"shipped_depenetrated_{tag}")
+        unbent, base = jobs[f"eval_shipped_plain_{tag}"], jobs[f"eval_shipped_{tag}"]
+        assert _override(unbent.cmd, "scene_depenetrate") == "false"
+        assert _override(base.cmd, "scene_depenetrate") is None  # the evaluator's default: on
+        for key in ("checkpoint", "data.root", "split", "frames", "scene_metrics"):
+            assert _override(unbent.cmd, key) == _override(base.cmd, key), key
+        assert unbent.after == base.after and unbent.soft
+        assert _override(unbent.cmd, "out").endswith(f"shipped_plain_{tag}")
 
 
 @pytest.mark.parametrize("exp", ["metro_small", "hmr"])
