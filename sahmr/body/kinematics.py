@@ -50,20 +50,26 @@ def rigid_transforms(
     Returns:
         ``(posed_joints (B, J, 3), transforms (B, J, 4, 4))``: each joint's posed position and
         the transform ``[R_j | t_j - R_j @ joints_j; 0 0 0 1]`` taking a rest point rigidly
-        attached to joint j to its posed position (smplx's ``rel_transforms``).
+        attached to joint j to its posed position (smplx's ``rel_transforms``). In the wider
+        of the two inputs' dtypes, also under autocast: the chain is written level by level
+        into one tensor, which a lower-precision product could not be written into, and a
+        chain of 23 products is where bfloat16's rounding would add up.
     """
-    rot_world = rot_mats.clone()  # filled level by level: each level reads only its parents'
-    posed = joints.clone()
-    for idx, par in levels:
-        bone = (joints[:, idx] - joints[:, par])[..., None]
-        parent_rot = rot_world[:, par]
-        rot_world[:, idx] = parent_rot @ rot_mats[:, idx]
-        posed[:, idx] = posed[:, par] + (parent_rot @ bone)[..., 0]
-    offset = posed - (rot_world @ joints[..., None])[..., 0]
-    top = torch.cat([rot_world, offset[..., None]], dim=-1)  # (B, J, 3, 4)
-    bottom = top.new_zeros((*top.shape[:-2], 1, 4))
-    bottom[..., 3] = 1.0
-    return posed, torch.cat([top, bottom], dim=-2)
+    dtype = torch.promote_types(rot_mats.dtype, joints.dtype)
+    with torch.autocast(rot_mats.device.type, enabled=False):
+        rot_mats, joints = rot_mats.to(dtype), joints.to(dtype)
+        rot_world = rot_mats.clone()  # filled level by level: each reads only its parents'
+        posed = joints.clone()
+        for idx, par in levels:
+            bone = (joints[:, idx] - joints[:, par])[..., None]
+            parent_rot = rot_world[:, par]
+            rot_world[:, idx] = parent_rot @ rot_mats[:, idx]
+            posed[:, idx] = posed[:, par] + (parent_rot @ bone)[..., 0]
+        offset = posed - (rot_world @ joints[..., None])[..., 0]
+        top = torch.cat([rot_world, offset[..., None]], dim=-1)  # (B, J, 3, 4)
+        bottom = top.new_zeros((*top.shape[:-2], 1, 4))
+        bottom[..., 3] = 1.0
+        return posed, torch.cat([top, bottom], dim=-2)
 
 
 class KinematicTree(nn.Module):

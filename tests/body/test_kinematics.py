@@ -63,3 +63,35 @@ def test_the_tree_module_follows_the_device_and_dtype_moves_and_saves_nothing():
     rot = torch.eye(3, dtype=torch.float64).expand(1, 24, 3, 3)
     rest = torch.randn(1, 24, 3, dtype=torch.float64)
     torch.testing.assert_close(tree(rot, rest)[0], rest)
+
+
+def test_the_chain_runs_in_full_precision_under_autocast():
+    """Under bfloat16 autocast (HMR's training and validation on a GPU; CPU autocast here) the
+    chain's level-by-level writes once failed (a bfloat16 product written into the float32
+    chain: run 39's lease lost its HMR training to it). The chain now runs in its inputs'
+    dtype whatever the autocast: the same transforms as without it, and a whole body forward
+    under autocast works."""
+    from sahmr.body import BodyModel
+
+    g = torch.Generator().manual_seed(3)
+    rot = batch_rodrigues(0.4 * torch.randn(5 * 24, 3, generator=g)).view(5, 24, 3, 3)
+    joints = torch.randn(5, 24, 3, generator=g)
+    tree = KinematicTree(SMPL_PARENTS)
+    plain = rigid_transforms(rot, joints, tree.levels())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = rigid_transforms(rot, joints, tree.levels())
+    for a, b in zip(under, plain, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    body = BodyModel()
+    kw = {
+        "betas": torch.randn(2, 10, generator=g),
+        "global_orient": 0.2 * torch.randn(2, 3, generator=g),
+        "body_pose": 0.2 * torch.randn(2, 69, generator=g),
+        "transl": torch.zeros(2, 3),
+    }
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = body(**kw)
+    ref = body(**kw)
+    assert torch.isfinite(out.vertices).all()
+    assert (out.vertices.float() - ref.vertices).abs().max() < 0.03  # bfloat16's blend shapes

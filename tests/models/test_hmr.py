@@ -144,6 +144,21 @@ def test_training_steps_reduce_the_loss():
     assert values[-1] < 0.6 * values[0], values
 
 
+def test_a_step_and_a_prediction_under_bfloat16_autocast():
+    """HMR trains and validates under bfloat16 autocast on a GPU; its body forward once failed
+    there (run 39's lease) and nowhere on the CPU, where the trainer never autocasts. CPU
+    autocast takes the same paths: a training step and a prediction run, finite."""
+    inputs, targets = make_frames(2, seed=4)
+    model = tiny_hmr(seed=2, adversarial=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = HMRLoss()(model(inputs), targets)
+    res.total.backward()
+    assert torch.isfinite(res.total)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model.predict(inputs)
+    assert torch.isfinite(pred.verts_cam).all()
+
+
 def test_adversarial_prior_trains_the_discriminator_separately():
     inputs, targets = make_frames(2)
     model = tiny_hmr(adversarial=True)
