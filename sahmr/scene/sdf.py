@@ -148,6 +148,7 @@ class SDFGrid:
     values: np.ndarray
     ground: SolidGround | None = None
     _cell_min: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _device_values: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def shape_xyz(self) -> tuple[int, int, int]:
@@ -211,6 +212,15 @@ class SDFGrid:
         """Return ``(values (1, 1, D, H, W), origin (3,))`` float32 tensors on a device."""
         values = torch.from_numpy(np.ascontiguousarray(self.values)).to(device)
         return values[None, None], torch.from_numpy(self.origin).to(device)
+
+    def device_values(self, device: torch.device | str) -> Tensor:
+        """``to_torch(device)[0]``, uploaded once per device and kept (for a loop of
+        :meth:`sample` calls: an uncached GPU lookup copies the whole grid every call). The
+        grid is read-only: the copy is never refreshed."""
+        key = str(torch.device(device))
+        if key not in self._device_values:
+            self._device_values[key] = self.to_torch(device)[0]
+        return self._device_values[key]
 
     def sample(self, points: Tensor, values: Tensor | None = None) -> Tensor:
         """Trilinearly interpolate the SDF at world points (differentiable in ``points``).
