@@ -27,9 +27,10 @@ bench() {  # name, then extra arguments
     python3 tools/benchmark_train.py "${common[@]}" "$@" ${EXTRA:-} --out "$OUT/$name" > "$OUT/$name.log" 2>&1
     echo "== $name: $(grep '^| metro_small' "$OUT/$name/train_benchmark.md" | cut -d'|' -f4-8)"
 }
-bench alone
-bench load15 --cpu-load 15
-OMP_NUM_THREADS=4 bench load15_threads4 --cpu-load 15
-bench load7 --cpu-load 7
-bench load15_batch256 --cpu-load 15 --batch-size 256
+probes=" ${PROBES:-alone load15 load15_threads4 load7 load15_batch256} "  # PROBES: a subset
+[[ $probes == *" alone "* ]] && bench alone
+[[ $probes == *" load15 "* ]] && bench load15 --cpu-load 15
+[[ $probes == *" load15_threads4 "* ]] && OMP_NUM_THREADS=4 bench load15_threads4 --cpu-load 15
+[[ $probes == *" load7 "* ]] && bench load7 --cpu-load 7
+[[ $probes == *" load15_batch256 "* ]] && bench load15_batch256 --cpu-load 15 --batch-size 256
 nvidia-smi --query-gpu=name --format=csv,noheader; nproc; lscpu | grep -E "Thread|Core|Socket"
