@@ -59,8 +59,10 @@ def test_box_height_ratio_by_hand():
     np.testing.assert_allclose(box_height_ratio(V, K, T, box), [1.0])
     np.testing.assert_allclose(box_height_ratio(V, K, T, box * [1, 0, 1, 0] + [0, 90, 0, 390]),
                                [0.5])  # a box twice as tall  # fmt: skip
-    with pytest.raises(ValueError, match="behind"):
-        box_height_ratio(-V, K, T, box)
+    # a body with a vertex behind its camera has no projected height: NaN, the others kept
+    behind = np.concatenate([V, V * [1, 1, -1]])
+    ratio = box_height_ratio(behind, np.repeat(K, 2, 0), np.repeat(T, 2, 0), np.repeat(box, 2, 0))
+    assert ratio[0] == pytest.approx(1.0) and np.isnan(ratio[1])
 
 
 def test_lowest_height():
