@@ -225,6 +225,32 @@ def test_end_to_end_recipe_trains_rcnet_and_the_parametric_mesh_network(
     assert not any("body_model" in k for k in trained)
 
 
+@pytest.mark.parametrize("exp", ["hmr", "metro_small", "sahmr_small_finetune"])
+def test_lease_recipes_train_and_validate_under_bfloat16_autocast(
+    exp, tiny_dataset, tmp_path, monkeypatch
+):
+    """On a GPU the trainer runs every step and validation under bfloat16 autocast, which it
+    never does on the CPU: a failure there cost run 39's whole lease (HMR's body model under
+    autocast). The trainer's autocast is forced on here for the recipes the leases train (the
+    image-only baselines from random weights, stage two from the shipped file), validation
+    at the start included, as the leases run it."""
+    from sahmr.engine.trainer_config import TrainerConfig
+    from sahmr.inference.method import bundled_checkpoint
+
+    monkeypatch.setattr(TrainerConfig, "autocast_bf16", lambda self, device: bool(self.bf16))
+    run = tmp_path / "run"
+    init = [f"init.weights={bundled_checkpoint('sahmr')}"] if exp.startswith("sahmr") else []
+    run_hydra_tool(
+        "train",
+        [f"exp={exp}", *init, *_tiny(tiny_dataset, run, **{"trainer.val_at_start": "true"})],
+        monkeypatch,
+    )
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2
+    values = [v for v in ckpt["metrics"]["last"].values() if isinstance(v, float)]
+    assert values and all(torch.isfinite(torch.tensor(values)))
+
+
 def test_every_trainer_field_is_overridable():
     """Each TrainerConfig field is in configs/trainer/default.yaml, so ``trainer.<field>=...``
     on the command line composes (docs/benchmarks.md's ``trainer.sync_free_steps=true`` and
