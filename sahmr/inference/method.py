@@ -52,8 +52,9 @@ def bundled_checkpoint(method: str = "sahmr") -> Path:
         if cand.is_file():
             return Path(str(cand))
     raise CheckpointError(
-        f"no shipped checkpoint for method {method!r}: {tried[0]} is missing. Train one "
-        f"(tools/train.py exp={method}_small) and pass --checkpoint PATH"
+        f"no shipped checkpoint for method {method!r}: neither {tried[0].name} nor "
+        f"{tried[1].name} is in {folder}. Train one with tools/train.py (its experiment in "
+        f"configs/exp/: exp={method}_small or exp={method}) and pass --checkpoint PATH"
     )
 
 

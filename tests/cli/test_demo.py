@@ -208,10 +208,16 @@ def test_bad_input_exits_non_zero_and_writes_nothing(case, common, tmp_path, cap
 
 
 def test_missing_shipped_checkpoint_is_named(tmp_path, capsys):
-    rc = main(["--method", "no_such_method", "--out", str(tmp_path / "o"), "-q"])
-    assert rc == EXIT_BAD_INPUT
-    assert "no_such_method_small.pt is missing" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    """A method without a shipped file (HMR: its lease has not trained one yet) gets one line
+    naming the files looked for and the experiments that would train one."""
+    for method in ("no_such_method", "hmr"):
+        rc = main(["--method", method, "--out", str(tmp_path / "o"), "-q"])
+        assert rc == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ")
+        assert f"neither {method}_small.pt nor {method}.pt" in err
+        assert f"exp={method}_small or exp={method})" in err and "--checkpoint PATH" in err
+        assert not (tmp_path / "o").exists()
 
 
 def test_foreign_output_folder_is_not_replaced(common, tmp_path, capsys):
