@@ -46,19 +46,17 @@ from sahmr.evaluation.reduction import Accumulator
 from sahmr.geometry.cameras import invert_rigid, transform_points
 from sahmr.models.modes import eval_mode
 from sahmr.records import BodyPrediction, frame_name
-from sahmr.scene.depenetrate import grid_sdf
+from sahmr.scene.depenetrate import SDF, grid_sdf
 from sahmr.scene.ground import settle_on_ground as settle_ground
 from sahmr.scene.ray_slide import sampler_sdf, slide_out_of_scene
 
 logger = logging.getLogger(__name__)
 
 PredictionCallback = Callable[[str, BodyFrame, BodyPrediction, int], None]
-Depenetrate = Callable[
-    [BodyPrediction, Tensor, list[Callable[[Tensor], Tensor] | None]],
-    tuple[BodyPrediction, Tensor],
-]
-"""``(pred, T_w2c, sdfs) -> (pred, changed (B,))``: `sahmr.scene.depenetrate.Depenetrator`."""
 """``(name, predicted world frame, batch prediction, row in batch)`` for each frame."""
+
+Depenetrate = Callable[[BodyPrediction, Tensor, list[SDF | None]], tuple[BodyPrediction, Tensor]]
+"""``(pred, T_w2c, sdfs) -> (pred, changed (B,))``: `sahmr.scene.depenetrate.Depenetrator`."""
 
 
 class MemoryReader:

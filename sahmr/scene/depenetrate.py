@@ -182,7 +182,7 @@ def depenetrate(
 
 class Depenetrator:
     """`depenetrate` bound to a body model and settings: ``(pred, T_w2c, sdfs) -> (pred,
-    changed)``, for `sahmr.engine.validation.run_validation` and the inference pipeline."""
+    changed)``, the ``depenetrator`` of `sahmr.engine.validation.run_validation`."""
 
     def __init__(self, body_model: nn.Module, config: DepenetrateConfig | None = None) -> None:
         self.body_model = body_model
