@@ -513,18 +513,16 @@ def _check_cameras(frames: list[Any], scene: Any, batch: bool) -> list[Any]:
     seen from the camera must line up with the image): single mode raises
     `InputError`, batch mode turns a failing frame into a `FailedFrame`. A frame whose image
     header cannot be read is left to `prepare_frame`, which names the problem."""
-    from PIL import Image
-
     from sahmr.inference.errors import check_bbox
     from sahmr.inference.frames import FrameSpec, check_frame_camera
+    from sahmr.inference.images import image_size
 
     out = []
     for frame in frames:
         if isinstance(frame, FrameSpec):
             try:
-                with Image.open(frame.image_path) as im:
-                    size = im.size
-            except OSError:
+                size = image_size(frame.image_path)  # as shown (EXIF orientation)
+            except InputError:
                 out.append(frame)
                 continue
             try:

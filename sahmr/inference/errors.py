@@ -181,6 +181,10 @@ def check_image_size(
             hint = ""
             if cw * H == ch * W:
                 hint = f" (same aspect: pass --camera-scale {W / cw:g} for a resized image)"
+            elif cw * W == ch * H:
+                hint = (" (turned by 90 degrees against the calibration: images are read as "
+                        "shown, after their EXIF orientation; turn the image, or calibrate on "
+                        "it as shown)")
             raise ImageSizeError(
                 f"image is {W}x{H} but the camera was calibrated at {cw}x{ch}{hint}"
             )

@@ -295,3 +295,31 @@ def test_depenetrate_bends_joints_only_and_never_adds_penetration(common, tmp_pa
     assert not np.allclose(p1["body_pose"], p0["body_pose"])
     assert "depenetrate" in bent["timings_s"] and "depenetrate" not in plain["timings_s"]
     assert bent["penetration"]["pene_mm"] < 0.5 * plain["penetration"]["pene_mm"]
+
+
+def test_a_photo_stored_turned_with_its_exif_tag_gives_the_same_body(common, tmp_path, capsys):
+    """A phone stores the sensor's rows and tags how to show them (EXIF orientation 6: turn by
+    90 degrees clockwise). The bundled frame stored that way, with the camera and the box of
+    the picture as shown, must give the body the untagged picture gives (lossless PNGs)."""
+    from sahmr.inference.images import EXIF_ORIENTATION_TAG, orient
+
+    shown = np.asarray(Image.open(DEMO / "stand.jpg").convert("RGB"))
+    stored = np.ascontiguousarray(np.rot90(shown, 1))  # turned back: the sensor's rows
+    np.testing.assert_array_equal(orient(stored, 6), shown)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6
+    bodies = []
+    for name, pixels, extra in (("plain", shown, {}), ("phone", stored, {"exif": exif.tobytes()})):
+        folder = tmp_path / name
+        folder.mkdir()
+        Image.fromarray(pixels).save(folder / "stand.png", **extra)
+        shutil.copy(DEMO / "stand.camera.json", folder / "stand.camera.json")
+        shutil.copy(DEMO / "stand.bbox.json", folder / "stand.bbox.json")
+        out = tmp_path / f"out_{name}"
+        rc = main([*common, *FORCE, "--image", str(folder / "stand.png"), "--out", str(out)])
+        assert rc == EXIT_OK, capsys.readouterr().err
+        with np.load(out / "body_params.npz", allow_pickle=False) as z:
+            bodies.append(z["vertices"].copy())
+        with Image.open(out / "overlay.png") as im:
+            assert im.size == (640, 480)  # the picture as shown
+    np.testing.assert_array_equal(bodies[0], bodies[1])

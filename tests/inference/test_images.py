@@ -1,4 +1,5 @@
-"""Image reading: 8-bit as is, 16-bit scaled by the high byte, float / huge refused.
+"""Image reading: 8-bit as is, 16-bit scaled by the high byte, float / huge refused, EXIF
+orientation applied.
 
 16-bit PNGs are written by hand (Pillow cannot write 16-bit RGB), so the expected 8-bit
 pixels come from the samples themselves, not from Pillow.
@@ -12,10 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from sahmr.inference.errors import InputError, MissingFileError
-from sahmr.inference.images import MAX_IMAGE_PIXELS, image_file_problem, read_image
+from sahmr.inference.errors import ImageSizeError, InputError, MissingFileError, check_image_size
+from sahmr.inference.images import (
+    EXIF_ORIENTATION_TAG,
+    MAX_IMAGE_PIXELS,
+    image_file_problem,
+    image_size,
+    orient,
+    read_image,
+)
 
 PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
 """PNG colour type by channel count: gray, gray+alpha, RGB, RGBA."""
@@ -130,3 +138,55 @@ def test_the_size_limit_is_checked_before_decoding(tmp_path):
     with pytest.raises(InputError, match=r"4x3 \(0 MP\), more than the 0 MP limit"):
         read_image(tmp_path / "small.png", max_pixels=11)
     assert read_image(tmp_path / "small.png", max_pixels=12).shape == (3, 4, 3)
+
+
+def _tagged(path: Path, pixels: np.ndarray, orientation: int) -> Path:
+    """``pixels`` stored as they are, with EXIF orientation ``orientation``."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_read_as_pillow_shows_it(orientation, tmp_path):
+    """Against Pillow's own `ImageOps.exif_transpose` (the reference) on a lossless PNG whose
+    sides differ, so a wrong turn changes the shape."""
+    rgb = np.random.default_rng(orientation).integers(0, 256, (5, 8, 3)).astype(np.uint8)
+    path = _tagged(tmp_path / "tagged.png", rgb, orientation)
+    with Image.open(path) as im:
+        shown = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    image = read_image(path)
+    np.testing.assert_array_equal(image, shown)
+    np.testing.assert_array_equal(orient(rgb, orientation), shown)
+    assert image_size(path) == (shown.shape[1], shown.shape[0])
+    assert image.shape[:2] == ((8, 5) if orientation >= 5 else (5, 8))
+    # PROX's mirrored frames: un-mirrored after the turn, as shown
+    np.testing.assert_array_equal(read_image(path, mirrored=True), shown[:, ::-1])
+
+
+def test_a_turned_photo_is_sized_from_its_header_and_checked_as_shown(tmp_path):
+    """A phone photo stored 640x480 and tagged 'turn 90 degrees clockwise' is 480x640 as
+    shown: the size check and the size limit see that, and an untagged copy of the shown
+    picture is named as turned against a 480x640 calibration."""
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    rgb[:10] = 255  # the stored top row ends up on the right
+    path = _tagged(tmp_path / "phone.jpg", rgb, 6)
+    assert image_size(path) == (480, 640)
+    image = read_image(path)
+    assert image.shape == (640, 480, 3) and image[:, -5].mean() > 200 and image[:, 5].mean() < 50
+    K = np.array([[500.0, 0, 240], [0, 500, 320], [0, 0, 1]])
+    check_image_size(image_size(path), (480, 640), K)  # calibrated on the shown picture
+    with pytest.raises(ImageSizeError, match="turned by 90 degrees against the calibration"):
+        check_image_size(image_size(path), (640, 480), K)
+    assert image_file_problem(path) is None
+    with pytest.raises(InputError, match="0 MP limit"):
+        read_image(path, max_pixels=480 * 640 - 1)
+
+
+@pytest.mark.parametrize("tag", [0, 9, 65535])
+def test_an_invalid_orientation_tag_reads_the_picture_as_stored(tag, tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 6, 3)).astype(np.uint8)
+    path = _tagged(tmp_path / "odd.png", rgb, tag)
+    np.testing.assert_array_equal(read_image(path), rgb)
+    assert image_size(path) == (6, 4)
