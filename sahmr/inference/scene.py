@@ -53,6 +53,7 @@ class SceneData:
     timings: dict[str, float] = field(default_factory=dict)
     _banks: dict[str, SceneBank] = field(default_factory=dict, repr=False)
     _caster: Any = field(default=None, repr=False)
+    _normals: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def points_world(self) -> np.ndarray:
@@ -65,6 +66,24 @@ class SceneData:
         if key not in self._banks:
             self._banks[key] = SceneBank({self.name: self.points_world}, device)
         return self._banks[key]
+
+    def point_normals(self, towards: np.ndarray | None = None) -> np.ndarray:
+        """(N, 3) float32 unit normals of `points_world`: the scan's own when it has them,
+        else estimated from the points' neighbourhoods once (`sahmr.scene.points.
+        estimate_normals`, cached) and flipped to face ``towards`` (a (3,) world point, e.g.
+        the frame's camera; None: signs as estimated). For pictures of point scans: shading
+        and back-face culling."""
+        if self.points.normals is not None:
+            return np.asarray(self.points.normals, np.float32)
+        if self._normals is None:
+            from sahmr.scene.points import estimate_normals
+
+            self._normals = estimate_normals(self.points_world)
+        if towards is None:
+            return self._normals
+        to_eye = np.asarray(towards, np.float64).reshape(1, 3) - self.points_world
+        flip = (to_eye * self._normals).sum(1) < 0
+        return np.where(flip[:, None], -self._normals, self._normals).astype(np.float32)
 
     def raycaster(self) -> Any:
         """A `sahmr.geometry.raycast.MeshRaycaster` of the scan mesh (cached), or None for a

@@ -223,6 +223,10 @@ def contact_spheres(
     return MeshToRender(verts, faces, face_colors=colors)
 
 
+MAX_SPLAT_RADIUS_PX = 4
+"""Largest point splat (a square of ``2 r - 1`` pixels) when splats grow with nearness."""
+
+
 def _splat(
     rgb: np.ndarray,
     depth: np.ndarray,
@@ -230,20 +234,34 @@ def _splat(
     colors: np.ndarray,
     cam: ViewCamera,
     radius_px: int = 1,
+    spacing_m: float | None = None,
 ) -> None:
-    """Draw points into an image in place, nearest wins against the depth buffer."""
+    """Draw points into an image in place as squares of ``2 r - 1`` pixels, nearest wins
+    against the depth buffer.
+
+    ``r`` is ``radius_px`` for every point, or with ``spacing_m`` (the points' spacing on
+    their surfaces) as large as that spacing projects at the point's depth, so that near
+    surfaces close up (1.5 x the spacing, at least ``radius_px``, at most
+    `MAX_SPLAT_RADIUS_PX`)."""
     p = points_world @ cam.T_w2c[:3, :3].T + cam.T_w2c[:3, 3]
     keep = p[:, 2] > max(cam.near, 1e-3)
     p, colors = p[keep], colors[keep]
     uv = np.rint(p[:, :2] / p[:, 2:] @ cam.K[:2, :2].T + cam.K[:2, 2]).astype(np.int64)
     order = np.argsort(-p[:, 2])  # far first: nearer points overwrite
     uv, z, colors = uv[order], p[order, 2], colors[order]
+    if spacing_m is None:
+        radius = np.full(len(z), int(radius_px))
+    else:
+        footprint_px = 1.5 * float(spacing_m) * float(max(cam.K[0, 0], cam.K[1, 1])) / z
+        radius = np.clip(np.ceil((footprint_px + 1.0) / 2.0), radius_px, MAX_SPLAT_RADIUS_PX)
+    r_max = int(radius.max()) if len(radius) else 1
     H, W = depth.shape
-    for di in range(-radius_px + 1, radius_px):
-        for dj in range(-radius_px + 1, radius_px):
-            u, v = uv[:, 0] + dj, uv[:, 1] + di
+    for di in range(-r_max + 1, r_max):
+        for dj in range(-r_max + 1, r_max):
+            big = radius > max(abs(di), abs(dj))
+            u, v = uv[big, 0] + dj, uv[big, 1] + di
             ok = (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            u, v, zz, cc = u[ok], v[ok], z[ok], colors[ok]
+            u, v, zz, cc = u[ok], v[ok], z[big][ok], colors[big][ok]
             front = zz < depth[v, u]
             rgb[v[front], u[front]] = cc[front]
             depth[v[front], u[front]] = zz[front]
@@ -279,6 +297,7 @@ def render_scene_view(
     scene_points: np.ndarray | None = None,
     scene_point_normals: np.ndarray | None = None,
     scene_point_colors: np.ndarray | None = None,
+    scene_point_spacing_m: float | None = None,
     scene_face_colors: np.ndarray | None = None,
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
@@ -294,6 +313,9 @@ def render_scene_view(
         scene_points: Optional (N, 3) world points (a scan without faces), splatted.
         scene_point_normals: Optional (N, 3) normals of ``scene_points`` for shading.
         scene_point_colors: Optional (N, 3) float RGB of ``scene_points``.
+        scene_point_spacing_m: Optional spacing of ``scene_points`` on their surfaces (e.g.
+            their voxel pitch): near points are drawn larger, so surfaces close up; None: every
+            point 3 x 3 pixels.
         scene_face_colors: Optional (F, 3) float RGB of the scene mesh.
         background: RGB where nothing is hit.
 
@@ -326,7 +348,7 @@ def render_scene_view(
     if cam.cull_back_faces and scene_point_normals is not None:
         keep = ((cam.center_world - pts) * scene_point_normals).sum(1) >= 0
         pts, colors = pts[keep], colors[keep]
-    _splat(rgb, depth, pts, colors, cam, radius_px=2)
+    _splat(rgb, depth, pts, colors, cam, radius_px=2, spacing_m=scene_point_spacing_m)
     return rgb
 
 
@@ -367,6 +389,7 @@ def render_scene_views(
     scene_points: np.ndarray | None = None,
     scene_point_normals: np.ndarray | None = None,
     scene_point_colors: np.ndarray | None = None,
+    scene_point_spacing_m: float | None = None,
     up_axis: str = "z",
     input_camera: ViewCamera | None = None,
     num_orbit_views: int = 2,
@@ -387,6 +410,7 @@ def render_scene_views(
         scene_points: Optional (N, 3) scan points drawn when there is no mesh.
         scene_point_normals: Optional (N, 3) normals of ``scene_points``.
         scene_point_colors: Optional (N, 3) float RGB of ``scene_points``.
+        scene_point_spacing_m: Optional spacing of ``scene_points`` (`render_scene_view`).
         up_axis: The scan's up axis (``"z"``, ``"-y"``...).
         input_camera: The image's camera, drawn first (rescaled to ``size``), or None.
         num_orbit_views: Orbit views around the body.
@@ -438,6 +462,7 @@ def render_scene_views(
             scene_points=scene_points if scene_mesh is None else None,
             scene_point_normals=scene_point_normals,
             scene_point_colors=scene_point_colors,
+            scene_point_spacing_m=scene_point_spacing_m,
         )
         for cam in cams
     ]

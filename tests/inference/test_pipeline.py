@@ -338,6 +338,13 @@ def test_point_cloud_scan_has_no_penetration_but_all_files(body, camera, tmp_pat
     folder.mkdir()
     summary = write_frame_outputs(folder, res, scene, body.faces, view_size=(120, 90))
     assert summary["penetration"] is None
+    # its pictures are shaded by normals estimated once from the points, facing the camera
+    normals = scene.point_normals()
+    assert normals.shape == scene.points_world.shape and scene.point_normals() is normals
+    eye = -camera.T_w2c[:3, :3].T @ camera.T_w2c[:3, 3]
+    faced = scene.point_normals(towards=eye)
+    np.testing.assert_allclose(np.abs(faced), np.abs(normals))
+    assert (((eye - scene.points_world) * faced).sum(1) >= 0).all()
     views = np.asarray(Image.open(folder / "scene_views.png"))
     assert views.shape == (4 + 90 + 4 + 22, 4 + 3 * 124, 3) and views.std() > 10
 

@@ -64,3 +64,62 @@ def test_point_cloud_path_identical_to_the_demos():
     out = voxel_downsample(ScenePoints(pts, up_axis="-y"), 0.1)
     np.testing.assert_array_equal(out.points, _demo_point_cloud_sampler(pts, 0.1))
     assert out.up_axis == "-y"
+
+
+def _slow_normals(points: np.ndarray, k: int) -> np.ndarray:
+    """Per point: brute-force k nearest (itself included), SVD of the centred patch, the last
+    right singular vector (the obvious reference for `estimate_normals`)."""
+    out = np.zeros_like(points)
+    for i, p in enumerate(points):
+        near = points[np.argsort(((points - p) ** 2).sum(1), kind="stable")[:k]]
+        _, _, vt = np.linalg.svd(near - near.mean(0))
+        out[i] = vt[-1]
+    return out
+
+
+def test_estimated_normals_match_a_per_point_svd():
+    from sahmr.scene.points import estimate_normals
+
+    pts = np.random.default_rng(4).normal(size=(300, 3)) * [1.0, 0.6, 0.3]
+    fast = estimate_normals(pts, k=9, chunk=64).astype(np.float64)  # several chunks
+    slow = _slow_normals(pts, 9)
+    np.testing.assert_allclose(np.abs((fast * slow).sum(1)), 1.0, atol=1e-5)  # up to sign
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
+
+
+def test_estimated_normals_of_a_plane_and_a_sphere_face_the_given_point():
+    from sahmr.scene.points import estimate_normals
+
+    rng = np.random.default_rng(5)
+    # a tilted plane through the origin, seen from a point on its normal's side
+    n_true = np.array([0.3, -0.2, 0.93])
+    n_true /= np.linalg.norm(n_true)
+    a = np.cross(n_true, [1.0, 0, 0])
+    a /= np.linalg.norm(a)
+    b = np.cross(n_true, a)
+    plane = rng.uniform(-1, 1, (2000, 1)) * a + rng.uniform(-1, 1, (2000, 1)) * b
+    n = estimate_normals(plane, towards=3.0 * n_true)
+    np.testing.assert_allclose(n @ n_true, 1.0, atol=1e-5)
+    n = estimate_normals(plane, towards=-3.0 * n_true)
+    np.testing.assert_allclose(n @ n_true, -1.0, atol=1e-5)
+    # a sphere seen from its centre: every normal points inwards (a room's walls from inside)
+    d = rng.normal(size=(4000, 3))
+    sphere = 2.0 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    n = estimate_normals(sphere, towards=np.zeros(3))
+    assert ((n * -sphere / 2.0).sum(1) > 0.99).mean() > 0.99
+    assert estimate_normals(np.zeros((0, 3))).shape == (0, 3)
+    assert np.isfinite(estimate_normals(np.zeros((5, 3)))).all()  # a degenerate patch
+
+
+def test_two_surfaces_5_cm_apart_keep_their_own_normals():
+    """A generated room's floor and its slab's underside, 5 cm apart, as the demo samples a
+    point scan (2 cm voxels): the default neighbourhood stays on one surface."""
+    from sahmr.scene.points import estimate_normals
+
+    rng = np.random.default_rng(6)
+    top = np.c_[rng.uniform(0, 3, (40000, 2)), np.zeros(40000)]
+    bottom = top.copy()
+    bottom[:, 2] = -0.05
+    pts = voxel_downsample(ScenePoints(np.r_[top, bottom].astype(np.float32)), 0.02).points
+    n = estimate_normals(pts)
+    assert np.percentile(np.abs(n[:, 2]), 5) > 0.99  # 16 neighbours: 0.92

@@ -126,3 +126,26 @@ def test_region_legend():
     for lab in (3, 6):
         c = (REGION_COLORS[lab] * 255 + 0.5).astype(int)
         assert np.all(np.abs(leg.astype(int) - c) < 2, -1).sum() > 50
+
+
+def test_near_scan_points_are_drawn_large_enough_to_close_the_surface():
+    """A wall of points 2 cm apart, 1 m in front of a camera of focal 300 px (6 px apart in
+    the image, +-150 px wide): 3 x 3 splats leave much of it background; splats grown by the
+    points' spacing close it."""
+    from sahmr.viz.scene_views import render_scene_view
+
+    g = np.arange(-0.5, 0.5, 0.02)
+    wall = np.c_[np.repeat(g, len(g)), np.tile(g, len(g)), np.full(len(g) ** 2, 1.0)]
+    cam = ViewCamera(np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]]), np.eye(4), 320, 240)
+    bv, bf = _body()
+    normals = np.tile([0, 0, -1.0], (len(wall), 1))  # facing the camera
+
+    def background(spacing):
+        img = render_scene_view(cam, scene_mesh=None, body_vertices=bv + np.array([0, 0, 50.0]),
+                                body_faces=bf, scene_points=wall, scene_point_normals=normals,
+                                scene_point_spacing_m=spacing)  # the body far behind the wall
+        assert img.shape == (240, 320, 3)
+        return (img[20:220, 30:290].astype(int).sum(-1) == 765).mean()  # inside the wall
+
+    assert background(None) > 0.3
+    assert background(0.02) < 0.01
