@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sahmr.scene.io import UP_AXES
 from sahmr.scene.orientation import up_vector
 
 __all__ = [
@@ -316,10 +317,18 @@ def check_camera_view(
             f"{source}: the extrinsics look like camera-to-world "
             f"({', '.join(view.short_problems())}; their inverse passes these checks); pass "
             "world-to-camera, or its inverse")
+    hint = ""
+    if not view.up_ok:  # a scan in another convention (y-up glTF / OBJ exports, ...)?
+        views = {a: camera_view(points_world, K, T, bbox, a) for a in UP_AXES
+                 if a != up_axis.strip().lower()}  # fmt: skip
+        passing = sorted((v.up_angle_deg, a) for a, v in views.items() if v.ok)
+        if passing:  # the axis nearest image-up among those that pass
+            best = passing[0][1]
+            hint = f"; with up axis {best!r} it passes them (--up-axis {best})"
     raise OddCameraError(
         f"{source}: the camera cannot see the person in the scan: "
         f"{'; '.join(view.problems())} (extrinsics must be world-to-camera, OpenCV axes: x "
-        "right, y down, z forward)")
+        f"right, y down, z forward){hint}")
 
 
 def root_placement_problem(

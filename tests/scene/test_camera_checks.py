@@ -206,3 +206,30 @@ def test_root_placement(points, root, problem):
     else:
         assert got is not None and re.search(problem, got), got
     assert root_placement_problem(np.array((0.0, -1.9, 1.5)), points, None, 0.0) is None
+
+
+@pytest.mark.parametrize("up_axis", ["y", "-y", "x", "-z"])
+def test_a_scan_in_another_up_convention_names_its_axis(points, up_axis):
+    """The same room and camera written with another axis up (a y-up glTF or OBJ export,
+    ...): read as z-up, the camera is refused and the axis that passes is named; read with
+    that axis, it passes."""
+    R = {"y": [[1, 0, 0], [0, 0, 1], [0, -1, 0]], "-y": [[1, 0, 0], [0, 0, -1], [0, 1, 0]],
+         "x": [[0, 0, 1], [0, 1, 0], [-1, 0, 0]], "-z": [[1, 0, 0], [0, -1, 0], [0, 0, -1]]}
+    M = np.eye(4)
+    M[:3, :3] = np.asarray(R[up_axis], float)  # z-up world -> the other convention
+    np.testing.assert_allclose(M[:3, :3] @ [0, 0, 1.0], np.eye(3)["xyz".index(up_axis[-1])]
+                               * (-1 if up_axis.startswith("-") else 1))  # fmt: skip
+    pts = points @ M[:3, :3].T
+    cam = GOOD @ inverse(M)
+    with pytest.raises(OddCameraError, match=re.escape(
+            f"; with up axis {up_axis!r} it passes them (--up-axis {up_axis})")):
+        check_camera_view(pts, K, cam, BOX)
+    assert check_camera_view(pts, K, cam, BOX, up_axis).ok
+
+
+def test_no_axis_is_named_when_none_passes(points):
+    """A camera outside the room fails with every axis: no axis is suggested."""
+    outside = look_at((0.0, -9.0, 1.5), (0.0, 1.0, 1.0))
+    with pytest.raises(OddCameraError) as info:
+        check_camera_view(points, K, outside, person_box(outside))
+    assert "--up-axis" not in str(info.value)
