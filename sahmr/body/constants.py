@@ -73,3 +73,9 @@ CONTACT_REGION_MIRROR: tuple[int, ...] = (0, 2, 1, 4, 3, 5, 6, 7)
 REQUIRED_KEYS: tuple[str, ...] = (
     "v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table",
 )  # fmt: skip
+
+#: Longest side (metres) of a body's bounding box above which a body mesh is taken to be in
+#: other units: a person spans at most about 2.5 m (arms spread), the same person in
+#: centimetres 170 "m", in millimetres 1,700. The readers of other methods' meshes
+#: (`sahmr.cli.fit_meshes`, the evaluator) refuse such a mesh with one line saying so.
+MAX_BODY_EXTENT_M = 10.0

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sahmr.atomic_write import atomic_save_npz, atomic_write_json
+from sahmr.body.constants import MAX_BODY_EXTENT_M
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ __all__ = ["MESH_SUFFIXES", "MeshInputError", "find_meshes", "main", "read_mesh_
 
 MESH_SUFFIXES: tuple[str, ...] = (".ply", ".obj")
 """Mesh file types read (case-insensitive)."""
-
-MAX_BODY_EXTENT_M = 10.0
-"""A body spanning more than this is taken for a unit error (millimetres read as metres)."""
 
 SUMMARY_NAME = "fit_meshes_summary.json"
 

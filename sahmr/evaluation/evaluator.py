@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from sahmr.body.constants import MAX_BODY_EXTENT_M
 from sahmr.evaluation import metrics as M
 from sahmr.evaluation.readers import BodyFrame, FrameError, FrameReader
 from sahmr.evaluation.reduction import Accumulator
@@ -79,6 +80,17 @@ METRIC_UNITS: dict[str, str] = {
     "scene_contact_recall": "fraction (mean over classes 1..7 present in pred or GT)",
     "scene_contact_iou": "fraction (mean over classes 1..7 present in pred or GT)",
 }
+
+
+def body_units_problem(vertices: Tensor, label: str) -> str | None:
+    """Why ``vertices`` (V, 3) cannot be a body in metres, or None: it spans more than
+    `sahmr.body.constants.MAX_BODY_EXTENT_M` (a collapsed or spread mesh of an untrained
+    method spans less, and is scored as it is)."""
+    extent = float((vertices.amax(0) - vertices.amin(0)).max())
+    if extent <= MAX_BODY_EXTENT_M:
+        return None
+    return (f"{label} spans {extent:.4g} m, more than any body in metres ({MAX_BODY_EXTENT_M:g} "
+            "m): in millimetres or centimetres? scale it to metres")
 
 
 class SDFSampler(Protocol):
@@ -561,6 +573,9 @@ class Evaluator:
                         f"{label} has {tuple(v.shape)} vertices (non-finite or not "
                         f"({self.num_vertices}, 3))"
                     )
+                else:
+                    reason = body_units_problem(v, label)
+                if reason is not None:
                     logger.error("failed %s: %s", p.name, reason)
                     result.failed.append((p.name, reason))
                     break

@@ -278,3 +278,29 @@ def test_cli_solid_ground_of_a_slab_floor(tmp_path, body_model, rest_vertices):
         _run_cli(["--pred", str(pred), "--gt", str(gt), "--scene", str(room / "mesh.ply"),
                   "--out", str(tmp_path / "bad"), "--ground", "floor"])  # fmt: skip
     assert exc.value.code == 2 and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("unit", [1000.0, 100.0])
+def test_a_body_in_millimetres_or_centimetres_fails_its_frame_with_one_line(
+    unit, tmp_path, body_model, rest_vertices
+):
+    """A method writing its meshes in millimetres (or centimetres) scored kilometres of error
+    before; now its frame fails, naming the span, and the other frames are scored. A collapsed
+    mesh (an untrained method's) is still scored as it is."""
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for name in ("ok", "mm", "flat"):
+        np.savez(gt / f"{name}.npz", vertices=rest_vertices)
+    np.savez(pred / "ok.npz", vertices=rest_vertices + OFFSET)
+    np.savez(pred / "mm.npz", vertices=rest_vertices * unit)
+    np.savez(pred / "flat.npz", vertices=rest_vertices * 0.01)
+    result = Evaluator(body_model, None).evaluate(FolderReader(pred), FolderReader(gt),
+                                                  progress=False)
+    assert [n for n, _ in result.failed] == ["mm"]
+    reason = result.failed[0][1]
+    span = unit * float(np.ptp(rest_vertices, axis=0).max())
+    assert reason == (f"prediction spans {span:.4g} m, more than any body in metres (10 m): in "
+                      "millimetres or centimetres? scale it to metres")
+    rows = {r["name"]: r for r in result.per_frame}
+    assert set(rows) == {"ok", "flat"} and rows["ok"]["g_mpve"] == pytest.approx(50.0, abs=1e-3)
