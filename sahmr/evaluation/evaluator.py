@@ -84,8 +84,8 @@ METRIC_UNITS: dict[str, str] = {
 
 def body_units_problem(vertices: Tensor, label: str) -> str | None:
     """Why ``vertices`` (V, 3) cannot be a body in metres, or None: it spans more than
-    `sahmr.body.constants.MAX_BODY_EXTENT_M` (a collapsed or spread mesh of an untrained
-    method spans less, and is scored as it is)."""
+    `sahmr.body.constants.MAX_BODY_EXTENT_M`. A collapsed mesh (an untrained method's) is no
+    unit error: it is scored as it is."""
     extent = float((vertices.amax(0) - vertices.amin(0)).max())
     if extent <= MAX_BODY_EXTENT_M:
         return None
