@@ -75,15 +75,13 @@ class SceneData:
         and back-face culling."""
         if self.points.normals is not None:
             return np.asarray(self.points.normals, np.float32)
-        if self._normals is None:
-            from sahmr.scene.points import estimate_normals
+        from sahmr.scene.points import estimate_normals, face_towards
 
+        if self._normals is None:
             self._normals = estimate_normals(self.points_world)
         if towards is None:
             return self._normals
-        to_eye = np.asarray(towards, np.float64).reshape(1, 3) - self.points_world
-        flip = (to_eye * self._normals).sum(1) < 0
-        return np.where(flip[:, None], -self._normals, self._normals).astype(np.float32)
+        return face_towards(self.points_world, self._normals, towards)
 
     def raycaster(self) -> Any:
         """A `sahmr.geometry.raycast.MeshRaycaster` of the scan mesh (cached), or None for a

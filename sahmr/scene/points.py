@@ -26,6 +26,7 @@ __all__ = [
     "SCENE_VOXEL_SIZE_M",
     "ScenePoints",
     "estimate_normals",
+    "face_towards",
     "sample_scene_points",
     "voxel_downsample",
 ]
@@ -170,6 +171,13 @@ def estimate_normals(
         _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
         normals[start:start + chunk] = vecs[:, :, 0]
     if towards is not None:
-        flip = ((np.asarray(towards, np.float64).reshape(1, 3) - pts) * normals).sum(1) < 0
-        normals[flip] *= -1.0
+        normals = face_towards(pts, normals, towards)
     return normals.astype(np.float32)
+
+
+def face_towards(points: np.ndarray, normals: np.ndarray, towards: np.ndarray) -> np.ndarray:
+    """``normals`` (N, 3), each flipped where it points away from the (3,) world point
+    ``towards`` (``(towards - point) . normal < 0``), in ``normals``' dtype; a new array."""
+    to_eye = np.asarray(towards, np.float64).reshape(1, 3) - np.asarray(points, np.float64)
+    flip = (to_eye * normals).sum(1) < 0
+    return np.where(flip[:, None], -normals, normals).astype(normals.dtype, copy=False)

@@ -687,9 +687,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--free-form", action="store_true", help="also score the free-form output")
     p.add_argument("--plain-scores", action="store_true",
                    help="also score the shipped SA-HMR on test and away without bending its "
-                   "penetrating bodies' joints out of the scan (scene_depenetrate=false, the "
-                   "evaluator's default since 2026-12-07), as every lease up to run 37 "
-                   "scored")  # fmt: skip
+                   "penetrating bodies' joints out of the scan (scene_depenetrate=false; the "
+                   "bending is the evaluator's default since 2026-12-07), as every lease up to "
+                   "run 37 scored")  # fmt: skip
     p.add_argument("--no-profile", action="store_true", help="no step profile before training")
     p.add_argument(
         "--compile",
