@@ -490,3 +490,86 @@ def test_the_scoring_sdfs_are_built_beside_the_training(tiny_dataset, tmp_path, 
         monkeypatch,
     )  # fmt: skip
     assert "pene" in (out / "metrics.json").read_text()
+
+
+def test_a_voter_lease_trains_the_shipped_rcnet_and_puts_it_back(tmp_path, monkeypatch):
+    """``--exp rcnet_small`` (run 41): RCNet alone, from the shipped file's ``rcnet.`` weights,
+    validated as the shipped model votes (its ROI refinements and depth search, read from the
+    shipped config); its best weights go back into the shipped file beside the mesh network
+    (the export), whose head the refit then fits to the new roots; the refit and the shipped
+    file are scored everywhere, the merged file on val; RCNet also comes back alone."""
+    from omegaconf import OmegaConf
+
+    from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    jobs, tool = _jobs(tmp_path, monkeypatch, "--exp", "rcnet_small", "--data-seed", "3",
+                       "--train-extra", "model.roi_noise_std=0.15")  # fmt: skip
+    a = tool.parser().parse_args(["--root", str(tmp_path), "--exp", "rcnet_small",
+                                  "--train-extra", "model.roi_noise_std=0.15"])  # fmt: skip
+    tool.apply_exp_defaults(a)
+    overrides = _train_overrides(tool, a)
+    assert f"init.weights={tool.SHIPPED}" in overrides and "init.source_prefix=rcnet." in overrides
+    assert not [o for o in overrides if o.startswith("loss.param_terms")]
+    cfg = _compose_train(overrides)
+    shipped = checkpoint_config(load_checkpoint(tool.SHIPPED), tool.SHIPPED).model.rcnet
+    for key in tool.VOTER_SETTINGS:
+        assert OmegaConf.select(cfg.model, key) == OmegaConf.select(shipped, key), key
+    assert cfg.model.teacher_forcing and cfg.model.roi_noise_std == 0.15
+    assert cfg.exp_name == "rcnet_small_run" and cfg.trainer.best_metric == "root_error_mm"
+    assert "profile" not in jobs and jobs["train"].needs == [tool.SHIPPED]
+
+    export = shlex.split(jobs["export"].cmd[-1].split(";", 2)[-1])
+    assert export[1:5] == ["tools/export_checkpoint.py", str(tool.SHIPPED), "--rcnet", "$src"]
+    assert export[5] == str(tmp_path / "sahmr_small_param.pt")
+    assert {"--int8", "--fp16-under=mesh_net", "--int8-under=mesh_net.encoder"} <= set(export)
+    assert "runs/rcnet_small_run/checkpoints/best.pt" in jobs["export"].cmd[-1]
+    assert str(tmp_path / tool.VOTER_EXPORT) in jobs["export_rcnet"].cmd[-1]
+    assert jobs["refit"].after == ["export"]
+    shown = subprocess.run(jobs["refit"].cmd, capture_output=True, text=True, check=True)
+    merged = str(tmp_path / "sahmr_small_param.pt")
+    assert shown.stdout.split()[:2] == ["tools/refit_head.py", merged]
+    assert {"eval_new_val", "eval_refit_val", "eval_refit_test", "eval_refit_away",
+            "eval_shipped_test"} <= set(jobs)  # fmt: skip
+    assert "eval_new_test" not in jobs
+    with pytest.raises(ValueError, match="trains RCNet"):
+        tool.apply_exp_defaults(tool.parser().parse_args(["--exp", "rcnet_small", "--rcnet-once"]))
+
+
+def test_a_trained_rcnet_merged_into_an_exported_file_leaves_the_mesh_network(tmp_path):
+    """The voter lease's export: an RCNet checkpoint merged into the shipped (int8 / float16)
+    file. Every ``rcnet.`` tensor is the new one (to int8 rounding), every ``mesh_net.`` tensor
+    is the shipped one exactly (re-quantising int8 weights with their own scales gives the same
+    integers), and the stored config's RCNet settings are the trained RCNet's."""
+    from omegaconf import OmegaConf
+
+    from sahmr.engine.checkpoint import atomic_torch_save, checkpoint_config, load_checkpoint
+    from sahmr.inference.method import bundled_checkpoint
+
+    export_tool = load_tool("export_checkpoint")
+    shipped_path = bundled_checkpoint("sahmr")
+    shipped = load_checkpoint(shipped_path)
+    cfg = checkpoint_config(shipped, shipped_path)
+    rc_cfg = OmegaConf.create({"model": OmegaConf.to_container(cfg.model.rcnet)})
+    OmegaConf.update(rc_cfg, "model.roi_refinements", 3)
+    g = torch.Generator().manual_seed(0)
+    rc_state = {k[len("rcnet."):]: (v.float() + 0.01 * torch.randn(v.shape, generator=g)
+                                    if v.is_floating_point() else v)
+                for k, v in shipped["model"].items() if k.startswith("rcnet.")}  # fmt: skip
+    rc_path = tmp_path / "rcnet.pt"
+    rc_ckpt = {"format": shipped["format"], "version": shipped["version"],
+               "config": OmegaConf.to_yaml(rc_cfg), "model": rc_state}  # fmt: skip
+    atomic_torch_save(rc_ckpt, rc_path)
+    out = tmp_path / "merged.pt"
+    flags = ["--int8", "--fp16-under=mesh_net", "--int8-under=mesh_net.encoder"]
+    assert export_tool.main([str(shipped_path), "--rcnet", str(rc_path), str(out), *flags]) == 0
+    merged = load_checkpoint(out)
+    assert set(merged["model"]) == set(shipped["model"])
+    for key, value in shipped["model"].items():
+        if key.startswith("mesh_net."):
+            assert torch.equal(merged["model"][key], value), key
+        elif key.startswith("rcnet.") and value.is_floating_point() and value.numel() > 64:
+            new = rc_state[key[len("rcnet."):]]
+            step = new.abs().max() / 127  # an int8 step of the widest channel, at most
+            assert (merged["model"][key].float() - new).abs().max() <= step, key
+            assert not torch.equal(merged["model"][key].float(), value.float()), key
+    assert checkpoint_config(merged, out).model.rcnet.roi_refinements == 3

@@ -28,7 +28,11 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    checkpoint (``sahmr/checkpoints/metro_small.pt``, run 35) or from random weights when none
    is shipped or with ``--from-scratch``; exported int8 (METRO) or float16 (HMR), scored
    beside the shipped SA-HMR on the same frames, and beside the baseline it continued on val
-   (``eval_shipped_baseline_val``: a new baseline ships only when it beats that). It starts
+   (``eval_shipped_baseline_val``: a new baseline ships only when it beats that);
+   ``--exp rcnet_small`` trains the shipped model's RCNet alone (`VOTER_EXP`): it starts from
+   the shipped file's ``rcnet.`` weights, validates as the shipped model votes (its ROI
+   refinements and depth search), and ``export`` puts the best-on-val RCNet back into the
+   shipped file beside its mesh network, whose head the refit then fits to the new roots. It starts
    once val and test are on disk and streams the training shards while the generator still
    writes them (``loader=memory``); the generator is stopped when training ends;
 3. ``export``: best-on-val weights, int8 (`sahmr.engine.quantize`) but for the parts under
@@ -93,11 +97,38 @@ BASELINE_DEFAULTS = {
 continues from its shipped checkpoint (`shipped_baseline`) when there is one, else (or with
 ``--from-scratch``) from random weights; the shipped SA-HMR is scored on the same frames."""
 
+SAHMR_EXPORT_FP16 = ["mesh_net"]
+SAHMR_EXPORT_INT8 = ["mesh_net.encoder"]
+"""The shipped SA-HMR's export precisions (section (p) of docs/results.md): int8, but the mesh
+network in float16 and its encoder int8 again."""
+
+VOTER_EXP = "rcnet_small"
+"""``--exp`` that trains the shipped SA-HMR's RCNet (root and contacts) alone, on its own loss
+(configs/exp/rcnet_small.yaml), with the mesh network left as shipped. RCNet last trained in
+run 12 (docs/results.md): its vote holds the root error."""
+
+VOTER_DEFAULTS = {
+    "compile": "[]",  # the sparse branch is most of the step, and its shapes vary
+    "lr_multipliers": "{}",
+    "export_fp16_under": SAHMR_EXPORT_FP16,
+    "export_int8_under": SAHMR_EXPORT_INT8,
+    "refit_train_frames": 8000,
+    "new_scores": "val",
+}
+
+VOTER_EXPORT = "rcnet_small.pt"
+"""A voter lease's best-on-val RCNet alone, float16 (``export_rcnet``; brought back with the
+other exports)."""
+
+VOTER_SETTINGS = ("roi_refinements", "depth_hypotheses", "depth_hypothesis_margin")
+"""The shipped RCNet's inference settings (``model.rcnet.*`` in its stored config) that a
+voter lease's RCNet keeps: its validation votes as the shipped model votes."""
+
 SAHMR_DEFAULTS = {
     "compile": "[mesh_net.backbone,mesh_net.upsampler]",
     "lr_multipliers": "{mesh_net.param_head:1.5}",
-    "export_fp16_under": ["mesh_net"],
-    "export_int8_under": ["mesh_net.encoder"],
+    "export_fp16_under": SAHMR_EXPORT_FP16,
+    "export_int8_under": SAHMR_EXPORT_INT8,
     "refit_train_frames": 8000,
     "new_scores": "val",
 }
@@ -211,6 +242,27 @@ def baseline_init(a: argparse.Namespace) -> Path | None:
     return path if path.is_file() else None
 
 
+def is_voter(a: argparse.Namespace) -> bool:
+    return a.exp == VOTER_EXP
+
+
+def voter_settings() -> list[str]:
+    """Overrides that give a voter lease's RCNet the shipped RCNet's inference settings
+    (`VOTER_SETTINGS`)."""
+    from omegaconf import OmegaConf
+
+    from sahmr.engine.checkpoint import checkpoint_config, load_checkpoint
+
+    rcnet = checkpoint_config(load_checkpoint(SHIPPED), SHIPPED).model.rcnet
+    out = []
+    for key in VOTER_SETTINGS:
+        value = OmegaConf.select(rcnet, key)
+        if value is not None:
+            value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            out.append(f"model.{key}={value}".replace(" ", ""))
+    return out
+
+
 def apply_exp_defaults(a: argparse.Namespace) -> None:
     """Fills the options left unset (None) with the experiment's defaults; a baseline refuses
     what only SA-HMR has (`main` reports the ValueError in one line)."""
@@ -222,6 +274,12 @@ def apply_exp_defaults(a: argparse.Namespace) -> None:
         fill = {"compile": base["compile"], "lr_multipliers": "{}", "export_fp16_under": [],
                 "export_int8_under": [], "refit_train_frames": 0, "new_scores": "all"}  # fmt: skip
         a.no_profile = True  # the profile times SA-HMR's step
+    elif is_voter(a):
+        if a.rcnet_once or a.scene_penetration > 0:
+            raise ValueError(f"--exp {a.exp} trains RCNet: no --rcnet-once or "
+                             "--scene-penetration (the mesh network stays as shipped)")  # fmt: skip
+        fill = VOTER_DEFAULTS
+        a.no_profile = True
     else:
         fill = SAHMR_DEFAULTS
     for key, value in fill.items():
@@ -232,7 +290,7 @@ def apply_exp_defaults(a: argparse.Namespace) -> None:
 def run_name(a: argparse.Namespace) -> str:
     """The training's run folder under ``<root>/runs`` (its DataLoader fallback adds
     ``_dl``)."""
-    return f"{a.exp}_run" if is_baseline(a) else "sahmr_param"
+    return f"{a.exp}_run" if is_baseline(a) or is_voter(a) else "sahmr_param"
 
 
 def export_names(a: argparse.Namespace) -> tuple[str, str]:
@@ -278,8 +336,10 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         "trainer.progress=false",
         "trainer.log_every=50",
         f"trainer.lr_multipliers={a.lr_multipliers}",
-        *([] if is_baseline(a) and not BASELINE_DEFAULTS[a.exp]["betas"]
+        *([] if is_voter(a) or (is_baseline(a) and not BASELINE_DEFAULTS[a.exp]["betas"])
           else [f"loss.param_terms.betas={a.betas_weight}"]),
+        # the shipped RCNet's weights and inference settings (its validation votes as it does)
+        *(["init.source_prefix=rcnet.", *voter_settings()] if is_voter(a) else []),
         "max_points_per_scene=400000",
         *a.train_extra,
     ]
@@ -330,10 +390,13 @@ def export_job(
     flags: list[str],
     soft: bool = False,
     run: str = "sahmr_param",
+    into: Path | None = None,
 ) -> Job:
     """The job ``job``: exports checkpoint ``name`` of the training ``run`` to ``dest``
-    (``flags``) once the training has ended."""
-    export = shlex.join([PY, "tools/export_checkpoint.py", "__SRC__", str(dest), *flags])
+    (``flags``) once the training has ended; with ``into`` (an SA-HMR checkpoint) the trained
+    RCNet replaces that file's (``--rcnet``) and the rest is ``into``'s."""
+    words = ["__SRC__"] if into is None else [str(into), "--rcnet", "__SRC__"]
+    export = shlex.join([PY, "tools/export_checkpoint.py", *words, str(dest), *flags])
     export = export.replace("__SRC__", '"$src"', 1)
     return Job(
         job,
@@ -364,6 +427,10 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     are the shipped ones whenever the training never beat them (``val_at_start``): run 23's refit
     became a refit of the shipped head on fresh rooms that way."""
     out = a.root / REFIT_TRAINING
+    if is_voter(a):  # the shipped mesh network behind the new RCNet (``export``)
+        pick, after = f"src={a.root / export_names(a)[0]};", ["export"]
+    else:
+        pick, after = pick_weights(a.root, f"{a.refit_from}.pt"), ["train"]
     refit = [
         PY,
         "tools/refit_head.py",
@@ -386,8 +453,8 @@ def refit_jobs(a: argparse.Namespace, data: Path) -> list[Job]:
     return [
         Job(
             "refit",
-            ["bash", "-c", f"{pick_weights(a.root, f'{a.refit_from}.pt')} {script}"],
-            after=["train"],
+            ["bash", "-c", f"{pick} {script}"],
+            after=after,
             kind="train",
         ),
         Job(
@@ -430,6 +497,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     root, data, away = a.root, a.root / "data", a.root / "data_away"
     new_name, last_name = export_names(a)
     new, free = root / new_name, root / "sahmr_small_param_free.pt"
+    into = SHIPPED if is_voter(a) else None  # a voter lease's RCNet goes into the shipped file
     ev = root / "eval"
     # hydra's command line takes its flags (--config-name) before the overrides: a flag
     # between overrides leaves the ones after it unrecognised (the away set of the first
@@ -525,12 +593,18 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
             needs=[start] if (start := start_weights(a)) else [],
             soft=True,  # a failed profile does not hold the training back
         ),
-        export_job("export", root, "best.pt", new, export_flags(a), run=run_name(a)),
+        export_job("export", root, "best.pt", new, export_flags(a), run=run_name(a), into=into),
         # soft: a training that failed late still leaves its last.pt
         export_job(
-            "export_last", root, "last.pt", root / last_name, export_flags(a), True, run_name(a)
+            "export_last", root, "last.pt", root / last_name, export_flags(a), True, run_name(a),
+            into,
         ),
     ]
+    if is_voter(a):
+        # the trained RCNet alone in float16: the exports above store it int8, which may drop a
+        # continuation's small moves (run 30); this copy lets other precisions be tried later
+        jobs.append(export_job("export_rcnet", root, "best.pt", root / VOTER_EXPORT, [], True,
+                               run_name(a)))  # fmt: skip
     # what is scored: checkpoint, the job that writes it, and where (val, test, away)
     every = ("val", "test", "away")
     scored = {"new": (new, "export", ("val",) if a.new_scores == "val" else every)}
