@@ -249,3 +249,26 @@ def vertex_visibility(
         if body is not None:
             self_hidden[idx] = body.occluded(origin, dirs, np.maximum(length - self_tolerance, 0.0))
     return VertexVisibility(in_image=in_image, scene_hidden=scene_hidden, self_hidden=self_hidden)
+
+
+def scene_hidden_share(
+    vertices_world: np.ndarray,
+    K: np.ndarray,
+    T_w2c: np.ndarray,
+    image_size: tuple[int, int],
+    scene: MeshRaycaster,
+) -> float:
+    """Share of a body's vertices in the image that the scan hides from the camera
+    (`vertex_visibility`'s ``scene_hidden`` over its ``in_image``; the body's own far side
+    does not count); 0.0 when no vertex is in the image.
+
+    Args:
+        vertices_world: (V, 3) body vertices (a subset will do), world frame, metres.
+        K: (3, 3) pinhole intrinsics, pixels.
+        T_w2c: (4, 4) world -> camera.
+        image_size: ``(W, H)`` pixels.
+        scene: Caster of the scan (world frame).
+    """
+    vis = vertex_visibility(vertices_world, K, T_w2c, image_size, scene=scene)
+    seen = int(vis.in_image.sum())
+    return float(vis.scene_hidden[vis.in_image].sum()) / seen if seen else 0.0

@@ -204,6 +204,9 @@ class GenerationConfig:
             d.pop("sequence_frames")
         if self.sdf_voxel_size == 0.025:  # ... and before the SDF pitch was configurable
             d.pop("sdf_voxel_size")
+        if not self.camera.hidden_fraction:  # ... and before the hidden-camera draw
+            d["camera"].pop("hidden_fraction")
+            d["camera"].pop("hidden_candidates")
         for split in d["splits"].values():  # ... and before splits had their own shard size
             if split["samples_per_shard"] is None:
                 split.pop("samples_per_shard")

@@ -131,3 +131,24 @@ def test_person_view_matches_a_brute_force_mask():
     assert view.occlusion == occlusion_ratio(view.person_pixels, view.visible_pixels)
     assert view.occlusion == 1 - (view.mask == MASK_VISIBLE).sum() / (view.mask > 0).sum()
     assert np.isnan(occlusion_ratio(0, 0))
+
+
+def test_scene_hidden_share_counts_the_vertices_behind_the_scan():
+    """A wall over x < 0 hides exactly the grid points left of the camera's axis; points
+    beside the image or in front of the wall are not counted as hidden, and a body with no
+    vertex in the image has share 0."""
+    from sahmr.scene.visibility import scene_hidden_share
+
+    wall = MeshRaycaster(_wall().vertices, _wall().faces)
+    xs = np.linspace(-0.75, 0.75, 6)  # three left of the axis, three right (none on its edge)
+    grid = np.array([[x, y, 3.0] for x in xs for y in (-0.3, 0.0, 0.3)])
+    # brute force: a point is hidden when its x < 0 (the wall spans x in [-2, 0] at z = 2)
+    assert scene_hidden_share(grid, K, np.eye(4), SIZE, wall) == (xs < 0).mean()
+    in_front = grid.copy()
+    in_front[:, 2] = 1.5
+    assert scene_hidden_share(in_front, K, np.eye(4), SIZE, wall) == 0.0
+    beside = np.vstack([grid, [[50.0, 0.0, 3.0]]])  # one more point outside the image
+    assert scene_hidden_share(beside, K, np.eye(4), SIZE, wall) == (xs < 0).mean()
+    behind_camera = grid.copy()
+    behind_camera[:, 2] = -3.0
+    assert scene_hidden_share(behind_camera, K, np.eye(4), SIZE, wall) == 0.0
