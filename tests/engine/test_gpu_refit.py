@@ -573,3 +573,18 @@ def test_a_trained_rcnet_merged_into_an_exported_file_leaves_the_mesh_network(tm
             assert (merged["model"][key].float() - new).abs().max() <= step, key
             assert not torch.equal(merged["model"][key].float(), value.float()), key
     assert checkpoint_config(merged, out).model.rcnet.roi_refinements == 3
+
+
+def test_data_extra_reaches_the_main_set_and_composes(tmp_path, monkeypatch):
+    """``--data-extra`` passes generator overrides to the lease's main set (not the away
+    set), after the lease's own, and the command still composes as tools/make_dataset.py
+    composes it."""
+    jobs, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "4", "--data-extra",
+                    "camera.hidden_fraction=0.5", "camera.hidden_candidates=6")  # fmt: skip
+    data = jobs["data"].cmd
+    assert data[-2:] == ["camera.hidden_fraction=0.5", "camera.hidden_candidates=6"]
+    cfg = _generation_config(data)
+    assert cfg.camera.hidden_fraction == 0.5 and cfg.camera.hidden_candidates == 6
+    assert _override(jobs["data_away"].cmd, "camera.hidden_fraction") is None
+    plain, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "4")
+    assert _generation_config(plain["data"].cmd).camera.hidden_fraction == 0.0

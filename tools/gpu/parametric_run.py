@@ -508,6 +508,7 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
     splits = [f"splits.{k}.fraction={v}" for k, v in zip(("train", "val", "test"), a.fractions)]
     splits += data_seed_overrides(a.data_seed)
     splits += eval_shard_overrides(a, "val", "test")
+    splits += a.data_extra  # after the lease's own: the user's word wins
     gen_cmd = [*gen, f"out_dir={data}", f"num_samples={a.num_samples}", f"workers={a.gen_workers}"]
     jobs = [
         Job("data", [*gen_cmd, *splits], kind="train"),  # runs beside the training
@@ -798,6 +799,10 @@ def parser() -> argparse.ArgumentParser:
                    help="paths inside those exported int8 again (freeze them in training: "
                    "an int8 export drops small moves); the checkpoint stays under 20 MB")
     p.add_argument("--train-extra", nargs="*", default=[])
+    p.add_argument("--data-extra", nargs="*", default=[],
+                   help="tools/make_dataset.py overrides of the lease's main set (every split: "
+                   "its val and test then differ from other leases'), e.g. "
+                   "camera.hidden_fraction=0.5")  # fmt: skip
     p.add_argument("--scene-penetration", type=float, default=0.0,
                    help="loss.param_terms.penetration on the rooms' SDF grids (0: off)")
     p.add_argument("--rcnet-once", action="store_true",
