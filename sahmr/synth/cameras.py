@@ -160,12 +160,12 @@ class CameraRanges:
         min_bbox_height: Minimum person box height as a fraction of the image height.
         max_occlusion: Samples whose occlusion ratio exceeds this are rejected.
         hidden_fraction: Share of the views of placed bodies (a short motion keeps its first
-            draw) whose camera is chosen among
-            ``hidden_candidates`` draws as the one behind which the room hides the largest
-            share of the body (`sahmr.scene.visibility.scene_hidden_share`, at most
-            ``max_occlusion``); the other views take their first draw. People half hidden by
-            the room's own furniture are rare in plain draws (3 % of views hide 40-60 % of the
-            person) and are where the shipped model fails most (docs/results.md, section (z)).
+            draw) whose camera is, of ``hidden_candidates`` draws, the one behind which the
+            room hides the largest share of the body
+            (`sahmr.scene.visibility.scene_hidden_share`, at most ``max_occlusion``); the
+            other views take their first draw. People half hidden by the room's own furniture
+            are rare in plain draws (3 % of views hide 40-60 % of the person) and are where
+            the shipped model fails most (docs/results.md, section (z)).
         hidden_candidates: Cameras drawn for such a view (the first included).
     """
 
