@@ -477,9 +477,6 @@ def write_frame_outputs(
     H, W = result.image.shape[:2]
     cam = ViewCamera(result.camera.K, result.camera.T_w2c, W, H, label="input camera")
     mesh = None if scene.mesh is None else (scene.mesh.vertices, scene.mesh.faces)
-    # a point scan is shaded (and culled in the orbit views) by its normals, facing the camera
-    # that saw it
-    eye_world = -result.camera.T_w2c[:3, :3].T @ result.camera.T_w2c[:3, 3]
     views = render_scene_views(
         scene_mesh=mesh,
         body_vertices=result.vertices_world,
@@ -488,7 +485,9 @@ def write_frame_outputs(
         contact_labels=result.contact_point_region,
         body_vertex_colors=colors,
         scene_points=scene.points_world if mesh is None else None,
-        scene_point_normals=scene.point_normals(towards=eye_world) if mesh is None else None,
+        # a point scan is shaded (and culled in the orbit views) by its normals, facing the
+        # camera that saw it
+        scene_point_normals=scene.point_normals(towards=cam.center_world) if mesh is None else None,
         scene_point_colors=scene.points.colors if mesh is None else None,
         scene_point_spacing_m=scene.points.voxel_size,
         up_axis=scene.up_axis,

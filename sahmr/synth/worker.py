@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -365,25 +366,21 @@ def _view_rows(shard: _ShardDraw, placed: PlacedBody) -> None:
     radius = float(np.linalg.norm(verts - pelvis, axis=1).max())
     body_caster = BodyRaycaster(verts, shard.state.body.faces)
     seq = shard.next_sequence_id()
+    def draw() -> Camera | None:
+        return sample_camera(rng, room, pelvis, cfg.camera, subject_radius=radius,
+                             vertices_world=verts, stats=shard.camera_retries)  # fmt: skip
+
     view, tries = 0, 0
     while view < cfg.views_per_body and tries < 2 * cfg.views_per_body:
         tries += 1
         if shard.left <= 0:
             break
-        camera = sample_camera(
-            rng,
-            room,
-            pelvis,
-            cfg.camera,
-            subject_radius=radius,
-            vertices_world=verts,
-            stats=shard.camera_retries,
-        )
+        camera = draw()
         if camera is None:
             shard.rejects["camera"] += 1
             continue
         if cfg.camera.hidden_fraction > 0 and rng.random() < cfg.camera.hidden_fraction:
-            camera = _most_hidden_camera(shard, camera, pelvis, radius, verts)
+            camera = _most_hidden_camera(shard, camera, draw, verts)
         look = sample_appearance(rng, room, shard.state.face_regions)
         occluder = None
         if cfg.occluders.fraction > 0 and rng.random() < cfg.occluders.fraction:
@@ -405,13 +402,13 @@ the room hides (`_most_hidden_camera`): 864 rays of the license-free body's 6,89
 
 
 def _most_hidden_camera(
-    shard: _ShardDraw, first: Camera, pelvis: np.ndarray, radius: float, verts: np.ndarray
+    shard: _ShardDraw, first: Camera, draw: Callable[[], Camera | None], verts: np.ndarray
 ) -> Camera:
-    """Of ``first`` and ``camera.hidden_candidates - 1`` more draws, the camera behind which the
-    room hides the largest share of the body (`scene_hidden_share` of every
-    `HIDDEN_PROBE_STRIDE`-th vertex; ``verts`` (V, 3) world frame) without passing
-    ``camera.max_occlusion``; ``first`` when none does better."""
-    ranges, rng = shard.state.cfg.camera, shard.rng
+    """Of ``first`` and ``camera.hidden_candidates - 1`` more ``draw()`` calls (the view's own
+    camera draw; None: no camera), the camera behind which the room hides the largest share of
+    the body (`scene_hidden_share` of every `HIDDEN_PROBE_STRIDE`-th vertex; ``verts`` (V, 3)
+    world frame) without passing ``camera.max_occlusion``; ``first`` when none does better."""
+    ranges = shard.state.cfg.camera
     probe = verts[::HIDDEN_PROBE_STRIDE]
 
     def share(camera: Camera) -> float:
@@ -422,8 +419,7 @@ def _most_hidden_camera(
     if best_share > ranges.max_occlusion:
         best_share = -1.0  # any other draw within the limit does better
     for _ in range(int(ranges.hidden_candidates) - 1):
-        camera = sample_camera(rng, shard.room, pelvis, ranges, subject_radius=radius,
-                               vertices_world=verts, stats=shard.camera_retries)  # fmt: skip
+        camera = draw()
         if camera is None:
             continue
         hidden = share(camera)
