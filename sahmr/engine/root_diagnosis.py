@@ -79,7 +79,7 @@ def diagnose_roots(
         raise ValueError("the root diagnosis needs an SA-HMR model with an RCNet")
     if not refinements:
         raise ValueError("refinements: give at least one count")
-    kept = (rcnet.roi_refinements, rcnet.roi_noise_std)
+    kept = (rcnet.roi_refinements, rcnet.roi_noise_std, rcnet.roi_depth_noise)
     rows: list[RootErrors] = []
     try:
         with eval_mode(model), torch.no_grad():
@@ -94,7 +94,7 @@ def diagnose_roots(
                 coarse = out.rc.root_coarse_cam
                 # The top module's flag alone turns on the teacher-forced ROI; its children
                 # (BatchNorm) stay in eval mode.
-                rcnet.training, rcnet.roi_noise_std = True, 0.0
+                rcnet.training, rcnet.roi_noise_std, rcnet.roi_depth_noise = True, 0.0, 0.0
                 try:
                     at_gt = rcnet(step.inputs, step.frame_targets)
                 finally:
@@ -117,7 +117,7 @@ def diagnose_roots(
                         )
                     )
     finally:
-        rcnet.roi_refinements, rcnet.roi_noise_std = kept
+        rcnet.roi_refinements, rcnet.roi_noise_std, rcnet.roi_depth_noise = kept
     if len(rows) != len(scene_ids):
         raise ValueError(f"{len(rows)} frames but {len(scene_ids)} scene ids")
     return rows

@@ -446,6 +446,12 @@ class RCNet(nn.Module):
             root plus noise instead of the coarse root, so the sparse branch learns from
             step 0.
         roi_noise_std: Standard deviation of that noise per axis, metres.
+        roi_depth_noise: Standard deviation of the log of a scale applied to the teacher-forced
+            centre's depth along its camera ray before that noise (0: none; the scale is kept
+            within [0.5, 2]). At test time the first ROI sits at the image-only depth, often
+            10-15 % off along the ray, and a voter trained only on ROIs within 0.1 m of the
+            root keeps a fifth to a third of its ROI's offset (docs/results.md, section (z));
+            ROIs drawn along the ray teach it to vote from there.
         roi_refinements: Further passes of the sparse branch when the ROI is not teacher-forced
             (inference, or training without teacher forcing): each centres the anchors on the
             previous pass's voted root and votes again; contacts come from the last pass. The
@@ -478,11 +484,14 @@ class RCNet(nn.Module):
         max_contacts_per_frame: int = MAX_CONTACTS_PER_FRAME,
         teacher_forcing: bool = True,
         roi_noise_std: float = 0.1,
+        roi_depth_noise: float = 0.0,
         roi_refinements: int = 0,
         depth_hypotheses: Sequence[float] = (),
         depth_hypothesis_margin: float = 2.0,
     ) -> None:
         super().__init__()
+        if not (math.isfinite(float(roi_depth_noise)) and float(roi_depth_noise) >= 0):
+            raise ValueError(f"roi_depth_noise must be >= 0, got {roi_depth_noise}")
         if int(roi_refinements) < 0:
             raise ValueError(f"roi_refinements must be >= 0, got {roi_refinements}")
         hypotheses = tuple(float(f) for f in depth_hypotheses)
@@ -530,6 +539,7 @@ class RCNet(nn.Module):
         self.max_contacts_per_frame = int(max_contacts_per_frame)
         self.teacher_forcing = bool(teacher_forcing)
         self.roi_noise_std = float(roi_noise_std)
+        self.roi_depth_noise = float(roi_depth_noise)
         self.roi_refinements = int(roi_refinements)
         self.depth_hypotheses = tuple(f for f in hypotheses if f != 1.0)
         self.depth_hypothesis_margin = float(depth_hypothesis_margin)
@@ -560,8 +570,7 @@ class RCNet(nn.Module):
         centre = root_coarse.detach()
         forced = self.training and self.teacher_forcing and targets is not None
         if forced:
-            gt = targets.root_cam.to(centre)
-            centre = gt + self.roi_noise_std * torch.randn_like(gt)
+            centre = self.teacher_centre(targets.root_cam.to(centre))
         refinements = 0 if forced else self.roi_refinements
         vote, centre, fallback = self._refined_vote(inputs, fmap, centre, root_coarse, refinements)
         if self.depth_hypotheses and not self.training:
@@ -589,6 +598,16 @@ class RCNet(nn.Module):
             K_crop=K_crop,
             crop_size=S,
         )
+
+    def teacher_centre(self, root_cam: Tensor) -> Tensor:
+        """A teacher-forced ROI centre (B, 3) camera frame, from the true roots (B, 3): the
+        root scaled along its ray by ``exp(roi_depth_noise * N(0, 1))`` (within [0.5, 2]),
+        then moved by N(0, ``roi_noise_std``^2) per axis."""
+        centre = root_cam
+        if self.roi_depth_noise > 0:
+            log_scale = self.roi_depth_noise * torch.randn_like(root_cam[:, :1])
+            centre = centre * log_scale.exp().clamp(0.5, 2.0)  # the ray through the origin
+        return centre + self.roi_noise_std * torch.randn_like(root_cam)
 
     def image_stage(
         self, inputs: FrameInputs

@@ -165,7 +165,8 @@ class CameraRanges:
             (`sahmr.scene.visibility.scene_hidden_share`, at most ``max_occlusion``); the
             other views take their first draw. People half hidden by the room's own furniture
             are rare in plain draws (3 % of views hide 40-60 % of the person) and are where
-            the shipped model fails most (docs/results.md, section (z)).
+            the shipped model fails most (docs/results.md, section (z)). A split may set its
+            own (`sahmr.synth.plan.SplitSpec.hidden_fraction`).
         hidden_candidates: Cameras drawn for such a view (the first included).
     """
 

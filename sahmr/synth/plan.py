@@ -52,6 +52,10 @@ class SplitSpec:
         samples_per_shard: Shard size of this split; None: the dataset's
             (`GenerationConfig.samples_per_shard`). Each shard is set in one room, so smaller
             shards spread a small val or test split over more of its rooms.
+        hidden_fraction: This split's share of hidden-camera views
+            (`sahmr.synth.cameras.CameraRanges.hidden_fraction`); None: the camera's. Lets a
+            training split draw more people behind furniture while val and test keep the
+            generator's defaults.
     """
 
     fraction: float
@@ -60,6 +64,7 @@ class SplitSpec:
     seed_range: list[int] | None = None
     bundled: list[str] = field(default_factory=list)
     samples_per_shard: int | None = None
+    hidden_fraction: float | None = None
 
     def __post_init__(self) -> None:
         from sahmr.synth.bundled import BUNDLED_SCENES
@@ -89,6 +94,11 @@ class SplitSpec:
             size = self.samples_per_shard
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise ValueError(f"samples_per_shard {size!r}: must be an integer >= 1 or null")
+        if self.hidden_fraction is not None:
+            share = self.hidden_fraction
+            if isinstance(share, bool) or not 0.0 <= float(share) <= 1.0:
+                raise ValueError(f"hidden_fraction {share!r}: must be in [0, 1] or null")
+            self.hidden_fraction = float(share)
 
 
 @dataclass(kw_only=True)
@@ -204,13 +214,20 @@ class GenerationConfig:
             d.pop("sequence_frames")
         if self.sdf_voxel_size == 0.025:  # ... and before the SDF pitch was configurable
             d.pop("sdf_voxel_size")
-        if not self.camera.hidden_fraction:  # ... and before the hidden-camera draw
+        if not any(self.hidden_fraction(k) for k in self.splits):
+            # ... and before the hidden-camera draw
             d["camera"].pop("hidden_fraction")
             d["camera"].pop("hidden_candidates")
         for split in d["splits"].values():  # ... and before splits had their own shard size
-            if split["samples_per_shard"] is None:
-                split.pop("samples_per_shard")
+            for key in ("samples_per_shard", "hidden_fraction"):  # or hidden-camera share
+                if split[key] is None:
+                    split.pop(key)
         return d
+
+    def hidden_fraction(self, split: str) -> float:
+        """The share of hidden-camera views of ``split`` (its own, else the camera's)."""
+        own = self.splits[split].hidden_fraction
+        return self.camera.hidden_fraction if own is None else own
 
     def content_hash(self) -> str:
         """SHA-256 (16 hex digits) of `content_dict`, the shard format version and

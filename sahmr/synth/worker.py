@@ -366,6 +366,8 @@ def _view_rows(shard: _ShardDraw, placed: PlacedBody) -> None:
     radius = float(np.linalg.norm(verts - pelvis, axis=1).max())
     body_caster = BodyRaycaster(verts, shard.state.body.faces)
     seq = shard.next_sequence_id()
+    hidden = cfg.hidden_fraction(shard.plan.split)
+
     def draw() -> Camera | None:
         return sample_camera(rng, room, pelvis, cfg.camera, subject_radius=radius,
                              vertices_world=verts, stats=shard.camera_retries)  # fmt: skip
@@ -379,7 +381,7 @@ def _view_rows(shard: _ShardDraw, placed: PlacedBody) -> None:
         if camera is None:
             shard.rejects["camera"] += 1
             continue
-        if cfg.camera.hidden_fraction > 0 and rng.random() < cfg.camera.hidden_fraction:
+        if hidden > 0 and rng.random() < hidden:
             camera = _most_hidden_camera(shard, camera, draw, verts)
         look = sample_appearance(rng, room, shard.state.face_regions)
         occluder = None

@@ -588,3 +588,7 @@ def test_data_extra_reaches_the_main_set_and_composes(tmp_path, monkeypatch):
     assert _override(jobs["data_away"].cmd, "camera.hidden_fraction") is None
     plain, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "4")
     assert _generation_config(plain["data"].cmd).camera.hidden_fraction == 0.0
+    train_only, _ = _jobs(tmp_path, monkeypatch, "--data-seed", "4", "--data-extra",
+                          "splits.train.hidden_fraction=0.5")  # fmt: skip
+    cfg = _generation_config(train_only["data"].cmd)
+    assert [cfg.hidden_fraction(k) for k in ("train", "val", "test")] == [0.5, 0.0, 0.0]

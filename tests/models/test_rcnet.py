@@ -295,6 +295,32 @@ def test_teacher_forcing_centres_roi_on_gt(scene):
     torch.testing.assert_close(out.roi_centre_cam, out.root_coarse_cam)
 
 
+def test_teacher_depth_noise_moves_the_roi_along_the_ray(scene):
+    """``roi_depth_noise``: with no per-axis noise the forced centre stays on the true root's
+    camera ray, at log-depth scales of the asked spread (within [0.5, 2]); the forward pass
+    centres its ROI there."""
+    inputs, targets, _ = scene
+    model = _model(roi_noise_std=0.0, roi_depth_noise=0.15)
+    torch.manual_seed(0)
+    root = torch.tensor([[0.3, -0.2, 3.0]]).expand(20000, 3).double()
+    centre = model.teacher_centre(root)
+    scale = centre[:, 2] / root[:, 2]
+    torch.testing.assert_close(centre, root * scale[:, None])  # on the ray
+    assert 0.5 <= float(scale.min()) and float(scale.max()) <= 2.0
+    assert abs(float(scale.log().std()) - 0.15) < 0.005
+    assert abs(float(scale.log().mean())) < 0.005
+    plain = _model(roi_noise_std=0.0)
+    torch.testing.assert_close(plain.teacher_centre(root), root)
+    model.train()
+    torch.manual_seed(1)
+    out = model(inputs, targets)
+    ratio = out.roi_centre_cam / targets.root_cam
+    torch.testing.assert_close(ratio, ratio[:, 2:].expand_as(ratio))
+    assert not torch.allclose(ratio, torch.ones_like(ratio))
+    with pytest.raises(ValueError, match="roi_depth_noise"):
+        _model(roi_depth_noise=-0.1)
+
+
 def test_roi_refinements_recentre_on_the_previous_vote(scene):
     """``roi_refinements=r``: pass k+1 centres its anchors on pass k's voted root and votes
     again from its own voxels (same weights); never under teacher forcing."""

@@ -800,9 +800,10 @@ def parser() -> argparse.ArgumentParser:
                    "an int8 export drops small moves); the checkpoint stays under 20 MB")
     p.add_argument("--train-extra", nargs="*", default=[])
     p.add_argument("--data-extra", nargs="*", default=[],
-                   help="tools/make_dataset.py overrides of the lease's main set (every split: "
-                   "its val and test then differ from other leases'), e.g. "
-                   "camera.hidden_fraction=0.5")  # fmt: skip
+                   help="tools/make_dataset.py overrides of the lease's main set (a "
+                   "camera.* override reaches every split, so val and test then differ from "
+                   "other leases'; splits.train.* only the training frames), e.g. "
+                   "splits.train.hidden_fraction=0.5")  # fmt: skip
     p.add_argument("--scene-penetration", type=float, default=0.0,
                    help="loss.param_terms.penetration on the rooms' SDF grids (0: off)")
     p.add_argument("--rcnet-once", action="store_true",
