@@ -515,6 +515,10 @@ def test_a_voter_lease_trains_the_shipped_rcnet_and_puts_it_back(tmp_path, monke
     for key in tool.VOTER_SETTINGS:
         assert OmegaConf.select(cfg.model, key) == OmegaConf.select(shipped, key), key
     assert cfg.model.teacher_forcing and cfg.model.roi_noise_std == 0.15
+    b = tool.parser().parse_args(["--root", str(tmp_path), "--exp", "rcnet_small",
+                                  "--train-extra", "model.roi_depth_noise=0.2"])  # fmt: skip
+    tool.apply_exp_defaults(b)
+    assert _compose_train(_train_overrides(tool, b)).model.roi_depth_noise == 0.2  # the user's
     assert cfg.exp_name == "rcnet_small_run" and cfg.trainer.best_metric == "root_error_mm"
     assert "profile" not in jobs and jobs["train"].needs == [tool.SHIPPED]
 

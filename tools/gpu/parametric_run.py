@@ -120,9 +120,12 @@ VOTER_EXPORT = "rcnet_small.pt"
 """A voter lease's best-on-val RCNet alone, float16 (``export_rcnet``; brought back with the
 other exports)."""
 
-VOTER_SETTINGS = ("roi_refinements", "depth_hypotheses", "depth_hypothesis_margin")
-"""The shipped RCNet's inference settings (``model.rcnet.*`` in its stored config) that a
-voter lease's RCNet keeps: its validation votes as the shipped model votes."""
+VOTER_SETTINGS = ("roi_refinements", "depth_hypotheses", "depth_hypothesis_margin",
+                  "roi_depth_noise")
+"""The shipped RCNet's settings (``model.rcnet.*`` in its stored config) that a voter lease's
+RCNet keeps: its validation votes as the shipped model votes, and its teacher-forced ROIs are
+drawn as the shipped RCNet's last training drew them (run 42: along the ray); a key the stored
+config lacks keeps the experiment's default, and ``--train-extra`` overrides any of them."""
 
 SAHMR_DEFAULTS = {
     "compile": "[mesh_net.backbone,mesh_net.upsampler]",
@@ -247,7 +250,7 @@ def is_voter(a: argparse.Namespace) -> bool:
 
 
 def voter_settings() -> list[str]:
-    """Overrides that give a voter lease's RCNet the shipped RCNet's inference settings
+    """Overrides that give a voter lease's RCNet the shipped RCNet's settings
     (`VOTER_SETTINGS`)."""
     from omegaconf import OmegaConf
 
