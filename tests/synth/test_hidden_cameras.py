@@ -81,15 +81,15 @@ def test_a_split_sets_its_own_hidden_share(tmp_path):
 
 
 def test_split_hidden_share_is_checked_and_unset_keeps_the_hash(tmp_path):
+    def with_share(share):
+        splits = {"train": dict(fraction=1, bundled=["living_room"], hidden_fraction=share)}
+        return GenerationConfig.from_dict({**_raw(tmp_path), "splits": splits})
+
     base = _cfg(tmp_path)
-    same = GenerationConfig.from_dict({**_raw(tmp_path), "splits": {
-        "train": dict(fraction=1, bundled=["living_room"], hidden_fraction=None)}})
-    assert same.content_hash() == base.content_hash()
-    on = GenerationConfig.from_dict({**_raw(tmp_path), "splits": {
-        "train": dict(fraction=1, bundled=["living_room"], hidden_fraction=0.5)}})
+    assert with_share(None).content_hash() == base.content_hash()
+    on = with_share(0.5)
     assert on.content_hash() != base.content_hash()
     assert on.content_dict()["camera"]["hidden_candidates"] == 4  # it counts now
     for bad in (1.5, -0.2, True):
         with pytest.raises(ValueError, match="hidden_fraction"):
-            GenerationConfig.from_dict({**_raw(tmp_path), "splits": {
-                "train": dict(fraction=1, bundled=["living_room"], hidden_fraction=bad)}})
+            with_share(bad)
