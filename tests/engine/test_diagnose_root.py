@@ -70,11 +70,13 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys, shi
             pred = model.predict(step.inputs)
             final[r] += ((pred.root_cam.double() - gt).norm(dim=-1) * 1000).tolist()
         rc = model.rcnet
-        rc.training, noise = True, rc.roi_noise_std
-        rc.roi_noise_std = 0.0
+        # an ROI on the ground truth: neither of the teacher's draws (the shipped RCNet was
+        # trained with ROIs along the ray, roi_depth_noise)
+        rc.training, noise = True, (rc.roi_noise_std, rc.roi_depth_noise)
+        rc.roi_noise_std = rc.roi_depth_noise = 0.0
         with torch.no_grad():
             vote = rc(step.inputs, step.frame_targets).root_cam.double()
-        rc.training, rc.roi_noise_std = False, noise
+        rc.training, (rc.roi_noise_std, rc.roi_depth_noise) = False, noise
         at_gt += ((vote - gt).norm(dim=-1) * 1000).tolist()
     for r in final:
         assert every[f"final_mm_r{r}"] == pytest.approx(sum(final[r]) / 4, rel=1e-6)
@@ -84,6 +86,7 @@ def test_tool_matches_the_model_run_directly(tiny_dataset, tmp_path, capsys, shi
     assert [r.final_mm for r in rows] == [
         pytest.approx((a, b), rel=1e-6) for a, b in zip(final[1], final[0], strict=True)
     ]
-    assert model.rcnet.roi_refinements == own and model.rcnet.roi_noise_std == noise
+    assert model.rcnet.roi_refinements == own
+    assert (model.rcnet.roi_noise_std, model.rcnet.roi_depth_noise) == noise
     with pytest.raises(ValueError, match="scene ids"):
         diagnose_roots(model, steps, ["s"] * 3)
