@@ -79,7 +79,7 @@ def diagnose_roots(
         raise ValueError("the root diagnosis needs an SA-HMR model with an RCNet")
     if not refinements:
         raise ValueError("refinements: give at least one count")
-    kept = (rcnet.roi_refinements, rcnet.roi_noise_std, rcnet.roi_depth_noise)
+    kept = rcnet.roi_refinements
     rows: list[RootErrors] = []
     try:
         with eval_mode(model), torch.no_grad():
@@ -92,13 +92,10 @@ def diagnose_roots(
                     voted.append(_mm(out.rc.root_cam, gt))
                     final.append(_mm(out.root_cam, gt))
                 coarse = out.rc.root_coarse_cam
-                # The top module's flag alone turns on the teacher-forced ROI; its children
-                # (BatchNorm) stay in eval mode.
-                rcnet.training, rcnet.roi_noise_std, rcnet.roi_depth_noise = True, 0.0, 0.0
-                try:
-                    at_gt = rcnet(step.inputs, step.frame_targets)
-                finally:
-                    rcnet.training = False
+                # one pass from ROIs centred on the true root (the teacher-forced ROI without
+                # its training noise), the coarse root kept where they hold no scene point
+                fmap = rcnet.image_stage(step.inputs)[0]
+                at_gt = rcnet.vote_from(step.inputs, fmap, gt.to(coarse), coarse)
                 gt_roi, coarse_err = _mm(at_gt.root_cam, gt), _mm(coarse, gt)
                 depth_err = ((coarse[:, 2].double() - gt[:, 2].double()).abs() * 1000).tolist()
                 for b in range(gt.shape[0]):
@@ -117,7 +114,7 @@ def diagnose_roots(
                         )
                     )
     finally:
-        rcnet.roi_refinements, rcnet.roi_noise_std, rcnet.roi_depth_noise = kept
+        rcnet.roi_refinements = kept
     if len(rows) != len(scene_ids):
         raise ValueError(f"{len(rows)} frames but {len(scene_ids)} scene ids")
     return rows
