@@ -4,8 +4,9 @@ SA-HMR second stage side by side, and scores every method on the same test split
 
 Started once (detached with ``setsid``) on the lent machine; later calls only read its log and
 collect ``<root>/final``. Each job is a command with the jobs it waits for and a wall-clock
-budget; trainings run in parallel on the one GPU, evaluations one at a time (they share the
-room-SDF cache). A job whose input is missing is skipped with a reason, the rest go on.
+budget; trainings run in parallel on the one GPU, evaluations ``--max-evals`` at a time (one
+by default; the room-SDF cache they share is written atomically). A job whose input is
+missing is skipped with a reason, the rest go on.
 
     setsid python3 tools/gpu/campaign.py --root outputs/gpu --ckpt-dir .ckpt \
         > outputs/gpu/campaign.log 2>&1 < /dev/null &
@@ -43,7 +44,8 @@ class Job:
         cmd: The argument list, run from the repository root.
         after: Jobs that must have ended (successfully, unless ``soft``) first.
         needs: Files that must exist before it starts (waited for).
-        kind: ``train`` (run in parallel), ``eval`` (one at a time) or ``step`` (quick).
+        kind: ``train`` (run in parallel), ``eval`` (``max_evals`` at a time, `run`) or
+            ``step`` (quick).
         soft: Start even when a job of ``after`` failed (e.g. score what there is).
     """
 
@@ -278,9 +280,13 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
+def run(a: argparse.Namespace, job_list: list[Job] | None = None, poll_s: float = 5.0) -> int:
     """Runs the job graph (``job_list``, default `build_jobs`) until every job has ended or
-    ``a.max_minutes`` are up; ``a.root`` holds logs, status and the packed results."""
+    ``a.max_minutes`` are up, with at most ``a.max_evals`` jobs of kind ``eval`` running at
+    once and a look every ``poll_s`` seconds; ``a.root`` holds logs, status and the packed
+    results."""
+    if a.max_evals < 1:
+        raise ValueError(f"max_evals must be >= 1, got {a.max_evals}")
     logs = a.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(
@@ -297,7 +303,7 @@ def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
                 j.status = "done" if j.proc.returncode == 0 else f"failed ({j.proc.returncode})"
                 j.ended = time.time()
                 _log(f"{j.name}: {j.status} after {(j.ended - j.started) / 60:.1f} min")
-        evals_busy = any(j.kind == "eval" and j.status == "running" for j in jobs.values())
+        evals = sum(j.kind == "eval" and j.status == "running" for j in jobs.values())
         for j in jobs.values():  # start what is ready
             if j.status != "waiting":
                 continue
@@ -313,7 +319,7 @@ def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
                 continue
             if not all(p.exists() for p in j.needs):
                 continue
-            if j.kind == "eval" and evals_busy:
+            if j.kind == "eval" and evals >= a.max_evals:
                 continue
             j.started = time.time()
             j.proc = subprocess.Popen(
@@ -325,7 +331,7 @@ def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
                 stderr=subprocess.STDOUT,
             )
             j.status = "running"
-            evals_busy = evals_busy or j.kind == "eval"
+            evals += j.kind == "eval"
             _log(f"{j.name}: started ({' '.join(j.cmd[1:3])} ...)")
         write_status(a.root, jobs, t0)
         if all(j.status not in ("waiting", "running") for j in jobs.values()):
@@ -336,7 +342,7 @@ def run(a: argparse.Namespace, job_list: list[Job] | None = None) -> int:
                 if j.status == "running":
                     j.proc.terminate()
             break
-        time.sleep(5)
+        time.sleep(poll_s)
     collect(a.root)
     write_status(a.root, jobs, t0)
     _log("campaign ended")
@@ -401,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sahmr-minutes", type=float, default=11.0)
     p.add_argument("--fit-batch", type=int, default=240)
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
+    p.add_argument("--max-evals", type=int, default=1, help="evaluations running at once")
     a = p.parse_args(argv)
     a.root, a.ckpt_dir = a.root.resolve(), a.ckpt_dir.resolve()
     if a.status:

@@ -56,7 +56,8 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
 5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set;
    the shipped checkpoint's once the training has ended (``--shipped-scores beside``: during
    it, as up to run 23, where they shared the GPU and the cores with the training and the
-   generator); the trained network itself on val alone (``--new-scores all``: everywhere).
+   generator); the trained network itself on val alone (``--new-scores all``: everywhere);
+   ``--max-evals`` (`MAX_EVALS`) of them at once.
 
     setsid python3 tools/gpu/parametric_run.py --root outputs/gpu > outputs/gpu.log 2>&1 &
     python3 tools/gpu/parametric_run.py --root outputs/gpu --status
@@ -203,6 +204,15 @@ def _warm_one(rooms: Path, name: str, voxel_size: float) -> str:
 
     SceneSDFs(scene_dir=rooms, voxel_size=voxel_size).get(name)
     return name
+
+
+MAX_EVALS = 3
+"""Scorings a lease runs at once. Run 42's seven scorings ran one at a time for 8.8 of its 24
+minutes (the last one cut by the time), though the model's part of each took 2-10 seconds
+(1,280 val frames at 7 ms): starting the process, reading the frames and the rooms' SDF
+grids, the scene metrics and the limb bending are CPU work, and the lent machine has 16
+cores. Three at a time, the shipped file's three run beside the head refit; the SDF grids are
+built before (``warm_sdfs``) and their cache is written atomically."""
 
 
 def warm_sdfs(data: Path, split: str, workers: int = SDF_WARM_WORKERS) -> list[str]:
@@ -813,6 +823,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the frozen RCNet runs once per training sample, its outputs stored "
                    "(loader.rcnet_once; in-memory path only, exp=sahmr_small_finetune)")
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
+    p.add_argument("--max-evals", type=int, default=MAX_EVALS,
+                   help="scorings running at once (`MAX_EVALS`)")  # fmt: skip
     p.add_argument("--allow-slow-raycast", action="store_true",
                    help="start even without embreex (the generator then crawls: run 20)")
     return p
@@ -823,6 +835,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.refit_train_frames is not None and a.refit_train_frames < 0:
         p.error("--refit-train-frames must be >= 0")
+    if a.max_evals < 1:
+        p.error("--max-evals must be >= 1")
     try:
         apply_exp_defaults(a)
     except ValueError as err:
