@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from engine_testkit import load_tool
 
-HOLD_S = 0.6  # how long each stand-in job runs
+HOLD_S = 1.0  # how long each stand-in job runs: overlaps hold on a loaded machine
 
 
 def _campaign():
