@@ -6,7 +6,7 @@
 
 For each named frame of ``DATA``'s ``SPLIT`` (``test-000757``: its index in the split): the
 error (mm) and depth (m) of RCNet's image-only coarse root; of its vote from the ROI around that
-root, re-centred ``roi_refinements`` times as the model predicts (``own``); of the same from the
+root, re-centred ``roi_refinements`` times by RCNet's own pass (``own``); of the same from the
 coarse root scaled by each depth hypothesis; of one vote from an ROI centred on the true root
 (``at truth``: what the voter does when its ROI is right); and of the model's final root (after
 the depth search). Beside each vote its scene evidence (`sahmr.models.rcnet.frame_evidence`, the
@@ -19,15 +19,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
-
-def refined(rcnet, inputs, fmap, start, passes: int):
-    """A vote from ROIs around ``start`` (B, 3), re-centred on each vote ``passes`` times (a frame
-    whose ROI holds no scene point keeps the previous root), as RCNet predicts."""
-    vote = rcnet.vote_from(inputs, fmap, start, start)
-    for _ in range(passes):
-        vote = rcnet.vote_from(inputs, fmap, vote.root_cam, vote.root_cam)
-    return vote
 
 
 def main() -> None:
@@ -58,9 +49,11 @@ def main() -> None:
     passes = rcnet.roi_refinements
     with torch.no_grad():
         fmap, *_, coarse = rcnet.image_stage(inputs)
-        votes = {"own": refined(rcnet, inputs, fmap, coarse, passes)}
+        # RCNet's own re-centred vote, as its forward makes it (and voter_field.py calls it)
+        votes = {"own": rcnet._refined_vote(inputs, fmap, coarse, coarse, passes)[0]}
         for scale in rcnet.depth_hypotheses:
-            votes[f"x{scale:g}"] = refined(rcnet, inputs, fmap, coarse * scale, passes)
+            start = coarse * scale
+            votes[f"x{scale:g}"] = rcnet._refined_vote(inputs, fmap, start, start, passes)[0]
         votes["at truth"] = rcnet.vote_from(inputs, fmap, truth.to(coarse), coarse)
         final = model(inputs).rc.root_cam
     evidence = {k: frame_evidence(v.voxels.confidence, v.voxels.batch_idx, B)
