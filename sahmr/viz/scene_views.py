@@ -397,6 +397,7 @@ def render_scene_views(
     context_m: float = 0.8,
     clip_context_m: float = 0.4,
     legend: bool = True,
+    show_input_camera: bool = True,
 ) -> np.ndarray:
     """The body in its scan from the input camera and from orbit viewpoints, as one image.
 
@@ -419,6 +420,8 @@ def render_scene_views(
         clip_context_m: Orbit views clip away geometry nearer the camera than this (m) in
             front of the body's bounding sphere.
         legend: Add a strip naming the contact regions shown.
+        show_input_camera: Draw the ``input_camera`` view; False: it only turns the orbit
+            views towards the side it saw.
 
     Returns:
         (H', W', 3) uint8 grid of the views (captioned), with the legend below.
@@ -431,7 +434,8 @@ def render_scene_views(
     cams: list[ViewCamera] = []
     ref = None
     if input_camera is not None:
-        cams.append(_fit_camera(input_camera, size))
+        if show_input_camera:
+            cams.append(_fit_camera(input_camera, size))
         ref = -input_camera.T_w2c[:3, :3].T @ input_camera.T_w2c[:3, 3]
     n = max(int(num_orbit_views), 0)
     if n:

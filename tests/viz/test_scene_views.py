@@ -104,6 +104,16 @@ def test_scene_views_show_the_body_and_contacts():
     legend = img[-22:]
     blue = np.all(np.abs(legend.astype(int) - (REGION_COLORS[1] * 255).astype(int)) < 3, -1)
     assert blue.sum() > 50  # "left foot" swatch
+    # the input camera kept only to turn the orbit views: the same two orbit views, alone
+    orbits = render_scene_views(
+        scene_mesh=room, body_vertices=bv, body_faces=bf, contact_points=contacts,
+        contact_labels=np.array([1, 2]), body_vertex_colors=np.tile(RED, (len(bv), 1)),
+        input_camera=ViewCamera(K, cam_T, 320, 240), num_orbit_views=2, size=size,
+        show_input_camera=False,
+    )
+    assert orbits.shape == (4 + 90 + 4 + 22, 4 + 2 * 124, 3)
+    for got, want in zip(_tiles(orbits, 2, size), _tiles(img, 3, size)[1:], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_point_cloud_scan_views():

@@ -5,8 +5,9 @@
 
 ``PRED.npz``: the frame's prediction as `tools/eval_checkpoint.py save_predictions=true`
 writes it (world-frame ``vertices``). Draws the frame's image (its crop when the set stores no
-full frame) beside two orbit views of the room, chosen as the demo's (`sahmr.viz.scene_views`),
-the true body in green and the predicted one in red.
+full frame) beside two orbit views of the room, chosen as the demo's
+(`sahmr.viz.scene_views.render_scene_views`), the true body in green and the predicted one in
+red.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def main() -> None:
     from sahmr.body.model import BodyModel
     from sahmr.data.synthetic import SyntheticDataset
     from sahmr.scene.io import load_scene
-    from sahmr.scene.orientation import up_vector
-    from sahmr.viz.scene_views import choose_orbit_views, orbit_cameras, render_scene_view
+    from sahmr.viz.scene_views import ViewCamera, render_scene_views
 
     dataset = SyntheticDataset(a.data, a.split, load_image=True)
     sample = dataset[int(a.name.rsplit("-", 1)[1])]
@@ -51,20 +51,14 @@ def main() -> None:
     room = Path(a.data) / "rooms" / str(sample.scene_id) / "mesh.ply"
     mesh = load_scene(room)
     image = sample.image if sample.image is not None else sample.crop  # full frame if stored
-    # two orbit views of both bodies, chosen as the demo chooses them (towards its camera)
-    centre = 0.5 * (both.min(0) + both.max(0))
-    body_radius = 0.5 * float(np.linalg.norm(both.max(0) - both.min(0)))
-    T_w2c = np.asarray(sample.T_w2c, np.float64)
-    candidates = orbit_cameras(centre, body_radius + 0.8, up_vector(mesh.up_axis),
-                               azimuths_deg=[30.0 * k for k in range(12)] * 2,
-                               elevations_deg=[35.0] * 12 + [65.0] * 12,
-                               reference_world=-T_w2c[:3, :3].T @ T_w2c[:3, 3],
-                               size=tuple(a.view_size), keep_radius=body_radius + 0.4)  # fmt: skip
-    cams = choose_orbit_views((mesh.vertices, mesh.faces), both, candidates, 2)
-    views = np.concatenate([render_scene_view(cam, scene_mesh=(mesh.vertices, mesh.faces),
-                                              body_vertices=both, body_faces=both_faces,
-                                              body_vertex_colors=colors)
-                            for cam in cams], axis=1)  # fmt: skip
+    # two orbit views of both bodies, turned towards the side the frame's camera saw
+    camera = ViewCamera(np.asarray(sample.K, np.float64), np.asarray(sample.T_w2c, np.float64),
+                        *(int(v) for v in sample.image_size))  # fmt: skip
+    views = render_scene_views(scene_mesh=(mesh.vertices, mesh.faces), body_vertices=both,
+                               body_faces=both_faces, body_vertex_colors=colors,
+                               up_axis=mesh.up_axis, input_camera=camera,
+                               show_input_camera=False, num_orbit_views=2,
+                               size=tuple(a.view_size), legend=False)  # fmt: skip
     photo = Image.fromarray(np.asarray(image, np.uint8))
     photo.thumbnail((a.view_size[0] // 2, views.shape[0] - 60))
     canvas = Image.new("RGB", (views.shape[1] + photo.width + 10, views.shape[0]), "white")
