@@ -64,9 +64,9 @@ def test_scorings_run_at_most_max_evals_at_once_and_trainings_beside_them(tmp_pa
     assert times["after_eval0"][0] >= times["eval0"][1]
 
 
-def test_the_lease_scores_three_at_once_and_refuses_fewer_than_one(tmp_path):
+def test_the_lease_scores_one_at_a_time_and_refuses_fewer_than_one(tmp_path):
     tool = load_tool("gpu/parametric_run")
-    assert tool.MAX_EVALS == 3
+    assert tool.MAX_EVALS == 1
     assert tool.parser().parse_args([]).max_evals == tool.MAX_EVALS
     with pytest.raises(SystemExit) as err:
         tool.main(["--root", str(tmp_path / "lease"), "--max-evals", "0"])

@@ -206,13 +206,17 @@ def _warm_one(rooms: Path, name: str, voxel_size: float) -> str:
     return name
 
 
-MAX_EVALS = 3
+MAX_EVALS = 1
 """Scorings a lease runs at once. Run 42's seven scorings ran one at a time for 8.8 of its 24
-minutes (the last one cut by the time), though the model's part of each took 2-10 seconds
-(1,280 val frames at 7 ms): starting the process, reading the frames and the rooms' SDF
-grids, the scene metrics and the limb bending are CPU work, and the lent machine has 16
-cores. Three at a time, the shipped file's three run beside the head refit; the SDF grids are
-built before (``warm_sdfs``) and their cache is written atomically."""
+minutes, though the model's part of each took 2-10 seconds: the rest is CPU work (starting
+the process, reading frames and SDF grids, scene metrics, limb bending). Run 44 ran three at
+a time beside the head refit (``--max-evals 3``) and everything slowed down: the away
+scoring took 5.4 minutes (0.8 in run 42), the val and test scorings and the refit had not
+ended after 5.6-6 minutes (2.5, 1.3 and 3.6 in run 42), and the lease ended with none of the
+new file's scores (docs/results.md, section (ac)). Each process's torch starts a thread per
+core, so three scorings and a refit oversubscribe the 16 cores, as two pytest workers did
+the team's two (tests/conftest.py). One at a time is what was measured to work; a larger
+``--max-evals`` stays available for a lease that caps each job's threads."""
 
 
 def warm_sdfs(data: Path, split: str, workers: int = SDF_WARM_WORKERS) -> list[str]:
