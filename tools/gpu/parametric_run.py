@@ -214,9 +214,9 @@ a time beside the head refit (``--max-evals 3``) and everything slowed down: the
 scoring took 5.4 minutes (0.8 in run 42), the val and test scorings and the refit had not
 ended after 5.6-6 minutes (2.5, 1.3 and 3.6 in run 42), and the lease ended with none of the
 new file's scores (docs/results.md, section (ac)). Each process's torch starts a thread per
-core, so three scorings and a refit oversubscribe the 16 cores, as two pytest workers did
-the team's two (tests/conftest.py). One at a time is what was measured to work; a larger
-``--max-evals`` stays available for a lease that caps each job's threads."""
+core, so three scorings and a refit oversubscribe the 16 cores, as two pytest workers
+oversubscribed the team's two (tests/conftest.py). One at a time is what was measured to
+work; a larger ``--max-evals`` stays available for a lease that caps each job's threads."""
 
 
 def warm_sdfs(data: Path, split: str, workers: int = SDF_WARM_WORKERS) -> list[str]:
