@@ -1,5 +1,5 @@
 """The lease's job runner (`tools/gpu/campaign.run`): at most ``max_evals`` scorings at once,
-the order the job graph asks for kept, and the lease's default (`parametric_run.MAX_EVALS`)."""
+the order the job graph asks for kept, and the lease's default (`campaign.MAX_EVALS`)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def test_the_lease_scores_one_at_a_time_and_refuses_fewer_than_one(tmp_path):
     assert err.value.code == 2
     assert not (tmp_path / "lease").exists()  # nothing started, nothing written
     campaign = _campaign()
+    assert tool.MAX_EVALS is campaign.MAX_EVALS  # one definition, the runner's
     with pytest.raises(ValueError, match="max_evals"):
         campaign.run(argparse.Namespace(root=tmp_path, max_minutes=1.0, max_evals=0), [])
     with pytest.raises(SystemExit) as err:  # the campaign's own option, one by default

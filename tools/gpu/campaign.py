@@ -280,6 +280,20 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+MAX_EVALS = 1
+"""Scorings (jobs of kind ``eval``) a lease runs at once: the default of ``--max-evals`` here and
+in `parametric_run` (`run`'s ``a.max_evals``). Run 42's seven scorings ran one at a time for 8.8
+of its 24 minutes, though the model's part of each took 2-10 seconds: the rest is CPU work
+(starting the process, reading frames and SDF grids, scene metrics, limb bending). Run 44 ran
+three at a time beside the head refit (``--max-evals 3``) and everything slowed down: the away
+scoring took 5.4 minutes (0.8 in run 42), the val and test scorings and the refit had not ended
+after 5.6-6 minutes (2.5, 1.3 and 3.6 in run 42), and the lease ended with none of the new
+file's scores (docs/results.md, section (ac)). Each process's torch starts a thread per core:
+most likely three scorings and a refit oversubscribed the 16 cores, as two pytest workers did the
+team's two (tests/conftest.py). One at a time is what was measured to work; a larger
+``--max-evals`` stays available for a lease that caps each job's threads."""
+
+
 def run(a: argparse.Namespace, job_list: list[Job] | None = None, poll_s: float = 5.0) -> int:
     """Runs the job graph (``job_list``, default `build_jobs`) until every job has ended or
     ``a.max_minutes`` are up, with at most ``a.max_evals`` jobs of kind ``eval`` running at
@@ -407,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sahmr-minutes", type=float, default=11.0)
     p.add_argument("--fit-batch", type=int, default=240)
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
-    p.add_argument("--max-evals", type=int, default=1, help="evaluations running at once")
+    p.add_argument("--max-evals", type=int, default=MAX_EVALS, help="evaluations running at once")
     a = p.parse_args(argv)
     a.root, a.ckpt_dir = a.root.resolve(), a.ckpt_dir.resolve()
     if a.status:

@@ -74,7 +74,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from campaign import PY, REPO, Job, collect, eval_cmd, run
+from campaign import MAX_EVALS, PY, REPO, Job, collect, eval_cmd, run
 
 SHIPPED = REPO / "sahmr" / "checkpoints" / "sahmr_small.pt"
 BASELINE_DEFAULTS = {
@@ -204,19 +204,6 @@ def _warm_one(rooms: Path, name: str, voxel_size: float) -> str:
 
     SceneSDFs(scene_dir=rooms, voxel_size=voxel_size).get(name)
     return name
-
-
-MAX_EVALS = 1
-"""Scorings a lease runs at once. Run 42's seven scorings ran one at a time for 8.8 of its 24
-minutes, though the model's part of each took 2-10 seconds: the rest is CPU work (starting
-the process, reading frames and SDF grids, scene metrics, limb bending). Run 44 ran three at
-a time beside the head refit (``--max-evals 3``) and everything slowed down: the away
-scoring took 5.4 minutes (0.8 in run 42), the val and test scorings and the refit had not
-ended after 5.6-6 minutes (2.5, 1.3 and 3.6 in run 42), and the lease ended with none of the
-new file's scores (docs/results.md, section (ac)). Each process's torch starts a thread per
-core, so three scorings and a refit oversubscribe the 16 cores, as two pytest workers
-oversubscribed the team's two (tests/conftest.py). One at a time is what was measured to
-work; a larger ``--max-evals`` stays available for a lease that caps each job's threads."""
 
 
 def warm_sdfs(data: Path, split: str, workers: int = SDF_WARM_WORKERS) -> list[str]:
