@@ -35,6 +35,8 @@ def variants(pred: torch.Tensor, true: torch.Tensor) -> dict[str, torch.Tensor]:
         "betas 1-9 at the mean": torch.cat([pred[:, :1], zeros[:, 1:]], 1),
         "betas 2-9 at the mean": torch.cat([pred[:, :2], zeros[:, 2:]], 1),
         "mean shape": zeros,
+        "true beta 0": torch.cat([true[:, :1], pred[:, 1:]], 1),
+        "true beta 1": torch.cat([pred[:, :1], true[:, 1:2], pred[:, 2:]], 1),
         "true betas 0-1": torch.cat([true[:, :2], pred[:, 2:]], 1),
         "true shape": true,
     }
