@@ -27,6 +27,7 @@ from sahmr.data.synthetic import SyntheticDataset
 from sahmr.engine.checkpoint import load_method
 from sahmr.engine.data import SceneBank
 from sahmr.evaluation.metrics import edge_length_error, mesh_edges
+from sahmr.geometry.cameras import project, world_to_camera
 from sahmr.geometry.procrustes import similarity_procrustes
 from sahmr.inference.method import bundled_checkpoint
 
@@ -49,8 +50,7 @@ def main() -> int:
         with torch.no_grad():
             pred = method.predict(prepare_inputs(batch, bank, device="cpu"))
         T_w2c, K, bbox = batch.T_w2c.double(), batch.K.double(), batch.bbox.double()
-        gt_cam = batch.vertices_world.double() @ T_w2c[:, :3, :3].transpose(1, 2)
-        gt_cam = gt_cam + T_w2c[:, None, :3, 3]
+        gt_cam = world_to_camera(T_w2c, batch.vertices_world.double())
         for b, sample in enumerate(samples):
             m = len(GRID)
             betas = pred.params["betas"][b : b + 1].repeat(m, 1).clone()
@@ -66,8 +66,7 @@ def main() -> int:
             _, R, _ = similarity_procrustes(verts[i0][None], pred_cam[None])  # rotation only
             shift = pred_cam.mean(0) - verts[i0].mean(0) @ R[0].T
             cand_cam = verts @ R[0].T + shift
-            uv = cand_cam[..., :2] / cand_cam[..., 2:3]
-            uv = uv * torch.stack([K[b, 0, 0], K[b, 1, 1]]) + K[b, :2, 2]
+            uv = project(K[b], cand_cam)
             h = uv[..., 1].amax(1) - uv[..., 1].amin(1)
             w = uv[..., 0].amax(1) - uv[..., 0].amin(1)
             cost_h = torch.log(h / (bbox[b, 3] - bbox[b, 1])).abs()
