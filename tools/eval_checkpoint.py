@@ -26,8 +26,10 @@ from typing import Any
 
 import hydra
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from sahmr.data.smplx_targets import BodyMismatchError, check_body_hash
 from sahmr.engine.assembly import build_evaluator
@@ -74,7 +76,6 @@ def check_inputs(cfg: DictConfig) -> None:
     Checks the checkpoint (readable, weights only, a config that builds only the project's
     classes), the data root and split, the device, the sizes and that ``out`` can be written.
     """
-    from omegaconf.errors import OmegaConfBaseException
 
     from sahmr.cli.checks import (
         BadArgument,
@@ -111,6 +112,7 @@ def check_inputs(cfg: DictConfig) -> None:
         if str(cfg.get("protocol", "default")) not in PROTOCOLS:
             raise BadArgument(f"protocol={cfg.protocol}: must be one of {', '.join(PROTOCOLS)}")
         check_writable_folder(cfg.out, "out=")
+        check_model_settings(cfg)
         contact_perturbation(cfg)
         scene_slide_cost(cfg)
         if not isinstance(cfg.get("scene_depenetrate", True), bool):
@@ -124,6 +126,30 @@ def check_inputs(cfg: DictConfig) -> None:
         fail(exc)
     except OmegaConfBaseException as exc:  # e.g. a required value left at ???
         fail(f"config: {exc}")
+
+
+def model_settings(cfg: DictConfig) -> list[str]:
+    """``model_settings`` as the ``KEY=VALUE`` strings `load_method` applies."""
+    return [str(item) for item in cfg.get("model_settings") or []]
+
+
+def check_model_settings(cfg: DictConfig) -> None:
+    """Build the method with ``model_settings`` once (CPU) so a malformed item or an unknown
+    option is refused before any work.
+
+    Raises:
+        BadArgument: One line naming the settings and the first line of the error.
+    """
+    from sahmr.cli.checks import BadArgument
+
+    settings = model_settings(cfg)
+    if not settings:
+        return
+    try:
+        load_method(cfg.checkpoint, "cpu", settings=settings)
+    except (ValueError, TypeError, InstantiationException, OmegaConfBaseException) as exc:
+        why = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise BadArgument(f"model_settings={settings}: {why}") from None
 
 
 def depenetrator(cfg: DictConfig, body_model: Any):
@@ -174,7 +200,7 @@ def main(cfg: DictConfig) -> None:
     check_inputs(cfg)
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
-    method, ckpt_cfg = load_method(cfg.checkpoint, device)
+    method, ckpt_cfg = load_method(cfg.checkpoint, device, settings=model_settings(cfg))
     perturbation = contact_perturbation(cfg)
     if perturbation.active:
         if getattr(method, "rcnet", None) is None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.geometry.crops import crop_side_m
+from sahmr.models.flip_test import TEST_VIEWS, merge_views, mirror_inputs, unmirror_output
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyParams
 from sahmr.models.scene_mesh_net import SceneAwareMeshNet, cap_per_frame
@@ -115,6 +116,11 @@ class SAHMR(nn.Module):
             point (training or test; it attends to its null token only) while the root still
             comes from RCNet (or the ground truth), so it differs from SA-HMR by the scene
             alone (issue 18, "what the scene gives").
+        test_views: What ``predict`` runs (`sahmr.models.flip_test`): ``"frame"`` the frames
+            as they are; ``"mirror"`` their left-right mirror images (RCNet and the mesh
+            network), the bodies mapped back (a probe of how the model serves mirror-image
+            poses); ``"both"`` both, the mean body returned (twice the cost). The last two
+            need a parametric head.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class SAHMR(nn.Module):
         frame_contact_drop: float = 0.0,
         freeze_rcnet: bool = True,
         scene_contacts: bool = True,
+        test_views: str = "frame",
     ) -> None:
         super().__init__()
         for name, p in (("contact_drop", contact_drop), ("frame_contact_drop", frame_contact_drop)):
@@ -143,6 +150,12 @@ class SAHMR(nn.Module):
         self.frame_contact_drop = float(frame_contact_drop)
         self.freeze_rcnet = bool(freeze_rcnet)
         self.scene_contacts = bool(scene_contacts)
+        if test_views not in TEST_VIEWS:
+            raise ValueError(f"test_views={test_views!r}: one of {', '.join(TEST_VIEWS)}")
+        if test_views != "frame" and mesh_net.param_head is None:
+            raise ValueError(f"test_views={test_views!r} maps body-model parameters back from "
+                             "the mirror image: it needs a parametric head")  # fmt: skip
+        self.test_views = test_views
         if rcnet is not None and self.freeze_rcnet:
             rcnet.requires_grad_(False)
             rcnet.eval()
@@ -306,9 +319,17 @@ class SAHMR(nn.Module):
         if self.rcnet is None:
             raise ValueError("SA-HMR.predict needs an RCNet; this model was built with rcnet=None")
         with eval_mode(self), torch.no_grad():
-            out = self.forward(inputs)
-        root = out.root_cam
-        body = out.body if self.mesh_net.parametric else None
+            if self.test_views == "frame":
+                out = self.forward(inputs)
+            else:  # the mirror image, mapped back to the frame (`sahmr.models.flip_test`)
+                out = unmirror_output(self.forward(mirror_inputs(inputs)), self.mesh_net.param_head)
+            root = out.root_cam
+            body = out.body if self.mesh_net.parametric else None
+            if self.test_views == "both":
+                as_is = self.forward(inputs)
+                body, root = merge_views(self.mesh_net.param_head, as_is.body, as_is.root_cam,
+                                         out.body, out.root_cam)  # fmt: skip
+                out = as_is
         if body is None:
             verts, joints, params = out.verts_cam, out.joints14_rel + root[:, None], None
         else:

@@ -141,6 +141,10 @@ def _eval_case(case: str, t: Path) -> tuple[list[str], str]:
                             "scene_slide_cost=far: must be a number >= 0"),
         "depenetrate not a switch": ({"scene_depenetrate": "maybe"},
                                      "scene_depenetrate=maybe: must be true or false"),
+        "model setting without a value": ({"model_settings": "[flip]"},
+                                          "model_settings=['flip']: setting 'flip': expected "
+                                          "KEY=VALUE"),
+        "unknown model option": ({"model_settings": '["model.flip_tset=true"]'}, "flip_tset"),
         "corrupt shard": ({}, "1 shard(s) of split test are missing or unreadable"),
         "missing shard": ({}, "1 shard(s) of split test are missing or unreadable "
                               "(shards/test-0.tar)"),
@@ -164,7 +168,8 @@ EVAL_CASES = ["crafted checkpoint", "pickled checkpoint", "garbage checkpoint",
               "unknown split", "zero batch", "negative batch", "text batch", "fraction batch",
               "negative workers", "zero voxel", "nan voxel", "unknown device", "out under a file",
               "unknown key", "cuda without CUDA", "missing shard", "unknown joint set",
-              "negative slide cost", "text slide cost", "corrupt shard"]  # fmt: skip
+              "negative slide cost", "text slide cost", "corrupt shard",
+              "model setting without a value", "unknown model option"]  # fmt: skip
 
 
 def _one_error_line(err: str, message: str) -> str:

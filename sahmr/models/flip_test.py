@@ -1,0 +1,185 @@
+"""Test-time mirroring: a frame seen as itself and as its left-right mirror image.
+
+Mirroring the camera frame through its y-z plane (``x_cam -> -x_cam``, the matrix
+``MIRROR = diag(-1, 1, 1)``) and flipping the crop left-right give another valid frame: a
+mirrored room seen by the same kind of camera, holding the mirrored person. With the crop's
+pixel convention (OpenCV, `sahmr.geometry.crops`: pixel ``j`` at ``u = j``), column ``j`` of an
+``S``-pixel crop goes to ``S - 1 - j``, so the crop intrinsics keep ``fx`` and take
+``cx' = S - 1 - cx``: ``u' = fx (-x) / z + cx' = S - 1 - u``.
+
+A body seen in the mirrored frame is mapped back by the same reflection. For a body model
+symmetric about its own sagittal plane (the license-free body is built so; SMPL is nearly so),
+the reflected body is the body model posed with
+
+- global orientation ``MIRROR @ R0 @ MIRROR`` (the reflection on both sides of the root's
+  rotation: the camera frame's and the body frame's, both ``x -> -x``);
+- each joint's rotation taken from its left/right partner and conjugated the same way
+  (in axis-angle ``(rx, ry, rz) -> (rx, -ry, -rz)``, as `sahmr.optim.priors.mirror_body_pose`);
+- the same shape coefficients, and the root at ``MIRROR @ root``.
+
+`unmirror_output` maps an estimate made on the mirror image back to the frame; `merge_views`
+averages the two estimates: rotations by their chordal mean (the nearest rotation to the mean
+matrix), shapes and roots by their means.
+
+The mirror image also probes a model: trained only on the generator's one-sided pose library
+(before 2026-12-07), the shipped SA-HMR recovered mirror-image frames far worse
+(docs/results.md, section (ae)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sahmr.body.constants import SMPL_JOINT_NAMES
+from sahmr.body.pose_library import MIRRORED_REGION
+from sahmr.models.param_head import BodyHead, BodyParams
+from sahmr.records import FrameInputs
+
+TEST_VIEWS = ("frame", "mirror", "both")
+"""What SA-HMR's ``predict`` may run (`sahmr.models.sahmr.SAHMR`, ``test_views``)."""
+
+MIRROR = (-1.0, 1.0, 1.0)
+"""Diagonal of the reflection ``x_cam -> -x_cam`` (camera frame and body frame alike)."""
+
+
+def _partner(name: str) -> str:
+    if name.startswith("left_"):
+        return "right_" + name[len("left_"):]
+    if name.startswith("right_"):
+        return "left_" + name[len("right_"):]
+    return name
+
+
+SMPL_MIRROR_INDEX: tuple[int, ...] = tuple(
+    SMPL_JOINT_NAMES.index(_partner(n)) for n in SMPL_JOINT_NAMES
+)
+"""For each of the 24 SMPL joints, the index of its left/right partner (itself on the spine)."""
+
+
+def _mirror_diag(ref: Tensor) -> Tensor:
+    return torch.tensor(MIRROR, dtype=ref.dtype, device=ref.device)
+
+
+def mirror_points(points: Tensor) -> Tensor:
+    """Tensor (..., 3) with ``x`` negated: camera-frame points in the mirrored frame."""
+    return points * _mirror_diag(points)
+
+
+def mirror_crop_intrinsics(K_crop: Tensor, crop_size: int) -> Tensor:
+    """Tensor (B, 3, 3) intrinsics of the left-right flipped crop in the mirrored camera frame
+    (``cx -> S - 1 - cx``; see the module docstring)."""
+    K = K_crop.clone()
+    K[..., 0, 2] = (crop_size - 1) - K_crop[..., 0, 2]
+    return K
+
+
+def mirror_inputs(inputs: FrameInputs) -> FrameInputs:
+    """The frames of ``inputs`` seen in the mirrored camera frame.
+
+    The crop is flipped left-right, its intrinsics follow (`mirror_crop_intrinsics`), the
+    frustum's scene points are reflected. The full-image ``K`` and ``bbox`` describe the
+    mirror image about the principal point (``cx`` kept, box columns ``u -> 2 cx - u``);
+    ``T_w2c`` gets the reflection after it (a world -> mirrored-camera map with determinant
+    -1). Applying it twice gives the inputs back.
+
+    Raises:
+        ValueError: With stored RCNet outputs (``rcnet_given``): mirror the frames before
+            computing them instead.
+    """
+    if inputs.rcnet_given is not None:
+        raise ValueError("mirror_inputs: inputs carry stored RCNet outputs; mirror the frames "
+                         "before computing them")  # fmt: skip
+    cx = inputs.K[:, 0, 2]
+    bbox = inputs.bbox.clone()
+    bbox[:, 0] = 2 * cx - inputs.bbox[:, 2]
+    bbox[:, 2] = 2 * cx - inputs.bbox[:, 0]
+    reflect = torch.diag(
+        torch.tensor((*MIRROR, 1.0), dtype=inputs.T_w2c.dtype, device=inputs.T_w2c.device)
+    )
+    points = inputs.scene_points_cam
+    return replace(
+        inputs,
+        image=torch.flip(inputs.image, dims=(-1,)),
+        K_crop=mirror_crop_intrinsics(inputs.K_crop, inputs.crop_size),
+        bbox=bbox,
+        T_w2c=reflect @ inputs.T_w2c,
+        scene_points_cam=None if points is None else mirror_points(points),
+    )
+
+
+def mirror_rotmats(rotmats: Tensor) -> Tensor:
+    """Tensor (B, 24, 3, 3): the rotations of the mirrored body (global orientation in camera
+    axes first, then the joints relative to their parents; see the module docstring). Its own
+    inverse."""
+    m = _mirror_diag(rotmats)
+    swapped = rotmats[:, list(SMPL_MIRROR_INDEX)]
+    return swapped * m[:, None] * m[None, :]
+
+
+def chordal_mean(R1: Tensor, R2: Tensor) -> Tensor:
+    """Tensor (..., 3, 3) rotation nearest (Frobenius) to ``(R1 + R2) / 2``, computed in
+    float64 and returned in ``R1``'s dtype; for rotations apart by less than 180 degrees it is
+    the midpoint of the geodesic between them."""
+    mean = (R1.double() + R2.double()) / 2
+    U, _, Vh = torch.linalg.svd(mean)
+    d = torch.sign(torch.det(U @ Vh))
+    U = torch.cat([U[..., :2], U[..., 2:] * d[..., None, None]], dim=-1)
+    return (U @ Vh).to(R1.dtype)
+
+
+def merge_views(
+    head: BodyHead, body: BodyParams, root_cam: Tensor, other: BodyParams, other_root_cam: Tensor
+) -> tuple[BodyParams, Tensor]:
+    """The mean of two estimates of the same bodies, both in the frame's camera axes (the
+    second typically `unmirror_output` of the mirror image).
+
+    Args:
+        head: The parametric head that poses the merged parameters (`BodyHead.pose_body`).
+        body, other: The two estimates (rotations (B, 24, 3, 3), betas (B, NB)).
+        root_cam, other_root_cam: Tensor (B, 3) their roots, camera frame, metres.
+
+    Returns:
+        ``(body, root_cam)``: the posed mean body (rotations by `chordal_mean`, shapes
+        averaged; ``root_offset`` None: the root is already corrected) and the mean root.
+    """
+    rotmats = chordal_mean(body.rotmats, other.rotmats)
+    betas = (body.betas + other.betas) / 2
+    return head.pose_body(rotmats, betas), (root_cam + other_root_cam) / 2
+
+
+def mirror_regions(region: Tensor) -> Tensor:
+    """Tensor (P,) int64 contact region labels with left and right swapped (feet, hands)."""
+    lookup = torch.arange(8, device=region.device)
+    for r, partner in MIRRORED_REGION.items():
+        lookup[r] = partner
+    return lookup[region.long()]
+
+
+def unmirror_output(out: Any, head: BodyHead) -> Any:
+    """An SA-HMR output computed on mirrored inputs, mapped back to the frame: the body
+    re-posed from `mirror_rotmats` (``root_offset`` None: ``root_cam`` is already corrected),
+    the root and contact points reflected, left and right contact regions swapped. Fields
+    only ``predict`` reads are mapped; the free-form vertices are not (their indices have no
+    left/right map), so this needs a parametric body.
+
+    Args:
+        out: `sahmr.models.sahmr.SAHMROutput` of ``mirror_inputs(inputs)``.
+        head: The head that poses parameters (`BodyHead.pose_body`).
+    """
+    if out.body is None:
+        raise ValueError("unmirror_output maps body-model parameters back: no parametric body")
+    body = head.pose_body(mirror_rotmats(out.body.rotmats), out.body.betas)
+    root = mirror_points(out.root_cam)
+    return replace(
+        out,
+        body=body,
+        root_cam=root,
+        verts_cam=body.verts_rel + root[:, None].to(body.verts_rel),
+        contact_points_cam=mirror_points(out.contact_points_cam),
+        contact_point_region=mirror_regions(out.contact_point_region),
+        root_given_cam=None if out.root_given_cam is None else mirror_points(out.root_given_cam),
+    )
