@@ -26,7 +26,7 @@ object's backrest or headboard as well).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -448,6 +448,61 @@ def sample_pose_euler(action: str, rng: np.random.Generator) -> tuple[np.ndarray
     body = clamp_euler_deg(body + rng.normal(0.0, spec.sigma_deg, size=body.shape))
     root = root + rng.normal(0.0, spec.root_sigma_deg, size=3) * np.array([1.0, 0.0, 1.0])
     return root, body
+
+
+MIRROR_FRACTION = 0.5
+"""Share of placed bodies drawn as their action's left/right mirror image: the pose library
+is one-sided (walking on the left foot, touching with the right hand), and a network trained
+on it alone recovers mirror-image poses far worse (docs/results.md, section (ae))."""
+
+MIRRORED_REGION: dict[int, int] = {1: 2, 2: 1, 3: 4, 4: 3}
+"""Contact region label -> its left/right partner (feet and hands; the back, gluteus and
+thighs are their own)."""
+
+_MIRROR_EULER = np.array([1.0, -1.0, -1.0])
+
+
+def mirror_root_euler_deg(root_euler_deg: np.ndarray) -> np.ndarray:
+    """Left-right mirror of a BODY-frame root rotation given as Euler angles (degrees).
+
+    Mirroring through the body's sagittal plane (``x -> -x``) keeps a rotation about x and
+    reverses rotations about y and z, whatever the order they are composed in.
+
+    Args:
+        root_euler_deg: Array of shape (..., 3).
+
+    Returns:
+        Float64 array of the same shape.
+    """
+    return np.asarray(root_euler_deg, dtype=np.float64) * _MIRROR_EULER
+
+
+def mirror_body_euler_deg(euler_deg: np.ndarray) -> np.ndarray:
+    """Left-right mirror of a body pose (swap left/right joints, negate y and z angles).
+
+    Args:
+        euler_deg: Array of shape (23, 3), degrees.
+
+    Returns:
+        Mirrored array of shape (23, 3).
+    """
+    idx = {n: i for i, n in enumerate(BODY_JOINT_NAMES)}
+    out = np.empty_like(euler_deg)
+    for n, i in idx.items():
+        other = n.replace("left", "RIGHT").replace("right", "left").replace("RIGHT", "right")
+        out[i] = euler_deg[idx[other]] * _MIRROR_EULER
+    return out
+
+
+def mirror_action(spec: ActionSpec) -> ActionSpec:
+    """The action's mirror image: the same name, template and placement, each required
+    contact region swapped for its left/right partner (`MIRRORED_REGION`), e.g. ``touch_wall``
+    with the left hand. Pose it with `mirror_root_euler_deg` / `mirror_body_euler_deg`."""
+    contacts = tuple(
+        replace(c, regions=tuple(MIRRORED_REGION.get(r, r) for r in c.regions))
+        for c in spec.contacts
+    )
+    return replace(spec, contacts=contacts)
 
 
 def sample_pose(action: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

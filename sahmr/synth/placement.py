@@ -61,9 +61,13 @@ from sahmr.body.model import BodyModel
 from sahmr.body.pose_library import (
     ACTIONS,
     JOINT_LIMITS,
+    MIRROR_FRACTION,
     ActionSpec,
     body_euler_to_matrix,
     euler_to_matrix,
+    mirror_action,
+    mirror_body_euler_deg,
+    mirror_root_euler_deg,
     sample_pose_euler,
 )
 from sahmr.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
@@ -123,6 +127,8 @@ class PlacedBody:
         max_penetration: depth (m, >= 0) of the deepest vertex inside the scene (SDF).
         contact_gap: required region label -> min ``|sdf|`` (m) of its vertices.
         frame_index: frame number in a sequence (0 for single samples).
+        mirrored: the action was drawn as its left/right mirror image
+            (`sahmr.body.pose_library.mirror_action`: e.g. ``touch_wall`` with the left hand).
     """
 
     betas: np.ndarray
@@ -140,6 +146,7 @@ class PlacedBody:
     max_penetration: float
     contact_gap: dict[int, float]
     frame_index: int = 0
+    mirrored: bool = False
 
 
 @dataclass
@@ -280,6 +287,7 @@ class Placer:
         exact_check: bool = True,
         mesh_distance: MeshSignedDistance | None = None,
         shapes: ShapeRanges | None = None,
+        mirror_fraction: float = MIRROR_FRACTION,
     ) -> None:
         """Builds the placer.
 
@@ -319,7 +327,14 @@ class Placer:
                 pass :attr:`mesh_distance` of an earlier placer of the room to reuse it).
             shapes: the distribution body shapes are drawn from
                 (:class:`sahmr.synth.shapes.ShapeRanges`; None: its defaults).
+            mirror_fraction: share of candidates whose action is drawn as its left/right
+                mirror image, pose and required contact regions (default
+                `sahmr.body.pose_library.MIRROR_FRACTION`); 0 draws no mirror coin, as
+                placers did before the option.
         """
+        if not 0.0 <= mirror_fraction <= 1.0:
+            raise ValueError(f"mirror_fraction {mirror_fraction} is not in [0, 1]")
+        self.mirror_fraction = float(mirror_fraction)
         self.room = room
         self.body = body
         self.device = torch.device(device)
@@ -548,6 +563,7 @@ class Placer:
         """
         t0 = time.perf_counter()
         keep, specs, targets, roots, bodies, betas = [], [], [], [], [], []
+        flips: list[bool] = []
         for i, action in enumerate(actions):
             spec = ACTIONS[action]
             tgt = self._choose_target(spec, rng)
@@ -556,6 +572,11 @@ class Placer:
                 self.stats.reasons[action]["no_target"] += 1
                 continue
             root, body = sample_pose_euler(action, rng)
+            flip = self.mirror_fraction > 0 and rng.random() < self.mirror_fraction
+            if flip:
+                spec = mirror_action(spec)
+                root, body = mirror_root_euler_deg(root), mirror_body_euler_deg(body)
+            flips.append(flip)
             keep.append(i)
             specs.append(spec)
             targets.append(tgt)
@@ -566,7 +587,9 @@ class Placer:
         if targets:
             root_body = euler_to_matrix(torch.as_tensor(np.stack(roots))).numpy()
             placed = self._place(specs, targets, np.stack(betas), root_body, np.stack(bodies))
-            for i, p in zip(keep, placed):
+            for i, p, flip in zip(keep, placed, flips):
+                if p is not None:
+                    p.mirrored = flip
                 out[i] = p
         dt = time.perf_counter() - t0
         for action in actions:

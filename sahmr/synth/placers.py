@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from sahmr.body.model import BodyModel
+from sahmr.body.pose_library import MIRROR_FRACTION
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.scene.sdf import MeshSignedDistance, SDFGrid
 from sahmr.synth.placement import PlacedBody, Placer
@@ -31,6 +32,9 @@ class StandingPlacer:
         body: A `sahmr.body.BodyModel` (y-up rest frame, as SMPL).
         contact_threshold: Contact distance, metres (7 cm as DESIGN.md).
         shapes: The body shape distribution (None: `ShapeRanges` defaults).
+        mirror_fraction: Share of the contact placer's bodies drawn as their action's
+            mirror image (`sahmr.body.pose_library.MIRROR_FRACTION`); the standing placer's
+            poses are symmetric noise and ignore it.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ def make_placer(
     sdf: SDFGrid | None = None,
     mesh_distance: MeshSignedDistance | None = None,
     shapes: ShapeRanges | None = None,
+    mirror_fraction: float = MIRROR_FRACTION,
 ) -> PlacerLike:
     """The contact placer `sahmr.synth.placement.Placer` (``kind="auto"``), or the fast
     `StandingPlacer` (``kind="standing"``: feet on the floor only, for tests and benchmarks).
@@ -129,7 +134,8 @@ def make_placer(
         between calls, which would make a shard depend on the shards before it.
     """
     if kind == "auto":
-        return Placer(room, body, sdf=sdf, mesh_distance=mesh_distance, shapes=shapes)
+        return Placer(room, body, sdf=sdf, mesh_distance=mesh_distance, shapes=shapes,
+                      mirror_fraction=mirror_fraction)  # fmt: skip
     if kind != "standing":
         raise ValueError(f"unknown placer {kind!r} (auto or standing)")
     return StandingPlacer(room, body, shapes=shapes)

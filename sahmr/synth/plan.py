@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, TypeVar
 
 import numpy as np
 
+from sahmr.body.pose_library import MIRROR_FRACTION
 from sahmr.data.shards import SHARD_VERSION
 from sahmr.geometry.crops import DEFAULT_CROP_SIZE
 from sahmr.synth.cameras import CameraRanges
@@ -119,6 +120,8 @@ class GenerationConfig:
         actions: Action name -> weight, or empty to let the placer choose.
         camera: `CameraRanges`.
         shape: `sahmr.synth.shapes.ShapeRanges`: the body shape distribution.
+        mirror_fraction: Share of placed bodies drawn as their action's left/right mirror
+            image (`sahmr.body.pose_library.MIRROR_FRACTION`); 0 reproduces sets made before.
         occluders: `sahmr.synth.occluders.OccluderRanges`: synthetic occluders per view.
         crop_size: Crop side S, pixels.
         crop_format: ``"jpeg"`` or ``"png"`` for crops and frames.
@@ -153,6 +156,7 @@ class GenerationConfig:
     actions: dict[str, float] = field(default_factory=dict)
     camera: CameraRanges = field(default_factory=CameraRanges)
     shape: ShapeRanges = field(default_factory=ShapeRanges)
+    mirror_fraction: float = MIRROR_FRACTION
     occluders: OccluderRanges = field(default_factory=OccluderRanges)
     crop_size: int = DEFAULT_CROP_SIZE
     crop_format: str = "jpeg"
@@ -200,6 +204,8 @@ class GenerationConfig:
             raise ValueError("motion sequences need the contact placer (placer=auto)")
         if self.sdf_device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"sdf_device {self.sdf_device!r}: auto, cpu or cuda")
+        if not 0.0 <= self.mirror_fraction <= 1.0:
+            raise ValueError(f"mirror_fraction {self.mirror_fraction} is not in [0, 1]")
         if not 0.005 <= self.sdf_voxel_size <= 0.2:
             raise ValueError(f"sdf_voxel_size {self.sdf_voxel_size} m is not in [0.005, 0.2]")
 
@@ -214,6 +220,8 @@ class GenerationConfig:
             d.pop("sequence_frames")
         if self.sdf_voxel_size == 0.025:  # ... and before the SDF pitch was configurable
             d.pop("sdf_voxel_size")
+        if not self.mirror_fraction:  # ... and before mirror-image actions
+            d.pop("mirror_fraction")
         if not any(self.hidden_fraction(k) for k in self.splits):
             # ... and before the hidden-camera draw
             d["camera"].pop("hidden_fraction")

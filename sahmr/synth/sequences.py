@@ -18,7 +18,8 @@ Kinds:
       (gait alternating between the walk pose and its mirror), turn, sit down (60 % of the
       frames walking).
     * ``stand_up``: a ``walk_to_sit`` sequence played backwards (ends standing).
-    * ``reach``: stand facing a wall or table and raise the right hand until it touches.
+    * ``reach``: stand facing a wall or table and raise the right hand until it touches (the
+      left hand when the touch was drawn as its mirror image).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sahmr.body.pose_library import (
     ActionSpec,
     body_axis_angle_to_euler_deg,
     body_euler_deg_to_axis_angle,
+    mirror_body_euler_deg,
     sample_pose_euler,
 )
 from sahmr.synth.placement import PlacedBody, Placer
@@ -87,23 +89,6 @@ def _slerp_body_euler(e0: np.ndarray, e1: np.ndarray, t: float) -> np.ndarray:
     """Slerp between two body poses given as Euler angles (23, 3) in degrees."""
     R = slerp_matrices(_body_mats(e0), _body_mats(e1), t)
     return body_axis_angle_to_euler_deg(_so3_log(R))
-
-
-def mirror_body_euler_deg(euler_deg: np.ndarray) -> np.ndarray:
-    """Left-right mirror of a body pose (swap left/right joints, negate y and z angles).
-
-    Args:
-        euler_deg: array of shape (23, 3), degrees.
-
-    Returns:
-        Mirrored array of shape (23, 3).
-    """
-    idx = {n: i for i, n in enumerate(BODY_JOINT_NAMES)}
-    out = np.empty_like(euler_deg)
-    for n, i in idx.items():
-        other = n.replace("left", "RIGHT").replace("right", "left").replace("RIGHT", "right")
-        out[i] = euler_deg[idx[other]] * np.array([1.0, -1.0, -1.0])
-    return out
 
 
 def _root_body_from_room(R_room: np.ndarray, yaw: float) -> np.ndarray:
@@ -242,11 +227,12 @@ def _reach(
     end_euler = body_axis_angle_to_euler_deg(end.body_pose.reshape(23, 3))
     _, stand = sample_pose_euler("stand", rng)
     start_euler = end_euler.copy()
+    side = "left_" if end.mirrored else "right_"  # the touching hand (a mirror-image touch)
+    arm_parts = ("collar", "shoulder", "elbow", "wrist", "hand")
     arm = [
         i
         for i, n in enumerate(BODY_JOINT_NAMES)
-        if n.startswith("right_")
-        and n.split("_")[1] in ("collar", "shoulder", "elbow", "wrist", "hand")
+        if n.startswith(side) and n.split("_")[1] in arm_parts
     ]
     start_euler[arm] = stand[arm]
     R = _placed_root_room(end)
@@ -268,7 +254,7 @@ def _reach(
         np.stack(poses), np.repeat(end.transl[None], len(targets), 0), iterations,
     )  # fmt: skip
     for f in frames:
-        f.action = end.action
+        f.action, f.mirrored = end.action, end.mirrored
     frames.append(end)
     return frames
 

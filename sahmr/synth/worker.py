@@ -209,6 +209,7 @@ def _room(state: WorkerState, scene_id: str) -> tuple[Room, RoomRaycaster, Place
         sdf=cached.sdf,
         mesh_distance=cached.mesh_distance,
         shapes=state.cfg.shape,
+        mirror_fraction=state.cfg.mirror_fraction,
     )
     if cached.mesh_distance is None and isinstance(placer, Placer):
         cached.mesh_distance = placer.mesh_distance  # built once per room and worker

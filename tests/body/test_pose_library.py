@@ -120,3 +120,47 @@ def test_betas_clipped_and_spread():
     b = np.stack([sample_betas(rng) for _ in range(500)])
     assert b.shape == (500, 10) and np.abs(b).max() <= 2.5
     assert 0.8 < b.std() < 1.1
+
+
+def test_mirror_images_of_actions_and_euler_poses():
+    import torch
+
+    from sahmr.body.pose_library import (
+        MIRRORED_REGION,
+        mirror_action,
+        mirror_body_euler_deg,
+        mirror_root_euler_deg,
+    )
+
+    touch = mirror_action(ACTIONS["touch_wall"])
+    assert touch.name == "touch_wall" and touch.placement == ACTIONS["touch_wall"].placement
+    assert [c.regions for c in touch.contacts] == [(3,), (2, 1)]
+    assert ACTIONS["touch_wall"].contacts[0].regions == (4,)  # the library's own is untouched
+    assert mirror_action(ACTIONS["lie_bed"]).contacts == ACTIONS["lie_bed"].contacts
+    assert all(MIRRORED_REGION[MIRRORED_REGION[r]] == r for r in MIRRORED_REGION)
+    assert {CONTACT_REGION_NAMES[r].split("_")[0] for r in MIRRORED_REGION} == {"left", "right"}
+    # Euler angles mirrored per axis are the rotation conjugated by x -> -x, in any order
+    rng = np.random.default_rng(0)
+    euler = rng.uniform(-90, 90, size=(5, 3))
+    M = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    for order in ("ZYX", "XYZ", "YXZ"):
+        R = euler_to_matrix(torch.as_tensor(np.deg2rad(euler)), order)
+        Rm = euler_to_matrix(torch.as_tensor(np.deg2rad(mirror_root_euler_deg(euler))), order)
+        torch.testing.assert_close(Rm, M @ R @ M)
+    body = rng.uniform(-40, 40, size=(23, 3))
+    np.testing.assert_allclose(mirror_body_euler_deg(mirror_body_euler_deg(body)), body)
+    left_elbow = BODY_JOINT_NAMES.index("left_elbow")
+    right_elbow = BODY_JOINT_NAMES.index("right_elbow")
+    np.testing.assert_allclose(mirror_body_euler_deg(body)[left_elbow],
+                               body[right_elbow] * [1, -1, -1])  # fmt: skip
+
+
+def test_mirrored_library_poses_stay_within_the_joint_limits():
+    from sahmr.body.pose_library import mirror_body_euler_deg, sample_pose_euler
+
+    rng = np.random.default_rng(4)
+    for action in ACTIONS:
+        for _ in range(5):
+            _, body = sample_pose_euler(action, rng)
+            mirrored = mirror_body_euler_deg(body)
+            np.testing.assert_allclose(clamp_euler_deg(mirrored), mirrored, atol=1e-9)

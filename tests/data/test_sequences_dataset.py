@@ -47,8 +47,8 @@ def motion_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("motions")
     cfg = GenerationConfig.from_dict(
         dict(
-            out_dir=str(out), num_samples=4, samples_per_shard=4, seed=2, workers=0,
-            sequence_fraction=1.0, sequence_frames=4, views_per_body=1,
+            out_dir=str(out), num_samples=6, samples_per_shard=6, seed=2, workers=0,
+            sequence_fraction=1.0, sequence_frames=6, views_per_body=1,
             splits={"train": dict(fraction=1, bundled=["bedroom"])},
         )
     )  # fmt: skip
@@ -80,6 +80,8 @@ def test_synthetic_clips_collate_into_model_inputs(motion_root):
     assert inputs.batch_size == 2 and inputs.frames.image.shape == (6, 3, 224, 224)
     assert targets.batch_size == 2 and targets.frames.joints_cam.shape == (6, 24, 3)
     # frames of a clip are close in time: the pelvis moves little between consecutive frames
+    # (six frames: a walk to a chair takes at least three steps of its >= 0.6 m; with four
+    # frames one step covers it all)
     pelvis = targets.frames.root_cam.reshape(2, 3, 3)
     assert (pelvis[:, 1:] - pelvis[:, :-1]).norm(dim=-1).max() < 0.3
     with pytest.raises(ValueError):

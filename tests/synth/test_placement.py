@@ -9,7 +9,7 @@ import torch
 import trimesh
 
 from sahmr.body import BodyModel
-from sahmr.body.pose_library import ACTIONS, ContactRequirement
+from sahmr.body.pose_library import ACTIONS, ContactRequirement, mirror_action
 from sahmr.scene.contact import CONTACT_THRESHOLD_M
 from sahmr.synth.placement import PlacedBody, Placer
 from sahmr.synth.placement_checks import rectangle_distance
@@ -88,7 +88,8 @@ def test_placement_checked_with_trimesh(placers, placed, body, action):
     assert max(0.0, -sd.min()) <= p.max_penetration + EXACT_TOL  # recorded over every vertex
     assert p.max_penetration <= 0.01
     lab = labels[idx]
-    for req in ACTIONS[action].contacts:
+    spec = mirror_action(ACTIONS[action]) if p.mirrored else ACTIONS[action]
+    for req in spec.contacts:
         for r in req.regions:
             gap = np.abs(sd[lab == r]).min()
             assert gap <= 0.02 + EXACT_TOL, f"region {r} gap {gap:.4f} m"
@@ -151,6 +152,34 @@ def test_determinism(body):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.vertices_world, y.vertices_world)
         np.testing.assert_array_equal(x.body_pose, y.body_pose)
+
+
+def test_some_actions_are_drawn_as_their_mirror_image(placed):
+    mirrored = sorted(a for a, p in placed.items() if p.mirrored)
+    assert 0 < len(mirrored) < len(placed), mirrored
+
+
+@pytest.mark.parametrize("fraction, hand", [(1.0, 3), (0.0, 4)])
+def test_a_mirrored_touch_uses_the_other_hand(body, fraction, hand):
+    """``touch_wall`` is the right hand's in the pose library; its mirror image touches with
+    the left hand (region 3) and is flagged."""
+    room = generate_room("bedroom", 0)
+    pl = Placer(room, body, voxel_size=0.05, num_candidates=4, iterations=15,
+                mirror_fraction=fraction)  # fmt: skip
+    p = pl.sample(np.random.default_rng(1), "touch_wall")
+    assert p is not None and p.mirrored == (fraction == 1.0)
+    assert hand in p.contact_gap and 7 - hand not in p.contact_gap
+    assert p.contact_gap[hand] <= 0.02
+    labels = body.topology.contact_labels[0]
+    # the touching hand is the one nearer the wall's contact points
+    near = [np.linalg.norm(p.vertices_world[labels == h][:, None] - p.contact_points_world[None],
+                           axis=-1).min() for h in (3, 4)]  # fmt: skip
+    assert near[hand - 3] < 0.08
+
+
+def test_mirror_fraction_is_checked(body):
+    with pytest.raises(ValueError, match="mirror_fraction"):
+        Placer(generate_room("bedroom", 0), body, voxel_size=0.05, mirror_fraction=1.5)
 
 
 def test_stats(placers):

@@ -6,7 +6,7 @@ import torch
 import trimesh
 
 from sahmr.body import BodyModel
-from sahmr.body.pose_library import ACTIONS
+from sahmr.body.pose_library import ACTIONS, mirror_action
 from sahmr.synth.placement import Placer
 from sahmr.synth.room_kinds import generate_room
 from sahmr.synth.sequences import (
@@ -72,7 +72,7 @@ def test_final_frame_valid(sequences, placer, kind):
     last = frames[-1]
     labels = placer.body.topology.contact_labels[0]
     assert last.max_penetration <= 0.01
-    spec = ACTIONS[last.action]
+    spec = mirror_action(ACTIONS[last.action]) if last.mirrored else ACTIONS[last.action]
     assert len(last.contact_gap) == sum(len(r.regions) for r in spec.contacts)
     assert all(g <= 0.02 for g in last.contact_gap.values())
     # independent check against the mesh (region vertices + strided subset)
