@@ -275,3 +275,19 @@ def test_placer_sees_the_solid_ground(placers):
     p = pts[:1].clone().requires_grad_(True)
     placer._sdf_fast(p).sum().backward()
     assert p.grad[0, 2] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_generation_mirror_fraction_is_checked_and_zero_keeps_the_dataset_hash(tmp_path):
+    from sahmr.synth.plan import GenerationConfig
+
+    def cfg(**kw):
+        return GenerationConfig.from_dict(dict(out_dir=str(tmp_path), **kw))
+
+    off, on = cfg(mirror_fraction=0.0), cfg()
+    assert on.mirror_fraction == 0.5
+    assert "mirror_fraction" not in off.content_dict()  # datasets made before it
+    assert on.content_dict()["mirror_fraction"] == 0.5
+    assert on.content_hash() != off.content_hash()
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match="mirror_fraction"):
+            cfg(mirror_fraction=bad)
