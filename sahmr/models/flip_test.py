@@ -8,8 +8,9 @@ pixel convention (OpenCV, `sahmr.geometry.crops`: pixel ``j`` at ``u = j``), col
 ``cx' = S - 1 - cx``: ``u' = fx (-x) / z + cx' = S - 1 - u``.
 
 A body seen in the mirrored frame is mapped back by the same reflection. For a body model
-symmetric about its own sagittal plane (the license-free body is built so; SMPL is nearly so),
-the reflected body is the body model posed with
+symmetric about its own sagittal plane (the license-free body's skeleton is, its shape blend
+shapes to about 0.5 mm of joint position; SMPL is nearly so), the reflected body is the body
+model posed with
 
 - global orientation ``MIRROR @ R0 @ MIRROR`` (the reflection on both sides of the root's
   rotation: the camera frame's and the body frame's, both ``x -> -x``);
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sahmr.body.constants import SMPL_JOINT_NAMES
+from sahmr.body.constants import CONTACT_REGION_NAMES, SMPL_JOINT_NAMES
 from sahmr.body.pose_library import MIRRORED_REGION
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.records import FrameInputs
@@ -153,7 +154,7 @@ def merge_views(
 
 def mirror_regions(region: Tensor) -> Tensor:
     """Tensor (P,) int64 contact region labels with left and right swapped (feet, hands)."""
-    lookup = torch.arange(8, device=region.device)
+    lookup = torch.arange(len(CONTACT_REGION_NAMES), device=region.device)
     for r, partner in MIRRORED_REGION.items():
         lookup[r] = partner
     return lookup[region.long()]
