@@ -32,9 +32,6 @@ class StandingPlacer:
         body: A `sahmr.body.BodyModel` (y-up rest frame, as SMPL).
         contact_threshold: Contact distance, metres (7 cm as DESIGN.md).
         shapes: The body shape distribution (None: `ShapeRanges` defaults).
-        mirror_fraction: Share of the contact placer's bodies drawn as their action's
-            mirror image (`sahmr.body.pose_library.MIRROR_FRACTION`); the standing placer's
-            poses are symmetric noise and ignore it.
     """
 
     def __init__(
@@ -128,6 +125,9 @@ def make_placer(
         mesh_distance: The room's exact mesh distance of an earlier placer (None: built
             on first use).
         shapes: The body shape distribution (None: `ShapeRanges` defaults).
+        mirror_fraction: Share of the contact placer's bodies drawn as their action's
+            mirror image (`sahmr.body.pose_library.MIRROR_FRACTION`); the standing placer's
+            poses are symmetric noise and ignore it.
 
     Returns:
         A placer. Build a fresh one per shard: the real placer queues accepted bodies
