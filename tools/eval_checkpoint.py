@@ -76,7 +76,6 @@ def check_inputs(cfg: DictConfig) -> None:
     Checks the checkpoint (readable, weights only, a config that builds only the project's
     classes), the data root and split, the device, the sizes and that ``out`` can be written.
     """
-
     from sahmr.cli.checks import (
         BadArgument,
         check_checkpoint,
@@ -138,7 +137,7 @@ def check_model_settings(cfg: DictConfig) -> None:
     option is refused before any work.
 
     Raises:
-        BadArgument: One line naming the settings and the first line of the error.
+        BadArgument: One line naming the settings and the error (its lines joined).
     """
     from sahmr.cli.checks import BadArgument
 
