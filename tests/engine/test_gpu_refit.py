@@ -144,7 +144,11 @@ def test_the_shipped_model_is_scored_after_the_training_unless_asked(tmp_path, m
         assert "train" in after[f"eval_shipped_{tag}"].after
         assert "train" not in beside[f"eval_shipped_{tag}"].after
         assert after[f"eval_shipped_{tag}"].soft  # a failed training does not cancel them
-    assert after["eval_shipped_away"].after == ["data_away", "train"]
+    assert after["eval_shipped_away"].after == ["data_away", "train", "export"]
+    # the new file's val is listed before the shipped one's: ready together, it starts first
+    names = list(after)
+    assert names.index("eval_new_val") < names.index("eval_shipped_val")
+    assert set(after["eval_new_val"].after) <= set(after["eval_shipped_val"].after)
 
 
 def test_refuses_to_start_without_embreex(tmp_path, monkeypatch, capsys):

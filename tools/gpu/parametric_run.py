@@ -54,7 +54,8 @@ Jobs (the runner is `campaign.run`; detach it with ``setsid`` and poll with ``--
    one lease): the refit is what shipped. Run 29 (frozen BatchNorm, no query masking) ended
    level with its start, and its refit gained nothing;
 5. scores of the new (and refitted) and the shipped checkpoints on val, test and the away set;
-   the shipped checkpoint's once the training has ended (``--shipped-scores beside``: during
+   the shipped checkpoint's once the training has ended and the new file is exported, so the
+   new file's val is scored first (``--shipped-scores beside``: during
    it, as up to run 23, where they shared the GPU and the cores with the training and the
    generator); the trained network itself on val alone (``--new-scores all``: everywhere);
    ``--max-evals`` (`MAX_EVALS`) of them at once.
@@ -662,7 +663,10 @@ def build_jobs(a: argparse.Namespace) -> list[Job]:
                     after=deps
                     + ([dep] if dep else [])
                     + (
-                        ["train"]
+                        # after the export too: then the new file's val, listed first, is
+                        # scored first (runs 44 and 47 scored the shipped file first and
+                        # ran out of time before the new one's)
+                        ["train", "export"]
                         if name.startswith("shipped") and a.shipped_scores == "after"
                         else []
                     ),
