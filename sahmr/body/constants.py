@@ -19,6 +19,21 @@ SMPL_JOINT_NAMES: tuple[str, ...] = (
 #: Joint name -> index in SMPL order.
 SMPL_JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
 
+
+def mirrored_joint_name(name: str) -> str:
+    """The left/right partner of a joint name (``left_knee`` <-> ``right_knee``); a joint on
+    the body's midline is its own."""
+    for side, other in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(side):
+            return other + name[len(side):]
+    return name
+
+
+#: For each of the 24 SMPL joints, the index of its left/right partner (itself on the spine).
+SMPL_MIRROR_INDEX: tuple[int, ...] = tuple(
+    SMPL_JOINT_INDEX[mirrored_joint_name(n)] for n in SMPL_JOINT_NAMES
+)
+
 NUM_SMPL_JOINTS = len(SMPL_JOINT_NAMES)
 #: Pose blend shape basis size of SMPL: 23 non-root joints x 9 rotation-matrix entries.
 NUM_POSE_BASIS = (NUM_SMPL_JOINTS - 1) * 9

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sahmr.body.constants import SMPL_MIRROR_INDEX
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -459,7 +461,13 @@ MIRRORED_REGION: dict[int, int] = {1: 2, 2: 1, 3: 4, 4: 3}
 """Contact region label -> its left/right partner (feet and hands; the back, gluteus and
 thighs are their own)."""
 
-_MIRROR_EULER = np.array([1.0, -1.0, -1.0])
+MIRROR_ANGLE_SIGN = np.array([1.0, -1.0, -1.0])
+"""Per-component sign of a joint rotation's mirror image through the body's sagittal plane
+(``x -> -x``): rotations about x are kept, about y and z reversed. Holds for axis-angle
+vectors and for Euler angles in any order alike."""
+
+BODY_MIRROR_INDEX = np.array([j - 1 for j in SMPL_MIRROR_INDEX[1:]])  # body joint k = SMPL k + 1
+"""For each of the 23 ``body_pose`` joints, the index of its left/right partner."""
 
 
 def mirror_root_euler_deg(root_euler_deg: np.ndarray) -> np.ndarray:
@@ -474,24 +482,19 @@ def mirror_root_euler_deg(root_euler_deg: np.ndarray) -> np.ndarray:
     Returns:
         Float64 array of the same shape.
     """
-    return np.asarray(root_euler_deg, dtype=np.float64) * _MIRROR_EULER
+    return np.asarray(root_euler_deg, dtype=np.float64) * MIRROR_ANGLE_SIGN
 
 
 def mirror_body_euler_deg(euler_deg: np.ndarray) -> np.ndarray:
     """Left-right mirror of a body pose (swap left/right joints, negate y and z angles).
 
     Args:
-        euler_deg: Array of shape (23, 3), degrees.
+        euler_deg: Array of shape (..., 23, 3), degrees.
 
     Returns:
-        Mirrored array of shape (23, 3).
+        Float64 array of the same shape.
     """
-    idx = {n: i for i, n in enumerate(BODY_JOINT_NAMES)}
-    out = np.empty_like(euler_deg)
-    for n, i in idx.items():
-        other = n.replace("left", "RIGHT").replace("right", "left").replace("RIGHT", "right")
-        out[i] = euler_deg[idx[other]] * _MIRROR_EULER
-    return out
+    return np.asarray(euler_deg, dtype=np.float64)[..., BODY_MIRROR_INDEX, :] * MIRROR_ANGLE_SIGN
 
 
 def mirror_action(spec: ActionSpec) -> ActionSpec:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sahmr.body.constants import CONTACT_REGION_NAMES, SMPL_JOINT_NAMES
+from sahmr.body.constants import CONTACT_REGION_NAMES, SMPL_MIRROR_INDEX
 from sahmr.body.pose_library import MIRRORED_REGION
 from sahmr.models.param_head import BodyHead, BodyParams
 from sahmr.records import FrameInputs
@@ -45,20 +45,6 @@ TEST_VIEWS = ("frame", "mirror", "both")
 
 MIRROR = (-1.0, 1.0, 1.0)
 """Diagonal of the reflection ``x_cam -> -x_cam`` (camera frame and body frame alike)."""
-
-
-def _partner(name: str) -> str:
-    if name.startswith("left_"):
-        return "right_" + name[len("left_"):]
-    if name.startswith("right_"):
-        return "left_" + name[len("right_"):]
-    return name
-
-
-SMPL_MIRROR_INDEX: tuple[int, ...] = tuple(
-    SMPL_JOINT_NAMES.index(_partner(n)) for n in SMPL_JOINT_NAMES
-)
-"""For each of the 24 SMPL joints, the index of its left/right partner (itself on the spine)."""
 
 
 def _mirror_diag(ref: Tensor) -> Tensor:

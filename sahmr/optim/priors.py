@@ -28,7 +28,9 @@ from torch import Tensor, nn
 from sahmr.body.pose_library import (
     ACTIONS,
     BODY_JOINT_NAMES,
+    BODY_MIRROR_INDEX,
     JOINT_LIMITS,
+    MIRROR_ANGLE_SIGN,
     body_euler_deg_to_axis_angle,
     euler_deg_to_axis_angle,
     sample_betas,
@@ -65,7 +67,6 @@ BENT_JOINTS: tuple[str, ...] = ("left_elbow", "right_elbow", "left_knee", "right
 """Hinge-like joints the bent-joint penalty keeps from bending backwards (SMPLify's angle
 prior acts on the same four joints)."""
 
-_MIRROR_SIGN = np.array([1.0, -1.0, -1.0])
 
 
 def pose_prior_asset_path() -> Path:
@@ -93,13 +94,6 @@ class PoseLibrarySamples:
     actions: list[str]
 
 
-def _mirror_index() -> np.ndarray:
-    index = {n: i for i, n in enumerate(BODY_JOINT_NAMES)}
-    swap = [n.replace("left", "RIGHT").replace("right", "left").replace("RIGHT", "right")
-            for n in BODY_JOINT_NAMES]  # fmt: skip
-    return np.array([index[n] for n in swap], dtype=np.int64)
-
-
 def mirror_body_pose(body_pose: np.ndarray) -> np.ndarray:
     """Left-right mirror of body poses: swap left/right joints and negate y and z components.
 
@@ -114,7 +108,7 @@ def mirror_body_pose(body_pose: np.ndarray) -> np.ndarray:
     """
     p = np.asarray(body_pose, dtype=np.float64)
     joints = p.reshape(*p.shape[:-1], NUM_BODY_JOINTS, 3)
-    return (joints[..., _mirror_index(), :] * _MIRROR_SIGN).reshape(p.shape)
+    return (joints[..., BODY_MIRROR_INDEX, :] * MIRROR_ANGLE_SIGN).reshape(p.shape)
 
 
 def sample_pose_library(
@@ -158,7 +152,7 @@ def sample_pose_library(
     orient = euler_deg_to_axis_angle(root_deg)
     pose = body_euler_deg_to_axis_angle(body_deg).reshape(num_samples, POSE_DIM)
     pose[flip] = mirror_body_pose(pose[flip])
-    orient[flip] = orient[flip] * _MIRROR_SIGN
+    orient[flip] = orient[flip] * MIRROR_ANGLE_SIGN
     return PoseLibrarySamples(orient, pose, betas, drawn)
 
 

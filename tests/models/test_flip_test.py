@@ -1,4 +1,4 @@
-"""Test-time mirroring (sahmr.models.flip_test) and SA-HMR's ``flip_test`` predict."""
+"""Test-time mirroring (sahmr.models.flip_test) and SA-HMR's ``test_views`` in predict."""
 
 from dataclasses import replace
 
@@ -7,11 +7,10 @@ import torch
 from _mesh_net_cases import IMAGE, FakeRCOutput, body, make_batch, tiny_head, tiny_mesh_net
 from torch import nn
 
-from sahmr.body.constants import SMPL_JOINT_NAMES
+from sahmr.body.constants import SMPL_JOINT_NAMES, SMPL_MIRROR_INDEX
 from sahmr.geometry.cameras import project
 from sahmr.geometry.rotations import axis_angle_to_matrix, geodesic_angle
 from sahmr.models.flip_test import (
-    SMPL_MIRROR_INDEX,
     chordal_mean,
     mirror_inputs,
     mirror_points,
