@@ -8,8 +8,9 @@
 ``tools/score_predictions.py`` (its ``per_frame.csv``) or the CSV itself, scored on split
 ``--split`` of the generated dataset ``DATA``. Every frame is grouped by camera distance, camera
 height above the pelvis, focal length, the person's size in the image, stature, girth,
-occlusion, occluder and action (`sahmr.evaluation.factors`); for each group and method the
-mean of each ``--metrics`` column is reported. Made for sets such as
+occlusion, occluder, side (the action's mirror image or not) and action
+(`sahmr.evaluation.factors`); for each group and method the mean of each ``--metrics`` column
+is reported. Made for sets such as
 ``configs/make_dataset_away.yaml`` (bodies and cameras away from the generator's defaults),
 to see which factor the error grows with.
 

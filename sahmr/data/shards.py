@@ -63,14 +63,21 @@ FIXED_FIELDS: dict[str, tuple[str, tuple[int | None, ...]]] = {
 }
 """Per-row arrays: name -> (dtype, row shape; None = the body model's V)."""
 
+MIRRORED_UNKNOWN = 255
+"""``mirrored`` of a row whose shard does not record it. Every set made with
+``mirror_fraction=0`` (all sets before 2026-12-07) holds no mirrored body."""
+
 OPTIONAL_FIELDS: dict[str, tuple[str, float]] = {
     "height": ("float32", float("nan")),
     "occluder": ("uint8", 0),
+    "mirrored": ("uint8", MIRRORED_UNKNOWN),
 }
 """Per-row scalars added after format v1 shipped: name -> (dtype, value of a shard written
 before them). Written whenever the rows carry them; readers fill the default when a shard
 lacks the member (``height``: rest-pose stature, m; ``occluder``: synthetic occluder kind,
-`sahmr.synth.occluders.OCCLUDER_KINDS`)."""
+`sahmr.synth.occluders.OCCLUDER_KINDS`; ``mirrored``: 1 when the body was drawn as its
+action's left/right mirror image, 0 when as the pose library holds it, `MIRRORED_UNKNOWN`
+when the shard predates the member)."""
 
 RAGGED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "contact_points_world": ("float32", (3,)),

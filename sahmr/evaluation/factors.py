@@ -15,6 +15,8 @@ factor                 unit   what
 ``girth``              -      the second shape coefficient (beta 1)
 ``occlusion``          -      share of the body's pixels hidden
 ``occluder``           -      a synthetic occluder in front (0 none, else its kind)
+``mirrored``           -      1: the action drawn as its mirror image, 0: as the pose
+                              library holds it, 255: not recorded (an older set)
 ``action``             -      what the person does (sit, lie_floor, ...)
 =====================  =====  ======================================================
 
@@ -74,6 +76,8 @@ FACTORS: tuple[Factor, ...] = (
     Factor("girth", "", (-INF, -2, -1, 1, 2, INF), "shape coefficient beta 1"),
     Factor("occlusion", "", (0, 0.05, 0.2, 0.4, INF), "share of the body hidden"),
     Factor("occluder", "", None, "synthetic occluder kind (0: none)"),
+    Factor("mirrored", "", None, "the action's mirror image (1), as in the library (0), "
+           "not recorded (255)"),
     Factor("action", "", None, "what the person does"),
 )
 """Every factor `dataset_factors` computes, in report order."""
@@ -114,7 +118,7 @@ def dataset_factors(dataset, up_axis: str = "z") -> dict[str, np.ndarray]:
     """
     c = dataset.columns(
         ["T_w2c", "joints_world", "K", "image_size", "bbox", "betas", "height", "occlusion",
-         "occluder"]
+         "occluder", "mirrored"]
     )  # fmt: skip
     distance, above = camera_factors(c["T_w2c"], c["joints_world"][:, 0], up_axis)
     long_side_px = np.asarray(c["image_size"], dtype=np.float64).max(axis=1)
@@ -130,6 +134,7 @@ def dataset_factors(dataset, up_axis: str = "z") -> dict[str, np.ndarray]:
         "girth": np.asarray(c["betas"], dtype=np.float64)[:, 1],
         "occlusion": np.asarray(c["occlusion"], dtype=np.float64),
         "occluder": np.asarray(c["occluder"], dtype=np.float64),
+        "mirrored": np.asarray(c["mirrored"], dtype=np.float64),
         "action": np.asarray(dataset.strings("action")),
     }
 

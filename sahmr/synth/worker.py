@@ -488,6 +488,7 @@ def _row(
         "image_scale": rendered.image_scale,
         "height": state.stature(placed.betas),
         "occluder": rendered.occluder.code if rendered.occluder is not None else 0,
+        "mirrored": int(placed.mirrored),
         "contact_points_world": placed.contact_points_world,
         "contact_point_region": placed.contact_point_region,
         "crop": encode_image(rendered.crop.rgb, fmt, cfg.jpeg_quality),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,19 @@ def test_synthetic_clips_collate_into_model_inputs(motion_root):
     assert (pelvis[:, 1:] - pelvis[:, :-1]).norm(dim=-1).max() < 0.3
     with pytest.raises(ValueError):
         collate_clips([clips[0], clips[0][:2]])
+
+
+def test_rows_record_the_side_drawn(motion_root):
+    """The contact placer's frames carry ``mirrored`` (0 or 1, never the unknown 255); a walk's
+    gait holds both sides and is recorded 0; `dataset_factors` reads the column."""
+    from sahmr.evaluation.factors import dataset_factors
+
+    data = SyntheticDataset(motion_root, "train")
+    side = data.columns(["mirrored"])["mirrored"]
+    assert side.dtype == np.uint8 and len(side) == len(data)
+    assert set(side.tolist()) <= {0, 1}
+    keys = frame_keys(data)
+    walking = [v for k, v in zip(keys, side.tolist())
+               if k.action == "seq_walk_to_sit" and k.frame_index < 3]  # fmt: skip
+    assert all(v == 0 for v in walking)
+    np.testing.assert_array_equal(dataset_factors(data)["mirrored"], side)

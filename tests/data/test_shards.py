@@ -13,6 +13,7 @@ from sahmr.data import shards as shards_mod
 from sahmr.data.shards import (
     BYTES_FIELDS,
     FIXED_FIELDS,
+    MIRRORED_UNKNOWN,
     OPTIONAL_FIELDS,
     RAGGED_FIELDS,
     STRING_FIELDS,
@@ -76,14 +77,16 @@ def test_optional_fields_round_trip_and_default_in_older_shards(tmp_path):
     rows = [_random_row(rng, i) for i in range(3)]
     old = write_shard_atomic(tmp_path / shard_name(0), pack_rows(rows, {}))  # v1 as shipped
     for i, r in enumerate(rows):
-        r["height"], r["occluder"] = 1.5 + 0.1 * i, i % 3
+        r["height"], r["occluder"], r["mirrored"] = 1.5 + 0.1 * i, i % 3, i % 2
     new = write_shard_atomic(tmp_path / shard_name(1), pack_rows(rows, {}))
     assert validate_shard(old) and validate_shard(new)
     r_old, r_new = ShardReader(old), ShardReader(new)
     for i in range(3):
         a, b = r_old.row(i), r_new.row(i)
         assert np.isnan(a["height"]) and a["occluder"] == 0  # the defaults
+        assert a["mirrored"] == MIRRORED_UNKNOWN
         assert b["height"] == pytest.approx(1.5 + 0.1 * i) and b["occluder"] == i % 3
+        assert b["mirrored"] == i % 2
         for k, (dtype, _) in OPTIONAL_FIELDS.items():
             assert a[k].dtype == b[k].dtype == np.dtype(dtype)
     r_old.close()
@@ -273,7 +276,7 @@ def test_make_dataset_via_hydra_compose(tmp_path):
     assert os.path.isfile(tmp_path / "shards" / shard_name(1))
 
 
-def test_generated_rows_carry_stature_and_occluders(tmp_path):
+def test_generated_rows_carry_stature_occluders_and_side(tmp_path):
     from sahmr.body import BodyModel
     from sahmr.synth.render_sample import MASK_OCCLUDED, MASK_VISIBLE
     from sahmr.synth.shapes import StatureMeter
@@ -284,6 +287,7 @@ def test_generated_rows_carry_stature_and_occluders(tmp_path):
         samples_per_shard=8,
         splits={"train": dict(fraction=1, bundled=["gym"])},
         occluders={"fraction": 1.0},
+        mirror_fraction=1.0,
     )
     summary = generate(cfg, progress=False)
     reader = ShardReader(tmp_path / "shards" / shard_name(0))
@@ -292,6 +296,7 @@ def test_generated_rows_carry_stature_and_occluders(tmp_path):
     for i in range(len(reader)):
         row = reader.row(i)
         assert row["height"] == pytest.approx(meter(row["betas"]), abs=1e-5)
+        assert row["mirrored"] == 0  # the standing placer's symmetric poses: never mirrored
         if row["occluder"] == 0:
             continue
         occluded += 1
