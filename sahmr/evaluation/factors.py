@@ -16,7 +16,8 @@ factor                 unit   what
 ``occlusion``          -      share of the body's pixels hidden
 ``occluder``           -      a synthetic occluder in front (0 none, else its kind)
 ``mirrored``           -      1: the action drawn as its mirror image, 0: as the pose
-                              library holds it, 255: not recorded (an older set)
+                              library holds it, ``MIRRORED_UNKNOWN`` (255): not recorded
+                              (a set made before the generator recorded it)
 ``action``             -      what the person does (sit, lie_floor, ...)
 =====================  =====  ======================================================
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sahmr.data.shards import MIRRORED_UNKNOWN
 from sahmr.scene.orientation import up_vector
 
 __all__ = [
@@ -77,7 +79,7 @@ FACTORS: tuple[Factor, ...] = (
     Factor("occlusion", "", (0, 0.05, 0.2, 0.4, INF), "share of the body hidden"),
     Factor("occluder", "", None, "synthetic occluder kind (0: none)"),
     Factor("mirrored", "", None, "the action's mirror image (1), as in the library (0), "
-           "not recorded (255)"),
+           f"not recorded ({MIRRORED_UNKNOWN})"),
     Factor("action", "", None, "what the person does"),
 )
 """Every factor `dataset_factors` computes, in report order."""
