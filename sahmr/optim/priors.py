@@ -68,7 +68,6 @@ BENT_JOINTS: tuple[str, ...] = ("left_elbow", "right_elbow", "left_knee", "right
 prior acts on the same four joints)."""
 
 
-
 def pose_prior_asset_path() -> Path:
     """Path of the shipped pose mixture, independent of the working directory."""
     return Path(__file__).resolve().parent / "assets" / POSE_GMM_ASSET
