@@ -105,6 +105,10 @@ class MemoryDataConfig:
         rcnet_once: A frozen RCNet (stage two of SA-HMR) runs once per sample, on its crop
             without augmentation, and later steps reuse its root and contacts
             (`sahmr.engine.rcnet_store`).
+        rcnet_new_per_step: With ``rcnet_once``: at most this many samples whose RCNet output
+            is not stored yet enter a step; a batch's other new samples are swapped for stored
+            ones drawn at random (`sahmr.engine.rcnet_store.RCNetStore.limit_new`). More steps
+            over fewer distinct frames when filling the store sets the pace. 0: no cap.
         scene_sdf: Also hold every room's SDF grid on the device (`sahmr.scene.sdf_store`)
             and give each step's targets their rooms (``FrameTargets.scene_sdf``) for a scene
             penetration term (``loss.param_terms.penetration``). The grid is the one the
@@ -120,6 +124,7 @@ class MemoryDataConfig:
     frustum_chunk: int = 2**27
     augment: Any = None
     rcnet_once: bool = False
+    rcnet_new_per_step: int = 0
     scene_sdf: bool = False
 
     def __post_init__(self) -> None:
@@ -129,6 +134,10 @@ class MemoryDataConfig:
             raise ValueError(f"decode_workers must be >= 0, got {self.decode_workers}")
         if self.frustum_chunk < 1:
             raise ValueError(f"frustum_chunk must be >= 1, got {self.frustum_chunk}")
+        if self.rcnet_new_per_step < 0:
+            raise ValueError(f"rcnet_new_per_step must be >= 0, got {self.rcnet_new_per_step}")
+        if self.rcnet_new_per_step and not self.rcnet_once:
+            raise ValueError("rcnet_new_per_step caps the RCNet store: it needs rcnet_once=true")
 
 
 def resolve_storage(storage: str, device: torch.device) -> tuple[torch.device, bool]:

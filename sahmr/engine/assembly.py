@@ -146,7 +146,12 @@ def _train(
     method = build_method(cfg, body, info.device, resuming=resume and last.is_file())
     if cfg.get("loader") is not None and cfg.loader.get("rcnet_once", False):
         # a frozen RCNet's outputs, once per sample, at the step's precision
-        prepare.use_rcnet_store(method, bf16=tcfg.autocast_bf16(info.device))
+        prepare.use_rcnet_store(
+            method,
+            bf16=tcfg.autocast_bf16(info.device),
+            new_per_step=int(cfg.loader.get("rcnet_new_per_step", 0)),
+            seed=seed + info.rank,
+        )
     loss = _instantiate(cfg.loss).to(info.device)
     trainer = Trainer(
         method=method,

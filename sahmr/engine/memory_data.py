@@ -160,13 +160,18 @@ class MemoryStepPreparer(TargetPreparer):
         self.rcnet_store: RCNetStore | None = None
         self._stage = PinnedStager()
 
-    def use_rcnet_store(self, model: Any, *, bf16: bool = False) -> RCNetStore:
+    def use_rcnet_store(
+        self, model: Any, *, bf16: bool = False, new_per_step: int = 0, seed: int = 0
+    ) -> RCNetStore:
         """Serve ``model``'s frozen RCNet outputs from a per-sample store from now on
         (`sahmr.engine.rcnet_store`; ``bf16``: RCNet fills it under the training step's
-        autocast); the store."""
+        autocast; ``new_per_step``, ``seed``: the cap on a step's new samples,
+        `RCNetStore.limit_new`); the store."""
         if not self.needs_scene:
             raise ValueError("loader.rcnet_once needs scene points (RCNet votes from them)")
-        self.rcnet_store = RCNetStore(model, self.device, bf16=bf16)
+        self.rcnet_store = RCNetStore(
+            model, self.device, bf16=bf16, new_per_step=new_per_step, seed=seed
+        )
         return self.rcnet_store
 
     def plain_inputs(self, indices: Tensor) -> FrameInputs:
@@ -191,7 +196,10 @@ class MemoryStepPreparer(TargetPreparer):
         return build_frame_inputs(frames, scenes, frame_scene)
 
     def step(self, indices: Tensor, *, targets: bool | None = True) -> Step:
-        """The `Step` of a batch of sample indices (targets unless ``targets`` is False)."""
+        """The `Step` of a batch of sample indices (targets unless ``targets`` is False; with
+        a capped RCNet store, some new samples swapped for stored ones first)."""
+        if self.rcnet_store is not None:
+            indices = self.rcnet_store.limit_new(indices)
         frames, frame_scene = self.frames(indices)
         # with RCNet's outputs stored, nothing in the step reads scene points: no frustum cut
         inputs = self.frame_inputs(frames, frame_scene, scene=self.rcnet_store is None)

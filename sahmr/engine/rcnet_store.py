@@ -17,6 +17,15 @@ the GPU evaluation runs it at. (On an H100 the fill ran at about 69 new frames/s
 (run 31) and about 92 in bf16 (run 32), against about 290 for the same passes inside a bf16
 step: precision explains little of that gap, docs/benchmarks.md.)
 
+When filling the store sets the lease's pace (it did in runs 30-48: about 45 new frames in
+each step of 128, at 58-92 new frames/s, against 0.13 s for the step itself),
+``loader.rcnet_new_per_step`` caps the new frames a step may hold: `RCNetStore.limit_new`
+swaps a batch's other new samples for stored ones drawn at random, so the run takes more steps
+over fewer distinct frames in the same minutes. The swapped samples stay in the sampler's later
+epochs. The cap holds once the store has as many samples as `UNCAPPED_BATCHES` full batches:
+before that, each step's frames are all new and drawing from a handful of stored ones would
+repeat them.
+
 Storage on the training device: roots (N, 3) float32 and the contact points packed in the
 order they were computed (float32 points, int8 regions); which rows belong to which sample
 lives on the CPU, where the batch indices are, so serving a batch is one host-to-device copy
@@ -37,10 +46,14 @@ from sahmr.records import FrameInputs, RootContacts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RCNetStore"]
+__all__ = ["UNCAPPED_BATCHES", "RCNetStore"]
 
 _LOG_EVERY = 10_000
 """Log the store's counts each time this many more samples were computed."""
+
+UNCAPPED_BATCHES = 32
+"""`RCNetStore.limit_new` caps a batch's new samples once the store holds this many batches'
+worth of samples (4,096 at batch 128)."""
 
 
 def _grown(t: Tensor, rows: int) -> Tensor:
@@ -60,19 +73,36 @@ class RCNetStore:
         device: Where the outputs live (the training device).
         bf16: Run RCNet under bfloat16 autocast on ``device`` (as the training step does;
             `sahmr.engine.trainer_config.TrainerConfig.autocast_bf16`).
+        new_per_step: At most this many samples without a stored output in a batch
+            (`limit_new`; 0: no cap).
+        seed: Seed of the stored samples `limit_new` draws.
 
     Attributes:
         computed: Samples whose output was computed.
         served: Sample rows served from the store (computed ones included).
+        swapped: New samples `limit_new` replaced by stored ones.
     """
 
-    def __init__(self, model: Any, device: torch.device | str, *, bf16: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: torch.device | str,
+        *,
+        bf16: bool = False,
+        new_per_step: int = 0,
+        seed: int = 0,
+    ) -> None:
         if getattr(model, "rcnet", None) is None or not getattr(model, "freeze_rcnet", False):
             raise ValueError("loader.rcnet_once needs SA-HMR with a frozen RCNet "
                              "(exp=sahmr_small_finetune, model.freeze_rcnet=true)")  # fmt: skip
+        if new_per_step < 0:
+            raise ValueError(f"loader.rcnet_new_per_step must be >= 0, got {new_per_step}")
         self.model = model
         self.device = torch.device(device)
         self.bf16 = bool(bf16)
+        self.new_per_step = int(new_per_step)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.swapped = 0
         self.done = torch.zeros(0, dtype=torch.bool)  # (N,) CPU
         self.start = torch.zeros(0, dtype=torch.int64)  # (N,) CPU first packed row
         self.count = torch.zeros(0, dtype=torch.int64)  # (N,) CPU contact points
@@ -86,6 +116,36 @@ class RCNetStore:
     def __len__(self) -> int:
         """Samples stored."""
         return self.computed
+
+    def limit_new(self, indices: Tensor) -> Tensor:
+        """``indices`` with at most ``new_per_step`` samples whose output is not stored.
+
+        The first ``new_per_step`` new samples in batch order stay; each later one is replaced
+        by a stored sample drawn uniformly at random (repeats possible). Unchanged without a
+        cap, or while the store holds fewer than `UNCAPPED_BATCHES` batches' worth of samples.
+
+        Args:
+            indices: Tensor (B,) int64 sample indices (CPU or device).
+
+        Returns:
+            Tensor (B,) int64 on ``indices``' device.
+        """
+        cap = self.new_per_step
+        B = indices.numel()
+        if cap <= 0 or self.computed < UNCAPPED_BATCHES * B:
+            return indices
+        host = indices.detach().to("cpu", torch.int64)
+        self._ensure_rows(int(host.max()) + 1)
+        new = ~self.done[host]
+        over = new & (torch.cumsum(new.long(), 0) > cap)
+        n = int(over.sum())
+        if not n:
+            return indices
+        stored = torch.nonzero(self.done).squeeze(1)
+        out = host.clone()
+        out[over] = stored[torch.randint(stored.numel(), (n,), generator=self.generator)]
+        self.swapped += n
+        return out.to(indices.device)
 
     def given(self, indices: Tensor, plain_inputs: Callable[[Tensor], FrameInputs]) -> RootContacts:
         """The stored outputs of samples ``indices`` (computing the missing ones first).
@@ -143,8 +203,9 @@ class RCNetStore:
         self.used += P
         before, self.computed = self.computed, self.computed + M
         if self.computed // _LOG_EVERY > before // _LOG_EVERY:
-            logger.info("RCNet store: %d samples computed, %d served, %d contact points",
-                        self.computed, self.served, self.used)  # fmt: skip
+            logger.info("RCNet store: %d samples computed, %d served, %d new ones swapped "
+                        "for stored ones, %d contact points", self.computed, self.served,
+                        self.swapped, self.used)  # fmt: skip
 
     def _ensure_rows(self, n: int) -> None:
         """Room for sample indices below ``n``."""

@@ -220,6 +220,29 @@ def test_rcnet_once_stores_the_frozen_rcnet_in_the_in_memory_call_only(tmp_path,
     assert cfg.loader.scene_sdf is True and cfg.loss.param_terms.penetration == 30.0
 
 
+def test_rcnet_new_per_step_caps_the_in_memory_call_only(tmp_path):
+    """``--rcnet-new-per-step``: ``loader.rcnet_new_per_step`` in the in-memory call (which
+    composes), nothing in the fallback; without ``--rcnet-once`` or below 0, one clear error."""
+    import shlex
+
+    from engine_testkit import CONFIGS
+    from hydra import compose, initialize_config_dir
+
+    tool = load_tool("gpu/parametric_run")
+    args = tool.parser().parse_args(["--root", str(tmp_path), "--rcnet-once",
+                                     "--rcnet-new-per-step", "24"])  # fmt: skip
+    tool.apply_exp_defaults(args)
+    memory, fallback = (shlex.split(c) for c in tool.train_calls(args, tmp_path / "data"))
+    assert "loader.rcnet_new_per_step=24" in memory
+    assert not any(w.startswith("loader.") for w in fallback)  # (tmp_path holds the name)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=memory[2:])
+    assert cfg.loader.rcnet_new_per_step == 24 and cfg.loader.rcnet_once is True
+    for bad in (["--rcnet-new-per-step", "24"], ["--rcnet-once", "--rcnet-new-per-step", "-1"]):
+        with pytest.raises(ValueError, match="--rcnet-new-per-step"):
+            tool.apply_exp_defaults(tool.parser().parse_args(bad))
+
+
 def _override(cmd: list[str], key: str) -> str | None:
     """The value of ``key=...`` in a command line, or None."""
     found = [c.split("=", 1)[1] for c in cmd if c.startswith(key + "=")]

@@ -12,9 +12,10 @@ from engine_testkit import compose_train
 from sahmr.body.model import BodyModel
 from sahmr.data.augment import AugmentConfig
 from sahmr.data.memory import MemoryDataConfig, ShardStream
+from sahmr.engine import rcnet_store
 from sahmr.engine.assembly import train_from_config
 from sahmr.engine.memory_data import MemoryStepPreparer
-from sahmr.engine.rcnet_store import RCNetStore
+from sahmr.engine.rcnet_store import UNCAPPED_BATCHES, RCNetStore
 from sahmr.records import RootContacts
 
 
@@ -85,6 +86,59 @@ def test_store_serves_what_was_computed_and_computes_each_sample_once():
     assert model.calls == [[1, 2, 5, 6], [0, 9], [7, 13]]
     assert store.computed == len(store) == 8 and store.served == sum(map(len, batches))
     assert store.used == sum(i % 4 for i in {0, 1, 2, 5, 6, 7, 9, 13})
+
+
+def _filled_store(n: int, **kw) -> RCNetStore:
+    """A store of the fake model holding samples 0..n-1."""
+    model = _FakeSAHMR()
+    store = RCNetStore(model, "cpu", **kw)
+    ids = torch.arange(n)
+    store.add(ids, model.rcnet_root_contacts(ids))
+    return store
+
+
+def test_limit_new_keeps_the_first_new_samples_and_swaps_the_rest_for_stored_ones():
+    """Against the slow answer, sample by sample: stored samples stay where they are, the
+    first ``new_per_step`` new ones too, and every later new one becomes a stored sample."""
+    B, cap = 8, 2
+    batch = torch.tensor([900, 3, 901, 902, 17, 903, 904, 40])
+    store = _filled_store(UNCAPPED_BATCHES * B, new_per_step=cap, seed=5)
+    got = store.limit_new(batch)
+    assert got.shape == batch.shape and got.dtype == torch.int64
+    kept_new = 0
+    for was, now in zip(batch.tolist(), got.tolist(), strict=True):
+        if was < UNCAPPED_BATCHES * B:  # stored: unchanged
+            assert now == was
+        elif kept_new < cap:  # new, within the cap: unchanged
+            assert now == was
+            kept_new += 1
+        else:  # new, over the cap: some stored sample
+            assert 0 <= now < UNCAPPED_BATCHES * B
+    assert store.swapped == 3  # 902, 903, 904
+    # the draw follows the seed
+    again = _filled_store(UNCAPPED_BATCHES * B, new_per_step=cap, seed=5).limit_new(batch)
+    assert torch.equal(got, again)
+    # a batch within the cap, or with nothing new, is returned as it came
+    assert torch.equal(store.limit_new(batch[:3]), batch[:3])
+    assert torch.equal(store.limit_new(torch.tensor([1, 2, 3])), torch.tensor([1, 2, 3]))
+
+
+def test_limit_new_leaves_batches_alone_without_a_cap_or_before_the_store_fills():
+    batch = torch.tensor([900, 901, 902, 903])
+    uncapped = _filled_store(UNCAPPED_BATCHES * 4)
+    assert torch.equal(uncapped.limit_new(batch), batch) and uncapped.swapped == 0
+    early = _filled_store(UNCAPPED_BATCHES * 4 - 1, new_per_step=1)
+    assert torch.equal(early.limit_new(batch), batch) and early.swapped == 0
+    with pytest.raises(ValueError, match="rcnet_new_per_step"):
+        RCNetStore(_FakeSAHMR(), "cpu", new_per_step=-1)
+
+
+def test_memory_config_checks_the_cap():
+    assert MemoryDataConfig(rcnet_once=True, rcnet_new_per_step=24).rcnet_new_per_step == 24
+    with pytest.raises(ValueError, match="needs rcnet_once"):
+        MemoryDataConfig(rcnet_new_per_step=24)
+    with pytest.raises(ValueError, match=">= 0"):
+        MemoryDataConfig(rcnet_once=True, rcnet_new_per_step=-1)
 
 
 @pytest.mark.parametrize("bf16", [False, True])
@@ -233,6 +287,23 @@ def test_finetune_trains_with_the_store(tiny_dataset, test_configs, tmp_path):
     head = [k for k in start if k.startswith("mesh_net.param_head.")
             and start[k].is_floating_point() and not torch.equal(end[k], start[k])]  # fmt: skip
     assert head  # the head trained
+
+
+def test_finetune_with_a_capped_store_computes_fewer_new_samples(
+    tiny_dataset, test_configs, tmp_path, monkeypatch
+):
+    """``loader.rcnet_new_per_step``: once the store holds a batch (the threshold lowered to
+    one batch for the test), the second step of 4 takes one new sample and three stored ones,
+    and the run trains through it."""
+    monkeypatch.setattr(rcnet_store, "UNCAPPED_BATCHES", 1)
+    seen = {}
+    recipe = _stored_rcnet_recipe("sahmr_small_finetune", tiny_dataset, tmp_path)
+    cfg = compose_train([*recipe, "loader.rcnet_new_per_step=1"], test_configs)
+    result = train_from_config(cfg, on_trainer=lambda t: seen.setdefault("prepare", t.prepare))
+    assert result.step == 2
+    store = seen["prepare"].rcnet_store
+    assert store.new_per_step == 1
+    assert store.computed == 5 and store.swapped == 3 and store.served == 8
 
 
 def test_rcnet_once_trains_the_scene_less_ablation(tiny_dataset, test_configs, tmp_path):

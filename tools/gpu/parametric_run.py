@@ -271,6 +271,9 @@ def voter_settings() -> list[str]:
 def apply_exp_defaults(a: argparse.Namespace) -> None:
     """Fills the options left unset (None) with the experiment's defaults; a baseline refuses
     what only SA-HMR has (`main` reports the ValueError in one line)."""
+    if a.rcnet_new_per_step < 0 or (a.rcnet_new_per_step and not a.rcnet_once):
+        raise ValueError("--rcnet-new-per-step caps the stored RCNet's new frames: a count "
+                         ">= 0, with --rcnet-once")  # fmt: skip
     if is_baseline(a):
         if a.rcnet_once or a.scene_penetration > 0 or (a.refit_train_frames or 0) > 0:
             raise ValueError(f"--exp {a.exp} is image-only: no --rcnet-once, "
@@ -355,6 +358,7 @@ def train_calls(a: argparse.Namespace, data: Path) -> list[str]:
         f"loader.min_samples={a.min_samples}",
         f"loader.decode_workers={a.decode_workers}",
         *(["loader.rcnet_once=true"] if a.rcnet_once else []),
+        *([f"loader.rcnet_new_per_step={a.rcnet_new_per_step}"] if a.rcnet_new_per_step else []),
         # the rooms' grids ride the in-memory path only: the fallback trains without the term
         *(["loader.scene_sdf=true", f"loss.param_terms.penetration={a.scene_penetration}"]
           if a.scene_penetration > 0 else []),
@@ -817,6 +821,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rcnet-once", action="store_true",
                    help="the frozen RCNet runs once per training sample, its outputs stored "
                    "(loader.rcnet_once; in-memory path only, exp=sahmr_small_finetune)")
+    p.add_argument("--rcnet-new-per-step", type=int, default=0,
+                   help="with --rcnet-once: at most this many frames new to the store in a "
+                   "step, the rest swapped for stored ones (loader.rcnet_new_per_step; 0: "
+                   "no cap)")  # fmt: skip
     p.add_argument("--max-minutes", type=float, default=27.0, help="stop everything after this")
     p.add_argument("--max-evals", type=int, default=MAX_EVALS,
                    help="scorings running at once (`MAX_EVALS`)")  # fmt: skip
