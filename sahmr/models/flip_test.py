@@ -22,6 +22,14 @@ model posed with
 averages the two estimates: rotations by their chordal mean (the nearest rotation to the mean
 matrix), shapes and roots by their means.
 
+``select`` keeps one of the two instead, per frame, by what the scene says. RCNet runs once,
+on the frame; its root and contacts (reflected, left and right regions swapped) also serve
+the mirror image's mesh network. Each view's body is scored by `contact_distance`: how far
+each of RCNet's contact points lies from the nearest vertex of its body region (the left hand's
+point from the left hand). A body drawn on the wrong side puts the wrong hand or knee there,
+so the view whose body meets RCNet's contacts more closely is kept (`pick_views`); a frame
+without contact points keeps the frame's own view.
+
 The mirror image also probes a model: trained only on the generator's one-sided pose library
 (before 2026-12-07), the shipped SA-HMR recovered mirror-image frames far worse
 (docs/results.md, section (ae)).
@@ -38,9 +46,9 @@ from torch import Tensor
 from sahmr.body.constants import CONTACT_REGION_NAMES, SMPL_MIRROR_INDEX
 from sahmr.body.pose_library import MIRRORED_REGION
 from sahmr.models.param_head import BodyHead, BodyParams
-from sahmr.records import FrameInputs
+from sahmr.records import FrameInputs, RootContacts
 
-TEST_VIEWS = ("frame", "mirror", "both")
+TEST_VIEWS = ("frame", "mirror", "both", "select")
 """What SA-HMR's ``predict`` may run (`sahmr.models.sahmr.SAHMR`, ``test_views``)."""
 
 MIRROR = (-1.0, 1.0, 1.0)
@@ -170,3 +178,75 @@ def unmirror_output(out: Any, head: BodyHead) -> Any:
         contact_point_region=mirror_regions(out.contact_point_region),
         root_given_cam=None if out.root_given_cam is None else mirror_points(out.root_given_cam),
     )
+
+
+def mirror_root_contacts(rc: RootContacts) -> RootContacts:
+    """RCNet's root and contacts seen in the mirrored frame: points reflected, left and right
+    regions swapped (its own inverse)."""
+    return RootContacts(
+        root_cam=mirror_points(rc.root_cam),
+        contact_points_cam=mirror_points(rc.contact_points_cam),
+        contact_point_region=mirror_regions(rc.contact_point_region),
+        contact_batch_idx=rc.contact_batch_idx,
+    )
+
+
+def contact_distance(
+    verts_cam: Tensor,
+    vertex_region: Tensor,
+    points_cam: Tensor,
+    point_region: Tensor,
+    point_frame: Tensor,
+) -> Tensor:
+    """Mean distance from each frame's contact points to its body's region surface.
+
+    Args:
+        verts_cam: Tensor (B, V, 3) bodies, camera frame, metres.
+        vertex_region: Tensor (V,) int contact region of each vertex (`CONTACT_REGION_NAMES`).
+        points_cam: Tensor (P, 3) contact points, camera frame.
+        point_region: Tensor (P,) int their regions.
+        point_frame: Tensor (P,) int their frames.
+
+    Returns:
+        Tensor (B,) float: per frame, the mean over its points of the distance to the nearest
+        vertex of the point's region on the frame's body (metres); NaN for a frame without
+        points (a point whose region has no vertex counts as infinitely far).
+    """
+    B = verts_cam.shape[0]
+    out = torch.full((B,), float("nan"), dtype=verts_cam.dtype, device=verts_cam.device)
+    if points_cam.shape[0] == 0:
+        return out
+    frame = point_frame.long()
+    region = point_region.long().to(verts_cam.device)
+    d = torch.cdist(points_cam[:, None].to(verts_cam), verts_cam[frame])[:, 0]  # (P, V)
+    same = vertex_region.to(verts_cam.device).long()[None] == region[:, None]
+    nearest = d.masked_fill(~same, float("inf")).amin(dim=1)  # (P,)
+    total = torch.zeros(B, dtype=verts_cam.dtype, device=verts_cam.device)
+    total = total.index_add(0, frame, nearest)
+    count = torch.bincount(frame, minlength=B).to(total)
+    return torch.where(count > 0, total / count.clamp(min=1), out)
+
+
+def pick_views(
+    head: BodyHead,
+    body: BodyParams,
+    root_cam: Tensor,
+    other: BodyParams,
+    other_root_cam: Tensor,
+    take_other: Tensor,
+) -> tuple[BodyParams, Tensor]:
+    """Per frame, one of two estimates (both in the frame's camera axes).
+
+    Args:
+        head: The parametric head that poses the kept parameters.
+        body, other: The two estimates; root_cam, other_root_cam: Tensor (B, 3) their roots.
+        take_other: Tensor (B,) bool, True where ``other`` is kept.
+
+    Returns:
+        ``(body, root_cam)``: the kept bodies posed (``root_offset`` None) and their roots.
+    """
+    t = take_other.to(body.rotmats.device)
+    rotmats = torch.where(t[:, None, None, None], other.rotmats, body.rotmats)
+    betas = torch.where(t[:, None], other.betas, body.betas)
+    root = torch.where(t[:, None].to(root_cam.device), other_root_cam, root_cam)
+    return head.pose_body(rotmats, betas), root

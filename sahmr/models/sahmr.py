@@ -19,7 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from sahmr.geometry.crops import crop_side_m
-from sahmr.models.flip_test import TEST_VIEWS, merge_views, mirror_inputs, unmirror_output
+from sahmr.models.flip_test import (
+    TEST_VIEWS,
+    contact_distance,
+    merge_views,
+    mirror_inputs,
+    mirror_root_contacts,
+    pick_views,
+    unmirror_output,
+)
 from sahmr.models.modes import eval_mode
 from sahmr.models.param_head import BodyParams
 from sahmr.models.scene_mesh_net import SceneAwareMeshNet, cap_per_frame
@@ -119,8 +127,10 @@ class SAHMR(nn.Module):
         test_views: What ``predict`` runs (`sahmr.models.flip_test`): ``"frame"`` the frames
             as they are; ``"mirror"`` their left-right mirror images (RCNet and the mesh
             network), the bodies mapped back (a probe of how the model serves mirror-image
-            poses); ``"both"`` both, the mean body returned (twice the cost). The last two
-            need a parametric head.
+            poses); ``"both"`` both, the mean body returned (twice the cost); ``"select"``
+            RCNet once, the mesh network on both views with its root and contacts, and per
+            frame the body that meets the contacts more closely (`flip_test.pick_views`).
+            The last three need a parametric head, ``"select"`` a frozen RCNet.
     """
 
     def __init__(
@@ -155,6 +165,9 @@ class SAHMR(nn.Module):
         if test_views != "frame" and mesh_net.param_head is None:
             raise ValueError(f"test_views={test_views!r} maps body-model parameters back from "
                              "the mirror image: it needs a parametric head")  # fmt: skip
+        if test_views == "select" and not self.freeze_rcnet:
+            raise ValueError("test_views='select' hands RCNet's outputs to both views: it "
+                             "needs a frozen RCNet (freeze_rcnet=true)")  # fmt: skip
         self.test_views = test_views
         if rcnet is not None and self.freeze_rcnet:
             rcnet.requires_grad_(False)
@@ -302,6 +315,30 @@ class SAHMR(nn.Module):
             root_given_cam=given,
         )
 
+    def _select_view(self, inputs: FrameInputs) -> SAHMROutput:
+        """``test_views="select"``: RCNet once, the mesh network on the frame and on its mirror
+        image with RCNet's root and contacts, per frame the body nearer to the contacts
+        (`sahmr.models.flip_test`); the frame's output with that body and root."""
+        head = self.mesh_net.param_head
+        rc = RootContacts(*self._from_rcnet(self._run_rcnet(replace(inputs, rcnet_given=None),
+                                                            None)))  # fmt: skip
+        as_is = self.forward(replace(inputs, rcnet_given=rc))
+        mirrored = replace(mirror_inputs(replace(inputs, rcnet_given=None)),
+                           rcnet_given=mirror_root_contacts(rc))  # fmt: skip
+        other = unmirror_output(self.forward(mirrored), head)
+        labels = self.mesh_net.vertex_region
+
+        def distance(out: SAHMROutput) -> Tensor:
+            verts = out.body.verts_rel + out.root_cam[:, None].to(out.body.verts_rel)
+            return contact_distance(verts, labels, rc.contact_points_cam,
+                                    rc.contact_point_region, rc.contact_batch_idx)  # fmt: skip
+
+        take_other = distance(other) < distance(as_is)  # NaN (no contacts): the frame's view
+        body, root = pick_views(head, as_is.body, as_is.root_cam, other.body, other.root_cam,
+                                take_other)  # fmt: skip
+        return replace(as_is, body=body, root_cam=root,
+                       verts_cam=body.verts_rel + root[:, None].to(body.verts_rel))  # fmt: skip
+
     def predict(self, inputs: FrameInputs) -> BodyPrediction:
         """Body in the camera frame from RCNet's root and contacts (eval mode, no gradients).
 
@@ -321,6 +358,8 @@ class SAHMR(nn.Module):
         with eval_mode(self), torch.no_grad():
             if self.test_views == "frame":
                 out = self.forward(inputs)
+            elif self.test_views == "select":
+                out = self._select_view(inputs)
             else:  # the mirror image, mapped back to the frame (`sahmr.models.flip_test`)
                 out = unmirror_output(self.forward(mirror_inputs(inputs)), self.mesh_net.param_head)
             root = out.root_cam

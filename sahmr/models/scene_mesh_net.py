@@ -164,6 +164,12 @@ class SceneAwareMeshNet(MeshTokenNet):
         self.register_buffer(
             "region_mean", torch.from_numpy(member / np.maximum(counts, 1.0)), persistent=False
         )
+        # each full-mesh vertex's contact region (test-time view selection, `flip_test`)
+        self.register_buffer(
+            "vertex_region",
+            torch.as_tensor(np.asarray(topology.contact_labels[0], dtype=np.int64)),
+            persistent=False,
+        )
         self.scene_embed = nn.Linear(3 + width, width)
         self.null_token = nn.Parameter(torch.randn(width) * 0.02)
 

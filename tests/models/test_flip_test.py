@@ -12,13 +12,17 @@ from sahmr.geometry.cameras import project
 from sahmr.geometry.rotations import axis_angle_to_matrix, geodesic_angle
 from sahmr.models.flip_test import (
     chordal_mean,
+    contact_distance,
     mirror_inputs,
     mirror_points,
+    mirror_root_contacts,
     mirror_rotmats,
+    pick_views,
+    unmirror_output,
 )
 from sahmr.models.sahmr import SAHMR
 from sahmr.optim.priors import mirror_body_pose
-from sahmr.records import FrameInputs
+from sahmr.records import FrameInputs, RootContacts
 
 MIRROR = torch.tensor([-1.0, 1.0, 1.0])
 
@@ -190,8 +194,114 @@ def test_both_views_give_the_mean_and_are_mirror_equivariant():
     torch.testing.assert_close(out.vertices, merged.verts_cam, atol=2e-5, rtol=0)
 
 
+def test_contact_distance_matches_the_point_by_point_answer():
+    g = torch.Generator().manual_seed(11)
+    B, V = 3, 50
+    verts = torch.randn(B, V, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (V,), generator=g)
+    labels[labels == 3] = 2  # region 3 has no vertex
+    points = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    region = torch.tensor([1, 2, 1, 2, 1, 3, 2])
+    frame = torch.tensor([0, 0, 0, 2, 2, 2, 2])  # frame 1 has no point
+    got = contact_distance(verts, labels, points, region, frame)
+    for b in range(B):
+        rows = [p for p in range(7) if int(frame[p]) == b]
+        if not rows:
+            assert torch.isnan(got[b])
+            continue
+        dists = []
+        for p in rows:
+            near = [float((verts[b, v] - points[p]).norm()) for v in range(V)
+                    if int(labels[v]) == int(region[p])]  # fmt: skip
+            dists.append(min(near) if near else float("inf"))
+        assert float(got[b]) == pytest.approx(sum(dists) / len(dists), abs=1e-12)
+    assert torch.isinf(got[2]) and torch.isfinite(got[0])
+    none = contact_distance(verts, labels, points[:0], region[:0], frame[:0])
+    assert torch.isnan(none).all()
+
+
+def test_pick_views_keeps_each_frames_chosen_estimate():
+    head = tiny_head(8)
+    g = torch.Generator().manual_seed(2)
+    a = head.pose_body(_random_rotmats(3, seed=1), torch.randn(3, 10, generator=g) * 0.5)
+    b = head.pose_body(_random_rotmats(3, seed=2), torch.randn(3, 10, generator=g) * 0.5)
+    ra, rb = torch.randn(3, 3, generator=g), torch.randn(3, 3, generator=g)
+    take = torch.tensor([False, True, False])
+    body, root = pick_views(head, a, ra, b, rb, take)
+    for i, src, r in ((0, a, ra), (1, b, rb), (2, a, ra)):
+        torch.testing.assert_close(body.rotmats[i], src.rotmats[i])
+        torch.testing.assert_close(body.betas[i], src.betas[i])
+        torch.testing.assert_close(body.verts_rel[i], src.verts_rel[i], atol=1e-6, rtol=0)
+        torch.testing.assert_close(root[i], r[i])
+
+
+class CountingRCNet(SceneRCNet):
+    """`SceneRCNet` counting its calls; its contacts lie in the left-foot region (1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, inputs: FrameInputs, targets=None) -> FakeRCOutput:
+        self.calls += 1
+        return super().forward(inputs, targets)
+
+
+def test_select_view_runs_rcnet_once_and_keeps_the_body_nearer_to_its_contacts():
+    """Per frame, the kept body is the frame's own view or the mirror image's (fed RCNet's
+    reflected root and contacts), whichever meets RCNet's contacts more closely."""
+    inputs = _with_scene(make_batch()[0])
+    plain, select = _models("frame", "select")
+    rcnet = CountingRCNet()
+    select.rcnet = rcnet
+    got = select.predict(inputs)
+    assert rcnet.calls == 1
+    one = plain.predict(inputs)  # the frame's view (RCNet run inside)
+    rc = RootContacts(*select._from_rcnet(SceneRCNet()(inputs)))
+    head = select.mesh_net.param_head
+    mirrored = replace(mirror_inputs(inputs), rcnet_given=mirror_root_contacts(rc))
+    with torch.no_grad():
+        other = unmirror_output(select.forward(mirrored), head)
+    other_verts = other.body.verts_rel + other.root_cam[:, None]
+    labels = select.mesh_net.vertex_region
+    d_one = contact_distance(one.verts_cam, labels, rc.contact_points_cam,
+                             rc.contact_point_region, rc.contact_batch_idx)  # fmt: skip
+    d_other = contact_distance(other_verts, labels, rc.contact_points_cam,
+                               rc.contact_point_region, rc.contact_batch_idx)  # fmt: skip
+    d_got = contact_distance(got.verts_cam, labels, rc.contact_points_cam,
+                             rc.contact_point_region, rc.contact_batch_idx)  # fmt: skip
+    for b in range(inputs.batch_size):
+        want = other_verts[b] if d_other[b] < d_one[b] else one.verts_cam[b]
+        torch.testing.assert_close(got.verts_cam[b], want, atol=1e-5, rtol=0)
+        assert float(d_got[b]) <= float(torch.minimum(d_one[b], d_other[b])) + 1e-6
+    assert bool((d_other < d_one).any())  # the case holds frames where the mirror view wins
+
+
+def test_select_view_keeps_the_frames_own_view_where_it_is_nearer(monkeypatch):
+    """The same frames with the distance's sign turned: now the frame's own view wins where
+    the mirror view won above, and the output is the plain prediction there."""
+    import sahmr.models.sahmr as sahmr_module
+
+    inputs = _with_scene(make_batch()[0])
+    plain, select = _models("frame", "select")
+    one = plain.predict(inputs)
+    turned = lambda *args: -contact_distance(*args)  # noqa: E731
+    monkeypatch.setattr(sahmr_module, "contact_distance", turned)
+    got = select.predict(inputs)
+    torch.testing.assert_close(got.verts_cam, one.verts_cam, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.root_cam, one.root_cam)
+    torch.testing.assert_close(got.contact_points_cam, one.contact_points_cam)
+    p = got.params
+    out = body()(betas=p["betas"], global_orient=p["global_orient"], body_pose=p["body_pose"],
+                 transl=p["transl"])  # fmt: skip
+    torch.testing.assert_close(out.vertices, got.verts_cam, atol=2e-5, rtol=0)
+
+
 def test_test_views_are_checked():
     with pytest.raises(ValueError, match="parametric head"):
         SAHMR(rcnet=SceneRCNet(), mesh_net=tiny_mesh_net(), test_views="both")
+    net = tiny_mesh_net(param_head=lambda in_width, num_tokens: tiny_head(in_width))
+    with pytest.raises(ValueError, match="frozen RCNet"):
+        SAHMR(rcnet=SceneRCNet(), mesh_net=net, test_views="select", freeze_rcnet=False)
     with pytest.raises(ValueError, match="one of frame, mirror, both"):
         SAHMR(rcnet=SceneRCNet(), mesh_net=tiny_mesh_net(), test_views="flipped")
